@@ -1,0 +1,1 @@
+"""Plain-Python building blocks shared by every workflow. Nothing here imports Dagster."""

@@ -1,0 +1,225 @@
+"""The interfaces every workflow codes against: one small protocol per external service.
+
+Each protocol has a local implementation (embedded, no servers) and a real one (the production
+server) side by side in `hub_pipelines.resources`. Domain modules type against these protocols only,
+so they never import Dagster or a client library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from sqlalchemy import Connection, Engine
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What object storage knows about one stored object."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str | None = None
+    cache_control: str | None = None
+    server_side_encryption: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ObjectNotFound(KeyError):
+    """The object does not exist in the bucket."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """One bucket of object storage. Keys are '/'-separated; listing is in key order."""
+
+    bucket: str
+
+    def put(
+        self,
+        key: str,
+        data: bytes | IO[bytes],
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store bytes under key, encrypted at rest (server-side encryption on every put)."""
+        ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks, without holding the whole object in memory."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's info, or None when it does not exist."""
+        ...
+
+    def list_after(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> list[ObjectInfo]:
+        """Up to `limit` objects under prefix whose key sorts after `start_after`, in key order."""
+        ...
+
+    def copy(self, source_key: str, dest_key: str, dest_bucket: str | None = None) -> ObjectInfo:
+        """Server-side copy, within this bucket or to another bucket of the same storage."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing key is not an error."""
+        ...
+
+
+class ObjectStorage(Protocol):
+    """The storage service: hands out one ObjectStore per bucket."""
+
+    def bucket(self, name: str) -> ObjectStore: ...
+
+
+class SqlDatabase(Protocol):
+    """A SQL database reached through SQLAlchemy 2 (SQLite locally, PostgreSQL in production)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        ...
+
+    def transaction(self, isolation_level: str | None = None) -> contextlib.AbstractContextManager[Connection]:
+        """A connection inside one transaction: committed on success, rolled back on error."""
+        ...
+
+
+class Warehouse(Protocol):
+    """The analytics warehouse: ClickHouse's engine (chdb locally, a ClickHouse server in production)."""
+
+    def execute(self, sql: str, parameters: Mapping[str, object] | None = None) -> None:
+        """Run DDL or a statement that returns nothing."""
+        ...
+
+    def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame: ...
+
+    def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
+        """Insert rows; a repeated insert with the same dedup_token is a no-op. Returns rows sent."""
+        ...
+
+    def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class TopicMessage:
+    """One message read from a topic partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message to produce."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+    partition: int | None = None
+
+
+class TopicUnavailable(ConnectionError):
+    """The broker could not be reached or did not answer in time; the read can be retried."""
+
+
+class Topics(Protocol):
+    """A partitioned, append-only log with Kafka's semantics: partitions, offsets, consumer positions."""
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        """Create the topic if it does not exist."""
+        ...
+
+    def produce(self, topic: str, messages: Iterable[OutgoingMessage]) -> list[tuple[int, int]]:
+        """Append messages durably (acks=all); returns (partition, offset) for each, in order."""
+        ...
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next message will get (the high watermark)."""
+        ...
+
+    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
+        """Every message with start <= offset < end, in offset order."""
+        ...
+
+    def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        """Record a consumer group's next offset per partition."""
+        ...
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """A consumer group's recorded next offset per partition (missing partitions start at 0)."""
+        ...
+
+
+class Cache(Protocol):
+    """Cache and real-time counters (in process locally, Redis in production). TTLs in seconds."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    def set_if_absent(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Set only when the key is absent; True when this call set it (batch markers, locks)."""
+        ...
+
+    def delete(self, *keys: str) -> int: ...
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int: ...
+
+    def hll_add(self, key: str, members: Sequence[str], ttl: float | None = None) -> None:
+        """Add members to a HyperLogLog distinct counter."""
+        ...
+
+    def hll_count(self, *keys: str) -> int: ...
+
+    def zincr(self, key: str, increments: Mapping[str, float], ttl: float | None = None) -> None:
+        """Add to members' scores in a sorted set."""
+        ...
+
+    def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
+        """The n highest-scored members, highest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScanVerdict:
+    """A virus scanner's answer for one stream."""
+
+    clean: bool
+    signature: str | None
+    scanner: str
+    scanned_bytes: int
+
+
+class ScannerUnavailable(ConnectionError):
+    """The scanner could not be reached or timed out; the scan can be retried."""
+
+
+class ScanTooLarge(ValueError):
+    """The stream is larger than the scanner's configured limit."""
+
+
+class VirusScanner(Protocol):
+    """Scans a stream of bytes and names the signature it matched."""
+
+    def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict: ...

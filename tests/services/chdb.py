@@ -1,0 +1,1 @@
+"""Fixture for chdb (being written)."""

@@ -1,0 +1,1 @@
+"""Fixture for kafka (being written)."""

@@ -1,0 +1,1 @@
+"""Fixture for postgres (being written)."""

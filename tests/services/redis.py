@@ -1,0 +1,1 @@
+"""Fixture for redis (being written)."""

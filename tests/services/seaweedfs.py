@@ -1,0 +1,1 @@
+"""Fixture for seaweedfs (being written)."""
