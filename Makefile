@@ -1,0 +1,41 @@
+# The two commands: `make run` serves Dagster with embedded defaults and demo inputs;
+# `make test` installs what is missing and runs the checks and the whole suite against real services.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV ?= uv
+PYTEST_ARGS ?=
+
+.PHONY: run test check install bootstrap-run bootstrap-test format bench clean
+
+run: bootstrap-run install
+	@scripts/run_local.sh
+
+test: bootstrap-test install check
+	$(UV) run pytest $(PYTEST_ARGS)
+
+check: install
+	$(UV) run ruff check hub_pipelines tests bench
+	$(UV) run ruff format --check hub_pipelines tests bench
+	$(UV) run mypy
+
+format: install
+	$(UV) run ruff check --fix hub_pipelines tests bench
+	$(UV) run ruff format hub_pipelines tests bench
+
+install:
+	@$(UV) sync --frozen --extra dev --quiet
+
+bootstrap-run:
+	@scripts/bootstrap.sh run
+
+bootstrap-test:
+	@scripts/bootstrap.sh test
+
+bench: install
+	$(UV) run python bench/landing.py
+	$(UV) run python bench/media_images.py
+	$(UV) run python bench/media_video.py
+	$(UV) run python bench/nab.py
+
+clean:
+	rm -rf .hub .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The media workflow: one dynamic partition per upload."""

@@ -1,0 +1,3 @@
+import dagster as dg
+
+uploads_partitions = dg.DynamicPartitionsDefinition(name="media_uploads")

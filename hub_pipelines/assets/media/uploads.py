@@ -1,0 +1,61 @@
+import hashlib
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from hub_pipelines import settings
+from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
+from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
+from hub_pipelines.landing.upload_records import UploadRecord, record_upload
+from hub_pipelines.landing.uploads import object_key_for
+
+
+@dg.asset(
+    key=["media", "uploads"],
+    group_name="media",
+    partitions_def=uploads_partitions,
+    kinds={"s3", "sql"},
+    retry_policy=EXTERNAL_CALL_RETRY,
+)
+def uploads(
+    context: dg.AssetExecutionContext,
+    objects: dg.ResourceParam[ObjectStorage],
+    database: dg.ResourceParam[SqlDatabase],
+) -> dg.MaterializeResult:
+    """One uploaded object as it arrived: key, size, ETag, sha256 and first-seen time, recorded once."""
+    object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
+    store = objects.bucket(settings.UPLOADS_BUCKET)
+    info = store.head(object_key)
+    if info is None:
+        raise dg.Failure(
+            f"upload '{object_key}' (partition {context.partition_key}) is not in bucket "
+            f"'{settings.UPLOADS_BUCKET}': it was deleted or moved before it could be recorded"
+        )
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in store.stream(object_key):
+        digest.update(chunk)
+        size += len(chunk)
+    record = record_upload(
+        database,
+        UploadRecord(
+            partition_key=context.partition_key,
+            object_key=object_key,
+            size=size,
+            etag=info.etag,
+            sha256=digest.hexdigest(),
+            content_type_claimed=info.content_type,
+            seen_at=datetime.now(UTC),
+        ),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "object_key": object_key,
+            "bytes": size,
+            "etag": info.etag,
+            "sha256": record.sha256,
+            "first_seen_at": record.seen_at.isoformat(),
+            "claimed_content_type": info.content_type or "",
+        }
+    )

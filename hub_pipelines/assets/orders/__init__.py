@@ -1,0 +1,1 @@
+"""The orders workflow: signed order events become an order ledger."""

@@ -1,0 +1,69 @@
+"""`hub-pipelines`: operator commands for the local environment (the demo feeder)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from hub_pipelines import settings
+
+
+def _local_feeder(seed: int | None):
+    from hub_pipelines.demo.feeder import DemoFeeder
+    from hub_pipelines.resources.object_storage import LocalObjectStorage
+    from hub_pipelines.resources.topics import LocalTopicLog
+
+    root = settings.data_dir()
+    objects = LocalObjectStorage(root=str(root / "objects"))
+    objects.create_bucket(settings.UPLOADS_BUCKET)
+    return DemoFeeder(
+        objects=objects,
+        topics=LocalTopicLog(root=str(root / "topics")),
+        uploads_bucket=settings.UPLOADS_BUCKET,
+        uploads_prefix=settings.UPLOADS_PREFIX,
+        orders_topic=settings.ORDERS_TOPIC,
+        events_topic=settings.EVENTS_TOPIC,
+        signing_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
+        partitions=settings.TOPIC_PARTITIONS,
+        seed=seed,
+    )
+
+
+def demo(args: argparse.Namespace) -> int:
+    if settings.hub_env() != "local":
+        print("the demo feeder writes to the local environment only (HUB_ENV=local)", file=sys.stderr)
+        return 2
+    feeder = _local_feeder(args.seed)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    rounds = 0
+    while True:
+        keys = feeder.drop_uploads() if rounds % args.uploads_every == 0 else []
+        orders = feeder.send_orders(args.orders)
+        events = feeder.send_events(args.events)
+        print(f"demo: {len(keys)} uploads, {orders} order events, {events} analytics events", flush=True)
+        rounds += 1
+        if not args.trickle:
+            return 0
+        time.sleep(args.interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub-pipelines")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="feed the local environment with demo uploads and events")
+    demo_parser.add_argument("--trickle", action="store_true", help="keep feeding every --interval seconds")
+    demo_parser.add_argument("--interval", type=float, default=10.0)
+    demo_parser.add_argument("--orders", type=int, default=50, help="order events per round")
+    demo_parser.add_argument("--events", type=int, default=2000, help="analytics events per round")
+    demo_parser.add_argument("--uploads-every", type=int, default=6, help="drop uploads every N rounds")
+    demo_parser.add_argument("--seed", type=int, default=None)
+    demo_parser.set_defaults(handler=demo)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

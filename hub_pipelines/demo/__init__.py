@@ -1,0 +1,1 @@
+"""Demo inputs for the local environment: generated uploads, signed order events and analytics events."""

@@ -1,0 +1,1 @@
+"""The landing layer: arrivals (uploads, topic messages) recorded durably, idempotently and countably."""

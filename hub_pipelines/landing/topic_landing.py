@@ -1,0 +1,70 @@
+"""Landing one offset range of a topic into a sink, chunk by chunk, exactly once per chunk.
+
+Each chunk of a range is landed and recorded together by the sink, so a run killed mid-range leaves
+whole chunks behind, never half of one; the rerun finds those chunks recorded and counts their
+messages as duplicates instead of landing them twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from hub_pipelines.core.ports import TopicMessage, Topics
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.offsets import OffsetRange
+
+DEFAULT_CHUNK_MESSAGES = 5_000
+
+
+class LandingSink(Protocol):
+    """Where a topic's messages land, and the book of which offset ranges have landed."""
+
+    def land_chunk(self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str) -> LandingCounts:
+        """Land the messages of one chunk and record the chunk, atomically or idempotently.
+
+        A chunk already recorded lands nothing and counts every message as a duplicate.
+        """
+        ...
+
+    def landed_positions(self, topic: str) -> dict[int, int]:
+        """Per partition, the end of the furthest landed range."""
+        ...
+
+    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]: ...
+
+
+def split_into_chunks(offset_range: OffsetRange, chunk_messages: int) -> Iterator[OffsetRange]:
+    """Chunks aligned to multiples of chunk_messages, so a rerun of any range meets the same chunks."""
+    start = offset_range.start
+    while start < offset_range.end:
+        aligned_end = (start // chunk_messages + 1) * chunk_messages
+        end = min(aligned_end, offset_range.end)
+        yield OffsetRange(offset_range.partition, start, end)
+        start = end
+
+
+class IncompleteRead(RuntimeError):
+    """The broker returned fewer messages than the range holds."""
+
+
+def land_ranges(
+    topics: Topics,
+    sink: LandingSink,
+    topic: str,
+    ranges: Sequence[OffsetRange],
+    run_id: str,
+    chunk_messages: int = DEFAULT_CHUNK_MESSAGES,
+) -> LandingCounts:
+    """Read every range from the topic and land it in the sink; returns the summed counts."""
+    total = LandingCounts()
+    for offset_range in ranges:
+        for chunk in split_into_chunks(offset_range, chunk_messages):
+            messages = topics.read_range(topic, chunk.partition, chunk.start, chunk.end)
+            if len(messages) != chunk.size:
+                raise IncompleteRead(
+                    f"{topic} partition {chunk.partition}: asked for offsets {chunk.start}..{chunk.end - 1} "
+                    f"({chunk.size} messages), the broker returned {len(messages)}"
+                )
+            total += sink.land_chunk(topic, chunk, messages, run_id)
+    return total

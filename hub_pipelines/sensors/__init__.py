@@ -1,0 +1,1 @@
+"""Sensors that turn arrivals (uploads, topic messages) into runs."""
