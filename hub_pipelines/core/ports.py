@@ -37,6 +37,10 @@ class ObjectNotFound(KeyError):
     """The object does not exist in the bucket."""
 
 
+class BucketNotFound(LookupError):
+    """The bucket does not exist: storage was not bootstrapped, or the name is wrong."""
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """One bucket of object storage. Keys are '/'-separated; listing is in key order."""
@@ -66,7 +70,10 @@ class ObjectStore(Protocol):
         ...
 
     def list_after(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> list[ObjectInfo]:
-        """Up to `limit` objects under prefix whose key sorts after `start_after`, in key order."""
+        """Up to `limit` objects under prefix whose key sorts after `start_after`, in key order.
+
+        Like S3's listing, each carries key, size, etag and last_modified only; `head` has the rest.
+        """
         ...
 
     def copy(self, source_key: str, dest_key: str, dest_bucket: str | None = None) -> ObjectInfo:
@@ -171,8 +178,26 @@ class Topics(Protocol):
         ...
 
 
+class CacheBatch(Protocol):
+    """Cache writes queued and sent together, in one round trip, when the batch block exits."""
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    def delete(self, *keys: str) -> None: ...
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> None: ...
+
+    def hll_add(self, key: str, members: Sequence[str], ttl: float | None = None) -> None: ...
+
+    def zincr(self, key: str, increments: Mapping[str, float], ttl: float | None = None) -> None: ...
+
+
 class Cache(Protocol):
-    """Cache and real-time counters (in process locally, Redis in production). TTLs in seconds."""
+    """Cache and real-time counters (in process locally, Redis in production). TTLs in seconds.
+
+    A write with a ttl (re)sets the key's expiry; `set` without one makes the key permanent, while
+    `incr`, `hll_add` and `zincr` without one keep whatever expiry the key already has.
+    """
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -198,6 +223,13 @@ class Cache(Protocol):
 
     def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
         """The n highest-scored members, highest first."""
+        ...
+
+    def batch(self) -> contextlib.AbstractContextManager[CacheBatch]:
+        """Queue writes and send them together when the block exits; nothing is sent if it raises.
+
+        Not a transaction in Redis: a concurrent reader may see part of a batch.
+        """
         ...
 
 
