@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.services.kafka",
     "tests.services.clamd",
     "tests.services.chdb",
+    "tests.services.pushgateway",
 ]

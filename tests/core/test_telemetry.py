@@ -34,7 +34,6 @@ from hub_pipelines.core.telemetry import (
     push_metrics,
 )
 from tests.services import free_port
-from tests.services.pushgateway import pushgateway_url  # noqa: F401 - until conftest registers it
 
 
 @pytest.fixture
@@ -162,7 +161,7 @@ def read_gateway_samples(url: str, job: str) -> dict[tuple[str, frozenset[tuple[
     }
 
 
-def test_pushed_run_metrics_can_be_read_back_from_the_gateway(pushgateway_url: str) -> None:  # noqa: F811
+def test_pushed_run_metrics_can_be_read_back_from_the_gateway(pushgateway_url: str) -> None:
     job = f"test_push_{uuid.uuid4().hex[:8]}"
     metrics = RunMetrics()
     metrics.counter("uploads_scanned_total", "Uploads scanned.", ["result"]).labels(result="clean").inc(3)
@@ -184,7 +183,7 @@ def test_pushed_run_metrics_can_be_read_back_from_the_gateway(pushgateway_url: s
 
 
 def test_push_keeps_metrics_other_steps_pushed_unless_told_to_replace_the_group(
-    pushgateway_url: str,  # noqa: F811
+    pushgateway_url: str,
 ) -> None:
     job = f"test_pushadd_{uuid.uuid4().hex[:8]}"
     first_step, second_step, rerun = RunMetrics(), RunMetrics(), RunMetrics()
