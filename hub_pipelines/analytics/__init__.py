@@ -1,0 +1,1 @@
+"""Analytics domain logic: event model, rollups and anomaly detection (no Dagster imports)."""
