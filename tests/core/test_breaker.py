@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hub_pipelines.core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, CircuitOpenError, make_breaker
+from hub_pipelines.core.retry import RetryPolicy
 from tests.services import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +206,7 @@ FAIL_IN_CHILD = """
 import sys
 import redis
 from hub_pipelines.core.breaker import make_breaker
+from hub_pipelines.core.retry import RetryPolicy
 
 url, prefix, failures = sys.argv[1], sys.argv[2], int(sys.argv[3])
 breaker = make_breaker("payments", redis.Redis.from_url(url), key_prefix=prefix)
@@ -266,3 +268,15 @@ def test_breaker_built_while_redis_is_down_keeps_working_in_process() -> None:
     service.down = True
     _fail(breaker, service, 5)
     assert breaker.state == OPEN
+
+
+def test_retries_stop_as_soon_as_the_circuit_opens() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(
+        attempts=10, sleep=waits.append, retry_on=(lambda exc: isinstance(exc, PaymentsDown),)
+    )
+    breaker, service = make_breaker(f"payments-{uuid.uuid4().hex[:8]}"), Service()
+    with pytest.raises(CircuitOpenError):
+        policy.call(breaker.call, service)
+    assert service.calls == 5
+    assert len(waits) == 5
