@@ -150,6 +150,13 @@ class TopicUnavailable(ConnectionError):
     """The broker could not be reached or did not answer in time; the read can be retried."""
 
 
+class UnknownTopic(KeyError):
+    """The topic does not exist (create it first with `Topics.create_topic`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown topic"
+
+
 class Topics(Protocol):
     """A partitioned, append-only log with Kafka's semantics: partitions, offsets, consumer positions."""
 

@@ -1,0 +1,329 @@
+"""The Topics port on a Kafka cluster, through confluent-kafka (librdkafka).
+
+Semantics shared with the local log are described in `hub_pipelines.resources.topics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from pydantic import PrivateAttr
+
+from hub_pipelines.core.ports import OutgoingMessage, TopicMessage, TopicUnavailable, UnknownTopic
+
+logger = logging.getLogger(__name__)
+
+
+class TopicWriteRejected(RuntimeError):
+    """The broker refused a message for a reason a retry will not fix (too large, not authorised...)."""
+
+
+_UNASSIGNED = -1
+
+
+def _header_map(headers: Mapping[str, Any] | list[tuple[str, Any]] | None) -> dict[str, bytes]:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    return {name: value if isinstance(value, bytes) else (value or "").encode() for name, value in pairs}
+
+
+def _unavailable(what: str, exc: BaseException | None = None) -> TopicUnavailable:
+    reason = f": {exc}" if exc is not None else ""
+    return TopicUnavailable(f"{what}{reason}")
+
+
+def _is_transient(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in (
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+    )
+
+
+class KafkaTopics(dg.ConfigurableResource):
+    """Topics on a Kafka cluster through confluent-kafka (librdkafka).
+
+    Produces with the idempotent producer and acks=all, and keys partitioned by murmur2 like Java
+    clients. Reads assign the partition at the start offset and never join or commit as a group;
+    group positions are written and read with the admin API, so a group must have no live members
+    subscribed to the topic while positions are committed here.
+    """
+
+    bootstrap_servers: str
+    client_id: str = "hub-pipelines"
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    replication_factor: int = -1
+    timeout_seconds: float = 30.0
+
+    _producer: Producer | None = PrivateAttr(default=None)
+    _admin: AdminClient | None = PrivateAttr(default=None)
+    _reader: Consumer | None = PrivateAttr(default=None)
+    _clients_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _read_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def _config(self) -> dict[str, Any]:
+        optional = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "logger": logger,
+            **{name: value for name, value in optional.items() if value is not None},
+        }
+
+    def _clients(self) -> tuple[Producer, AdminClient, Consumer]:
+        with self._clients_lock:
+            if self._producer is None or self._admin is None or self._reader is None:
+                timeout_ms = int(self.timeout_seconds * 1000)
+                self._producer = Producer(
+                    {
+                        **self._config(),
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "partitioner": "murmur2_random",
+                        "delivery.timeout.ms": timeout_ms,
+                        "linger.ms": 5,
+                    }
+                )
+                self._admin = AdminClient(self._config())
+                self._reader = Consumer(
+                    {
+                        **self._config(),
+                        "group.id": f"{self.client_id}-reader",
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "enable.partition.eof": True,
+                        "auto.offset.reset": "error",
+                        "allow.auto.create.topics": False,
+                    }
+                )
+            return self._producer, self._admin, self._reader
+
+    def close(self) -> None:
+        with self._clients_lock:
+            producer, reader = self._producer, self._reader
+            self._producer = self._admin = self._reader = None
+        if producer is not None:
+            producer.flush(self.timeout_seconds)
+        if reader is not None:
+            reader.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def create_topic(self, topic: str, partitions: int) -> None:
+        _, admin, _ = self._clients()
+        future = admin.create_topics(
+            [NewTopic(topic, partitions, self.replication_factor)], request_timeout=self.timeout_seconds
+        )[topic]
+        try:
+            future.result(timeout=self.timeout_seconds)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return
+            if _is_transient(error):
+                raise _unavailable(f"creating topic {topic!r} on {self.bootstrap_servers}", exc) from exc
+            raise
+        except TimeoutError as exc:
+            waited = f"{self.timeout_seconds:.0f} s"
+            raise _unavailable(
+                f"creating topic {topic!r}: no answer from {self.bootstrap_servers} in {waited}"
+            ) from exc
+
+    def partitions(self, topic: str) -> list[int]:
+        _, _, reader = self._clients()
+        try:
+            metadata = reader.list_topics(topic, timeout=self.timeout_seconds).topics.get(topic)
+        except KafkaException as exc:
+            raise _unavailable(
+                f"reading metadata of topic {topic!r} from {self.bootstrap_servers}", exc
+            ) from exc
+        if metadata is None or (
+            metadata.error is not None
+            and metadata.error.code()
+            in (
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._UNKNOWN_TOPIC,
+            )
+        ):
+            raise UnknownTopic(f"topic {topic!r} does not exist on {self.bootstrap_servers}")
+        if metadata.error is not None:
+            raise _unavailable(f"reading metadata of topic {topic!r}", KafkaException(metadata.error))
+        return sorted(metadata.partitions)
+
+    def produce(self, topic: str, messages: Iterable[OutgoingMessage]) -> list[tuple[int, int]]:
+        producer, _, _ = self._clients()
+        placed: list[tuple[int, int] | None] = []
+        failures: list[KafkaError] = []
+
+        def delivered(position: int):
+            def report(error: KafkaError | None, message: Any) -> None:
+                if error is not None:
+                    failures.append(error)
+                else:
+                    placed[position] = (message.partition(), message.offset())
+
+            return report
+
+        for position, message in enumerate(messages):
+            placed.append(None)
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=list(message.headers.items()),
+                        partition=_UNASSIGNED if message.partition is None else message.partition,
+                        on_delivery=delivered(position),
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        remaining = producer.flush(self.timeout_seconds)
+        if failures:
+            first = failures[0]
+            what = f"{len(failures)} of {len(placed)} messages to topic {topic!r} were not written: {first}"
+            if _is_transient(first):
+                raise TopicUnavailable(what)
+            raise TopicWriteRejected(what)
+        if remaining or any(entry is None for entry in placed):
+            raise TopicUnavailable(
+                f"{remaining} of {len(placed)} messages to topic {topic!r} were not acknowledged by "
+                f"{self.bootstrap_servers} within {self.timeout_seconds:.0f} s"
+            )
+        return [entry for entry in placed if entry is not None]
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        _, admin, _ = self._clients()
+        requests = {
+            TopicPartition(topic, partition): OffsetSpec.latest() for partition in self.partitions(topic)
+        }
+        futures = admin.list_offsets(requests, request_timeout=self.timeout_seconds)
+        try:
+            return {
+                tp.partition: future.result(timeout=self.timeout_seconds).offset
+                for tp, future in futures.items()
+            }
+        except (KafkaException, TimeoutError) as exc:
+            raise _unavailable(
+                f"listing end offsets of topic {topic!r} on {self.bootstrap_servers}", exc
+            ) from exc
+
+    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
+        _, _, reader = self._clients()
+        where = f"topic {topic!r} partition {partition} offsets {start}..{end}"
+        with self._read_lock:
+            try:
+                low, high = reader.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout_seconds, cached=False
+                )
+            except KafkaException as exc:
+                raise _unavailable(f"reading {where} from {self.bootstrap_servers}", exc) from exc
+            start, end = max(start, low), min(end, high)
+            if start >= end:
+                return []
+            reader.assign([TopicPartition(topic, partition, start)])
+            try:
+                return self._consume(reader, topic, partition, start, end, where)
+            finally:
+                reader.unassign()
+
+    def _consume(
+        self, reader: Consumer, topic: str, partition: int, start: int, end: int, where: str
+    ) -> list[TopicMessage]:
+        found: list[TopicMessage] = []
+        last_progress = time.monotonic()
+        while not found or found[-1].offset < end - 1:
+            batch = reader.consume(num_messages=min(end - start, 10_000), timeout=1.0)
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > self.timeout_seconds:
+                got = found[-1].offset + 1 if found else start
+                raise TopicUnavailable(
+                    f"reading {where}: {self.bootstrap_servers} sent nothing past offset {got} "
+                    f"for {self.timeout_seconds:.0f} s"
+                )
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return found
+                    if _is_transient(error):
+                        continue
+                    raise _unavailable(f"reading {where}", KafkaException(error))
+                offset = message.offset()
+                if offset is None or offset >= end:
+                    return found
+                timestamp_type, timestamp_ms = message.timestamp()
+                found.append(
+                    TopicMessage(
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        value=message.value() or b"",
+                        key=message.key(),
+                        headers=_header_map(message.headers()),
+                        timestamp_ms=timestamp_ms if timestamp_type else None,
+                    )
+                )
+        return found
+
+    def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        if not positions:
+            return
+        _, admin, _ = self._clients()
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(topic, partition, offset) for partition, offset in positions.items()]
+        )
+        future = admin.alter_consumer_group_offsets([request], request_timeout=self.timeout_seconds)[group]
+        try:
+            result = future.result(timeout=self.timeout_seconds)
+        except (KafkaException, TimeoutError) as exc:
+            raise _unavailable(f"committing group {group!r} positions on topic {topic!r}", exc) from exc
+        for tp in result.topic_partitions:
+            if tp.error is not None:
+                raise _unavailable(
+                    f"committing group {group!r} topic {topic!r} partition {tp.partition}", tp.error
+                )
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        _, admin, _ = self._clients()
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(topic, p) for p in self.partitions(topic)]
+        )
+        future = admin.list_consumer_group_offsets([request], request_timeout=self.timeout_seconds)[group]
+        try:
+            result = future.result(timeout=self.timeout_seconds)
+        except (KafkaException, TimeoutError) as exc:
+            raise _unavailable(f"reading group {group!r} positions on topic {topic!r}", exc) from exc
+        return {tp.partition: tp.offset for tp in result.topic_partitions if tp.offset >= 0}
