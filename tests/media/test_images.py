@@ -232,3 +232,16 @@ def test_quality_is_configurable_per_format(photo_jpeg: bytes) -> None:
     low = by_key(render_image_variants(photo_jpeg, "photo.jpg", spec))[("small", "jpeg")]
     high = by_key(render_image_variants(photo_jpeg, "photo.jpg"))[("small", "jpeg")]
     assert len(low.data) < len(high.data) * 0.7
+
+
+def test_jpeg_decoded_at_reduced_dct_scale_still_yields_exact_rung_sizes() -> None:
+    wide = Image.new("RGB", (4200, 700), (0, 0, 255))
+    wide.paste((255, 0, 0), (4000, 0, 4200, 700))
+    source = Image.open(io.BytesIO(encode(wide, "JPEG")))
+    source.draft("RGB", (2048, 342))
+    assert source.size == (2100, 350)  # the scale the renderer asks for: half size still covers 2048
+    variants = by_key(render_image_variants(encode(wide, "JPEG"), "banner.jpg"))
+    assert decoded(variants[("large", "jpeg")]).size == (2048, 341)
+    assert decoded(variants[("small", "jpeg")]).size == (480, 80)
+    red, _green, blue = pixel(decoded(variants[("large", "webp")]), (2040, 170))
+    assert red > 200 and blue < 60
