@@ -79,7 +79,7 @@ class RenderedVariant:
 def render_image_variants(
     data: bytes, name: str, spec: ImageVariantSpec | None = None
 ) -> list[RenderedVariant]:
-    """Every rendition of `spec` for the image in `data`, thumbnail first, then by width, then by format."""
+    """Every rendition of `spec` for `data`: thumbnail first, then widest first, formats in spec order."""
     spec = spec or ImageVariantSpec()
     source = _open_checked(data, name, spec.max_pixels)
     oriented_width, oriented_height = _oriented_size(source)
