@@ -1,0 +1,295 @@
+"""The Warehouse port: chdb (ClickHouse's engine in process) locally, a ClickHouse server in production.
+
+Both run the same SQL. Query parameters are ClickHouse's own `{name:Type}` placeholders; their values
+are formatted by clickhouse-connect's server-side binding in both implementations, so a value means the
+same thing everywhere. Results come back through Arrow (`to_pandas()` on the Arrow table), so both give
+the same pandas dtypes; an empty result keeps its columns.
+
+Inserts are idempotent per `dedup_token` through ClickHouse's insert deduplication
+(`insert_deduplication_token`), which only acts on MergeTree tables created with a deduplication window:
+
+    CREATE TABLE ... ENGINE = MergeTree ORDER BY ... SETTINGS non_replicated_deduplication_window = 1000
+
+(Replicated tables deduplicate by default.) The token covers the insert's blocks: replaying the same
+insert with the same token writes nothing; a different batch needs a different token. An insert
+without a token always writes, identical data or not. Inserts are synchronous (`async_insert = 0`):
+the rows are in a part when the call returns.
+
+chdb runs one data folder per process: a second process cannot open a folder another one holds, and one
+process cannot switch folders while it has one open. `ChdbWarehouse` detects both and raises
+`WarehouseLocked` naming the folder; runs that touch the local warehouse share one concurrency slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import threading
+from collections.abc import Collection, Mapping
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+from clickhouse_connect.driver.binding import format_bind_value, format_str, quote_identifier
+from pydantic import PrivateAttr
+
+if TYPE_CHECKING:
+    from chdb.session import Session
+    from clickhouse_connect.driver.client import Client
+
+_OTHER_FOLDER = re.compile(r"initialized with path '([^']*)'")
+_STATUS_PID = re.compile(r"^PID: (\d+)", re.MULTILINE)
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse statement failed; the message names the statement and the engine's reason."""
+
+
+class WarehouseLocked(WarehouseError):
+    """chdb could not open its data folder: another process holds it, or this one holds another folder."""
+
+
+def table_reference(table: str) -> str:
+    """A table name for SQL: a plain name is quoted, a dotted `database.table` is taken as written."""
+    return table if "." in table else quote_identifier(table)
+
+
+def column_list(names: list[str]) -> str:
+    return ", ".join(quote_identifier(name) for name in names)
+
+
+def insert_settings(dedup_token: str | None, engine_settings: Collection[str]) -> dict[str, str]:
+    """Settings for one insert: synchronous, deduplicated by the token, or never deduplicated without one.
+
+    Without a token ClickHouse would still drop a block identical to a recent one on tables with a
+    deduplication window (and chdb's INSERT ... SELECT would not), so it is turned off: both always
+    write. Engines from 26.x decide through `deduplicate_insert`, which supersedes `insert_deduplicate`.
+    """
+    settings = {"async_insert": "0"}
+    if dedup_token is not None:
+        settings["insert_deduplication_token"] = dedup_token
+    elif "deduplicate_insert" in engine_settings:
+        settings["deduplicate_insert"] = "disable"
+    else:
+        settings["insert_deduplicate"] = "0"
+    return settings
+
+
+def bind_values(parameters: Mapping[str, object] | None) -> dict[str, str]:
+    """Parameter values as clickhouse-connect's server-side binding sends them (`param_<name>`)."""
+    return {name: format_bind_value(value, UTC) for name, value in (parameters or {}).items()}
+
+
+def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _statement_head(sql: str) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= 160 else flat[:157] + "..."
+
+
+def _holder_of(folder: Path) -> str | None:
+    """Which other process holds the folder's `status` lock (ClickHouse's one-server-per-folder lock)."""
+    status = folder / "status"
+    try:
+        handle = status.open("rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = _STATUS_PID.search(handle.read().decode(errors="replace"))
+            if holder is None:
+                return "an unknown process"
+            # Sessions of one process share its engine, so the lock held by this very process is no obstacle.
+            return None if int(holder.group(1)) == os.getpid() else f"pid {holder.group(1)}"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _locked_by_other_process(folder: Path, holder: str) -> WarehouseLocked:
+    return WarehouseLocked(
+        f"chdb data folder {str(folder)!r} is in use by another process ({holder}): chdb allows one "
+        "process per data folder, so runs that touch the local warehouse must run one at a time"
+    )
+
+
+class ChdbWarehouse(dg.ConfigurableResource):
+    """The warehouse as chdb in this process, its tables stored under `path`."""
+
+    path: str
+
+    _session: Session | None = PrivateAttr(default=None)
+    _opening: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _engine_settings: frozenset[str] | None = PrivateAttr(default=None)
+
+    def _connection(self) -> Session:
+        if self._session is not None:
+            return self._session
+        with self._opening:
+            if self._session is None:
+                self._session = self._open()
+            return self._session
+
+    def _open(self) -> Session:
+        from chdb.session import Session
+
+        folder = Path(self.path).resolve()
+        holder = _holder_of(folder)
+        if holder is not None:
+            raise _locked_by_other_process(folder, holder)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            return Session(str(folder))
+        except RuntimeError as exc:
+            other = _OTHER_FOLDER.search(str(exc))
+            if other:
+                raise WarehouseLocked(
+                    f"chdb data folder {str(folder)!r} cannot be opened: this process already has chdb open "
+                    f"on {other.group(1)!r}, and chdb runs one data folder per process"
+                ) from exc
+            holder = _holder_of(folder)
+            if holder is not None:
+                raise _locked_by_other_process(folder, holder) from exc
+            raise WarehouseError(f"chdb data folder {str(folder)!r} could not be opened: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the data folder so another process (or another folder in this one) can open it."""
+        with self._opening:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def _run(self, sql: str, parameters: Mapping[str, object] | None, fmt: str) -> Any:
+        session = self._connection()
+        try:
+            return session.query(sql, fmt, params=bind_values(parameters))
+        except RuntimeError as exc:
+            raise WarehouseError(f"chdb statement failed: {_statement_head(sql)}: {exc}") from exc
+
+    def execute(self, sql: str, parameters: Mapping[str, object] | None = None) -> None:
+        self._run(sql, parameters, "Null")
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, object] | None = None) -> pa.Table:
+        table: pa.Table = self._run(sql, parameters, "ArrowTable")
+        return table
+
+    def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame:
+        return self.query_arrow(sql, parameters).to_pandas()
+
+    def _known_settings(self) -> frozenset[str]:
+        if self._engine_settings is None:
+            names = self.query_arrow("SELECT name FROM system.settings WHERE name = 'deduplicate_insert'")
+            self._engine_settings = frozenset(names.column("name").to_pylist())
+        return self._engine_settings
+
+    def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
+        return self.insert_arrow(table, frame_to_arrow(frame), dedup_token)
+
+    def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
+        if batch.num_rows == 0:
+            return 0
+        # chdb's Python() table function scans this frame's locals for the name in the SQL and reads the
+        # Arrow buffers in place: measured fastest of Python(), Arrow and ArrowStream input on 1M rows.
+        warehouse_rows = batch  # noqa: F841 - read by name from the SQL below
+        columns = column_list(batch.column_names)
+        chosen = insert_settings(dedup_token, self._known_settings())
+        settings = ", ".join(f"{name} = {format_str(value)}" for name, value in chosen.items())
+        self._run(
+            f"INSERT INTO {table_reference(table)} ({columns}) SELECT {columns} FROM Python(warehouse_rows) "
+            f"SETTINGS {settings}",
+            None,
+            "Null",
+        )
+        return batch.num_rows
+
+
+class ClickHouseWarehouse(dg.ConfigurableResource):
+    """The warehouse as a ClickHouse server, reached over HTTP(S) with clickhouse-connect."""
+
+    host: str
+    port: int = 8123
+    username: str = "default"
+    password: str = ""
+    database: str = "default"
+    secure: bool = False
+    connect_timeout_seconds: float = 10.0
+    query_timeout_seconds: float = 300.0
+
+    _client: Client | None = PrivateAttr(default=None)
+    _opening: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def _connection(self) -> Client:
+        if self._client is not None:
+            return self._client
+        with self._opening:
+            if self._client is None:
+                import clickhouse_connect
+
+                self._client = clickhouse_connect.get_client(
+                    host=self.host,
+                    port=self.port,
+                    username=self.username,
+                    password=self.password,
+                    database=self.database,
+                    secure=self.secure,
+                    connect_timeout=self.connect_timeout_seconds,
+                    send_receive_timeout=self.query_timeout_seconds,
+                )
+            return self._client
+
+    def close(self) -> None:
+        with self._opening:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _failures_named(self, sql: str):
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        try:
+            yield
+        except ClickHouseError as exc:
+            raise WarehouseError(
+                f"ClickHouse statement failed on {self.host}:{self.port}: {_statement_head(sql)}: {exc}"
+            ) from exc
+
+    def execute(self, sql: str, parameters: Mapping[str, object] | None = None) -> None:
+        with self._failures_named(sql):
+            self._connection().command(sql, parameters=dict(parameters) if parameters else None)
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, object] | None = None) -> pa.Table:
+        with self._failures_named(sql):
+            return self._connection().query_arrow(sql, parameters=dict(parameters) if parameters else None)
+
+    def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame:
+        return self.query_arrow(sql, parameters).to_pandas()
+
+    def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
+        return self.insert_arrow(table, frame_to_arrow(frame), dedup_token)
+
+    def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
+        if batch.num_rows == 0:
+            return 0
+        with self._failures_named(f"INSERT INTO {table}"):
+            client = self._connection()
+            settings = insert_settings(dedup_token, client.server_settings.keys())
+            client.insert_arrow(table_reference(table), batch, settings=dict(settings))
+        return batch.num_rows
