@@ -1,0 +1,171 @@
+"""Order confirmations by email and SMS after PAID: at most once per order and channel, never fatal.
+
+The notification log is claimed (status 'sending', committed) before a message goes out and marked
+'sent' after. A crash between the two leaves 'sending', which is never retried: a customer may miss
+a confirmation but never gets two. A channel that raises `NotificationNotSent` (the message surely
+did not leave, e.g. connection refused) is retried by later runs up to `max_attempts`; any other error
+marks the row 'unknown' and it is not retried. No failure here ever changes the order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.sql import insert_ignoring_duplicates
+from hub_pipelines.orders.intake import format_minor
+from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed, PiiKeyError, pii_context
+from hub_pipelines.orders.tables import PAID, notification_log, orders
+
+logger = logging.getLogger(__name__)
+
+EMAIL = "email"
+SMS = "sms"
+_RECIPIENT_COLUMN = {EMAIL: orders.c.email_ciphertext, SMS: orders.c.phone_ciphertext}
+
+
+class NotificationNotSent(Exception):
+    """The message certainly did not leave (refused before handing it over); a later run may retry."""
+
+
+class NotificationChannel(Protocol):
+    def send(self, recipient: str, subject: str, body: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    order_id: str
+    total: str
+    currency: str
+
+    @property
+    def subject(self) -> str:
+        return f"Your order {self.order_id[:8]} is confirmed"
+
+    @property
+    def body(self) -> str:
+        return (
+            f"Thank you! We received your payment of {self.total} {self.currency} for order {self.order_id}."
+        )
+
+
+def send_confirmations(
+    database: SqlDatabase,
+    channels: Mapping[str, NotificationChannel],
+    cipher: PiiCipher | None,
+    *,
+    max_attempts: int = 3,
+    limit: int = 500,
+) -> dict[str, int]:
+    """Send what is due on every channel; returns counts by '<channel>_<status>'."""
+    counts: Counter[str] = Counter()
+    for channel_name, channel in channels.items():
+        for order_id, blob, key_id, total_minor, currency in _due(
+            database, channel_name, max_attempts, limit
+        ):
+            if not _claim(database, order_id, channel_name, max_attempts):
+                continue
+            status, error = _deliver(
+                channel, channel_name, order_id, blob, key_id, total_minor, currency, cipher
+            )
+            _finish(database, order_id, channel_name, status, error)
+            counts[f"{channel_name}_{status}"] += 1
+    return dict(counts)
+
+
+def _due(database: SqlDatabase, channel: str, max_attempts: int, limit: int) -> list[sa.Row]:
+    log = notification_log
+    with database.transaction() as connection:
+        return list(
+            connection.execute(
+                sa.select(
+                    orders.c.order_id,
+                    _RECIPIENT_COLUMN[channel],
+                    orders.c.pii_key_id,
+                    orders.c.total_minor,
+                    orders.c.currency,
+                )
+                .select_from(
+                    orders.outerjoin(
+                        log, sa.and_(log.c.order_id == orders.c.order_id, log.c.channel == channel)
+                    )
+                )
+                .where(
+                    orders.c.status == PAID,
+                    sa.or_(
+                        log.c.order_id.is_(None),
+                        sa.and_(log.c.status == "failed", log.c.attempts < max_attempts),
+                    ),
+                )
+                .order_by(orders.c.paid_at)
+                .limit(limit)
+            ).all()
+        )
+
+
+def _claim(database: SqlDatabase, order_id: str, channel: str, max_attempts: int) -> bool:
+    log = notification_log
+    with database.transaction() as connection:
+        inserted = connection.execute(
+            insert_ignoring_duplicates(log, database.dialect)
+            .values(order_id=order_id, channel=channel, status="sending", attempts=1)
+            .returning(log.c.order_id)
+        ).first()
+        if inserted is not None:
+            return True
+        retried = connection.execute(
+            sa.update(log)
+            .where(
+                log.c.order_id == order_id,
+                log.c.channel == channel,
+                log.c.status == "failed",
+                log.c.attempts < max_attempts,
+            )
+            .values(status="sending", attempts=log.c.attempts + 1, updated_at=sa.func.now())
+        ).rowcount
+        return bool(retried)
+
+
+def _deliver(
+    channel: NotificationChannel,
+    channel_name: str,
+    order_id: str,
+    blob: bytes | None,
+    key_id: str | None,
+    total_minor: int,
+    currency: str,
+    cipher: PiiCipher | None,
+) -> tuple[str, str | None]:
+    if blob is None or key_id is None or cipher is None:
+        return "skipped", "no recipient on the order"
+    try:
+        recipient = cipher.decrypt(bytes(blob), key_id, pii_context(order_id, channel_name))
+    except (PiiKeyError, PiiDecryptionFailed) as unreadable:
+        return "skipped", str(unreadable)
+    message = Confirmation(order_id, format_minor(int(total_minor), currency), currency)
+    try:
+        channel.send(recipient, message.subject, message.body)
+    except NotificationNotSent as refused:
+        logger.warning("%s confirmation for order %s not sent: %s", channel_name, order_id, refused)
+        return "failed", str(refused)
+    except Exception as unclear:
+        logger.warning(
+            "%s confirmation for order %s may not have arrived: %s", channel_name, order_id, unclear
+        )
+        return "unknown", f"{type(unclear).__name__}: {unclear}"
+    return "sent", None
+
+
+def _finish(database: SqlDatabase, order_id: str, channel: str, status: str, error: str | None) -> None:
+    with database.transaction() as connection:
+        connection.execute(
+            sa.update(notification_log)
+            .where(notification_log.c.order_id == order_id, notification_log.c.channel == channel)
+            .values(status=status, last_error=error, updated_at=sa.func.now())
+        )

@@ -1,0 +1,214 @@
+"""One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
+
+Each order runs its phases in a worker thread (bounded by `max_workers`, so gateway latency overlaps
+instead of adding up): the reserve transaction commits before the gateway is called and the outcome
+is recorded in a transaction of its own, so no row lock is ever held across a gateway call. A crash
+anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
+record are taken again, RESERVED and PAYMENT_UNKNOWN orders are charged again with the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from hub_pipelines.core.platform_tables import topic_inbox
+from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.rate_limit import RateLimiter
+from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
+from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.intake import InvalidOrderEvent, parse_order_event
+from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
+from hub_pipelines.orders.payments import (
+    DECLINED,
+    ChargeRequest,
+    GatewayUnavailable,
+    PaymentGateway,
+    PaymentOutcomeUnknown,
+)
+from hub_pipelines.orders.pii import PiiCipher
+from hub_pipelines.orders.pricing import PriceRejected, price_order
+from hub_pipelines.orders.reservation import (
+    InsufficientStock,
+    IntakePosition,
+    record_rejection,
+    reserve_order,
+)
+from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
+from hub_pipelines.orders.tables import order_intake
+
+logger = logging.getLogger(__name__)
+
+AlertHook = Callable[[str, str], None]
+"""Called with (order id, reason) after an order was compensated."""
+
+
+class RateLimitExceeded(ValueError):
+    """The customer has placed more orders than the per-customer rate allows."""
+
+
+REJECTIONS = (UnauthenticEvent, InvalidOrderEvent, RateLimitExceeded, PriceRejected, InsufficientStock)
+
+
+def log_alert(order_id: str, reason: str) -> None:
+    logger.error("order %s failed and was compensated: %s", order_id, reason)
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    position: IntakePosition
+    payload: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass
+class OrderLedger:
+    database: SqlDatabase
+    catalog: Catalog
+    gateway: PaymentGateway
+    authenticator: EventAuthenticator
+    rate_limiter: RateLimiter | None = None
+    cipher: PiiCipher | None = None
+    alert: AlertHook = log_alert
+    topic: str = "orders"
+    max_workers: int = 8
+    stale_after_s: float = 60.0
+    clock: Callable[[], float] = field(default=time.perf_counter)
+
+    def process_batch(self, limit: int = 5000) -> BatchReport:
+        """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
+        started = self.clock()
+        self.catalog.refresh()
+        self.catalog.reset_stats()
+        pending = pending_payments(self.database, stale_after_s=self.stale_after_s, limit=limit)
+        events = self.unprocessed_events(limit)
+        with ThreadPoolExecutor(max_workers=max(1, self.max_workers), thread_name_prefix="order") as pool:
+            reconciled = list(pool.map(lambda order: self._settle(order.charge, self.clock()), pending))
+            outcomes = list(pool.map(self.handle_event, events))
+        report = BatchReport.of(
+            outcomes,
+            reconciled,
+            cache=self.catalog.reset_stats(),
+            breaker_state=self.gateway.breaker_state(),
+            elapsed_s=self.clock() - started,
+        )
+        return report
+
+    def unprocessed_events(self, limit: int) -> list[InboxEvent]:
+        """Inbox events of the topic that have no intake record yet, in partition and offset order."""
+        with self.database.transaction() as connection:
+            rows = connection.execute(
+                sa.select(
+                    topic_inbox.c.topic,
+                    topic_inbox.c.partition,
+                    topic_inbox.c.offset,
+                    topic_inbox.c.event_id,
+                    topic_inbox.c.payload,
+                    topic_inbox.c.headers,
+                )
+                .select_from(
+                    topic_inbox.outerjoin(
+                        order_intake,
+                        sa.and_(
+                            order_intake.c.topic == topic_inbox.c.topic,
+                            order_intake.c.partition == topic_inbox.c.partition,
+                            order_intake.c.offset == topic_inbox.c.offset,
+                        ),
+                    )
+                )
+                .where(topic_inbox.c.topic == self.topic, order_intake.c.offset.is_(None))
+                .order_by(topic_inbox.c.partition, topic_inbox.c.offset)
+                .limit(limit)
+            ).all()
+        return [
+            InboxEvent(
+                IntakePosition(row[0], int(row[1]), int(row[2]), row[3]), bytes(row[4]), dict(row[5] or {})
+            )
+            for row in rows
+        ]
+
+    def handle_event(self, event: InboxEvent) -> OrderOutcome:
+        """Every phase of one event; rejections are dead-lettered, never raised."""
+        started = self.clock()
+        idempotency_key: str | None = None
+        try:
+            self.authenticator.verify(event.payload, event.headers)
+            request = parse_order_event(event.payload)
+            idempotency_key = request.idempotency_key
+            if self.rate_limiter is not None and not self.rate_limiter.hit(request.customer_id):
+                raise RateLimitExceeded(
+                    f"rate limit {self.rate_limiter.rate} exceeded for customer {request.customer_id}"
+                )
+            priced = price_order(request, self.catalog.products(item.product_id for item in request.items))
+            reservation = reserve_order(self.database, event.position, priced, self.cipher)
+        except REJECTIONS as why:
+            claimed = record_rejection(
+                self.database, event.position, str(why), event.payload, idempotency_key
+            )
+            return OrderOutcome(
+                "rejected" if claimed else "skipped",
+                self.clock() - started,
+                reason=str(why),
+                reason_kind=type(why).__name__,
+            )
+        if not reservation.claimed:
+            return OrderOutcome("skipped", self.clock() - started, order_id=reservation.order_id)
+        if reservation.duplicate:
+            return OrderOutcome("duplicate", self.clock() - started, order_id=reservation.order_id)
+        charge = ChargeRequest(
+            reservation.order_id,
+            priced.total_minor,
+            priced.currency,
+            request.customer_id,
+            request.payment_method,
+        )
+        settled = self._settle(charge, started)
+        return dataclasses.replace(
+            settled, items=priced.item_count, serialization_retries=reservation.attempts - 1
+        )
+
+    def _settle(self, charge: ChargeRequest, started: float) -> OrderOutcome:
+        """Charge (or re-ask the gateway with the same key) and record what it answered."""
+        try:
+            result = self.gateway.charge(charge)
+        except GatewayUnavailable as unavailable:
+            return OrderOutcome(
+                "deferred", self.clock() - started, order_id=charge.order_id, reason=str(unavailable)
+            )
+        except PaymentOutcomeUnknown as unknown:
+            record_unknown(self.database, charge.order_id, str(unknown))
+            return OrderOutcome(
+                "payment_unknown",
+                self.clock() - started,
+                order_id=charge.order_id,
+                payment_attempts=unknown.attempts,
+                reason=str(unknown),
+            )
+        reason = None
+        if result.outcome == DECLINED:
+            reason = f"payment declined: {result.reason or 'no reason given'}"
+            if compensate(self.database, charge, reason, result.reference):
+                self._raise_alert(charge.order_id, reason)
+        else:
+            record_paid(self.database, charge, result)
+        return OrderOutcome(
+            "failed" if reason else "paid",
+            self.clock() - started,
+            order_id=charge.order_id,
+            amount_minor=charge.amount_minor,
+            currency=charge.currency,
+            payment_attempts=result.attempts,
+            reason=reason,
+        )
+
+    def _raise_alert(self, order_id: str, reason: str) -> None:
+        try:
+            self.alert(order_id, reason)
+        except Exception:
+            logger.exception("alert hook failed for order %s", order_id)

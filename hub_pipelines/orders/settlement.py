@@ -1,0 +1,161 @@
+"""Recording a payment's outcome: PAID, PAYMENT_UNKNOWN, or FAILED with compensation.
+
+Each is one transaction that moves the order only from a state that may still change (RESERVED or
+PAYMENT_UNKNOWN), so a rerun after a crash, or a second worker, records every outcome once. Compensation
+gives the reserved stock back, posts the reversal and queues `order.failed`; the alert is raised by the
+caller after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.orders.intake import format_minor
+from hub_pipelines.orders.ledger import add_outbox_event, post_order_failed, post_order_paid
+from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
+from hub_pipelines.orders.reservation import serializable_retrying
+from hub_pipelines.orders.tables import (
+    FAILED,
+    PAID,
+    PAYMENT_UNKNOWN,
+    RESERVED,
+    order_items,
+    orders,
+    payments,
+    products,
+)
+
+_OPEN = (RESERVED, PAYMENT_UNKNOWN)
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    charge: ChargeRequest
+    status: str
+
+
+def pending_payments(
+    database: SqlDatabase, *, stale_after_s: float = 60.0, limit: int = 1000
+) -> list[PendingOrder]:
+    """Orders still waiting for a payment outcome: every PAYMENT_UNKNOWN, and RESERVED ones older than
+    `stale_after_s` (younger ones are most likely being paid by the worker that reserved them)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
+    with database.transaction() as connection:
+        rows = connection.execute(
+            sa.select(
+                orders.c.order_id,
+                orders.c.total_minor,
+                orders.c.currency,
+                orders.c.customer_id,
+                orders.c.payment_method,
+                orders.c.status,
+            )
+            .where(
+                sa.or_(
+                    orders.c.status == PAYMENT_UNKNOWN,
+                    sa.and_(orders.c.status == RESERVED, orders.c.updated_at <= cutoff),
+                )
+            )
+            .order_by(orders.c.created_at)
+            .limit(limit)
+        ).all()
+    return [PendingOrder(ChargeRequest(row[0], int(row[1]), row[2], row[3], row[4]), row[5]) for row in rows]
+
+
+def _move(connection: sa.Connection, order_id: str, to: str, **values: object) -> bool:
+    moved = connection.execute(
+        sa.update(orders)
+        .where(orders.c.order_id == order_id, orders.c.status.in_(_OPEN))
+        .values(status=to, updated_at=sa.func.now(), **values)
+    ).rowcount
+    return bool(moved)
+
+
+def record_paid(database: SqlDatabase, charge: ChargeRequest, result: ChargeResult) -> bool:
+    """PAID, the successful charge, the ledger posting and `order.paid`; False if already final."""
+
+    def attempt() -> bool:
+        with database.transaction("SERIALIZABLE") as connection:
+            if not _move(
+                connection, charge.order_id, PAID, paid_at=sa.func.now(), payment_reference=result.reference
+            ):
+                return False
+            connection.execute(
+                sa.insert(payments).values(
+                    order_id=charge.order_id,
+                    gateway_reference=result.reference or f"unreferenced-{charge.order_id}",
+                    status="succeeded",
+                    amount_minor=charge.amount_minor,
+                    currency=charge.currency,
+                )
+            )
+            post_order_paid(connection, charge.order_id, charge.currency, charge.amount_minor)
+            add_outbox_event(
+                connection,
+                charge.order_id,
+                "order.paid",
+                {
+                    "total": format_minor(charge.amount_minor, charge.currency),
+                    "currency": charge.currency,
+                    "payment_reference": result.reference,
+                },
+            )
+            return True
+
+    return serializable_retrying()(attempt)
+
+
+def record_unknown(database: SqlDatabase, order_id: str, reason: str) -> bool:
+    """PAYMENT_UNKNOWN with the reason, so the next batch reconciles it with the same key."""
+    with database.transaction() as connection:
+        moved = connection.execute(
+            sa.update(orders)
+            .where(orders.c.order_id == order_id, orders.c.status == RESERVED)
+            .values(status=PAYMENT_UNKNOWN, failure_reason=reason, updated_at=sa.func.now())
+        ).rowcount
+    return bool(moved)
+
+
+def compensate(
+    database: SqlDatabase, charge: ChargeRequest, reason: str, reference: str | None = None
+) -> bool:
+    """FAILED with the reason, the reserved stock released, the sale reversed, `order.failed` queued.
+
+    False when the order was already final (nothing is released twice).
+    """
+
+    def attempt() -> bool:
+        with database.transaction("SERIALIZABLE") as connection:
+            if not _move(connection, charge.order_id, FAILED, failure_reason=reason):
+                return False
+            items = connection.execute(
+                sa.select(order_items.c.product_id, order_items.c.quantity)
+                .where(order_items.c.order_id == charge.order_id)
+                .order_by(order_items.c.product_id)
+            ).all()
+            for product_id, quantity in items:
+                connection.execute(
+                    sa.update(products)
+                    .where(products.c.product_id == product_id)
+                    .values(stock=products.c.stock + quantity)
+                )
+            if reference:
+                connection.execute(
+                    sa.insert(payments).values(
+                        order_id=charge.order_id,
+                        gateway_reference=reference,
+                        status="declined",
+                        amount_minor=charge.amount_minor,
+                        currency=charge.currency,
+                        detail=reason,
+                    )
+                )
+            post_order_failed(connection, charge.order_id, charge.currency, charge.amount_minor)
+            add_outbox_event(connection, charge.order_id, "order.failed", {"reason": reason})
+            return True
+
+    return serializable_retrying()(attempt)

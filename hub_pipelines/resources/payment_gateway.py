@@ -1,0 +1,192 @@
+"""The payment gateway: an approving fake for local runs, Stripe (PaymentIntents) in production.
+
+Both implement `hub_pipelines.orders.payments.PaymentGateway`. Stripe calls carry the order id as the
+idempotency key, time out after `call_timeout_s`, are retried (core.retry: 3 tries, 1 s -> 2 s -> 4 s
+with jitter) only for timeouts, connection failures, 409 (same key in flight), 429 and 5xx, and run
+through a circuit breaker whose state is shared in Redis by every run process. The SDK's own retries
+are off, so the retry policy is the only one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import dagster as dg
+import redis
+import stripe
+from pydantic import PrivateAttr
+
+from hub_pipelines.core.breaker import Breaker, CircuitOpenError, make_breaker
+from hub_pipelines.core.retry import RetryPolicy
+from hub_pipelines.orders.payments import (
+    DECLINED,
+    PAID,
+    ChargeRequest,
+    ChargeResult,
+    GatewayUnavailable,
+    PaymentOutcomeUnknown,
+)
+
+RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class ApprovingLocalGateway(dg.ConfigurableResource):
+    """LOCAL ONLY: a fake gateway in this process that approves every charge, no money involved.
+
+    The reference is derived from the order id, so asking twice answers the same, like an
+    idempotent gateway would.
+    """
+
+    reference_prefix: str = "local_pi_"
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        digest = hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:24]
+        return ChargeResult(PAID, self.reference_prefix + digest)
+
+    def breaker_state(self) -> str:
+        return "closed"
+
+
+def is_retryable_stripe_error(error: BaseException) -> bool:
+    """Failures that may pass when the same request (same idempotency key) is sent again."""
+    if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
+        return True
+    if isinstance(error, stripe.APIError):
+        return (error.http_status or 500) in RETRYABLE_STATUSES or (error.http_status or 500) >= 500
+    return False
+
+
+def _is_callers_fault(error: BaseException) -> bool:
+    # A decline or a bad request says nothing about the gateway's health: it must not open the circuit.
+    return isinstance(error, stripe.StripeError) and not is_retryable_stripe_error(error)
+
+
+class StripeGateway(dg.ConfigurableResource):
+    """Stripe PaymentIntents, created and confirmed in one call, one PaymentIntent per order."""
+
+    api_key: str
+    api_base: str | None = None
+    default_payment_method: str = "pm_card_visa"
+    call_timeout_s: float = 3.0
+    attempts: int = 3
+    initial_backoff_s: float = 1.0
+    backoff_jitter_s: float = 1.0
+    breaker_redis_url: str | None = None
+    breaker_name: str = "stripe"
+    breaker_key_prefix: str = "hub:"
+    breaker_fail_max: int = 5
+    breaker_reset_s: float = 60.0
+
+    _local: threading.local = PrivateAttr(default_factory=threading.local)
+    _redis: redis.Redis | None = PrivateAttr(default=None)
+    _redis_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        breaker = self._breaker()
+        sent = 0
+
+        def send() -> Any:
+            nonlocal sent
+            sent += 1
+            return self._create_intent(request)
+
+        def attempt() -> Any:
+            return breaker.call(send)
+
+        policy = RetryPolicy(
+            attempts=self.attempts,
+            initial_wait=self.initial_backoff_s,
+            jitter=self.backoff_jitter_s,
+            retry_on=(is_retryable_stripe_error,),
+        )
+        try:
+            intent = policy.call(attempt)
+        except stripe.CardError as declined:
+            body: dict[str, Any] = declined.json_body if isinstance(declined.json_body, dict) else {}
+            reference = ((body.get("error") or {}).get("payment_intent") or {}).get("id")
+            reason = declined.user_message or declined.code or "card declined"
+            return ChargeResult(DECLINED, reference, reason=str(reason), attempts=max(sent, 1))
+        except CircuitOpenError as refused:
+            if not sent:
+                raise GatewayUnavailable(f"order {request.order_id}: {refused}") from refused
+            raise PaymentOutcomeUnknown(
+                f"order {request.order_id}: circuit opened after {sent} attempt(s): {refused}", sent
+            ) from refused
+        except stripe.StripeError as failed:
+            raise PaymentOutcomeUnknown(
+                f"order {request.order_id}: stripe gave no definitive answer after {sent} attempt(s): "
+                f"{type(failed).__name__} (HTTP {failed.http_status}): {failed.user_message or failed}",
+                sent,
+            ) from failed
+        return self._result_of(request, intent, max(sent, 1))
+
+    def breaker_state(self) -> str:
+        return self._breaker().state
+
+    def _result_of(self, request: ChargeRequest, payment_intent: Any, attempts: int) -> ChargeResult:
+        intent = payment_intent.to_dict()
+        status = intent.get("status")
+        if status == "succeeded":
+            return ChargeResult(PAID, intent.get("id"), attempts=attempts)
+        if status in ("requires_payment_method", "canceled"):
+            error = intent.get("last_payment_error") or {}
+            reason = error.get("message") or f"payment intent {status}"
+            return ChargeResult(DECLINED, intent.get("id"), reason=str(reason), attempts=attempts)
+        raise PaymentOutcomeUnknown(
+            f"order {request.order_id}: payment intent {intent.get('id')} is {status!r}, not final", attempts
+        )
+
+    def _create_intent(self, request: ChargeRequest) -> Any:
+        return self._client().v1.payment_intents.create(
+            params={
+                "amount": request.amount_minor,
+                "currency": request.currency.lower(),
+                "confirm": True,
+                "payment_method": request.payment_method or self.default_payment_method,
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                "metadata": {"order_id": request.order_id, "customer_id": request.customer_id},
+            },
+            options={"idempotency_key": request.idempotency_key},
+        )
+
+    def _client(self) -> stripe.StripeClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            base = {"api": self.api_base} if self.api_base else None
+            client = stripe.StripeClient(
+                self.api_key,
+                base_addresses=base,  # type: ignore[arg-type]
+                http_client=stripe.HTTPXClient(timeout=self.call_timeout_s, allow_sync_methods=True),
+                max_network_retries=0,
+            )
+            self._local.client = client
+        return client
+
+    def _breaker(self) -> Breaker:
+        # pybreaker serialises calls through one breaker object; each thread gets its own, and they
+        # share their state through Redis (or the process's memory storage of the same name).
+        breaker = getattr(self._local, "breaker", None)
+        if breaker is None:
+            breaker = make_breaker(
+                self.breaker_name,
+                self._redis_client(),
+                fail_max=self.breaker_fail_max,
+                reset_timeout=self.breaker_reset_s,
+                call_timeout=self.call_timeout_s,
+                exclude=[_is_callers_fault],
+                key_prefix=self.breaker_key_prefix,
+            )
+            self._local.breaker = breaker
+        return breaker
+
+    def _redis_client(self) -> redis.Redis | None:
+        if not self.breaker_redis_url:
+            return None
+        with self._redis_lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(
+                    self.breaker_redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+                )
+            return self._redis

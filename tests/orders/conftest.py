@@ -1,0 +1,89 @@
+"""Fixtures of the order tests: a migrated PostgreSQL database, the fake Stripe server, a ledger factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from hub_pipelines.core.schema import upgrade_schema
+from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.payments import PaymentGateway
+from hub_pipelines.orders.pii import PiiCipher, new_key_setting
+from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.sql_database import PostgresDatabase
+from tests.fakes.stripe_server import FakeStripe, Faults
+from tests.orders.support import authenticator, seed_catalog
+from tests.services.postgres import PostgresServer
+
+
+def postgres_resource(server: PostgresServer, **settings: Any) -> PostgresDatabase:
+    return PostgresDatabase(
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        database=server.database,
+        **settings,
+    )
+
+
+@pytest.fixture
+def ledger_database(postgres_database: PostgresServer) -> Iterator[PostgresDatabase]:
+    """A fresh PostgreSQL database at the newest schema."""
+    database = postgres_resource(postgres_database, pool_size=12, max_overflow=8)
+    upgrade_schema(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def fake_stripe() -> Iterator[FakeStripe]:
+    server = FakeStripe(Faults(stall_s=1.0)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stripe_gateway(fake_stripe: FakeStripe) -> StripeGateway:
+    """The real Stripe gateway on the fake server: no backoff waits, a breaker of its own per test."""
+    return StripeGateway(
+        api_key="sk_test_hub",
+        api_base=fake_stripe.base_url,
+        call_timeout_s=0.5,
+        initial_backoff_s=0.0,
+        backoff_jitter_s=0.0,
+        breaker_name=f"stripe-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+def cipher() -> PiiCipher:
+    return PiiCipher.from_setting(new_key_setting("k1"))
+
+
+LedgerFactory = Callable[..., OrderLedger]
+
+
+@pytest.fixture
+def make_ledger(ledger_database: PostgresDatabase, cipher: PiiCipher) -> LedgerFactory:
+    """An OrderLedger on the test database with the seeded catalog; keyword arguments override parts."""
+    seed_catalog(Catalog(ledger_database))
+
+    def build(gateway: PaymentGateway, **overrides: Any) -> OrderLedger:
+        settings: dict[str, Any] = {
+            "database": ledger_database,
+            "catalog": Catalog(ledger_database),
+            "gateway": gateway,
+            "authenticator": authenticator(),
+            "cipher": cipher,
+            "max_workers": 4,
+            "stale_after_s": 0.0,
+        }
+        settings.update(overrides)
+        return OrderLedger(**settings)
+
+    return build
