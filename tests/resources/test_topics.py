@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from hub_pipelines.core.partition_log import murmur2_partition
-from hub_pipelines.core.ports import OutgoingMessage, Topics
+from hub_pipelines.core.ports import OutgoingMessage, Topics, TopicUnavailable
 from hub_pipelines.resources.topics import KafkaTopics, LocalTopicLog, UnknownTopic
+from tests.services import free_port
 from tests.services.kafka import KafkaBroker
 
 PARTITIONS = 4
@@ -287,3 +288,12 @@ def test_bytes_left_by_a_crashed_append_are_cut_off_by_the_next_append(tmp_path:
         b"kept-2",
         b"after-crash",
     ]
+
+
+def test_reading_from_an_unreachable_broker_raises_topic_unavailable_naming_the_range() -> None:
+    topics = KafkaTopics(bootstrap_servers=f"127.0.0.1:{free_port()}", timeout_seconds=1)
+    try:
+        with pytest.raises(TopicUnavailable, match=r"topic 'orders' partition 2 offsets 10\.\.20"):
+            topics.read_range("orders", 2, 10, 20)
+    finally:
+        topics.close()
