@@ -202,8 +202,9 @@ class ChdbWarehouse(dg.ConfigurableResource):
     def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
         if batch.num_rows == 0:
             return 0
-        # chdb's Python() table function scans this frame's locals for the name in the SQL and reads the
-        # Arrow buffers in place: measured fastest of Python(), Arrow and ArrowStream input on 1M rows.
+        # chdb's Python() table function finds this local by the name in the SQL and reads the Arrow
+        # buffers in place: faster than Arrow/ArrowStream bytes on 1M rows, and unlike Python(DataFrame)
+        # it handles list columns (Array).
         warehouse_rows = batch  # noqa: F841 - read by name from the SQL below
         columns = column_list(batch.column_names)
         chosen = insert_settings(dedup_token, self._known_settings())
