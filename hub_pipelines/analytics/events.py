@@ -1,0 +1,205 @@
+"""Analytics events: the JSON the site sends, decoded fast into columns ready for the warehouse.
+
+Each message is decoded by msgspec straight into a typed, untracked-by-GC struct (about 1.5 us per
+event); the structs become Arrow columns for one insert. Every invalid message gets a reason that
+names it (topic, partition, offset, event id when known) and says what is wrong with it; oversized
+ones are refused before any parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+import pyarrow as pa
+
+from hub_pipelines.core.ports import TopicMessage
+
+EventType = Literal["page_view", "add_to_cart", "purchase", "error"]
+EVENT_TYPES: tuple[str, ...] = ("page_view", "add_to_cart", "purchase", "error")
+MAX_EVENT_BYTES = 16 * 1024
+AMOUNT_TYPE = pa.decimal128(18, 2)
+_MAX_AMOUNT = Decimal("9999999999999999.99")
+
+# Ids are restricted to a plain alphabet (UUIDs, ULIDs, snowflakes...) so they can be sent to the
+# warehouse in bulk as one unescaped literal: escaping 50,000 ids in Python costs more than the insert.
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern="^[0-9A-Za-z_.:-]+$")]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+OptionalText = Annotated[str, msgspec.Meta(max_length=2000)] | None
+
+
+class EventProperties(msgspec.Struct, frozen=True, gc=False):
+    path: OptionalText = None
+    product_id: OptionalText = None
+    amount: Decimal | None = None
+    code: OptionalText = None
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One analytics event; unknown fields are ignored, so producers can add fields first."""
+
+    event_id: EventId
+    type: EventType
+    user_id: ShortText
+    session_id: ShortText
+    ts: Annotated[datetime, msgspec.Meta(tz=True)]
+    properties: EventProperties = EventProperties()
+
+
+_decode_one = msgspec.json.Decoder(Event)
+_decode_many = msgspec.json.Decoder(list[Event])
+_decode_event_id = msgspec.json.Decoder(dict[str, object])
+
+RAW_EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("type", pa.string()),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("ts", pa.timestamp("ms", tz="UTC")),
+        ("path", pa.string()),
+        ("product_id", pa.string()),
+        ("amount", AMOUNT_TYPE),
+        ("error_code", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+    ]
+)
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid analytics event; the message names it and the problem."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that cannot land, with the reason and its raw bytes for the dead-letter table."""
+
+    message: TopicMessage
+    reason: str
+    event_id: str | None = None
+
+
+@dataclass
+class DecodedBatch:
+    """The valid events of a batch (with the message each came from) and the rejected messages."""
+
+    events: list[Event] = field(default_factory=list)
+    messages: list[TopicMessage] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def describe(message: TopicMessage, event_id: str | None = None) -> str:
+    where = f"{message.topic} partition {message.partition} offset {message.offset}"
+    return f"{where} (event {event_id})" if event_id else where
+
+
+def _semantic_problem(event: Event) -> str | None:
+    amount = event.properties.amount
+    if event.type == "purchase":
+        if amount is None:
+            return "purchase without properties.amount"
+        if not amount.is_finite() or amount < 0 or amount > _MAX_AMOUNT:
+            return f"purchase amount {amount} is not a non-negative amount below 10^16"
+        if amount != amount.quantize(Decimal("0.01")):
+            return f"purchase amount {amount} has more than 2 decimal places"
+    elif amount is not None:
+        return f"{event.type} event carries an amount ({amount}); only purchases do"
+    if event.type == "error" and not event.properties.code:
+        return "error event without properties.code"
+    return None
+
+
+def _event_id_of(value: bytes) -> str | None:
+    try:
+        event_id = _decode_event_id.decode(value).get("event_id")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return event_id if isinstance(event_id, str) and event_id else None
+
+
+def _oversized(message: TopicMessage) -> str:
+    return (
+        f"{describe(message)}: event of {len(message.value)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit"
+    )
+
+
+def decode_event(message: TopicMessage) -> Event:
+    """The event in one message, or InvalidEvent naming the message and the problem."""
+    if len(message.value) > MAX_EVENT_BYTES:
+        raise InvalidEvent(_oversized(message))
+    try:
+        event = _decode_one.decode(message.value)
+    except msgspec.DecodeError as error:
+        raise InvalidEvent(f"{describe(message, _event_id_of(message.value))}: {error}") from error
+    problem = _semantic_problem(event)
+    if problem:
+        raise InvalidEvent(f"{describe(message, event.event_id)}: {problem}")
+    return event
+
+
+def _rejected(message: TopicMessage, error: Exception) -> Rejected:
+    if isinstance(error, InvalidEvent):
+        return Rejected(message, str(error))
+    event_id = _event_id_of(message.value)
+    return Rejected(message, f"{describe(message, event_id)}: {error}", event_id)
+
+
+def decode_batch(
+    messages: Sequence[TopicMessage],
+    accept_from: datetime | None = None,
+    accept_until: datetime | None = None,
+) -> DecodedBatch:
+    """Decode every message; invalid ones are rejected with a reason, never raised.
+
+    Events stamped before `accept_from` (they would fall out of retention at once) or after
+    `accept_until` (a clock far ahead) are rejected too; late events inside the window are valid.
+    """
+    batch = DecodedBatch()
+    decode = _decode_one.decode
+    for message in messages:
+        try:
+            if len(message.value) > MAX_EVENT_BYTES:
+                raise InvalidEvent(_oversized(message))
+            event = decode(message.value)
+        except (msgspec.DecodeError, InvalidEvent) as error:
+            batch.rejected.append(_rejected(message, error))
+            continue
+        problem = _semantic_problem(event)
+        if problem is None and accept_from is not None and event.ts < accept_from:
+            problem = f"ts {event.ts.isoformat()} is before {accept_from.isoformat()}, outside retention"
+        if problem is None and accept_until is not None and event.ts > accept_until:
+            problem = f"ts {event.ts.isoformat()} is after {accept_until.isoformat()}, too far in the future"
+        if problem:
+            batch.rejected.append(
+                Rejected(message, f"{describe(message, event.event_id)}: {problem}", event.event_id)
+            )
+            continue
+        batch.events.append(event)
+        batch.messages.append(message)
+    return batch
+
+
+def events_to_arrow(events: Sequence[Event], messages: Sequence[TopicMessage]) -> pa.Table:
+    """The raw_events columns for these events, each with the topic position it came from."""
+    properties = [e.properties for e in events]
+    columns = [
+        pa.array([e.event_id for e in events], pa.string()),
+        pa.array([e.type for e in events], pa.string()),
+        pa.array([e.user_id for e in events], pa.string()),
+        pa.array([e.session_id for e in events], pa.string()),
+        pa.array([e.ts for e in events], pa.timestamp("ms", tz="UTC")),
+        pa.array([p.path for p in properties], pa.string()),
+        pa.array([p.product_id for p in properties], pa.string()),
+        pa.array([p.amount for p in properties], AMOUNT_TYPE),
+        pa.array([p.code for p in properties], pa.string()),
+        pa.array([m.topic for m in messages], pa.string()),
+        pa.array([m.partition for m in messages], pa.int32()),
+        pa.array([m.offset for m in messages], pa.int64()),
+    ]
+    return pa.Table.from_arrays(columns, schema=RAW_EVENT_SCHEMA)

@@ -1,0 +1,276 @@
+"""The analytics tables in ClickHouse: the same statements for chdb and a ClickHouse server.
+
+`raw_events` holds every landed event once, partitioned by the day of its own timestamp (so a late
+event lands in its day), kept two years. Replays are stopped three times over: the landing sink skips
+chunks it has booked and event ids already stored, each insert carries a deduplication token (the
+table keeps a window of recent tokens), and the engine is a ReplacingMergeTree on the event's minute
+and id, so even a row that slipped through is collapsed by merges and by `FINAL` reads. An event's
+identity is its id within its minute: producers retry by resending the same payload, and the minute
+in front of the id lets a chunk find its already-stored ids through the primary index (random ids
+alone are spread over every granule of a day).
+
+Materialized views fill the high-resolution series (per second, 90 days) and the minute and hour
+rollups as rows are inserted. Because they see every inserted block, they rely on the sink never
+inserting an event twice, which it guarantees per topic; the daily rollups are rebuilt from
+`raw_events FINAL` and are the reference the checks compare against.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hub_pipelines.core.ports import Warehouse
+
+_RAW_EVENTS = """
+CREATE TABLE IF NOT EXISTS {db}raw_events (
+    event_id String,
+    type LowCardinality(String),
+    user_id String,
+    session_id String,
+    ts DateTime64(3, 'UTC'),
+    path LowCardinality(Nullable(String)),
+    product_id LowCardinality(Nullable(String)),
+    amount Nullable(Decimal(18, 2)),
+    error_code LowCardinality(Nullable(String)),
+    topic LowCardinality(String),
+    partition Int32,
+    offset Int64,
+    landed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toDate(ts)
+ORDER BY (toStartOfMinute(ts), event_id)
+TTL toDateTime(ts) + INTERVAL 2 YEAR
+SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+_DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS {db}event_dead_letters (
+    topic LowCardinality(String),
+    partition Int32,
+    offset Int64,
+    event_id Nullable(String),
+    reason String,
+    payload String,
+    dead_lettered_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(dead_lettered_at)
+ORDER BY (topic, partition, offset)
+TTL toDateTime(dead_lettered_at) + INTERVAL 90 DAY
+SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+_LANDED_RANGES = """
+CREATE TABLE IF NOT EXISTS {db}event_landed_ranges (
+    topic LowCardinality(String),
+    partition Int32,
+    start_offset Int64,
+    end_offset Int64,
+    run_id String,
+    read UInt32,
+    landed UInt32,
+    duplicates UInt32,
+    dead_lettered UInt32,
+    event_days Array(Date),
+    newest_event_ts Nullable(DateTime64(3, 'UTC')),
+    landed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (topic, partition, start_offset, end_offset)
+SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+_SERIES_1S = """
+CREATE TABLE IF NOT EXISTS {db}event_series_1s (
+    second DateTime('UTC'),
+    type LowCardinality(String),
+    events UInt64,
+    revenue Decimal(38, 2),
+    errors UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toDate(second)
+ORDER BY (type, second)
+TTL second + INTERVAL 90 DAY
+"""
+
+_SERIES_1S_VIEW = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}event_series_1s_mv TO {db}event_series_1s AS
+SELECT toStartOfSecond(ts) AS second, type, count() AS events,
+       sum(ifNull(amount, 0)) AS revenue, countIf(type = 'error') AS errors
+FROM {db}raw_events
+GROUP BY second, type
+"""
+
+
+def _rollup_table(name: str, bucket_type: str, ttl: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {{db}}{name} (
+    bucket {bucket_type},
+    type LowCardinality(String),
+    events SimpleAggregateFunction(sum, UInt64),
+    users AggregateFunction(uniq, String),
+    sessions AggregateFunction(uniq, String),
+    revenue SimpleAggregateFunction(sum, Decimal(38, 2)),
+    errors SimpleAggregateFunction(sum, UInt64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toDate(bucket)
+ORDER BY (bucket, type)
+TTL toDateTime(bucket) + INTERVAL {ttl}
+"""
+
+
+def _rollup_view(name: str, bucket: str) -> str:
+    return f"""
+CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}{name}_mv TO {{db}}{name} AS
+SELECT {bucket}(ts) AS bucket, type,
+       toUInt64(count()) AS events, uniqState(user_id) AS users, uniqState(session_id) AS sessions,
+       toDecimal128(sum(ifNull(amount, 0)), 2) AS revenue, toUInt64(countIf(type = 'error')) AS errors
+FROM {{db}}raw_events
+GROUP BY bucket, type
+"""
+
+
+_DAILY_ROLLUPS = """
+CREATE TABLE IF NOT EXISTS {db}event_rollups_daily (
+    day Date,
+    type LowCardinality(String),
+    events UInt64,
+    users UInt64,
+    sessions UInt64,
+    revenue Decimal(38, 2),
+    errors UInt64,
+    rebuilt_at DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+PARTITION BY day
+ORDER BY (day, type)
+TTL day + INTERVAL 2 YEAR
+"""
+
+_DAILY_PRODUCT_ROLLUPS = """
+CREATE TABLE IF NOT EXISTS {db}product_rollups_daily (
+    day Date,
+    product_id String,
+    add_to_cart UInt64,
+    purchases UInt64,
+    revenue Decimal(38, 2),
+    buyers UInt64,
+    rebuilt_at DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+PARTITION BY day
+ORDER BY (day, product_id)
+TTL day + INTERVAL 2 YEAR
+"""
+
+# The ids a landing chunk looks up, sent by Arrow insert: a 50,000-id literal would exceed ClickHouse's
+# query size limit, and bound parameters are escaped character by character in Python.
+_ID_PROBES = """
+CREATE TABLE IF NOT EXISTS {db}event_id_probes (
+    probe String,
+    minute DateTime('UTC'),
+    event_id String,
+    probed_at DateTime('UTC') DEFAULT now()
+)
+ENGINE = MergeTree
+PARTITION BY toStartOfHour(probed_at)
+ORDER BY (probe, minute, event_id)
+TTL probed_at + INTERVAL 1 HOUR
+SETTINGS ttl_only_drop_parts = 1
+"""
+
+_DETECTOR_STATE = """
+CREATE TABLE IF NOT EXISTS {db}anomaly_detector_state (
+    metric String,
+    last_bucket DateTime('UTC'),
+    state String,
+    updated_at DateTime64(6, 'UTC') DEFAULT now64(6)
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY metric
+"""
+
+_STATEMENTS: tuple[str, ...] = (
+    _RAW_EVENTS,
+    _DEAD_LETTERS,
+    _LANDED_RANGES,
+    _SERIES_1S,
+    _SERIES_1S_VIEW,
+    _rollup_table("event_rollup_minute", "DateTime('UTC')", "90 DAY"),
+    _rollup_view("event_rollup_minute", "toStartOfMinute"),
+    _rollup_table("event_rollup_hour", "DateTime('UTC')", "2 YEAR"),
+    _rollup_view("event_rollup_hour", "toStartOfHour"),
+    _DAILY_ROLLUPS,
+    _DAILY_PRODUCT_ROLLUPS,
+    _DETECTOR_STATE,
+    _ID_PROBES,
+)
+
+
+@dataclass(frozen=True)
+class AnalyticsTables:
+    """The analytics tables of one ClickHouse database ('' = the connection's default database)."""
+
+    database: str = ""
+
+    def _name(self, table: str) -> str:
+        return f"{self.database}.{table}" if self.database else table
+
+    @property
+    def raw_events(self) -> str:
+        return self._name("raw_events")
+
+    @property
+    def dead_letters(self) -> str:
+        return self._name("event_dead_letters")
+
+    @property
+    def landed_ranges(self) -> str:
+        return self._name("event_landed_ranges")
+
+    @property
+    def series_1s(self) -> str:
+        return self._name("event_series_1s")
+
+    @property
+    def rollup_minute(self) -> str:
+        return self._name("event_rollup_minute")
+
+    @property
+    def rollup_hour(self) -> str:
+        return self._name("event_rollup_hour")
+
+    @property
+    def daily_rollups(self) -> str:
+        return self._name("event_rollups_daily")
+
+    @property
+    def daily_product_rollups(self) -> str:
+        return self._name("product_rollups_daily")
+
+    @property
+    def detector_state(self) -> str:
+        return self._name("anomaly_detector_state")
+
+    @property
+    def id_probes(self) -> str:
+        return self._name("event_id_probes")
+
+    def statements(self) -> list[str]:
+        prefix = f"{self.database}." if self.database else ""
+        creates = [f"CREATE DATABASE IF NOT EXISTS {self.database}"] if self.database else []
+        return creates + [statement.replace("{db}", prefix) for statement in _STATEMENTS]
+
+    def ensure(self, warehouse: Warehouse) -> None:
+        """Create every analytics table and view that does not exist yet."""
+        for statement in self.statements():
+            warehouse.execute(statement)
+
+
+def configured_tables() -> AnalyticsTables:
+    """The tables the assets use: in HUB_ANALYTICS_DATABASE, or the connection's default database."""
+    return AnalyticsTables(os.environ.get("HUB_ANALYTICS_DATABASE", ""))

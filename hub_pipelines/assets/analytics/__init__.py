@@ -1,0 +1,1 @@
+"""The analytics workflow: site events become raw rows, counters, rollups, anomaly scores and alerts."""

@@ -1,0 +1,59 @@
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from hub_pipelines import settings
+from hub_pipelines.analytics.schema import configured_tables
+from hub_pipelines.assets.landing import check_landed_book, landing_check_specs, ranges_to_land
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
+from hub_pipelines.assets.topic_config import TopicRangeConfig
+from hub_pipelines.core.ports import Topics, Warehouse
+from hub_pipelines.landing.offsets import describe_ranges
+from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+
+RAW_EVENTS_KEY = ["analytics", "raw_events"]
+LATE_DAYS_METADATA = "late_days"
+
+
+@dg.asset(
+    key=RAW_EVENTS_KEY,
+    group_name="analytics",
+    kinds={"kafka", "clickhouse"},
+    pool="warehouse",
+    retry_policy=EXTERNAL_CALL_RETRY,
+    check_specs=landing_check_specs(RAW_EVENTS_KEY),
+    tags={"hub/workflow": "analytics"},
+)
+def raw_events(
+    context: dg.AssetExecutionContext,
+    config: TopicRangeConfig,
+    topics: dg.ResourceParam[Topics],
+    warehouse: dg.ResourceParam[Warehouse],
+) -> dg.MaterializeResult:
+    """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp;
+    invalid ones dead-lettered with the reason."""
+    topic = settings.EVENTS_TOPIC
+    sink = WarehouseEventsSink(warehouse, configured_tables())
+    ranges = ranges_to_land(config, topics, sink, topic)
+    started = time.perf_counter()
+    # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
+    counts = land_ranges(topics, sink, topic, ranges, context.run_id, EVENTS_CHUNK_MESSAGES)
+    seconds = time.perf_counter() - started
+    today = datetime.now(UTC).date()
+    late_days = sorted(day for day in sink.touched_days if day < today)
+    newest = max((o.newest_event_ts for o in sink.outcomes if o.newest_event_ts), default=None)
+    context.log.info(f"{topic}: landed {describe_ranges(ranges) or 'nothing pending'}: {counts}")
+    return dg.MaterializeResult(
+        metadata={
+            "topic": topic,
+            "ranges": describe_ranges(ranges) or "none",
+            **counts.as_metadata(),
+            "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
+            "days_touched": ",".join(str(day) for day in sorted(sink.touched_days)) or "none",
+            LATE_DAYS_METADATA: ",".join(str(day) for day in late_days),
+            "newest_event_ts": newest.isoformat() if newest else "none",
+        },
+        check_results=check_landed_book(sink, topic),
+    )

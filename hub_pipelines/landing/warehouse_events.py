@@ -1,0 +1,244 @@
+"""The events landing sink: analytics events landed in ClickHouse's `raw_events`, once each.
+
+ClickHouse has no transaction across tables, so the sink makes every step of a chunk repeatable and
+books the chunk last. A chunk is landed as:
+
+1. booked already (in `event_landed_ranges`)? then nothing lands and every message is a duplicate;
+2. decode; invalid messages go to the dead-letter table (keyed by topic/partition/offset);
+3. look up the chunk's event ids already stored (by minute and id, an index lookup): a stored row
+   from this very message (same partition and offset) is this chunk's own insert from an attempt
+   that died before booking, and counts as landed; a stored row from any other message makes this
+   one a duplicate, as does an id repeated earlier in the same chunk;
+4. insert the new rows with a deduplication token naming the chunk and its content;
+5. book the chunk with its counts, the days its events fall on and its newest event time.
+
+Only one landing run per topic is in flight (the topic sensor sees to it), so step 3 cannot race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hub_pipelines.analytics.events import DecodedBatch, Rejected, decode_batch, events_to_arrow
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import TopicMessage, Warehouse
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.offsets import OffsetRange
+
+# The events topic is landed in chunks this large: each chunk costs a few warehouse round trips and
+# materialized-view passes, and 50,000 rows amortise them (5,000 costs six times more per event).
+EVENTS_CHUNK_MESSAGES = 50_000
+RETENTION = timedelta(days=730)
+FUTURE_TOLERANCE = timedelta(days=1)
+
+_DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("event_id", pa.string()),
+        ("reason", pa.string()),
+        ("payload", pa.binary()),
+    ]
+)
+_BOOK_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("start_offset", pa.int64()),
+        ("end_offset", pa.int64()),
+        ("run_id", pa.string()),
+        ("read", pa.uint32()),
+        ("landed", pa.uint32()),
+        ("duplicates", pa.uint32()),
+        ("dead_lettered", pa.uint32()),
+        ("event_days", pa.list_(pa.date32())),
+        ("newest_event_ts", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What landing one chunk did, beyond its counts: which days it touched and its newest event."""
+
+    chunk: OffsetRange
+    counts: LandingCounts
+    event_days: frozenset[date]
+    newest_event_ts: datetime | None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class WarehouseEventsSink:
+    """Lands analytics events in `raw_events`, invalid ones in `event_dead_letters`, and books ranges."""
+
+    warehouse: Warehouse
+    tables: AnalyticsTables = field(default_factory=AnalyticsTables)
+    clock: Callable[[], datetime] = _utcnow
+    outcomes: list[ChunkOutcome] = field(default_factory=list)
+    _booked: dict[str, dict[tuple[int, int, int], LandingCounts]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tables.ensure(self.warehouse)
+
+    @property
+    def touched_days(self) -> set[date]:
+        """Every day that received events from the chunks this sink landed."""
+        return {day for outcome in self.outcomes for day in outcome.event_days}
+
+    def land_chunk(
+        self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
+    ) -> LandingCounts:
+        booked = self._book(topic).get((chunk.partition, chunk.start, chunk.end))
+        if booked is not None:
+            return LandingCounts(
+                read=len(messages),
+                duplicates=len(messages) - booked.dead_lettered,
+                dead_lettered=booked.dead_lettered,
+            )
+        now = self.clock()
+        batch = decode_batch(messages, accept_from=now - RETENTION, accept_until=now + FUTURE_TOLERANCE)
+        rows = events_to_arrow(batch.events, batch.messages)
+        unique = self._first_of_each_id(batch)
+        stored = self._stored_positions(
+            rows.take(pa.array(unique, pa.int64())), f"{topic}/{chunk.label()}/{run_id}"
+        )
+        fresh, landed_before = [], []
+        for index in unique:
+            message = batch.messages[index]
+            position = stored.get(batch.events[index].event_id)
+            if position is None:
+                fresh.append(index)
+            elif position == (message.topic, message.partition, message.offset):
+                landed_before.append(index)
+        token = self._token(topic, chunk, fresh)
+        if fresh:
+            fresh_rows = rows if len(fresh) == rows.num_rows else rows.take(pa.array(fresh, pa.int64()))
+            self.warehouse.insert_arrow(
+                self.tables.raw_events, fresh_rows, dedup_token=f"{self.tables.raw_events}/{token}"
+            )
+        if batch.rejected:
+            self.warehouse.insert_arrow(
+                self.tables.dead_letters,
+                self._dead_letter_rows(batch.rejected),
+                dedup_token=f"{self.tables.dead_letters}/{token}",
+            )
+        landed = len(fresh) + len(landed_before)
+        counts = LandingCounts(len(messages), landed, len(batch.events) - landed, len(batch.rejected))
+        landed_ts = rows.take(pa.array(sorted((*fresh, *landed_before)), pa.int64())).column("ts")
+        newest = pc.max(landed_ts).as_py()
+        days = pc.unique(pc.cast(landed_ts, pa.date32())).to_pylist()
+        outcome = ChunkOutcome(chunk, counts, frozenset(days), newest)
+        self._record(topic, outcome, run_id)
+        self.outcomes.append(outcome)
+        return counts
+
+    @staticmethod
+    def _first_of_each_id(batch: DecodedBatch) -> list[int]:
+        """Indexes of the first event with each id: a repeat later in the chunk is a duplicate."""
+        first_seen: dict[str, int] = {}
+        for index, event in enumerate(batch.events):
+            first_seen.setdefault(event.event_id, index)
+        return list(first_seen.values())
+
+    def _stored_positions(self, candidates: pa.Table, probe: str) -> dict[str, tuple[str, int, int]]:
+        """For each candidate already in raw_events (same minute and id): where it was read from."""
+        if candidates.num_rows == 0:
+            return {}
+        epoch_seconds = pc.divide(pc.cast(candidates.column("ts"), pa.int64()), 1000)
+        minutes = pc.multiply(pc.divide(epoch_seconds, 60), 60)
+        probes = pa.Table.from_arrays(
+            [
+                pa.array(itertools.repeat(probe, candidates.num_rows), pa.string()),
+                pc.cast(minutes, pa.uint32()),
+                candidates.column("event_id"),
+            ],
+            names=["probe", "minute", "event_id"],
+        )
+        self.warehouse.insert_arrow(self.tables.id_probes, probes)
+        found = self.warehouse.query_df(
+            f"SELECT event_id, topic, partition, offset FROM {self.tables.raw_events} "
+            f"WHERE (toStartOfMinute(ts), event_id) IN "
+            f"(SELECT minute, event_id FROM {self.tables.id_probes} WHERE probe = {{probe:String}})",
+            {"probe": probe},
+        )
+        return {
+            event_id: (topic, int(partition), int(offset))
+            for event_id, topic, partition, offset in found.itertuples(index=False)
+        }
+
+    @staticmethod
+    def _token(topic: str, chunk: OffsetRange, fresh: list[int]) -> str:
+        digest = hashlib.blake2b(repr(fresh).encode(), digest_size=8).hexdigest()
+        return f"{topic}/{chunk.label()}/{digest}"
+
+    @staticmethod
+    def _dead_letter_rows(rejected: Sequence[Rejected]) -> pa.Table:
+        return pa.Table.from_pydict(
+            {
+                "topic": [r.message.topic for r in rejected],
+                "partition": [r.message.partition for r in rejected],
+                "offset": [r.message.offset for r in rejected],
+                "event_id": [r.event_id for r in rejected],
+                "reason": [r.reason for r in rejected],
+                "payload": [r.message.value for r in rejected],
+            },
+            schema=_DEAD_LETTER_SCHEMA,
+        )
+
+    def _record(self, topic: str, outcome: ChunkOutcome, run_id: str) -> None:
+        chunk, counts = outcome.chunk, outcome.counts
+        row = pa.Table.from_pylist(
+            [
+                {
+                    "topic": topic,
+                    "partition": chunk.partition,
+                    "start_offset": chunk.start,
+                    "end_offset": chunk.end,
+                    "run_id": run_id,
+                    **counts.as_metadata(),
+                    "event_days": sorted(outcome.event_days),
+                    "newest_event_ts": outcome.newest_event_ts,
+                }
+            ],
+            schema=_BOOK_SCHEMA,
+        )
+        self.warehouse.insert_arrow(self.tables.landed_ranges, row)
+        self._book(topic)[(chunk.partition, chunk.start, chunk.end)] = counts
+
+    def _book(self, topic: str) -> dict[tuple[int, int, int], LandingCounts]:
+        if topic not in self._booked:
+            self._booked[topic] = {
+                (r.partition, r.start, r.end): counts for r, counts in self.landed_ranges(topic)
+            }
+        return self._booked[topic]
+
+    def landed_positions(self, topic: str) -> dict[int, int]:
+        found = self.warehouse.query_df(
+            f"SELECT partition, max(end_offset) AS end_offset FROM {self.tables.landed_ranges} FINAL "
+            "WHERE topic = {topic:String} GROUP BY partition",
+            {"topic": topic},
+        )
+        return {int(p): int(e) for p, e in found.itertuples(index=False)}
+
+    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
+        found = self.warehouse.query_df(
+            "SELECT partition, start_offset, end_offset, read, landed, duplicates, dead_lettered "
+            f"FROM {self.tables.landed_ranges} FINAL WHERE topic = {{topic:String}} ORDER BY partition, start_offset",
+            {"topic": topic},
+        )
+        return [
+            (OffsetRange(int(p), int(s), int(e)), LandingCounts(int(r), int(la), int(d), int(dl)))
+            for p, s, e, r, la, d, dl in found.itertuples(index=False)
+        ]

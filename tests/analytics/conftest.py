@@ -1,0 +1,31 @@
+"""Fixtures for the analytics tests: the suite's chdb folder, one fresh ClickHouse database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+
+@pytest.fixture(scope="session")
+def warehouse(chdb_path: str) -> Iterator[ChdbWarehouse]:
+    chdb = ChdbWarehouse(path=chdb_path)
+    try:
+        yield chdb
+    finally:
+        chdb.close()
+
+
+@pytest.fixture
+def tables(warehouse: ChdbWarehouse) -> Iterator[AnalyticsTables]:
+    """The analytics tables in a database of this test's own, dropped afterwards."""
+    created = AnalyticsTables(database=f"analytics_{uuid.uuid4().hex[:10]}")
+    created.ensure(warehouse)
+    try:
+        yield created
+    finally:
+        warehouse.execute(f"DROP DATABASE IF EXISTS {created.database}")

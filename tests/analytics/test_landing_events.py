@@ -1,0 +1,109 @@
+"""Landing analytics events in chdb: replays, duplicates, crashes between insert and booking, late events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.topics import LocalTopicLog
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def event(event_id: str, ts: datetime = NOW, kind: str = "page_view", **properties: object) -> bytes:
+    body = {"event_id": event_id, "type": kind, "user_id": "u-1", "session_id": "s-1", "ts": ts.isoformat()}
+    return json.dumps({**body, "properties": properties}).encode()
+
+
+def topic_with(tmp_path: Path, values: list[bytes]) -> LocalTopicLog:
+    topics = LocalTopicLog(root=str(tmp_path / "topics"))
+    topics.create_topic("events", 1)
+    topics.produce("events", [OutgoingMessage(value, partition=0) for value in values])
+    return topics
+
+
+def count(warehouse: ChdbWarehouse, sql: str) -> int:
+    return int(warehouse.query_df(sql).iloc[0, 0])
+
+
+def land(topics: LocalTopicLog, warehouse: ChdbWarehouse, tables: AnalyticsTables, end: int, run: str = "r1"):
+    sink = WarehouseEventsSink(warehouse, tables)
+    return land_ranges(topics, sink, "events", [OffsetRange(0, 0, end)], run, chunk_messages=4)
+
+
+def test_replayed_range_lands_nothing_twice(tmp_path, warehouse, tables):
+    topics = topic_with(tmp_path, [event(f"e-{i}") for i in range(10)])
+    first = land(topics, warehouse, tables, 10)
+    replay = land(topics, warehouse, tables, 10, run="r2")
+    assert (first.landed, first.duplicates) == (10, 0)
+    assert (replay.read, replay.landed, replay.duplicates) == (10, 0, 10)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 10
+    assert count(warehouse, f"SELECT sum(events) FROM {tables.rollup_minute}") == 10
+
+
+def test_same_event_id_in_a_later_batch_is_a_duplicate(tmp_path, warehouse, tables):
+    topics = topic_with(tmp_path, [event("e-1"), event("e-2"), event("e-1"), event("e-3"), event("e-3")])
+    first = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", [OffsetRange(0, 0, 2)], "r1"
+    )
+    second = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", [OffsetRange(0, 2, 5)], "r2"
+    )
+    assert (first.landed, first.duplicates) == (2, 0)
+    assert (second.read, second.landed, second.duplicates) == (3, 1, 2)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events} FINAL") == 3
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 3
+
+
+def test_chunk_inserted_but_not_booked_counts_as_landed_on_rerun_without_doubling(
+    tmp_path, warehouse, tables
+):
+    topics = topic_with(tmp_path, [event(f"e-{i}") for i in range(8)])
+    land(topics, warehouse, tables, 8)
+    warehouse.execute(f"TRUNCATE TABLE {tables.landed_ranges}")
+    rerun = land(topics, warehouse, tables, 8, run="r2")
+    assert (rerun.read, rerun.landed, rerun.duplicates) == (8, 8, 0)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 8
+    assert count(warehouse, f"SELECT sum(events) FROM {tables.series_1s}") == 8
+
+
+def test_late_event_lands_in_the_partition_of_its_own_day(tmp_path, warehouse, tables):
+    three_days_ago = NOW - timedelta(days=3)
+    topics = topic_with(tmp_path, [event("today"), event("late", ts=three_days_ago)])
+    sink = WarehouseEventsSink(warehouse, tables)
+    land_ranges(topics, sink, "events", [OffsetRange(0, 0, 2)], "r1")
+    partitions = warehouse.query_df(
+        f"SELECT event_id, _partition_id AS p FROM {tables.raw_events} ORDER BY event_id"
+    )
+    assert dict(partitions.itertuples(index=False)) == {
+        "late": three_days_ago.strftime("%Y%m%d"),
+        "today": NOW.strftime("%Y%m%d"),
+    }
+    assert sink.touched_days == {NOW.date(), three_days_ago.date()}
+
+
+def test_malformed_and_oversized_events_are_dead_lettered_with_reason_and_raw_bytes(
+    tmp_path, warehouse, tables
+):
+    oversized = event("big", path="/" + "x" * 20_000)
+    not_json = b"{not json \xff\x00"
+    topics = topic_with(tmp_path, [event("ok"), not_json, oversized])
+    counts = land(topics, warehouse, tables, 3)
+    assert (counts.read, counts.landed, counts.dead_lettered) == (3, 1, 2)
+    letters = warehouse.query_df(
+        f"SELECT offset, reason, lower(hex(payload)) AS payload FROM {tables.dead_letters} ORDER BY offset"
+    )
+    assert letters["offset"].tolist() == [1, 2]
+    assert "offset 1" in letters["reason"][0] and "malformed" in letters["reason"][0]
+    assert "byte limit" in letters["reason"][1]
+    assert bytes.fromhex(letters["payload"][0]) == not_json
+    replay = land(topics, warehouse, tables, 3, run="r2")
+    assert (replay.duplicates, replay.dead_lettered) == (1, 2)
+    assert count(warehouse, f"SELECT count() FROM {tables.dead_letters}") == 2
