@@ -4,6 +4,10 @@ import dagster as dg
 
 from hub_pipelines.assets.media.partitions import uploads_partitions
 
+# Daily-partitioned derived assets (revenue, rollups) are rebuilt per day by their own runs and
+# backfills, never inside a landing run: a job cannot mix unpartitioned and daily assets.
+DAILY_ASSETS = dg.AssetSelection.tag("hub/cadence", "daily")
+
 media_pipeline_job = dg.define_asset_job(
     "media_pipeline",
     selection=dg.AssetSelection.groups("media"),
@@ -14,16 +18,14 @@ media_pipeline_job = dg.define_asset_job(
 
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
-    selection=dg.AssetSelection.keys(["orders", "order_events"]).downstream()
-    - dg.AssetSelection.keys(["orders", "daily_revenue"]),
+    selection=dg.AssetSelection.assets(["orders", "order_events"]).downstream() - DAILY_ASSETS,
     tags={"hub/workflow": "orders", "hub/topic": "orders"},
     description="Land one offset range of the orders topic and carry it through the ledger.",
 )
 
 analytics_pipeline_job = dg.define_asset_job(
     "analytics_pipeline",
-    selection=dg.AssetSelection.keys(["analytics", "raw_events"]).downstream()
-    - dg.AssetSelection.keys(["analytics", "daily_rollups"]),
+    selection=dg.AssetSelection.assets(["analytics", "raw_events"]).downstream() - DAILY_ASSETS,
     tags={"hub/workflow": "analytics", "hub/topic": "events"},
     description="Land one offset range of the events topic, update counters and score anomalies.",
 )

@@ -16,7 +16,9 @@ class OffsetRange:
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.end < self.start:
-            raise ValueError(f"invalid offset range for partition {self.partition}: [{self.start}, {self.end})")
+            raise ValueError(
+                f"invalid offset range for partition {self.partition}: [{self.start}, {self.end})"
+            )
 
     @property
     def size(self) -> int:

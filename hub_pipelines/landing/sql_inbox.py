@@ -8,47 +8,12 @@ from datetime import UTC, datetime
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from hub_pipelines.core.platform_tables import dead_letters, landed_ranges, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase, TopicMessage
+from hub_pipelines.core.sql import insert_ignoring_duplicates
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
-
-topic_inbox = sa.table(
-    "topic_inbox",
-    sa.column("topic"),
-    sa.column("partition"),
-    sa.column("offset"),
-    sa.column("event_id"),
-    sa.column("key", sa.LargeBinary),
-    sa.column("payload", sa.LargeBinary),
-    sa.column("headers", sa.JSON),
-    sa.column("received_at", sa.DateTime(timezone=True)),
-)
-dead_letters = sa.table(
-    "dead_letters",
-    sa.column("source"),
-    sa.column("topic"),
-    sa.column("partition"),
-    sa.column("offset"),
-    sa.column("event_id"),
-    sa.column("reason"),
-    sa.column("payload", sa.LargeBinary),
-    sa.column("created_at", sa.DateTime(timezone=True)),
-)
-landed_ranges = sa.table(
-    "landed_ranges",
-    sa.column("topic"),
-    sa.column("partition"),
-    sa.column("start_offset"),
-    sa.column("end_offset"),
-    sa.column("run_id"),
-    sa.column("read"),
-    sa.column("landed"),
-    sa.column("duplicates"),
-    sa.column("dead_lettered"),
-    sa.column("landed_at", sa.DateTime(timezone=True)),
-)
 
 
 class EventEnvelope(msgspec.Struct):
@@ -80,10 +45,6 @@ def decode_event_id(message: TopicMessage) -> str:
 
 def headers_as_text(message: TopicMessage) -> dict[str, str]:
     return {name: value.decode("utf-8", "backslashreplace") for name, value in message.headers.items()}
-
-
-def _insert(dialect: str, table: sa.TableClause):
-    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).on_conflict_do_nothing()
 
 
 @dataclass
@@ -129,10 +90,12 @@ class SqlInboxSink:
                 return LandingCounts(read=len(messages), duplicates=len(rows), dead_lettered=len(rejects))
             landed = 0
             if rows:
-                statement = _insert(self.database.dialect, topic_inbox).returning(topic_inbox.c.offset)
+                statement = insert_ignoring_duplicates(topic_inbox, self.database.dialect).returning(
+                    topic_inbox.c.offset
+                )
                 landed = len(connection.execute(statement, rows).all())
             if rejects:
-                connection.execute(_insert(self.database.dialect, dead_letters), rejects)
+                connection.execute(insert_ignoring_duplicates(dead_letters, self.database.dialect), rejects)
             counts = LandingCounts(len(messages), landed, len(rows) - landed, len(rejects))
             connection.execute(
                 sa.insert(landed_ranges).values(

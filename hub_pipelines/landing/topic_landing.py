@@ -20,7 +20,9 @@ DEFAULT_CHUNK_MESSAGES = 5_000
 class LandingSink(Protocol):
     """Where a topic's messages land, and the book of which offset ranges have landed."""
 
-    def land_chunk(self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str) -> LandingCounts:
+    def land_chunk(
+        self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
+    ) -> LandingCounts:
         """Land the messages of one chunk and record the chunk, atomically or idempotently.
 
         A chunk already recorded lands nothing and counts every message as a duplicate.

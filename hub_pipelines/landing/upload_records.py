@@ -5,23 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hub_pipelines.core.platform_tables import media_uploads
 from hub_pipelines.core.ports import SqlDatabase
-
-media_uploads = sa.table(
-    "media_uploads",
-    sa.column("partition_key"),
-    sa.column("object_key"),
-    sa.column("size"),
-    sa.column("etag"),
-    sa.column("sha256"),
-    sa.column("content_type_claimed"),
-    sa.column("first_seen_at", sa.DateTime(timezone=True)),
-    sa.column("last_seen_at", sa.DateTime(timezone=True)),
-    sa.column("status"),
-)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from urllib.parse import quote, unquote
 
 from hub_pipelines.core.ports import ObjectInfo
 
+
 def partition_key_for(object_key: str, prefix: str) -> str:
     """A safe, stable, reversible partition key for an uploaded object.
 
@@ -89,7 +90,9 @@ def plan_upload_batch(
     late = [
         info
         for info in objects
-        if horizon <= _epoch(info.last_modified) and _position(info) <= position and not already_registered(info)
+        if horizon <= _epoch(info.last_modified)
+        and _position(info) <= position
+        and not already_registered(info)
     ]
     late = late[: max(0, max_objects - len(batch))]
     next_cursor = UploadCursor(*_position(batch[-1])) if batch else cursor

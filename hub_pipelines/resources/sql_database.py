@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import sqlalchemy as sa
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
+from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.core.sql import SQLITE_BEGIN_OPTION, normalise_isolation_level, sqlite_engine
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ class SqliteDatabase(dg.ConfigurableResource):
     path: str
     busy_timeout_ms: int = 30_000
     echo: bool = False
+    migrate_schema: bool = Field(
+        default=False,
+        description="Bring the schema to the newest migration when the engine is first created "
+        "(locally; production runs `hub-pipelines migrate` as a deploy step).",
+    )
 
     _engine: Engine | None = PrivateAttr(default=None)
 
@@ -43,7 +49,10 @@ class SqliteDatabase(dg.ConfigurableResource):
     def engine(self) -> Engine:
         with _ENGINE_CREATION:
             if self._engine is None:
-                self._engine = sqlite_engine(self.path, busy_timeout_ms=self.busy_timeout_ms, echo=self.echo)
+                engine = sqlite_engine(self.path, busy_timeout_ms=self.busy_timeout_ms, echo=self.echo)
+                if self.migrate_schema:
+                    upgrade_schema(engine)
+                self._engine = engine
             return self._engine
 
     @contextlib.contextmanager
@@ -95,6 +104,11 @@ class PostgresDatabase(dg.ConfigurableResource):
     max_overflow: int = 10
     pool_recycle_s: int = 1800
     echo: bool = False
+    migrate_schema: bool = Field(
+        default=False,
+        description="Bring the schema to the newest migration when the engine is first created "
+        "(locally; production runs `hub-pipelines migrate` as a deploy step).",
+    )
 
     _engine: Engine | None = PrivateAttr(default=None)
 
@@ -119,7 +133,7 @@ class PostgresDatabase(dg.ConfigurableResource):
     def engine(self) -> Engine:
         with _ENGINE_CREATION:
             if self._engine is None:
-                self._engine = sa.create_engine(
+                engine = sa.create_engine(
                     self.sqlalchemy_url,
                     connect_args=self._connect_args(),
                     pool_size=self.pool_size,
@@ -128,6 +142,9 @@ class PostgresDatabase(dg.ConfigurableResource):
                     pool_pre_ping=True,
                     echo=self.echo,
                 )
+                if self.migrate_schema:
+                    upgrade_schema(engine)
+                self._engine = engine
             return self._engine
 
     def _connect_args(self) -> dict[str, Any]:

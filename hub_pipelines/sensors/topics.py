@@ -1,4 +1,5 @@
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Topics
@@ -29,7 +30,7 @@ def outcome_of_run(context: dg.SensorEvaluationContext, run_key: str | None) -> 
 def build_topic_sensor(
     name: str,
     topic: str,
-    job: dg.UnresolvedAssetJobDefinition,
+    job: UnresolvedAssetJobDefinition,
     landing_asset_key: list[str],
     max_messages: int,
     interval_seconds: int,

@@ -1,0 +1,73 @@
+"""A local environment (embedded parts in a temporary folder) and helpers to drive sensors and runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from hub_pipelines import settings
+from hub_pipelines.definitions import build_definitions, local_resources
+
+
+@dataclass
+class LocalEnvironment:
+    data_dir: Path
+    resources: dict[str, Any]
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    def tick(self, sensor_name: str, cursor: str | None) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
+        """Evaluate a sensor once, as the daemon would: register the partitions it asks for and
+        return its result with the cursor it leaves behind."""
+        sensor = self.defs.resolve_sensor_def(sensor_name)
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=cursor, resources=self.resources, sensor_name=sensor_name
+        ) as context:
+            result = sensor(context)
+            if isinstance(result, dg.SensorResult):
+                for request in result.dynamic_partitions_requests or []:
+                    assert isinstance(request, dg.AddDynamicPartitionsRequest)
+                    self.instance.add_dynamic_partitions(
+                        request.partitions_def_name, list(request.partition_keys)
+                    )
+                return result, result.cursor if result.cursor is not None else context.cursor
+            assert isinstance(result, dg.SkipReason)
+            return result, context.cursor
+
+    def run(
+        self,
+        sensor_name: str,
+        job_name: str,
+        request: dg.RunRequest,
+        asset_selection: list[dg.AssetKey] | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        """Execute a run request in process, tagged like a sensor-launched run."""
+        job = self.defs.resolve_job_def(job_name)
+        return job.execute_in_process(
+            run_config=request.run_config,
+            instance=self.instance,
+            partition_key=request.partition_key,
+            tags={
+                **request.tags,
+                "dagster/run_key": request.run_key or "",
+                "dagster/sensor_name": sensor_name,
+            },
+            asset_selection=asset_selection,
+            raise_on_error=False,
+        )
+
+
+@pytest.fixture
+def local_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEnvironment]:
+    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "hub"))
+    resources = local_resources()
+    resources["objects"].create_bucket(settings.UPLOADS_BUCKET)
+    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC):
+        resources["topics"].create_topic(topic, settings.TOPIC_PARTITIONS)
+    with dg.instance_for_test() as instance:
+        yield LocalEnvironment(tmp_path / "hub", resources, build_definitions(resources, local=True), instance)
