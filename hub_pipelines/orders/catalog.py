@@ -18,6 +18,7 @@ import msgspec
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import Cache, SqlDatabase
+from hub_pipelines.core.sql import insert_ignoring_duplicates
 from hub_pipelines.orders.tables import products
 
 GENERATION_KEY = "catalog:generation"
@@ -216,3 +217,18 @@ class Catalog:
                 ).where(products.c.product_id.in_(product_ids))
             ).all()
         return [Product(row[0], row[1], row[2], int(row[3]), int(row[4])) for row in rows]
+
+
+def add_missing_products(database: SqlDatabase, catalog: Iterable[tuple[str, str, str, int, int]]) -> int:
+    """Insert (product_id, name, currency, unit_price_minor, stock) rows whose id is not there yet."""
+    rows = [
+        {"product_id": p, "name": n, "currency": c, "unit_price_minor": price, "stock": stock}
+        for p, n, c, price, stock in catalog
+    ]
+    if not rows:
+        return 0
+    with database.transaction() as connection:
+        inserted = connection.execute(
+            insert_ignoring_duplicates(products, database.dialect).returning(products.c.product_id), rows
+        ).all()
+    return len(inserted)

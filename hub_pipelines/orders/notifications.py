@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 EMAIL = "email"
 SMS = "sms"
 _RECIPIENT_COLUMN = {EMAIL: orders.c.email_ciphertext, SMS: orders.c.phone_ciphertext}
+_RECIPIENT_FIELD = {EMAIL: "email", SMS: "phone"}
 
 
 class NotificationNotSent(Exception):
@@ -36,6 +37,12 @@ class NotificationNotSent(Exception):
 
 class NotificationChannel(Protocol):
     def send(self, recipient: str, subject: str, body: str) -> None: ...
+
+
+class Notifier(Protocol):
+    def channels(self) -> Mapping[str, NotificationChannel]:
+        """The channels by name ('email', 'sms')."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ def _deliver(
     if blob is None or key_id is None or cipher is None:
         return "skipped", "no recipient on the order"
     try:
-        recipient = cipher.decrypt(bytes(blob), key_id, pii_context(order_id, channel_name))
+        recipient = cipher.decrypt(bytes(blob), key_id, pii_context(order_id, _RECIPIENT_FIELD[channel_name]))
     except (PiiKeyError, PiiDecryptionFailed) as unreadable:
         return "skipped", str(unreadable)
     message = Confirmation(order_id, format_minor(int(total_minor), currency), currency)

@@ -125,7 +125,9 @@ def test_breaker_opened_by_one_process_is_seen_by_another_and_closes_after_a_suc
         assert _ask(other) == "unavailable open"
         assert fake_stripe.requests == requests_when_opened
         # The reset timeout (60 s) has passed, as far as the shared state can tell.
-        redis.Redis.from_url(redis_server).set(f"hub:breaker:{name}:pybreaker:opened_at", int(time.time()) - 120)
+        redis.Redis.from_url(redis_server).set(
+            f"hub:breaker:{name}:pybreaker:opened_at", int(time.time()) - 120
+        )
         assert _ask(other) == "paid closed"
     finally:
         other.stdin.close()  # type: ignore[union-attr]

@@ -1,0 +1,125 @@
+"""The order ledger asset: landed order events become paid (or compensated) orders, checked every batch."""
+
+import dagster as dg
+
+from hub_pipelines.assets.orders.order_events import ORDER_EVENTS_KEY
+from hub_pipelines.core.breaker import STATE_VALUES
+from hub_pipelines.core.ports import Cache, SqlDatabase
+from hub_pipelines.core.telemetry import RunMetrics, push_metrics
+from hub_pipelines.demo.feeder import DEMO_PRODUCTS
+from hub_pipelines.orders.catalog import Catalog, add_missing_products
+from hub_pipelines.orders.invariants import Invariants, check_invariants
+from hub_pipelines.orders.metrics import BatchReport
+from hub_pipelines.orders.payments import PaymentGateway
+from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.resources.order_settings import OrderLedgerSettings
+
+ORDER_LEDGER_KEY = ["orders", "order_ledger"]
+STOCK_CHECK = "stock_never_negative"
+CHARGE_CHECK = "one_successful_charge_per_paid_order"
+BALANCE_CHECK = "ledger_balances"
+DUPLICATES_CHECK = "duplicates_rejected_equal_duplicates_sent"
+DEMO_STOCK = 1_000_000
+
+
+def _checks() -> list[dg.AssetCheckSpec]:
+    descriptions = {
+        STOCK_CHECK: "No product's stock is below zero.",
+        CHARGE_CHECK: "Every PAID order has exactly one successful charge, and no other order has one.",
+        BALANCE_CHECK: "Every posting balances, and every final order's receivable is zero.",
+        DUPLICATES_CHECK: "Events rejected as duplicates = events that repeated an idempotency key.",
+    }
+    return [
+        dg.AssetCheckSpec(name, asset=ORDER_LEDGER_KEY, description=text)
+        for name, text in descriptions.items()
+    ]
+
+
+def invariant_results(invariants: Invariants) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=STOCK_CHECK,
+            passed=not invariants.negative_stock_products,
+            metadata={"negative": ", ".join(invariants.negative_stock_products[:20]) or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name=CHARGE_CHECK,
+            passed=not invariants.paid_without_one_charge,
+            metadata={"violations": ", ".join(invariants.paid_without_one_charge[:20]) or "none"},
+        ),
+        dg.AssetCheckResult(
+            check_name=BALANCE_CHECK,
+            passed=not invariants.unbalanced_postings and not invariants.final_orders_with_open_receivable,
+            metadata={
+                "unbalanced_postings": len(invariants.unbalanced_postings),
+                "final_orders_with_open_receivable": len(invariants.final_orders_with_open_receivable),
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=DUPLICATES_CHECK,
+            passed=invariants.duplicates_rejected == invariants.duplicates_sent,
+            metadata={
+                "duplicates_rejected": invariants.duplicates_rejected,
+                "duplicates_sent": invariants.duplicates_sent,
+            },
+        ),
+    ]
+
+
+def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> None:
+    metrics = RunMetrics()
+    outcomes = metrics.counter("orders_outcomes_total", "Order events by outcome", ["outcome"])
+    for status, count in report.counts.items():
+        outcomes.labels(status).inc(count)
+    timing = metrics.histogram(
+        "order_processing_seconds",
+        "Per-order processing time",
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    for seconds in report.order_seconds:
+        timing.observe(seconds)
+    metrics.gauge("orders_cache_hit_rate", "Catalog cache hit rate of the batch").set(report.cache.hit_rate)
+    metrics.counter("orders_payment_retries_total", "Gateway calls retried").inc(report.payment_retries)
+    metrics.gauge("orders_breaker_state", "Payment breaker: 0 closed, 1 half-open, 2 open").set(
+        STATE_VALUES.get(report.breaker_state, 0)
+    )
+    push_metrics(metrics.registry, settings.pushgateway_url, job="orders_ledger")
+
+
+@dg.asset(
+    key=ORDER_LEDGER_KEY,
+    deps=[ORDER_EVENTS_KEY],
+    group_name="orders",
+    kinds={"python", "sql", "redis", "stripe"},
+    check_specs=_checks(),
+    tags={"hub/workflow": "orders"},
+)
+def order_ledger(
+    context: dg.AssetExecutionContext,
+    database: dg.ResourceParam[SqlDatabase],
+    cache: dg.ResourceParam[Cache],
+    payment_gateway: dg.ResourceParam[PaymentGateway],
+    order_settings: OrderLedgerSettings,
+) -> dg.MaterializeResult:
+    """Orders placed from the landed events: validated, price-checked, reserved, paid or compensated, booked."""
+    if order_settings.seed_demo_catalog:
+        demo = [(p, name, "USD", int(price.replace(".", "")), DEMO_STOCK) for p, name, price in DEMO_PRODUCTS]
+        add_missing_products(database, demo)
+    ledger = OrderLedger(
+        database=database,
+        catalog=Catalog(database, cache),
+        gateway=payment_gateway,
+        authenticator=order_settings.authenticator(),
+        rate_limiter=order_settings.rate_limiter(),
+        cipher=order_settings.cipher(),
+        alert=lambda order_id, reason: context.log.error(f"ALERT order {order_id} failed: {reason}"),
+        topic=order_settings.orders_topic,
+        max_workers=order_settings.max_workers,
+        stale_after_s=order_settings.stale_after_s,
+    )
+    report = ledger.process_batch(order_settings.batch_limit)
+    context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
+    push_batch_metrics(report, order_settings)
+    return dg.MaterializeResult(
+        metadata=report.as_metadata(), check_results=invariant_results(check_invariants(database))
+    )
