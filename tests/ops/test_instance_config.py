@@ -25,24 +25,11 @@ from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-from hub_pipelines.settings import PROJECT_ROOT
+from tests.ops.prod_files import PROD_INSTANCE, offline_run_launcher, prod_config
 from tests.services.postgres import PostgresServer
 from tests.services.seaweedfs import S3Server
 
-PROD_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.prod.yaml"
-UNREACHABLE_CLUSTER = {
-    "apiVersion": "v1",
-    "kind": "Config",
-    "clusters": [{"name": "offline", "cluster": {"server": "https://127.0.0.1:9"}}],
-    "users": [{"name": "runner", "user": {"token": "not-a-real-token"}}],
-    "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "runner"}}],
-    "current-context": "offline",
-}
 STEP_STDOUT = "transcoding upload 7f3a: 3 renditions"
-
-
-def prod_config() -> dict[str, Any]:
-    return yaml.safe_load(PROD_INSTANCE.read_text())
 
 
 @pytest.fixture
@@ -84,9 +71,7 @@ def prod_instance(
     home = tmp_path / "dagster_home"
     home.mkdir()
     config = prod_config()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(UNREACHABLE_CLUSTER))
-    config["run_launcher"]["config"].update(load_incluster_config=False, kubeconfig_file=str(kubeconfig))
+    config["run_launcher"] = offline_run_launcher(tmp_path)
     # The file targets AWS S3; the test server needs its endpoint (a MinIO deployment sets the same).
     config["compute_logs"]["config"]["endpoint_url"] = s3_server.endpoint_url
     config["compute_logs"]["config"]["local_dir"] = str(tmp_path / "compute-logs")
