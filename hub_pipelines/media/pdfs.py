@@ -64,6 +64,9 @@ def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = Non
                 recompress_flate=True,
                 object_stream_mode=pikepdf.ObjectStreamMode.generate,
                 linearize=True,
+                # The file /ID from the content, not the clock: the same input gives the same bytes,
+                # so a re-run publishes under the same content-addressed key.
+                deterministic_id=True,
             )
         except pikepdf.PdfError as exc:
             raise PdfRejected(name, f"could not be rewritten: {exc}") from exc

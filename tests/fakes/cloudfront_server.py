@@ -74,19 +74,25 @@ def running_cloudfront_stub(distribution_id: str) -> Iterator[CloudFrontStub]:
                 return self._answer(404, error.encode())
             batch = ElementTree.fromstring(body)
             reference = _text(batch, "cf:CallerReference")
-            paths = [item.text or "" for item in batch.findall("cf:Paths/cf:Items/cf:Path", {"cf": NAMESPACE})]
+            paths = [
+                item.text or "" for item in batch.findall("cf:Paths/cf:Items/cf:Path", {"cf": NAMESPACE})
+            ]
             with lock:
                 existing = [
                     made
                     for made in stub.invalidations
                     if made.distribution_id == distribution and made.caller_reference == reference
                 ]
-                invalidation = existing[0] if existing else Invalidation(
-                    f"I{len(stub.invalidations) + 1:05d}", distribution, reference, paths
+                invalidation = (
+                    existing[0]
+                    if existing
+                    else Invalidation(f"I{len(stub.invalidations) + 1:05d}", distribution, reference, paths)
                 )
                 if not existing:
                     stub.invalidations.append(invalidation)
-            location = f"{stub.endpoint_url}/2020-05-31/distribution/{distribution}/invalidation/{invalidation.id}"
+            location = (
+                f"{stub.endpoint_url}/2020-05-31/distribution/{distribution}/invalidation/{invalidation.id}"
+            )
             self._answer(201, _invalidation_xml(invalidation), location)
 
         def _answer(self, status: int, body: bytes, location: str | None = None) -> None:

@@ -1,0 +1,167 @@
+"""One upload in, every web rendition out: routes images, videos and PDFs to their renderers.
+
+Images get the thumbnail and width rungs in WebP, AVIF and JPEG; videos get the H.264 ladder plus a
+JPEG thumbnail and poster from one representative frame; PDFs get one optimized, linearized copy.
+The renderers raise their own rejection (ImageRejected, VideoRejected, PdfRejected) with the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from hub_pipelines.media.content_type import MediaKind
+from hub_pipelines.media.images import ImageVariantSpec, render_image_variants
+from hub_pipelines.media.pdfs import optimize_pdf
+from hub_pipelines.media.video import VideoSpec, extract_stills, render_renditions
+
+_EXTENSIONS = {"webp": ".webp", "avif": ".avif", "jpeg": ".jpg", "mp4": ".mp4", "pdf": ".pdf"}
+
+
+class NotRenderable(ValueError):
+    """The upload's kind has no renderer (only images, videos and PDFs are published)."""
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    images: ImageVariantSpec = field(default_factory=ImageVariantSpec)
+    video: VideoSpec = field(default_factory=VideoSpec)
+    thumbnail_width: int = 320
+    still_quality: int = 85
+    pdf_downsample_dpi: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    label: str
+    format: str
+    kind: str
+    mime: str
+    width: int
+    height: int
+    data: bytes
+    encode_seconds: float
+    duration_seconds: float | None = None
+
+    @property
+    def extension(self) -> str:
+        return _EXTENSIONS[self.format]
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Every rendition of one upload, and the figures an operator plots."""
+
+    files: list[RenderedFile]
+    source_bytes: int
+    wall_seconds: float
+    duration_seconds: float | None = None
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(len(file.data) for file in self.files)
+
+    @property
+    def largest_rendition_savings_pct(self) -> float:
+        """How much smaller the biggest rendition is than the source (what a full-size view costs)."""
+        if not self.files or not self.source_bytes:
+            return 0.0
+        return 100.0 * (1 - max(len(file.data) for file in self.files) / self.source_bytes)
+
+    def encode_seconds_per_rung(self) -> dict[str, float]:
+        return {f"{file.label}.{file.format}": round(file.encode_seconds, 4) for file in self.files}
+
+    @property
+    def realtime_factor(self) -> float | None:
+        """Media seconds encoded per wall second, for videos (the whole ladder and the stills)."""
+        if not self.duration_seconds or not self.wall_seconds:
+            return None
+        return self.duration_seconds / self.wall_seconds
+
+
+def render_upload(
+    source_path: Path, kind: MediaKind, name: str, workdir: Path, settings: RenderSettings | None = None
+) -> Rendering:
+    """Every rendition of the upload at `source_path`, judged by its detected kind."""
+    settings = settings or RenderSettings()
+    started = time.perf_counter()
+    source_bytes = source_path.stat().st_size
+    duration: float | None = None
+    if kind == "image":
+        files = _image_files(source_path.read_bytes(), name, settings)
+    elif kind == "video":
+        files, duration = _video_files(source_path, workdir, settings)
+    elif kind == "pdf":
+        files = [_pdf_file(source_path.read_bytes(), name, settings)]
+    else:
+        raise NotRenderable(f"rejected upload '{name}': no renderer for kind '{kind}'")
+    return Rendering(files, source_bytes, time.perf_counter() - started, duration)
+
+
+def _image_files(data: bytes, name: str, settings: RenderSettings) -> list[RenderedFile]:
+    return [
+        RenderedFile(
+            label=variant.label,
+            format=variant.format,
+            kind="image",
+            mime=variant.mime,
+            width=variant.width,
+            height=variant.height,
+            data=variant.data,
+            encode_seconds=variant.encode_seconds,
+        )
+        for variant in render_image_variants(data, name, settings.images)
+    ]
+
+
+def _video_files(
+    source_path: Path, workdir: Path, settings: RenderSettings
+) -> tuple[list[RenderedFile], float]:
+    renditions = render_renditions(source_path, workdir, settings.video)
+    files = [
+        RenderedFile(
+            label=rendition.label,
+            format="mp4",
+            kind="video",
+            mime="video/mp4",
+            width=rendition.width,
+            height=rendition.height,
+            data=rendition.path.read_bytes(),
+            encode_seconds=rendition.encode_seconds,
+            duration_seconds=rendition.duration_seconds,
+        )
+        for rendition in renditions
+    ]
+    started = time.perf_counter()
+    stills = extract_stills(
+        source_path,
+        thumbnail_width=settings.thumbnail_width,
+        quality=settings.still_quality,
+        limits=settings.video.limits,
+    )
+    still_seconds = time.perf_counter() - started
+    for label, data in (("thumbnail", stills.thumbnail), ("poster", stills.poster)):
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        files.append(RenderedFile(label, "jpeg", "image", "image/jpeg", width, height, data, still_seconds))
+    duration = max((rendition.duration_seconds for rendition in renditions), default=0.0)
+    return files, duration
+
+
+def _pdf_file(data: bytes, name: str, settings: RenderSettings) -> RenderedFile:
+    started = time.perf_counter()
+    optimized = optimize_pdf(data, name, settings.pdf_downsample_dpi)
+    return RenderedFile(
+        label="document",
+        format="pdf",
+        kind="document",
+        mime="application/pdf",
+        width=0,
+        height=0,
+        data=optimized.data,
+        encode_seconds=time.perf_counter() - started,
+    )

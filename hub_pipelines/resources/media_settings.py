@@ -1,0 +1,93 @@
+"""Where the media workflow keeps things and how patient it is: buckets, regions, retries, quality.
+
+A resource rather than module constants so each deployment (and each test) sets its own buckets,
+fed by environment variables in `definitions.py`. The same settings serve local and production.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from hub_pipelines.core.retry import RetryPolicy
+from hub_pipelines.media.images import ImageFormat, ImageVariantSpec
+from hub_pipelines.media.rendering import RenderSettings
+from hub_pipelines.media.video import VideoLimits, VideoSpec
+
+DEFAULT_REGIONS = {
+    "us-east": "media-us-east",
+    "eu-west": "media-eu-west",
+    "ap-southeast": "media-ap-southeast",
+}
+
+
+class MediaSettings(dg.ConfigurableResource):
+    """Buckets, regions and tunables of the media workflow."""
+
+    staging_bucket: str = "media-staging"
+    staging_prefix: str = "staging/"
+    quarantine_bucket: str = "media-quarantine"
+    quarantine_prefix: str = ""
+    origin_bucket: str = "media-origin"
+    region_buckets: dict[str, str] = DEFAULT_REGIONS
+    published_prefix: str = "media/"
+
+    replication_concurrency: int = 8
+    publish_attempts: int = 4
+    scan_attempts: int = 3
+    retry_initial_wait_seconds: float = 1.0
+    retry_max_wait_seconds: float = 30.0
+
+    image_quality: int = 85
+    max_image_pixels: int = 89_478_485
+    video_preset: str = "veryfast"
+    max_video_seconds: float = 3 * 3600
+    max_video_bytes: int = 4 << 30
+    pdf_downsample_dpi: int | None = None
+
+    def bucket_names(self) -> list[str]:
+        """Every bucket the workflow writes, for bootstrap (`create_bucket` is idempotent)."""
+        names = [
+            self.staging_bucket,
+            self.quarantine_bucket,
+            self.origin_bucket,
+            *self.region_buckets.values(),
+        ]
+        return list(dict.fromkeys(names))
+
+    def retry_policy(self, attempts: int, retry_on: Sequence[Callable[[BaseException], bool]]) -> RetryPolicy:
+        return RetryPolicy(
+            attempts=attempts,
+            initial_wait=self.retry_initial_wait_seconds,
+            max_wait=self.retry_max_wait_seconds,
+            jitter=self.retry_initial_wait_seconds,
+            retry_on=tuple(retry_on),
+        )
+
+    def render_settings(self) -> RenderSettings:
+        quality: dict[ImageFormat, int] = {
+            "webp": self.image_quality,
+            "avif": self.image_quality,
+            "jpeg": self.image_quality,
+        }
+        return RenderSettings(
+            images=ImageVariantSpec(quality=quality, max_pixels=self.max_image_pixels),
+            video=VideoSpec(
+                preset=self.video_preset,
+                limits=VideoLimits(
+                    max_duration_seconds=self.max_video_seconds, max_input_bytes=self.max_video_bytes
+                ),
+            ),
+            pdf_downsample_dpi=self.pdf_downsample_dpi,
+        )
+
+    def render_fingerprint(self) -> str:
+        """Changes whenever the renditions would: staged renditions are reused only for the same one."""
+        settings = self.render_settings()
+        described = repr((dataclasses.replace(settings.images, max_workers=1), settings.video.ladder, settings.video.preset, settings.video.limits,
+                          settings.video.keyframe_interval_seconds, settings.video.audio_bitrate,
+                          settings.thumbnail_width, settings.still_quality, settings.pdf_downsample_dpi))  # fmt: skip
+        return hashlib.sha256(described.encode()).hexdigest()[:16]

@@ -1,0 +1,141 @@
+"""The media workflow as Dagster runs it, against real clamd, SeaweedFS and SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from hub_pipelines.core.webhook_signing import EVENT_HEADER, verify_signature
+from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL
+from hub_pipelines.media.records import media_publications, media_scan_verdicts, media_variants
+from hub_pipelines.resources.virus_scanner import ClamdScanner
+from tests.media.corpus import encode, photo_like
+from tests.media.pipeline_env import (
+    WEBHOOK_SECRET,
+    FlakyStorage,
+    MediaWorld,
+    failure_messages,
+    materialized,
+)
+from tests.services import free_port
+
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+DOWNSTREAM = {"media/renditions", "media/published", "media/media_record"}
+
+
+def small_jpeg(seed: int = 0) -> bytes:
+    return encode(photo_like(320, 240, seed), "JPEG", quality=90)
+
+
+def rows(world: MediaWorld, table: sa.Table, partition_key: str) -> list[dict]:
+    with world.database.transaction() as connection:
+        query = sa.select(table).where(table.c.partition_key == partition_key)
+        return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def test_infected_upload_is_quarantined_recorded_and_stops_its_downstream(media_world: MediaWorld) -> None:
+    partition = media_world.upload("holiday.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + EICAR, "image/jpeg")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+
+    result = media_world.run(partition)
+
+    assert not result.success
+    assert any(
+        message.startswith(f"rejected upload '{object_key}': infected: Eicar-Test-Signature")
+        for message in failure_messages(result)
+    )
+    assert not DOWNSTREAM & materialized(result)
+    uploads = media_world.storage.bucket(media_world.buckets.uploads)
+    quarantine = media_world.storage.bucket(media_world.buckets.quarantine)
+    assert uploads.head(object_key) is None
+    assert quarantine.get(object_key).endswith(EICAR)
+    (verdict,) = rows(media_world, media_scan_verdicts, partition)
+    assert not verdict["clean"]
+    assert verdict["signature"].startswith("Eicar-Test-Signature")
+    assert verdict["quarantine_key"] == object_key
+    (alert,) = media_world.receiver.accepted()
+    assert alert.headers[EVENT_HEADER] == "media.upload.quarantined"
+    assert json.loads(alert.body)["signature"] == verdict["signature"]
+
+
+def test_clean_image_is_published_verified_in_every_region_and_announced(media_world: MediaWorld) -> None:
+    partition = media_world.upload("cat.jpg", small_jpeg(), "image/jpeg")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    variants = rows(media_world, media_variants, partition)
+    # 320 px wide: thumbnail plus one width rung capped at the source, each in WebP, AVIF and JPEG.
+    assert sorted((row["label"], row["format"]) for row in variants) == sorted(
+        (label, fmt) for label in ("thumbnail", "small") for fmt in ("webp", "avif", "jpeg")
+    )
+    buckets = [media_world.buckets.origin, *media_world.buckets.regions.values()]
+    for row in variants:
+        assert row["key"].endswith(
+            f"{row['checksum']}{'.jpg' if row['format'] == 'jpeg' else '.' + row['format']}"
+        )
+        assert row["urls"] == {"cdn": f"https://cdn.example.test/{row['key']}"}
+        for bucket in buckets:
+            info = media_world.storage.bucket(bucket).head(row["key"])
+            assert info is not None and info.size == row["bytes"]
+            assert info.cache_control == IMMUTABLE_CACHE_CONTROL
+            assert info.server_side_encryption == "AES256"
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+    assert checks == {"every_variant_in_every_region": True, "published_uploads_have_clean_scans": True}
+    (delivery,) = media_world.receiver.accepted()
+    assert verify_signature(WEBHOOK_SECRET, delivery.headers, delivery.body)
+    body = json.loads(delivery.body)
+    assert {variant["key"] for variant in body["variants"]} == {row["key"] for row in variants}
+
+
+def test_regional_copy_failing_twice_then_succeeding_is_published(media_world: MediaWorld) -> None:
+    partition = media_world.upload("retry.jpg", small_jpeg(1), "image/jpeg")
+    eu_west = media_world.buckets.regions["eu-west"]
+    flaky = FlakyStorage(media_world.storage, failing=[eu_west], times=2)
+
+    result = media_world.run(partition, objects=flaky)
+
+    assert result.success, failure_messages(result)
+    assert flaky.failures == {eu_west: 2}
+    for row in rows(media_world, media_variants, partition):
+        assert media_world.storage.bucket(eu_west).head(row["key"]) is not None
+    assert len(rows(media_world, media_publications, partition)) == 1
+
+
+def test_regional_copy_that_keeps_failing_records_nothing_and_fails_naming_the_region(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("doomed.jpg", small_jpeg(2), "image/jpeg")
+    ap_southeast = media_world.buckets.regions["ap-southeast"]
+    flaky = FlakyStorage(media_world.storage, failing=[ap_southeast])
+
+    result = media_world.run(
+        partition, objects=flaky, media_settings=media_world.media_settings(publish_attempts=3)
+    )
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert "publish of upload 'incoming/" in message and "nothing recorded" in message
+    assert f"ap-southeast ({ap_southeast})" in message and "SlowDown" in message
+    # Three tries of every variant's copy into the failing region.
+    assert flaky.failures[ap_southeast] == 3 * 6
+    assert "media/media_record" not in materialized(result)
+    assert rows(media_world, media_publications, partition) == []
+    assert rows(media_world, media_variants, partition) == []
+    assert media_world.receiver.received == []
+
+
+def test_scanner_down_fails_after_its_retries_and_publishes_nothing(media_world: MediaWorld) -> None:
+    partition = media_world.upload("unscanned.jpg", small_jpeg(3), "image/jpeg")
+    nobody = ClamdScanner(host="127.0.0.1", port=free_port(), timeout_seconds=1)
+
+    result = media_world.run(
+        partition, scanner=nobody, media_settings=media_world.media_settings(scan_attempts=2)
+    )
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert "scanner unavailable after 2 tries" in message
+    assert not DOWNSTREAM & materialized(result)
+    assert rows(media_world, media_scan_verdicts, partition) == []
