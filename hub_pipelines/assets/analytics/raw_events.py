@@ -1,3 +1,4 @@
+import json
 import time
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, Wareho
 
 RAW_EVENTS_KEY = ["analytics", "raw_events"]
 LATE_DAYS_METADATA = "late_days"
+LANDED_POSITIONS_METADATA = "landed_positions"
 
 
 @dg.asset(
@@ -54,6 +56,9 @@ def raw_events(
             "days_touched": ",".join(str(day) for day in sorted(sink.touched_days)) or "none",
             LATE_DAYS_METADATA: ",".join(str(day) for day in late_days),
             "newest_event_ts": newest.isoformat() if newest else "none",
+            LANDED_POSITIONS_METADATA: json.dumps(
+                {str(p): end for p, end in sink.landed_positions(topic).items()}
+            ),
         },
         check_results=check_landed_book(sink, topic),
     )

@@ -1,0 +1,78 @@
+import os
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from hub_pipelines.analytics.rollups import rebuild_day
+from hub_pipelines.analytics.schema import configured_tables
+from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
+from hub_pipelines.core.ports import Warehouse
+
+DAILY_ROLLUPS_KEY = ["analytics", "daily_rollups"]
+TOTALS_CHECK = "rollup_totals_match_raw"
+
+
+def analytics_start_date() -> str:
+    """First day of the daily rollups: HUB_ANALYTICS_START_DATE, or two weeks before today."""
+    configured = os.environ.get("HUB_ANALYTICS_START_DATE")
+    return configured or (datetime.now(UTC).date() - timedelta(days=14)).isoformat()
+
+
+# end_offset=1 makes today a partition too, so today's rollup can be built before the day closes.
+daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(), end_offset=1)
+
+
+@dg.asset(
+    key=DAILY_ROLLUPS_KEY,
+    deps=[RAW_EVENTS_KEY],
+    partitions_def=daily_partitions,
+    group_name="analytics",
+    kinds={"clickhouse"},
+    pool="warehouse",
+    retry_policy=EXTERNAL_CALL_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            TOTALS_CHECK,
+            asset=DAILY_ROLLUPS_KEY,
+            description="The day's rollup totals (per type and over all types) equal the raw event count.",
+        )
+    ],
+    tags={"hub/workflow": "analytics"},
+)
+def daily_rollups(
+    context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]
+) -> dg.MaterializeResult:
+    """Events, distinct users and sessions, revenue and errors per type and per product for one day, rebuilt
+    from raw events and swapped in atomically (safe to backfill twice)."""
+    day = date.fromisoformat(context.partition_key)
+    totals = rebuild_day(warehouse, configured_tables(), day)
+    return dg.MaterializeResult(
+        metadata={
+            "day": str(day),
+            "raw_events": totals.raw_events,
+            "rollup_events": totals.rollup_events,
+            "active_users": totals.users,
+            "revenue": totals.revenue,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=TOTALS_CHECK,
+                passed=totals.matches,
+                metadata={
+                    "raw_events": totals.raw_events,
+                    "rollup_events_per_type": totals.rollup_events,
+                    "rollup_events_all_types": totals.rollup_all_types_events,
+                },
+            )
+        ],
+    )
+
+
+daily_rollups_job = dg.define_asset_job(
+    "analytics_daily_rollups",
+    selection=dg.AssetSelection.assets(daily_rollups),
+    partitions_def=daily_partitions,
+    tags={"hub/workflow": "analytics"},
+    description="Rebuild the daily rollups of one day from raw events.",
+)
