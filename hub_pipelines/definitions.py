@@ -15,9 +15,10 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import settings
+from hub_pipelines.assets.analytics import raw_events
 from hub_pipelines.assets.media import uploads as media_uploads
 from hub_pipelines.assets.orders import order_events
-from hub_pipelines.jobs import media_pipeline_job, orders_pipeline_job
+from hub_pipelines.jobs import analytics_pipeline_job, media_pipeline_job, orders_pipeline_job
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
 from hub_pipelines.resources.object_storage import LocalObjectStorage, S3ObjectStorage
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
@@ -91,10 +92,18 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
         ),
+        build_topic_sensor(
+            "events_topic_sensor",
+            settings.EVENTS_TOPIC,
+            analytics_pipeline_job,
+            ["analytics", "raw_events"],
+            settings.EVENTS_PER_RUN,
+            settings.SENSOR_INTERVAL_SECONDS,
+        ),
     ]
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([media_uploads, order_events])],
-        jobs=[media_pipeline_job, orders_pipeline_job],
+        assets=[*dg.load_assets_from_modules([media_uploads, order_events, raw_events])],
+        jobs=[media_pipeline_job, orders_pipeline_job, analytics_pipeline_job],
         sensors=[media_uploads_sensor, *topic_sensors],
         resources=resources,
         # Locally chdb admits one process per data path: each run executes its steps in one process.

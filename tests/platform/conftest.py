@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
+from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
 @dataclass
@@ -21,7 +23,9 @@ class LocalEnvironment:
     defs: dg.Definitions
     instance: dg.DagsterInstance
 
-    def tick(self, sensor_name: str, cursor: str | None) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
+    def tick(
+        self, sensor_name: str, cursor: str | None
+    ) -> tuple[dg.SensorResult | dg.SkipReason, str | None]:
         """Evaluate a sensor once, as the daemon would: register the partitions it asks for and
         return its result with the cursor it leaves behind."""
         sensor = self.defs.resolve_sensor_def(sensor_name)
@@ -63,11 +67,22 @@ class LocalEnvironment:
 
 
 @pytest.fixture
-def local_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEnvironment]:
+def local_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chdb_path: str
+) -> Iterator[LocalEnvironment]:
+    """The local environment's resources in a temporary folder.
+
+    chdb opens one data folder per process, so the warehouse is the session's shared chdb folder
+    with a database of this test's own instead of a folder under HUB_DATA_DIR.
+    """
     monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "hub"))
+    monkeypatch.setenv("HUB_ANALYTICS_DATABASE", f"test_{uuid.uuid4().hex[:12]}")
     resources = local_resources()
+    resources["warehouse"] = ChdbWarehouse(path=chdb_path)
     resources["objects"].create_bucket(settings.UPLOADS_BUCKET)
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC):
         resources["topics"].create_topic(topic, settings.TOPIC_PARTITIONS)
     with dg.instance_for_test() as instance:
-        yield LocalEnvironment(tmp_path / "hub", resources, build_definitions(resources, local=True), instance)
+        yield LocalEnvironment(
+            tmp_path / "hub", resources, build_definitions(resources, local=True), instance
+        )

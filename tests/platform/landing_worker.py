@@ -1,0 +1,92 @@
+"""A landing run in its own process, for tests that kill one mid-range and rerun it.
+
+`--die-at-chunk N` makes the process SIGKILL itself when it asks the broker for its Nth chunk: a hard
+crash after N-1 chunks were landed, with no chance to clean up. Without it the run lands everything
+and prints its counts and what the sink then holds, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from hub_pipelines.core.ports import TopicMessage, Topics
+from hub_pipelines.landing.offsets import find_gaps, plan_next_ranges
+from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
+from hub_pipelines.resources.topics import KafkaTopics
+
+
+@dataclass
+class DyingTopics:
+    """Topics that kill the process on the Nth read."""
+
+    inner: Topics
+    die_at_read: int
+    reads: int = 0
+
+    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
+        self.reads += 1
+        if self.reads == self.die_at_read:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.read_range(topic, partition, start, end)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def _sink(args: argparse.Namespace) -> LandingSink:
+    if args.kind == "orders":
+        from hub_pipelines.landing.sql_inbox import SqlInboxSink
+        from hub_pipelines.resources.sql_database import PostgresDatabase
+
+        return SqlInboxSink(PostgresDatabase(url=args.db_url, migrate_schema=True))
+    from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+    from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+    return WarehouseEventsSink(ChdbWarehouse(path=args.chdb_path))
+
+
+def _stored_events(sink: LandingSink) -> tuple[int, int]:
+    from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+
+    assert isinstance(sink, WarehouseEventsSink)
+    frame = sink.warehouse.query_df(
+        f"SELECT count() AS rows, uniqExact(event_id) AS ids FROM {sink.tables.raw_events} FINAL"
+    )
+    return int(frame["rows"][0]), int(frame["ids"][0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=["orders", "events"], required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--db-url")
+    parser.add_argument("--chdb-path")
+    parser.add_argument("--chunk", type=int, default=10)
+    parser.add_argument("--die-at-chunk", type=int, default=0)
+    args = parser.parse_args()
+    kafka = KafkaTopics(bootstrap_servers=args.bootstrap)
+    topics: Topics = DyingTopics(kafka, args.die_at_chunk) if args.die_at_chunk else kafka  # type: ignore[assignment]
+    sink = _sink(args)
+    ranges = plan_next_ranges({}, kafka.end_offsets(args.topic), 1_000_000)
+    counts = land_ranges(topics, sink, args.topic, ranges, f"worker-{os.getpid()}", args.chunk)
+    book = sink.landed_ranges(args.topic)
+    report = {
+        "counts": counts.as_metadata(),
+        "gaps": [gap.describe() for gap in find_gaps(r for r, _ in book)],
+        "unreconciled": [r.label() for r, c in book if not c.reconciles],
+        "booked_landed": sum(c.landed for _, c in book),
+    }
+    if args.kind == "events":
+        report["stored_rows"], report["stored_ids"] = _stored_events(sink)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
