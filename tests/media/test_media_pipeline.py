@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import io
 import json
+import secrets
+from pathlib import Path
 
+import dagster as dg
+import pikepdf
+import pytest
 import sqlalchemy as sa
 
+from hub_pipelines import settings
+from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.webhook_signing import EVENT_HEADER, verify_signature
+from hub_pipelines.jobs import media_pipeline_job
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL
-from hub_pipelines.media.records import media_publications, media_scan_verdicts, media_variants
+from hub_pipelines.media.records import (
+    dead_letters_from,
+    media_publications,
+    media_scan_verdicts,
+    media_variants,
+)
+from hub_pipelines.resources.cdn import CloudFrontCdn
 from hub_pipelines.resources.virus_scanner import ClamdScanner
+from hub_pipelines.sensors.uploads import media_uploads_sensor
+from tests.fakes.cloudfront_server import running_cloudfront_stub
 from tests.media.corpus import encode, photo_like
 from tests.media.pipeline_env import (
+    MEDIA_ASSETS,
+    MEDIA_CHECKS,
     WEBHOOK_SECRET,
     FlakyStorage,
     MediaWorld,
     failure_messages,
     materialized,
 )
+from tests.media.test_video import write_clip
 from tests.services import free_port
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -139,3 +159,129 @@ def test_scanner_down_fails_after_its_retries_and_publishes_nothing(media_world:
     assert "scanner unavailable after 2 tries" in message
     assert not DOWNSTREAM & materialized(result)
     assert rows(media_world, media_scan_verdicts, partition) == []
+
+
+def keys_of(world: MediaWorld, partition_key: str) -> list[str]:
+    return sorted(row["key"] for row in rows(world, media_variants, partition_key))
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    (event,) = [
+        event
+        for event in result.get_asset_materialization_events()
+        if event.asset_key and "/".join(event.asset_key.path) == asset
+    ]
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def test_rematerializing_a_video_upload_reproduces_its_keys_without_duplicate_rows(
+    media_world: MediaWorld, tmp_path: Path
+) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", 320, 240, seconds=1.0)
+    partition = media_world.upload("clip.mp4", clip.read_bytes(), "video/mp4")
+
+    first = media_world.run(partition)
+    assert first.success, failure_messages(first)
+    keys = keys_of(media_world, partition)
+    again = media_world.run(partition)
+
+    assert again.success, failure_messages(again)
+    assert keys_of(media_world, partition) == keys
+    assert len(rows(media_world, media_publications, partition)) == 1
+    labels = [(row["label"], row["format"]) for row in rows(media_world, media_variants, partition)]
+    assert sorted(labels) == [("240p", "mp4"), ("poster", "jpeg"), ("thumbnail", "jpeg")]
+    rendered = metadata_of(first, "media/renditions")
+    assert rendered["kind"] == "video" and rendered["realtime_factor"] > 0
+    assert metadata_of(again, "media/renditions")["reused_staged_renditions"] is True
+    assert metadata_of(again, "media/published")["copies_made"] == 0
+
+
+def test_replacing_an_upload_invalidates_its_old_paths_in_one_cloudfront_request(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("avatar.jpg", small_jpeg(4), "image/jpeg")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    with running_cloudfront_stub("E2MEDIA") as cloudfront:
+        cdn = CloudFrontCdn(
+            distribution_id="E2MEDIA",
+            base_url="https://cdn.example.test",
+            endpoint_url=cloudfront.endpoint_url,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        assert media_world.run(partition, cdn=cdn).success
+        old_keys = keys_of(media_world, partition)
+        assert cloudfront.invalidations == []
+
+        media_world.storage.bucket(media_world.buckets.uploads).put(
+            object_key, small_jpeg(5), content_type="image/jpeg"
+        )
+        result = media_world.run(partition, cdn=cdn)
+
+    assert result.success, failure_messages(result)
+    new_keys = keys_of(media_world, partition)
+    assert not set(new_keys) & set(old_keys)
+    (invalidation,) = cloudfront.invalidations
+    assert invalidation.paths == sorted(f"/{key}" for key in old_keys)
+    assert metadata_of(result, "media/media_record")["cdn_invalidations"] == [invalidation.id]
+
+
+def test_webhook_refused_on_every_try_is_dead_lettered_and_the_record_stands(media_world: MediaWorld) -> None:
+    partition = media_world.upload("quiet.jpg", small_jpeg(6), "image/jpeg")
+    media_world.receiver.always_fail(503)
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    assert len(media_world.receiver.received) == 3
+    assert metadata_of(result, "media/media_record")["webhook"] == "dead_lettered"
+    (letter,) = [
+        row
+        for row in dead_letters_from(media_world.database, "media_webhook")
+        if partition in row["event_id"]
+    ]
+    assert "failed after 3 tries" in letter["reason"]
+    assert json.loads(letter["payload"])["upload"]["partition_key"] == partition
+    assert len(rows(media_world, media_publications, partition)) == 1
+
+
+def test_upload_flows_from_the_sensor_to_every_region_and_a_signed_webhook(
+    media_world: MediaWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sensor_bucket = f"sensed-{secrets.token_hex(3)}"
+    media_world.storage.create_bucket(sensor_bucket)
+    monkeypatch.setattr(settings, "UPLOADS_BUCKET", sensor_bucket)
+    brochure = pikepdf.new()
+    brochure.add_blank_page()
+    pdf = io.BytesIO()
+    brochure.save(pdf)
+    media_world.storage.bucket(sensor_bucket).put("incoming/2026/brochure v2.pdf", pdf.getvalue())
+    defs = dg.Definitions(
+        assets=MEDIA_ASSETS,
+        asset_checks=MEDIA_CHECKS,
+        jobs=[media_pipeline_job],
+        sensors=[media_uploads_sensor],
+        resources=media_world.resources(),
+    )
+    instance = media_world.instance
+
+    with dg.build_sensor_context(instance=instance, resources={"objects": media_world.storage}) as context:
+        tick = media_uploads_sensor(context)
+
+    assert isinstance(tick, dg.SensorResult)
+    for request in tick.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys or []))
+    (run_request,) = tick.run_requests or []
+    partition = run_request.partition_key
+    assert partition in instance.get_dynamic_partitions(uploads_partitions.name)
+    result = defs.resolve_job_def("media_pipeline").execute_in_process(
+        partition_key=partition, instance=instance, tags=run_request.tags, raise_on_error=False
+    )
+    assert result.success, failure_messages(result)
+    (row,) = rows(media_world, media_variants, partition)
+    assert (row["label"], row["format"], row["kind"]) == ("document", "pdf", "document")
+    for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
+        assert media_world.storage.bucket(bucket).head(row["key"]) is not None
+    (delivery,) = media_world.receiver.accepted()
+    assert verify_signature(WEBHOOK_SECRET, delivery.headers, delivery.body)
+    assert json.loads(delivery.body)["upload"]["object_key"] == "incoming/2026/brochure v2.pdf"
