@@ -72,7 +72,6 @@ def daily_rollups(
 daily_rollups_job = dg.define_asset_job(
     "analytics_daily_rollups",
     selection=dg.AssetSelection.assets(daily_rollups),
-    partitions_def=daily_partitions,
     tags={"hub/workflow": "analytics"},
     description="Rebuild the daily rollups of one day from raw events.",
 )

@@ -39,7 +39,7 @@ def realtime_counters(
     chunks = warehouse.query_df(
         f"SELECT topic, partition, start_offset, end_offset, event_days FROM {tables.landed_ranges} FINAL "
         "WHERE run_id = {run:String} AND landed > 0 ORDER BY partition, start_offset",
-        {"run": context.run_id},
+        {"run": context.run.run_id},
     )
     counted = skipped = events = 0
     for topic, partition, start, end, days in chunks.itertuples(index=False):

@@ -41,7 +41,7 @@ def raw_events(
     ranges = ranges_to_land(config, topics, sink, topic)
     started = time.perf_counter()
     # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
-    counts = land_ranges(topics, sink, topic, ranges, context.run_id, EVENTS_CHUNK_MESSAGES)
+    counts = land_ranges(topics, sink, topic, ranges, context.run.run_id, EVENTS_CHUNK_MESSAGES)
     seconds = time.perf_counter() - started
     today = datetime.now(UTC).date()
     late_days = sorted(day for day in sink.touched_days if day < today)

@@ -1,0 +1,137 @@
+"""Rollups, real-time counters and dashboard answers, against chdb, Redis and the in-process cache."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from hub_pipelines.analytics import counters
+from hub_pipelines.analytics.dashboard import DashboardQueries, invalidate
+from hub_pipelines.analytics.rollups import rebuild_day
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import Cache, OutgoingMessage
+from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.cache import InProcessCache, RedisCache
+from hub_pipelines.resources.topics import LocalTopicLog
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
+def land_demo_events(
+    tmp_path: Path,
+    warehouse: ChdbWarehouse,
+    tables: AnalyticsTables,
+    count: int,
+    when: datetime,
+    seed: int = 7,
+):
+    rng = random.Random(seed)
+    topic = f"events-{seed}"
+    topics = LocalTopicLog(root=str(tmp_path / "topics"))
+    topics.create_topic(topic, 1)
+    values = [
+        json.dumps(analytics_event(rng, when + timedelta(seconds=rng.randrange(3600)))).encode()
+        for _ in range(count)
+    ]
+    topics.produce(topic, [OutgoingMessage(v, partition=0) for v in values])
+    return land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), topic, [OffsetRange(0, 0, count)], "r1"
+    )
+
+
+@pytest.fixture(params=["in_process", "redis"])
+def cache(request, redis_server: str, redis_key_prefix: str) -> Cache:
+    if request.param == "redis":
+        return RedisCache(url=redis_server, key_prefix=redis_key_prefix)
+    return InProcessCache()
+
+
+def test_backfill_of_a_day_twice_gives_the_same_rows(tmp_path, warehouse, tables):
+    day_start = HOUR - timedelta(days=2)
+    land_demo_events(tmp_path, warehouse, tables, 2000, day_start.replace(hour=10))
+    query = f"SELECT * EXCEPT rebuilt_at FROM {tables.daily_rollups} ORDER BY type"
+    first = rebuild_day(warehouse, tables, day_start.date())
+    rows_once = warehouse.query_df(query)
+    second = rebuild_day(warehouse, tables, day_start.date())
+    assert rows_once.equals(warehouse.query_df(query))
+    assert first == second and first.matches and first.raw_events == 2000
+
+
+def test_rebuilding_a_day_after_late_events_includes_them(tmp_path, warehouse, tables):
+    closed_day = (HOUR - timedelta(days=3)).replace(hour=9)
+    land_demo_events(tmp_path / "a", warehouse, tables, 300, closed_day)
+    assert rebuild_day(warehouse, tables, closed_day.date()).rollup_events == 300
+    late = {
+        "event_id": "late-1",
+        "type": "page_view",
+        "user_id": "u-late",
+        "session_id": "s-late",
+        "ts": (closed_day + timedelta(minutes=5)).isoformat(),
+        "properties": {"path": "/"},
+    }
+    topics = LocalTopicLog(root=str(tmp_path / "late"))
+    topics.create_topic("events-late", 1)
+    topics.produce("events-late", [OutgoingMessage(json.dumps(late).encode(), partition=0)])
+    sink = WarehouseEventsSink(warehouse, tables)
+    land_ranges(topics, sink, "events-late", [OffsetRange(0, 0, 1)], "r2")
+    assert sink.touched_days == {closed_day.date()}
+    totals = rebuild_day(warehouse, tables, closed_day.date())
+    assert totals.matches and totals.rollup_events == 301
+
+
+def test_hyperloglog_active_users_within_two_percent_of_the_exact_count(cache, tables):
+    users = [f"user-{n}" for n in range(40_000)]
+    rows = pa.table(
+        {
+            "type": ["page_view"] * len(users),
+            "user_id": users,
+            "ts": pa.array(
+                [HOUR + timedelta(seconds=n % 3600) for n in range(len(users))], pa.timestamp("ms", "UTC")
+            ),
+            "product_id": pa.nulls(len(users), pa.string()),
+            "amount": pa.nulls(len(users), pa.decimal128(18, 2)),
+        }
+    )
+    assert counters.write_counters(cache, "batch-hll", counters.counter_update(rows))
+    counted = counters.numbers_from_cache(cache, HOUR).active_users
+    assert abs(counted - len(users)) <= 0.02 * len(users)
+
+
+def test_a_batch_is_counted_once_even_when_written_again(cache, tmp_path, warehouse, tables):
+    land_demo_events(tmp_path, warehouse, tables, 1500, HOUR)
+    rows = warehouse.query_df(f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events}")
+    update = counters.counter_update(pa.Table.from_pandas(rows, preserve_index=False))
+    assert counters.write_counters(cache, "events/0:0-1500", update) is True
+    assert counters.write_counters(cache, "events/0:0-1500", update) is False
+    from_cache = counters.numbers_from_cache(cache, HOUR)
+    from_warehouse = counters.numbers_from_warehouse(warehouse, tables, HOUR)
+    assert from_cache.events_by_type == from_warehouse.events_by_type
+    assert (from_cache.errors, from_cache.purchases, from_cache.revenue_cents) == (
+        from_warehouse.errors,
+        from_warehouse.purchases,
+        from_warehouse.revenue_cents,
+    )
+    assert abs(from_cache.active_users - from_warehouse.active_users) <= 0.02 * from_warehouse.active_users
+
+
+def test_dashboard_answer_is_cached_until_a_batch_lands(tmp_path, warehouse, tables):
+    cache = InProcessCache()
+    dashboard = DashboardQueries(warehouse, cache, tables)
+    window = (HOUR, HOUR + timedelta(hours=1))
+    land_demo_events(tmp_path / "one", warehouse, tables, 500, HOUR)
+    before = dashboard.run("funnel", *window)
+    assert sum(step["events"] for step in before) > 0
+    land_demo_events(tmp_path / "two", warehouse, tables, 500, HOUR, seed=8)
+    assert dashboard.run("funnel", *window) == before
+    invalidate(cache)
+    after = dashboard.run("funnel", *window)
+    assert sum(s["events"] for s in after) > sum(s["events"] for s in before)
