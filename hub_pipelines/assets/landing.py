@@ -7,7 +7,13 @@ import dagster as dg
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, find_gaps, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.offsets import (
+    OffsetRange,
+    describe_ranges,
+    find_gaps,
+    parse_ranges,
+    plan_next_ranges,
+)
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 
 RECONCILES_CHECK = "every_range_reconciles"
@@ -29,7 +35,9 @@ def landing_check_specs(asset_key: list[str]) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def ranges_to_land(config: TopicRangeConfig, topics: Topics, sink: LandingSink, topic: str) -> list[OffsetRange]:
+def ranges_to_land(
+    config: TopicRangeConfig, topics: Topics, sink: LandingSink, topic: str
+) -> list[OffsetRange]:
     if config.ranges:
         return parse_ranges(config.ranges)
     return plan_next_ranges(sink.landed_positions(topic), topics.end_offsets(topic), config.max_messages)

@@ -4,7 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 from hub_pipelines.core.ports import ObjectInfo
 from hub_pipelines.landing.batches import RequestLanding, RunOutcome, TopicCursor, Wait, next_landing_step
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, find_gaps, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.offsets import (
+    OffsetRange,
+    describe_ranges,
+    find_gaps,
+    parse_ranges,
+    plan_next_ranges,
+)
 from hub_pipelines.landing.topic_landing import split_into_chunks
 from hub_pipelines.landing.uploads import (
     UploadCursor,
@@ -32,7 +38,12 @@ def test_ranges_text_round_trips():
 
 
 def test_gaps_are_found_and_overlaps_are_not_gaps():
-    ranges = [OffsetRange(0, 0, 100), OffsetRange(0, 50, 150), OffsetRange(0, 200, 300), OffsetRange(1, 0, 10)]
+    ranges = [
+        OffsetRange(0, 0, 100),
+        OffsetRange(0, 50, 150),
+        OffsetRange(0, 200, 300),
+        OffsetRange(1, 0, 10),
+    ]
     gaps = find_gaps(ranges)
     assert [(g.partition, g.first_missing, g.next_landed) for g in gaps] == [(0, 150, 200)]
     assert "150..199" in gaps[0].describe()
