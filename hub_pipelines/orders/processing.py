@@ -161,6 +161,7 @@ class OrderLedger:
             return OrderOutcome("skipped", self.clock() - started, order_id=reservation.order_id)
         if reservation.duplicate:
             return OrderOutcome("duplicate", self.clock() - started, order_id=reservation.order_id)
+        assert reservation.order_id is not None
         charge = ChargeRequest(
             reservation.order_id,
             priced.total_minor,

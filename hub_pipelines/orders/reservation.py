@@ -48,8 +48,10 @@ class IntakePosition:
 
 @dataclass(frozen=True)
 class Reservation:
-    order_id: str
-    status: str
+    """What the order transaction did; `claimed` is False when another worker had booked the event."""
+
+    order_id: str | None
+    status: str | None
     duplicate: bool
     claimed: bool
     attempts: int
@@ -85,20 +87,52 @@ def reserve_order(
         nonlocal tries
         tries += 1
         with database.transaction("SERIALIZABLE") as connection:
-            return _reserve(connection, database.dialect, position, priced, order_id, cipher, tries)
+            return _reserve(connection, position, priced, order_id, cipher, tries)
 
-    return serializable_retrying(attempts)(attempt)
+    try:
+        return serializable_retrying(attempts)(attempt)
+    except sa.exc.IntegrityError as taken:
+        if _violated_table(taken) not in ("orders", "order_intake"):
+            raise
+    # The order exists already (a duplicate), or another worker booked this very event: book the
+    # duplicate outside the serializable transaction, where no lost race can abort it.
+    with database.transaction() as connection:
+        existing = connection.execute(
+            sa.select(orders.c.order_id, orders.c.status).where(
+                orders.c.idempotency_key == priced.request.idempotency_key
+            )
+        ).first()
+        if existing is None:
+            return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
+        claimed = _record_intake(
+            connection, database.dialect, position, DUPLICATE, priced.request.idempotency_key, existing[0]
+        )
+    return Reservation(existing[0], existing[1], duplicate=True, claimed=claimed, attempts=tries)
+
+
+def _violated_table(error: sa.exc.IntegrityError) -> str | None:
+    """The table whose unique key the failed insert hit ('orders', 'order_intake'), when it says."""
+    diag = getattr(error.orig, "diag", None)
+    name = getattr(diag, "table_name", None)
+    if name:
+        return str(name)
+    text = str(error.orig)
+    if "UNIQUE constraint failed: " in text:
+        return text.split("UNIQUE constraint failed: ", 1)[1].split(".", 1)[0]
+    return None
 
 
 def _reserve(
     connection: Connection,
-    dialect: str,
     position: IntakePosition,
     priced: PricedOrder,
     order_id: str,
     cipher: PiiCipher | None,
     tries: int,
 ) -> Reservation:
+    """Plain INSERTs only (no ON CONFLICT, no lookups): under SSI a read of a unique index takes a
+    predicate lock on its page, and concurrent orders writing the same pages would then abort each
+    other. A duplicate key raises IntegrityError instead, which ends the attempt."""
     request = priced.request
     values: dict[str, object] = {
         "order_id": order_id,
@@ -117,20 +151,7 @@ def _reserve(
             values["email_ciphertext"] = cipher.encrypt(request.email, pii_context(order_id, "email"))
         if request.phone:
             values["phone_ciphertext"] = cipher.encrypt(request.phone, pii_context(order_id, "phone"))
-    inserted = connection.execute(
-        insert_ignoring_duplicates(orders, dialect).values(**values).returning(orders.c.order_id)
-    ).first()
-    if inserted is None:
-        existing = connection.execute(
-            sa.select(orders.c.order_id, orders.c.status).where(
-                orders.c.idempotency_key == request.idempotency_key
-            )
-        ).one()
-        claimed = _record_intake(
-            connection, dialect, position, DUPLICATE, request.idempotency_key, existing[0]
-        )
-        return Reservation(existing[0], existing[1], duplicate=True, claimed=claimed, attempts=tries)
-
+    connection.execute(sa.insert(orders).values(**values))
     _take_stock(connection, priced)
     connection.execute(
         sa.insert(order_items),
@@ -157,8 +178,18 @@ def _reserve(
             "items": [{"product_id": line.product_id, "quantity": line.quantity} for line in priced.lines],
         },
     )
-    claimed = _record_intake(connection, dialect, position, ACCEPTED, request.idempotency_key, order_id)
-    return Reservation(order_id, RESERVED, duplicate=False, claimed=claimed, attempts=tries)
+    connection.execute(
+        sa.insert(order_intake).values(
+            topic=position.topic,
+            partition=position.partition,
+            offset=position.offset,
+            event_id=position.event_id,
+            outcome=ACCEPTED,
+            idempotency_key=request.idempotency_key,
+            order_id=order_id,
+        )
+    )
+    return Reservation(order_id, RESERVED, duplicate=False, claimed=True, attempts=tries)
 
 
 def _take_stock(connection: Connection, priced: PricedOrder) -> None:
@@ -230,7 +261,7 @@ def record_rejection(
     """Book a rejected event and dead-letter it with the reason, once; False if it was booked already."""
 
     def attempt() -> bool:
-        with database.transaction("SERIALIZABLE") as connection:
+        with database.transaction() as connection:
             claimed = _record_intake(
                 connection, database.dialect, position, REJECTED, idempotency_key, None, reason
             )

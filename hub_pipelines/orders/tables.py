@@ -68,7 +68,9 @@ orders = sa.Table(
 order_items = sa.Table(
     "order_items",
     metadata,
-    sa.Column("order_id", sa.Text, sa.ForeignKey("orders.order_id"), primary_key=True),
+    # No foreign key to orders: items are written in the order's own transaction, and the key check
+    # would read the orders index under SSI, making concurrent orders abort each other.
+    sa.Column("order_id", sa.Text, primary_key=True),
     sa.Column("line_no", sa.Integer, primary_key=True),
     sa.Column("product_id", sa.Text, sa.ForeignKey("products.product_id"), nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),

@@ -67,7 +67,7 @@ class FakeStripe:
         self._server: ThreadingHTTPServer | None = None
         self._stalls: list[threading.Event] = []
 
-    def start(self) -> FakeStripe:
+    def start(self, port: int = 0) -> FakeStripe:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,8 +80,9 @@ class FakeStripe:
             def do_GET(self) -> None:
                 fake._handle_get(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        self._server.request_queue_size = 256
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -249,3 +250,16 @@ def _error(kind: str, message: str, code: str | None = None) -> bytes:
     if code:
         error["code"] = code
     return json.dumps({"error": error}).encode()
+
+
+def main() -> None:
+    """Serve the fake on a port until killed: `python -m tests.fakes.stripe_server PORT [LATENCY_S]`."""
+    import sys
+
+    port = int(sys.argv[1])
+    FakeStripe(Faults(latency_s=float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)).start(port)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
