@@ -52,8 +52,8 @@ def _top_products(t: AnalyticsTables) -> str:
 
 def _error_rate(t: AnalyticsTables) -> str:
     return (
-        "SELECT bucket AS hour, sum(errors) AS errors, sum(events) AS events, "
-        "if(sum(events) = 0, 0, sum(errors) / sum(events)) AS error_rate "
+        "SELECT bucket AS hour, sum(errors) AS error_count, sum(events) AS event_count, "
+        "if(event_count = 0, 0, error_count / event_count) AS error_rate "
         f"FROM {t.rollup_hour} WHERE {_WINDOW} GROUP BY bucket ORDER BY bucket"
     )
 

@@ -1,0 +1,269 @@
+"""Analytics benchmark: ingestion against the bare floor, dashboard query latency, detector cost per point.
+
+    uv run python bench/analytics.py [--events 1000000] [--query-events 10000000]
+
+Ingestion: the events are produced once to librdkafka's mock broker (in this process, 4 partitions),
+then read twice in the same run: the floor consumes every message and inserts the raw bytes into a
+plain MergeTree table; the pipeline lands the same ranges through decode, duplicate lookup, the
+raw_events insert (with its materialized views) and the range book, then writes the Redis counters
+of every landed chunk. Queries: the named dashboard queries over `--query-events` synthetic events
+(generated inside ClickHouse, through the same views), p50/p95 uncached and cached. Detector: one
+metric's detector fed 100,000 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from confluent_kafka.admin import AdminClient
+
+from hub_pipelines.analytics.anomaly import AnomalyDetector
+from hub_pipelines.analytics.counters import counter_update, write_counters
+from hub_pipelines.analytics.dashboard import NAMED_QUERIES, DashboardQueries
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
+from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+from hub_pipelines.resources.cache import RedisCache
+from hub_pipelines.resources.kafka_topics import KafkaTopics
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+TOPIC = "bench-events"
+PARTITIONS = 4
+# librdkafka's mock broker keeps about 5 MB per partition and drops older messages, so the events go
+# through in waves that fit: each wave is produced (untimed), then read by the floor and the pipeline.
+WAVE_EVENTS = 64_000
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    cache = RedisCache(url=f"redis://127.0.0.1:{port}/0")
+    for _ in range(100):
+        try:
+            cache.client().ping()
+            break
+        except Exception:
+            time.sleep(0.05)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
+    now = datetime.now(UTC)
+    batch: list[OutgoingMessage] = []
+    for n in range(count):
+        event = analytics_event(rng, now - timedelta(seconds=rng.randrange(6 * 3600)))
+        batch.append(OutgoingMessage(json.dumps(event).encode(), partition=n % PARTITIONS))
+    topics.produce(TOPIC, batch)
+
+
+def bare_floor(
+    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange]
+) -> tuple[float, float, list[tuple[OffsetRange, list]]]:
+    warehouse.execute("CREATE DATABASE IF NOT EXISTS bench_floor")
+    warehouse.execute(
+        "CREATE TABLE IF NOT EXISTS bench_floor.raw (partition Int32, offset Int64, value String) "
+        "ENGINE = MergeTree ORDER BY tuple()"
+    )
+    started = time.perf_counter()
+    read = 0
+    consuming = 0.0
+    chunks = []
+    for offset_range in ranges:
+        for chunk in split_into_chunks(offset_range, EVENTS_CHUNK_MESSAGES):
+            began = time.perf_counter()
+            messages = topics.read_range(TOPIC, chunk.partition, chunk.start, chunk.end)
+            consuming += time.perf_counter() - began
+            chunks.append((chunk, messages))
+            read += len(messages)
+            table = pa.table(
+                {
+                    "partition": pa.array([m.partition for m in messages], pa.int32()),
+                    "offset": pa.array([m.offset for m in messages], pa.int64()),
+                    "value": pa.array([m.value for m in messages], pa.binary()),
+                }
+            )
+            warehouse.insert_arrow("bench_floor.raw", table)
+    assert read == sum(r.size for r in ranges), f"floor read {read} of {sum(r.size for r in ranges)}"
+    return time.perf_counter() - started, consuming, chunks
+
+
+def sink_only(warehouse: ChdbWarehouse, chunks: list[tuple[OffsetRange, list]]) -> float:
+    """The landing path alone on messages already in memory: decode, lookup, insert with views, book."""
+    sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_sink_only"))
+    started = time.perf_counter()
+    for chunk, messages in chunks:
+        sink.land_chunk(TOPIC, chunk, messages, "bench")
+    return time.perf_counter() - started
+
+
+def pipeline(
+    topics: KafkaTopics, warehouse: ChdbWarehouse, cache: RedisCache, ranges: list[OffsetRange]
+) -> tuple[float, float, int]:
+    tables = AnalyticsTables("bench_pipeline")
+    sink = WarehouseEventsSink(warehouse, tables)
+    sink.outcomes.clear()
+    started = time.perf_counter()
+    counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
+    landed_at = time.perf_counter()
+    for outcome in sink.outcomes:
+        chunk = outcome.chunk
+        rows = warehouse.query_arrow(
+            f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
+            "WHERE toDate(ts) IN {days:Array(Date)} AND partition = {p:Int32} AND offset >= {s:Int64} "
+            "AND offset < {e:Int64}",
+            {"days": sorted(outcome.event_days), "p": chunk.partition, "s": chunk.start, "e": chunk.end},
+        )
+        write_counters(cache, f"{TOPIC}/{chunk.label()}", counter_update(rows))
+    finished = time.perf_counter()
+    assert counts.reconciles and counts.landed == sum(r.size for r in ranges), counts
+    return landed_at - started, finished - started, counts.landed
+
+
+def fill_for_queries(warehouse: ChdbWarehouse, count: int) -> AnalyticsTables:
+    tables = AnalyticsTables("bench_queries")
+    tables.ensure(warehouse)
+    types = "['page_view','page_view','page_view','page_view','page_view','page_view','page_view','add_to_cart','purchase','error']"
+    step = 1_000_000
+    for first in range(0, count, step):
+        warehouse.execute(
+            f"INSERT INTO {tables.raw_events} (event_id, type, user_id, session_id, ts, path, product_id, amount, "
+            "error_code, topic, partition, offset) "
+            f"SELECT toString(generateUUIDv4(number)), {types}[1 + number % 10] AS t, concat('u-', toString(rand() % 50000)), "
+            "concat('s-', toString(rand() % 200000)), now64(3) - toIntervalSecond(rand() % (7 * 86400)), '/', "
+            "if(t IN ('add_to_cart','purchase'), concat('p-', toString(rand() % 300)), NULL), "
+            "if(t = 'purchase', toDecimal64(rand() % 10000 / 100, 2), NULL), if(t = 'error', 'E500', NULL), "
+            f"'synthetic', 0, number FROM numbers({first}, {min(step, count - first)})"
+        )
+    from hub_pipelines.analytics.rollups import rebuild_day
+
+    today = datetime.now(UTC).date()
+    for back in range(8):
+        rebuild_day(warehouse, tables, today - timedelta(days=back))
+    return tables
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def query_latency(warehouse: ChdbWarehouse, cache: RedisCache, tables: AnalyticsTables, repeats: int) -> dict:
+    dashboard = DashboardQueries(warehouse, cache, tables)
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    windows = [(end - timedelta(hours=24), end), (end - timedelta(days=7), end)]
+    results = {}
+    for name in NAMED_QUERIES:
+        uncached, cached = [], []
+        for n in range(repeats):
+            start, stop = windows[n % 2]
+            query = NAMED_QUERIES[name](tables)
+            began = time.perf_counter()
+            warehouse.query_df(query, {"start": start.replace(tzinfo=None), "end": stop.replace(tzinfo=None)})
+            uncached.append((time.perf_counter() - began) * 1000)
+            dashboard.run(name, start, stop)
+            began = time.perf_counter()
+            dashboard.run(name, start, stop)
+            cached.append((time.perf_counter() - began) * 1000)
+        results[name] = (percentile(uncached, 0.5), percentile(uncached, 0.95), percentile(cached, 0.95))
+    return results
+
+
+def detector_cost(points: int = 100_000) -> float:
+    rng = random.Random(3)
+    detector = AnomalyDetector("bench")
+    values = [100 + rng.gauss(0, 5) + (50 if n % 5000 == 0 else 0) for n in range(points)]
+    began = time.perf_counter()
+    for value in values:
+        detector.update(value)
+    return (time.perf_counter() - began) / points * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--query-events", type=int, default=10_000_000)
+    parser.add_argument("--query-repeats", type=int, default=40)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
+    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    topics = KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+    warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    redis_process, redis_url = start_redis(folder)
+    cache = RedisCache(url=redis_url)
+    try:
+        rng = random.Random(1)
+        floor_seconds = landing_seconds = total_seconds = consume_seconds = sink_seconds = 0.0
+        landed = produced = 0
+        positions = dict.fromkeys(range(PARTITIONS), 0)
+        while produced < args.events:
+            wave = min(WAVE_EVENTS, args.events - produced)
+            produce(topics, rng, wave)
+            produced += wave
+            ends = topics.end_offsets(TOPIC)
+            ranges = [
+                OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]
+            ]
+            positions.update(ends)
+            wave_floor, wave_consume, chunks = bare_floor(topics, warehouse, ranges)
+            floor_seconds += wave_floor
+            consume_seconds += wave_consume
+            sink_seconds += sink_only(warehouse, chunks)
+            wave_landing, wave_total, wave_landed = pipeline(topics, warehouse, cache, ranges)
+            landing_seconds += wave_landing
+            total_seconds += wave_total
+            landed += wave_landed
+        floor_rate, landing_rate, total_rate = (
+            produced / floor_seconds,
+            landed / landing_seconds,
+            landed / total_seconds,
+        )
+        print(
+            f"{produced:,} events from the broker, in waves of {WAVE_EVENTS:,} over {PARTITIONS} partitions"
+        )
+        print(
+            f"consume only (KafkaTopics.read_range):            {produced / consume_seconds:>10,.0f} events/s"
+        )
+        print(f"bare floor (consume + insert raw bytes):          {floor_rate:>10,.0f} events/s")
+        print(f"landing path alone, messages in memory:           {produced / sink_seconds:>10,.0f} events/s")
+        print(f"pipeline landing (decode, dedup, insert, views):  {landing_rate:>10,.0f} events/s")
+        print(
+            f"pipeline landing + Redis counters:                {total_rate:>10,.0f} events/s "
+            f"({total_rate / floor_rate:.2f}x the floor)"
+        )
+        began = time.perf_counter()
+        tables = fill_for_queries(warehouse, args.query_events)
+        print(
+            f"generated {args.query_events:,} events for the queries in {time.perf_counter() - began:.1f} s"
+        )
+        for name, (p50, p95, cached95) in query_latency(warehouse, cache, tables, args.query_repeats).items():
+            print(f"query {name:<17} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  cached p95 {cached95:5.2f} ms")
+        print(f"detector: {detector_cost():.1f} us per point")
+    finally:
+        warehouse.close()
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
