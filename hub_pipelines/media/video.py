@@ -1,0 +1,409 @@
+"""Video renditions with PyAV: H.264 + AAC MP4 ladders that stream well.
+
+Decisions a reader needs:
+- Rotation metadata (a phone's display matrix) is applied to the pixels: frames are turned upright
+  before scaling and the outputs carry no display matrix. Every player, thumbnailer and segmenter then
+  agrees on the picture, and rung sizes are computed on the upright frame.
+- A rung's height means the frame's short side, so a portrait 1080x1920 video gets a 480x854 "480p".
+- The source is decoded once; each decoded frame is scaled for every rung and fed to that rung's
+  encoder. Output is constant frame rate (variable-rate input is resampled like ffmpeg's fps filter)
+  with a keyframe exactly every `keyframe_interval_seconds` and no scene-cut keyframes, so segments of
+  different rungs align. The moov atom is written at the front (fast start). The audio is encoded once
+  and the same AAC packets are muxed into every rung.
+
+Probing and limits live in `video_probe`, thumbnails and posters in `video_stills`; both are
+re-exported here so callers import the video domain from one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import av.filter
+from av.audio.codeccontext import AudioCodecContext
+from av.audio.frame import AudioFrame
+from av.audio.stream import AudioStream
+from av.container import InputContainer, OutputContainer
+from av.packet import Packet
+from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
+
+from hub_pipelines.media.video_probe import (
+    VideoInfo,
+    VideoLimits,
+    VideoRejected,
+    decode_frames,
+    even,
+    first_video_stream,
+    open_input,
+    probe_video,
+    source_name,
+)
+from hub_pipelines.media.video_stills import Stills, extract_poster, extract_stills, extract_thumbnail
+
+__all__ = [
+    "DEFAULT_LADDER",
+    "Rendition",
+    "Rung",
+    "Stills",
+    "VideoInfo",
+    "VideoLimits",
+    "VideoRejected",
+    "VideoSpec",
+    "extract_poster",
+    "extract_stills",
+    "extract_thumbnail",
+    "plan_ladder",
+    "probe_video",
+    "render_renditions",
+]
+
+_STANDARD_RATES = tuple(
+    Fraction(rate) for rate in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
+)
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000)
+_MIN_BITRATE = 200_000
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: the output's short side in pixels and its video bitrate target."""
+
+    label: str
+    height: int
+    video_bitrate: int
+
+
+DEFAULT_LADDER = (
+    Rung("480p", 480, 1_000_000),
+    Rung("720p", 720, 2_500_000),
+    Rung("1080p", 1080, 5_000_000),
+)
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """How renditions are encoded. Bitrates are capped at `maxrate_factor` x the target (VBV)."""
+
+    ladder: Sequence[Rung] = DEFAULT_LADDER
+    preset: str = "veryfast"
+    keyframe_interval_seconds: float = 2.0
+    max_fps: int = 60
+    audio_bitrate: int = 128_000
+    maxrate_factor: float = 1.5
+    bufsize_factor: float = 2.0
+    interpolation: str = "BICUBIC"
+    limits: VideoLimits = field(default_factory=VideoLimits)
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoded rung. Rungs are encoded together from one decode, so encode_seconds is the wall time
+    of the whole ladder pass (decode included) and realtime_factor is media seconds per wall second."""
+
+    label: str
+    path: Path
+    width: int
+    height: int
+    video_bitrate: int
+    bytes: int
+    encode_seconds: float
+    duration_seconds: float
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.duration_seconds / self.encode_seconds if self.encode_seconds else math.inf
+
+
+def render_renditions(
+    source_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], spec: VideoSpec | None = None
+) -> list[Rendition]:
+    """Encode every ladder rung that fits the source into `out_dir/<label>.mp4`, decoding once."""
+    spec = spec or VideoSpec()
+    name = source_name(source_path)
+    info = probe_video(source_path, limits=spec.limits, name=name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open_input(source_path, name) as container:
+        video = first_video_stream(container, name)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        rate = _output_rate(video, spec.max_fps)
+        shared_audio = _SharedAudio(audio, video, spec.audio_bitrate) if audio is not None else None
+        encoders = [
+            _RungEncoder(out / f"{rung.label}.mp4", rung, width, height, rate, shared_audio, spec)
+            for rung, width, height in plan_ladder(info.width, info.height, spec.ladder)
+        ]
+        try:
+            last_time = _transcode(container, name, video, audio, info.rotation, rate, encoders, shared_audio)
+        except BaseException:
+            for encoder in encoders:
+                encoder.abandon()
+            raise
+    duration = float(last_time)
+    # A cut-off file whose index survived (moov at the front) decodes cleanly but stops early.
+    if info.duration_seconds and duration < 0.98 * info.duration_seconds - 2 / rate:
+        for encoder in encoders:
+            encoder.path.unlink(missing_ok=True)
+        raise VideoRejected(
+            f"rejected video '{name}': truncated: video ends at {duration:.2f} s "
+            f"of a declared {info.duration_seconds:.2f} s"
+        )
+    wall = time.perf_counter() - started
+    return [encoder.rendition(duration, wall) for encoder in encoders]
+
+
+def plan_ladder(width: int, height: int, ladder: Sequence[Rung]) -> list[tuple[Rung, int, int]]:
+    """The rungs (with even output sizes) for an upright width x height source; never upscales."""
+    short, long = min(width, height), max(width, height)
+    rungs = sorted(ladder, key=lambda rung: rung.height)
+    fitting = [rung for rung in rungs if rung.height <= short]
+    if not fitting:
+        lowest = rungs[0]
+        bitrate = max(_MIN_BITRATE, round(lowest.video_bitrate * (short / lowest.height) ** 2))
+        fitting = [Rung(f"{short - short % 2}p", short - short % 2, bitrate)]
+    planned = []
+    for rung in fitting:
+        scaled_long = (
+            long - long % 2 if rung.height == short - short % 2 else even(long * rung.height / short)
+        )
+        size = (rung.height, scaled_long) if width <= height else (scaled_long, rung.height)
+        planned.append((rung, *size))
+    return planned
+
+
+class _RungEncoder:
+    """One rung's scaler, H.264 encoder and MP4 muxer (the AAC packets come from `_SharedAudio`)."""
+
+    def __init__(
+        self,
+        path: Path,
+        rung: Rung,
+        width: int,
+        height: int,
+        rate: Fraction,
+        audio: _SharedAudio | None,
+        spec: VideoSpec,
+    ) -> None:
+        self.path, self.rung, self.width, self.height = path, rung, width, height
+        self._interpolation = spec.interpolation
+        self._scaler = VideoReformatter()
+        self._container: OutputContainer = av.open(
+            str(path), "w", format="mp4", options={"movflags": "+faststart"}
+        )
+        gop = max(1, round(spec.keyframe_interval_seconds * rate))
+        self._video = self._container.add_stream(
+            "libx264",
+            rate=rate,
+            options={
+                "preset": spec.preset,
+                "profile": "high",
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0",
+                "maxrate": str(int(rung.video_bitrate * spec.maxrate_factor)),
+                "bufsize": str(int(rung.video_bitrate * spec.bufsize_factor)),
+            },
+        )
+        self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+        context = self._video.codec_context
+        context.bit_rate = rung.video_bitrate
+        # PyAV defaults to slice threads, which x264 turns into sliced threading; the ffmpeg CLI's
+        # default (frame threads) is faster for throughput.
+        context.thread_type = "AUTO"
+        context.thread_count = 0
+        self._audio: AudioStream | None = None
+        if audio is not None:
+            # Never fed: opened with the shared encoder's settings, it gives the track the same
+            # codec parameters (AudioSpecificConfig, priming) as the packets muxed into it.
+            self._audio = self._container.add_stream("aac", rate=audio.rate, layout=audio.layout)
+            self._audio.codec_context.bit_rate = audio.bitrate
+
+    def encode_video(self, frame: VideoFrame | None) -> None:
+        if frame is not None:
+            scaled = self._scaler.reformat(
+                frame, self.width, self.height, "yuv420p", interpolation=self._interpolation, threads=0
+            )
+            scaled.pts, scaled.time_base = frame.pts, frame.time_base
+            frame = scaled
+        self._container.mux(self._video.encode(frame))
+
+    def mux_audio(self, packets: list[Packet]) -> None:
+        if self._audio is not None:
+            for packet in packets:
+                packet.stream = self._audio
+                self._container.mux_one(packet)
+
+    def finish(self) -> None:
+        self.encode_video(None)
+        self._container.close()
+
+    def abandon(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError):
+            self._container.close()
+        self.path.unlink(missing_ok=True)
+
+    def rendition(self, duration: float, wall_seconds: float) -> Rendition:
+        return Rendition(
+            label=self.rung.label,
+            path=self.path,
+            width=self.width,
+            height=self.height,
+            video_bitrate=self.rung.video_bitrate,
+            bytes=self.path.stat().st_size,
+            encode_seconds=wall_seconds,
+            duration_seconds=duration,
+        )
+
+
+def _transcode(
+    container: InputContainer,
+    name: str,
+    video: VideoStream,
+    audio: AudioStream | None,
+    rotation: int,
+    rate: Fraction,
+    encoders: list[_RungEncoder],
+    shared_audio: _SharedAudio | None,
+) -> Fraction:
+    """Feed every decoded frame to every encoder; return where the video ends, in seconds."""
+    upright = _Uprighter(rotation)
+    constant = _ConstantRate(rate)
+    for frame in decode_frames(container, name, video, audio):
+        if isinstance(frame, VideoFrame):
+            for ready in constant.push(upright(frame)):
+                for encoder in encoders:
+                    encoder.encode_video(ready)
+        elif shared_audio is not None:
+            packets = shared_audio.encode(frame)
+            for encoder in encoders:
+                encoder.mux_audio(packets)
+    for ready in constant.finish():
+        for encoder in encoders:
+            encoder.encode_video(ready)
+    if shared_audio is not None:
+        packets = shared_audio.encode(None)
+        for encoder in encoders:
+            encoder.mux_audio(packets)
+    for encoder in encoders:
+        encoder.finish()
+    return constant.emitted / rate
+
+
+class _ConstantRate:
+    """Turns frames with arbitrary timestamps into a constant-rate sequence, like ffmpeg's fps filter:
+    each frame lands on its nearest tick, a later frame on the same tick wins, gaps repeat a frame."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate, self.emitted = rate, 0
+        self.start: float | None = None
+        self._pending: VideoFrame | None = None
+        self._pending_tick = 0
+
+    def push(self, frame: VideoFrame) -> Iterator[VideoFrame]:
+        seconds = (
+            frame.time if frame.time is not None else (self.start or 0.0) + float(self.emitted / self.rate)
+        )
+        if self.start is None:
+            self.start = seconds
+        tick = round((seconds - self.start) * self.rate)
+        if self._pending is not None and tick > self.emitted:
+            yield from self._emit_until(tick)
+        self._pending, self._pending_tick = frame, max(tick, self.emitted)
+
+    def finish(self) -> Iterator[VideoFrame]:
+        if self._pending is not None:
+            yield from self._emit_until(self._pending_tick + 1)
+
+    def _emit_until(self, tick: int) -> Iterator[VideoFrame]:
+        assert self._pending is not None
+        while self.emitted < tick:
+            self._pending.pts, self._pending.time_base = self.emitted, 1 / self.rate
+            yield self._pending
+            self.emitted += 1
+
+
+class _SharedAudio:
+    """Resamples and encodes the audio once; every rung muxes the same AAC packets."""
+
+    def __init__(self, audio: AudioStream, video: VideoStream, bitrate: int) -> None:
+        self.rate = audio.rate if audio.rate in _AAC_RATES else 48000
+        self.layout = "mono" if audio.layout.nb_channels == 1 else "stereo"
+        self.bitrate = bitrate
+        self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+        self._encoder = av.CodecContext.create("aac", "w")
+        assert isinstance(self._encoder, AudioCodecContext)
+        self._encoder.sample_rate, self._encoder.layout, self._encoder.format = self.rate, self.layout, "fltp"
+        self._encoder.bit_rate, self._encoder.time_base = bitrate, Fraction(1, self.rate)
+        has_start = video.start_time is not None and video.time_base is not None
+        self._video_start = float(video.start_time * video.time_base) if has_start else 0.0  # type: ignore[operator]
+        self._next_sample: int | None = None
+
+    def encode(self, frame: AudioFrame | None) -> list[Packet]:
+        packets: list[Packet] = []
+        for resampled in self._resampler.resample(frame):
+            if self._next_sample is None:
+                lead = (
+                    frame.time if frame is not None and frame.time is not None else 0.0
+                ) - self._video_start
+                self._next_sample = max(0, round(lead * self.rate))
+            resampled.pts, resampled.time_base = self._next_sample, Fraction(1, self.rate)
+            self._next_sample += resampled.samples
+            packets += self._encoder.encode(resampled)
+        if frame is None:
+            packets += self._encoder.encode(None)
+        return packets
+
+
+class _Uprighter:
+    """Rotates frames by the display matrix's angle with ffmpeg's transpose filters."""
+
+    _FILTERS = {
+        90: [("transpose", "clock")],
+        180: [("hflip", ""), ("vflip", "")],
+        270: [("transpose", "cclock")],
+    }
+
+    def __init__(self, rotation: int) -> None:
+        self.rotation = rotation
+        self._graph: av.filter.Graph | None = None
+
+    def __call__(self, frame: VideoFrame) -> VideoFrame:
+        if not self.rotation:
+            return frame
+        if self._graph is None:
+            self._graph = av.filter.Graph()
+            nodes = [
+                self._graph.add_buffer(
+                    width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+                )
+            ]
+            nodes += [
+                self._graph.add(filter_name, args) for filter_name, args in self._FILTERS[self.rotation]
+            ]
+            nodes.append(self._graph.add("buffersink"))
+            self._graph.link_nodes(*nodes).configure()
+        self._graph.push(frame)
+        rotated = self._graph.pull()
+        assert isinstance(rotated, VideoFrame)
+        return rotated
+
+
+def _output_rate(stream: VideoStream, max_fps: int) -> Fraction:
+    """The constant output rate: the source's average rate, snapped to a standard rate when close."""
+    measured = stream.average_rate or stream.guessed_rate or Fraction(30)
+    if measured <= 0:
+        measured = Fraction(30)
+    closest = min(_STANDARD_RATES, key=lambda standard: abs(measured - standard))
+    snapped = (
+        closest if abs(measured - closest) / closest < Fraction(1, 200) else Fraction(max(1, round(measured)))
+    )
+    return min(snapped, Fraction(max_fps))

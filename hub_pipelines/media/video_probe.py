@@ -1,0 +1,157 @@
+"""Probing and opening videos with PyAV: what a video is, whether it is within limits, its frames.
+
+Leave PyAV's libav logging off (its default): with frame-threaded codecs, a Python log callback can
+deadlock when a codec closes (seen here with `av.logging.set_level(av.logging.ERROR)`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+import av
+import av.error
+from av.audio.frame import AudioFrame
+from av.container import InputContainer
+from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
+
+Source = str | os.PathLike[str] | bytes
+
+
+class VideoRejected(ValueError):
+    """The input cannot be turned into renditions: corrupt, truncated, over a limit, or not a video."""
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Inputs above any of these are rejected before decoding."""
+
+    max_duration_seconds: float = 3 * 3600
+    max_input_bytes: int = 4 << 30
+    max_pixels: int = 8192 * 4320
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video is. width/height are as displayed, after `rotation` (clockwise degrees)."""
+
+    duration_seconds: float
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    has_audio: bool
+    video_codec: str
+    audio_codec: str | None
+    bytes: int
+
+
+def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str | None = None) -> VideoInfo:
+    """Describe a video; with `limits`, reject one over a limit. Reads only the first frame."""
+    name = name or source_name(source)
+    size = _size_of(source)
+    if limits and size > limits.max_input_bytes:
+        raise VideoRejected(
+            f"rejected video '{name}': {size} bytes exceeds the limit of {limits.max_input_bytes}"
+        )
+    with open_input(source, name) as container:
+        stream = first_video_stream(container, name)
+        first = next(decode_frames(container, name, stream), None)
+        if not isinstance(first, VideoFrame):
+            raise VideoRejected(f"rejected video '{name}': no decodable video frame")
+        rotation = clockwise(first.rotation)
+        sar = stream.sample_aspect_ratio or Fraction(1)
+        width, height = round(first.width * sar), first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        audio = container.streams.audio[0] if container.streams.audio else None
+        duration = _duration_seconds(container, stream)
+        info = VideoInfo(
+            duration_seconds=duration,
+            width=width,
+            height=height,
+            rotation=rotation,
+            fps=float(stream.average_rate or stream.guessed_rate or 0),
+            has_audio=audio is not None,
+            video_codec=stream.codec_context.name,
+            audio_codec=audio.codec_context.name if audio else None,
+            bytes=size,
+        )
+    if limits:
+        _check_limits(info, limits, name)
+    return info
+
+
+def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterator[VideoFrame | AudioFrame]:
+    at = 0.0
+    try:
+        for packet in container.demux(*[stream for stream in streams if stream is not None]):
+            if packet.pts is not None and packet.time_base is not None:
+                at = float(packet.pts * packet.time_base)
+            yield from packet.decode()
+    except av.error.FFmpegError as error:
+        raise VideoRejected(
+            f"rejected video '{name}': corrupt or truncated at {at:.2f} s: {_reason(error)}"
+        ) from error
+
+
+def open_input(source: Source, name: str) -> InputContainer:
+    target: str | IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    try:
+        container = av.open(target, "r")
+    except av.error.FFmpegError as error:
+        raise VideoRejected(f"rejected video '{name}': cannot open: {_reason(error)}") from error
+    for stream in container.streams.video:
+        stream.thread_type = "AUTO"
+    return container
+
+
+def first_video_stream(container: InputContainer, name: str) -> VideoStream:
+    if not container.streams.video:
+        raise VideoRejected(f"rejected video '{name}': no video stream")
+    return container.streams.video[0]
+
+
+def _duration_seconds(container: InputContainer, stream: VideoStream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def _check_limits(info: VideoInfo, limits: VideoLimits, name: str) -> None:
+    if info.duration_seconds > limits.max_duration_seconds:
+        raise VideoRejected(
+            f"rejected video '{name}': {info.duration_seconds:.1f} s exceeds the limit "
+            f"of {limits.max_duration_seconds:g} s"
+        )
+    if info.width * info.height > limits.max_pixels:
+        raise VideoRejected(
+            f"rejected video '{name}': {info.width}x{info.height} exceeds the limit "
+            f"of {limits.max_pixels} pixels"
+        )
+
+
+def _reason(error: av.error.FFmpegError) -> str:
+    return error.strerror or str(error)
+
+
+def clockwise(counterclockwise: float) -> int:
+    return round(-counterclockwise / 90) % 4 * 90
+
+
+def even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def source_name(source: Source) -> str:
+    return "<bytes>" if isinstance(source, bytes) else Path(os.fspath(source)).name
+
+
+def _size_of(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else os.stat(source).st_size

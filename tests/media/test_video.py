@@ -1,0 +1,257 @@
+"""Video renditions, probing and stills over short clips the tests encode with PyAV."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from hub_pipelines.media.video import (
+    Rung,
+    VideoLimits,
+    VideoRejected,
+    VideoSpec,
+    extract_stills,
+    extract_thumbnail,
+    probe_video,
+    render_renditions,
+)
+
+SMALL_LADDER = (Rung("144p", 144, 300_000),)
+
+
+def write_clip(
+    path: Path,
+    width: int,
+    height: int,
+    *,
+    seconds: float = 1.0,
+    fps: int = 30,
+    audio: bool = True,
+    rotation: int | None = None,
+    black_seconds: float = 0.0,
+    frame_times: list[float] | None = None,
+    faststart: bool = False,
+    marker: bool = False,
+) -> Path:
+    """A moving gradient with noise (black for the first `black_seconds`) and a 440 Hz tone.
+
+    `rotation` is clockwise degrees stored as a display matrix; `frame_times` makes the frame rate
+    variable; `marker` paints the coded top-left corner white on a dark picture.
+    """
+    times = frame_times if frame_times is not None else [i / fps for i in range(round(seconds * fps))]
+    pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    options = {"movflags": "+faststart"} if faststart else {}
+    ys, xs = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(7).integers(0, 48, size=(height, width))
+    picture = (np.stack([xs % 200, ys % 200, (xs + ys) % 200], -1) + noise[..., None]).astype(np.uint8)
+    with av.open(str(path), "w", format="mp4", options=options) as container:
+        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            video.set_display_rotation(-rotation)
+        sound = container.add_stream("aac", rate=48000, layout="stereo") if audio else None
+        for index, at in enumerate(times):
+            if marker:
+                rgb = np.full((height, width, 3), 20, dtype=np.uint8)
+                rgb[: height // 4, : width // 4] = 255
+            elif at < black_seconds:
+                rgb = np.zeros((height, width, 3), dtype=np.uint8)
+            else:
+                rgb = np.roll(picture, (index * 4, index * 8), axis=(0, 1))
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = round(at * 1000), Fraction(1, 1000)
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        if sound is not None:
+            total = round((times[-1] + 1 / fps) * 48000)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(total) / 48000)).astype(np.float32)
+            for offset in range(0, total, 1024):
+                chunk = np.ascontiguousarray(np.stack([tone[offset : offset + 1024]] * 2))
+                samples = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                samples.sample_rate, samples.pts = 48000, offset
+                container.mux(sound.encode(samples))
+            container.mux(sound.encode())
+    return path
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    data, boxes, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[offset + 8 : offset + 16])[0]
+        elif size == 0:
+            size = len(data) - offset
+        boxes.append(kind.decode("latin-1"))
+        offset += size
+    return boxes
+
+
+def keyframe_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        return sorted(
+            float(packet.pts * stream.time_base)
+            for packet in container.demux(stream)
+            if packet.pts is not None and packet.is_keyframe
+        )
+
+
+def stream_kinds(path: Path) -> dict[str, str]:
+    with av.open(str(path)) as container:
+        return {stream.type: stream.codec_context.name for stream in container.streams}
+
+
+def first_frame(path: Path) -> av.VideoFrame:
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def ladder_1080p(tmp_path_factory: pytest.TempPathFactory) -> list:
+    folder = tmp_path_factory.mktemp("ladder_1080p")
+    source = write_clip(folder / "source.mp4", 1920, 1080, seconds=1.0)
+    return render_renditions(source, folder / "out")
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Callable[..., Path]:
+    return lambda width, height, **options: write_clip(tmp_path / "source.mp4", width, height, **options)
+
+
+def test_1080p_source_gets_three_renditions_with_source_aspect(ladder_1080p: list) -> None:
+    sizes = [(r.label, r.width, r.height) for r in ladder_1080p]
+    assert sizes == [("480p", 854, 480), ("720p", 1280, 720), ("1080p", 1920, 1080)]
+    for rendition in ladder_1080p:
+        frame = first_frame(rendition.path)
+        assert (frame.width, frame.height) == (rendition.width, rendition.height)
+        assert rendition.bytes == rendition.path.stat().st_size > 0
+        assert rendition.duration_seconds == pytest.approx(1.0, abs=0.05)
+
+
+def test_renditions_are_h264_and_aac_in_mp4_with_moov_before_mdat(ladder_1080p: list) -> None:
+    for rendition in ladder_1080p:
+        assert stream_kinds(rendition.path) == {"video": "h264", "audio": "aac"}
+        boxes = top_level_boxes(rendition.path)
+        assert boxes[0] == "ftyp"
+        assert boxes.index("moov") < boxes.index("mdat")
+
+
+def test_keyframes_fall_exactly_every_two_seconds(clip: Callable[..., Path], tmp_path: Path) -> None:
+    source = clip(256, 144, seconds=4.5, audio=False)
+    (rendition,) = render_renditions(source, tmp_path / "out", VideoSpec(ladder=SMALL_LADDER))
+    assert keyframe_times(rendition.path) == pytest.approx([0.0, 2.0, 4.0])
+
+
+def test_720p_source_skips_the_1080p_rung(clip: Callable[..., Path], tmp_path: Path) -> None:
+    renditions = render_renditions(clip(1280, 720, seconds=1.0), tmp_path / "out")
+    assert [(r.label, r.width, r.height) for r in renditions] == [("480p", 854, 480), ("720p", 1280, 720)]
+
+
+def test_portrait_rotation_metadata_gives_upright_output(clip: Callable[..., Path], tmp_path: Path) -> None:
+    source = clip(854, 480, seconds=0.5, rotation=90, marker=True)
+    info = probe_video(source)
+    assert (info.width, info.height, info.rotation) == (480, 854, 90)
+    (rendition,) = render_renditions(source, tmp_path / "out")
+    frame = first_frame(rendition.path)
+    assert (frame.width, frame.height, frame.rotation) == (480, 854, 0)
+    luma = frame.to_ndarray(format="gray")
+    # Turned clockwise, the coded top-left corner is displayed at the top right.
+    assert luma[:100, -100:].mean() > 200
+    assert luma[:100, :100].mean() < 60
+
+
+def test_video_without_audio_gives_video_only_renditions(clip: Callable[..., Path], tmp_path: Path) -> None:
+    source = clip(640, 480, seconds=0.5, audio=False)
+    assert probe_video(source).has_audio is False
+    (rendition,) = render_renditions(source, tmp_path / "out")
+    assert stream_kinds(rendition.path) == {"video": "h264"}
+
+
+def test_odd_dimensions_give_even_output_sizes(clip: Callable[..., Path], tmp_path: Path) -> None:
+    (rendition,) = render_renditions(clip(853, 481, seconds=0.5), tmp_path / "out")
+    assert (rendition.width, rendition.height) == (852, 480)
+    frame = first_frame(rendition.path)
+    assert (frame.width, frame.height) == (852, 480)
+
+
+def test_source_below_the_lowest_rung_gets_one_rendition_at_its_own_size(
+    clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    (rendition,) = render_renditions(clip(321, 241, seconds=0.5), tmp_path / "out")
+    assert (rendition.label, rendition.width, rendition.height) == ("240p", 320, 240)
+
+
+def test_variable_frame_rate_input_gives_constant_frame_rate_output(
+    clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    steps = [0.02, 0.05, 0.03, 0.2, 0.01, 0.04] * 5
+    times = [float(t) for t in np.cumsum([0.0, *steps])]
+    source = clip(320, 240, frame_times=times, audio=False)
+    (rendition,) = render_renditions(source, tmp_path / "out", VideoSpec(ladder=SMALL_LADDER))
+    with av.open(str(rendition.path)) as container:
+        stream = container.streams.video[0]
+        pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
+        rate = stream.average_rate
+    assert rate is not None
+    assert len(set(np.diff(pts))) == 1
+    assert len(pts) == pytest.approx(float((times[-1] + 1 / rate) * rate), abs=1)
+
+
+@pytest.mark.parametrize("faststart", [False, True], ids=["index-at-end", "index-at-front"])
+def test_truncated_file_is_rejected_with_its_name(
+    clip: Callable[..., Path], tmp_path: Path, faststart: bool
+) -> None:
+    source = clip(320, 240, seconds=2.0, faststart=faststart)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.raises(VideoRejected, match=r"rejected video 'truncated\.mp4': "):
+        render_renditions(truncated, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.mp4"))
+
+
+def test_bytes_that_are_not_a_video_are_rejected() -> None:
+    with pytest.raises(VideoRejected, match=r"rejected video '<bytes>': cannot open: Invalid data"):
+        probe_video(b"this is a text file named clip.mp4\n" * 100)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (VideoLimits(max_duration_seconds=0.5), "exceeds the limit of 0.5 s"),
+        (VideoLimits(max_input_bytes=1000), "bytes exceeds the limit of 1000"),
+        (VideoLimits(max_pixels=320 * 239), "320x240 exceeds the limit of 76480 pixels"),
+    ],
+    ids=["duration", "bytes", "pixels"],
+)
+def test_video_over_a_limit_is_rejected(
+    clip: Callable[..., Path], tmp_path: Path, limits: VideoLimits, reason: str
+) -> None:
+    source = clip(320, 240, seconds=1.0, audio=False)
+    with pytest.raises(VideoRejected, match=reason):
+        render_renditions(source, tmp_path / "out", VideoSpec(limits=limits))
+
+
+def test_thumbnail_skips_black_opening_frames(clip: Callable[..., Path]) -> None:
+    source = clip(320, 180, seconds=2.0, black_seconds=0.6)
+    assert first_frame(source).to_ndarray(format="gray").mean() < 5
+    thumbnail = Image.open(io.BytesIO(extract_thumbnail(source, width=160)))
+    assert thumbnail.format == "JPEG"
+    assert thumbnail.size == (160, 90)
+    assert np.asarray(thumbnail.convert("L")).mean() > 60
+
+
+def test_poster_is_upright_at_display_size(clip: Callable[..., Path]) -> None:
+    stills = extract_stills(clip(640, 360, seconds=1.0, rotation=90))
+    assert Image.open(io.BytesIO(stills.poster)).size == (360, 640)
+    assert Image.open(io.BytesIO(stills.thumbnail)).size == (320, 569)
