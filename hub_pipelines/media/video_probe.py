@@ -53,7 +53,7 @@ class VideoInfo:
 
 
 def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str | None = None) -> VideoInfo:
-    """Describe a video; with `limits`, reject one over a limit. Reads only the first frame."""
+    """Describe a video; with `limits`, reject one over a limit before decoding anything."""
     name = name or source_name(source)
     size = _size_of(source)
     if limits and size > limits.max_input_bytes:
@@ -62,6 +62,9 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
         )
     with open_input(source, name) as container:
         stream = first_video_stream(container, name)
+        duration = _duration_seconds(container, stream)
+        if limits:
+            _check_limits(name, duration, stream.codec_context.width, stream.codec_context.height, limits)
         first = next(decode_frames(container, name, stream), None)
         if not isinstance(first, VideoFrame):
             raise VideoRejected(f"rejected video '{name}': no decodable video frame")
@@ -71,8 +74,7 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
         if rotation in (90, 270):
             width, height = height, width
         audio = container.streams.audio[0] if container.streams.audio else None
-        duration = _duration_seconds(container, stream)
-        info = VideoInfo(
+        return VideoInfo(
             duration_seconds=duration,
             width=width,
             height=height,
@@ -83,12 +85,10 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
             audio_codec=audio.codec_context.name if audio else None,
             bytes=size,
         )
-    if limits:
-        _check_limits(info, limits, name)
-    return info
 
 
 def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterator[VideoFrame | AudioFrame]:
+    """The frames of `streams` in demux order; a decoding error rejects the video with its position."""
     at = 0.0
     try:
         for packet in container.demux(*[stream for stream in streams if stream is not None]):
@@ -102,6 +102,7 @@ def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterat
 
 
 def open_input(source: Source, name: str) -> InputContainer:
+    """The opened container, its video decoded with frame and slice threads like the ffmpeg CLI."""
     target: str | IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
     try:
         container = av.open(target, "r")
@@ -124,16 +125,14 @@ def _duration_seconds(container: InputContainer, stream: VideoStream) -> float:
     return container.duration / av.time_base if container.duration else 0.0
 
 
-def _check_limits(info: VideoInfo, limits: VideoLimits, name: str) -> None:
-    if info.duration_seconds > limits.max_duration_seconds:
+def _check_limits(name: str, duration: float, width: int, height: int, limits: VideoLimits) -> None:
+    if duration > limits.max_duration_seconds:
         raise VideoRejected(
-            f"rejected video '{name}': {info.duration_seconds:.1f} s exceeds the limit "
-            f"of {limits.max_duration_seconds:g} s"
+            f"rejected video '{name}': {duration:.1f} s exceeds the limit of {limits.max_duration_seconds:g} s"
         )
-    if info.width * info.height > limits.max_pixels:
+    if width * height > limits.max_pixels:
         raise VideoRejected(
-            f"rejected video '{name}': {info.width}x{info.height} exceeds the limit "
-            f"of {limits.max_pixels} pixels"
+            f"rejected video '{name}': {width}x{height} exceeds the limit of {limits.max_pixels} pixels"
         )
 
 

@@ -252,6 +252,10 @@ def test_thumbnail_skips_black_opening_frames(clip: Callable[..., Path]) -> None
 
 
 def test_poster_is_upright_at_display_size(clip: Callable[..., Path]) -> None:
-    stills = extract_stills(clip(640, 360, seconds=1.0, rotation=90))
-    assert Image.open(io.BytesIO(stills.poster)).size == (360, 640)
+    stills = extract_stills(clip(640, 360, seconds=1.0, rotation=90, marker=True))
+    poster = Image.open(io.BytesIO(stills.poster))
+    assert poster.size == (360, 640)
     assert Image.open(io.BytesIO(stills.thumbnail)).size == (320, 569)
+    luma = np.asarray(poster.convert("L"))
+    assert luma[:60, -60:].mean() > 200
+    assert luma[:60, :60].mean() < 60
