@@ -13,12 +13,14 @@ from hub_pipelines import settings
 
 def _local_feeder(seed: int | None):
     from hub_pipelines.demo.feeder import DemoFeeder
+    from hub_pipelines.resources.media_settings import MediaSettings
     from hub_pipelines.resources.object_storage import LocalObjectStorage
     from hub_pipelines.resources.topics import LocalTopicLog
 
     root = settings.data_dir()
     objects = LocalObjectStorage(root=str(root / "objects"))
-    objects.create_bucket(settings.UPLOADS_BUCKET)
+    for bucket in [settings.UPLOADS_BUCKET, *MediaSettings().bucket_names()]:
+        objects.create_bucket(bucket)
     return DemoFeeder(
         objects=objects,
         topics=LocalTopicLog(root=str(root / "topics")),
@@ -26,6 +28,7 @@ def _local_feeder(seed: int | None):
         uploads_prefix=settings.UPLOADS_PREFIX,
         orders_topic=settings.ORDERS_TOPIC,
         events_topic=settings.EVENTS_TOPIC,
+        announcements_topic=settings.ORDER_EVENTS_OUT_TOPIC,
         signing_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
         partitions=settings.TOPIC_PARTITIONS,
         seed=seed,

@@ -7,6 +7,7 @@ environment variables (see .env.example) and talks to PostgreSQL, ClickHouse, S3
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,24 @@ from typing import Any
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from hub_pipelines import settings
-from hub_pipelines.assets.analytics import raw_events
-from hub_pipelines.assets.media import uploads as media_uploads
-from hub_pipelines.assets.orders import order_events
+from hub_pipelines import assets, settings
+from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.jobs import analytics_pipeline_job, media_pipeline_job, orders_pipeline_job
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
+from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
+from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
+from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.notifier import LogNotifier, PagerDutySlackNotifier
 from hub_pipelines.resources.object_storage import LocalObjectStorage, S3ObjectStorage
+from hub_pipelines.resources.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway, StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 from hub_pipelines.resources.topics import KafkaTopics, LocalTopicLog
 from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE, ClamdScanner, ClamscanScanner
 from hub_pipelines.resources.warehouse import ChdbWarehouse, ClickHouseWarehouse
+from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
+from hub_pipelines.sensors.analytics import analytics_late_days_sensor, build_stream_observer
+from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
 from hub_pipelines.sensors.uploads import media_uploads_sensor
 
@@ -40,6 +48,12 @@ def local_signature_database() -> str:
     return str(system if has_signatures else EICAR_TEST_DATABASE)
 
 
+LOCAL_MEDIA = MediaSettings()
+# Encrypts the demo's customer e-mail and phone at rest in the local SQLite file. A fixed key, so
+# rows written by one `make run` decrypt in the next; production keys come from HUB_PII_KEYS only.
+LOCAL_DEMO_PII_KEY = "local1:B7H+y0qD+dvNnl5gIbEOxTgahpB5rbghChHpOKomOvU="
+
+
 def local_resources() -> dict[str, Any]:
     root = settings.data_dir()
     return {
@@ -49,6 +63,19 @@ def local_resources() -> dict[str, Any]:
         "topics": LocalTopicLog(root=str(root / "topics")),
         "cache": InProcessCache(),
         "scanner": ClamscanScanner(database=local_signature_database()),
+        "cdn": NoCdn(base_url=f"file://{root}/objects/{LOCAL_MEDIA.origin_bucket}"),
+        "webhook": FileWebhook(path=str(root / "webhooks.jsonl"), secret="local-webhook-secret"),
+        "media_settings": LOCAL_MEDIA,
+        "pager": LogNotifier(),
+        "payment_gateway": ApprovingLocalGateway(),
+        "customer_notifier": LocalNotificationFile(path=str(root / "notifications.jsonl")),
+        "order_settings": OrderLedgerSettings(
+            hmac_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
+            pii_keys=os.environ.get("HUB_PII_KEYS", LOCAL_DEMO_PII_KEY),
+            orders_topic=settings.ORDERS_TOPIC,
+            order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
+            seed_demo_catalog=True,
+        ),
     }
 
 
@@ -75,7 +102,64 @@ def prod_resources() -> dict[str, Any]:
         "scanner": ClamdScanner(
             host=dg.EnvVar("HUB_CLAMD_HOST"), port=int(os.environ.get("HUB_CLAMD_PORT", "3310"))
         ),
+        "cdn": prod_cdn(),
+        "webhook": HttpWebhook(
+            url=dg.EnvVar("HUB_MEDIA_WEBHOOK_URL"), secret=dg.EnvVar("HUB_MEDIA_WEBHOOK_SECRET")
+        ),
+        "media_settings": prod_media_settings(),
+        "pager": PagerDutySlackNotifier(
+            pagerduty_routing_key=dg.EnvVar("HUB_PAGERDUTY_ROUTING_KEY"),
+            slack_webhook_url=dg.EnvVar("HUB_SLACK_WEBHOOK_URL"),
+        ),
+        "payment_gateway": StripeGateway(
+            api_key=dg.EnvVar("HUB_STRIPE_API_KEY"), breaker_redis_url=dg.EnvVar("HUB_REDIS_URL")
+        ),
+        "customer_notifier": CustomerNotifier(
+            smtp_host=dg.EnvVar("HUB_SMTP_HOST"),
+            smtp_port=int(os.environ.get("HUB_SMTP_PORT", "587")),
+            smtp_username=dg.EnvVar("HUB_SMTP_USERNAME"),
+            smtp_password=dg.EnvVar("HUB_SMTP_PASSWORD"),
+            email_from=os.environ.get("HUB_ORDER_EMAIL_FROM", "orders@example.com"),
+            sms_account_sid=dg.EnvVar("HUB_SMS_ACCOUNT_SID"),
+            sms_auth_token=dg.EnvVar("HUB_SMS_AUTH_TOKEN"),
+            sms_from=dg.EnvVar("HUB_SMS_FROM"),
+            sms_base_url=os.environ.get("HUB_SMS_BASE_URL", "https://api.twilio.com"),
+        ),
+        "order_settings": OrderLedgerSettings(
+            hmac_secret=dg.EnvVar("HUB_ORDER_SIGNING_SECRET"),
+            jwt_hs256_secret=os.environ.get("HUB_ORDER_JWT_HS256_SECRET") or None,
+            jwt_rs256_public_key=os.environ.get("HUB_ORDER_JWT_RS256_PUBLIC_KEY") or None,
+            pii_keys=dg.EnvVar("HUB_PII_KEYS"),
+            rate_limit=os.environ.get("HUB_ORDER_RATE_LIMIT", "30/minute"),
+            rate_limit_storage_uri=dg.EnvVar("HUB_REDIS_URL"),
+            orders_topic=settings.ORDERS_TOPIC,
+            order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
+            pushgateway_url=os.environ.get("HUB_PUSHGATEWAY_URL") or None,
+        ),
     }
+
+
+def prod_cdn() -> NoCdn | CloudFrontCdn:
+    if os.environ.get("HUB_CDN_PROVIDER", "cloudfront") == "none":
+        return NoCdn(base_url=dg.EnvVar("HUB_CDN_BASE_URL"))
+    return CloudFrontCdn(
+        distribution_id=dg.EnvVar("HUB_CDN_DISTRIBUTION_ID"), base_url=dg.EnvVar("HUB_CDN_BASE_URL")
+    )
+
+
+def prod_media_settings() -> MediaSettings:
+    defaults = MediaSettings()
+    regions = os.environ.get("HUB_MEDIA_REGION_BUCKETS")
+    return MediaSettings(
+        staging_bucket=os.environ.get("HUB_MEDIA_STAGING_BUCKET", defaults.staging_bucket),
+        quarantine_bucket=os.environ.get("HUB_MEDIA_QUARANTINE_BUCKET", defaults.quarantine_bucket),
+        origin_bucket=os.environ.get("HUB_MEDIA_ORIGIN_BUCKET", defaults.origin_bucket),
+        region_buckets=json.loads(regions) if regions else defaults.region_buckets,
+        published_prefix=os.environ.get("HUB_MEDIA_PUBLISHED_PREFIX", defaults.published_prefix),
+        replication_concurrency=int(
+            os.environ.get("HUB_MEDIA_REPLICATION_CONCURRENCY", defaults.replication_concurrency)
+        ),
+    )
 
 
 RESOURCES_BY_ENV = {"local": local_resources, "prod": prod_resources}
@@ -102,9 +186,16 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         ),
     ]
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([media_uploads, order_events, raw_events])],
-        jobs=[media_pipeline_job, orders_pipeline_job, analytics_pipeline_job],
-        sensors=[media_uploads_sensor, *topic_sensors],
+        assets=dg.load_assets_from_package_module(assets),
+        asset_checks=dg.load_asset_checks_from_package_module(assets),
+        jobs=[media_pipeline_job, orders_pipeline_job, analytics_pipeline_job, daily_rollups_job],
+        sensors=[
+            media_uploads_sensor,
+            *topic_sensors,
+            analytics_late_days_sensor,
+            build_stream_observer(settings.EVENTS_TOPIC, settings.SENSOR_INTERVAL_SECONDS),
+            run_failure_alerts,
+        ],
         resources=resources,
         # Locally chdb admits one process per data path: each run executes its steps in one process.
         executor=dg.in_process_executor if local else dg.multiprocess_executor,

@@ -33,6 +33,8 @@ UPLOADS_BUCKET = _env("HUB_UPLOADS_BUCKET", "uploads")
 UPLOADS_PREFIX = _env("HUB_UPLOADS_PREFIX", "incoming/")
 ORDERS_TOPIC = _env("HUB_ORDERS_TOPIC", "orders")
 EVENTS_TOPIC = _env("HUB_EVENTS_TOPIC", "events")
+# Where the outbox relay announces order.created / order.paid / order.failed.
+ORDER_EVENTS_OUT_TOPIC = _env("HUB_ORDER_EVENTS_OUT_TOPIC", "order-events")
 TOPIC_PARTITIONS = int(_env("HUB_TOPIC_PARTITIONS", "3"))
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))

@@ -102,7 +102,9 @@ class SqlDatabase(Protocol):
         """'sqlite' or 'postgresql'."""
         ...
 
-    def transaction(self, isolation_level: str | None = None) -> contextlib.AbstractContextManager[Connection]:
+    def transaction(
+        self, isolation_level: str | None = None
+    ) -> contextlib.AbstractContextManager[Connection]:
         """A connection inside one transaction: committed on success, rolled back on error."""
         ...
 

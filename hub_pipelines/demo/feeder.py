@@ -15,7 +15,11 @@ from hub_pipelines.core.ports import ObjectStorage, OutgoingMessage, Topics
 from hub_pipelines.demo import samples
 
 SIGNATURE_HEADER = "x-hub-signature-256"
-DEMO_PRODUCTS = [("p-100", "Espresso beans 1kg", "24.90"), ("p-200", "Milk frother", "59.00"), ("p-300", "Ceramic cup", "12.50")]
+DEMO_PRODUCTS = [
+    ("p-100", "Espresso beans 1kg", "24.90"),
+    ("p-200", "Milk frother", "59.00"),
+    ("p-300", "Ceramic cup", "12.50"),
+]
 EVENT_TYPES = ["page_view"] * 70 + ["add_to_cart"] * 15 + ["purchase"] * 5 + ["error"] * 10
 
 
@@ -71,14 +75,15 @@ class DemoFeeder:
     orders_topic: str
     events_topic: str
     signing_secret: str
+    announcements_topic: str = "order-events"
     partitions: int = 3
     seed: int | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self.topics.create_topic(self.orders_topic, self.partitions)
-        self.topics.create_topic(self.events_topic, self.partitions)
+        for topic in (self.orders_topic, self.events_topic, self.announcements_topic):
+            self.topics.create_topic(topic, self.partitions)
 
     def drop_uploads(self) -> list[str]:
         """A photo-like JPEG, a short MP4 and a small PDF, under fresh names."""
@@ -114,5 +119,7 @@ class DemoFeeder:
         messages = []
         for _ in range(count):
             event = analytics_event(self._rng, now)
-            messages.append(OutgoingMessage(value=json.dumps(event).encode(), key=str(event["user_id"]).encode()))
+            messages.append(
+                OutgoingMessage(value=json.dumps(event).encode(), key=str(event["user_id"]).encode())
+            )
         return len(self.topics.produce(self.events_topic, messages))

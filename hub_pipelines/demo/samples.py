@@ -49,10 +49,10 @@ def clip_mp4(seconds: float = 2.0, width: int = 640, height: int = 360, fps: int
         tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         for start in range(0, total - samples_per_frame, samples_per_frame):
             chunk = tone[start : start + samples_per_frame].reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate = 44100
-            frame.pts = start
-            container.mux(audio.encode(frame))
+            sound = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            sound.sample_rate = 44100
+            sound.pts = start
+            container.mux(audio.encode(sound))
         container.mux(video.encode(None))
         container.mux(audio.encode(None))
     return out.getvalue()

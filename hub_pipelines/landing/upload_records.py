@@ -36,7 +36,7 @@ def record_upload(database: SqlDatabase, upload: UploadRecord) -> UploadRecord:
         last_seen_at=upload.seen_at,
         status="landed",
     )
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=["partition_key"],
         set_={
             "object_key": statement.excluded.object_key,
@@ -48,5 +48,5 @@ def record_upload(database: SqlDatabase, upload: UploadRecord) -> UploadRecord:
         },
     ).returning(media_uploads.c.first_seen_at)
     with database.transaction() as connection:
-        first_seen = connection.execute(statement).scalar_one()
+        first_seen = connection.execute(upsert).scalar_one()
     return replace(upload, seen_at=first_seen)

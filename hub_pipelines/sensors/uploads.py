@@ -1,7 +1,7 @@
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, uploads_partitions
 from hub_pipelines.core.ports import ObjectInfo, ObjectStorage, ObjectStore
 from hub_pipelines.jobs import media_pipeline_job
 from hub_pipelines.landing.uploads import UploadCursor, partition_key_for, plan_upload_batch, run_key_for
@@ -33,7 +33,7 @@ def media_uploads_sensor(
     instance = context.instance
 
     def already_registered(info: ObjectInfo) -> bool:
-        return instance.has_dynamic_partition(uploads_partitions.name, partition_key_for(info.key, prefix))
+        return instance.has_dynamic_partition(UPLOADS_PARTITIONS_NAME, partition_key_for(info.key, prefix))
 
     batch = plan_upload_batch(
         listed,

@@ -104,7 +104,7 @@ def test_landing_run_reports_late_days_and_the_sensors_request_and_observe(
         "topics": topics,
         "warehouse": warehouse,
         "cache": InProcessCache(),
-        "notifier": LogNotifier(),
+        "pager": LogNotifier(),
     }
     result = dg.materialize(
         [raw_events, realtime_counters, anomaly_scores], resources=resources, instance=instance

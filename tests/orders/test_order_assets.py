@@ -38,7 +38,7 @@ def test_order_assets_process_a_batch_locally_and_every_check_passes(tmp_path: P
         "cache": InProcessCache(),
         "topics": topics,
         "payment_gateway": ApprovingLocalGateway(),
-        "notifier": LocalNotificationFile(path=str(notifications)),
+        "customer_notifier": LocalNotificationFile(path=str(notifications)),
         "order_settings": OrderLedgerSettings(
             hmac_secret=HMAC_SECRET, pii_keys=new_key_setting(), seed_demo_catalog=True
         ),

@@ -79,8 +79,9 @@ def local_environment(
     monkeypatch.setenv("HUB_ANALYTICS_DATABASE", f"test_{uuid.uuid4().hex[:12]}")
     resources = local_resources()
     resources["warehouse"] = ChdbWarehouse(path=chdb_path)
-    resources["objects"].create_bucket(settings.UPLOADS_BUCKET)
-    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC):
+    for bucket in [settings.UPLOADS_BUCKET, *resources["media_settings"].bucket_names()]:
+        resources["objects"].create_bucket(bucket)
+    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         resources["topics"].create_topic(topic, settings.TOPIC_PARTITIONS)
     with dg.instance_for_test() as instance:
         yield LocalEnvironment(

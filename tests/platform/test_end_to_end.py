@@ -25,6 +25,10 @@ SENSORS = {
 }
 
 
+def local_environment_signing_secret() -> str:
+    return os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret")
+
+
 def _feeder(env: LocalEnvironment) -> DemoFeeder:
     return DemoFeeder(
         objects=env.resources["objects"],
@@ -33,7 +37,7 @@ def _feeder(env: LocalEnvironment) -> DemoFeeder:
         uploads_prefix=settings.UPLOADS_PREFIX,
         orders_topic=settings.ORDERS_TOPIC,
         events_topic=settings.EVENTS_TOPIC,
-        signing_secret="test-secret",
+        signing_secret=local_environment_signing_secret(),
         partitions=settings.TOPIC_PARTITIONS,
         seed=7,
     )
@@ -111,3 +115,32 @@ def test_cli_materializes_order_events_without_config(local_environment: LocalEn
         event = instance.get_latest_materialization_event(dg.AssetKey(["orders", "order_events"]))
     assert event is not None and event.asset_materialization is not None
     assert event.asset_materialization.metadata["landed"].value == 12
+
+
+def test_demo_work_flows_through_every_asset_of_the_three_workflows(local_environment: LocalEnvironment):
+    feeder = _feeder(local_environment)
+    feeder.drop_uploads()
+    feeder.send_orders(20)
+    feeder.send_events(300)
+
+    for sensor_name, job in SENSORS.items():
+        result, _ = local_environment.tick(sensor_name, None)
+        assert isinstance(result, dg.SensorResult), (sensor_name, result)
+        for request in result.run_requests or []:
+            run = local_environment.run(sensor_name, job, request)
+            assert run.success, (sensor_name, request.partition_key)
+            failed_checks = [c.check_name for c in run.get_asset_check_evaluations() if not c.passed]
+            assert failed_checks == [], (sensor_name, failed_checks)
+
+    instance = local_environment.instance
+    published = instance.get_materialized_partitions(dg.AssetKey(["media", "media_record"]))
+    assert len(published) == 3
+    ledger = _latest_metadata(local_environment, ["orders", "order_ledger"])
+    assert ledger["events"] == 20
+    assert ledger["orders_paid"] == 20, str(ledger)
+    for key in (
+        ["orders", "outbox_relay"],
+        ["analytics", "realtime_counters"],
+        ["analytics", "anomaly_scores"],
+    ):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key

@@ -43,7 +43,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(ready: Callable[[], bool], what: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+def wait_until(
+    ready: Callable[[], bool], what: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> None:
     """Poll `ready` until it holds; fail with the process's output if it dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +69,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def start_process(args: Sequence[str], log_path: Path, **kwargs) -> subprocess.Popen:
     """Start a server in its own process group, its output in log_path."""
     log = open(log_path, "ab")  # noqa: SIM115 - the process owns the handle until stop_process
-    return subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        list(args), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+    )
 
 
 def stop_process(process: subprocess.Popen, grace: float = 10.0) -> None:

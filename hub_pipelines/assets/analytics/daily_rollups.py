@@ -38,7 +38,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(
             description="The day's rollup totals (per type and over all types) equal the raw event count.",
         )
     ],
-    tags={"hub/workflow": "analytics"},
+    tags={"hub/workflow": "analytics", "hub/cadence": "daily"},
 )
 def daily_rollups(
     context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]

@@ -78,12 +78,12 @@ def realtime_counters(
 def anomaly_scores(
     context: dg.AssetExecutionContext,
     warehouse: dg.ResourceParam[Warehouse],
-    notifier: dg.ResourceParam[Notifier],
+    pager: dg.ResourceParam[Notifier],
 ) -> dg.MaterializeResult:
     """Anomaly scores in [0, 1] per minute for event rates per type, error rate, purchase volume and active
-    users, from detectors that continue across runs; findings page the on-call through the notifier."""
+    users, from detectors that continue across runs; findings page the on-call through the pager."""
     outcome = score_new_minutes(warehouse, configured_tables(), ALERT_THRESHOLD)
-    delivered = notifier.send(outcome.alerts) if outcome.alerts else 0
+    delivered = pager.send(outcome.alerts) if outcome.alerts else 0
     for alert in outcome.alerts:
         context.log.warning(f"{alert.action} {alert.dedup_key}: {alert.summary}")
     return dg.MaterializeResult(

@@ -1,3 +1,4 @@
 import dagster as dg
 
-uploads_partitions = dg.DynamicPartitionsDefinition(name="media_uploads")
+UPLOADS_PARTITIONS_NAME = "media_uploads"
+uploads_partitions = dg.DynamicPartitionsDefinition(name=UPLOADS_PARTITIONS_NAME)

@@ -70,13 +70,13 @@ def outbox_relay(
 )
 def order_notifications(
     database: dg.ResourceParam[SqlDatabase],
-    notifier: dg.ResourceParam[Notifier],
+    customer_notifier: dg.ResourceParam[Notifier],
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """Confirmation email and SMS for every paid order, at most once per order and channel."""
     counts = send_confirmations(
         database,
-        notifier.channels(),
+        customer_notifier.channels(),
         order_settings.cipher(),
         max_attempts=order_settings.notification_max_attempts,
     )
@@ -89,7 +89,7 @@ def order_notifications(
     partitions_def=daily_partitions,
     group_name="orders",
     kinds={"sql"},
-    tags={"hub/workflow": "orders"},
+    tags={"hub/workflow": "orders", "hub/cadence": "daily"},
 )
 def daily_revenue(
     context: dg.AssetExecutionContext, database: dg.ResourceParam[SqlDatabase]
