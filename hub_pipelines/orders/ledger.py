@@ -24,6 +24,8 @@ RECEIVABLE = "accounts_receivable"
 REVENUE = "revenue"
 GATEWAY_CLEARING = "gateway_clearing"
 REVENUE_REVERSALS = "revenue_reversals"
+ORDER_PLACED = "order placed"
+PAYMENT_CAPTURED = "payment captured"
 
 
 class UnbalancedPosting(ValueError):
@@ -37,8 +39,10 @@ class Entry:
     credit_minor: int = 0
 
 
-def post(connection: Connection, order_id: str, currency: str, memo: str, entries: Sequence[Entry]) -> str:
-    """Insert one balanced posting (in the caller's transaction); returns its id."""
+def posting_rows(
+    order_id: str, currency: str, memo: str, entries: Sequence[Entry]
+) -> list[dict[str, object]]:
+    """The ledger rows of one balanced posting, under a fresh posting id (nothing is written)."""
     debits = sum(entry.debit_minor for entry in entries)
     credits = sum(entry.credit_minor for entry in entries)
     if debits != credits:
@@ -46,7 +50,7 @@ def post(connection: Connection, order_id: str, currency: str, memo: str, entrie
             f"posting {memo!r} for order {order_id}: debits {debits} != credits {credits}"
         )
     posting_id = str(uuid.uuid4())
-    rows = [
+    return [
         {
             "posting_id": posting_id,
             "order_id": order_id,
@@ -59,29 +63,25 @@ def post(connection: Connection, order_id: str, currency: str, memo: str, entrie
         for entry in entries
         if entry.debit_minor or entry.credit_minor
     ]
+
+
+def post(connection: Connection, order_id: str, currency: str, memo: str, entries: Sequence[Entry]) -> None:
+    """Insert one balanced posting (in the caller's transaction)."""
+    rows = posting_rows(order_id, currency, memo, entries)
     if rows:
         connection.execute(sa.insert(ledger_entries), rows)
-    return posting_id
+
+
+def order_placed_entries(total_minor: int) -> list[Entry]:
+    return [Entry(RECEIVABLE, debit_minor=total_minor), Entry(REVENUE, credit_minor=total_minor)]
+
+
+def order_paid_entries(total_minor: int) -> list[Entry]:
+    return [Entry(GATEWAY_CLEARING, debit_minor=total_minor), Entry(RECEIVABLE, credit_minor=total_minor)]
 
 
 def post_order_placed(connection: Connection, order_id: str, currency: str, total_minor: int) -> None:
-    post(
-        connection,
-        order_id,
-        currency,
-        "order placed",
-        [Entry(RECEIVABLE, debit_minor=total_minor), Entry(REVENUE, credit_minor=total_minor)],
-    )
-
-
-def post_order_paid(connection: Connection, order_id: str, currency: str, total_minor: int) -> None:
-    post(
-        connection,
-        order_id,
-        currency,
-        "payment captured",
-        [Entry(GATEWAY_CLEARING, debit_minor=total_minor), Entry(RECEIVABLE, credit_minor=total_minor)],
-    )
+    post(connection, order_id, currency, ORDER_PLACED, order_placed_entries(total_minor))
 
 
 def post_order_failed(connection: Connection, order_id: str, currency: str, total_minor: int) -> None:
@@ -124,17 +124,21 @@ def current_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def add_outbox_event(connection: Connection, order_id: str, event_type: str, body: dict[str, object]) -> str:
-    """Queue an event for the relay, in the same transaction as the state change it announces."""
+def outbox_row(order_id: str, event_type: str, body: dict[str, object]) -> dict[str, object]:
+    """One outbox row announcing `event_type` for the order, under a fresh event id (nothing is written)."""
     event_id = str(uuid.uuid4())
     payload = {"event_id": event_id, "type": event_type, "order_id": order_id, **body}
-    connection.execute(
-        sa.insert(outbox).values(
-            event_id=event_id,
-            order_id=order_id,
-            event_type=event_type,
-            payload=json.dumps(payload, separators=(",", ":")).encode(),
-            traceparent=current_traceparent(),
-        )
-    )
-    return event_id
+    return {
+        "event_id": event_id,
+        "order_id": order_id,
+        "event_type": event_type,
+        "payload": json.dumps(payload, separators=(",", ":")).encode(),
+        "traceparent": current_traceparent(),
+    }
+
+
+def add_outbox_event(connection: Connection, order_id: str, event_type: str, body: dict[str, object]) -> str:
+    """Queue an event for the relay, in the same transaction as the state change it announces."""
+    row = outbox_row(order_id, event_type, body)
+    connection.execute(sa.insert(outbox), [row])
+    return str(row["event_id"])

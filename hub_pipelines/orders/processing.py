@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
-from hub_pipelines.orders.intake import InvalidOrderEvent, parse_order_event
+from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import (
     DECLINED,
@@ -34,6 +35,7 @@ from hub_pipelines.orders.payments import (
 )
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import PriceRejected, price_order
+from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
     InsufficientStock,
     IntakePosition,
@@ -67,8 +69,25 @@ class InboxEvent:
     headers: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class AdmittedOrder:
+    """An event that passed authenticity, validation and the rate limit, not yet priced."""
+
+    event: InboxEvent
+    request: OrderRequest
+    seconds: float
+
+
 @dataclass
 class OrderLedger:
+    """One batch of orders: admit every event, warm the catalog once, then place the orders.
+
+    `max_workers` threads place orders (reserve -> charge -> record), so that many gateway calls can
+    be in flight; at most `reserve_concurrency` of them run a reserve transaction at a time, which
+    keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
+    collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`.
+    """
+
     database: SqlDatabase
     catalog: Catalog
     gateway: PaymentGateway
@@ -78,8 +97,13 @@ class OrderLedger:
     alert: AlertHook = log_alert
     topic: str = "orders"
     max_workers: int = 8
+    reserve_concurrency: int = 8
     stale_after_s: float = 60.0
     clock: Callable[[], float] = field(default=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self._reserving = threading.BoundedSemaphore(max(1, self.reserve_concurrency))
+        self._recorder: PaidRecorder | None = None
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
         """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
@@ -88,17 +112,30 @@ class OrderLedger:
         self.catalog.reset_stats()
         pending = pending_payments(self.database, stale_after_s=self.stale_after_s, limit=limit)
         events = self.unprocessed_events(limit)
-        with ThreadPoolExecutor(max_workers=max(1, self.max_workers), thread_name_prefix="order") as pool:
-            reconciled = list(pool.map(lambda order: self._settle(order.charge, self.clock()), pending))
-            outcomes = list(pool.map(self.handle_event, events))
-        report = BatchReport.of(
+        with (
+            PaidRecorder(self.database) as recorder,
+            ThreadPoolExecutor(max_workers=max(1, self.max_workers), thread_name_prefix="order") as pool,
+        ):
+            self._recorder = recorder
+            try:
+                reconciled = list(pool.map(lambda order: self._settle(order.charge, self.clock()), pending))
+                admitted = list(pool.map(self.admit, events))
+                self.catalog.products(
+                    item.product_id
+                    for order in admitted
+                    if isinstance(order, AdmittedOrder)
+                    for item in order.request.items
+                )
+                outcomes = list(pool.map(self.place, admitted))
+            finally:
+                self._recorder = None
+        return BatchReport.of(
             outcomes,
             reconciled,
             cache=self.catalog.reset_stats(),
             breaker_state=self.gateway.breaker_state(),
             elapsed_s=self.clock() - started,
         )
-        return report
 
     def unprocessed_events(self, limit: int) -> list[InboxEvent]:
         """Inbox events of the topic that have no intake record yet, in partition and offset order."""
@@ -135,6 +172,10 @@ class OrderLedger:
 
     def handle_event(self, event: InboxEvent) -> OrderOutcome:
         """Every phase of one event; rejections are dead-lettered, never raised."""
+        return self.place(self.admit(event))
+
+    def admit(self, event: InboxEvent) -> AdmittedOrder | OrderOutcome:
+        """Authenticity, validation and the per-customer rate limit; a rejection is recorded here."""
         started = self.clock()
         idempotency_key: str | None = None
         try:
@@ -145,18 +186,22 @@ class OrderLedger:
                 raise RateLimitExceeded(
                     f"rate limit {self.rate_limiter.rate} exceeded for customer {request.customer_id}"
                 )
-            priced = price_order(request, self.catalog.products(item.product_id for item in request.items))
-            reservation = reserve_order(self.database, event.position, priced, self.cipher)
         except REJECTIONS as why:
-            claimed = record_rejection(
-                self.database, event.position, str(why), event.payload, idempotency_key
-            )
-            return OrderOutcome(
-                "rejected" if claimed else "skipped",
-                self.clock() - started,
-                reason=str(why),
-                reason_kind=type(why).__name__,
-            )
+            return self._reject(event, why, idempotency_key, started)
+        return AdmittedOrder(event, request, self.clock() - started)
+
+    def place(self, admitted: AdmittedOrder | OrderOutcome) -> OrderOutcome:
+        """Price, reserve, charge and record one admitted order (an outcome passes through)."""
+        if isinstance(admitted, OrderOutcome):
+            return admitted
+        started = self.clock() - admitted.seconds
+        event, request = admitted.event, admitted.request
+        try:
+            priced = price_order(request, self.catalog.products(item.product_id for item in request.items))
+            with self._reserving:
+                reservation = reserve_order(self.database, event.position, priced, self.cipher)
+        except REJECTIONS as why:
+            return self._reject(event, why, request.idempotency_key, started)
         if not reservation.claimed:
             return OrderOutcome("skipped", self.clock() - started, order_id=reservation.order_id)
         if reservation.duplicate:
@@ -172,6 +217,17 @@ class OrderLedger:
         settled = self._settle(charge, started)
         return dataclasses.replace(
             settled, items=priced.item_count, serialization_retries=reservation.attempts - 1
+        )
+
+    def _reject(
+        self, event: InboxEvent, why: Exception, idempotency_key: str | None, started: float
+    ) -> OrderOutcome:
+        claimed = record_rejection(self.database, event.position, str(why), event.payload, idempotency_key)
+        return OrderOutcome(
+            "rejected" if claimed else "skipped",
+            self.clock() - started,
+            reason=str(why),
+            reason_kind=type(why).__name__,
         )
 
     def _settle(self, charge: ChargeRequest, started: float) -> OrderOutcome:
@@ -196,6 +252,8 @@ class OrderLedger:
             reason = f"payment declined: {result.reason or 'no reason given'}"
             if compensate(self.database, charge, reason, result.reference):
                 self._raise_alert(charge.order_id, reason)
+        elif self._recorder is not None:
+            self._recorder.record(charge, result)
         else:
             record_paid(self.database, charge, result)
         return OrderOutcome(

@@ -20,10 +20,19 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.orders.intake import format_minor
-from hub_pipelines.orders.ledger import add_outbox_event, post_order_placed
+from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
-from hub_pipelines.orders.tables import RESERVED, order_intake, order_items, orders, products
+from hub_pipelines.orders.reservation_sql import RESERVE_ORDER
+from hub_pipelines.orders.tables import (
+    RESERVED,
+    ledger_entries,
+    order_intake,
+    order_items,
+    orders,
+    outbox,
+    products,
+)
 
 ORDER_ID_NAMESPACE = uuid.UUID("6f1c1f5e-9a38-4c52-8d0e-5b1d5e0f0a11")
 ACCEPTED = "accepted"
@@ -57,6 +66,12 @@ class Reservation:
     attempts: int
 
 
+# A unique key of one of these tables says the order (its id comes from the idempotency key, so its
+# items' keys too) or this very inbox position was booked already. Which one a duplicate trips first
+# is up to the planner when all writes are one statement.
+_TAKEN_KEYS = frozenset({"orders", "order_items", "order_intake"})
+
+
 def order_id_for(idempotency_key: str) -> str:
     """The same idempotency key always names the same order (and so the same payment key)."""
     return str(uuid.uuid5(ORDER_ID_NAMESPACE, idempotency_key))
@@ -81,18 +96,30 @@ def reserve_order(
 ) -> Reservation:
     """Book the order and reserve its stock in one serializable transaction, retried on lost races."""
     order_id = order_id_for(priced.request.idempotency_key)
+    writes = _ReservationWrites(
+        order=_order_row(priced, order_id, cipher),
+        placed=posting_rows(
+            order_id, priced.currency, ORDER_PLACED, order_placed_entries(priced.total_minor)
+        ),
+        created=outbox_row(order_id, "order.created", _created_body(priced)),
+        intake=_intake_row(position, ACCEPTED, priced.request.idempotency_key, order_id),
+    )
     tries = 0
 
     def attempt() -> Reservation:
         nonlocal tries
         tries += 1
         with database.transaction("SERIALIZABLE") as connection:
-            return _reserve(connection, position, priced, order_id, cipher, tries)
+            if connection.dialect.name == "postgresql":
+                _reserve_in_one_statement(connection, priced, writes)
+            else:
+                _reserve_statement_by_statement(connection, priced, writes)
+        return Reservation(order_id, RESERVED, duplicate=False, claimed=True, attempts=tries)
 
     try:
         return serializable_retrying(attempts)(attempt)
     except sa.exc.IntegrityError as taken:
-        if _violated_table(taken) not in ("orders", "order_intake"):
+        if _violated_table(taken) not in _TAKEN_KEYS:
             raise
     # The order exists already (a duplicate), or another worker booked this very event: book the
     # duplicate outside the serializable transaction, where no lost race can abort it.
@@ -122,23 +149,26 @@ def _violated_table(error: sa.exc.IntegrityError) -> str | None:
     return None
 
 
-def _reserve(
-    connection: Connection,
-    position: IntakePosition,
-    priced: PricedOrder,
-    order_id: str,
-    cipher: PiiCipher | None,
-    tries: int,
-) -> Reservation:
-    """Plain INSERTs only (no ON CONFLICT, no lookups): under SSI a read of a unique index takes a
-    predicate lock on its page, and concurrent orders writing the same pages would then abort each
-    other. A duplicate key raises IntegrityError instead, which ends the attempt."""
+@dataclass(frozen=True)
+class _ReservationWrites:
+    """The rows a reservation writes, built once (PII encrypted once) for every attempt."""
+
+    order: dict[str, object]
+    placed: list[dict[str, object]]
+    created: dict[str, object]
+    intake: dict[str, object]
+
+
+def _order_row(priced: PricedOrder, order_id: str, cipher: PiiCipher | None) -> dict[str, object]:
     request = priced.request
-    values: dict[str, object] = {
+    row: dict[str, object] = {
         "order_id": order_id,
         "idempotency_key": request.idempotency_key,
         "event_id": request.event_id,
         "customer_id": request.customer_id,
+        "email_ciphertext": None,
+        "phone_ciphertext": None,
+        "pii_key_id": None,
         "currency": priced.currency,
         "total_minor": priced.total_minor,
         "item_count": priced.item_count,
@@ -146,18 +176,109 @@ def _reserve(
         "status": RESERVED,
     }
     if cipher is not None:
-        values["pii_key_id"] = cipher.active_key_id
+        row["pii_key_id"] = cipher.active_key_id
         if request.email:
-            values["email_ciphertext"] = cipher.encrypt(request.email, pii_context(order_id, "email"))
+            row["email_ciphertext"] = cipher.encrypt(request.email, pii_context(order_id, "email"))
         if request.phone:
-            values["phone_ciphertext"] = cipher.encrypt(request.phone, pii_context(order_id, "phone"))
-    connection.execute(sa.insert(orders).values(**values))
-    _take_stock(connection, priced)
+            row["phone_ciphertext"] = cipher.encrypt(request.phone, pii_context(order_id, "phone"))
+    return row
+
+
+def _created_body(priced: PricedOrder) -> dict[str, object]:
+    return {
+        "customer_id": priced.request.customer_id,
+        "currency": priced.currency,
+        "total": format_minor(priced.total_minor, priced.currency),
+        "items": [{"product_id": line.product_id, "quantity": line.quantity} for line in priced.lines],
+    }
+
+
+def _intake_row(
+    position: IntakePosition,
+    outcome: str,
+    idempotency_key: str | None,
+    order_id: str | None,
+    reason: str | None = None,
+) -> dict[str, object]:
+    return {
+        "topic": position.topic,
+        "partition": position.partition,
+        "offset": position.offset,
+        "event_id": position.event_id,
+        "outcome": outcome,
+        "idempotency_key": idempotency_key,
+        "order_id": order_id,
+        "reason": reason,
+    }
+
+
+def _reserve_in_one_statement(
+    connection: Connection, priced: PricedOrder, writes: _ReservationWrites
+) -> None:
+    """Every write of the reservation in one round trip (RESERVE_ORDER); short stock or a changed
+    price shows as fewer products taken than lines, and raising then rolls all of it back."""
+    lines, order, placed, created, intake = (
+        priced.lines,
+        writes.order,
+        writes.placed,
+        writes.created,
+        writes.intake,
+    )
+    taken, locked = connection.execute(
+        RESERVE_ORDER,
+        {
+            **order,
+            "product_ids": [line.product_id for line in lines],
+            "quantities": [line.quantity for line in lines],
+            "prices": [line.unit_price_minor for line in lines],
+            "posting_id": placed[0]["posting_id"],
+            "memo": ORDER_PLACED,
+            "accounts": [row["account"] for row in placed],
+            "debits": [row["debit_minor"] for row in placed],
+            "credits": [row["credit_minor"] for row in placed],
+            "outbox_event_id": created["event_id"],
+            "outbox_event_type": created["event_type"],
+            "outbox_payload": created["payload"],
+            "traceparent": created["traceparent"],
+            "topic": intake["topic"],
+            "partition": intake["partition"],
+            "offset": intake["offset"],
+            "intake_event_id": intake["event_id"],
+            "outcome": intake["outcome"],
+        },
+    ).one()
+    if taken != len(lines):
+        _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked or []})
+        raise RuntimeError(
+            f"order {order['order_id']}: {taken} of {len(lines)} lines reserved, no reason found"
+        )
+
+
+def _reserve_statement_by_statement(
+    connection: Connection, priced: PricedOrder, writes: _ReservationWrites
+) -> None:
+    """The same writes for SQLite (no data-modifying CTEs; BEGIN IMMEDIATE holds the database)."""
+    order, created, intake = writes.order, writes.created, writes.intake
+    connection.execute(sa.insert(orders), [order])
+    wanted = sorted(priced.lines, key=lambda line: line.product_id)
+    locked = connection.execute(
+        sa.select(products.c.product_id, products.c.name, products.c.stock, products.c.unit_price_minor)
+        .where(products.c.product_id.in_([line.product_id for line in wanted]))
+        .order_by(products.c.product_id)
+        .with_for_update()
+    ).all()
+    _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked})
+    for line in wanted:
+        connection.execute(
+            sa.update(products)
+            .where(products.c.product_id == line.product_id)
+            .values(stock=products.c.stock - line.quantity)
+        )
     connection.execute(
         sa.insert(order_items),
         [
             {
-                "order_id": order_id,
+                "order_id": order["order_id"],
                 "line_no": number,
                 "product_id": line.product_id,
                 "quantity": line.quantity,
@@ -166,60 +287,28 @@ def _reserve(
             for number, line in enumerate(priced.lines, start=1)
         ],
     )
-    post_order_placed(connection, order_id, priced.currency, priced.total_minor)
-    add_outbox_event(
-        connection,
-        order_id,
-        "order.created",
-        {
-            "customer_id": request.customer_id,
-            "currency": priced.currency,
-            "total": format_minor(priced.total_minor, priced.currency),
-            "items": [{"product_id": line.product_id, "quantity": line.quantity} for line in priced.lines],
-        },
-    )
-    connection.execute(
-        sa.insert(order_intake).values(
-            topic=position.topic,
-            partition=position.partition,
-            offset=position.offset,
-            event_id=position.event_id,
-            outcome=ACCEPTED,
-            idempotency_key=request.idempotency_key,
-            order_id=order_id,
-        )
-    )
-    return Reservation(order_id, RESERVED, duplicate=False, claimed=True, attempts=tries)
+    connection.execute(sa.insert(ledger_entries), writes.placed)
+    connection.execute(sa.insert(outbox), [created])
+    connection.execute(sa.insert(order_intake), [intake])
 
 
-def _take_stock(connection: Connection, priced: PricedOrder) -> None:
-    wanted = {line.product_id: line for line in priced.lines}
-    locked = connection.execute(
-        sa.select(products.c.product_id, products.c.name, products.c.stock, products.c.unit_price_minor)
-        .where(products.c.product_id.in_(sorted(wanted)))
-        .order_by(products.c.product_id)
-        .with_for_update()
-    ).all()
-    by_id = {row[0]: row for row in locked}
-    for product_id in sorted(wanted):
-        line = wanted[product_id]
-        row = by_id.get(product_id)
+def _refuse_unless_available(priced: PricedOrder, locked: dict[str, tuple[str, int, int]]) -> None:
+    """Raise for the first product (in id order) that is unknown, repriced or short of stock."""
+    for line in sorted(priced.lines, key=lambda line: line.product_id):
+        row = locked.get(line.product_id)
         if row is None:
-            raise PriceRejected(f"unknown product {product_id!r}")
-        _, name, stock, price_minor = row
+            raise PriceRejected(f"unknown product {line.product_id!r}")
+        name, stock, price_minor = row
         if price_minor != line.unit_price_minor:
-            sent = next(item.unit_price for item in priced.request.items if item.product_id == product_id)
+            sent = next(
+                item.unit_price for item in priced.request.items if item.product_id == line.product_id
+            )
             check_price(name, sent, int(price_minor), priced.currency)
             raise PriceRejected(f"price of {name} changed while the order was placed; please retry")
         if stock < line.quantity:
             raise InsufficientStock(
                 f"insufficient stock for {name}: requested {line.quantity}, available {stock}"
             )
-        connection.execute(
-            sa.update(products)
-            .where(products.c.product_id == product_id)
-            .values(stock=products.c.stock - line.quantity)
-        )
 
 
 def _record_intake(
@@ -234,16 +323,7 @@ def _record_intake(
     """Book the event's outcome; False when another worker already booked this inbox position."""
     inserted = connection.execute(
         insert_ignoring_duplicates(order_intake, dialect)
-        .values(
-            topic=position.topic,
-            partition=position.partition,
-            offset=position.offset,
-            event_id=position.event_id,
-            outcome=outcome,
-            idempotency_key=idempotency_key,
-            order_id=order_id,
-            reason=reason,
-        )
+        .values(_intake_row(position, outcome, idempotency_key, order_id, reason))
         .returning(order_intake.c.offset)
     ).first()
     return inserted is not None

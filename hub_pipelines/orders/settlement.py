@@ -8,6 +8,8 @@ caller after the commit.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,16 +17,28 @@ import sqlalchemy as sa
 
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.intake import format_minor
-from hub_pipelines.orders.ledger import add_outbox_event, post_order_failed, post_order_paid
+from hub_pipelines.orders.ledger import (
+    GATEWAY_CLEARING,
+    PAYMENT_CAPTURED,
+    RECEIVABLE,
+    add_outbox_event,
+    order_paid_entries,
+    outbox_row,
+    post_order_failed,
+    posting_rows,
+)
 from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.reservation import serializable_retrying
+from hub_pipelines.orders.reservation_sql import RECORD_PAID
 from hub_pipelines.orders.tables import (
     FAILED,
     PAID,
     PAYMENT_UNKNOWN,
     RESERVED,
+    ledger_entries,
     order_items,
     orders,
+    outbox,
     payments,
     products,
 )
@@ -71,6 +85,22 @@ def pending_payments(
     return [PendingOrder(ChargeRequest(row[0], int(row[1]), row[2], row[3], row[4]), row[5]) for row in rows]
 
 
+_MARK_PAID = (
+    sa.update(orders)
+    .where(
+        orders.c.order_id == sa.bindparam("key"),
+        # Not IN (...): an expanding parameter cannot be sent as executemany.
+        sa.or_(*(orders.c.status == status for status in _OPEN)),
+    )
+    .values(
+        status=PAID,
+        paid_at=sa.func.now(),
+        updated_at=sa.func.now(),
+        payment_reference=sa.bindparam("reference"),
+    )
+)
+
+
 def _move(connection: sa.Connection, order_id: str, to: str, **values: object) -> bool:
     moved = connection.execute(
         sa.update(orders)
@@ -82,36 +112,112 @@ def _move(connection: sa.Connection, order_id: str, to: str, **values: object) -
 
 def record_paid(database: SqlDatabase, charge: ChargeRequest, result: ChargeResult) -> bool:
     """PAID, the successful charge, the ledger posting and `order.paid`; False if already final."""
+    return charge.order_id in record_paid_many(database, [(charge, result)])
 
-    def attempt() -> bool:
+
+def record_paid_many(
+    database: SqlDatabase, settled: Sequence[tuple[ChargeRequest, ChargeResult]]
+) -> set[str]:
+    """Record several successful charges in one transaction; returns the orders it moved to PAID.
+
+    Each order still moves only from an open state, so orders already final (recorded by another
+    worker, or by an earlier run) are left alone. The open orders are locked in id order first, so
+    two such transactions never deadlock on each other's rows.
+    """
+    by_order = {charge.order_id: (charge, result) for charge, result in settled}
+    if not by_order:
+        return set()
+
+    def attempt() -> set[str]:
         with database.transaction(SETTLEMENT_ISOLATION) as connection:
-            if not _move(
-                connection, charge.order_id, PAID, paid_at=sa.func.now(), payment_reference=result.reference
-            ):
-                return False
-            connection.execute(
-                sa.insert(payments).values(
-                    order_id=charge.order_id,
-                    gateway_reference=result.reference or f"unreferenced-{charge.order_id}",
-                    status="succeeded",
-                    amount_minor=charge.amount_minor,
-                    currency=charge.currency,
+            if connection.dialect.name == "postgresql":
+                return _record_paid_in_one_statement(connection, list(by_order.values()))
+            open_ids = (
+                connection.execute(
+                    sa.select(orders.c.order_id)
+                    .where(orders.c.order_id.in_(sorted(by_order)), orders.c.status.in_(_OPEN))
+                    .order_by(orders.c.order_id)
+                    .with_for_update()
                 )
+                .scalars()
+                .all()
             )
-            post_order_paid(connection, charge.order_id, charge.currency, charge.amount_minor)
-            add_outbox_event(
-                connection,
-                charge.order_id,
-                "order.paid",
-                {
-                    "total": format_minor(charge.amount_minor, charge.currency),
-                    "currency": charge.currency,
-                    "payment_reference": result.reference,
-                },
+            if not open_ids:
+                return set()
+            moving = [by_order[order_id] for order_id in open_ids]
+            connection.execute(
+                _MARK_PAID,
+                [{"key": charge.order_id, "reference": result.reference} for charge, result in moving],
             )
-            return True
+            connection.execute(
+                sa.insert(payments),
+                [
+                    {
+                        "order_id": charge.order_id,
+                        "gateway_reference": result.reference or f"unreferenced-{charge.order_id}",
+                        "status": "succeeded",
+                        "amount_minor": charge.amount_minor,
+                        "currency": charge.currency,
+                    }
+                    for charge, result in moving
+                ],
+            )
+            connection.execute(
+                sa.insert(ledger_entries),
+                [
+                    row
+                    for charge, _ in moving
+                    for row in posting_rows(
+                        charge.order_id,
+                        charge.currency,
+                        PAYMENT_CAPTURED,
+                        order_paid_entries(charge.amount_minor),
+                    )
+                ],
+            )
+            connection.execute(
+                sa.insert(outbox),
+                [
+                    outbox_row(charge.order_id, "order.paid", _paid_body(charge, result))
+                    for charge, result in moving
+                ],
+            )
+            return set(open_ids)
 
     return serializable_retrying()(attempt)
+
+
+def _record_paid_in_one_statement(
+    connection: sa.Connection, settled: list[tuple[ChargeRequest, ChargeResult]]
+) -> set[str]:
+    events = [
+        outbox_row(charge.order_id, "order.paid", _paid_body(charge, result)) for charge, result in settled
+    ]
+    moved = connection.execute(
+        RECORD_PAID,
+        {
+            "order_ids": [charge.order_id for charge, _ in settled],
+            "references": [result.reference for _, result in settled],
+            "amounts": [charge.amount_minor for charge, _ in settled],
+            "currencies": [charge.currency for charge, _ in settled],
+            "posting_ids": [str(uuid.uuid4()) for _ in settled],
+            "event_ids": [event["event_id"] for event in events],
+            "payloads": [event["payload"] for event in events],
+            "traceparents": [event["traceparent"] for event in events],
+            "memo": PAYMENT_CAPTURED,
+            "debit_account": GATEWAY_CLEARING,
+            "credit_account": RECEIVABLE,
+        },
+    ).scalars()
+    return set(moved)
+
+
+def _paid_body(charge: ChargeRequest, result: ChargeResult) -> dict[str, object]:
+    return {
+        "total": format_minor(charge.amount_minor, charge.currency),
+        "currency": charge.currency,
+        "payment_reference": result.reference,
+    }
 
 
 def record_unknown(database: SqlDatabase, order_id: str, reason: str) -> bool:
