@@ -17,7 +17,9 @@ from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
+from hub_pipelines.assets.tracing import enable_tracing
 from hub_pipelines.jobs import analytics_pipeline_job, media_pipeline_job, orders_pipeline_job
+from hub_pipelines.json_logs import definitions_loggers
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
 from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
 from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
@@ -197,9 +199,13 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             run_failure_alerts,
         ],
         resources=resources,
+        loggers=definitions_loggers(),
         # Locally chdb admits one process per data path: each run executes its steps in one process.
         executor=dg.in_process_executor if local else dg.multiprocess_executor,
     )
 
 
+# Every process that loads the code location (code server, daemon, each run worker) exports its own
+# spans; the sensor-to-run link travels in run tags (see assets/tracing.py).
+enable_tracing(os.environ.get("HUB_OTLP_ENDPOINT") or None)
 defs = build_definitions(RESOURCES_BY_ENV[settings.hub_env()](), local=settings.hub_env() == "local")

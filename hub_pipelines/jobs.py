@@ -3,6 +3,7 @@
 import dagster as dg
 
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.json_logs import job_logs_config
 
 # Daily-partitioned derived assets (revenue, rollups) are rebuilt per day by their own runs and
 # backfills, never inside a landing run: a job cannot mix unpartitioned and daily assets.
@@ -10,6 +11,7 @@ DAILY_ASSETS = dg.AssetSelection.tag("hub/cadence", "daily")
 
 media_pipeline_job = dg.define_asset_job(
     "media_pipeline",
+    config=job_logs_config(),
     selection=dg.AssetSelection.groups("media"),
     partitions_def=uploads_partitions,
     tags={"hub/workflow": "media"},
@@ -18,6 +20,7 @@ media_pipeline_job = dg.define_asset_job(
 
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
+    config=job_logs_config(),
     selection=dg.AssetSelection.assets(["orders", "order_events"]).downstream() - DAILY_ASSETS,
     tags={"hub/workflow": "orders", "hub/topic": "orders"},
     description="Land one offset range of the orders topic and carry it through the ledger.",
@@ -25,6 +28,7 @@ orders_pipeline_job = dg.define_asset_job(
 
 analytics_pipeline_job = dg.define_asset_job(
     "analytics_pipeline",
+    config=job_logs_config(),
     selection=dg.AssetSelection.assets(["analytics", "raw_events"]).downstream() - DAILY_ASSETS,
     tags={"hub/workflow": "analytics", "hub/topic": "events"},
     description="Land one offset range of the events topic, update counters and score anomalies.",

@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from hub_pipelines.core.telemetry import JsonLogFormatter
+from hub_pipelines.core.telemetry import JsonLogFormatter, json_logs_enabled
 
 LOGGER_NAME = "hub_pipelines.run"
 JSON_LOGS_RUN_CONFIG: Mapping[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -63,6 +63,19 @@ def json_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     handler.setFormatter(DagsterJsonLogFormatter())
     logger.addHandler(handler)
     return logger
+
+
+def job_logs_config() -> Mapping[str, Any] | None:
+    """The default run config of every job: JSON_LOGS_RUN_CONFIG when HUB_LOG_FORMAT=json, else none.
+
+    As a job's default config it applies to runs sensors request too (their run config is merged in).
+    """
+    return JSON_LOGS_RUN_CONFIG if json_logs_enabled() else None
+
+
+def definitions_loggers() -> dict[str, dg.LoggerDefinition]:
+    """The loggers of the Definitions: JSON on the console when HUB_LOG_FORMAT=json, else Dagster's own."""
+    return {"console": json_console_logger} if json_logs_enabled() else {}
 
 
 def python_logs_handler_config(level: str = "INFO") -> dict[str, Any]:

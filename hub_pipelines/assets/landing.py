@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from hub_pipelines.assets.instrumented import step_metrics
 from hub_pipelines.assets.topic_config import TopicRangeConfig
+from hub_pipelines.core.ops_metrics import record_consumer_lag
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import (
@@ -54,6 +56,7 @@ def land_topic_asset(
     ranges = ranges_to_land(config, topics, sink, topic)
     counts = land_ranges(topics, sink, topic, ranges, context.run_id)
     context.log.info(f"{topic}: landed {describe_ranges(ranges) or 'nothing pending'}: {counts}")
+    record_landing_lag(topics, sink, topic)
     return dg.MaterializeResult(
         metadata={
             "topic": topic,
@@ -62,6 +65,17 @@ def land_topic_asset(
         },
         check_results=check_landed_book(sink, topic),
     )
+
+
+def record_landing_lag(topics: Topics, sink: LandingSink, topic: str) -> dict[int, int]:
+    """Messages past the landed position of each partition, into the step's metrics."""
+    landed = sink.landed_positions(topic)
+    lag = {
+        partition: max(0, end - landed.get(partition, 0))
+        for partition, end in topics.end_offsets(topic).items()
+    }
+    record_consumer_lag(step_metrics(), topic, lag)
+    return lag
 
 
 def check_landed_book(sink: LandingSink, topic: str) -> list[dg.AssetCheckResult]:

@@ -1,5 +1,7 @@
 """Retry policies for assets that call external services, so a passing fault does not fail a run."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 # A step that lost a connection or hit a timeout is rerun whole; every step is idempotent, so a rerun
@@ -9,4 +11,19 @@ EXTERNAL_CALL_RETRY = dg.RetryPolicy(
     delay=1.0,
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
+)
+
+# What "up to date" means for the assets people read (Dagster's freshness daemon evaluates these and
+# the UI shows PASS / WARN / FAIL; deploy/prometheus/alerts.yml pages on the same windows).
+# Orders arrive all day: a ledger not updated for 15 minutes means landing or the ledger is stuck.
+ORDER_LEDGER_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=15), warn_window=timedelta(minutes=5)
+)
+# Yesterday's rollup is rebuilt once the day closes (analytics_late_days_sensor): by 02:00 UTC.
+DAILY_ROLLUPS_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 2 * * *", lower_bound_delta=timedelta(hours=2)
+)
+# Uploads come in through the day; an hour without a published upload means media is stuck.
+PUBLISHED_MEDIA_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30)
 )

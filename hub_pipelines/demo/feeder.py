@@ -11,7 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+
 from hub_pipelines.core.ports import ObjectStorage, OutgoingMessage, Topics
+from hub_pipelines.core.telemetry import inject_trace_headers
 from hub_pipelines.demo import samples
 
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -105,13 +108,17 @@ class DemoFeeder:
             event = order_event(self._rng, now)
             payload = json.dumps(event).encode()
             customer = event["customer"]["id"]  # type: ignore[index]
-            messages.append(
-                OutgoingMessage(
-                    value=payload,
-                    key=str(customer).encode(),
-                    headers={SIGNATURE_HEADER: sign(payload, self.signing_secret)},
-                )
-            )
+            # Each order starts its own trace; the ledger and the outbox relay continue it.
+            with trace.get_tracer(__name__).start_as_current_span(
+                f"send {self.orders_topic}",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.destination.name": self.orders_topic,
+                    "order.event_id": str(event["event_id"]),
+                },
+            ):
+                headers = inject_trace_headers({SIGNATURE_HEADER: sign(payload, self.signing_secret)})
+            messages.append(OutgoingMessage(value=payload, key=str(customer).encode(), headers=headers))
         return len(self.topics.produce(self.orders_topic, messages))
 
     def send_events(self, count: int) -> int:

@@ -186,6 +186,16 @@ def infected_verdict_for(database: SqlDatabase, partition_key: str) -> ScanRecor
     return ScanRecord(**row) if row else None
 
 
+def quarantined_uploads(database: SqlDatabase) -> int:
+    """Uploads with an infected verdict whose original was moved to quarantine."""
+    table = media_scan_verdicts
+    query = sa.select(sa.func.count(sa.distinct(table.c.partition_key))).where(
+        table.c.quarantine_key.is_not(None)
+    )
+    with database.transaction() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
 def record_content_type(database: SqlDatabase, detected: ContentTypeRecord) -> None:
     _upsert(database, media_content_types, {**detected.__dict__, "detected_at": datetime.now(UTC)})
 

@@ -20,6 +20,7 @@ from hub_pipelines.assets.analytics.raw_events import (
     LATE_DAYS_METADATA,
     RAW_EVENTS_KEY,
 )
+from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
 
 RAW_EVENTS = dg.AssetKey(RAW_EVENTS_KEY)
@@ -38,6 +39,7 @@ def _text(metadata: Mapping[str, Any], name: str) -> str:
     description="Rebuilds the daily rollups of every closed day that landing runs added late events to, "
     "and of each day once it closes.",
 )
+@traced_sensor
 def analytics_late_days_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {"after": 0, "closed": None}
     records = context.instance.fetch_materializations(

@@ -2,6 +2,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from hub_pipelines.assets.topic_config import TopicRangeConfig
+from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.batches import RequestLanding, RunOutcome, TopicCursor, next_landing_step
 from hub_pipelines.landing.offsets import describe_ranges
@@ -45,6 +46,7 @@ def build_topic_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts a landing run for the next offset ranges of the '{topic}' topic once the previous one succeeded.",
     )
+    @traced_sensor
     def topic_sensor(
         context: dg.SensorEvaluationContext, topics: dg.ResourceParam[Topics]
     ) -> dg.SensorResult | dg.SkipReason:

@@ -2,6 +2,7 @@ import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, uploads_partitions
+from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import ObjectInfo, ObjectStorage, ObjectStore
 from hub_pipelines.jobs import media_pipeline_job
 from hub_pipelines.landing.uploads import UploadCursor, partition_key_for, plan_upload_batch, run_key_for
@@ -25,6 +26,7 @@ def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers one partition per new upload and runs the media pipeline for it.",
 )
+@traced_sensor
 def media_uploads_sensor(
     context: dg.SensorEvaluationContext, objects: dg.ResourceParam[ObjectStorage]
 ) -> dg.SensorResult | dg.SkipReason:

@@ -6,8 +6,10 @@ import dagster as dg
 from hub_pipelines.analytics.rollups import rebuild_day
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
-from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
+from hub_pipelines.assets.instrumented import instrumented
+from hub_pipelines.assets.policies import DAILY_ROLLUPS_FRESHNESS, EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import Warehouse
+from hub_pipelines.json_logs import job_logs_config
 
 DAILY_ROLLUPS_KEY = ["analytics", "daily_rollups"]
 TOTALS_CHECK = "rollup_totals_match_raw"
@@ -25,6 +27,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(
 
 @dg.asset(
     key=DAILY_ROLLUPS_KEY,
+    freshness_policy=DAILY_ROLLUPS_FRESHNESS,
     deps=[RAW_EVENTS_KEY],
     partitions_def=daily_partitions,
     group_name="analytics",
@@ -40,6 +43,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(
     ],
     tags={"hub/workflow": "analytics", "hub/cadence": "daily"},
 )
+@instrumented(records="raw_events")
 def daily_rollups(
     context: dg.AssetExecutionContext, warehouse: dg.ResourceParam[Warehouse]
 ) -> dg.MaterializeResult:
@@ -71,6 +75,7 @@ def daily_rollups(
 
 daily_rollups_job = dg.define_asset_job(
     "analytics_daily_rollups",
+    config=job_logs_config(),
     selection=dg.AssetSelection.assets(daily_rollups),
     tags={"hub/workflow": "analytics"},
     description="Rebuild the daily rollups of one day from raw events.",

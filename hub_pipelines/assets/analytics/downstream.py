@@ -11,6 +11,7 @@ from hub_pipelines.analytics.dashboard import invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.analytics.scoring import score_new_minutes
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import Cache, Warehouse
 
@@ -28,6 +29,7 @@ ALERT_THRESHOLD = 0.95
     retry_policy=EXTERNAL_CALL_RETRY,
     tags={"hub/workflow": "analytics"},
 )
+@instrumented(records="events_counted")
 def realtime_counters(
     context: dg.AssetExecutionContext,
     warehouse: dg.ResourceParam[Warehouse],
@@ -75,6 +77,7 @@ def realtime_counters(
     retry_policy=EXTERNAL_CALL_RETRY,
     tags={"hub/workflow": "analytics"},
 )
+@instrumented(records="minutes_scored")
 def anomaly_scores(
     context: dg.AssetExecutionContext,
     warehouse: dg.ResourceParam[Warehouse],

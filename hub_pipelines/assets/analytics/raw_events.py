@@ -6,7 +6,13 @@ import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.analytics.schema import configured_tables
-from hub_pipelines.assets.landing import check_landed_book, landing_check_specs, ranges_to_land
+from hub_pipelines.assets.instrumented import instrumented
+from hub_pipelines.assets.landing import (
+    check_landed_book,
+    landing_check_specs,
+    ranges_to_land,
+    record_landing_lag,
+)
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Topics, Warehouse
@@ -28,6 +34,7 @@ LANDED_POSITIONS_METADATA = "landed_positions"
     check_specs=landing_check_specs(RAW_EVENTS_KEY),
     tags={"hub/workflow": "analytics"},
 )
+@instrumented(records="read", failed_records=("dead_lettered",))
 def raw_events(
     context: dg.AssetExecutionContext,
     config: TopicRangeConfig,
@@ -47,6 +54,7 @@ def raw_events(
     late_days = sorted(day for day in sink.touched_days if day < today)
     newest = max((o.newest_event_ts for o in sink.outcomes if o.newest_event_ts), default=None)
     context.log.info(f"{topic}: landed {describe_ranges(ranges) or 'nothing pending'}: {counts}")
+    record_landing_lag(topics, sink, topic)
     return dg.MaterializeResult(
         metadata={
             "topic": topic,

@@ -1,7 +1,9 @@
 import dagster as dg
 
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.renditions import publication_manifest_key
+from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, SqlDatabase
 from hub_pipelines.media.manifests import PublicationManifest, decode_publication
 from hub_pipelines.media.records import (
@@ -54,11 +56,13 @@ def announcement(publication: PublicationManifest) -> dict[str, object]:
 
 @dg.asset(
     key=["media", "media_record"],
+    freshness_policy=PUBLISHED_MEDIA_FRESHNESS,
     group_name="media",
     partitions_def=uploads_partitions,
     deps=[dg.AssetKey(["media", "published"])],
     kinds={"sql", "cloudfront"},
 )
+@instrumented(records=1)
 def media_record(
     context: dg.AssetExecutionContext,
     objects: dg.ResourceParam[ObjectStorage],

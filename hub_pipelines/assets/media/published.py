@@ -1,7 +1,9 @@
 import dagster as dg
 
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.renditions import publication_manifest_key, staging_manifest_key
+from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, SqlDatabase
 from hub_pipelines.media.manifests import (
     PublicationManifest,
@@ -27,11 +29,13 @@ EVERY_REGION_CHECK = "every_variant_in_every_region"
 
 @dg.asset(
     key=["media", "published"],
+    freshness_policy=PUBLISHED_MEDIA_FRESHNESS,
     group_name="media",
     partitions_def=uploads_partitions,
     deps=[dg.AssetKey(["media", "renditions"])],
     kinds={"s3", "cloudfront"},
 )
+@instrumented(records=1)
 def published(
     context: dg.AssetExecutionContext,
     objects: dg.ResourceParam[ObjectStorage],

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.landing.uploads import object_key_for
@@ -39,6 +40,7 @@ def publication_manifest_key(media_settings: MediaSettings, partition_key: str) 
     kinds={"python", "s3", "sql"},
     pool=TRANSCODE_POOL,
 )
+@instrumented(records=1)
 def renditions(
     context: dg.AssetExecutionContext,
     objects: dg.ResourceParam[ObjectStorage],

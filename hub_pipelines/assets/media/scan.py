@@ -5,7 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.assets.instrumented import instrumented, step_metrics
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import (
     ObjectStorage,
     ScannerUnavailable,
@@ -14,7 +16,13 @@ from hub_pipelines.core.ports import (
     VirusScanner,
 )
 from hub_pipelines.landing.uploads import object_key_for
-from hub_pipelines.media.records import ScanRecord, dead_letter, infected_verdict_for, record_scan
+from hub_pipelines.media.records import (
+    ScanRecord,
+    dead_letter,
+    infected_verdict_for,
+    quarantined_uploads,
+    record_scan,
+)
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.webhook import Webhook, WebhookUndeliverable, encode_payload
 
@@ -40,6 +48,7 @@ def _rejected(object_key: str, signature: str | None) -> dg.Failure:
     deps=[dg.AssetKey(["media", "uploads"])],
     kinds={"s3", "sql", "clamav"},
 )
+@instrumented(records=1)
 def scan_verdict(
     context: dg.AssetExecutionContext,
     objects: dg.ResourceParam[ObjectStorage],
@@ -106,8 +115,10 @@ def scan_verdict(
             f"{media_settings.quarantine_bucket}/{quarantine_key}: {signature}"
         )
         _alert(context, database, webhook, record, media_settings.quarantine_bucket, quarantine_key)
+        record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
         raise _rejected(object_key, signature)
     record_scan(database, record)
+    record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
     return dg.MaterializeResult(
         metadata={
             "verdict": "clean",

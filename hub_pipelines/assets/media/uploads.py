@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
@@ -18,6 +19,7 @@ from hub_pipelines.landing.uploads import object_key_for
     kinds={"s3", "sql"},
     retry_policy=EXTERNAL_CALL_RETRY,
 )
+@instrumented(records=1)
 def uploads(
     context: dg.AssetExecutionContext,
     objects: dg.ResourceParam[ObjectStorage],

@@ -4,6 +4,7 @@ from datetime import date
 
 import dagster as dg
 
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
 from hub_pipelines.core.ports import SqlDatabase, Topics
 from hub_pipelines.orders.notifications import Notifier, send_confirmations
@@ -32,6 +33,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezon
     ],
     tags={"hub/workflow": "orders"},
 )
+@instrumented(records="published")
 def outbox_relay(
     context: dg.AssetExecutionContext,
     database: dg.ResourceParam[SqlDatabase],
@@ -68,6 +70,7 @@ def outbox_relay(
     kinds={"python", "sql"},
     tags={"hub/workflow": "orders"},
 )
+@instrumented(records="notifications")
 def order_notifications(
     database: dg.ResourceParam[SqlDatabase],
     customer_notifier: dg.ResourceParam[Notifier],
@@ -91,6 +94,7 @@ def order_notifications(
     kinds={"sql"},
     tags={"hub/workflow": "orders", "hub/cadence": "daily"},
 )
+@instrumented(records="orders")
 def daily_revenue(
     context: dg.AssetExecutionContext, database: dg.ResourceParam[SqlDatabase]
 ) -> dg.MaterializeResult:
@@ -109,6 +113,7 @@ def daily_revenue(
     kinds={"sql"},
     tags={"hub/workflow": "orders"},
 )
+@instrumented(records="products")
 def inventory_snapshot(database: dg.ResourceParam[SqlDatabase]) -> dg.MaterializeResult:
     """Stock on hand per product, beside units held by unpaid orders and units sold."""
     levels = take_inventory_snapshot(database)

@@ -1,17 +1,24 @@
 """The order ledger asset: landed order events become paid (or compensated) orders, checked every batch."""
 
-import dagster as dg
+from dataclasses import dataclass, field
 
+import dagster as dg
+from opentelemetry import trace
+
+from hub_pipelines.assets.instrumented import instrumented, step_metrics
 from hub_pipelines.assets.orders.order_events import ORDER_EVENTS_KEY
+from hub_pipelines.assets.policies import ORDER_LEDGER_FRESHNESS
+from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.breaker import STATE_VALUES
+from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, SqlDatabase
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.demo.feeder import DEMO_PRODUCTS
 from hub_pipelines.orders.catalog import Catalog, add_missing_products
 from hub_pipelines.orders.invariants import Invariants, check_invariants
-from hub_pipelines.orders.metrics import BatchReport
+from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import PaymentGateway
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import AdmittedOrder, OrderLedger
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 
 ORDER_LEDGER_KEY = ["orders", "order_ledger"]
@@ -86,14 +93,41 @@ def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> No
     push_metrics(metrics.registry, settings.pushgateway_url, job="orders_ledger")
 
 
+@dataclass
+class TracedOrderLedger(OrderLedger):
+    """The ledger placing each order in a span that continues the trace its producer put in the
+    message headers (linked to the step's span), so the order's outbox events carry that trace on."""
+
+    step_span: trace.SpanContext = field(default=trace.INVALID_SPAN_CONTEXT, init=False, repr=False)
+
+    def process_batch(self, limit: int = 5000) -> BatchReport:
+        # Orders are placed on worker threads, where the step's span is not current.
+        self.step_span = trace.get_current_span().get_span_context()
+        return super().process_batch(limit)
+
+    def place(self, admitted: AdmittedOrder | OrderOutcome) -> OrderOutcome:
+        if not isinstance(admitted, AdmittedOrder):
+            return super().place(admitted)
+        position = admitted.event.position
+        attributes = {
+            "messaging.destination.name": position.topic,
+            "messaging.destination.partition.id": str(position.partition),
+            "messaging.kafka.offset": str(position.offset),
+        }
+        with continue_trace(admitted.event.headers, "place order", self.step_span, attributes):
+            return super().place(admitted)
+
+
 @dg.asset(
     key=ORDER_LEDGER_KEY,
+    freshness_policy=ORDER_LEDGER_FRESHNESS,
     deps=[ORDER_EVENTS_KEY],
     group_name="orders",
     kinds={"python", "sql", "redis", "stripe"},
     check_specs=_checks(),
     tags={"hub/workflow": "orders"},
 )
+@instrumented(records="events", failed_records=("orders_rejected",))
 def order_ledger(
     context: dg.AssetExecutionContext,
     database: dg.ResourceParam[SqlDatabase],
@@ -105,7 +139,7 @@ def order_ledger(
     if order_settings.seed_demo_catalog:
         demo = [(p, name, "USD", int(price.replace(".", "")), DEMO_STOCK) for p, name, price in DEMO_PRODUCTS]
         add_missing_products(database, demo)
-    ledger = OrderLedger(
+    ledger = TracedOrderLedger(
         database=database,
         catalog=Catalog(database, cache),
         gateway=payment_gateway,
@@ -120,6 +154,7 @@ def order_ledger(
     report = ledger.process_batch(order_settings.batch_limit)
     context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
     push_batch_metrics(report, order_settings)
+    record_breaker_state(step_metrics(), "payments", STATE_VALUES.get(report.breaker_state, 0))
     return dg.MaterializeResult(
         metadata=report.as_metadata(), check_results=invariant_results(check_invariants(database))
     )

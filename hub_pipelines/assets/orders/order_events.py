@@ -1,6 +1,7 @@
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import land_topic_asset, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
@@ -18,6 +19,7 @@ ORDER_EVENTS_KEY = ["orders", "order_events"]
     check_specs=landing_check_specs(ORDER_EVENTS_KEY),
     tags={"hub/workflow": "orders"},
 )
+@instrumented(records="read", failed_records=("dead_lettered",))
 def order_events(
     context: dg.AssetExecutionContext,
     config: TopicRangeConfig,
