@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,7 @@ _STANDARD_RATES = tuple(
 )
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000)
 _MIN_BITRATE = 200_000
+_QUEUED_ITEMS = 8
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,12 @@ def render_renditions(
         audio = container.streams.audio[0] if container.streams.audio else None
         rate = _output_rate(video, spec.max_fps)
         shared_audio = _SharedAudio(audio, video, spec.audio_bitrate) if audio is not None else None
-        encoders = [
-            _RungEncoder(out / f"{rung.label}.mp4", rung, width, height, rate, shared_audio, spec)
-            for rung, width, height in plan_ladder(info.width, info.height, spec.ladder)
-        ]
+        scale_lock = threading.Lock()
+        encoders: list[_RungEncoder] = []
         try:
+            for rung, width, height in plan_ladder(info.width, info.height, spec.ladder):
+                path = out / f"{rung.label}.mp4"
+                encoders.append(_RungEncoder(path, rung, width, height, rate, shared_audio, spec, scale_lock))
             last_time = _transcode(container, name, video, audio, info.rotation, rate, encoders, shared_audio)
         except BaseException:
             for encoder in encoders:
@@ -183,7 +187,9 @@ def plan_ladder(width: int, height: int, ladder: Sequence[Rung]) -> list[tuple[R
 
 
 class _RungEncoder:
-    """One rung's scaler, H.264 encoder and MP4 muxer (the AAC packets come from `_SharedAudio`)."""
+    """One rung's scaler, H.264 encoder and MP4 muxer, run on a thread of its own so the rungs encode
+    in parallel with each other and with decoding (PyAV releases the GIL in swscale and the codecs).
+    The AAC packets come from `_SharedAudio`."""
 
     def __init__(
         self,
@@ -194,10 +200,13 @@ class _RungEncoder:
         rate: Fraction,
         audio: _SharedAudio | None,
         spec: VideoSpec,
+        scale_lock: threading.Lock,
     ) -> None:
         self.path, self.rung, self.width, self.height = path, rung, width, height
         self._interpolation = spec.interpolation
         self._scaler = VideoReformatter()
+        self._scale_lock = scale_lock
+        self._time_base = 1 / rate
         self._container: OutputContainer = av.open(
             str(path), "w", format="mp4", options={"movflags": "+faststart"}
         )
@@ -226,29 +235,35 @@ class _RungEncoder:
             # codec parameters (AudioSpecificConfig, priming) as the packets muxed into it.
             self._audio = self._container.add_stream("aac", rate=audio.rate, layout=audio.layout)
             self._audio.codec_context.bit_rate = audio.bitrate
+        # Bounded so a slow rung holds the decoder back instead of piling up decoded frames.
+        self._inbox: queue.Queue[tuple[VideoFrame, int] | list[Packet] | None] = queue.Queue(_QUEUED_ITEMS)
+        self._error: BaseException | None = None
+        self._abandoned = self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"encode-{rung.label}", daemon=True)
+        self._thread.start()
 
-    def encode_video(self, frame: VideoFrame | None) -> None:
-        if frame is not None:
-            scaled = self._scaler.reformat(
-                frame, self.width, self.height, "yuv420p", interpolation=self._interpolation, threads=0
-            )
-            scaled.pts, scaled.time_base = frame.pts, frame.time_base
-            frame = scaled
-        self._container.mux(self._video.encode(frame))
+    def send_video(self, frame: VideoFrame, pts: int) -> None:
+        self._send((frame, pts))
 
-    def mux_audio(self, packets: list[Packet]) -> None:
-        if self._audio is not None:
-            for packet in packets:
-                packet.stream = self._audio
-                self._container.mux_one(packet)
+    def send_audio(self, packets: list[Packet]) -> None:
+        if self._audio is not None and packets:
+            self._send([_copy_packet(packet) for packet in packets])
 
     def finish(self) -> None:
-        self.encode_video(None)
-        self._container.close()
+        """Flush the encoder and write the file; re-raises what failed on the rung's thread."""
+        self._inbox.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
     def abandon(self) -> None:
-        with contextlib.suppress(av.error.FFmpegError):
-            self._container.close()
+        self._abandoned = True
+        if self._thread.is_alive():
+            self._inbox.put(None)
+            self._thread.join()
+        if not self._closed:
+            with contextlib.suppress(av.error.FFmpegError):
+                self._container.close()
         self.path.unlink(missing_ok=True)
 
     def rendition(self, duration: float, wall_seconds: float) -> Rendition:
@@ -262,6 +277,53 @@ class _RungEncoder:
             encode_seconds=wall_seconds,
             duration_seconds=duration,
         )
+
+    def _send(self, item: tuple[VideoFrame, int] | list[Packet]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._inbox.put(item)
+
+    def _run(self) -> None:
+        # Keeps draining after a failure so the decoding thread never blocks on a full inbox.
+        while (item := self._inbox.get()) is not None:
+            if self._error is None:
+                try:
+                    if isinstance(item, list):
+                        self._mux_audio(item)
+                    else:
+                        self._encode_video(*item)
+                except BaseException as error:
+                    self._error = error
+        if self._error is None and not self._abandoned:
+            try:
+                self._container.mux(self._video.encode(None))
+                self._container.close()
+                self._closed = True
+            except BaseException as error:
+                self._error = error
+
+    def _encode_video(self, frame: VideoFrame, pts: int) -> None:
+        # The decoded frame is shared by every rung and reformat briefly rewrites its colour tags.
+        with self._scale_lock:
+            scaled = self._scaler.reformat(
+                frame, self.width, self.height, "yuv420p", interpolation=self._interpolation, threads=0
+            )
+        scaled.pts, scaled.time_base = pts, self._time_base
+        self._container.mux(self._video.encode(scaled))
+
+    def _mux_audio(self, packets: list[Packet]) -> None:
+        assert self._audio is not None
+        for packet in packets:
+            packet.stream = self._audio
+            self._container.mux_one(packet)
+
+
+def _copy_packet(packet: Packet) -> Packet:
+    """A rung's own copy of a shared AAC packet: muxing rewrites a packet's stream and timestamps."""
+    copy = Packet(bytes(packet))
+    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
+    copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
+    return copy
 
 
 def _transcode(
@@ -279,28 +341,29 @@ def _transcode(
     constant = _ConstantRate(rate)
     for frame in decode_frames(container, name, video, audio):
         if isinstance(frame, VideoFrame):
-            for ready in constant.push(upright(frame)):
+            for ready, pts in constant.push(upright(frame)):
                 for encoder in encoders:
-                    encoder.encode_video(ready)
+                    encoder.send_video(ready, pts)
         elif shared_audio is not None:
             packets = shared_audio.encode(frame)
             for encoder in encoders:
-                encoder.mux_audio(packets)
-    for ready in constant.finish():
+                encoder.send_audio(packets)
+    for ready, pts in constant.finish():
         for encoder in encoders:
-            encoder.encode_video(ready)
+            encoder.send_video(ready, pts)
     if shared_audio is not None:
         packets = shared_audio.encode(None)
         for encoder in encoders:
-            encoder.mux_audio(packets)
+            encoder.send_audio(packets)
     for encoder in encoders:
         encoder.finish()
     return constant.emitted / rate
 
 
 class _ConstantRate:
-    """Turns frames with arbitrary timestamps into a constant-rate sequence, like ffmpeg's fps filter:
-    each frame lands on its nearest tick, a later frame on the same tick wins, gaps repeat a frame."""
+    """Turns frames with arbitrary timestamps into a constant-rate sequence of (frame, tick), like
+    ffmpeg's fps filter: each frame lands on its nearest tick, a later frame on the same tick wins, gaps
+    repeat a frame. Frames are not modified: every rung's thread reads them."""
 
     def __init__(self, rate: Fraction) -> None:
         self.rate, self.emitted = rate, 0
@@ -308,7 +371,7 @@ class _ConstantRate:
         self._pending: VideoFrame | None = None
         self._pending_tick = 0
 
-    def push(self, frame: VideoFrame) -> Iterator[VideoFrame]:
+    def push(self, frame: VideoFrame) -> Iterator[tuple[VideoFrame, int]]:
         seconds = (
             frame.time if frame.time is not None else (self.start or 0.0) + float(self.emitted / self.rate)
         )
@@ -319,15 +382,14 @@ class _ConstantRate:
             yield from self._emit_until(tick)
         self._pending, self._pending_tick = frame, max(tick, self.emitted)
 
-    def finish(self) -> Iterator[VideoFrame]:
+    def finish(self) -> Iterator[tuple[VideoFrame, int]]:
         if self._pending is not None:
             yield from self._emit_until(self._pending_tick + 1)
 
-    def _emit_until(self, tick: int) -> Iterator[VideoFrame]:
+    def _emit_until(self, tick: int) -> Iterator[tuple[VideoFrame, int]]:
         assert self._pending is not None
         while self.emitted < tick:
-            self._pending.pts, self._pending.time_base = self.emitted, 1 / self.rate
-            yield self._pending
+            yield self._pending, self.emitted
             self.emitted += 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -153,6 +154,30 @@ def test_keyframes_fall_exactly_every_two_seconds(clip: Callable[..., Path], tmp
     assert keyframe_times(rendition.path) == pytest.approx([0.0, 2.0, 4.0])
 
 
+def test_every_rung_of_a_ladder_has_keyframes_every_two_seconds_and_every_frame(
+    clip: Callable[..., Path], tmp_path: Path
+) -> None:
+    source = clip(640, 360, seconds=4.5, audio=False)
+    ladder = (Rung("144p", 144, 300_000), Rung("240p", 240, 500_000), Rung("360p", 360, 800_000))
+    renditions = render_renditions(source, tmp_path / "out", VideoSpec(ladder=ladder))
+    assert [(r.width, r.height) for r in renditions] == [(256, 144), (426, 240), (640, 360)]
+    for rendition in renditions:
+        assert keyframe_times(rendition.path) == pytest.approx([0.0, 2.0, 4.0])
+        with av.open(str(rendition.path)) as container:
+            pts = sorted(p.pts for p in container.demux(video=0) if p.pts is not None)
+        assert len(pts) == 135 and len(set(pts)) == 135
+
+
+def test_every_rung_carries_the_same_aac_packets(ladder_1080p: list) -> None:
+    def audio_packets(path: Path) -> list[tuple[int | None, bytes]]:
+        with av.open(str(path)) as container:
+            return [(p.pts, bytes(p)) for p in container.demux(audio=0) if p.size]
+
+    tracks = [audio_packets(rendition.path) for rendition in ladder_1080p]
+    assert len(tracks[0]) > 40
+    assert tracks[1] == tracks[0] and tracks[2] == tracks[0]
+
+
 def test_720p_source_skips_the_1080p_rung(clip: Callable[..., Path], tmp_path: Path) -> None:
     renditions = render_renditions(clip(1280, 720, seconds=1.0), tmp_path / "out")
     assert [(r.label, r.width, r.height) for r in renditions] == [("480p", 854, 480), ("720p", 1280, 720)]
@@ -218,6 +243,15 @@ def test_truncated_file_is_rejected_with_its_name(
     with pytest.raises(VideoRejected, match=r"rejected video 'truncated\.mp4': "):
         render_renditions(truncated, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.mp4"))
+
+
+def test_rejected_video_leaves_no_encoder_threads_running(clip: Callable[..., Path], tmp_path: Path) -> None:
+    source = clip(320, 240, seconds=2.0, faststart=True)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.raises(VideoRejected):
+        render_renditions(truncated, tmp_path / "out", VideoSpec(ladder=SMALL_LADDER))
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("encode-")]
 
 
 def test_bytes_that_are_not_a_video_are_rejected() -> None:
