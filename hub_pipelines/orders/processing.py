@@ -1,8 +1,9 @@
 """One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
 Each order runs its phases in a worker thread (bounded by `max_workers`, so gateway latency overlaps
-instead of adding up): the reserve transaction commits before the gateway is called and the outcome
-is recorded in a transaction of its own, so no row lock is ever held across a gateway call. A crash
+instead of adding up): the reserve transaction (its own, SERIALIZABLE) commits before the gateway is
+called, and the outcome is recorded in a later transaction (PAID ones group-committed with other
+orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
 record are taken again, RESERVED and PAYMENT_UNKNOWN orders are charged again with the same key.
 """
@@ -85,7 +86,8 @@ class OrderLedger:
     `max_workers` threads place orders (reserve -> charge -> record), so that many gateway calls can
     be in flight; at most `reserve_concurrency` of them run a reserve transaction at a time, which
     keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
-    collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`.
+    collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`. Beyond one
+    core, run several ledgers (processes, Dagster runs) over disjoint `partitions` of the topic.
     """
 
     database: SqlDatabase
@@ -96,6 +98,7 @@ class OrderLedger:
     cipher: PiiCipher | None = None
     alert: AlertHook = log_alert
     topic: str = "orders"
+    partitions: frozenset[int] | None = None
     max_workers: int = 8
     reserve_concurrency: int = 8
     stale_after_s: float = 60.0
@@ -138,7 +141,8 @@ class OrderLedger:
         )
 
     def unprocessed_events(self, limit: int) -> list[InboxEvent]:
-        """Inbox events of the topic that have no intake record yet, in partition and offset order."""
+        """Inbox events of the topic (of `partitions` only, when set, so several runs can split a
+        topic) that have no intake record yet, in partition and offset order."""
         with self.database.transaction() as connection:
             rows = connection.execute(
                 sa.select(
@@ -159,7 +163,13 @@ class OrderLedger:
                         ),
                     )
                 )
-                .where(topic_inbox.c.topic == self.topic, order_intake.c.offset.is_(None))
+                .where(
+                    topic_inbox.c.topic == self.topic,
+                    order_intake.c.offset.is_(None),
+                    topic_inbox.c.partition.in_(sorted(self.partitions))
+                    if self.partitions is not None
+                    else sa.true(),
+                )
                 .order_by(topic_inbox.c.partition, topic_inbox.c.offset)
                 .limit(limit)
             ).all()

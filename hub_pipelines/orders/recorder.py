@@ -90,4 +90,6 @@ class PaidRecorder:
             return
         self.transactions += 1
         for charge, _, done in batch:
+            # The same order twice in one transaction moved once: only the first hears True.
             done.set_result(charge.order_id in moved)
+            moved.discard(charge.order_id)
