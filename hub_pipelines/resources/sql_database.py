@@ -47,6 +47,8 @@ class SqliteDatabase(dg.ConfigurableResource):
 
     @property
     def engine(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
         with _ENGINE_CREATION:
             if self._engine is None:
                 engine = sqlite_engine(self.path, busy_timeout_ms=self.busy_timeout_ms, echo=self.echo)
@@ -131,6 +133,9 @@ class PostgresDatabase(dg.ConfigurableResource):
 
     @property
     def engine(self) -> Engine:
+        # Read without the lock once the engine exists: every order's transaction asks for it.
+        if self._engine is not None:
+            return self._engine
         with _ENGINE_CREATION:
             if self._engine is None:
                 engine = sa.create_engine(
