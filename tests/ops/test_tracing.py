@@ -4,9 +4,7 @@ and the run's steps continue the trace of the sensor tick that requested the run
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-import dagster as dg
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,13 +19,9 @@ from hub_pipelines.assets.tracing import (
     uninstrument_clients,
 )
 from hub_pipelines.core import telemetry
-from hub_pipelines.definitions import build_definitions, local_resources
-from hub_pipelines.demo.feeder import DemoFeeder
 from hub_pipelines.orders.outbox import TRACEPARENT_HEADER
+from tests.ops.conftest import ORDERS_JOB, ORDERS_SENSOR, feeder, run_orders_pipeline
 from tests.platform.conftest import LocalEnvironment
-
-ORDERS_JOB = "orders_pipeline"
-ORDERS_SENSOR = "orders_topic_sensor"
 
 
 @pytest.fixture
@@ -50,34 +44,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
-@pytest.fixture
-def orders_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEnvironment]:
-    """The local environment's resources in a temporary folder (orders only: no warehouse is opened)."""
-    monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "hub"))
-    monkeypatch.delenv("HUB_PUSHGATEWAY_URL", raising=False)
-    resources = local_resources()
-    for topic in (settings.ORDERS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
-        resources["topics"].create_topic(topic, settings.TOPIC_PARTITIONS)
-    with dg.instance_for_test() as instance:
-        yield LocalEnvironment(
-            tmp_path / "hub", resources, build_definitions(resources, local=True), instance
-        )
-
-
-def feeder(env: LocalEnvironment) -> DemoFeeder:
-    return DemoFeeder(
-        objects=env.resources["objects"],
-        topics=env.resources["topics"],
-        uploads_bucket=settings.UPLOADS_BUCKET,
-        uploads_prefix=settings.UPLOADS_PREFIX,
-        orders_topic=settings.ORDERS_TOPIC,
-        events_topic=settings.EVENTS_TOPIC,
-        signing_secret=env.resources["order_settings"].hmac_secret,
-        partitions=settings.TOPIC_PARTITIONS,
-        seed=11,
-    )
-
-
 def trace_id(traceparent: str) -> int:
     context = context_from_traceparent(traceparent)
     assert context is not None, traceparent
@@ -86,15 +52,6 @@ def trace_id(traceparent: str) -> int:
 
 def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
-
-
-def run_orders_pipeline(env: LocalEnvironment) -> dg.RunRequest:
-    result, _ = env.tick(ORDERS_SENSOR, None)
-    assert isinstance(result, dg.SensorResult) and result.run_requests, result
-    [request] = result.run_requests
-    run = env.run(ORDERS_SENSOR, ORDERS_JOB, request)
-    assert run.success
-    return request
 
 
 def published_order_events(env: LocalEnvironment) -> list[dict[str, bytes]]:
