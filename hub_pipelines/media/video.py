@@ -6,13 +6,16 @@ Decisions a reader needs:
   agrees on the picture, and rung sizes are computed on the upright frame.
 - A rung's height means the frame's short side, so a portrait 1080x1920 video gets a 480x854 "480p".
 - The source is decoded once; each decoded frame is scaled for every rung and fed to that rung's
-  encoder. Output is constant frame rate (variable-rate input is resampled like ffmpeg's fps filter)
-  with a keyframe exactly every `keyframe_interval_seconds` and no scene-cut keyframes, so segments of
-  different rungs align. The moov atom is written at the front (fast start). The audio is encoded once
-  and the same AAC packets are muxed into every rung.
+  encoder. Every rung scales, encodes and muxes on a thread of its own (PyAV releases the GIL in
+  swscale and the codecs), so the rungs and the decoder keep all cores busy. Output is constant
+  frame rate (variable-rate input is resampled like ffmpeg's fps filter) with a keyframe exactly
+  every `keyframe_interval_seconds` and no scene-cut keyframes, so segments of different rungs align.
+  The moov atom is written at the front (fast start). The audio is encoded once and the same AAC
+  packets are muxed into every rung.
 
-Probing and limits live in `video_probe`, thumbnails and posters in `video_stills`; both are
-re-exported here so callers import the video domain from one place.
+Probing, limits, uprighting and the constant-rate clock live in `video_probe`, thumbnails and
+posters in `video_stills`; their public names are re-exported here so callers import the video
+domain from one place.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import av.error
-import av.filter
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
@@ -41,6 +43,8 @@ from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from hub_pipelines.media.video_probe import (
+    ConstantRate,
+    Uprighter,
     VideoInfo,
     VideoLimits,
     VideoRejected,
@@ -48,6 +52,7 @@ from hub_pipelines.media.video_probe import (
     even,
     first_video_stream,
     open_input,
+    output_rate,
     probe_video,
     source_name,
 )
@@ -70,9 +75,6 @@ __all__ = [
     "render_renditions",
 ]
 
-_STANDARD_RATES = tuple(
-    Fraction(rate) for rate in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
-)
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000)
 _MIN_BITRATE = 200_000
 _QUEUED_ITEMS = 8
@@ -141,7 +143,7 @@ def render_renditions(
     with open_input(source_path, name) as container:
         video = first_video_stream(container, name)
         audio = container.streams.audio[0] if container.streams.audio else None
-        rate = _output_rate(video, spec.max_fps)
+        rate = output_rate(video, spec.max_fps)
         shared_audio = _SharedAudio(audio, video, spec.audio_bitrate) if audio is not None else None
         scale_lock = threading.Lock()
         encoders: list[_RungEncoder] = []
@@ -337,8 +339,8 @@ def _transcode(
     shared_audio: _SharedAudio | None,
 ) -> Fraction:
     """Feed every decoded frame to every encoder; return where the video ends, in seconds."""
-    upright = _Uprighter(rotation)
-    constant = _ConstantRate(rate)
+    upright = Uprighter(rotation)
+    constant = ConstantRate(rate)
     for frame in decode_frames(container, name, video, audio):
         if isinstance(frame, VideoFrame):
             for ready, pts in constant.push(upright(frame)):
@@ -358,39 +360,6 @@ def _transcode(
     for encoder in encoders:
         encoder.finish()
     return constant.emitted / rate
-
-
-class _ConstantRate:
-    """Turns frames with arbitrary timestamps into a constant-rate sequence of (frame, tick), like
-    ffmpeg's fps filter: each frame lands on its nearest tick, a later frame on the same tick wins, gaps
-    repeat a frame. Frames are not modified: every rung's thread reads them."""
-
-    def __init__(self, rate: Fraction) -> None:
-        self.rate, self.emitted = rate, 0
-        self.start: float | None = None
-        self._pending: VideoFrame | None = None
-        self._pending_tick = 0
-
-    def push(self, frame: VideoFrame) -> Iterator[tuple[VideoFrame, int]]:
-        seconds = (
-            frame.time if frame.time is not None else (self.start or 0.0) + float(self.emitted / self.rate)
-        )
-        if self.start is None:
-            self.start = seconds
-        tick = round((seconds - self.start) * self.rate)
-        if self._pending is not None and tick > self.emitted:
-            yield from self._emit_until(tick)
-        self._pending, self._pending_tick = frame, max(tick, self.emitted)
-
-    def finish(self) -> Iterator[tuple[VideoFrame, int]]:
-        if self._pending is not None:
-            yield from self._emit_until(self._pending_tick + 1)
-
-    def _emit_until(self, tick: int) -> Iterator[tuple[VideoFrame, int]]:
-        assert self._pending is not None
-        while self.emitted < tick:
-            yield self._pending, self.emitted
-            self.emitted += 1
 
 
 class _SharedAudio:
@@ -423,49 +392,3 @@ class _SharedAudio:
         if frame is None:
             packets += self._encoder.encode(None)
         return packets
-
-
-class _Uprighter:
-    """Rotates frames by the display matrix's angle with ffmpeg's transpose filters."""
-
-    _FILTERS = {
-        90: [("transpose", "clock")],
-        180: [("hflip", ""), ("vflip", "")],
-        270: [("transpose", "cclock")],
-    }
-
-    def __init__(self, rotation: int) -> None:
-        self.rotation = rotation
-        self._graph: av.filter.Graph | None = None
-
-    def __call__(self, frame: VideoFrame) -> VideoFrame:
-        if not self.rotation:
-            return frame
-        if self._graph is None:
-            self._graph = av.filter.Graph()
-            nodes = [
-                self._graph.add_buffer(
-                    width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
-                )
-            ]
-            nodes += [
-                self._graph.add(filter_name, args) for filter_name, args in self._FILTERS[self.rotation]
-            ]
-            nodes.append(self._graph.add("buffersink"))
-            self._graph.link_nodes(*nodes).configure()
-        self._graph.push(frame)
-        rotated = self._graph.pull()
-        assert isinstance(rotated, VideoFrame)
-        return rotated
-
-
-def _output_rate(stream: VideoStream, max_fps: int) -> Fraction:
-    """The constant output rate: the source's average rate, snapped to a standard rate when close."""
-    measured = stream.average_rate or stream.guessed_rate or Fraction(30)
-    if measured <= 0:
-        measured = Fraction(30)
-    closest = min(_STANDARD_RATES, key=lambda standard: abs(measured - standard))
-    snapped = (
-        closest if abs(measured - closest) / closest < Fraction(1, 200) else Fraction(max(1, round(measured)))
-    )
-    return min(snapped, Fraction(max_fps))

@@ -1,4 +1,5 @@
-"""Probing and opening videos with PyAV: what a video is, whether it is within limits, its frames.
+"""Probing and opening videos with PyAV: what a video is, whether it is within limits, its frames
+(decoded, turned upright, and on a constant-rate clock).
 
 Leave PyAV's libav logging off (its default): with frame-threaded codecs, a Python log callback can
 deadlock when a codec closes (seen here with `av.logging.set_level(av.logging.ERROR)`).
@@ -16,12 +17,17 @@ from typing import IO, Any
 
 import av
 import av.error
+import av.filter
 from av.audio.frame import AudioFrame
 from av.container import InputContainer
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 Source = str | os.PathLike[str] | bytes
+
+_STANDARD_RATES = tuple(
+    Fraction(rate) for rate in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
+)
 
 
 class VideoRejected(ValueError):
@@ -154,3 +160,82 @@ def source_name(source: Source) -> str:
 
 def _size_of(source: Source) -> int:
     return len(source) if isinstance(source, bytes) else os.stat(source).st_size
+
+
+class ConstantRate:
+    """Turns frames with arbitrary timestamps into a constant-rate sequence of (frame, tick), like
+    ffmpeg's fps filter: each frame lands on its nearest tick, a later frame on the same tick wins, gaps
+    repeat a frame. Frames are not modified: every rung's thread reads them."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate, self.emitted = rate, 0
+        self.start: float | None = None
+        self._pending: VideoFrame | None = None
+        self._pending_tick = 0
+
+    def push(self, frame: VideoFrame) -> Iterator[tuple[VideoFrame, int]]:
+        seconds = (
+            frame.time if frame.time is not None else (self.start or 0.0) + float(self.emitted / self.rate)
+        )
+        if self.start is None:
+            self.start = seconds
+        tick = round((seconds - self.start) * self.rate)
+        if self._pending is not None and tick > self.emitted:
+            yield from self._emit_until(tick)
+        self._pending, self._pending_tick = frame, max(tick, self.emitted)
+
+    def finish(self) -> Iterator[tuple[VideoFrame, int]]:
+        if self._pending is not None:
+            yield from self._emit_until(self._pending_tick + 1)
+
+    def _emit_until(self, tick: int) -> Iterator[tuple[VideoFrame, int]]:
+        assert self._pending is not None
+        while self.emitted < tick:
+            yield self._pending, self.emitted
+            self.emitted += 1
+
+
+class Uprighter:
+    """Rotates frames by the display matrix's angle with ffmpeg's transpose filters."""
+
+    _FILTERS = {
+        90: [("transpose", "clock")],
+        180: [("hflip", ""), ("vflip", "")],
+        270: [("transpose", "cclock")],
+    }
+
+    def __init__(self, rotation: int) -> None:
+        self.rotation = rotation
+        self._graph: av.filter.Graph | None = None
+
+    def __call__(self, frame: VideoFrame) -> VideoFrame:
+        if not self.rotation:
+            return frame
+        if self._graph is None:
+            self._graph = av.filter.Graph()
+            nodes = [
+                self._graph.add_buffer(
+                    width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+                )
+            ]
+            nodes += [
+                self._graph.add(filter_name, args) for filter_name, args in self._FILTERS[self.rotation]
+            ]
+            nodes.append(self._graph.add("buffersink"))
+            self._graph.link_nodes(*nodes).configure()
+        self._graph.push(frame)
+        rotated = self._graph.pull()
+        assert isinstance(rotated, VideoFrame)
+        return rotated
+
+
+def output_rate(stream: VideoStream, max_fps: int) -> Fraction:
+    """The constant output rate: the source's average rate, snapped to a standard rate when close."""
+    measured = stream.average_rate or stream.guessed_rate or Fraction(30)
+    if measured <= 0:
+        measured = Fraction(30)
+    closest = min(_STANDARD_RATES, key=lambda standard: abs(measured - standard))
+    snapped = (
+        closest if abs(measured - closest) / closest < Fraction(1, 200) else Fraction(max(1, round(measured)))
+    )
+    return min(snapped, Fraction(max_fps))
