@@ -10,14 +10,15 @@ from the warehouse's minute rollups (locally, where the in-process cache dies wi
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
 from hub_pipelines.core.ports import Cache, Warehouse
 
 COUNTER_TTL_SECONDS = 24 * 3600
@@ -68,7 +69,7 @@ def marker_key(batch_id: str) -> str:
 class CounterUpdate:
     """What one batch of events adds to the counters, already grouped by bucket."""
 
-    users: dict[str, set[str]]
+    users: dict[str, list[str]]
     types: dict[str, Counter[str]]
     products: dict[str, Counter[str]]
     errors: Counter[str]
@@ -80,29 +81,88 @@ class CounterUpdate:
         return not self.users
 
 
+_HUNDRED = pa.scalar(Decimal(100), pa.decimal128(3, 0))
+
+
+def _cents(amount: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Amounts as whole cents, exactly (amounts carry at most two decimals); a missing amount is 0."""
+    if pa.types.is_decimal(amount.type):
+        as_cents = pc.multiply(pc.cast(amount, pa.decimal128(18, 2)), _HUNDRED)
+    else:
+        as_cents = pc.round(pc.multiply(pc.cast(amount, pa.float64()), 100))
+    return pc.fill_null(pc.cast(as_cents, pa.int64()), 0)
+
+
+def _floor_to(seconds: pa.ChunkedArray, size: int) -> pa.ChunkedArray:
+    return pc.multiply(pc.divide(seconds, size), size)
+
+
+def _labels(epochs: pa.ChunkedArray, of: Callable[[datetime], str]) -> dict[int, str]:
+    return {epoch: of(datetime.fromtimestamp(epoch, UTC)) for epoch in pc.unique(epochs).to_pylist()}
+
+
+def _tally(table: pa.Table, keys: list[str]) -> list[tuple]:
+    """(key..., rows) for each distinct combination of the key columns."""
+    grouped = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    return list(zip(*(grouped.column(name).to_pylist() for name in [*keys, "count_all"]), strict=True))
+
+
 def counter_update(rows: pa.Table) -> CounterUpdate:
-    """Group a batch of raw_events rows (event_id, type, user_id, ts, product_id, amount) by bucket."""
-    users: dict[str, set[str]] = defaultdict(set)
+    """Group a batch of raw_events rows (type, user_id, ts, product_id, amount) by bucket.
+
+    Grouped by Arrow, so only the distinct buckets, users and products of the batch reach Python.
+    """
+    if rows.num_rows == 0:
+        return CounterUpdate({}, {}, {}, Counter(), Counter(), Counter())
+    seconds = pc.cast(pc.cast(rows.column("ts"), pa.timestamp("s", "UTC"), safe=False), pa.int64())
+    table = pa.table(
+        {
+            "minute": _floor_to(seconds, 60),
+            "hour": _floor_to(seconds, 3600),
+            "day": _floor_to(seconds, 86400),
+            "type": pc.cast(rows.column("type"), pa.string()),
+            "user": pc.cast(rows.column("user_id"), pa.string()),
+            "product": pc.cast(rows.column("product_id"), pa.string()),
+            "cents": _cents(rows.column("amount")),
+        }
+    )
+    users: dict[str, list[str]] = {}
+    for grain, column, of in (
+        ("m", "minute", minute_bucket),
+        ("h", "hour", hour_bucket),
+        ("d", "day", day_bucket),
+    ):
+        distinct = table.group_by(column, use_threads=False).aggregate([("user", "distinct")])
+        label = _labels(distinct.column(column), of)
+        for bucket, members in zip(
+            distinct.column(column).to_pylist(), distinct.column("user_distinct").to_pylist(), strict=True
+        ):
+            users[f"{grain}:{label[bucket]}"] = members
+    hour_label = _labels(table.column("hour"), hour_bucket)
     types: dict[str, Counter[str]] = defaultdict(Counter)
+    for hour, kind, n in _tally(table, ["hour", "type"]):
+        types[hour_label[hour]][kind] += n
     products: dict[str, Counter[str]] = defaultdict(Counter)
-    errors: Counter[str] = Counter()
+    with_product = table.filter(pc.fill_null(pc.not_equal(table.column("product"), ""), False))
+    for hour, product, n in _tally(with_product, ["hour", "product"]):
+        products[hour_label[hour]][product] += n
+    minute_label = _labels(table.column("minute"), minute_bucket)
+    errors = Counter(
+        {
+            minute_label[m]: n
+            for m, n in _tally(table.filter(pc.equal(table.column("type"), "error")), ["minute"])
+        }
+    )
     purchases: Counter[str] = Counter()
     revenue: Counter[str] = Counter()
-    columns = rows.select(["type", "user_id", "ts", "product_id", "amount"]).to_pydict()
-    for kind, user, ts, product, amount in zip(*columns.values(), strict=True):
-        minute, hour, day = minute_bucket(ts), hour_bucket(ts), day_bucket(ts)
-        users[f"m:{minute}"].add(user)
-        users[f"h:{hour}"].add(user)
-        users[f"d:{day}"].add(user)
-        types[hour][kind] += 1
-        if product:
-            products[hour][product] += 1
-        if kind == "error":
-            errors[minute] += 1
-        elif kind == "purchase":
-            purchases[minute] += 1
-            revenue[minute] += int((amount or Decimal(0)) * 100)
-    return CounterUpdate(dict(users), dict(types), dict(products), errors, purchases, revenue)
+    bought = table.filter(pc.equal(table.column("type"), "purchase"))
+    per_minute = bought.group_by("minute", use_threads=False).aggregate([([], "count_all"), ("cents", "sum")])
+    for minute, n, cents in zip(
+        *(per_minute.column(c).to_pylist() for c in ("minute", "count_all", "cents_sum")), strict=True
+    ):
+        purchases[minute_label[minute]] += n
+        revenue[minute_label[minute]] += cents
+    return CounterUpdate(users, dict(types), dict(products), errors, purchases, revenue)
 
 
 def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
@@ -116,7 +176,7 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
         with cache.batch() as batch:
             for grain_bucket, members in update.users.items():
                 grain, bucket = grain_bucket.split(":", 1)
-                batch.hll_add(users_key(grain, bucket), sorted(members), ttl=ttl)
+                batch.hll_add(users_key(grain, bucket), members, ttl=ttl)
             for hour, counts in update.types.items():
                 batch.zincr(types_key(hour), dict(counts), ttl=ttl)
             for hour, counts in update.products.items():
@@ -185,7 +245,7 @@ def numbers_from_warehouse(
         params,
     )
     users = warehouse.query_df(
-        f"SELECT uniqMerge(users) AS users FROM {tables.rollup_hour} WHERE bucket = {{start:DateTime('UTC')}}",
+        f"SELECT {DISTINCT_MERGE}(users) AS users FROM {tables.rollup_hour} WHERE bucket = {{start:DateTime('UTC')}}",
         params,
     )
     products = warehouse.query_df(

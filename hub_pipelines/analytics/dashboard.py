@@ -13,23 +13,40 @@ from typing import Any
 
 import msgspec
 
-from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
 from hub_pipelines.core.ports import Cache, Warehouse
 
 GENERATION_KEY = "dash:generation"
 CACHE_TTL_SECONDS = 300.0
 
 _WINDOW = "bucket >= {start:DateTime('UTC')} AND bucket < {end:DateTime('UTC')}"
+# A day is whole in the window when every one of its hour buckets is: the days' states come from the day
+# rollup (one state each instead of 24) and only the hours of partial days from the hour rollup.
+_WHOLE_DAY = "bucket >= {start:DateTime('UTC')} AND bucket + INTERVAL 23 HOUR < {end:DateTime('UTC')}"
+_HOURS_OF_PARTIAL_DAYS = (
+    f"{_WINDOW} AND NOT (toStartOfDay(bucket) >= {{start:DateTime('UTC')}} "
+    "AND toStartOfDay(bucket) + INTERVAL 23 HOUR < {end:DateTime('UTC')})"
+)
+
+
+def _days_and_hours(t: AnalyticsTables, columns: str, condition: str = "") -> str:
+    """The window's rollup rows: whole days from the day rollup, the partial days' hours from the hour one."""
+    extra = f" AND {condition}" if condition else ""
+    return (
+        f"(SELECT {columns} FROM {t.rollup_day} WHERE {_WHOLE_DAY}{extra} "
+        f"UNION ALL SELECT {columns} FROM {t.rollup_hour} WHERE {_HOURS_OF_PARTIAL_DAYS}{extra})"
+    )
 
 
 def _active_users(t: AnalyticsTables) -> str:
-    return f"SELECT uniqMerge(users) AS active_users FROM {t.rollup_hour} WHERE {_WINDOW}"
+    return f"SELECT {DISTINCT_MERGE}(users) AS active_users FROM {_days_and_hours(t, 'users')}"
 
 
 def _funnel(t: AnalyticsTables) -> str:
+    steps = "type IN ('page_view', 'add_to_cart', 'purchase')"
     return (
-        f"SELECT type AS step, uniqMerge(users) AS users, sum(events) AS events FROM {t.rollup_hour} "
-        f"WHERE {_WINDOW} AND type IN ('page_view', 'add_to_cart', 'purchase') GROUP BY type "
+        f"SELECT type AS step, {DISTINCT_MERGE}(users) AS users, sum(events) AS events "
+        f"FROM {_days_and_hours(t, 'type, users, events', steps)} GROUP BY type "
         "ORDER BY indexOf(['page_view', 'add_to_cart', 'purchase'], type)"
     )
 

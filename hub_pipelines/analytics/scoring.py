@@ -18,7 +18,7 @@ import pyarrow as pa
 from hub_pipelines.analytics.alerting import Alert, IncidentState, Pager
 from hub_pipelines.analytics.anomaly import AnomalyDetector, Finding
 from hub_pipelines.analytics.events import EVENT_TYPES
-from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
 from hub_pipelines.core.ports import Warehouse
 
 METRICS: tuple[str, ...] = (
@@ -50,7 +50,7 @@ def minute_values(
         params,
     )
     users = warehouse.query_df(
-        "SELECT toUnixTimestamp(bucket) AS minute, uniqMerge(users) AS users "
+        f"SELECT toUnixTimestamp(bucket) AS minute, {DISTINCT_MERGE}(users) AS users "
         f"FROM {tables.rollup_minute} WHERE {window} GROUP BY bucket",
         params,
     )

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import dagster as dg
@@ -33,6 +34,17 @@ class TopicWriteRejected(RuntimeError):
 
 
 _UNASSIGNED = -1
+_NO_HEADERS: Mapping[str, bytes] = MappingProxyType({})
+
+# The reader only fetches ranges known to exist (below the high watermark), so a broker never has to hold
+# a fetch open waiting for data: librdkafka's default 500 ms wait made every range read stall on it
+# (11k messages/s against the mock cluster, 190k/s+ with 10 ms). Larger partition fetches let one
+# request carry a whole 50,000-message chunk.
+_RANGE_READER_FETCH: dict[str, Any] = {
+    "fetch.wait.max.ms": 10,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+}
 
 
 def _header_map(headers: Mapping[str, Any] | list[tuple[str, Any]] | None) -> dict[str, bytes]:
@@ -123,6 +135,7 @@ class KafkaTopics(dg.ConfigurableResource):
                         "enable.partition.eof": True,
                         "auto.offset.reset": "error",
                         "allow.auto.create.topics": False,
+                        **_RANGE_READER_FETCH,
                     }
                 )
             return self._producer, self._admin, self._reader
@@ -262,15 +275,18 @@ class KafkaTopics(dg.ConfigurableResource):
         self, reader: Consumer, topic: str, partition: int, start: int, end: int, where: str
     ) -> list[TopicMessage]:
         found: list[TopicMessage] = []
+        append = found.append
+        next_offset = start
         last_progress = time.monotonic()
-        while not found or found[-1].offset < end - 1:
-            batch = reader.consume(num_messages=min(end - start, 10_000), timeout=1.0)
+        while next_offset < end:
+            # Asking for exactly what is left lets consume() return as soon as the range is in, instead of
+            # waiting out its timeout for messages the range does not need.
+            batch = reader.consume(num_messages=end - next_offset, timeout=1.0)
             if batch:
                 last_progress = time.monotonic()
             elif time.monotonic() - last_progress > self.timeout_seconds:
-                got = found[-1].offset + 1 if found else start
                 raise TopicUnavailable(
-                    f"reading {where}: {self.bootstrap_servers} sent nothing past offset {got} "
+                    f"reading {where}: {self.bootstrap_servers} sent nothing past offset {next_offset} "
                     f"for {self.timeout_seconds:.0f} s"
                 )
             for message in batch:
@@ -285,17 +301,19 @@ class KafkaTopics(dg.ConfigurableResource):
                 if offset is None or offset >= end:
                     return found
                 timestamp_type, timestamp_ms = message.timestamp()
-                found.append(
+                headers = message.headers()
+                append(
                     TopicMessage(
-                        topic=topic,
-                        partition=partition,
-                        offset=offset,
-                        value=message.value() or b"",
-                        key=message.key(),
-                        headers=_header_map(message.headers()),
-                        timestamp_ms=timestamp_ms if timestamp_type else None,
+                        topic,
+                        partition,
+                        offset,
+                        message.value() or b"",
+                        message.key(),
+                        _header_map(headers) if headers else _NO_HEADERS,
+                        timestamp_ms if timestamp_type else None,
                     )
                 )
+                next_offset = offset + 1
         return found
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:

@@ -13,7 +13,11 @@ Inserts are idempotent per `dedup_token` through ClickHouse's insert deduplicati
 (Replicated tables deduplicate by default.) The token covers the insert's blocks: replaying the same
 insert with the same token writes nothing; a different batch needs a different token. An insert
 without a token always writes, identical data or not. Inserts are synchronous (`async_insert = 0`):
-the rows are in a part when the call returns.
+the rows are in a part when the call returns. An insert is stored as sent (`optimize_on_insert = 0`):
+rows of one insert that share a sorting key in a Replacing/Aggregating/Summing MergeTree are collapsed
+by background merges and `FINAL` reads, exactly like rows from separate inserts, not at insert time
+(collapsing at insert time cost a third of a 50,000-row insert, and readers must allow for uncollapsed
+rows from separate inserts anyway).
 
 chdb runs one data folder per process: a second process cannot open a folder another one holds, and one
 process cannot switch folders while it has one open. `ChdbWarehouse` detects both and raises
@@ -71,7 +75,7 @@ def insert_settings(dedup_token: str | None, engine_settings: Collection[str]) -
     deduplication window (and chdb's INSERT ... SELECT would not), so it is turned off: both always
     write. Engines from 26.x decide through `deduplicate_insert`, which supersedes `insert_deduplicate`.
     """
-    settings = {"async_insert": "0"}
+    settings = {"async_insert": "0", "optimize_on_insert": "0"}
     if dedup_token is not None:
         settings["insert_deduplication_token"] = dedup_token
     elif "deduplicate_insert" in engine_settings:

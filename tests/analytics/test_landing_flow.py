@@ -117,13 +117,19 @@ def test_landing_run_reports_late_days_and_the_sensors_request_and_observe(
     counted = result.asset_materializations_for_node("analytics__realtime_counters")[0].metadata
     assert counted["events_counted"].value == 401
 
-    requested = analytics_late_days_sensor(dg.build_sensor_context(instance=instance))
+    requested = analytics_late_days_sensor(
+        dg.build_sensor_context(instance=instance, sensor_name="analytics_late_days_sensor")
+    )
     assert isinstance(requested, dg.SensorResult)
     assert closed_day.date().isoformat() in {r.partition_key for r in requested.run_requests}
 
     topics.produce(settings.EVENTS_TOPIC, [OutgoingMessage(event(5000), partition=0)] * 3)
     observer = build_stream_observer(settings.EVENTS_TOPIC, 30)
-    observed = observer(dg.build_sensor_context(instance=instance, resources={"topics": topics}))
+    observed = observer(
+        dg.build_sensor_context(
+            instance=instance, resources={"topics": topics}, sensor_name="analytics_stream_observer"
+        )
+    )
     assert isinstance(observed, dg.SensorResult)
     observation = observed.asset_events[0]
     assert observation.metadata["consumer_lag.partition_0"].value == 3
