@@ -135,3 +135,30 @@ def test_dashboard_answer_is_cached_until_a_batch_lands(tmp_path, warehouse, tab
     invalidate(cache)
     after = dashboard.run("funnel", *window)
     assert sum(s["events"] for s in after) > sum(s["events"] for s in before)
+
+
+def test_dashboard_users_and_funnel_over_whole_and_partial_days_match_raw_events(tmp_path, warehouse, tables):
+    first_day = (HOUR - timedelta(days=3)).replace(hour=0)
+    for n, start in enumerate(first_day + timedelta(hours=h) for h in (5, 20, 30, 47, 60)):
+        land_demo_events(tmp_path / str(n), warehouse, tables, 400, start, seed=20 + n)
+    dashboard = DashboardQueries(warehouse, InProcessCache(), tables)
+    window = {"start": first_day + timedelta(hours=12), "end": first_day + timedelta(hours=61)}
+    raw = warehouse.query_df(
+        "SELECT type, uniqExact(user_id) AS users, count() AS events FROM "
+        f"{tables.raw_events} FINAL WHERE toStartOfHour(ts) >= {{start:DateTime('UTC')}} "
+        "AND toStartOfHour(ts) < {end:DateTime('UTC')} GROUP BY type",
+        {k: v.replace(tzinfo=None) for k, v in window.items()},
+    )
+    exact = {str(t): (int(u), int(e)) for t, u, e in raw.itertuples(index=False)}
+    funnel = {step["step"]: step for step in dashboard.run("funnel", window["start"], window["end"])}
+    assert list(funnel) == ["page_view", "add_to_cart", "purchase"]
+    for step, found in funnel.items():
+        assert found["events"] == exact[step][1]
+        assert abs(found["users"] - exact[step][0]) <= 0.02 * exact[step][0]
+    active = dashboard.run("active_users", window["start"], window["end"])[0]["active_users"]
+    all_users = warehouse.query_df(
+        f"SELECT uniqExact(user_id) FROM {tables.raw_events} FINAL WHERE toStartOfHour(ts) >= "
+        "{start:DateTime('UTC')} AND toStartOfHour(ts) < {end:DateTime('UTC')}",
+        {k: v.replace(tzinfo=None) for k, v in window.items()},
+    ).iloc[0, 0]
+    assert abs(active - int(all_users)) <= 0.02 * int(all_users)
