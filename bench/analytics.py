@@ -3,18 +3,24 @@
     uv run python bench/analytics.py [--events 1000000] [--query-events 10000000]
 
 Ingestion: the events are produced once to librdkafka's mock broker (in this process, 4 partitions),
-then read twice in the same run: the floor consumes every message and inserts the raw bytes into a
-plain MergeTree table; the pipeline lands the same ranges through decode, duplicate lookup, the
-raw_events insert (with its materialized views) and the range book, then writes the Redis counters
-of every landed chunk. Queries: the named dashboard queries over `--query-events` synthetic events
-(generated inside ClickHouse, through the same views), p50/p95 uncached and cached. Detector: one
-metric's detector fed 100,000 points.
+then read again in the same run: a bare confluent-kafka consumer loop (the broker's own limit), the
+floor that consumes every message through KafkaTopics.read_range and inserts the raw bytes into a
+plain MergeTree table, and the pipeline that lands the same ranges through decode, duplicate lookup,
+the raw_events insert (with its materialized views) and the range book, then writes the Redis
+counters of every landed chunk as the realtime_counters asset does (read back per chunk). Each rate
+is given in wall time and in CPU time of this process (all its threads: chdb's, librdkafka's and the
+mock broker's), since the machine is shared and wall time moves with its load.
+Freshness: events stamped and produced now, landed and looked up in the minute rollup, in process.
+Queries: the named dashboard queries over `--query-events` synthetic events (generated inside
+ClickHouse, through the same views), p50/p95 uncached and cached. Detector: one metric's detector fed
+100,000 points.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import tempfile
@@ -23,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hub_pipelines.analytics.anomaly import AnomalyDetector
@@ -37,6 +44,7 @@ from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, Wareho
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.warehouse import ChdbWarehouse
+from hub_pipelines.settings import SENSOR_INTERVAL_SECONDS
 
 TOPIC = "bench-events"
 PARTITIONS = 4
@@ -65,6 +73,52 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+class Clock:
+    """Wall and process CPU seconds accumulated over the timed sections."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> Clock:
+        self._began = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._began[0]
+        self.cpu += time.process_time() - self._began[1]
+
+    def rates(self, events: int) -> str:
+        return f"{events / self.wall:>10,.0f} events/s  ({self.cpu / events * 1e6:5.1f} CPU us/event)"
+
+
+def bare_consumer(bootstrap: str, ranges: list[OffsetRange]) -> int:
+    """A plain confluent-kafka loop over the ranges, values only: what the broker and client can give."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-bare",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
+    read = 0
+    try:
+        for offset_range in ranges:
+            consumer.assign([TopicPartition(TOPIC, offset_range.partition, offset_range.start)])
+            got = 0
+            while got < offset_range.size:
+                for message in consumer.consume(num_messages=offset_range.size - got, timeout=1.0):
+                    if message.error() is None:
+                        message.value()
+                        got += 1
+            consumer.unassign()
+            read += got
+    finally:
+        consumer.close()
+    return read
+
+
 def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
     now = datetime.now(UTC)
     batch: list[OutgoingMessage] = []
@@ -75,22 +129,19 @@ def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
 
 
 def bare_floor(
-    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange]
-) -> tuple[float, float, list[tuple[OffsetRange, list]]]:
+    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange], consuming: Clock
+) -> list[tuple[OffsetRange, list]]:
     warehouse.execute("CREATE DATABASE IF NOT EXISTS bench_floor")
     warehouse.execute(
         "CREATE TABLE IF NOT EXISTS bench_floor.raw (partition Int32, offset Int64, value String) "
         "ENGINE = MergeTree ORDER BY tuple()"
     )
-    started = time.perf_counter()
     read = 0
-    consuming = 0.0
     chunks = []
     for offset_range in ranges:
         for chunk in split_into_chunks(offset_range, EVENTS_CHUNK_MESSAGES):
-            began = time.perf_counter()
-            messages = topics.read_range(TOPIC, chunk.partition, chunk.start, chunk.end)
-            consuming += time.perf_counter() - began
+            with consuming:
+                messages = topics.read_range(TOPIC, chunk.partition, chunk.start, chunk.end)
             chunks.append((chunk, messages))
             read += len(messages)
             table = pa.table(
@@ -102,39 +153,69 @@ def bare_floor(
             )
             warehouse.insert_arrow("bench_floor.raw", table)
     assert read == sum(r.size for r in ranges), f"floor read {read} of {sum(r.size for r in ranges)}"
-    return time.perf_counter() - started, consuming, chunks
+    return chunks
 
 
-def sink_only(warehouse: ChdbWarehouse, chunks: list[tuple[OffsetRange, list]]) -> float:
+def sink_only(warehouse: ChdbWarehouse, chunks: list[tuple[OffsetRange, list]]) -> None:
     """The landing path alone on messages already in memory: decode, lookup, insert with views, book."""
     sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_sink_only"))
-    started = time.perf_counter()
     for chunk, messages in chunks:
         sink.land_chunk(TOPIC, chunk, messages, "bench")
-    return time.perf_counter() - started
 
 
 def pipeline(
-    topics: KafkaTopics, warehouse: ChdbWarehouse, cache: RedisCache, ranges: list[OffsetRange]
-) -> tuple[float, float, int]:
+    topics: KafkaTopics,
+    warehouse: ChdbWarehouse,
+    cache: RedisCache,
+    ranges: list[OffsetRange],
+    landing: Clock,
+    counting: Clock,
+) -> int:
     tables = AnalyticsTables("bench_pipeline")
     sink = WarehouseEventsSink(warehouse, tables)
     sink.outcomes.clear()
-    started = time.perf_counter()
-    counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
-    landed_at = time.perf_counter()
-    for outcome in sink.outcomes:
-        chunk = outcome.chunk
-        rows = warehouse.query_arrow(
-            f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
-            "WHERE toDate(ts) IN {days:Array(Date)} AND partition = {p:Int32} AND offset >= {s:Int64} "
-            "AND offset < {e:Int64}",
-            {"days": sorted(outcome.event_days), "p": chunk.partition, "s": chunk.start, "e": chunk.end},
-        )
-        write_counters(cache, f"{TOPIC}/{chunk.label()}", counter_update(rows))
-    finished = time.perf_counter()
+    with landing:
+        counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
+    with counting:
+        for outcome in sink.outcomes:
+            chunk = outcome.chunk
+            rows = warehouse.query_arrow(
+                f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
+                "WHERE toDate(ts) IN {days:Array(Date)} AND partition = {p:Int32} AND offset >= {s:Int64} "
+                "AND offset < {e:Int64}",
+                {"days": sorted(outcome.event_days), "p": chunk.partition, "s": chunk.start, "e": chunk.end},
+            )
+            write_counters(cache, f"{TOPIC}/{chunk.label()}", counter_update(rows))
     assert counts.reconciles and counts.landed == sum(r.size for r in ranges), counts
-    return landed_at - started, finished - started, counts.landed
+    return counts.landed
+
+
+def freshness(topics: KafkaTopics, warehouse: ChdbWarehouse, rounds: int, per_round: int) -> list[float]:
+    """Seconds from producing events stamped now to their count showing in the minute rollup, in process."""
+    tables = AnalyticsTables("bench_freshness")
+    sink = WarehouseEventsSink(warehouse, tables)
+    rng = random.Random(5)
+    samples = []
+    positions = topics.end_offsets(TOPIC)
+    for _ in range(rounds):
+        produced_at = time.perf_counter()
+        now = datetime.now(UTC)
+        batch = [
+            OutgoingMessage(json.dumps(analytics_event(rng, now)).encode(), partition=n % PARTITIONS)
+            for n in range(per_round)
+        ]
+        topics.produce(TOPIC, batch)
+        ends = topics.end_offsets(TOPIC)
+        ranges = [OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]]
+        positions.update(ends)
+        land_ranges(topics, sink, TOPIC, ranges, "fresh", EVENTS_CHUNK_MESSAGES)
+        seen = warehouse.query_df(
+            f"SELECT sum(events) FROM {tables.rollup_minute} WHERE bucket >= {{minute:DateTime('UTC')}}",
+            {"minute": now.replace(second=0, microsecond=0, tzinfo=None)},
+        ).iloc[0, 0]
+        samples.append(time.perf_counter() - produced_at)
+        assert int(seen) >= per_round, f"only {seen} of {per_round} fresh events visible"
+    return samples
 
 
 def fill_for_queries(warehouse: ChdbWarehouse, count: int) -> AnalyticsTables:
@@ -212,8 +293,9 @@ def main() -> None:
     redis_process, redis_url = start_redis(folder)
     cache = RedisCache(url=redis_url)
     try:
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         rng = random.Random(1)
-        floor_seconds = landing_seconds = total_seconds = consume_seconds = sink_seconds = 0.0
+        bare, consuming, floor, sink_alone, landing, counting = (Clock() for _ in range(6))
         landed = produced = 0
         positions = dict.fromkeys(range(PARTITIONS), 0)
         while produced < args.events:
@@ -225,31 +307,33 @@ def main() -> None:
                 OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]
             ]
             positions.update(ends)
-            wave_floor, wave_consume, chunks = bare_floor(topics, warehouse, ranges)
-            floor_seconds += wave_floor
-            consume_seconds += wave_consume
-            sink_seconds += sink_only(warehouse, chunks)
-            wave_landing, wave_total, wave_landed = pipeline(topics, warehouse, cache, ranges)
-            landing_seconds += wave_landing
-            total_seconds += wave_total
-            landed += wave_landed
-        floor_rate, landing_rate, total_rate = (
-            produced / floor_seconds,
-            landed / landing_seconds,
-            landed / total_seconds,
-        )
+            with bare:
+                assert bare_consumer(topics.bootstrap_servers, ranges) == wave
+            with floor:
+                chunks = bare_floor(topics, warehouse, ranges, consuming)
+            with sink_alone:
+                sink_only(warehouse, chunks)
+            landed += pipeline(topics, warehouse, cache, ranges, landing, counting)
+        total = Clock()
+        total.wall, total.cpu = landing.wall + counting.wall, landing.cpu + counting.cpu
         print(
             f"{produced:,} events from the broker, in waves of {WAVE_EVENTS:,} over {PARTITIONS} partitions"
         )
+        print(f"bare confluent-kafka consumer loop (values only):  {bare.rates(produced)}")
+        print(f"consume only (KafkaTopics.read_range):             {consuming.rates(produced)}")
+        print(f"bare floor (read_range + insert raw bytes):        {floor.rates(produced)}")
+        print(f"landing path alone, messages in memory:            {sink_alone.rates(produced)}")
+        print(f"pipeline landing (read, decode, dedup, insert):    {landing.rates(landed)}")
         print(
-            f"consume only (KafkaTopics.read_range):            {produced / consume_seconds:>10,.0f} events/s"
+            f"pipeline landing + Redis counters:                 {total.rates(landed)} "
+            f"= {floor.wall / total.wall:.2f}x the floor"
         )
-        print(f"bare floor (consume + insert raw bytes):          {floor_rate:>10,.0f} events/s")
-        print(f"landing path alone, messages in memory:           {produced / sink_seconds:>10,.0f} events/s")
-        print(f"pipeline landing (decode, dedup, insert, views):  {landing_rate:>10,.0f} events/s")
+        samples = freshness(topics, warehouse, rounds=20, per_round=1000)
+        p50, p95 = percentile(samples, 0.5), percentile(samples, 0.95)
         print(
-            f"pipeline landing + Redis counters:                {total_rate:>10,.0f} events/s "
-            f"({total_rate / floor_rate:.2f}x the floor)"
+            f"freshness, produced -> in the minute rollup, in process (1,000-event batches): p50 {p50 * 1000:.0f} ms"
+            f"  p95 {p95 * 1000:.0f} ms; a Dagster deployment adds the sensor wait (0..{SENSOR_INTERVAL_SECONDS} s, "
+            f"{SENSOR_INTERVAL_SECONDS / 2:.1f} s on average) and the run launch"
         )
         began = time.perf_counter()
         tables = fill_for_queries(warehouse, args.query_events)
@@ -259,6 +343,7 @@ def main() -> None:
         for name, (p50, p95, cached95) in query_latency(warehouse, cache, tables, args.query_repeats).items():
             print(f"query {name:<17} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  cached p95 {cached95:5.2f} ms")
         print(f"detector: {detector_cost():.1f} us per point")
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         warehouse.close()
         redis_process.terminate()
