@@ -5,10 +5,12 @@ Semantics shared with the local log are described in `hub_pipelines.resources.to
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -45,6 +47,25 @@ _RANGE_READER_FETCH: dict[str, Any] = {
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "fetch.max.bytes": 64 * 1024 * 1024,
 }
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector while a range is turned into messages.
+
+    The loop allocates tens of thousands of acyclic objects per call, and each 700 of them trigger a
+    collection that walks the young objects (and, every so often, everything the process holds): that
+    cost 2 to 4 us per message, more than building the message. Nothing here makes a cycle, so
+    reference counting frees it all; the pause is process-wide but lasts one range read.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _header_map(headers: Mapping[str, Any] | list[tuple[str, Any]] | None) -> dict[str, bytes]:
@@ -267,7 +288,8 @@ class KafkaTopics(dg.ConfigurableResource):
                 return []
             reader.assign([TopicPartition(topic, partition, start)])
             try:
-                return self._consume(reader, topic, partition, start, end, where)
+                with _collector_paused():
+                    return self._consume(reader, topic, partition, start, end, where)
             finally:
                 reader.unassign()
 
