@@ -1,0 +1,71 @@
+"""Landing benchmark: events/s landed from the broker into the warehouse, beside the bare floor.
+
+    uv run python bench/landing.py [--events 500000]
+
+Both sides read the same offset ranges from librdkafka's mock broker in the same run. The floor
+consumes each chunk and inserts the raw bytes into a plain MergeTree table; the landing path is
+`analytics/raw_events`'s: `land_ranges` with the warehouse sink (decode, duplicate lookup, insert into
+raw_events with its materialized views, book the chunk). The events topic's producer, waves and clock
+come from bench/analytics.py, which also adds Redis counters and dashboard queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+from analytics import PARTITIONS, TOPIC, WAVE_EVENTS, Clock, bare_floor, produce
+from confluent_kafka.admin import AdminClient
+
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+from hub_pipelines.resources.kafka_topics import KafkaTopics
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=500_000)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-landing-"))
+    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    topics = KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+    warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_landing"))
+    floor, consuming, landing = Clock(), Clock(), Clock()
+    rng = random.Random(1)
+    positions = dict.fromkeys(range(PARTITIONS), 0)
+    produced = landed = 0
+    try:
+        while produced < args.events:
+            wave = min(WAVE_EVENTS, args.events - produced)
+            produce(topics, rng, wave)
+            produced += wave
+            ends = topics.end_offsets(TOPIC)
+            ranges = [
+                OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]
+            ]
+            positions.update(ends)
+            with floor:
+                bare_floor(topics, warehouse, ranges, consuming)
+            with landing:
+                counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
+            assert counts.reconciles and counts.landed == sum(r.size for r in ranges), counts
+            landed += counts.landed
+    finally:
+        warehouse.close()
+    print(f"{produced:,} events from the broker over {PARTITIONS} partitions, in waves of {WAVE_EVENTS:,}")
+    print(f"bare floor (consume + insert raw bytes): {floor.rates(produced)}")
+    print(f"landing (decode, dedup, insert, book):   {landing.rates(landed)}")
+    print(f"landing / floor: {floor.wall / landing.wall * landed / produced:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
