@@ -61,8 +61,13 @@ def _swap_in(warehouse: Warehouse, target: str, select: str, day: date) -> None:
     warehouse.execute(f"CREATE TABLE {staging} AS {target}")
     try:
         warehouse.execute(f"INSERT INTO {staging} {select}", {"day": day})
-        # REPLACE PARTITION of an empty staging partition empties the target's day too.
-        warehouse.execute(f"ALTER TABLE {target} REPLACE PARTITION '{day.isoformat()}' FROM {staging}")
+        staged = warehouse.query_df(f"SELECT count() AS n FROM {staging}")
+        if int(staged["n"].iloc[0]):
+            warehouse.execute(f"ALTER TABLE {target} REPLACE PARTITION '{day.isoformat()}' FROM {staging}")
+        else:
+            # A day without events is an empty day: newer ClickHouse refuses to REPLACE from an empty
+            # source, and DROP PARTITION is just as atomic on every version.
+            warehouse.execute(f"ALTER TABLE {target} DROP PARTITION '{day.isoformat()}'")
     finally:
         warehouse.execute(f"DROP TABLE IF EXISTS {staging}")
 

@@ -66,6 +66,16 @@ def test_backfill_of_a_day_twice_gives_the_same_rows(tmp_path, warehouse, tables
     assert first == second and first.matches and first.raw_events == 2000
 
 
+def test_rebuilding_a_day_without_events_leaves_it_empty(tmp_path, warehouse, tables):
+    busy_day = (HOUR - timedelta(days=4)).replace(hour=9)
+    land_demo_events(tmp_path, warehouse, tables, 50, busy_day)
+    quiet_day = (busy_day - timedelta(days=1)).date()
+    totals = rebuild_day(warehouse, tables, quiet_day)
+    assert (totals.raw_events, totals.rollup_events) == (0, 0)
+    assert totals.matches
+    assert rebuild_day(warehouse, tables, busy_day.date()).rollup_events == 50
+
+
 def test_rebuilding_a_day_after_late_events_includes_them(tmp_path, warehouse, tables):
     closed_day = (HOUR - timedelta(days=3)).replace(hour=9)
     land_demo_events(tmp_path / "a", warehouse, tables, 300, closed_day)
