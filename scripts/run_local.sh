@@ -12,23 +12,31 @@ cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 host="${HUB_UI_HOST:-127.0.0.1}"
 port="${HUB_UI_PORT:-3000}"
+python=.venv/bin/python
 
-# Each child gets its own process group (setsid), so stopping it stops everything it started:
-# a backgrounded `dagster dev` ignores SIGINT, and its webserver and daemon are its children.
-setsid uv run dagster dev -m hub_pipelines.definitions -h "$host" -p "$port" &
+# A command started with `&` from a script inherits SIGINT as ignored, and `dagster dev` would then
+# ignore Ctrl-C. Restore the default handler before exec, so that Ctrl-C, which the terminal sends to
+# the whole foreground process group, reaches Dagster (and the processes it starts) and the feeder.
+with_sigint() {
+  exec "$python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' "$@"
+}
+
+with_sigint .venv/bin/dagster dev -m hub_pipelines.definitions -h "$host" -p "$port" &
 dagster_pid=$!
-setsid uv run hub-pipelines demo --trickle --interval "${HUB_DEMO_INTERVAL:-10}" &
+with_sigint .venv/bin/hub-pipelines demo --trickle --interval "${HUB_DEMO_INTERVAL:-10}" &
 feeder_pid=$!
 
 stop() {
   trap - INT TERM EXIT
   echo "stopping Dagster and the demo feeder"
-  kill -TERM -- "-$feeder_pid" "-$dagster_pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
-    kill -0 -- "-$dagster_pid" 2>/dev/null || break
+  # Ctrl-C already reached them; a TERM sent to this script has not, so pass an interrupt on.
+  kill -INT "$dagster_pid" "$feeder_pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do
+    kill -0 "$dagster_pid" 2>/dev/null || kill -0 "$feeder_pid" 2>/dev/null || return 0
     sleep 0.1
   done
-  kill -KILL -- "-$feeder_pid" "-$dagster_pid" 2>/dev/null || true
+  echo "Dagster did not stop within 30 s; killing it"
+  kill -KILL "$dagster_pid" "$feeder_pid" 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
