@@ -18,7 +18,13 @@ from dagster_aws.s3 import S3Resource
 from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.assets.tracing import enable_tracing
-from hub_pipelines.jobs import analytics_pipeline_job, media_pipeline_job, orders_pipeline_job
+from hub_pipelines.deploy_k8s import media_k8s_job_executor
+from hub_pipelines.jobs import (
+    analytics_pipeline_job,
+    build_media_pipeline_job,
+    media_pipeline_job,
+    orders_pipeline_job,
+)
 from hub_pipelines.json_logs import definitions_loggers
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
 from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
@@ -190,7 +196,13 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_package_module(assets),
         asset_checks=dg.load_asset_checks_from_package_module(assets),
-        jobs=[media_pipeline_job, orders_pipeline_job, analytics_pipeline_job, daily_rollups_job],
+        jobs=[
+            # In production each media step (a transcode above all) gets its own sized pod.
+            media_pipeline_job if local else build_media_pipeline_job(media_k8s_job_executor),
+            orders_pipeline_job,
+            analytics_pipeline_job,
+            daily_rollups_job,
+        ],
         sensors=[
             media_uploads_sensor,
             *topic_sensors,

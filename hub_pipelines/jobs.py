@@ -1,6 +1,7 @@
 """The jobs sensors start. Tags drive the run queue's per-workflow limits in dagster.yaml."""
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.json_logs import job_logs_config
@@ -9,14 +10,25 @@ from hub_pipelines.json_logs import job_logs_config
 # backfills, never inside a landing run: a job cannot mix unpartitioned and daily assets.
 DAILY_ASSETS = dg.AssetSelection.tag("hub/cadence", "daily")
 
-media_pipeline_job = dg.define_asset_job(
-    "media_pipeline",
-    config=job_logs_config(),
-    selection=dg.AssetSelection.groups("media"),
-    partitions_def=uploads_partitions,
-    tags={"hub/workflow": "media"},
-    description="Everything the media workflow does for one upload partition.",
-)
+MEDIA_PIPELINE = "media_pipeline"
+
+
+def build_media_pipeline_job(
+    executor_def: dg.ExecutorDefinition | None = None,
+) -> UnresolvedAssetJobDefinition:
+    """The media job; production runs each of its steps in its own Kubernetes pod (deploy_k8s.py)."""
+    return dg.define_asset_job(
+        MEDIA_PIPELINE,
+        config=job_logs_config(),
+        selection=dg.AssetSelection.groups("media"),
+        partitions_def=uploads_partitions,
+        tags={"hub/workflow": "media"},
+        description="Everything the media workflow does for one upload partition.",
+        executor_def=executor_def,
+    )
+
+
+media_pipeline_job = build_media_pipeline_job()
 
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",

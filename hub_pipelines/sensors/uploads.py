@@ -4,7 +4,7 @@ from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, uploads_partitions
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import ObjectInfo, ObjectStorage, ObjectStore
-from hub_pipelines.jobs import media_pipeline_job
+from hub_pipelines.jobs import MEDIA_PIPELINE
 from hub_pipelines.landing.uploads import UploadCursor, partition_key_for, plan_upload_batch, run_key_for
 
 LIST_PAGE = 1000
@@ -21,7 +21,7 @@ def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
 
 @dg.sensor(
     name="media_uploads_sensor",
-    job=media_pipeline_job,
+    job_name=MEDIA_PIPELINE,
     minimum_interval_seconds=settings.SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers one partition per new upload and runs the media pipeline for it.",

@@ -9,6 +9,7 @@ from hub_pipelines import settings
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
+from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.content_type import SNIFF_BYTES, UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.images import ImageRejected
@@ -39,6 +40,7 @@ def publication_manifest_key(media_settings: MediaSettings, partition_key: str) 
     deps=[dg.AssetKey(["media", "scan_verdict"])],
     kinds={"python", "s3", "sql"},
     pool=TRANSCODE_POOL,
+    op_tags=TRANSCODE_STEP_TAGS,
 )
 @instrumented(records=1)
 def renditions(
