@@ -53,6 +53,24 @@ def demo(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def migrate(args: argparse.Namespace) -> int:
+    """Bring the SQL database of HUB_ENV to the newest schema; production runs this as a deploy step."""
+    from hub_pipelines.core.schema import upgrade_schema
+    from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
+
+    if settings.hub_env() == "prod":
+        url = os.environ.get("HUB_DATABASE_URL")
+        if not url:
+            print("migrate: HUB_DATABASE_URL is not set", file=sys.stderr)
+            return 2
+        engine = PostgresDatabase(url=url).engine
+    else:
+        engine = SqliteDatabase(path=str(settings.data_dir() / "hub.sqlite3")).engine
+    upgrade_schema(engine)
+    print(f"migrate: {engine.url.render_as_string(hide_password=True)} is at the newest schema")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hub-pipelines")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--uploads-every", type=int, default=6, help="drop uploads every N rounds")
     demo_parser.add_argument("--seed", type=int, default=None)
     demo_parser.set_defaults(handler=demo)
+    migrate_parser = commands.add_parser("migrate", help="bring the SQL database to the newest schema")
+    migrate_parser.set_defaults(handler=migrate)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -27,17 +27,21 @@ if TYPE_CHECKING:
 _ENGINE_CREATION = threading.Lock()
 
 
+def _migrate_schema_field() -> Any:
+    return Field(
+        default=False,
+        description="Bring the schema to the newest migration when the engine is first created "
+        "(locally; production runs `hub-pipelines migrate` as a deploy step).",
+    )
+
+
 class SqliteDatabase(dg.ConfigurableResource):
     """A SQLite database file (created with its folder when missing), in WAL mode with foreign keys on."""
 
     path: str
     busy_timeout_ms: int = 30_000
     echo: bool = False
-    migrate_schema: bool = Field(
-        default=False,
-        description="Bring the schema to the newest migration when the engine is first created "
-        "(locally; production runs `hub-pipelines migrate` as a deploy step).",
-    )
+    migrate_schema: bool = _migrate_schema_field()
 
     _engine: Engine | None = PrivateAttr(default=None)
 
@@ -106,11 +110,7 @@ class PostgresDatabase(dg.ConfigurableResource):
     max_overflow: int = 10
     pool_recycle_s: int = 1800
     echo: bool = False
-    migrate_schema: bool = Field(
-        default=False,
-        description="Bring the schema to the newest migration when the engine is first created "
-        "(locally; production runs `hub-pipelines migrate` as a deploy step).",
-    )
+    migrate_schema: bool = _migrate_schema_field()
 
     _engine: Engine | None = PrivateAttr(default=None)
 
