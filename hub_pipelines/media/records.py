@@ -161,29 +161,36 @@ def record_scan(database: SqlDatabase, scan: ScanRecord) -> None:
     _upsert(database, media_scan_verdicts, {**scan.__dict__, "scanned_at": datetime.now(UTC)})
 
 
+def _first_record(database: SqlDatabase, table: sa.Table, record_type: Any, query: sa.Select) -> Any:
+    """The first row of `query` (selecting `record_type`'s fields from `table`) as a record, or None."""
+    with database.transaction() as connection:
+        row = connection.execute(query).mappings().first()
+    return record_type(**row) if row else None
+
+
+def _select_record(table: sa.Table, record_type: Any) -> sa.Select:
+    return sa.select(*(table.c[name] for name in record_type.__dataclass_fields__))
+
+
 def scan_verdict_for(database: SqlDatabase, partition_key: str, sha256: str) -> ScanRecord | None:
     """The recorded verdict on exactly these bytes of the upload, if they were scanned."""
     table = media_scan_verdicts
-    query = sa.select(*(table.c[name] for name in ScanRecord.__dataclass_fields__)).where(
+    query = _select_record(table, ScanRecord).where(
         table.c.partition_key == partition_key, table.c.sha256 == sha256
     )
-    with database.transaction() as connection:
-        row = connection.execute(query).mappings().first()
-    return ScanRecord(**row) if row else None
+    return _first_record(database, table, ScanRecord, query)
 
 
 def infected_verdict_for(database: SqlDatabase, partition_key: str) -> ScanRecord | None:
     """The latest infected verdict of the upload: its original has been moved to quarantine."""
     table = media_scan_verdicts
     query = (
-        sa.select(*(table.c[name] for name in ScanRecord.__dataclass_fields__))
+        _select_record(table, ScanRecord)
         .where(table.c.partition_key == partition_key, sa.not_(table.c.clean))
         .order_by(table.c.scanned_at.desc())
         .limit(1)
     )
-    with database.transaction() as connection:
-        row = connection.execute(query).mappings().first()
-    return ScanRecord(**row) if row else None
+    return _first_record(database, table, ScanRecord, query)
 
 
 def quarantined_uploads(database: SqlDatabase) -> int:
@@ -202,12 +209,10 @@ def record_content_type(database: SqlDatabase, detected: ContentTypeRecord) -> N
 
 def content_type_for(database: SqlDatabase, partition_key: str, sha256: str) -> ContentTypeRecord | None:
     table = media_content_types
-    query = sa.select(*(table.c[name] for name in ContentTypeRecord.__dataclass_fields__)).where(
+    query = _select_record(table, ContentTypeRecord).where(
         table.c.partition_key == partition_key, table.c.sha256 == sha256
     )
-    with database.transaction() as connection:
-        row = connection.execute(query).mappings().first()
-    return ContentTypeRecord(**row) if row else None
+    return _first_record(database, table, ContentTypeRecord, query)
 
 
 def record_publication(
