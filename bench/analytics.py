@@ -29,12 +29,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+from analytics_queries import percentile, print_query_latency
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hub_pipelines.analytics.anomaly import AnomalyDetector
 from hub_pipelines.analytics.counters import counter_update, write_counters
-from hub_pipelines.analytics.dashboard import NAMED_QUERIES, DashboardQueries
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.demo.feeder import analytics_event
@@ -218,55 +218,6 @@ def freshness(topics: KafkaTopics, warehouse: ChdbWarehouse, rounds: int, per_ro
     return samples
 
 
-def fill_for_queries(warehouse: ChdbWarehouse, count: int) -> AnalyticsTables:
-    tables = AnalyticsTables("bench_queries")
-    tables.ensure(warehouse)
-    types = "['page_view','page_view','page_view','page_view','page_view','page_view','page_view','add_to_cart','purchase','error']"
-    step = 1_000_000
-    for first in range(0, count, step):
-        warehouse.execute(
-            f"INSERT INTO {tables.raw_events} (event_id, type, user_id, session_id, ts, path, product_id, amount, "
-            "error_code, topic, partition, offset) "
-            f"SELECT toString(generateUUIDv4(number)), {types}[1 + number % 10] AS t, concat('u-', toString(rand() % 50000)), "
-            "concat('s-', toString(rand() % 200000)), now64(3) - toIntervalSecond(rand() % (7 * 86400)), '/', "
-            "if(t IN ('add_to_cart','purchase'), concat('p-', toString(rand() % 300)), NULL), "
-            "if(t = 'purchase', toDecimal64(rand() % 10000 / 100, 2), NULL), if(t = 'error', 'E500', NULL), "
-            f"'synthetic', 0, number FROM numbers({first}, {min(step, count - first)})"
-        )
-    from hub_pipelines.analytics.rollups import rebuild_day
-
-    today = datetime.now(UTC).date()
-    for back in range(8):
-        rebuild_day(warehouse, tables, today - timedelta(days=back))
-    return tables
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def query_latency(warehouse: ChdbWarehouse, cache: RedisCache, tables: AnalyticsTables, repeats: int) -> dict:
-    dashboard = DashboardQueries(warehouse, cache, tables)
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    windows = [(end - timedelta(hours=24), end), (end - timedelta(days=7), end)]
-    results = {}
-    for name in NAMED_QUERIES:
-        uncached, cached = [], []
-        for n in range(repeats):
-            start, stop = windows[n % 2]
-            query = NAMED_QUERIES[name](tables)
-            began = time.perf_counter()
-            warehouse.query_df(query, {"start": start.replace(tzinfo=None), "end": stop.replace(tzinfo=None)})
-            uncached.append((time.perf_counter() - began) * 1000)
-            dashboard.run(name, start, stop)
-            began = time.perf_counter()
-            dashboard.run(name, start, stop)
-            cached.append((time.perf_counter() - began) * 1000)
-        results[name] = (percentile(uncached, 0.5), percentile(uncached, 0.95), percentile(cached, 0.95))
-    return results
-
-
 def detector_cost(points: int = 100_000) -> float:
     rng = random.Random(3)
     detector = AnomalyDetector("bench")
@@ -335,13 +286,7 @@ def main() -> None:
             f"  p95 {p95 * 1000:.0f} ms; a Dagster deployment adds the sensor wait (0..{SENSOR_INTERVAL_SECONDS} s, "
             f"{SENSOR_INTERVAL_SECONDS / 2:.1f} s on average) and the run launch"
         )
-        began = time.perf_counter()
-        tables = fill_for_queries(warehouse, args.query_events)
-        print(
-            f"generated {args.query_events:,} events for the queries in {time.perf_counter() - began:.1f} s"
-        )
-        for name, (p50, p95, cached95) in query_latency(warehouse, cache, tables, args.query_repeats).items():
-            print(f"query {name:<17} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  cached p95 {cached95:5.2f} ms")
+        print_query_latency(warehouse, cache, args.query_events, args.query_repeats)
         print(f"detector: {detector_cost():.1f} us per point")
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
