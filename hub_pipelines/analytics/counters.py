@@ -3,12 +3,16 @@
 Counters are written per landed chunk in one pipelined batch, guarded by a batch marker set with
 `set_if_absent`: a chunk whose marker exists has been counted, so a retried run never counts it twice.
 If the batch fails the marker is removed again, so the next attempt counts the chunk. Every key
-lives 24 hours. The same numbers can be read back from the cache (Redis in production) or computed
+lives 24 hours. The landing sink counts each chunk from the rows it inserts, on a thread beside the
+insert (`ChunkCounter`); a chunk it could not count (cache down, too slow) is counted afterwards from
+`raw_events` by `count_uncounted_chunks`. The same numbers can be read back from the cache (Redis in production) or computed
 from the warehouse's minute rollups (locally, where the in-process cache dies with each run).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +27,8 @@ from hub_pipelines.core.ports import Cache, Warehouse
 
 COUNTER_TTL_SECONDS = 24 * 3600
 PREFIX = "rt"
+
+logger = logging.getLogger(__name__)
 
 
 def minute_bucket(ts: datetime) -> str:
@@ -63,6 +69,11 @@ def revenue_key(minute: str) -> str:
 
 def marker_key(batch_id: str) -> str:
     return f"{PREFIX}:counted:{batch_id}"
+
+
+def chunk_batch_id(topic: str, partition: int, start: int, end: int) -> str:
+    """The counters' batch id of a landed chunk: the same for every attempt at that chunk."""
+    return f"{topic}/{partition}:{start}-{end}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,84 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
         cache.delete(marker_key(batch_id))
         raise
     return True
+
+
+class ChunkCounter:
+    """Writes a chunk's counters on a thread of its own while the caller inserts the same rows elsewhere.
+
+    At most one write is in flight and each is waited for at most `timeout_seconds`: a cache that is down
+    or slow delays landing by that much once, after which chunks are left uncounted (their markers stay
+    absent) until the cache answers again, and `count_uncounted_chunks` counts them from the warehouse.
+    """
+
+    def __init__(self, cache: Cache, timeout_seconds: float = 5.0) -> None:
+        self.cache, self.timeout_seconds = cache, timeout_seconds
+        self._writer: threading.Thread | None = None
+        self._counted = False
+
+    def start(self, batch_id: str, rows: pa.Table) -> bool:
+        """Begin counting `rows` as batch `batch_id`; False when the previous write is still running."""
+        if self._writer is not None and self._writer.is_alive():
+            return False
+        self._counted = False
+        self._writer = threading.Thread(
+            target=self._write, args=(batch_id, rows), name=f"counters {batch_id}", daemon=True
+        )
+        self._writer.start()
+        return True
+
+    def _write(self, batch_id: str, rows: pa.Table) -> None:
+        try:
+            write_counters(self.cache, batch_id, counter_update(rows))
+            self._counted = True
+        except Exception:
+            logger.warning(
+                "counters of %s not written; counted later from the warehouse", batch_id, exc_info=True
+            )
+
+    def finish(self) -> bool:
+        """Wait for the write begun last; True when its counters are in (now or by an earlier attempt)."""
+        if self._writer is None:
+            return False
+        self._writer.join(self.timeout_seconds)
+        return not self._writer.is_alive() and self._counted
+
+
+@dataclass(frozen=True)
+class CatchUpCounts:
+    """What `count_uncounted_chunks` found: chunks counted at landing, chunks it counted, their events."""
+
+    counted_at_landing: int
+    counted_now: int
+    events_counted: int
+
+
+def count_uncounted_chunks(
+    warehouse: Warehouse, tables: AnalyticsTables, cache: Cache, run_id: str
+) -> CatchUpCounts:
+    """Count, from `raw_events`, every chunk the run landed whose counters are not in the cache yet."""
+    chunks = warehouse.query_df(
+        f"SELECT topic, partition, start_offset, end_offset, event_days, landed FROM {tables.landed_ranges} "
+        "FINAL WHERE run_id = {run:String} AND landed > 0 ORDER BY partition, start_offset",
+        {"run": run_id},
+    )
+    at_landing = now = events = 0
+    for topic, partition, start, end, days, landed in chunks.itertuples(index=False):
+        batch_id = chunk_batch_id(topic, partition, start, end)
+        if cache.get(marker_key(batch_id)) is not None:
+            at_landing += 1
+            events += int(landed)
+            continue
+        rows = warehouse.query_df(
+            f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
+            "WHERE toDate(ts) IN {days:Array(Date)} AND topic = {topic:String} AND partition = {partition:Int32} "
+            "AND offset >= {start:Int64} AND offset < {end:Int64}",
+            {"days": list(days), "topic": topic, "partition": partition, "start": start, "end": end},
+        )
+        if write_counters(cache, batch_id, counter_update(pa.Table.from_pandas(rows, preserve_index=False))):
+            now += 1
+        events += len(rows)
+    return CatchUpCounts(at_landing, now, events)
 
 
 @dataclass(frozen=True)

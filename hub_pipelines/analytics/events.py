@@ -1,13 +1,16 @@
 """Analytics events: the JSON the site sends, decoded fast into columns ready for the warehouse.
 
-Each message is decoded by msgspec straight into a typed, untracked-by-GC struct (about 1.5 us per
-event); the structs become Arrow columns for one insert. Every invalid message gets a reason that
+Each message is decoded by msgspec straight into a typed, untracked-by-GC struct (about 1 us per
+event); the structs become Arrow columns for one insert. A batch checks the event id's alphabet with
+`str.strip` instead of msgspec's regex (which cost more than the rest of the decoding), and decodes
+again with the full model only the events that fail it, for msgspec's own reason. Every invalid message gets a reason that
 names it (topic, partition, offset, event id when known) and says what is wrong with it; oversized
 ones are refused before any parsing.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +30,9 @@ _MAX_AMOUNT = Decimal("9999999999999999.99")
 
 # Ids are restricted to a plain alphabet (UUIDs, ULIDs, snowflakes...): they end up in Redis keys,
 # deduplication tokens and log lines, where quotes, spaces and control characters only cause trouble.
+_ID_ALPHABET = string.digits + string.ascii_letters + "_.:-"
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern="^[0-9A-Za-z_.:-]+$")]
+UncheckedEventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 OptionalText = Annotated[str, msgspec.Meta(max_length=2000)] | None
 
@@ -42,7 +47,7 @@ class EventProperties(msgspec.Struct, frozen=True, gc=False):
 class Event(msgspec.Struct, frozen=True, gc=False):
     """One analytics event; unknown fields are ignored, so producers can add fields first."""
 
-    event_id: EventId
+    event_id: UncheckedEventId
     type: EventType
     user_id: ShortText
     session_id: ShortText
@@ -50,8 +55,14 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     properties: EventProperties = EventProperties()
 
 
-_decode_one = msgspec.json.Decoder(Event)
-_decode_many = msgspec.json.Decoder(list[Event])
+class CheckedEvent(Event, frozen=True, gc=False):
+    """An event whose id msgspec checks against the id alphabet too (for single events and reasons)."""
+
+    event_id: EventId
+
+
+_decode_one = msgspec.json.Decoder(CheckedEvent)
+_decode_unchecked_id = msgspec.json.Decoder(Event)
 _decode_event_id = msgspec.json.Decoder(dict[str, object])
 
 RAW_EVENT_SCHEMA = pa.schema(
@@ -161,12 +172,14 @@ def decode_batch(
     `accept_until` (a clock far ahead) are rejected too; late events inside the window are valid.
     """
     batch = DecodedBatch()
-    decode = _decode_one.decode
+    decode = _decode_unchecked_id.decode
     for message in messages:
         try:
             if len(message.value) > MAX_EVENT_BYTES:
                 raise InvalidEvent(_oversized(message))
             event = decode(message.value)
+            if event.event_id.strip(_ID_ALPHABET):
+                _decode_one.decode(message.value)
         except (msgspec.DecodeError, InvalidEvent) as error:
             batch.rejected.append(_rejected(message, error))
             continue

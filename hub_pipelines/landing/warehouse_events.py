@@ -9,7 +9,9 @@ books the chunk last. A chunk is landed as:
    from this very message (same partition and offset) is this chunk's own insert from an attempt
    that died before booking, and counts as landed; a stored row from any other message makes this
    one a duplicate, as does an id repeated earlier in the same chunk;
-4. insert the new rows with a deduplication token naming the chunk and its content;
+4. insert the new rows with a deduplication token naming the chunk and its content; with a cache,
+   the chunk's real-time counters are written from the same rows on a thread beside the insert
+   (guarded by the chunk's batch marker, so a rerun of the chunk does not count it again);
 5. book the chunk with its counts, the days its events fall on and its newest event time.
 
 Only one landing run per topic is in flight (the topic sensor sees to it), so step 3 cannot race.
@@ -27,9 +29,10 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hub_pipelines.analytics.counters import ChunkCounter, chunk_batch_id
 from hub_pipelines.analytics.events import DecodedBatch, Rejected, decode_batch, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.core.ports import TopicMessage, Warehouse
+from hub_pipelines.core.ports import Cache, TopicMessage, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 
@@ -74,6 +77,7 @@ class ChunkOutcome:
     counts: LandingCounts
     event_days: frozenset[date]
     newest_event_ts: datetime | None
+    counted: bool = False
 
 
 def _utcnow() -> datetime:
@@ -91,11 +95,15 @@ class WarehouseEventsSink:
     warehouse: Warehouse
     tables: AnalyticsTables = field(default_factory=AnalyticsTables)
     clock: Callable[[], datetime] = _utcnow
+    counters: Cache | None = None
     outcomes: list[ChunkOutcome] = field(default_factory=list)
     _booked: dict[str, dict[tuple[int, int, int], LandingCounts]] = field(default_factory=dict, repr=False)
+    _counter: ChunkCounter | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.tables.ensure(self.warehouse)
+        if self.counters is not None:
+            self._counter = ChunkCounter(self.counters)
 
     @property
     def touched_days(self) -> set[date]:
@@ -121,9 +129,18 @@ class WarehouseEventsSink:
             f"{topic}/{chunk.label()}/{run_id}",
         )
         fresh, landed_before = (unique, []) if not stored else self._split_by_stored(batch, unique, stored)
+        landed = len(fresh) + len(landed_before)
+        landed_rows = (
+            rows
+            if landed == rows.num_rows
+            else rows.take(pa.array(sorted((*fresh, *landed_before)), pa.int64()))
+        )
+        counter = self._counter if landed > 0 else None
+        batch_id = chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end)
+        counting = counter is not None and counter.start(batch_id, landed_rows)
         token = self._token(topic, chunk, fresh)
         if fresh:
-            fresh_rows = rows if len(fresh) == rows.num_rows else rows.take(pa.array(fresh, pa.int64()))
+            fresh_rows = landed_rows if len(fresh) == landed else rows.take(pa.array(fresh, pa.int64()))
             self.warehouse.insert_arrow(
                 self.tables.raw_events, fresh_rows, dedup_token=f"{self.tables.raw_events}/{token}"
             )
@@ -133,16 +150,12 @@ class WarehouseEventsSink:
                 self._dead_letter_rows(batch.rejected),
                 dedup_token=f"{self.tables.dead_letters}/{token}",
             )
-        landed = len(fresh) + len(landed_before)
         counts = LandingCounts(len(messages), landed, len(batch.events) - landed, len(batch.rejected))
-        landed_ts = (
-            rows.column("ts")
-            if landed == rows.num_rows
-            else rows.take(pa.array(sorted((*fresh, *landed_before)), pa.int64())).column("ts")
-        )
+        landed_ts = landed_rows.column("ts")
         newest = pc.max(landed_ts).as_py()
         days = pc.unique(pc.cast(landed_ts, pa.date32())).to_pylist()
-        outcome = ChunkOutcome(chunk, counts, frozenset(days), newest)
+        counted = counting and counter is not None and counter.finish()
+        outcome = ChunkOutcome(chunk, counts, frozenset(days), newest, counted)
         self._record(topic, outcome, run_id)
         self.outcomes.append(outcome)
         return counts

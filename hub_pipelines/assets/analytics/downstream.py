@@ -3,10 +3,9 @@
 import json
 
 import dagster as dg
-import pyarrow as pa
 
 from hub_pipelines.analytics.alerting import Notifier
-from hub_pipelines.analytics.counters import counter_update, write_counters
+from hub_pipelines.analytics.counters import count_uncounted_chunks
 from hub_pipelines.analytics.dashboard import invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.analytics.scoring import score_new_minutes
@@ -36,33 +35,15 @@ def realtime_counters(
     cache: dg.ResourceParam[Cache],
 ) -> dg.MaterializeResult:
     """Active users per minute/hour/day, trending types and products, errors and purchases over the last 24 h,
-    counted once per landed chunk of this run; cached dashboard answers are invalidated."""
-    tables = configured_tables()
-    chunks = warehouse.query_df(
-        f"SELECT topic, partition, start_offset, end_offset, event_days FROM {tables.landed_ranges} FINAL "
-        "WHERE run_id = {run:String} AND landed > 0 ORDER BY partition, start_offset",
-        {"run": context.run.run_id},
-    )
-    counted = skipped = events = 0
-    for topic, partition, start, end, days in chunks.itertuples(index=False):
-        rows = warehouse.query_df(
-            f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
-            "WHERE toDate(ts) IN {days:Array(Date)} AND topic = {topic:String} AND partition = {partition:Int32} "
-            "AND offset >= {start:Int64} AND offset < {end:Int64}",
-            {"days": list(days), "topic": topic, "partition": partition, "start": start, "end": end},
-        )
-        update = counter_update(pa.Table.from_pandas(rows, preserve_index=False))
-        if write_counters(cache, f"{topic}/{partition}:{start}-{end}", update):
-            counted += 1
-            events += len(rows)
-        else:
-            skipped += 1
+    for every landed chunk of this run (the landing counts them as it inserts; this step counts any it could
+    not); cached dashboard answers are invalidated."""
+    counted = count_uncounted_chunks(warehouse, configured_tables(), cache, context.run.run_id)
     generation = invalidate(cache)
     return dg.MaterializeResult(
         metadata={
-            "chunks_counted": counted,
-            "chunks_already_counted": skipped,
-            "events_counted": events,
+            "chunks_counted_at_landing": counted.counted_at_landing,
+            "chunks_counted_here": counted.counted_now,
+            "events_counted": counted.events_counted,
             "dashboard_generation": generation,
         }
     )

@@ -15,7 +15,7 @@ from hub_pipelines.assets.landing import (
 )
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
-from hub_pipelines.core.ports import Topics, Warehouse
+from hub_pipelines.core.ports import Cache, Topics, Warehouse
 from hub_pipelines.landing.offsets import describe_ranges
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
@@ -28,7 +28,7 @@ LANDED_POSITIONS_METADATA = "landed_positions"
 @dg.asset(
     key=RAW_EVENTS_KEY,
     group_name="analytics",
-    kinds={"kafka", "clickhouse"},
+    kinds={"kafka", "clickhouse", "redis"},
     pool="warehouse",
     retry_policy=EXTERNAL_CALL_RETRY,
     check_specs=landing_check_specs(RAW_EVENTS_KEY),
@@ -40,11 +40,12 @@ def raw_events(
     config: TopicRangeConfig,
     topics: dg.ResourceParam[Topics],
     warehouse: dg.ResourceParam[Warehouse],
+    cache: dg.ResourceParam[Cache],
 ) -> dg.MaterializeResult:
-    """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp;
-    invalid ones dead-lettered with the reason."""
+    """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp
+    (and counted in the real-time counters as they land); invalid ones dead-lettered with the reason."""
     topic = settings.EVENTS_TOPIC
-    sink = WarehouseEventsSink(warehouse, configured_tables())
+    sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     ranges = ranges_to_land(config, topics, sink, topic)
     started = time.perf_counter()
     # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
@@ -60,6 +61,7 @@ def raw_events(
             "topic": topic,
             "ranges": describe_ranges(ranges) or "none",
             **counts.as_metadata(),
+            "chunks_counted": sum(1 for o in sink.outcomes if o.counted),
             "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
             "days_touched": ",".join(str(day) for day in sorted(sink.touched_days)) or "none",
             LATE_DAYS_METADATA: ",".join(str(day) for day in late_days),

@@ -1,0 +1,95 @@
+"""Real-time counters written by the landing sink beside its insert, and the catch-up for chunks it missed."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hub_pipelines.analytics import counters
+from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import Cache, OutgoingMessage
+from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache, RedisCache
+from hub_pipelines.resources.topics import LocalTopicLog
+from hub_pipelines.resources.warehouse import ChdbWarehouse
+
+HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+TOPIC = "events"
+EVENTS = 1200
+
+
+class CacheDown(InProcessCache):
+    """A cache that refuses every batch marker, as an unreachable Redis does."""
+
+    def set_if_absent(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        raise CacheUnavailable(f"cache unreachable while setting {key!r}")
+
+
+@pytest.fixture(params=["in_process", "redis"])
+def cache(request, redis_server: str, redis_key_prefix: str) -> Cache:
+    if request.param == "redis":
+        return RedisCache(url=redis_server, key_prefix=redis_key_prefix)
+    return InProcessCache()
+
+
+def demo_topic(tmp_path: Path) -> LocalTopicLog:
+    rng = random.Random(11)
+    topics = LocalTopicLog(root=str(tmp_path / "topics"))
+    topics.create_topic(TOPIC, 1)
+    values = [
+        json.dumps(analytics_event(rng, HOUR + timedelta(seconds=rng.randrange(3600)))).encode()
+        for _ in range(EVENTS)
+    ]
+    topics.produce(TOPIC, [OutgoingMessage(v, partition=0) for v in values])
+    return topics
+
+
+def land(topics: LocalTopicLog, warehouse: ChdbWarehouse, tables: AnalyticsTables, cache: Cache, run: str):
+    sink = WarehouseEventsSink(warehouse, tables, counters=cache)
+    counts = land_ranges(topics, sink, TOPIC, [OffsetRange(0, 0, EVENTS)], run, chunk_messages=500)
+    return sink, counts
+
+
+def assert_cache_matches_warehouse(cache: Cache, warehouse: ChdbWarehouse, tables: AnalyticsTables) -> None:
+    from_cache = counters.numbers_from_cache(cache, HOUR)
+    from_warehouse = counters.numbers_from_warehouse(warehouse, tables, HOUR)
+    assert sum(from_warehouse.events_by_type.values()) == EVENTS
+    assert from_cache.events_by_type == from_warehouse.events_by_type
+    assert (from_cache.errors, from_cache.purchases, from_cache.revenue_cents) == (
+        from_warehouse.errors,
+        from_warehouse.purchases,
+        from_warehouse.revenue_cents,
+    )
+    assert abs(from_cache.active_users - from_warehouse.active_users) <= 0.02 * from_warehouse.active_users
+
+
+def test_landing_counts_every_chunk_once_and_a_replay_adds_nothing(cache, tmp_path, warehouse, tables):
+    topics = demo_topic(tmp_path)
+    sink, first = land(topics, warehouse, tables, cache, "r1")
+    assert first.landed == EVENTS and all(outcome.counted for outcome in sink.outcomes)
+    _, replay = land(topics, warehouse, tables, cache, "r2")
+    assert replay.duplicates == EVENTS
+    assert_cache_matches_warehouse(cache, warehouse, tables)
+    caught_up = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
+    assert (caught_up.counted_at_landing, caught_up.counted_now, caught_up.events_counted) == (3, 0, EVENTS)
+    assert_cache_matches_warehouse(cache, warehouse, tables)
+
+
+def test_chunks_landed_while_the_cache_was_down_are_counted_from_the_warehouse_once(
+    cache, tmp_path, warehouse, tables
+):
+    topics = demo_topic(tmp_path)
+    sink, landed = land(topics, warehouse, tables, CacheDown(), "r1")
+    assert landed.landed == EVENTS and not any(outcome.counted for outcome in sink.outcomes)
+    caught_up = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
+    again = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
+    assert (caught_up.counted_at_landing, caught_up.counted_now, caught_up.events_counted) == (0, 3, EVENTS)
+    assert (again.counted_at_landing, again.counted_now) == (3, 0)
+    assert_cache_matches_warehouse(cache, warehouse, tables)
