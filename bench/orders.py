@@ -9,7 +9,9 @@ authenticity, validation, cached catalog, the SERIALIZABLE reserve transaction, 
 to the fake Stripe server (another process, at 0 ms and 50 ms added latency), and the PAID
 transaction. With `--processes N` the events go to N inbox partitions and N processes run one
 ledger each over its own partition, as N parallel runs would. It prints orders/s, per-order
-p50/p95/p99 and the ledger's CPU per order, then pgbench TPC-B tps (scale 10, 8 clients, 15 s). Without `--database-url` a throwaway cluster is started with Debian's
+p50/p95/p99 and the ledger's CPU per order, then pgbench TPC-B tps (scale 10, 8 clients) and the
+ceiling: the ledger's own per-order SQL (`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`) run by
+pgbench's C client on the real schema, which no implementation on this server can beat. Without `--database-url` a throwaway cluster is started with Debian's
 binaries (as user postgres) and default durability settings.
 """
 
@@ -44,6 +46,7 @@ from hub_pipelines.orders.catalog import Catalog, add_missing_products  # noqa: 
 from hub_pipelines.orders.metrics import percentile  # noqa: E402
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting  # noqa: E402
 from hub_pipelines.orders.processing import OrderLedger  # noqa: E402
+from hub_pipelines.orders.reservation_sql import RECORD_PAID, RESERVE_ORDER  # noqa: E402
 from hub_pipelines.resources.payment_gateway import StripeGateway  # noqa: E402
 from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
@@ -215,15 +218,120 @@ def pgbench_tps(admin_url: str, clients: int, seconds: int) -> float:
     url = sa.make_url(admin_url)
     common = ["-h", str(url.host), "-p", str(url.port), "-U", str(url.username)]
     fresh_database(admin_url, "pgbench")
-    pgbench = str(PG_BIN / "pgbench")
-    subprocess.run([pgbench, *common, "-i", "-s", "10", "-q", "pgbench"], check=True, capture_output=True)
-    result = subprocess.run(
-        [pgbench, *common, "-c", str(clients), "-j", "2", "-T", str(seconds), "pgbench"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    subprocess.run([str(PG_BIN / "pgbench"), *common, "-i", "-s", "10", "-q", "pgbench"],
+                   check=True, capture_output=True)  # fmt: skip
+    return run_pgbench([*common, "-c", str(clients), "-j", "2", "-T", str(seconds), "pgbench"])
+
+
+CEILING_ORDERS = 20_000
+
+# Everything the ledger computes in Python before its transaction (ids, the PII ciphertext, the posting,
+# the outbox payload), drawn outside the measured transaction from pre-drawn orders by one SELECT.
+CEILING_DRAW = """
+\\set n random(1, {orders})
+SELECT l.product_ids, l.quantities, l.prices, l.total_minor, l.item_count,
+       o.order_id, o.order_id AS idempotency_key, o.event_id, 'c-' || (:n % 5000) AS customer_id,
+       decode(md5(o.order_id) || md5(o.event_id) || md5(o.posting_id), 'hex') AS email_ciphertext,
+       decode(md5(o.event_id) || md5(o.order_id), 'hex') AS phone_ciphertext, 'k1' AS pii_key_id,
+       'USD' AS currency, 'pm_card_visa' AS payment_method, 'RESERVED' AS status, o.posting_id,
+       'order placed' AS memo, '{{accounts_receivable,revenue}}' AS accounts,
+       '{{' || l.total_minor || ',0}}' AS debits, '{{0,' || l.total_minor || '}}' AS credits,
+       o.outbox_event_id, 'order.created' AS outbox_event_type,
+       convert_to(repeat('x', 220), 'UTF8') AS outbox_payload,
+       '00-' || md5(o.order_id) || '-' || left(md5(o.event_id), 16) || '-01' AS traceparent,
+       'orders' AS topic, 0 AS partition, nextval('bench_offsets') AS offset,
+       o.event_id AS intake_event_id, 'accepted' AS outcome,
+       ARRAY[o.order_id] AS order_ids, ARRAY['pi_' || md5(o.order_id)] AS references,
+       ARRAY[l.total_minor] AS amounts, ARRAY['USD'] AS currencies, ARRAY[o.paid_posting_id] AS posting_ids,
+       ARRAY[o.paid_event_id] AS event_ids, ARRAY[convert_to(repeat('y', 120), 'UTF8')] AS payloads,
+       ARRAY['00-' || md5(o.event_id) || '-' || left(md5(o.order_id), 16) || '-01'] AS traceparents,
+       'payment captured' AS paid_memo, 'gateway_clearing' AS debit_account,
+       'accounts_receivable' AS credit_account
+FROM bench_order_lines AS l,
+     LATERAL (SELECT gen_random_uuid()::text AS order_id, gen_random_uuid()::text AS event_id,
+                     gen_random_uuid()::text AS posting_id, gen_random_uuid()::text AS outbox_event_id,
+                     gen_random_uuid()::text AS paid_posting_id, gen_random_uuid()::text AS paid_event_id) AS o
+WHERE l.n = :n \\gset
+"""
+
+
+def ceiling_scripts(directory: Path) -> dict[str, Path]:
+    """pgbench scripts of the ledger's own SQL, statement for statement: the reserve transaction
+    (SERIALIZABLE, RESERVE_ORDER), then the PAID transaction (READ COMMITTED, RECORD_PAID for this
+    one order; the ledger group-commits it, so its real PAID costs less)."""
+    draw = CEILING_DRAW.format(orders=CEILING_ORDERS)
+    reserve = f"BEGIN ISOLATION LEVEL SERIALIZABLE;\n{RESERVE_ORDER.text.strip()};\nCOMMIT;\n"
+    paid = RECORD_PAID.text.strip().replace(":memo", ":paid_memo") + ";\n"
+    scripts = {"reserve + PAID": draw + reserve + paid, "reserve alone": draw + reserve}
+    paths = {}
+    for number, (name, text) in enumerate(scripts.items()):
+        paths[name] = directory / f"ceiling-{number}.sql"
+        paths[name].write_text(text)
+    return paths
+
+
+def ceiling_tps(admin_url: str, clients: int, seconds: int) -> dict[str, float]:
+    """Transactions per second of the ledger's per-order SQL run by pgbench (C, no Python) on the
+    real schema and catalog, products drawn with the benchmark's own skew; lost races retried."""
+    url = fresh_database(admin_url, "bench_orders_ceiling")
+    database = PostgresDatabase(url=url)
+    upgrade_schema(database.engine)
+    add_missing_products(
+        database, [(f"p-{n}", f"Product {n}", "USD", 100 + n, 1_000_000_000) for n in range(PRODUCTS)]
+    )
+    rng = random.Random(7)
+    rows = []
+    for n in range(1, CEILING_ORDERS + 1):
+        chosen = skewed_products(rng, rng.randint(1, 3))
+        quantities = [rng.randint(1, 3) for _ in chosen]
+        prices = [100 + p for p in chosen]
+        rows.append(
+            {
+                "n": n,
+                "product_ids": [f"p-{p}" for p in chosen],
+                "quantities": quantities,
+                "prices": prices,
+                "total_minor": sum(q * p for q, p in zip(quantities, prices, strict=True)),
+                "item_count": sum(quantities),
+            }
+        )
+    with database.transaction() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE bench_order_lines (n integer PRIMARY KEY, product_ids text[], "
+                "quantities integer[], prices bigint[], total_minor bigint, item_count integer);"
+                "CREATE SEQUENCE bench_offsets"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO bench_order_lines VALUES "
+                "(:n, :product_ids, :quantities, :prices, :total_minor, :item_count)"
+            ),
+            rows,
+        )
+        connection.execute(sa.text("ANALYZE bench_order_lines"))
+    database.dispose()
+    parsed = sa.make_url(url)
+    common = ["-h", str(parsed.host), "-p", str(parsed.port), "-U", str(parsed.username)]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="hub-bench-ceiling-") as directory:
+        for name, script in ceiling_scripts(Path(directory)).items():
+            results[name] = run_pgbench(
+                [*common, "-n", "-M", "prepared", "--max-tries=30", "-f", str(script),
+                 "-c", str(clients), "-j", "2", "-T", str(seconds), str(parsed.database)]
+            )  # fmt: skip
+    return results
+
+
+def run_pgbench(arguments: list[str]) -> float:
+    result = subprocess.run([str(PG_BIN / "pgbench"), *arguments], check=True, capture_output=True, text=True)
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     if match is None:
         raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
+    failed = re.search(r"number of failed transactions: ([0-9]+)", result.stdout)
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"pgbench transactions failed:\n{result.stdout}\n{result.stderr}")
     return float(match.group(1))
 
 
@@ -266,11 +374,17 @@ def main() -> None:
                 f"{result['serialization_retries']:>8.0f} {result['cpu_ms_per_order']:>13.2f}"
             )
         anchor = pgbench_tps(admin_url, clients=8, seconds=options.pgbench_seconds)
+        ceiling = ceiling_tps(admin_url, clients=options.reserve_concurrency, seconds=options.pgbench_seconds)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         print(f"pgbench TPC-B (scale 10, 8 clients): {anchor:.0f} tps")
         print(
             f"ratio orders/s : pgbench tps = {tps[0.0] / anchor:.2f} (0 ms), {tps[0.05] / anchor:.2f} (50 ms)"
         )
+        for name, rate in ceiling.items():
+            print(
+                f"ceiling, the ledger's SQL in pgbench ({name}, {options.reserve_concurrency} clients): "
+                f"{rate:.0f} orders/s; ledger at {tps[0.0] / rate:.2f} (0 ms), {tps[0.05] / rate:.2f} (50 ms)"
+            )
 
 
 if __name__ == "__main__":

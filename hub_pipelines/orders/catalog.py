@@ -77,6 +77,7 @@ class Catalog:
         self._generation = 0
         self._local: dict[str, tuple[float, Product]] = {}
         self._lock = threading.Lock()
+        self._renewing = threading.Lock()
 
     def refresh(self) -> int:
         """Read the shared generation; a new one empties the in-process level. Returns it."""
@@ -96,15 +97,12 @@ class Catalog:
     def products(self, product_ids: Iterable[str]) -> dict[str, Product]:
         """The known products among `product_ids`; unknown ids are simply absent."""
         wanted = list(dict.fromkeys(product_ids))
-        found: dict[str, Product] = {}
         now = self.clock()
         with self._lock:
             generation = self._generation
-            for product_id in wanted:
-                entry = self._local.get(product_id)
-                if entry is not None and entry[0] > now:
-                    found[product_id] = entry[1]
-                    self.stats.local_hits += 1
+            found, expired = self._local_entries(wanted, now)
+        if expired:
+            found.update(self._renew_expired(expired, now))
         missing = [product_id for product_id in wanted if product_id not in found]
         if missing and self.cache is not None:
             for product_id in missing:
@@ -130,6 +128,47 @@ class Catalog:
             for product in loaded:
                 found[product.product_id] = product
                 self._remember(product, now)
+        return found
+
+    def _local_entries(self, wanted: list[str], now: float) -> tuple[dict[str, Product], list[str]]:
+        """The fresh entries among `wanted` (counted as hits) and the ids whose entry expired; the
+        caller holds the lock."""
+        found: dict[str, Product] = {}
+        expired: list[str] = []
+        for product_id in wanted:
+            entry = self._local.get(product_id)
+            if entry is None:
+                continue
+            if entry[0] > now:
+                found[product_id] = entry[1]
+                self.stats.local_hits += 1
+            else:
+                expired.append(product_id)
+        return found, expired
+
+    def _renew_expired(self, wanted: list[str], now: float) -> dict[str, Product]:
+        """Renew every expired in-process entry, `wanted` among them, with one database read.
+
+        Entries warmed together expire together: without this, every order touching one of them
+        would read its own products back while they all expire. One thread renews; the others wait
+        for it and find the renewed entries.
+        """
+        with self._renewing:
+            with self._lock:
+                found, still_expired = self._local_entries(wanted, now)
+                everything_expired = [key for key, (until, _) in self._local.items() if until <= now]
+            if not still_expired:
+                return found
+            loaded = {product.product_id: product for product in self._load(everything_expired)}
+            with self._lock:
+                self.stats.database_reads += len(still_expired)
+                for product_id in everything_expired:
+                    product = loaded.get(product_id)
+                    if product is None:
+                        self._local.pop(product_id, None)
+                    else:
+                        self._local[product_id] = (now + self.local_ttl, product)
+        found.update((key, loaded[key]) for key in still_expired if key in loaded)
         return found
 
     def product(self, product_id: str) -> Product:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,7 @@ from hub_pipelines.orders.reservation import (
     record_rejection,
     reserve_order,
 )
+from hub_pipelines.orders.reserve_slots import ReserveSlots
 from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
 from hub_pipelines.orders.tables import order_intake
 
@@ -105,7 +105,7 @@ class OrderLedger:
     clock: Callable[[], float] = field(default=time.perf_counter)
 
     def __post_init__(self) -> None:
-        self._reserving = threading.BoundedSemaphore(max(1, self.reserve_concurrency))
+        self._reserving = ReserveSlots(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
@@ -132,6 +132,7 @@ class OrderLedger:
                 outcomes = list(pool.map(self.place, admitted))
             finally:
                 self._recorder = None
+                self._reserving.close()
         return BatchReport.of(
             outcomes,
             reconciled,
@@ -208,8 +209,10 @@ class OrderLedger:
         event, request = admitted.event, admitted.request
         try:
             priced = price_order(request, self.catalog.products(item.product_id for item in request.items))
-            with self._reserving:
-                reservation = reserve_order(self.database, event.position, priced, self.cipher)
+            with self._reserving.slot() as connection:
+                reservation = reserve_order(
+                    self.database, event.position, priced, self.cipher, connection=connection
+                )
         except REJECTIONS as why:
             return self._reject(event, why, request.idempotency_key, started)
         if not reservation.claimed:

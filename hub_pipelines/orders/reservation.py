@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy import Connection
@@ -23,7 +25,7 @@ from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
-from hub_pipelines.orders.reservation_sql import RESERVE_ORDER
+from hub_pipelines.orders.reservation_sql import RESERVE_ORDER, RESERVE_ORDER_PSYCOPG
 from hub_pipelines.orders.tables import (
     RESERVED,
     ledger_entries,
@@ -93,8 +95,13 @@ def reserve_order(
     cipher: PiiCipher | None = None,
     *,
     attempts: int = 30,
+    connection: psycopg.Connection[Any] | None = None,
 ) -> Reservation:
-    """Book the order and reserve its stock in one serializable transaction, retried on lost races."""
+    """Book the order and reserve its stock in one serializable transaction, retried on lost races.
+
+    With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `ReserveSlots`) the
+    transaction runs on it in two round trips; without, on a connection from `database`'s pool.
+    """
     order_id = order_id_for(priced.request.idempotency_key)
     writes = _ReservationWrites(
         order=_order_row(priced, order_id, cipher),
@@ -109,22 +116,25 @@ def reserve_order(
     def attempt() -> Reservation:
         nonlocal tries
         tries += 1
-        with database.transaction("SERIALIZABLE") as connection:
-            if connection.dialect.name == "postgresql":
-                _reserve_in_one_statement(connection, priced, writes)
-            else:
-                _reserve_statement_by_statement(connection, priced, writes)
+        if connection is not None:
+            _reserve_pipelined(connection, priced, writes)
+        else:
+            with database.transaction("SERIALIZABLE") as pooled:
+                if pooled.dialect.name == "postgresql":
+                    _reserve_in_one_statement(pooled, priced, writes)
+                else:
+                    _reserve_statement_by_statement(pooled, priced, writes)
         return Reservation(order_id, RESERVED, duplicate=False, claimed=True, attempts=tries)
 
     try:
         return serializable_retrying(attempts)(attempt)
-    except sa.exc.IntegrityError as taken:
+    except (sa.exc.IntegrityError, psycopg.IntegrityError) as taken:
         if _violated_table(taken) not in _TAKEN_KEYS:
             raise
     # The order exists already (a duplicate), or another worker booked this very event: book the
     # duplicate outside the serializable transaction, where no lost race can abort it.
-    with database.transaction() as connection:
-        existing = connection.execute(
+    with database.transaction() as booking:
+        existing = booking.execute(
             sa.select(orders.c.order_id, orders.c.status).where(
                 orders.c.idempotency_key == priced.request.idempotency_key
             )
@@ -132,18 +142,19 @@ def reserve_order(
         if existing is None:
             return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
         claimed = _record_intake(
-            connection, database.dialect, position, DUPLICATE, priced.request.idempotency_key, existing[0]
+            booking, database.dialect, position, DUPLICATE, priced.request.idempotency_key, existing[0]
         )
     return Reservation(existing[0], existing[1], duplicate=True, claimed=claimed, attempts=tries)
 
 
-def _violated_table(error: sa.exc.IntegrityError) -> str | None:
+def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> str | None:
     """The table whose unique key the failed insert hit ('orders', 'order_intake'), when it says."""
-    diag = getattr(error.orig, "diag", None)
+    original = error.orig if isinstance(error, sa.exc.IntegrityError) else error
+    diag = getattr(original, "diag", None)
     name = getattr(diag, "table_name", None)
     if name:
         return str(name)
-    text = str(error.orig)
+    text = str(original)
     if "UNIQUE constraint failed: " in text:
         return text.split("UNIQUE constraint failed: ", 1)[1].split(".", 1)[0]
     return None
@@ -217,6 +228,38 @@ def _reserve_in_one_statement(
 ) -> None:
     """Every write of the reservation in one round trip (RESERVE_ORDER); short stock or a changed
     price shows as fewer products taken than lines, and raising then rolls all of it back."""
+    taken, locked = connection.execute(RESERVE_ORDER, _reserve_parameters(priced, writes)).one()
+    _check_taken(priced, writes, taken, locked)
+
+
+def _reserve_pipelined(
+    connection: psycopg.Connection[Any], priced: PricedOrder, writes: _ReservationWrites
+) -> None:
+    """RESERVE_ORDER on a held connection: BEGIN and the statement leave in one round trip (pipeline
+    mode), the COMMIT, or the ROLLBACK when a line was not taken, in a second."""
+    try:
+        with connection.pipeline():
+            cursor = connection.execute(RESERVE_ORDER_PSYCOPG, _reserve_parameters(priced, writes))
+        row = cursor.fetchone()
+        assert row is not None
+        _check_taken(priced, writes, row[0], row[1])
+        connection.commit()
+    except BaseException:
+        if not connection.closed:
+            connection.rollback()
+        raise
+
+
+def _check_taken(priced: PricedOrder, writes: _ReservationWrites, taken: int, locked: Any) -> None:
+    if taken != len(priced.lines):
+        _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked or []})
+        raise RuntimeError(
+            f"order {writes.order['order_id']}: {taken} of {len(priced.lines)} lines reserved, "
+            "no reason found"
+        )
+
+
+def _reserve_parameters(priced: PricedOrder, writes: _ReservationWrites) -> dict[str, object]:
     lines, order, placed, created, intake = (
         priced.lines,
         writes.order,
@@ -224,34 +267,26 @@ def _reserve_in_one_statement(
         writes.created,
         writes.intake,
     )
-    taken, locked = connection.execute(
-        RESERVE_ORDER,
-        {
-            **order,
-            "product_ids": [line.product_id for line in lines],
-            "quantities": [line.quantity for line in lines],
-            "prices": [line.unit_price_minor for line in lines],
-            "posting_id": placed[0]["posting_id"],
-            "memo": ORDER_PLACED,
-            "accounts": [row["account"] for row in placed],
-            "debits": [row["debit_minor"] for row in placed],
-            "credits": [row["credit_minor"] for row in placed],
-            "outbox_event_id": created["event_id"],
-            "outbox_event_type": created["event_type"],
-            "outbox_payload": created["payload"],
-            "traceparent": created["traceparent"],
-            "topic": intake["topic"],
-            "partition": intake["partition"],
-            "offset": intake["offset"],
-            "intake_event_id": intake["event_id"],
-            "outcome": intake["outcome"],
-        },
-    ).one()
-    if taken != len(lines):
-        _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked or []})
-        raise RuntimeError(
-            f"order {order['order_id']}: {taken} of {len(lines)} lines reserved, no reason found"
-        )
+    return {
+        **order,
+        "product_ids": [line.product_id for line in lines],
+        "quantities": [line.quantity for line in lines],
+        "prices": [line.unit_price_minor for line in lines],
+        "posting_id": placed[0]["posting_id"],
+        "memo": ORDER_PLACED,
+        "accounts": [row["account"] for row in placed],
+        "debits": [row["debit_minor"] for row in placed],
+        "credits": [row["credit_minor"] for row in placed],
+        "outbox_event_id": created["event_id"],
+        "outbox_event_type": created["event_type"],
+        "outbox_payload": created["payload"],
+        "traceparent": created["traceparent"],
+        "topic": intake["topic"],
+        "partition": intake["partition"],
+        "offset": intake["offset"],
+        "intake_event_id": intake["event_id"],
+        "outcome": intake["outcome"],
+    }
 
 
 def _reserve_statement_by_statement(

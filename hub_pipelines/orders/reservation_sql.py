@@ -20,6 +20,7 @@ lines and psycopg prepares it once per connection.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 RESERVE_ORDER = sa.text(
     """
@@ -78,6 +79,9 @@ SELECT
     (SELECT json_agg(json_build_array(product_id, name, stock, unit_price_minor)) FROM locked) AS locked
 """
 )
+
+# The same statement with psycopg's %(name)s placeholders, for the reserve run on a held connection.
+RESERVE_ORDER_PSYCOPG = str(RESERVE_ORDER.compile(dialect=psycopg_dialect()))
 
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write
 # each one's successful payment, its balanced "payment captured" posting (gateway clearing debited,

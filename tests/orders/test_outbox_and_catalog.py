@@ -20,7 +20,7 @@ from hub_pipelines.orders.payments import (
     GatewayUnavailable,
     PaymentOutcomeUnknown,
 )
-from hub_pipelines.orders.tables import FINAL_STATUSES, RESERVED, orders, outbox
+from hub_pipelines.orders.tables import FINAL_STATUSES, RESERVED, orders, outbox, products
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -78,6 +78,29 @@ def test_catalog_is_served_from_cache_levels_and_a_price_change_reaches_every_pr
 
     assert other_process.product("p-lamp").unit_price_minor == 4500
     assert other_process.stats.database_reads == 1
+
+
+def test_expired_catalog_entries_are_all_renewed_by_one_database_read(
+    ledger_database: PostgresDatabase,
+) -> None:
+    now = [0.0]
+    catalog = Catalog(ledger_database, local_ttl=5.0, clock=lambda: now[0])
+    for n in range(3):
+        catalog.upsert(f"p-{n}", f"Product {n}", "USD", 100 + n, 10)
+    catalog.products(["p-0", "p-1", "p-2"])
+    with ledger_database.transaction() as connection:
+        connection.execute(
+            sa.update(products).where(products.c.product_id == "p-2").values(unit_price_minor=999)
+        )
+    catalog.reset_stats()
+    now[0] = 6.0
+
+    first = catalog.products(["p-0"])
+    rest = catalog.products(["p-1", "p-2"])
+
+    assert catalog.stats.database_reads == 1 and catalog.stats.local_hits == 2
+    assert first["p-0"].unit_price_minor == 100
+    assert rest["p-2"].unit_price_minor == 999
 
 
 EXAMPLE_PARTITIONS = itertools.count(1)

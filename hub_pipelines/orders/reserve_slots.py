@@ -1,0 +1,79 @@
+"""The reserve transactions' slots: how many run at once, and (on PostgreSQL) the connections they run on.
+
+A batch's reserve transactions take a slot each; there are `size` slots, so at most that many
+SERIALIZABLE transactions run at once (more would only queue inside PostgreSQL and collide on the
+same rows). On PostgreSQL each slot keeps one psycopg connection from the engine's pool for the
+whole batch: a reserve then costs its own statements only, not a pool checkout and its liveness
+ping, and its prepared statement stays prepared. A connection that broke is handed back to the
+pool as invalid and the slot takes a fresh one at its next use. `close()` returns every connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from hub_pipelines.core.ports import SqlDatabase
+
+
+class _Slot:
+    def __init__(self) -> None:
+        self.pooled: Any = None
+        self.isolation_level: psycopg.IsolationLevel | None = None
+
+    def connect(self, database: SqlDatabase) -> None:
+        self.pooled = database.engine.raw_connection()
+        connection = self.pooled.driver_connection
+        # Set on the connection, not per transaction: psycopg sends it with each BEGIN. Put back on
+        # release, so the pool's next user gets the server default.
+        self.isolation_level = connection.isolation_level
+        connection.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+
+    @property
+    def connection(self) -> psycopg.Connection[Any] | None:
+        return None if self.pooled is None else self.pooled.driver_connection
+
+    def release(self, *, broken: bool = False) -> None:
+        if self.pooled is not None:
+            if broken:
+                self.pooled.invalidate()
+            else:
+                self.pooled.driver_connection.rollback()
+                self.pooled.driver_connection.isolation_level = self.isolation_level
+            self.pooled.close()
+            self.pooled = None
+
+
+class ReserveSlots:
+    """`size` slots for reserve transactions; `slot()` blocks until one is free."""
+
+    def __init__(self, database: SqlDatabase, size: int) -> None:
+        self.database = database
+        self.size = max(1, size)
+        self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._slots = [_Slot() for _ in range(self.size)]
+        for slot in self._slots:
+            self._free.put(slot)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """A free slot's connection (None on SQLite, where the caller opens its own transaction)."""
+        slot = self._free.get()
+        try:
+            if self.database.dialect == "postgresql" and slot.pooled is None:
+                slot.connect(self.database)
+            yield slot.connection
+        finally:
+            connection = slot.connection
+            if connection is not None and connection.closed:
+                slot.release(broken=True)
+            self._free.put(slot)
+
+    def close(self) -> None:
+        """Give every held connection back to the pool; slots connect again when next used."""
+        for slot in self._slots:
+            slot.release()
