@@ -178,7 +178,7 @@ def pipeline(
     tables = AnalyticsTables("bench_pipeline")
     sink = WarehouseEventsSink(warehouse, tables, counters=cache)
     with landing:
-        counts = land_ranges(topics, sink, TOPIC, ranges, run_id, EVENTS_CHUNK_MESSAGES)
+        counts = land_ranges(topics, sink, TOPIC, ranges, run_id, EVENTS_CHUNK_MESSAGES, read_ahead=True)
     with counting:
         caught_up = count_uncounted_chunks(warehouse, tables, cache, run_id)
     assert caught_up.events_counted == counts.landed, (caught_up, counts)

@@ -2,12 +2,15 @@
 
 Each chunk of a range is landed and recorded together by the sink, so a run killed mid-range leaves
 whole chunks behind, never half of one; the rerun finds those chunks recorded and counts their
-messages as duplicates instead of landing them twice.
+messages as duplicates instead of landing them twice. With `read_ahead`, the next chunk is read from
+the broker while the current one lands (the broker client and the warehouse both work outside the
+GIL), one chunk ahead at most; chunks still land one at a time, in order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from hub_pipelines.core.ports import TopicMessage, Topics
@@ -50,6 +53,16 @@ class IncompleteRead(RuntimeError):
     """The broker returned fewer messages than the range holds."""
 
 
+def _read_chunk(topics: Topics, topic: str, chunk: OffsetRange) -> Sequence[TopicMessage]:
+    messages = topics.read_range(topic, chunk.partition, chunk.start, chunk.end)
+    if len(messages) != chunk.size:
+        raise IncompleteRead(
+            f"{topic} partition {chunk.partition}: asked for offsets {chunk.start}..{chunk.end - 1} "
+            f"({chunk.size} messages), the broker returned {len(messages)}"
+        )
+    return messages
+
+
 def land_ranges(
     topics: Topics,
     sink: LandingSink,
@@ -57,16 +70,20 @@ def land_ranges(
     ranges: Sequence[OffsetRange],
     run_id: str,
     chunk_messages: int = DEFAULT_CHUNK_MESSAGES,
+    read_ahead: bool = False,
 ) -> LandingCounts:
     """Read every range from the topic and land it in the sink; returns the summed counts."""
+    chunks = [chunk for r in ranges for chunk in split_into_chunks(r, chunk_messages)]
     total = LandingCounts()
-    for offset_range in ranges:
-        for chunk in split_into_chunks(offset_range, chunk_messages):
-            messages = topics.read_range(topic, chunk.partition, chunk.start, chunk.end)
-            if len(messages) != chunk.size:
-                raise IncompleteRead(
-                    f"{topic} partition {chunk.partition}: asked for offsets {chunk.start}..{chunk.end - 1} "
-                    f"({chunk.size} messages), the broker returned {len(messages)}"
-                )
+    if not read_ahead:
+        for chunk in chunks:
+            total += sink.land_chunk(topic, chunk, _read_chunk(topics, topic, chunk), run_id)
+        return total
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{topic}") as reader:
+        upcoming: Future[Sequence[TopicMessage]] | None = None
+        for position, chunk in enumerate(chunks):
+            messages = (upcoming or reader.submit(_read_chunk, topics, topic, chunk)).result()
+            following = chunks[position + 1] if position + 1 < len(chunks) else None
+            upcoming = reader.submit(_read_chunk, topics, topic, following) if following else None
             total += sink.land_chunk(topic, chunk, messages, run_id)
     return total

@@ -58,8 +58,9 @@ def kafka_topics(kafka_broker) -> KafkaTopics:
     return KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers, timeout_seconds=15)
 
 
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["sequential", "read_ahead"])
 def test_broker_lost_mid_batch_then_rerun_lands_everything_once(
-    kafka_broker, kafka_topics, warehouse, tables
+    kafka_broker, kafka_topics, warehouse, tables, read_ahead
 ):
     topic = f"events-{uuid.uuid4().hex[:8]}"
     kafka_broker.ensure_topic(topic, 4)
@@ -74,9 +75,16 @@ def test_broker_lost_mid_batch_then_rerun_lands_everything_once(
             the_range,
             "r1",
             chunk_messages=50,
+            read_ahead=read_ahead,
         )  # type: ignore[arg-type]
     rerun = land_ranges(
-        kafka_topics, WarehouseEventsSink(warehouse, tables), topic, the_range, "r2", chunk_messages=50
+        kafka_topics,
+        WarehouseEventsSink(warehouse, tables),
+        topic,
+        the_range,
+        "r2",
+        chunk_messages=50,
+        read_ahead=read_ahead,
     )
     replay = land_ranges(
         kafka_topics, WarehouseEventsSink(warehouse, tables), topic, the_range, "r3", chunk_messages=50

@@ -49,7 +49,9 @@ def raw_events(
     ranges = ranges_to_land(config, topics, sink, topic)
     started = time.perf_counter()
     # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
-    counts = land_ranges(topics, sink, topic, ranges, context.run.run_id, EVENTS_CHUNK_MESSAGES)
+    counts = land_ranges(
+        topics, sink, topic, ranges, context.run.run_id, EVENTS_CHUNK_MESSAGES, read_ahead=True
+    )
     seconds = time.perf_counter() - started
     today = datetime.now(UTC).date()
     late_days = sorted(day for day in sink.touched_days if day < today)
