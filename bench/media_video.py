@@ -26,7 +26,7 @@ from pathlib import Path
 
 import av
 
-from hub_pipelines.media.video import VideoSpec, plan_ladder, render_renditions
+from hub_pipelines.media.video import VideoSpec, plan_ladder, render_renditions, rung_interpolation
 
 OUT = Path(__file__).parent / "out"
 GOALS = {"480p": 5.0, "720p": 2.0, "1080p": 1.0}
@@ -106,7 +106,8 @@ def cli_ladder(ffmpeg: str, source: Path, out_dir: Path, spec: VideoSpec) -> Non
         + "".join(f"[in{label}]" for label in labels)
         + ";"
         + ";".join(
-            f"[in{rung.label}]scale={width}:{height}:flags={spec.interpolation.lower()}[v{rung.label}]"
+            f"[in{rung.label}]scale={width}:{height}:flags={rung_interpolation(spec, 1920 * 1080, width * height).lower()}"
+            f"[v{rung.label}]"
             for rung, width, height in rungs
         )
     )

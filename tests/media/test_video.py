@@ -23,6 +23,7 @@ from hub_pipelines.media.video import (
     extract_thumbnail,
     probe_video,
     render_renditions,
+    rung_interpolation,
 )
 
 SMALL_LADDER = (Rung("144p", 144, 300_000),)
@@ -293,3 +294,11 @@ def test_poster_is_upright_at_display_size(clip: Callable[..., Path]) -> None:
     luma = np.asarray(poster.convert("L"))
     assert luma[:60, -60:].mean() > 200
     assert luma[:60, :60].mean() < 60
+
+
+def test_rungs_reduced_twofold_or_more_are_scaled_by_area_averaging() -> None:
+    spec = VideoSpec()
+    source = 1920 * 1080
+    assert rung_interpolation(spec, source, 854 * 480) == "AREA"
+    assert rung_interpolation(spec, source, 1280 * 720) == spec.interpolation == "BICUBIC"
+    assert rung_interpolation(spec, source, source) == "BICUBIC"
