@@ -24,6 +24,7 @@ from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import (
@@ -42,7 +43,6 @@ from hub_pipelines.orders.reservation import (
     record_rejection,
     reserve_order,
 )
-from hub_pipelines.orders.reserve_slots import ReserveSlots
 from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
 from hub_pipelines.orders.tables import order_intake
 
@@ -105,7 +105,7 @@ class OrderLedger:
     clock: Callable[[], float] = field(default=time.perf_counter)
 
     def __post_init__(self) -> None:
-        self._reserving = ReserveSlots(self.database, self.reserve_concurrency)
+        self._reserving = HeldConnections(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
 
     def process_batch(self, limit: int = 5000) -> BatchReport:

@@ -17,7 +17,10 @@ import threading
 from concurrent.futures import Future
 from types import TracebackType
 
+import psycopg
+
 from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.settlement import record_paid_many
 
@@ -35,6 +38,7 @@ class PaidRecorder:
         self.database = database
         self.max_orders_per_transaction = max_orders_per_transaction
         self.transactions = 0
+        self._connection = HeldConnections(database, 1, psycopg.IsolationLevel.READ_COMMITTED)
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._closed = False
         self._writer = threading.Thread(target=self._write, name="paid-recorder", daemon=True)
@@ -68,6 +72,7 @@ class PaidRecorder:
         while not stopping:
             first = self._queue.get()
             if first is None:
+                self._connection.close()
                 return
             batch = [first]
             while len(batch) < self.max_orders_per_transaction:
@@ -80,10 +85,14 @@ class PaidRecorder:
                     break
                 batch.append(pending)
             self._commit(batch)
+        self._connection.close()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            moved = record_paid_many(self.database, [(charge, result) for charge, result, _ in batch])
+            with self._connection.slot() as held:
+                moved = record_paid_many(
+                    self.database, [(charge, result) for charge, result, _ in batch], held=held
+                )
         except BaseException as failed:
             for _, _, done in batch:
                 done.set_exception(failed)

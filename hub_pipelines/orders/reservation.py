@@ -99,7 +99,7 @@ def reserve_order(
 ) -> Reservation:
     """Book the order and reserve its stock in one serializable transaction, retried on lost races.
 
-    With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `ReserveSlots`) the
+    With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
     transaction runs on it in two round trips; without, on a connection from `database`'s pool.
     """
     order_id = order_id_for(priced.request.idempotency_key)

@@ -130,3 +130,5 @@ announced AS (
 SELECT order_id FROM paid
 """
 )
+
+RECORD_PAID_PSYCOPG = str(RECORD_PAID.compile(dialect=psycopg_dialect()))

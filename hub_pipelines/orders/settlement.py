@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import SqlDatabase
@@ -29,7 +31,7 @@ from hub_pipelines.orders.ledger import (
 )
 from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.reservation import serializable_retrying
-from hub_pipelines.orders.reservation_sql import RECORD_PAID
+from hub_pipelines.orders.reservation_sql import RECORD_PAID, RECORD_PAID_PSYCOPG
 from hub_pipelines.orders.tables import (
     FAILED,
     PAID,
@@ -116,19 +118,26 @@ def record_paid(database: SqlDatabase, charge: ChargeRequest, result: ChargeResu
 
 
 def record_paid_many(
-    database: SqlDatabase, settled: Sequence[tuple[ChargeRequest, ChargeResult]]
+    database: SqlDatabase,
+    settled: Sequence[tuple[ChargeRequest, ChargeResult]],
+    *,
+    held: psycopg.Connection[Any] | None = None,
 ) -> set[str]:
     """Record several successful charges in one transaction; returns the orders it moved to PAID.
 
     Each order still moves only from an open state, so orders already final (recorded by another
     worker, or by an earlier run) are left alone. The open orders are locked in id order first, so
-    two such transactions never deadlock on each other's rows.
+    two such transactions never deadlock on each other's rows. On a `held` connection (PostgreSQL,
+    at SETTLEMENT_ISOLATION, see `HeldConnections`) BEGIN, the statement and COMMIT go in one round
+    trip.
     """
     by_order = {charge.order_id: (charge, result) for charge, result in settled}
     if not by_order:
         return set()
 
     def attempt() -> set[str]:
+        if held is not None:
+            return _record_paid_pipelined(held, list(by_order.values()))
         with database.transaction(SETTLEMENT_ISOLATION) as connection:
             if connection.dialect.name == "postgresql":
                 return _record_paid_in_one_statement(connection, list(by_order.values()))
@@ -190,26 +199,40 @@ def record_paid_many(
 def _record_paid_in_one_statement(
     connection: sa.Connection, settled: list[tuple[ChargeRequest, ChargeResult]]
 ) -> set[str]:
+    return set(connection.execute(RECORD_PAID, _record_paid_parameters(settled)).scalars())
+
+
+def _record_paid_pipelined(
+    connection: psycopg.Connection[Any], settled: list[tuple[ChargeRequest, ChargeResult]]
+) -> set[str]:
+    try:
+        with connection.pipeline():
+            cursor = connection.execute(RECORD_PAID_PSYCOPG, _record_paid_parameters(settled))
+            connection.commit()
+        return {row[0] for row in cursor.fetchall()}
+    except BaseException:
+        if not connection.closed:
+            connection.rollback()
+        raise
+
+
+def _record_paid_parameters(settled: list[tuple[ChargeRequest, ChargeResult]]) -> dict[str, object]:
     events = [
         outbox_row(charge.order_id, "order.paid", _paid_body(charge, result)) for charge, result in settled
     ]
-    moved = connection.execute(
-        RECORD_PAID,
-        {
-            "order_ids": [charge.order_id for charge, _ in settled],
-            "references": [result.reference for _, result in settled],
-            "amounts": [charge.amount_minor for charge, _ in settled],
-            "currencies": [charge.currency for charge, _ in settled],
-            "posting_ids": [str(uuid.uuid4()) for _ in settled],
-            "event_ids": [event["event_id"] for event in events],
-            "payloads": [event["payload"] for event in events],
-            "traceparents": [event["traceparent"] for event in events],
-            "memo": PAYMENT_CAPTURED,
-            "debit_account": GATEWAY_CLEARING,
-            "credit_account": RECEIVABLE,
-        },
-    ).scalars()
-    return set(moved)
+    return {
+        "order_ids": [charge.order_id for charge, _ in settled],
+        "references": [result.reference for _, result in settled],
+        "amounts": [charge.amount_minor for charge, _ in settled],
+        "currencies": [charge.currency for charge, _ in settled],
+        "posting_ids": [str(uuid.uuid4()) for _ in settled],
+        "event_ids": [event["event_id"] for event in events],
+        "payloads": [event["payload"] for event in events],
+        "traceparents": [event["traceparent"] for event in events],
+        "memo": PAYMENT_CAPTURED,
+        "debit_account": GATEWAY_CLEARING,
+        "credit_account": RECEIVABLE,
+    }
 
 
 def _paid_body(charge: ChargeRequest, result: ChargeResult) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The reserve slots: held PostgreSQL connections for the batch's reserve transactions."""
+"""Held PostgreSQL connections for a batch's hot transactions."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from hub_pipelines.orders.reserve_slots import ReserveSlots
+from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.resources.sql_database import PostgresDatabase
 
 
 def test_a_slot_keeps_its_connection_at_serializable_and_gives_it_back_at_its_former_level(
     ledger_database: PostgresDatabase,
 ) -> None:
-    slots = ReserveSlots(ledger_database, 1)
+    slots = HeldConnections(ledger_database, 1)
     with slots.slot() as first:
         assert first is not None
         with first.transaction():
@@ -30,7 +30,7 @@ def test_a_slot_keeps_its_connection_at_serializable_and_gives_it_back_at_its_fo
 
 
 def test_a_slot_whose_connection_broke_connects_again(ledger_database: PostgresDatabase) -> None:
-    slots = ReserveSlots(ledger_database, 1)
+    slots = HeldConnections(ledger_database, 1)
     with slots.slot() as first:
         assert first is not None
         broken = first.info.backend_pid

@@ -1,11 +1,12 @@
-"""The reserve transactions' slots: how many run at once, and (on PostgreSQL) the connections they run on.
+"""Connections held for a batch's hot transactions, and how many of those run at once.
 
-A batch's reserve transactions take a slot each; there are `size` slots, so at most that many
-SERIALIZABLE transactions run at once (more would only queue inside PostgreSQL and collide on the
-same rows). On PostgreSQL each slot keeps one psycopg connection from the engine's pool for the
-whole batch: a reserve then costs its own statements only, not a pool checkout and its liveness
-ping, and its prepared statement stays prepared. A connection that broke is handed back to the
-pool as invalid and the slot takes a fresh one at its next use. `close()` returns every connection.
+A transaction takes a slot; there are `size` slots, so at most that many run at once (for the
+reserve transactions: more would only queue inside PostgreSQL and collide on the same rows). On
+PostgreSQL each slot keeps one psycopg connection from the engine's pool, at the slots' isolation
+level, for the whole batch: a transaction then costs its own statements only, not a pool checkout
+and its liveness ping, its prepared statements stay prepared, and pipeline mode can send BEGIN, the
+statement (and COMMIT) together. A connection that broke is handed back to the pool as invalid and
+the slot takes a fresh one at its next use. `close()` returns every connection at its former level.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ class _Slot:
         self.pooled: Any = None
         self.isolation_level: psycopg.IsolationLevel | None = None
 
-    def connect(self, database: SqlDatabase) -> None:
+    def connect(self, database: SqlDatabase, level: psycopg.IsolationLevel) -> None:
         self.pooled = database.engine.raw_connection()
         connection = self.pooled.driver_connection
         # Set on the connection, not per transaction: psycopg sends it with each BEGIN. Put back on
         # release, so the pool's next user gets the server default.
         self.isolation_level = connection.isolation_level
-        connection.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+        connection.isolation_level = level
 
     @property
     def connection(self) -> psycopg.Connection[Any] | None:
@@ -48,12 +49,18 @@ class _Slot:
             self.pooled = None
 
 
-class ReserveSlots:
-    """`size` slots for reserve transactions; `slot()` blocks until one is free."""
+class HeldConnections:
+    """`size` slots for transactions at `isolation_level`; `slot()` blocks until one is free."""
 
-    def __init__(self, database: SqlDatabase, size: int) -> None:
+    def __init__(
+        self,
+        database: SqlDatabase,
+        size: int,
+        isolation_level: psycopg.IsolationLevel = psycopg.IsolationLevel.SERIALIZABLE,
+    ) -> None:
         self.database = database
         self.size = max(1, size)
+        self.isolation_level = isolation_level
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._slots = [_Slot() for _ in range(self.size)]
         for slot in self._slots:
@@ -65,7 +72,7 @@ class ReserveSlots:
         slot = self._free.get()
         try:
             if self.database.dialect == "postgresql" and slot.pooled is None:
-                slot.connect(self.database)
+                slot.connect(self.database, self.isolation_level)
             yield slot.connection
         finally:
             connection = slot.connection
