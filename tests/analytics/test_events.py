@@ -46,6 +46,7 @@ def test_each_invalid_event_is_rejected_with_a_reason_naming_it():
         json.dumps(event(type="error", properties={})).encode(): "error event without properties.code",
         json.dumps(event(ts="2026-03-10T12:00:00")).encode(): "ts",
         json.dumps(event(event_id="has space")).encode(): "event_id",
+        json.dumps(event(event_id="ends-in-newline\n")).encode(): "event_id",
         json.dumps(event(type="purchase", properties={"amount": "1.234"})).encode(): "2 decimal places",
     }
     batch = decode_batch([message(value, offset) for offset, value in enumerate(cases)])
