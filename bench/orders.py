@@ -257,8 +257,9 @@ WHERE l.n = :n \\gset
 
 def ceiling_scripts(directory: Path) -> dict[str, Path]:
     """pgbench scripts of the ledger's own SQL, statement for statement: the reserve transaction
-    (SERIALIZABLE, RESERVE_ORDER), then the PAID transaction (READ COMMITTED, RECORD_PAID for this
-    one order; the ledger group-commits it, so its real PAID costs less)."""
+    (SERIALIZABLE, RESERVE_ORDER: the call of the `reserve_order` function), then the PAID
+    transaction (READ COMMITTED, RECORD_PAID for this one order; the ledger group-commits it, so
+    its real PAID costs less). "reserve alone" is the bound no PAID batching can pass."""
     draw = CEILING_DRAW.format(orders=CEILING_ORDERS)
     reserve = f"BEGIN ISOLATION LEVEL SERIALIZABLE;\n{RESERVE_ORDER.text.strip()};\nCOMMIT;\n"
     paid = RECORD_PAID.text.strip().replace(":memo", ":paid_memo") + ";\n"

@@ -9,6 +9,7 @@ a price that changed rolls all of it back. Lost races (40001, 40P01) run the tra
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
-from hub_pipelines.orders.reservation_sql import RESERVE_ORDER, RESERVE_ORDER_PSYCOPG
+from hub_pipelines.orders.reservation_sql import RESERVE_ORDER, RESERVE_ORDER_PSYCOPG, SHORT_RESERVATION
 from hub_pipelines.orders.tables import (
     RESERVED,
     ledger_entries,
@@ -100,7 +101,7 @@ def reserve_order(
     """Book the order and reserve its stock in one serializable transaction, retried on lost races.
 
     With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
-    transaction runs on it in two round trips; without, on a connection from `database`'s pool.
+    transaction runs on it in one round trip; without, on a connection from `database`'s pool.
     """
     order_id = order_id_for(priced.request.idempotency_key)
     writes = _ReservationWrites(
@@ -226,37 +227,38 @@ def _intake_row(
 def _reserve_in_one_statement(
     connection: Connection, priced: PricedOrder, writes: _ReservationWrites
 ) -> None:
-    """Every write of the reservation in one round trip (RESERVE_ORDER); short stock or a changed
-    price shows as fewer products taken than lines, and raising then rolls all of it back."""
-    taken, locked = connection.execute(RESERVE_ORDER, _reserve_parameters(priced, writes)).one()
-    _check_taken(priced, writes, taken, locked)
+    """Every write of the reservation in one call of `reserve_order` (RESERVE_ORDER)."""
+    try:
+        connection.execute(RESERVE_ORDER, _reserve_parameters(priced, writes))
+    except sa.exc.DBAPIError as failed:
+        _raise_if_short(failed.orig, priced)
+        raise
 
 
 def _reserve_pipelined(
     connection: psycopg.Connection[Any], priced: PricedOrder, writes: _ReservationWrites
 ) -> None:
-    """RESERVE_ORDER on a held connection: BEGIN and the statement leave in one round trip (pipeline
-    mode), the COMMIT, or the ROLLBACK when a line was not taken, in a second."""
+    """RESERVE_ORDER on a held connection: BEGIN, the call and COMMIT in one round trip (pipeline
+    mode); the function raises when a line was not taken, so nothing is committed then."""
     try:
         with connection.pipeline():
-            cursor = connection.execute(RESERVE_ORDER_PSYCOPG, _reserve_parameters(priced, writes))
-        row = cursor.fetchone()
-        assert row is not None
-        _check_taken(priced, writes, row[0], row[1])
-        connection.commit()
-    except BaseException:
+            connection.execute(RESERVE_ORDER_PSYCOPG, _reserve_parameters(priced, writes))
+            connection.commit()
+    except BaseException as failed:
         if not connection.closed:
             connection.rollback()
+        _raise_if_short(failed, priced)
         raise
 
 
-def _check_taken(priced: PricedOrder, writes: _ReservationWrites, taken: int, locked: Any) -> None:
-    if taken != len(priced.lines):
-        _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked or []})
-        raise RuntimeError(
-            f"order {writes.order['order_id']}: {taken} of {len(priced.lines)} lines reserved, "
-            "no reason found"
-        )
+def _raise_if_short(error: BaseException | None, priced: PricedOrder) -> None:
+    """For `reserve_order`'s SHORT_RESERVATION, the reason a line was not taken, from the rows it locked."""
+    if getattr(error, "sqlstate", None) != SHORT_RESERVATION:
+        return
+    detail = getattr(getattr(error, "diag", None), "message_detail", None)
+    locked = json.loads(detail or "[]")
+    _refuse_unless_available(priced, {row[0]: (row[1], row[2], row[3]) for row in locked})
+    raise RuntimeError(f"{error}: no reason found among the locked rows {detail}") from error
 
 
 def _reserve_parameters(priced: PricedOrder, writes: _ReservationWrites) -> dict[str, object]:

@@ -1,20 +1,22 @@
-"""The reservation as one PostgreSQL statement: lock, take stock, book the order, post, announce, record.
+"""The order ledger's hot SQL on PostgreSQL: the reservation (one function call) and the group PAID.
 
-One round trip instead of ten. Its parts, as data-modifying CTEs of one statement, share one
-snapshot and always all run to completion, so a duplicate idempotency key still fails the whole
-statement with the unique violation, whatever else happened in it.
+The reservation is one statement inside the function `reserve_order` (migration
+0004_reserve_order_function): one round trip instead of ten. Its parts, as data-modifying CTEs of
+one statement, share one snapshot and always all run to completion, so a duplicate idempotency key
+still fails the whole statement with the unique violation, whatever else happened in it.
 
 - `locked` takes the row locks of the order's products in product id order (ORDER BY is applied
   before FOR UPDATE locks), as the statement-by-statement path does: two orders never wait on each
   other in opposite orders. It is MATERIALIZED so the locks are taken once, before `taken` runs.
 - `taken` decrements only lines whose locked row has the stock and the price the order was priced
-  at; the statement returns how many it took and the locked rows, and the caller raises (rolling
-  everything back) when that is fewer than the lines. The CHECK (stock >= 0) guards it again.
+  at; when that is fewer than the lines the function raises SHORT_RESERVATION with the locked rows
+  (JSON) as detail, rolling everything back, and the caller names the reason. The CHECK
+  (stock >= 0) guards it again.
 - the items are inserted only for products that exist, so an unknown product is reported by the
   caller's check, not by a foreign-key error.
 
-Arrays (`unnest`) carry the lines and the ledger entries, so the text is the same for any number of
-lines and psycopg prepares it once per connection.
+Arrays carry the lines and the ledger entries, so the text is the same for any number of lines and
+psycopg prepares it once per connection.
 """
 
 from __future__ import annotations
@@ -22,65 +24,53 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
+SHORT_RESERVATION = "HO001"
+"""SQLSTATE of `reserve_order` when a line was not taken; DETAIL holds the locked rows as JSON."""
+
+_ARRAYS = {
+    "product_ids": "text[]", "quantities": "integer[]", "prices": "bigint[]",
+    "accounts": "text[]", "debits": "bigint[]", "credits": "bigint[]",
+}  # fmt: skip
 RESERVE_ORDER = sa.text(
-    """
-WITH lines AS (
-    SELECT l.product_id, l.quantity, l.unit_price_minor, l.line_no
-    FROM unnest(CAST(:product_ids AS text[]), CAST(:quantities AS integer[]), CAST(:prices AS bigint[]))
-         WITH ORDINALITY AS l(product_id, quantity, unit_price_minor, line_no)
-),
-locked AS MATERIALIZED (
-    SELECT product_id, name, stock, unit_price_minor
-    FROM products
-    WHERE product_id = ANY(CAST(:product_ids AS text[]))
-    ORDER BY product_id
-    FOR UPDATE
-),
-taken AS (
-    UPDATE products AS p
-    SET stock = p.stock - l.quantity
-    FROM lines AS l JOIN locked AS k ON k.product_id = l.product_id
-    WHERE p.product_id = l.product_id
-      AND k.stock >= l.quantity
-      AND k.unit_price_minor = l.unit_price_minor
-    RETURNING p.product_id
-),
-placed AS (
-    INSERT INTO orders (
-        order_id, idempotency_key, event_id, customer_id, email_ciphertext, phone_ciphertext,
-        pii_key_id, currency, total_minor, item_count, payment_method, status
+    "SELECT reserve_order("
+    + ", ".join(
+        f"p_{name} => CAST(:{name} AS {_ARRAYS[name]})" if name in _ARRAYS else f"p_{name} => :{name}"
+        for name in (
+            "order_id",
+            "idempotency_key",
+            "event_id",
+            "customer_id",
+            "email_ciphertext",
+            "phone_ciphertext",
+            "pii_key_id",
+            "currency",
+            "total_minor",
+            "item_count",
+            "payment_method",
+            "status",
+            "product_ids",
+            "quantities",
+            "prices",
+            "posting_id",
+            "memo",
+            "accounts",
+            "debits",
+            "credits",
+            "outbox_event_id",
+            "outbox_event_type",
+            "outbox_payload",
+            "traceparent",
+            "topic",
+            "partition",
+            "offset",
+            "intake_event_id",
+            "outcome",
+        )
     )
-    VALUES (
-        :order_id, :idempotency_key, :event_id, :customer_id, :email_ciphertext, :phone_ciphertext,
-        :pii_key_id, :currency, :total_minor, :item_count, :payment_method, :status
-    )
-),
-items AS (
-    INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price_minor)
-    SELECT :order_id, l.line_no, l.product_id, l.quantity, l.unit_price_minor
-    FROM lines AS l JOIN locked AS k ON k.product_id = l.product_id
-),
-entries AS (
-    INSERT INTO ledger_entries (posting_id, order_id, account, debit_minor, credit_minor, currency, memo)
-    SELECT :posting_id, :order_id, e.account, e.debit_minor, e.credit_minor, :currency, :memo
-    FROM unnest(CAST(:accounts AS text[]), CAST(:debits AS bigint[]), CAST(:credits AS bigint[]))
-         AS e(account, debit_minor, credit_minor)
-),
-announced AS (
-    INSERT INTO outbox (event_id, order_id, event_type, payload, traceparent)
-    VALUES (:outbox_event_id, :order_id, :outbox_event_type, :outbox_payload, :traceparent)
-),
-booked AS (
-    INSERT INTO order_intake (topic, "partition", "offset", event_id, outcome, idempotency_key, order_id)
-    VALUES (:topic, :partition, :offset, :intake_event_id, :outcome, :idempotency_key, :order_id)
-)
-SELECT
-    (SELECT count(*) FROM taken) AS taken,
-    (SELECT json_agg(json_build_array(product_id, name, stock, unit_price_minor)) FROM locked) AS locked
-"""
+    + ")"
 )
 
-# The same statement with psycopg's %(name)s placeholders, for the reserve run on a held connection.
+# The same call with psycopg's %(name)s placeholders, for the reserve run on a held connection.
 RESERVE_ORDER_PSYCOPG = str(RESERVE_ORDER.compile(dialect=psycopg_dialect()))
 
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write
