@@ -49,13 +49,20 @@ CREATE TABLE IF NOT EXISTS {db}raw_events (
     topic LowCardinality(String),
     partition Int32,
     offset Int64,
-    landed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+    landed_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    id_hash UInt64 MATERIALIZED cityHash64(event_id)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toDate(ts)
 ORDER BY (toStartOfMinute(ts), event_id)
 TTL toDateTime(ts) + INTERVAL 2 YEAR
 SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+# The landing's duplicate lookup reads this 8-byte hash of every stored id in the chunk's time span
+# instead of the ids themselves (a third of the bytes, hashed once at insert, not per lookup).
+_RAW_EVENTS_ID_HASH = """
+ALTER TABLE {db}raw_events ADD COLUMN IF NOT EXISTS id_hash UInt64 MATERIALIZED cityHash64(event_id)
 """
 
 _DEAD_LETTERS = """
@@ -234,6 +241,7 @@ _STATEMENTS: tuple[str, ...] = (
     _coarser_rollup_view("event_rollup_day", "toStartOfDay", "event_rollup_hour"),
     _DAILY_ROLLUPS,
     _DAILY_PRODUCT_ROLLUPS,
+    _RAW_EVENTS_ID_HASH,
     _DETECTOR_STATE,
     _ID_PROBES,
 )

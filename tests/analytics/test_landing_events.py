@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from hub_pipelines.analytics.events import decode_batch, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.landing.offsets import OffsetRange
@@ -107,3 +108,17 @@ def test_malformed_and_oversized_events_are_dead_lettered_with_reason_and_raw_by
     replay = land(topics, warehouse, tables, 3, run="r2")
     assert (replay.duplicates, replay.dead_lettered) == (1, 2)
     assert count(warehouse, f"SELECT count() FROM {tables.dead_letters}") == 2
+
+
+def test_duplicates_are_found_among_rows_stored_before_the_id_hash_column_existed(
+    tmp_path, warehouse, tables
+):
+    warehouse.execute(f"ALTER TABLE {tables.raw_events} DROP COLUMN id_hash")
+    topics = topic_with(tmp_path, [event("e-1"), event("e-2"), event("e-2"), event("e-3")])
+    older = decode_batch(topics.read_range("events", 0, 0, 2))
+    warehouse.insert_arrow(tables.raw_events, events_to_arrow(older.events, older.messages))
+    later = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", [OffsetRange(0, 2, 4)], "r2"
+    )
+    assert (later.landed, later.duplicates) == (1, 1)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 3
