@@ -118,6 +118,10 @@ class Warehouse(Protocol):
 
     def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame: ...
 
+    def query_arrow(self, sql: str, parameters: Mapping[str, object] | None = None) -> pa.Table:
+        """The result as an Arrow table: for small results `to_pylist()` on it skips pandas altogether."""
+        ...
+
     def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
         """Insert rows; a repeated insert with the same dedup_token is a no-op. Returns rows sent."""
         ...
