@@ -1,6 +1,6 @@
 """Order ledger throughput on PostgreSQL, beside pgbench's TPC-B on the same server in the same run.
 
-    uv run python bench/orders.py [--orders 2000] [--workers 64] [--reserve-concurrency 8]
+    uv run python bench/orders.py [--orders 2000] [--workers 16] [--reserve-concurrency 8]
                                   [--processes 1] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
@@ -8,11 +8,14 @@ from a 1,000-product catalog) in the SQL inbox, then times `OrderLedger.process_
 authenticity, validation, cached catalog, the SERIALIZABLE reserve transaction, the Stripe SDK call
 to the fake Stripe server (another process, at 0 ms and 50 ms added latency), and the PAID
 transaction. With `--processes N` the events go to N inbox partitions and N processes run one
-ledger each over its own partition, as N parallel runs would. It prints orders/s, per-order
-p50/p95/p99 and the ledger's CPU per order, then pgbench TPC-B tps (scale 10, 8 clients) and the
-ceiling: the ledger's own per-order SQL (`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`) run by
-pgbench's C client on the real schema, which no implementation on this server can beat. Without `--database-url` a throwaway cluster is started with Debian's
-binaries (as user postgres) and default durability settings.
+ledger each over its own partition, as N parallel runs would.
+
+It prints orders/s, per-order p50/p95/p99 and the CPU per order of the ledger, of the fake Stripe
+server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
+pgbench TPC-B tps (scale 10, 8 clients) and the ceiling: the ledger's own per-order SQL
+(`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`) run by pgbench's C client on the real schema,
+which no implementation on this server can beat. Without `--database-url` a throwaway cluster is
+started with Debian's binaries (as user postgres) and default durability settings.
 """
 
 from __future__ import annotations
@@ -85,8 +88,36 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU of a process (with its waited-for children's, if asked), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(admin_url: str) -> float | None:
+    """CPU of the whole local server so far: the postmaster, its live processes and the backends it
+    reaped; None when the server is not on this machine."""
+    engine = sa.create_engine(sa.make_url(admin_url).set(drivername="postgresql+psycopg"))
+    with engine.connect() as connection:
+        data = connection.execute(sa.text("SHOW data_directory")).scalar_one()
+    engine.dispose()
+    try:
+        postmaster = int((Path(data) / "postmaster.pid").read_text().split()[0])
+    except OSError:
+        return None
+    total = cpu_seconds(postmaster, reaped_children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 @contextlib.contextmanager
-def fake_stripe(latency_s: float) -> Iterator[str]:
+def fake_stripe(latency_s: float) -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "tests.fakes.stripe_server", str(port), str(latency_s)],
                                cwd=PROJECT)  # fmt: skip
@@ -97,7 +128,7 @@ def fake_stripe(latency_s: float) -> Iterator[str]:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -150,7 +181,9 @@ def run_scenario(
         Inbox(database, partition=partition).land_events(share)
     database.dispose()
     pii_keys = new_key_setting()
-    with fake_stripe(latency_s) as base_url:
+    postgres_cpu = postgres_cpu_seconds(admin_url)
+    with fake_stripe(latency_s) as (base_url, stripe_pid):
+        stripe_cpu = cpu_seconds(stripe_pid)
         settings = (url, base_url, pii_keys, workers, reserve_concurrency)
         if processes == 1:
             results = [run_ledger(settings, 0, None)]
@@ -162,6 +195,8 @@ def run_scenario(
                     pool.map(run_ledger, [settings] * processes, range(processes), [start] * processes)
                 )
         elapsed = max(result["ended"] for result in results) - min(result["started"] for result in results)
+        stripe_cpu = cpu_seconds(stripe_pid) - stripe_cpu
+    postgres_after = postgres_cpu_seconds(admin_url)
     paid = sum(result["paid"] for result in results)
     assert paid == orders, f"only {paid} of {orders} orders were paid: {results}"
     seconds = [second for result in results for second in result["order_seconds"]]
@@ -173,6 +208,12 @@ def run_scenario(
         "cache_hit_rate": sum(result["cache_hit_rate"] for result in results) / processes,
         "serialization_retries": sum(result["serialization_retries"] for result in results),
         "cpu_ms_per_order": sum(result["cpu_s"] for result in results) / orders * 1000,
+        "stripe_cpu_ms_per_order": stripe_cpu / orders * 1000,
+        "postgres_cpu_ms_per_order": (
+            (postgres_after - postgres_cpu) / orders * 1000
+            if postgres_cpu is not None and postgres_after is not None
+            else float("nan")
+        ),
     }
 
 
@@ -341,7 +382,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=64, help="order threads per process")
+    parser.add_argument(
+        "--workers", type=int, default=16, help="order threads per process (OrderLedgerSettings.max_workers)"
+    )
     parser.add_argument("--reserve-concurrency", type=int, default=8, help="reserve transactions at once")
     parser.add_argument("--processes", type=int, default=1, help="ledger runs over disjoint partitions")
     parser.add_argument("--database-url", help="an existing server (superuser) instead of a throwaway one")
@@ -356,9 +399,9 @@ def main() -> None:
         )
         print(
             f"{'gateway':>8} {'orders/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'hit rate':>9} "
-            f"{'retries':>8} {'cpu ms/order':>13}"
+            f"{'retries':>8} {'cpu ms/order':>13} {'stripe fake':>12} {'postgres':>9}"
         )
-        tps = {}
+        tps, spent = {}, {}
         for latency in (0.0, 0.05):
             result = run_scenario(
                 admin_url,
@@ -369,10 +412,13 @@ def main() -> None:
                 options.reserve_concurrency,
             )
             tps[latency] = result["orders_per_s"]
+            spent[latency] = sum(result[k] for k in ("cpu_ms_per_order", "stripe_cpu_ms_per_order",
+                                                     "postgres_cpu_ms_per_order"))  # fmt: skip
             print(
                 f"{latency * 1000:>6.0f}ms {result['orders_per_s']:>9.0f} {result['p50_ms']:>8.1f} "
                 f"{result['p95_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['cache_hit_rate']:>9.3f} "
-                f"{result['serialization_retries']:>8.0f} {result['cpu_ms_per_order']:>13.2f}"
+                f"{result['serialization_retries']:>8.0f} {result['cpu_ms_per_order']:>13.2f} "
+                f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}"
             )
         anchor = pgbench_tps(admin_url, clients=8, seconds=options.pgbench_seconds)
         ceiling = ceiling_tps(admin_url, clients=options.reserve_concurrency, seconds=options.pgbench_seconds)
@@ -380,6 +426,12 @@ def main() -> None:
         print(f"pgbench TPC-B (scale 10, 8 clients): {anchor:.0f} tps")
         print(
             f"ratio orders/s : pgbench tps = {tps[0.0] / anchor:.2f} (0 ms), {tps[0.05] / anchor:.2f} (50 ms)"
+        )
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU bound: {cores} cores / {spent[0.0]:.2f} ms per order (ledger + fake Stripe + PostgreSQL) "
+            f"= {cores * 1000 / spent[0.0]:.0f} orders/s at most (0 ms), "
+            f"{cores * 1000 / spent[0.05]:.0f} (50 ms), with the machine to ourselves"
         )
         for name, rate in ceiling.items():
             print(
