@@ -97,3 +97,28 @@ def test_revenue_errors_and_top_products_per_window_match_raw_events(tmp_path, w
         (p["product"], p["purchases"], p["add_to_cart"]) for p in products
     ]
     assert [round(p["revenue"], 2) for p in top] == [round(p["revenue"], 2) for p in products]
+
+
+@pytest.mark.parametrize(
+    "hours", [(0, 48), (0, 30), (20, 44)], ids=["whole-days-only", "day-and-hours", "hours-only"]
+)
+def test_funnel_events_match_raw_events_whichever_rollups_the_window_reads(
+    tmp_path, warehouse, tables, hours
+):
+    first_day = (HOUR - timedelta(days=3)).replace(hour=0)
+    for n, start in enumerate(first_day + timedelta(hours=h) for h in (3, 21, 27, 40, 50)):
+        land_demo_events(tmp_path / str(n), warehouse, tables, 200, start, seed=60 + n)
+    start, end = (first_day + timedelta(hours=h) for h in hours)
+    raw = warehouse.query_arrow(
+        f"SELECT type, count() AS events FROM {tables.raw_events} FINAL "
+        "WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')} GROUP BY type",
+        {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
+    ).to_pylist()
+    expected = {
+        row["type"]: row["events"] for row in raw if row["type"] in ("page_view", "add_to_cart", "purchase")
+    }
+
+    funnel = DashboardQueries(warehouse, InProcessCache(), tables).fetch("funnel", start, end)
+
+    assert {step["step"]: step["events"] for step in funnel} == expected
+    assert sum(expected.values()) > 0
