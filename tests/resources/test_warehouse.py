@@ -204,6 +204,19 @@ def test_query_parameters_bind_strings_times_and_arrays(warehouse: Warehouse, ev
     assert matched["happened_at"].iloc[-1] == pd.Timestamp("2024-01-02 03:04:05", tz="UTC")
 
 
+def test_arrow_rows_carry_datetime64_as_utc_timestamps_and_datetime_as_epoch_seconds(
+    warehouse: Warehouse,
+) -> None:
+    rows = warehouse.query_arrow(
+        "SELECT toDateTime64({at:DateTime('UTC')}, 0, 'UTC') AS stamped, {at:DateTime('UTC')} AS bare, "
+        "toUInt64(3) AS count",
+        {"at": dt.datetime(2024, 5, 1, 12)},
+    ).to_pylist()
+
+    assert rows == [{"stamped": dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC), "bare": 1714564800, "count": 3}]
+    assert rows[0]["stamped"].utcoffset() == dt.timedelta(0)
+
+
 def test_an_empty_result_keeps_its_columns(warehouse: Warehouse, events_table: str) -> None:
     empty = warehouse.query_df(f"SELECT event_id, user_id FROM {events_table} WHERE event_id > 10")
 
