@@ -131,7 +131,13 @@ GROUP BY second, type
 # partition, and a window merges the states of every part it touches: parts a minute old are merged
 # (a partition is a few MB at most), where the ordinary merge policy leaves a handful of small parts
 # alone for a long time.
-_DASHBOARD_ROLLUP_SETTINGS = "index_granularity = 32, min_age_to_force_merge_seconds = 60"
+_FORCE_MERGE_AGE = "min_age_to_force_merge_seconds = 60"
+_DASHBOARD_ROLLUP_SETTINGS = f"index_granularity = 32, {_FORCE_MERGE_AGE}"
+
+
+def _force_merges_on(name: str) -> str:
+    """The merge age for a rollup created before it was set (a table's granularity is fixed at creation)."""
+    return f"ALTER TABLE {{db}}{name} MODIFY SETTING {_FORCE_MERGE_AGE}"
 
 
 def _rollup_table(
@@ -248,6 +254,7 @@ _STATEMENTS: tuple[str, ...] = (
     _rollup_table("event_rollup_minute", "DateTime('UTC')", "90 DAY"),
     _rollup_view("event_rollup_minute", "toStartOfMinute"),
     _rollup_table("event_rollup_hour", "DateTime('UTC')", "2 YEAR", settings=_DASHBOARD_ROLLUP_SETTINGS),
+    _force_merges_on("event_rollup_hour"),
     _coarser_rollup_view("event_rollup_hour", "toStartOfHour", "event_rollup_minute"),
     _rollup_table(
         "event_rollup_day",
@@ -256,6 +263,7 @@ _STATEMENTS: tuple[str, ...] = (
         partition="toYYYYMM(bucket)",
         settings=_DASHBOARD_ROLLUP_SETTINGS,
     ),
+    _force_merges_on("event_rollup_day"),
     _coarser_rollup_view("event_rollup_day", "toStartOfDay", "event_rollup_hour"),
     _DAILY_ROLLUPS,
     _DAILY_PRODUCT_ROLLUPS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +13,7 @@ from hub_pipelines.analytics.dashboard import (
     window_parameters,
 )
 from hub_pipelines.analytics.rollups import rebuild_day
+from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.resources.cache import InProcessCache
 from tests.analytics.test_rollups_counters import HOUR, land_demo_events
 
@@ -122,3 +124,29 @@ def test_funnel_events_match_raw_events_whichever_rollups_the_window_reads(
 
     assert {step["step"]: step["events"] for step in funnel} == expected
     assert sum(expected.values()) > 0
+
+
+def test_rollups_created_before_the_merge_age_get_it_from_ensure(warehouse):
+    tables = AnalyticsTables(database=f"analytics_{uuid.uuid4().hex[:10]}")
+    statements = tables.statements()
+    older = [s.replace(", min_age_to_force_merge_seconds = 60", "") for s in statements if "ALTER" not in s]
+    try:
+        for statement in older:
+            warehouse.execute(statement)
+        before = _create_statement(warehouse, tables.rollup_hour)
+
+        tables.ensure(warehouse)
+
+        assert "min_age_to_force_merge_seconds" not in before
+        for rollup in (tables.rollup_hour, tables.rollup_day):
+            assert "min_age_to_force_merge_seconds = 60" in _create_statement(warehouse, rollup)
+    finally:
+        warehouse.execute(f"DROP DATABASE IF EXISTS {tables.database}")
+
+
+def _create_statement(warehouse, table: str) -> str:
+    database, name = table.split(".")
+    return warehouse.query_arrow(
+        "SELECT create_table_query FROM system.tables WHERE database = {d:String} AND name = {n:String}",
+        {"d": database, "n": name},
+    ).to_pylist()[0]["create_table_query"]
