@@ -5,8 +5,9 @@ Counters are written per landed chunk in one pipelined batch, guarded by a batch
 If the batch fails the marker is removed again, so the next attempt counts the chunk. Every key
 lives 24 hours. The landing sink counts each chunk from the rows it inserts, on a thread beside the
 insert (`ChunkCounter`); a chunk it could not count (cache down, too slow) is counted afterwards from
-`raw_events` by `count_uncounted_chunks`. The same numbers can be read back from the cache (Redis in production) or computed
-from the warehouse's minute rollups (locally, where the in-process cache dies with each run).
+`raw_events` by `count_uncounted_chunks`. The same numbers can be read back from the cache (Redis in
+production) or computed from the warehouse's minute rollups (locally, where the in-process cache dies
+with each run).
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ Each message is decoded by msgspec straight into a typed, untracked-by-GC struct
 event); the structs become Arrow columns for one insert. A batch checks the event ids' pattern on the
 id column at once (RE2, in Arrow) instead of per event in msgspec (whose regex cost more than the rest
 of the decoding), and decodes again with the full model only the events that fail it, for msgspec's
-own reason. Every invalid message gets a reason that
-names it (topic, partition, offset, event id when known) and says what is wrong with it; oversized
-ones are refused before any parsing.
+own reason. Every invalid message gets a reason that names it (topic, partition, offset, event id when
+known) and says what is wrong with it; oversized ones are refused before any parsing.
 """
 
 from __future__ import annotations
