@@ -371,8 +371,11 @@ def run_pgbench(arguments: list[str]) -> float:
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     if match is None:
         raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
+    # tps counts committed transactions only. A race lost `--max-tries` times in a row on the
+    # hottest product counts as failed; more than a few in a thousand would mean a broken script.
     failed = re.search(r"number of failed transactions: ([0-9]+)", result.stdout)
-    if failed and int(failed.group(1)):
+    done = re.search(r"number of transactions actually processed: ([0-9]+)", result.stdout)
+    if failed and done and int(failed.group(1)) > 0.002 * max(1, int(done.group(1))):
         raise RuntimeError(f"pgbench transactions failed:\n{result.stdout}\n{result.stderr}")
     return float(match.group(1))
 
