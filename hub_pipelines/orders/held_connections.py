@@ -30,7 +30,7 @@ class _Slot:
         self.pooled = database.engine.raw_connection()
         connection = self.pooled.driver_connection
         # Set on the connection, not per transaction: psycopg sends it with each BEGIN. Put back on
-        # release, so the pool's next user gets the server default.
+        # release, so the pool's next user gets the level the pool gave out.
         self.isolation_level = connection.isolation_level
         connection.isolation_level = level
 
@@ -39,14 +39,18 @@ class _Slot:
         return None if self.pooled is None else self.pooled.driver_connection
 
     def release(self, *, broken: bool = False) -> None:
-        if self.pooled is not None:
-            if broken:
-                self.pooled.invalidate()
-            else:
+        if self.pooled is None:
+            return
+        if not broken:
+            try:
                 self.pooled.driver_connection.rollback()
                 self.pooled.driver_connection.isolation_level = self.isolation_level
-            self.pooled.close()
-            self.pooled = None
+            except psycopg.Error:
+                broken = True
+        if broken:
+            self.pooled.invalidate()
+        self.pooled.close()
+        self.pooled = None
 
 
 class HeldConnections:
