@@ -47,8 +47,8 @@ def enable_tracing(
     """Export spans to the OTLP collector at `otlp_endpoint` (or to `exporter`) and instrument clients.
 
     Nothing happens without an endpoint or exporter: OpenTelemetry stays a no-op and no client is
-    wrapped. The instrumentations wrap SQLAlchemy engines, Redis, httpx (Stripe, webhooks, pager),
-    botocore (S3, CloudFront) and urllib3 (clickhouse-connect) created after this call.
+    wrapped. The instrumentations wrap SQLAlchemy engines, Redis, httpx (webhooks, pager),
+    botocore (S3, CloudFront) and urllib3 (Stripe, clickhouse-connect) created after this call.
     """
     provider = configure_tracing(service_name, otlp_endpoint, exporter)
     if provider is not None:

@@ -106,7 +106,9 @@ class PostgresDatabase(dg.ConfigurableResource):
     application_name: str = "hub_pipelines"
     statement_timeout_ms: int = 0
     connect_timeout_s: int = 10
-    pool_size: int = 5
+    # An order ledger batch holds 9 connections for its whole run (8 reserving, 1 recording PAID):
+    # the pool keeps room for them and for the rest of the step.
+    pool_size: int = 12
     max_overflow: int = 10
     pool_recycle_s: int = 1800
     echo: bool = False
