@@ -68,9 +68,10 @@ def test_revenue_errors_and_top_products_per_window_match_raw_events(tmp_path, w
     start, end = first_hour + timedelta(hours=1), HOUR + timedelta(hours=1)
     dashboard = DashboardQueries(warehouse, InProcessCache(), tables)
     hourly = warehouse.query_arrow(
-        "SELECT toDateTime64(toStartOfHour(ts), 0, 'UTC') AS hour, toFloat64(sum(ifNull(amount, 0))) AS revenue, "
-        "countIf(type = 'error') AS errors, count() AS events "
-        f"FROM {tables.raw_events} FINAL WHERE ts >= {{start:DateTime('UTC')}} AND ts < {{end:DateTime('UTC')}} "
+        "SELECT toDateTime64(toStartOfHour(ts), 0, 'UTC') AS hour, "
+        "toFloat64(sum(ifNull(amount, 0))) AS revenue, countIf(type = 'error') AS errors, count() AS events "
+        f"FROM {tables.raw_events} FINAL "
+        "WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')} "
         "GROUP BY hour ORDER BY hour",
         {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)},
     ).to_pylist()
