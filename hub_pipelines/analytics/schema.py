@@ -247,6 +247,7 @@ ORDER BY metric
 
 _STATEMENTS: tuple[str, ...] = (
     _RAW_EVENTS,
+    _RAW_EVENTS_ID_HASH,
     _DEAD_LETTERS,
     _LANDED_RANGES,
     _SERIES_1S,
@@ -267,7 +268,6 @@ _STATEMENTS: tuple[str, ...] = (
     _coarser_rollup_view("event_rollup_day", "toStartOfDay", "event_rollup_hour"),
     _DAILY_ROLLUPS,
     _DAILY_PRODUCT_ROLLUPS,
-    _RAW_EVENTS_ID_HASH,
     _DETECTOR_STATE,
     _ID_PROBES,
 )
