@@ -1,6 +1,7 @@
 """Order ledger throughput on PostgreSQL, beside pgbench's TPC-B on the same server in the same run.
 
-    uv run python bench/orders.py [--orders 2000] [--workers 16] [--reserve-concurrency 8]
+    uv run python bench/orders.py [--orders 2000] [--min-in-flight 2] [--max-in-flight 256]
+                                  [--workers N (a fixed N in flight)] [--reserve-concurrency 8]
                                   [--processes 1] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
@@ -10,7 +11,8 @@ to the fake Stripe server (another process, at 0 ms and 50 ms added latency), an
 transaction. With `--processes N` the events go to N inbox partitions and N processes run one
 ledger each over its own partition, as N parallel runs would.
 
-It prints orders/s, per-order p50/p95/p99 and the CPU per order of the ledger, of the fake Stripe
+It prints orders/s, per-order p50/p95/p99, the in-flight limit the ledger ended at (and its
+peak), and the CPU per order of the ledger, of the fake Stripe
 server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
 pgbench TPC-B tps (scale 10, 8 clients) and the ceiling: the ledger's own per-order SQL
 (`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`) run by pgbench's C client on the real schema,
@@ -161,7 +163,12 @@ CUMULATIVE_WEIGHTS = list(itertools.accumulate(1 / (rank + 1) ** ZIPF_EXPONENT f
 
 
 def run_scenario(
-    admin_url: str, latency_s: float, orders: int, workers: int, processes: int, reserve_concurrency: int
+    admin_url: str,
+    latency_s: float,
+    orders: int,
+    in_flight: tuple[int, int],
+    processes: int,
+    reserve_concurrency: int,
 ) -> dict[str, float]:
     url = fresh_database(admin_url, f"bench_orders_{int(latency_s * 1000)}ms")
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
@@ -184,7 +191,7 @@ def run_scenario(
     postgres_cpu = postgres_cpu_seconds(admin_url)
     with fake_stripe(latency_s) as (base_url, stripe_pid):
         stripe_cpu = cpu_seconds(stripe_pid)
-        settings = (url, base_url, pii_keys, workers, reserve_concurrency)
+        settings = (url, base_url, pii_keys, in_flight, reserve_concurrency)
         if processes == 1:
             results = [run_ledger(settings, 0, None)]
         else:
@@ -206,6 +213,8 @@ def run_scenario(
         "p95_ms": percentile(seconds, 95) * 1000,
         "p99_ms": percentile(seconds, 99) * 1000,
         "cache_hit_rate": sum(result["cache_hit_rate"] for result in results) / processes,
+        "in_flight_limit": max(result["in_flight_limit"] for result in results),
+        "in_flight_limit_peak": max(result["in_flight_limit_peak"] for result in results),
         "serialization_retries": sum(result["serialization_retries"] for result in results),
         "cpu_ms_per_order": sum(result["cpu_s"] for result in results) / orders * 1000,
         "stripe_cpu_ms_per_order": stripe_cpu / orders * 1000,
@@ -217,16 +226,18 @@ def run_scenario(
     }
 
 
-def run_ledger(settings: tuple[str, str, str, int, int], partition: int, start: Any) -> dict[str, Any]:
+def run_ledger(
+    settings: tuple[str, str, str, tuple[int, int], int], partition: int, start: Any
+) -> dict[str, Any]:
     """One run of the ledger over one inbox partition (in this process or a child process); the
     clock starts when every process is ready (`start` is a shared barrier)."""
-    url, base_url, pii_keys, workers, reserve_concurrency = settings
+    url, base_url, pii_keys, (min_in_flight, max_in_flight), reserve_concurrency = settings
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
     gateway = StripeGateway(
         api_key="sk_test_bench",
         api_base=base_url,
         breaker_name=f"bench-{uuid.uuid4()}",
-        max_connections=workers,
+        max_connections=min(max_in_flight, 128),
     )
     ledger = OrderLedger(
         database,
@@ -235,7 +246,8 @@ def run_ledger(settings: tuple[str, str, str, int, int], partition: int, start: 
         authenticator(hmac_secret=HMAC_SECRET),
         cipher=PiiCipher.from_setting(pii_keys),
         partitions=frozenset({partition}),
-        max_workers=workers,
+        min_in_flight=min_in_flight,
+        max_in_flight=max_in_flight,
         reserve_concurrency=reserve_concurrency,
     )
     if start is not None:
@@ -248,6 +260,8 @@ def run_ledger(settings: tuple[str, str, str, int, int], partition: int, start: 
         "paid": report.count("paid"),
         "order_seconds": list(report.order_seconds),
         "cache_hit_rate": report.cache.hit_rate,
+        "in_flight_limit": report.in_flight_limit,
+        "in_flight_limit_peak": report.in_flight_limit_peak,
         "serialization_retries": report.serialization_retries,
         "cpu_s": cpu_s,
         "started": started,
@@ -385,24 +399,31 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--min-in-flight", type=int, default=2, help="OrderLedgerSettings.min_in_flight")
+    parser.add_argument("--max-in-flight", type=int, default=256, help="OrderLedgerSettings.max_in_flight")
     parser.add_argument(
-        "--workers", type=int, default=16, help="order threads per process (OrderLedgerSettings.max_workers)"
+        "--workers", type=int, help="a fixed number in flight (min = max), as before the limiter"
     )
     parser.add_argument("--reserve-concurrency", type=int, default=8, help="reserve transactions at once")
     parser.add_argument("--processes", type=int, default=1, help="ledger runs over disjoint partitions")
     parser.add_argument("--database-url", help="an existing server (superuser) instead of a throwaway one")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     options = parser.parse_args()
+    in_flight = (
+        (options.workers, options.workers)
+        if options.workers
+        else (options.min_in_flight, options.max_in_flight)
+    )
     server = contextlib.nullcontext(options.database_url) if options.database_url else throwaway_postgres()
     with server as admin_url:
         print(
             f"order ledger: {options.orders} orders per scenario, {options.processes} process(es) x "
-            f"{options.workers} workers, {options.reserve_concurrency} reserving at once, 1-3 lines each "
+            f"{in_flight[0]}..{in_flight[1]} orders in flight, {options.reserve_concurrency} reserving at once, 1-3 lines each "
             f"over {PRODUCTS} products (Zipf {ZIPF_EXPONENT}); load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"{'gateway':>8} {'orders/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'hit rate':>9} "
-            f"{'retries':>8} {'cpu ms/order':>13} {'stripe fake':>12} {'postgres':>9}"
+            f"{'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} {'stripe fake':>12} {'postgres':>9}"
         )
         tps, spent = {}, {}
         for latency in (0.0, 0.05):
@@ -410,7 +431,7 @@ def main() -> None:
                 admin_url,
                 latency,
                 options.orders,
-                options.workers,
+                in_flight,
                 options.processes,
                 options.reserve_concurrency,
             )
@@ -420,7 +441,8 @@ def main() -> None:
             print(
                 f"{latency * 1000:>6.0f}ms {result['orders_per_s']:>9.0f} {result['p50_ms']:>8.1f} "
                 f"{result['p95_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['cache_hit_rate']:>9.3f} "
-                f"{result['serialization_retries']:>8.0f} {result['cpu_ms_per_order']:>13.2f} "
+                f"{result['serialization_retries']:>8.0f} {result['in_flight_limit']:>6.0f} "
+                f"{result['in_flight_limit_peak']:>5.0f} {result['cpu_ms_per_order']:>13.2f} "
                 f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}"
             )
         anchor = pgbench_tps(admin_url, clients=8, seconds=options.pgbench_seconds)

@@ -51,6 +51,8 @@ class BatchReport:
     serialization_retries: int
     breaker_state: str
     elapsed_s: float
+    in_flight_limit: int = 0
+    in_flight_limit_peak: int = 0
     outcomes: tuple[OrderOutcome, ...] = field(repr=False, default=())
 
     @classmethod
@@ -62,6 +64,8 @@ class BatchReport:
         cache: CacheStats,
         breaker_state: str,
         elapsed_s: float,
+        in_flight_limit: int = 0,
+        in_flight_limit_peak: int = 0,
     ) -> BatchReport:
         everything = [*outcomes, *reconciled]
         value: Counter[str] = Counter()
@@ -83,6 +87,8 @@ class BatchReport:
             serialization_retries=sum(o.serialization_retries for o in outcomes),
             breaker_state=breaker_state,
             elapsed_s=elapsed_s,
+            in_flight_limit=in_flight_limit,
+            in_flight_limit_peak=in_flight_limit_peak,
             outcomes=tuple(everything),
         )
 
@@ -115,5 +121,7 @@ class BatchReport:
             "serialization_retries": self.serialization_retries,
             "breaker_state": self.breaker_state,
             "elapsed_s": round(self.elapsed_s, 3),
+            "in_flight_limit": self.in_flight_limit,
+            "in_flight_limit_peak": self.in_flight_limit_peak,
         }
         return metadata

@@ -1,7 +1,7 @@
 """One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
-Each order runs its phases in a worker thread (bounded by `max_workers`, so gateway latency overlaps
-instead of adding up): the reserve transaction (its own, SERIALIZABLE) commits before the gateway is
+Each order runs its phases in a worker thread (as many at once as a `VegasLimiter` admits, so gateway
+latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (its own, SERIALIZABLE) commits before the gateway is
 called, and the outcome is recorded in a later transaction (PAID ones group-committed with other
 orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import sqlalchemy as sa
 
+from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter
@@ -48,6 +50,9 @@ from hub_pipelines.orders.tables import order_intake
 
 logger = logging.getLogger(__name__)
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
 AlertHook = Callable[[str, str], None]
 """Called with (order id, reason) after an order was compensated."""
 
@@ -57,6 +62,8 @@ class RateLimitExceeded(ValueError):
 
 
 REJECTIONS = (UnauthenticEvent, InvalidOrderEvent, RateLimitExceeded, PriceRejected, InsufficientStock)
+CHARGED = frozenset({"paid", "failed", "payment_unknown"})
+"""Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
 
 
 def log_alert(order_id: str, reason: str) -> None:
@@ -83,8 +90,11 @@ class AdmittedOrder:
 class OrderLedger:
     """One batch of orders: admit every event, warm the catalog once, then place the orders.
 
-    `max_workers` threads place orders (reserve -> charge -> record), so that many gateway calls can
-    be in flight; at most `reserve_concurrency` of them run a reserve transaction at a time, which
+    Worker threads place orders (reserve -> charge -> record), as many at once as the limiter admits:
+    between `min_in_flight` and `max_in_flight`, raised while per-order latency stays near the lowest
+    seen (a slow gateway: more calls overlap) and lowered when it rises without more orders served
+    (CPU-bound: more would only queue on the GIL); the limit carries over from batch to batch. At
+    most `reserve_concurrency` of them run a reserve transaction at a time, which
     keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
     collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`. Beyond one
     core, run several ledgers (processes, Dagster runs) over disjoint `partitions` of the topic.
@@ -99,7 +109,8 @@ class OrderLedger:
     alert: AlertHook = log_alert
     topic: str = "orders"
     partitions: frozenset[int] | None = None
-    max_workers: int = 8
+    min_in_flight: int = 2
+    max_in_flight: int = 256
     reserve_concurrency: int = 8
     stale_after_s: float = 60.0
     clock: Callable[[], float] = field(default=time.perf_counter)
@@ -107,6 +118,7 @@ class OrderLedger:
     def __post_init__(self) -> None:
         self._reserving = HeldConnections(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
+        self.in_flight_limit = VegasLimiter(self.min_in_flight, self.max_in_flight)
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
         """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
@@ -117,19 +129,23 @@ class OrderLedger:
         events = self.unprocessed_events(limit)
         with (
             PaidRecorder(self.database) as recorder,
-            ThreadPoolExecutor(max_workers=max(1, self.max_workers), thread_name_prefix="order") as pool,
+            ThreadPoolExecutor(
+                max_workers=self.in_flight_limit.max_limit, thread_name_prefix="order"
+            ) as pool,
         ):
             self._recorder = recorder
             try:
-                reconciled = list(pool.map(lambda order: self._settle(order.charge, self.clock()), pending))
-                admitted = list(pool.map(self.admit, events))
+                reconciled = self._limited(
+                    pool, lambda order: self._settle(order.charge, self.clock()), pending
+                )
+                admitted = self._limited(pool, self.admit, events, learn=False)
                 self.catalog.products(
                     item.product_id
                     for order in admitted
                     if isinstance(order, AdmittedOrder)
                     for item in order.request.items
                 )
-                outcomes = list(pool.map(self.place, admitted))
+                outcomes = self._limited(pool, self.place, admitted)
             finally:
                 self._recorder = None
                 self._reserving.close()
@@ -139,7 +155,41 @@ class OrderLedger:
             cache=self.catalog.reset_stats(),
             breaker_state=self.gateway.breaker_state(),
             elapsed_s=self.clock() - started,
+            in_flight_limit=self.in_flight_limit.limit,
+            in_flight_limit_peak=self.in_flight_limit.peak_limit,
         )
+
+    def _limited(
+        self,
+        pool: ThreadPoolExecutor,
+        work: Callable[[Item], Result],
+        items: Iterable[Item],
+        *,
+        learn: bool = True,
+    ) -> list[Result]:
+        """`work` over `items` on the pool, in order, each started when the in-flight limit admits it;
+        with `learn`, the time of each charged order teaches the limit."""
+        limiter = self.in_flight_limit
+
+        def run(item: Item) -> Result:
+            started, latency = self.clock(), None
+            try:
+                result = work(item)
+                if learn and isinstance(result, OrderOutcome) and result.status in CHARGED:
+                    latency = self.clock() - started
+                return result
+            finally:
+                limiter.release(latency)
+
+        futures: list[Future[Result]] = []
+        for item in items:
+            limiter.acquire()
+            try:
+                futures.append(pool.submit(run, item))
+            except BaseException:
+                limiter.release(None)
+                raise
+        return [future.result() for future in futures]
 
     def unprocessed_events(self, limit: int) -> list[InboxEvent]:
         """Inbox events of the topic (of `partitions` only, when set, so several runs can split a

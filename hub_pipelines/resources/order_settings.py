@@ -32,11 +32,11 @@ class OrderLedgerSettings(dg.ConfigurableResource):
     rate_limit_storage_uri: str = "memory://"
     orders_topic: str = "orders"
     order_events_topic: str = "order-events"
-    # Orders placed at once. In flight = orders/s x time per order (gateway latency + ~20 ms of our
-    # own), so a slow gateway wants more; beyond what the cores can serve, more only lengthens the
-    # tail (2 cores, bench/orders.py: 16 served 0 and 50 ms gateways at the CPU's rate, 64 gave the
-    # same orders/s at 4-5x the p99). With Stripe's ~300 ms, raise it, or run more processes.
-    max_workers: int = 16
+    # Bounds of the orders placed at once; the ledger's limiter moves between them by per-order
+    # latency. In flight = orders/s x time per order, so Stripe's ~300 ms wants ~100 at 300 orders/s,
+    # while a fast gateway leaves the work CPU-bound, where more than a few only queue on the GIL.
+    min_in_flight: int = 2
+    max_in_flight: int = 256
     batch_limit: int = 20_000
     stale_after_s: float = 60.0
     outbox_bound_s: float = 300.0

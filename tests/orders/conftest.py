@@ -80,7 +80,7 @@ def make_ledger(ledger_database: PostgresDatabase, cipher: PiiCipher) -> LedgerF
             "gateway": gateway,
             "authenticator": authenticator(),
             "cipher": cipher,
-            "max_workers": 4,
+            "max_in_flight": 4,
             "stale_after_s": 0.0,
         }
         settings.update(overrides)

@@ -45,7 +45,7 @@ def test_two_parallel_workers_sell_exactly_the_stock_and_reject_the_rest(
     Inbox(ledger_database).land_events(
         order_event(customer=f"c-{n}", items=[("p-limited", 1, "50.00")]) for n in range(200)
     )
-    workers = [make_ledger(stripe_gateway, max_workers=4) for _ in range(2)]
+    workers = [make_ledger(stripe_gateway, max_in_flight=4) for _ in range(2)]
     start = threading.Barrier(2)
     reports = []
 

@@ -46,7 +46,12 @@ def crash_after_charge(database_url: str, stripe_base: str) -> None:
         api_key="sk_test_hub", api_base=stripe_base, initial_backoff_s=0, backoff_jitter_s=0
     )
     ledger = OrderLedger(
-        database, Catalog(database), KillAfterCharge(gateway), authenticator(), max_workers=1
+        database,
+        Catalog(database),
+        KillAfterCharge(gateway),
+        authenticator(),
+        min_in_flight=1,
+        max_in_flight=1,
     )
     ledger.process_batch()
 

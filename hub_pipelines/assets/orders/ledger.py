@@ -90,6 +90,9 @@ def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> No
     metrics.gauge("orders_breaker_state", "Payment breaker: 0 closed, 1 half-open, 2 open").set(
         STATE_VALUES.get(report.breaker_state, 0)
     )
+    metrics.gauge("orders_in_flight_limit", "Orders the ledger admitted at once at the batch's end").set(
+        report.in_flight_limit
+    )
     push_metrics(metrics.registry, settings.pushgateway_url, job="orders_ledger")
 
 
@@ -148,7 +151,8 @@ def order_ledger(
         cipher=order_settings.cipher(),
         alert=lambda order_id, reason: context.log.error(f"ALERT order {order_id} failed: {reason}"),
         topic=order_settings.orders_topic,
-        max_workers=order_settings.max_workers,
+        min_in_flight=order_settings.min_in_flight,
+        max_in_flight=order_settings.max_in_flight,
         stale_after_s=order_settings.stale_after_s,
     )
     report = ledger.process_batch(order_settings.batch_limit)
