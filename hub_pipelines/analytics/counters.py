@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -206,7 +206,7 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
 
 
 class ChunkCounter:
-    """Writes a chunk's counters on a thread of its own while the caller inserts the same rows elsewhere.
+    """Writes chunks' counters on a thread of its own while the caller inserts the same rows elsewhere.
 
     At most one write is in flight and each is waited for at most `timeout_seconds`: a cache that is down
     or slow delays landing by that much once, after which chunks are left uncounted (their markers stay
@@ -216,34 +216,38 @@ class ChunkCounter:
     def __init__(self, cache: Cache, timeout_seconds: float = 5.0) -> None:
         self.cache, self.timeout_seconds = cache, timeout_seconds
         self._writer: threading.Thread | None = None
-        self._counted = False
+        self._counted: set[str] = set()
 
-    def start(self, batch_id: str, rows: pa.Table) -> bool:
-        """Begin counting `rows` as batch `batch_id`; False when the previous write is still running."""
+    def start(self, batches: Sequence[tuple[str, pa.Table]]) -> bool:
+        """Begin counting each (batch id, rows); False when the previous write is still running."""
         if self._writer is not None and self._writer.is_alive():
             return False
-        self._counted = False
+        self._counted = set()
         self._writer = threading.Thread(
-            target=self._write, args=(batch_id, rows), name=f"counters {batch_id}", daemon=True
+            target=self._write,
+            args=(list(batches),),
+            name=f"counters {batches[0][0] if batches else ''}",
+            daemon=True,
         )
         self._writer.start()
         return True
 
-    def _write(self, batch_id: str, rows: pa.Table) -> None:
-        try:
-            write_counters(self.cache, batch_id, counter_update(rows))
-            self._counted = True
-        except Exception:
-            logger.warning(
-                "counters of %s not written; counted later from the warehouse", batch_id, exc_info=True
-            )
+    def _write(self, batches: list[tuple[str, pa.Table]]) -> None:
+        for batch_id, rows in batches:
+            try:
+                write_counters(self.cache, batch_id, counter_update(rows))
+                self._counted.add(batch_id)
+            except Exception:
+                logger.warning(
+                    "counters of %s not written; counted later from the warehouse", batch_id, exc_info=True
+                )
 
-    def finish(self) -> bool:
-        """Wait for the write begun last; True when its counters are in (now or by an earlier attempt)."""
+    def finish(self) -> set[str]:
+        """Wait for the write begun last; the batch ids whose counters are in (now or by an earlier attempt)."""
         if self._writer is None:
-            return False
+            return set()
         self._writer.join(self.timeout_seconds)
-        return not self._writer.is_alive() and self._counted
+        return set() if self._writer.is_alive() else set(self._counted)
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,18 @@ whole chunks behind, never half of one; the rerun finds those chunks recorded an
 messages as duplicates instead of landing them twice. With `read_ahead`, the next chunk is read from
 the broker while the current one lands (the broker client and the warehouse both work outside the
 GIL), one chunk ahead at most; chunks still land one at a time, in order.
+
+A sink that can land several chunks at once (`ChunkGroupSink`) is given consecutive chunks together
+until they hold `chunk_messages`: ranges split over many partitions make small chunks, and each
+landing costs the warehouse a few statements and parts whatever its size. Each chunk of a group is
+still booked and counted as itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hub_pipelines.core.ports import TopicMessage, Topics
 from hub_pipelines.landing.counts import LandingCounts
@@ -39,6 +44,15 @@ class LandingSink(Protocol):
     def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]: ...
 
 
+@runtime_checkable
+class ChunkGroupSink(LandingSink, Protocol):
+    """A sink that lands several chunks in one pass, each booked on its own as `land_chunk` would."""
+
+    def land_chunks(
+        self, topic: str, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
+    ) -> list[LandingCounts]: ...
+
+
 def split_into_chunks(offset_range: OffsetRange, chunk_messages: int) -> Iterator[OffsetRange]:
     """Chunks aligned to multiples of chunk_messages, so a rerun of any range meets the same chunks."""
     start = offset_range.start
@@ -63,6 +77,38 @@ def _read_chunk(topics: Topics, topic: str, chunk: OffsetRange) -> Sequence[Topi
     return messages
 
 
+def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[OffsetRange]]:
+    """Consecutive chunks taken together until a group holds `messages` (a big chunk stays alone)."""
+    groups: list[list[OffsetRange]] = []
+    held = messages
+    for chunk in chunks:
+        if held >= messages:
+            groups.append([])
+            held = 0
+        groups[-1].append(chunk)
+        held += chunk.size
+    return groups
+
+
+def _read_group(
+    topics: Topics, topic: str, group: Sequence[OffsetRange]
+) -> list[tuple[OffsetRange, Sequence[TopicMessage]]]:
+    return [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+
+
+def _land_group(
+    sink: LandingSink, topic: str, group: list[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
+) -> LandingCounts:
+    total = LandingCounts()
+    if isinstance(sink, ChunkGroupSink) and len(group) > 1:
+        for counts in sink.land_chunks(topic, group, run_id):
+            total += counts
+        return total
+    for chunk, messages in group:
+        total += sink.land_chunk(topic, chunk, messages, run_id)
+    return total
+
+
 def land_ranges(
     topics: Topics,
     sink: LandingSink,
@@ -74,16 +120,19 @@ def land_ranges(
 ) -> LandingCounts:
     """Read every range from the topic and land it in the sink; returns the summed counts."""
     chunks = [chunk for r in ranges for chunk in split_into_chunks(r, chunk_messages)]
+    groups = (
+        group_chunks(chunks, chunk_messages) if isinstance(sink, ChunkGroupSink) else [[c] for c in chunks]
+    )
     total = LandingCounts()
     if not read_ahead:
-        for chunk in chunks:
-            total += sink.land_chunk(topic, chunk, _read_chunk(topics, topic, chunk), run_id)
+        for group in groups:
+            total += _land_group(sink, topic, _read_group(topics, topic, group), run_id)
         return total
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{topic}") as reader:
-        upcoming: Future[Sequence[TopicMessage]] | None = None
-        for position, chunk in enumerate(chunks):
-            messages = (upcoming or reader.submit(_read_chunk, topics, topic, chunk)).result()
-            following = chunks[position + 1] if position + 1 < len(chunks) else None
-            upcoming = reader.submit(_read_chunk, topics, topic, following) if following else None
-            total += sink.land_chunk(topic, chunk, messages, run_id)
+        upcoming: Future[list[tuple[OffsetRange, Sequence[TopicMessage]]]] | None = None
+        for position, group in enumerate(groups):
+            read = (upcoming or reader.submit(_read_group, topics, topic, group)).result()
+            following = groups[position + 1] if position + 1 < len(groups) else None
+            upcoming = reader.submit(_read_group, topics, topic, following) if following else None
+            total += _land_group(sink, topic, read, run_id)
     return total

@@ -122,3 +122,29 @@ def test_duplicates_are_found_among_rows_stored_before_the_id_hash_column_existe
     )
     assert (later.landed, later.duplicates) == (1, 1)
     assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 3
+
+
+def test_small_chunks_of_several_partitions_land_together_and_are_booked_each_as_itself(
+    tmp_path, warehouse, tables
+):
+    topics = LocalTopicLog(root=str(tmp_path / "topics"))
+    topics.create_topic("events", 2)
+    topics.produce("events", [OutgoingMessage(event(f"a-{i}"), partition=0) for i in range(3)])
+    topics.produce(
+        "events",
+        [OutgoingMessage(v, partition=1) for v in (event("a-1"), b"{not json", event("b-1"))],
+    )
+    ranges = [OffsetRange(0, 0, 3), OffsetRange(1, 0, 3)]
+    sink = WarehouseEventsSink(warehouse, tables)
+    first = land_ranges(topics, sink, "events", ranges, "r1", chunk_messages=10)
+    replay = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", ranges, "r2", chunk_messages=10
+    )
+    assert (first.read, first.landed, first.duplicates, first.dead_lettered) == (6, 4, 1, 1)
+    assert {(r.partition, r.start, r.end): c.as_metadata() for r, c in sink.landed_ranges("events")} == {
+        (0, 0, 3): {"read": 3, "landed": 3, "duplicates": 0, "dead_lettered": 0},
+        (1, 0, 3): {"read": 3, "landed": 1, "duplicates": 1, "dead_lettered": 1},
+    }
+    assert (replay.landed, replay.duplicates, replay.dead_lettered) == (0, 5, 1)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 4
+    assert count(warehouse, f"SELECT count() FROM {tables.dead_letters}") == 1
