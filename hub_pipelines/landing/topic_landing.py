@@ -3,8 +3,9 @@
 Each chunk of a range is landed and recorded together by the sink, so a run killed mid-range leaves
 whole chunks behind, never half of one; the rerun finds those chunks recorded and counts their
 messages as duplicates instead of landing them twice. With `read_ahead`, the next chunk is read from
-the broker while the current one lands (the broker client and the warehouse both work outside the
-GIL), one chunk ahead at most; chunks still land one at a time, in order.
+the broker (and decoded, by a sink that decodes apart) while the current one lands (the broker client
+and the warehouse both work outside the GIL), one chunk ahead at most; chunks still land one at a
+time, in order.
 
 A sink that can land several chunks at once (`ChunkGroupSink`) is given consecutive chunks together
 until they hold `chunk_messages`: ranges split over many partitions make small chunks, and each
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from hub_pipelines.core.ports import TopicMessage, Topics
 from hub_pipelines.landing.counts import LandingCounts
@@ -46,11 +47,16 @@ class LandingSink(Protocol):
 
 @runtime_checkable
 class ChunkGroupSink(LandingSink, Protocol):
-    """A sink that lands several chunks in one pass, each booked on its own as `land_chunk` would."""
+    """A sink that lands several chunks in one pass, each booked as `land_chunk` would book it.
 
-    def land_chunks(
-        self, topic: str, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
-    ) -> list[LandingCounts]: ...
+    Decoding is apart from landing, so the next chunks can be decoded while these land.
+    """
+
+    def decode_chunks(self, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]) -> Any:
+        """Everything about the chunks that does not depend on what has landed before them."""
+        ...
+
+    def land_decoded(self, topic: str, decoded: Any, run_id: str) -> list[LandingCounts]: ...
 
 
 def split_into_chunks(offset_range: OffsetRange, chunk_messages: int) -> Iterator[OffsetRange]:
@@ -90,18 +96,15 @@ def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[Offs
     return groups
 
 
-def _read_group(
-    topics: Topics, topic: str, group: Sequence[OffsetRange]
-) -> list[tuple[OffsetRange, Sequence[TopicMessage]]]:
-    return [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+def _read_group(topics: Topics, sink: LandingSink, topic: str, group: Sequence[OffsetRange]) -> Any:
+    read = [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+    return sink.decode_chunks(read) if isinstance(sink, ChunkGroupSink) else read
 
 
-def _land_group(
-    sink: LandingSink, topic: str, group: list[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
-) -> LandingCounts:
+def _land_group(sink: LandingSink, topic: str, group: Any, run_id: str) -> LandingCounts:
     total = LandingCounts()
-    if isinstance(sink, ChunkGroupSink) and len(group) > 1:
-        for counts in sink.land_chunks(topic, group, run_id):
+    if isinstance(sink, ChunkGroupSink):
+        for counts in sink.land_decoded(topic, group, run_id):
             total += counts
         return total
     for chunk, messages in group:
@@ -126,13 +129,13 @@ def land_ranges(
     total = LandingCounts()
     if not read_ahead:
         for group in groups:
-            total += _land_group(sink, topic, _read_group(topics, topic, group), run_id)
+            total += _land_group(sink, topic, _read_group(topics, sink, topic, group), run_id)
         return total
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{topic}") as reader:
-        upcoming: Future[list[tuple[OffsetRange, Sequence[TopicMessage]]]] | None = None
+        upcoming: Future[Any] | None = None
         for position, group in enumerate(groups):
-            read = (upcoming or reader.submit(_read_group, topics, topic, group)).result()
+            read = (upcoming or reader.submit(_read_group, topics, sink, topic, group)).result()
             following = groups[position + 1] if position + 1 < len(groups) else None
-            upcoming = reader.submit(_read_group, topics, topic, following) if following else None
+            upcoming = reader.submit(_read_group, topics, sink, topic, following) if following else None
             total += _land_group(sink, topic, read, run_id)
     return total

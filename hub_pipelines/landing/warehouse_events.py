@@ -103,6 +103,15 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+@dataclass(frozen=True)
+class DecodedChunks:
+    """Chunks read and decoded, not landed yet: what can be done while the chunks before them land."""
+
+    chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]
+    batch: DecodedBatch
+    rows: pa.Table
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -136,13 +145,20 @@ class WarehouseEventsSink:
     def land_chunk(
         self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
     ) -> LandingCounts:
-        return self.land_chunks(topic, [(chunk, messages)], run_id)[0]
+        return self.land_decoded(topic, self.decode_chunks([(chunk, messages)]), run_id)[0]
 
-    def land_chunks(
-        self, topic: str, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
-    ) -> list[LandingCounts]:
-        """Land several chunks in one pass (one lookup, one insert, one booking), each booked as itself."""
+    def decode_chunks(self, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]) -> DecodedChunks:
+        """The chunks' events decoded into rows: all of landing that needs nothing from the warehouse."""
+        with _collector_paused():
+            now = self.clock()
+            messages = [message for _, chunk_messages in chunks for message in chunk_messages]
+            batch = decode_batch(messages, accept_from=now - RETENTION, accept_until=now + FUTURE_TOLERANCE)
+            return DecodedChunks(chunks, batch, events_to_arrow(batch.events, batch.messages))
+
+    def land_decoded(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[LandingCounts]:
+        """Land decoded chunks in one pass (one lookup, one insert, one booking), each booked as itself."""
         book = self._book(topic)
+        chunks = decoded.chunks
         outcomes: dict[OffsetRange, LandingCounts] = {}
         pending: list[tuple[OffsetRange, Sequence[TopicMessage]]] = []
         for chunk, messages in chunks:
@@ -156,19 +172,16 @@ class WarehouseEventsSink:
                     dead_lettered=booked.dead_lettered,
                 )
         if pending:
+            if len(pending) < len(chunks):
+                decoded = self.decode_chunks(pending)
             with _collector_paused():
-                landed = self._land_pending(topic, pending, run_id)
+                landed = self._land_pending(topic, decoded, run_id)
             for outcome in landed:
                 outcomes[outcome.chunk] = outcome.counts
         return [outcomes[chunk] for chunk, _ in chunks]
 
-    def _land_pending(
-        self, topic: str, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]], run_id: str
-    ) -> list[ChunkOutcome]:
-        now = self.clock()
-        messages = [message for _, chunk_messages in chunks for message in chunk_messages]
-        batch = decode_batch(messages, accept_from=now - RETENTION, accept_until=now + FUTURE_TOLERANCE)
-        rows = events_to_arrow(batch.events, batch.messages)
+    def _land_pending(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[ChunkOutcome]:
+        chunks, batch, rows = decoded.chunks, decoded.batch, decoded.rows
         unique = self._first_of_each_id(rows)
         labels = "+".join(chunk.label() for chunk, _ in chunks)
         stored = self._stored_positions(
