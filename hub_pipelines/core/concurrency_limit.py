@@ -5,9 +5,18 @@ A fixed pool size fits one latency only: when the work behind a call is CPU-boun
 the cores serve only queue (latency up, no throughput); when it waits on a slow remote, in-flight
 calls must grow with its latency (Little's law). The limiter compares each call's latency with the
 lowest seen (the no-load latency) and estimates how many calls are queueing:
-`queue = limit * (1 - no_load / latency)`. Few queueing -> raise the limit; many -> lower it.
-The no-load latency is forgotten every `probe_every_limits * limit` samples and learned again, so a
-remote that became slower for good raises the baseline instead of pinning the limit at its floor.
+`queue = limit * (1 - no_load / latency)`. Until the first answer that shows any queue, the limit
+grows by one per answer (doubling per round trip, TCP's slow start); after it, fewer than `alpha`
+queueing -> one more per round trip (1/limit per answer), more than `beta` -> one fewer. Latency
+within `tolerance` x the no-load latency counts as no queue at all: against a slow remote, `beta`
+queueing calls are a few percent of a large limit, and holding the limit there would leave
+throughput unused (Netflix's Gradient2 tolerates its ratio the same way).
+Netflix steps by one or more per answer throughout, which measured here overshot a CPU-bound
+ledger to 2-3x its final limit before the first slow answers came back (the p99 paid for it).
+Every `probe_every_limits * limit` answers the limit is halved for one round trip and the no-load
+latency learned again from the answers at half load, so a remote that became slower for good
+raises the baseline instead of pinning the limit at its floor (BBR's "probe RTT"; a baseline
+reset under full load would be too high and let the limit drift up).
 
 Written here rather than taken from PyPI: what is there (aimd-limiter, aioadaptive) limits asyncio
 tasks only, or (ace-concurrency) steers by CPU and memory gauges rather than call latency; each is a
@@ -36,9 +45,10 @@ class VegasLimiter:
         max_limit: int = 256,
         *,
         initial_limit: int | None = None,
-        alpha: float = 3.0,
-        beta: float = 6.0,
-        probe_every_limits: int = 30,
+        alpha: float = 2.0,
+        beta: float = 4.0,
+        tolerance: float = 1.3,
+        probe_every_limits: int = 100,
     ) -> None:
         if not 1 <= min_limit <= max_limit:
             raise ConcurrencyLimitError(f"limits {min_limit}..{max_limit}: need 1 <= min <= max")
@@ -46,12 +56,14 @@ class VegasLimiter:
             raise ConcurrencyLimitError(f"queue thresholds alpha={alpha} beta={beta}: need 0 < alpha < beta")
         self.min_limit, self.max_limit = min_limit, max_limit
         self.alpha, self.beta = alpha, beta
-        self.probe_every_limits = probe_every_limits
+        self.tolerance, self.probe_every_limits = tolerance, probe_every_limits
         self._limit = float(min(max_limit, max(min_limit, initial_limit or min_limit)))
         self.peak_limit = int(self._limit)
         self._in_flight = 0
         self._no_load_s = math.inf
         self._samples_since_probe = 0
+        self._slow_start = True
+        self._probe_resume: tuple[float, int] | None = None
         self._changed = threading.Condition()
 
     @property
@@ -76,23 +88,36 @@ class VegasLimiter:
             self._changed.notify_all()
 
     def _learn(self, latency_s: float, in_flight: int) -> None:
+        self._no_load_s = min(self._no_load_s, latency_s)
+        if self._probe_resume is not None:
+            limit, answers_left = self._probe_resume
+            self._probe_resume = (limit, answers_left - 1) if answers_left > 1 else None
+            if self._probe_resume is None:
+                self._set_limit(limit)
+            return
         self._samples_since_probe += 1
         if self._samples_since_probe > self.probe_every_limits * self._limit:
+            # The calls in flight drain (limit/2 answers), then limit/2 run at half load: the
+            # no-load latency is learned from those, and the limit restored.
             self._samples_since_probe = 0
             self._no_load_s = latency_s
-        self._no_load_s = min(self._no_load_s, latency_s)
-        # A limit far above what is used says nothing about the next increase: don't grow it.
+            self._probe_resume = (self._limit, int(self._limit))
+            self._set_limit(self._limit / 2)
+            return
+        # Answers while far fewer calls are in flight than allowed say nothing about the limit.
         if 2 * in_flight < self._limit:
             return
-        queue = math.ceil(self._limit * (1 - self._no_load_s / latency_s))
+        queue = self._limit * (1 - self._no_load_s / latency_s)
+        tolerated = latency_s <= self.tolerance * self._no_load_s
+        self._slow_start = self._slow_start and queue < 1
         step = max(1.0, math.log10(self._limit))
-        if queue <= step:
-            target = self._limit + self.beta
-        elif queue < self.alpha:
-            target = self._limit + step
+        if self._slow_start:
+            self._set_limit(self._limit + step)
+        elif queue < self.alpha or tolerated:
+            self._set_limit(self._limit + step / self._limit)
         elif queue > self.beta:
-            target = self._limit - step
-        else:
-            return
+            self._set_limit(self._limit - step / self._limit)
+
+    def _set_limit(self, target: float) -> None:
         self._limit = min(float(self.max_limit), max(float(self.min_limit), target))
         self.peak_limit = max(self.peak_limit, int(self._limit))

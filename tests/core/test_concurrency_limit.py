@@ -24,9 +24,29 @@ def full_waves(limiter: VegasLimiter, latency_s: float, waves: int) -> list[int]
     return limits
 
 
-def test_limit_grows_while_latency_stays_at_its_minimum() -> None:
+def test_limit_grows_geometrically_while_latency_stays_at_its_minimum() -> None:
+    """Eight round trips from 2: one more per round trip would give 10."""
     limiter = VegasLimiter(2, 256)
-    limits = full_waves(limiter, 0.010, 10)
+    limits = full_waves(limiter, 0.010, 8)
+    assert limits == sorted(limits)
+    assert limits[-1] >= 30
+
+
+def test_after_the_first_queue_the_limit_grows_by_one_per_round_trip() -> None:
+    limiter = VegasLimiter(2, 256)
+    full_waves(limiter, 0.010, 3)
+    full_waves(limiter, 0.010 * 1.5, 1)
+    before = limiter.limit
+    limits = full_waves(limiter, 0.010, 6)
+    assert limits == sorted(limits)
+    assert before < limits[-1] <= before + 6
+
+
+def test_limit_keeps_growing_against_a_slow_remote_while_latency_stays_within_tolerance() -> None:
+    """40 in flight at 1.2x the no-load latency: ~7 calls queueing, more than `beta`, but tolerated."""
+    limiter = VegasLimiter(2, 256, initial_limit=40)
+    full_waves(limiter, 0.300, 1)
+    limits = full_waves(limiter, 0.360, 10)
     assert limits == sorted(limits)
     assert limits[-1] > 40
 
