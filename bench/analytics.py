@@ -133,8 +133,10 @@ def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
 
 
 def bare_floor(
-    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange], consuming: Clock
+    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange], consuming: Clock, keep: bool
 ) -> list[tuple[OffsetRange, list]]:
+    """Read and insert the raw bytes; the messages are kept only for the landing-alone section (held
+    through the pipeline's section, they would make its garbage collections walk them)."""
     warehouse.execute("CREATE DATABASE IF NOT EXISTS bench_floor")
     warehouse.execute(
         "CREATE TABLE IF NOT EXISTS bench_floor.raw (partition Int32, offset Int64, value String) "
@@ -146,7 +148,8 @@ def bare_floor(
         for chunk in split_into_chunks(offset_range, EVENTS_CHUNK_MESSAGES):
             with consuming:
                 messages = topics.read_range(TOPIC, chunk.partition, chunk.start, chunk.end)
-            chunks.append((chunk, messages))
+            if keep:
+                chunks.append((chunk, messages))
             read += len(messages)
             table = pa.table(
                 {
@@ -264,7 +267,7 @@ def main() -> None:
             with bare:
                 assert bare_consumer(topics.bootstrap_servers, ranges) == wave
             with floor:
-                chunks = bare_floor(topics, warehouse, ranges, consuming)
+                chunks = bare_floor(topics, warehouse, ranges, consuming, keep=args.landing_alone)
             # Dropped untimed: its parts would otherwise be merged during the pipeline's section.
             warehouse.execute("DROP TABLE bench_floor.raw SYNC")
             if args.landing_alone:
