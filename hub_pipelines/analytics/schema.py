@@ -21,6 +21,7 @@ inserting an event twice, which it guarantees per topic; the daily rollups are r
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from hub_pipelines.core.ports import Warehouse
@@ -272,6 +273,10 @@ _STATEMENTS: tuple[str, ...] = (
     _ID_PROBES,
 )
 
+_OBJECTS = tuple(
+    re.findall(r"CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS \{db\}(\w+)", "".join(_STATEMENTS))
+)
+
 
 @dataclass(frozen=True)
 class AnalyticsTables:
@@ -332,9 +337,28 @@ class AnalyticsTables:
         return creates + [statement.replace("{db}", prefix) for statement in _STATEMENTS]
 
     def ensure(self, warehouse: Warehouse) -> None:
-        """Create every analytics table and view that does not exist yet."""
+        """Create every analytics table and view that does not exist yet, and bring older ones up to date.
+
+        Every landing run does this: one catalogue query when all is in place, where running the ~20
+        statements again cost about 60 ms (the ALTERs rewrite table metadata even when nothing changes).
+        """
+        if self._up_to_date(warehouse):
+            return
         for statement in self.statements():
             warehouse.execute(statement)
+
+    def _up_to_date(self, warehouse: Warehouse) -> bool:
+        database = "{database:String}" if self.database else "currentDatabase()"
+        found = warehouse.query_df(
+            f"SELECT name, create_table_query FROM system.tables WHERE database = {database}",
+            {"database": self.database} if self.database else None,
+        )
+        created = dict(zip(found["name"], found["create_table_query"], strict=True))
+        if not set(_OBJECTS) <= created.keys():
+            return False
+        return "id_hash" in created["raw_events"] and all(
+            _FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day")
+        )
 
 
 def configured_tables() -> AnalyticsTables:
