@@ -2,7 +2,7 @@
 
     uv run python bench/orders.py [--orders 2000] [--min-in-flight 2] [--max-in-flight 256]
                                   [--workers N (a fixed N in flight)] [--reserve-concurrency 8]
-                                  [--processes 1] [--database-url postgresql://...]
+                                  [--processes 1] [--gateway-ms 0,50] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
 from a 1,000-product catalog) in the SQL inbox, then times `OrderLedger.process_batch`:
@@ -408,6 +408,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="ledger runs over disjoint partitions")
     parser.add_argument("--database-url", help="an existing server (superuser) instead of a throwaway one")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
+    parser.add_argument(
+        "--gateway-ms",
+        default="0,50",
+        help="added latencies of the fake Stripe, one scenario each (Stripe: ~300)",
+    )
     options = parser.parse_args()
     in_flight = (
         (options.workers, options.workers)
@@ -418,15 +423,22 @@ def main() -> None:
     with server as admin_url:
         print(
             f"order ledger: {options.orders} orders per scenario, {options.processes} process(es) x "
-            f"{in_flight[0]}..{in_flight[1]} orders in flight, {options.reserve_concurrency} reserving at once, 1-3 lines each "
-            f"over {PRODUCTS} products (Zipf {ZIPF_EXPONENT}); load average {os.getloadavg()[0]:.1f}"
+            f"{in_flight[0]}..{in_flight[1]} orders in flight, {options.reserve_concurrency} reserving "
+            f"at once, 1-3 lines each over {PRODUCTS} products (Zipf {ZIPF_EXPONENT}); "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
         print(
             f"{'gateway':>8} {'orders/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'hit rate':>9} "
-            f"{'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} {'stripe fake':>12} {'postgres':>9}"
+            f"{'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} {'stripe fake':>12} "
+            f"{'postgres':>9}"
         )
         tps, spent = {}, {}
-        for latency in (0.0, 0.05):
+        latencies = [float(ms) / 1000 for ms in options.gateway_ms.split(",")]
+
+        def per_latency(values: dict[float, float]) -> str:
+            return ", ".join(f"{value:.2f} ({latency * 1000:.0f} ms)" for latency, value in values.items())
+
+        for latency in latencies:
             result = run_scenario(
                 admin_url,
                 latency,
@@ -449,19 +461,17 @@ def main() -> None:
         ceiling = ceiling_tps(admin_url, clients=options.reserve_concurrency, seconds=options.pgbench_seconds)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         print(f"pgbench TPC-B (scale 10, 8 clients): {anchor:.0f} tps")
-        print(
-            f"ratio orders/s : pgbench tps = {tps[0.0] / anchor:.2f} (0 ms), {tps[0.05] / anchor:.2f} (50 ms)"
-        )
+        print(f"ratio orders/s : pgbench tps = {per_latency({k: v / anchor for k, v in tps.items()})}")
         cores = os.cpu_count() or 1
+        bound = {latency: cores * 1000 / ms for latency, ms in spent.items()}
         print(
-            f"CPU bound: {cores} cores / {spent[0.0]:.2f} ms per order (ledger + fake Stripe + PostgreSQL) "
-            f"= {cores * 1000 / spent[0.0]:.0f} orders/s at most (0 ms), "
-            f"{cores * 1000 / spent[0.05]:.0f} (50 ms), with the machine to ourselves"
+            f"CPU bound: {cores} cores / ms per order (ledger + fake Stripe + PostgreSQL) = orders/s at most "
+            f"{per_latency(bound)}, with the machine to ourselves"
         )
         for name, rate in ceiling.items():
             print(
                 f"ceiling, the ledger's SQL in pgbench ({name}, {options.reserve_concurrency} clients): "
-                f"{rate:.0f} orders/s; ledger at {tps[0.0] / rate:.2f} (0 ms), {tps[0.05] / rate:.2f} (50 ms)"
+                f"{rate:.0f} orders/s; ledger at {per_latency({k: v / rate for k, v in tps.items()})}"
             )
 
 
