@@ -14,6 +14,11 @@ books the chunk last. A chunk is landed as:
    (guarded by the chunk's batch marker, so a rerun of the chunk does not count it again);
 5. book the chunk with its counts, the days its events fall on and its newest event time.
 
+Small chunks (one per partition of a short range) land together: one decode, lookup, insert and
+booking statement for all of them, each chunk still booked (one row each, in one insert) and counted
+under its own batch marker. Decoding needs nothing from the warehouse, so `land_ranges` decodes the
+next chunks on its read-ahead thread while these land.
+
 Only one landing run per topic is in flight (the topic sensor sees to it), so step 3 cannot race.
 """
 
