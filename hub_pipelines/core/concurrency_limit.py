@@ -74,10 +74,13 @@ class VegasLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def acquire(self) -> None:
+    def acquire(self, timeout_s: float | None = None) -> bool:
+        """Wait until a call may start (at most `timeout_s`) and count it in; False if none may."""
         with self._changed:
-            self._changed.wait_for(lambda: self._in_flight < int(self._limit))
+            if not self._changed.wait_for(lambda: self._in_flight < int(self._limit), timeout_s):
+                return False
             self._in_flight += 1
+            return True
 
     def release(self, latency_s: float | None) -> None:
         with self._changed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -102,18 +101,24 @@ def test_a_new_baseline_is_learned_after_a_probe_so_a_slower_remote_does_not_pin
     assert limits[-1] > limiter.min_limit
 
 
-def test_acquire_blocks_callers_beyond_the_limit() -> None:
+def test_no_call_is_admitted_beyond_the_limit_until_one_is_released() -> None:
     limiter = VegasLimiter(2, 2)
-    limiter.acquire()
-    limiter.acquire()
-    third_admitted = threading.Event()
-    with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(lambda: (limiter.acquire(), third_admitted.set()))
-        assert not third_admitted.is_set()
-        assert limiter.in_flight == 2
-        limiter.release(None)
-        waiting.result()
+    assert limiter.acquire(timeout_s=0)
+    assert limiter.acquire(timeout_s=0)
+    assert not limiter.acquire(timeout_s=0)
+    limiter.release(None)
+    assert limiter.acquire(timeout_s=0)
     assert limiter.in_flight == 2
+
+
+def test_a_waiting_caller_is_admitted_when_a_call_ends() -> None:
+    limiter = VegasLimiter(1, 1)
+    limiter.acquire()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(limiter.acquire)
+        limiter.release(0.010)
+        assert waiting.result(timeout=10) is True
+    assert limiter.in_flight == 1
 
 
 @pytest.mark.parametrize(("low", "high", "alpha", "beta"), [(0, 4, 3, 6), (5, 4, 3, 6), (2, 4, 6, 3)])
