@@ -223,7 +223,7 @@ class WarehouseEventsSink:
                 dedup_token=f"{self.tables.dead_letters}/{token}",
             )
         valid = (
-            [self._rows_of(rows, chunk).num_rows for chunk, _ in chunks]
+            [pc.sum(self._in_chunk(rows, chunk)).as_py() or 0 for chunk, _ in chunks]
             if len(chunks) > 1
             else [rows.num_rows]
         )
@@ -250,15 +250,16 @@ class WarehouseEventsSink:
         raise ValueError(f"{describe(message)} is in none of the chunks landed with it")
 
     @staticmethod
-    def _rows_of(rows: pa.Table, chunk: OffsetRange) -> pa.Table:
-        if rows.num_rows == 0:
-            return rows
+    def _in_chunk(rows: pa.Table, chunk: OffsetRange) -> pa.ChunkedArray:
         offsets = rows.column("offset")
-        inside = pc.and_(
+        return pc.and_(
             pc.equal(rows.column("partition"), chunk.partition),
             pc.and_(pc.greater_equal(offsets, chunk.start), pc.less(offsets, chunk.end)),
         )
-        return rows.filter(inside)
+
+    @classmethod
+    def _rows_of(cls, rows: pa.Table, chunk: OffsetRange) -> pa.Table:
+        return rows if rows.num_rows == 0 else rows.filter(cls._in_chunk(rows, chunk))
 
     @staticmethod
     def _first_of_each_id(rows: pa.Table) -> list[int]:
