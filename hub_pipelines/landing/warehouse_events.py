@@ -24,13 +24,11 @@ Only one landing run per topic is in flight (the topic sensor sees to it), so st
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import itertools
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -40,6 +38,7 @@ import pyarrow.compute as pc
 from hub_pipelines.analytics.counters import ChunkCounter, chunk_batch_id
 from hub_pipelines.analytics.events import DecodedBatch, Rejected, decode_batch, describe, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.gc_pause import collector_paused
 from hub_pipelines.core.ports import Cache, TopicMessage, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
@@ -88,26 +87,6 @@ class ChunkOutcome:
     counted: bool = False
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while chunks land (process-wide, for that long).
-
-    Landing allocates a few container objects per event (lists, tuples, Arrow wrappers) and makes no
-    cycles, yet every 700 allocations start a collection, and every few hundred of those walk every object
-    the process holds (the messages read ahead, the Dagster code location): in the benchmark that cost
-    about 5 CPU us per event. Reference counting frees what landing allocates; anything cyclic waits for
-    the next collection after the pause.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 @dataclass(frozen=True)
 class DecodedChunks:
     """Chunks read and decoded, not landed yet: what can be done while the chunks before them land."""
@@ -154,7 +133,7 @@ class WarehouseEventsSink:
 
     def decode_chunks(self, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]) -> DecodedChunks:
         """The chunks' events decoded into rows: all of landing that needs nothing from the warehouse."""
-        with _collector_paused():
+        with collector_paused():
             now = self.clock()
             messages = [message for _, chunk_messages in chunks for message in chunk_messages]
             batch = decode_batch(messages, accept_from=now - RETENTION, accept_until=now + FUTURE_TOLERANCE)
@@ -179,7 +158,7 @@ class WarehouseEventsSink:
         if pending:
             if len(pending) < len(chunks):
                 decoded = self.decode_chunks(pending)
-            with _collector_paused():
+            with collector_paused():
                 landed = self._land_pending(topic, decoded, run_id)
             for outcome in landed:
                 outcomes[outcome.chunk] = outcome.counts

@@ -5,12 +5,10 @@ Semantics shared with the local log are described in `hub_pipelines.resources.to
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -26,6 +24,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from pydantic import PrivateAttr
 
+from hub_pipelines.core.gc_pause import collector_paused
 from hub_pipelines.core.ports import OutgoingMessage, TopicMessage, TopicUnavailable, UnknownTopic
 
 logger = logging.getLogger(__name__)
@@ -47,25 +46,6 @@ _RANGE_READER_FETCH: dict[str, Any] = {
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "fetch.max.bytes": 64 * 1024 * 1024,
 }
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while a range is turned into messages.
-
-    The loop allocates tens of thousands of acyclic objects per call, and each 700 of them trigger a
-    collection that walks the young objects (and, every so often, everything the process holds): that
-    cost 2 to 4 us per message, more than building the message. Nothing here makes a cycle, so
-    reference counting frees it all; the pause is process-wide but lasts one range read.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _header_map(headers: Mapping[str, Any] | list[tuple[str, Any]] | None) -> dict[str, bytes]:
@@ -288,7 +268,7 @@ class KafkaTopics(dg.ConfigurableResource):
                 return []
             reader.assign([TopicPartition(topic, partition, start)])
             try:
-                with _collector_paused():
+                with collector_paused():
                     return self._consume(reader, topic, partition, start, end, where)
             finally:
                 reader.unassign()
