@@ -29,6 +29,7 @@ import random
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -132,8 +133,28 @@ def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
     topics.produce(TOPIC, batch)
 
 
+def produced_waves(
+    topics: KafkaTopics, rng: random.Random, total: int
+) -> Iterator[tuple[int, list[OffsetRange]]]:
+    """Produce `total` events in waves the mock broker can hold; yield each wave's size and new ranges."""
+    positions = dict.fromkeys(range(PARTITIONS), 0)
+    produced = 0
+    while produced < total:
+        wave = min(WAVE_EVENTS, total - produced)
+        produce(topics, rng, wave)
+        produced += wave
+        ends = topics.end_offsets(TOPIC)
+        ranges = [OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]]
+        positions.update(ends)
+        yield wave, ranges
+
+
 def bare_floor(
-    topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: list[OffsetRange], consuming: Clock, keep: bool
+    topics: KafkaTopics,
+    warehouse: ChdbWarehouse,
+    ranges: list[OffsetRange],
+    consuming: Clock,
+    keep: bool = False,
 ) -> list[tuple[OffsetRange, list]]:
     """Read and insert the raw bytes; the messages are kept only for the landing-alone section (held
     through the pipeline's section, they would make its garbage collections walk them)."""
@@ -161,6 +182,12 @@ def bare_floor(
             warehouse.insert_arrow("bench_floor.raw", table)
     assert read == sum(r.size for r in ranges), f"floor read {read} of {sum(r.size for r in ranges)}"
     return chunks
+
+
+def drop_floor_table(warehouse: ChdbWarehouse) -> None:
+    """Dropped untimed after the floor's section: its parts would otherwise be merged during the
+    pipeline's section and charged to it."""
+    warehouse.execute("DROP TABLE bench_floor.raw SYNC")
 
 
 def sink_only(warehouse: ChdbWarehouse, chunks: list[tuple[OffsetRange, list]]) -> None:
@@ -254,22 +281,13 @@ def main() -> None:
         rng = random.Random(1)
         bare, consuming, floor, sink_alone, landing, counting = (Clock() for _ in range(6))
         landed = produced = 0
-        positions = dict.fromkeys(range(PARTITIONS), 0)
-        while produced < args.events:
-            wave = min(WAVE_EVENTS, args.events - produced)
-            produce(topics, rng, wave)
+        for wave, ranges in produced_waves(topics, rng, args.events):
             produced += wave
-            ends = topics.end_offsets(TOPIC)
-            ranges = [
-                OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]
-            ]
-            positions.update(ends)
             with bare:
                 assert bare_consumer(topics.bootstrap_servers, ranges) == wave
             with floor:
                 chunks = bare_floor(topics, warehouse, ranges, consuming, keep=args.landing_alone)
-            # Dropped untimed: its parts would otherwise be merged during the pipeline's section.
-            warehouse.execute("DROP TABLE bench_floor.raw SYNC")
+            drop_floor_table(warehouse)
             if args.landing_alone:
                 with sink_alone:
                     sink_only(warehouse, chunks)

@@ -16,11 +16,10 @@ import random
 import tempfile
 from pathlib import Path
 
-from analytics import PARTITIONS, TOPIC, WAVE_EVENTS, Clock, bare_floor, produce
+from analytics import PARTITIONS, TOPIC, WAVE_EVENTS, Clock, bare_floor, drop_floor_table, produced_waves
 from confluent_kafka.admin import AdminClient
 
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
 from hub_pipelines.resources.kafka_topics import KafkaTopics
@@ -41,20 +40,13 @@ def main() -> None:
     sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_landing"))
     floor, consuming, landing = Clock(), Clock(), Clock()
     rng = random.Random(1)
-    positions = dict.fromkeys(range(PARTITIONS), 0)
     produced = landed = 0
     try:
-        while produced < args.events:
-            wave = min(WAVE_EVENTS, args.events - produced)
-            produce(topics, rng, wave)
+        for wave, ranges in produced_waves(topics, rng, args.events):
             produced += wave
-            ends = topics.end_offsets(TOPIC)
-            ranges = [
-                OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]
-            ]
-            positions.update(ends)
             with floor:
                 bare_floor(topics, warehouse, ranges, consuming)
+            drop_floor_table(warehouse)
             with landing:
                 counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
             assert counts.reconciles and counts.landed == sum(r.size for r in ranges), counts
