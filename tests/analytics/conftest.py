@@ -1,4 +1,5 @@
-"""Fixtures for the analytics tests: the suite's chdb folder, one fresh ClickHouse database per test."""
+"""Fixtures for the analytics tests: the suite's chdb folder, one fresh ClickHouse database per test,
+and a cache of each kind (in process and Redis) for the tests that take `cache`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.core.ports import Cache
+from hub_pipelines.resources.cache import InProcessCache, RedisCache
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
@@ -29,3 +32,10 @@ def tables(warehouse: ChdbWarehouse) -> Iterator[AnalyticsTables]:
         yield created
     finally:
         warehouse.execute(f"DROP DATABASE IF EXISTS {created.database}")
+
+
+@pytest.fixture(params=["in_process", "redis"])
+def cache(request, redis_server: str, redis_key_prefix: str) -> Cache:
+    if request.param == "redis":
+        return RedisCache(url=redis_server, key_prefix=redis_key_prefix)
+    return InProcessCache()

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from hub_pipelines.analytics import counters
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.core.ports import Cache, OutgoingMessage
-from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.core.ports import Cache
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
-from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache, RedisCache
+from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache
 from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.resources.warehouse import ChdbWarehouse
+from tests.analytics.demo_events import demo_event_topic
 
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 TOPIC = "events"
@@ -32,23 +28,8 @@ class CacheDown(InProcessCache):
         raise CacheUnavailable(f"cache unreachable while setting {key!r}")
 
 
-@pytest.fixture(params=["in_process", "redis"])
-def cache(request, redis_server: str, redis_key_prefix: str) -> Cache:
-    if request.param == "redis":
-        return RedisCache(url=redis_server, key_prefix=redis_key_prefix)
-    return InProcessCache()
-
-
 def demo_topic(tmp_path: Path) -> LocalTopicLog:
-    rng = random.Random(11)
-    topics = LocalTopicLog(root=str(tmp_path / "topics"))
-    topics.create_topic(TOPIC, 1)
-    values = [
-        json.dumps(analytics_event(rng, HOUR + timedelta(seconds=rng.randrange(3600)))).encode()
-        for _ in range(EVENTS)
-    ]
-    topics.produce(TOPIC, [OutgoingMessage(v, partition=0) for v in values])
-    return topics
+    return demo_event_topic(tmp_path, TOPIC, EVENTS, HOUR, seed=11)
 
 
 def land(topics: LocalTopicLog, warehouse: ChdbWarehouse, tables: AnalyticsTables, cache: Cache, run: str):

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import json
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from hub_pipelines.analytics import counters
 from hub_pipelines.analytics.dashboard import DashboardQueries, invalidate
 from hub_pipelines.analytics.rollups import rebuild_day
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.core.ports import Cache, OutgoingMessage
-from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
-from hub_pipelines.resources.cache import InProcessCache, RedisCache
+from hub_pipelines.resources.cache import InProcessCache
 from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.resources.warehouse import ChdbWarehouse
+from tests.analytics.demo_events import demo_event_topic
 
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
@@ -34,25 +32,11 @@ def land_demo_events(
     when: datetime,
     seed: int = 7,
 ):
-    rng = random.Random(seed)
     topic = f"events-{seed}"
-    topics = LocalTopicLog(root=str(tmp_path / "topics"))
-    topics.create_topic(topic, 1)
-    values = [
-        json.dumps(analytics_event(rng, when + timedelta(seconds=rng.randrange(3600)))).encode()
-        for _ in range(count)
-    ]
-    topics.produce(topic, [OutgoingMessage(v, partition=0) for v in values])
+    topics = demo_event_topic(tmp_path, topic, count, when, seed)
     return land_ranges(
         topics, WarehouseEventsSink(warehouse, tables), topic, [OffsetRange(0, 0, count)], "r1"
     )
-
-
-@pytest.fixture(params=["in_process", "redis"])
-def cache(request, redis_server: str, redis_key_prefix: str) -> Cache:
-    if request.param == "redis":
-        return RedisCache(url=redis_server, key_prefix=redis_key_prefix)
-    return InProcessCache()
 
 
 def test_backfill_of_a_day_twice_gives_the_same_rows(tmp_path, warehouse, tables):
