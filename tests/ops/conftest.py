@@ -32,17 +32,7 @@ def orders_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def feeder(env: LocalEnvironment) -> DemoFeeder:
-    return DemoFeeder(
-        objects=env.resources["objects"],
-        topics=env.resources["topics"],
-        uploads_bucket=settings.UPLOADS_BUCKET,
-        uploads_prefix=settings.UPLOADS_PREFIX,
-        orders_topic=settings.ORDERS_TOPIC,
-        events_topic=settings.EVENTS_TOPIC,
-        signing_secret=env.resources["order_settings"].hmac_secret,
-        partitions=settings.TOPIC_PARTITIONS,
-        seed=11,
-    )
+    return env.demo_feeder(seed=11)
 
 
 def run_orders_pipeline(env: LocalEnvironment) -> dg.RunRequest:

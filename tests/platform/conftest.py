@@ -13,6 +13,7 @@ import pytest
 
 from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
+from hub_pipelines.demo.feeder import DemoFeeder
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
@@ -22,6 +23,20 @@ class LocalEnvironment:
     resources: dict[str, Any]
     defs: dg.Definitions
     instance: dg.DagsterInstance
+
+    def demo_feeder(self, seed: int) -> DemoFeeder:
+        """The demo feeder writing into this environment's storage and topics, signing with its secret."""
+        return DemoFeeder(
+            objects=self.resources["objects"],
+            topics=self.resources["topics"],
+            uploads_bucket=settings.UPLOADS_BUCKET,
+            uploads_prefix=settings.UPLOADS_PREFIX,
+            orders_topic=settings.ORDERS_TOPIC,
+            events_topic=settings.EVENTS_TOPIC,
+            signing_secret=self.resources["order_settings"].hmac_secret,
+            partitions=settings.TOPIC_PARTITIONS,
+            seed=seed,
+        )
 
     def tick(
         self, sensor_name: str, cursor: str | None

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from hub_pipelines import settings
-from hub_pipelines.demo.feeder import DemoFeeder
 from tests.platform.conftest import LocalEnvironment
 
 LANDING_ONLY = {
@@ -23,24 +21,6 @@ SENSORS = {
     "orders_topic_sensor": "orders_pipeline",
     "events_topic_sensor": "analytics_pipeline",
 }
-
-
-def local_environment_signing_secret() -> str:
-    return os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret")
-
-
-def _feeder(env: LocalEnvironment) -> DemoFeeder:
-    return DemoFeeder(
-        objects=env.resources["objects"],
-        topics=env.resources["topics"],
-        uploads_bucket=settings.UPLOADS_BUCKET,
-        uploads_prefix=settings.UPLOADS_PREFIX,
-        orders_topic=settings.ORDERS_TOPIC,
-        events_topic=settings.EVENTS_TOPIC,
-        signing_secret=local_environment_signing_secret(),
-        partitions=settings.TOPIC_PARTITIONS,
-        seed=7,
-    )
 
 
 def _drive(env: LocalEnvironment, sensor_name: str, cursor: str | None) -> tuple[list, str | None]:
@@ -63,7 +43,7 @@ def _latest_metadata(env: LocalEnvironment, key: list[str], partition: str | Non
 
 
 def test_demo_work_flows_through_sensors_into_the_three_landing_assets(local_environment: LocalEnvironment):
-    feeder = _feeder(local_environment)
+    feeder = local_environment.demo_feeder(seed=7)
     uploaded = feeder.drop_uploads()
     feeder.send_orders(40)
     feeder.send_events(500)
@@ -90,7 +70,7 @@ def test_demo_work_flows_through_sensors_into_the_three_landing_assets(local_env
 
 
 def test_cli_materializes_order_events_without_config(local_environment: LocalEnvironment, tmp_path: Path):
-    _feeder(local_environment).send_orders(12)
+    local_environment.demo_feeder(seed=7).send_orders(12)
     home = tmp_path / "dagster_home"
     home.mkdir()
     completed = subprocess.run(
@@ -118,7 +98,7 @@ def test_cli_materializes_order_events_without_config(local_environment: LocalEn
 
 
 def test_demo_work_flows_through_every_asset_of_the_three_workflows(local_environment: LocalEnvironment):
-    feeder = _feeder(local_environment)
+    feeder = local_environment.demo_feeder(seed=7)
     feeder.drop_uploads()
     feeder.send_orders(20)
     feeder.send_events(300)
