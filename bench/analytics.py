@@ -53,9 +53,11 @@ from hub_pipelines.settings import SENSOR_INTERVAL_SECONDS
 
 TOPIC = "bench-events"
 PARTITIONS = 4
-# librdkafka's mock broker keeps about 5 MB per partition and drops older messages, so the events go
-# through in waves that fit: each wave is produced (untimed), then read by the floor and the pipeline.
-WAVE_EVENTS = 64_000
+# librdkafka's mock broker keeps at most 100,000 messages (and about 5 MB) per partition and drops older
+# ones, so the events go through in waves that fit: each wave is produced (untimed), then read by the
+# floor and the pipeline. The producer compresses its batches with zstd (KafkaTopics' default), so
+# 96,000 events of a partition take about 4 MB.
+WAVE_EVENTS = 384_000
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
