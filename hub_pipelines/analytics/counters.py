@@ -79,9 +79,13 @@ def chunk_batch_id(topic: str, partition: int, start: int, end: int) -> str:
 
 @dataclass(frozen=True)
 class CounterUpdate:
-    """What one batch of events adds to the counters, already grouped by bucket."""
+    """What one batch of events adds to the counters, already grouped by bucket.
 
-    users: dict[str, list[str]]
+    Distinct users are kept per minute only: the hour's and day's distinct counters are the unions of
+    their minutes', merged in Redis (PFMERGE), so each user of a minute is sent once, not three times.
+    """
+
+    users_by_minute: dict[str, list[str]]
     types: dict[str, Counter[str]]
     products: dict[str, Counter[str]]
     errors: Counter[str]
@@ -90,7 +94,7 @@ class CounterUpdate:
 
     @property
     def empty(self) -> bool:
-        return not self.users
+        return not self.users_by_minute
 
 
 _HUNDRED = pa.scalar(Decimal(100), pa.decimal128(3, 0))
@@ -131,25 +135,20 @@ def counter_update(rows: pa.Table) -> CounterUpdate:
         {
             "minute": _floor_to(seconds, 60),
             "hour": _floor_to(seconds, 3600),
-            "day": _floor_to(seconds, 86400),
             "type": pc.cast(rows.column("type"), pa.string()),
             "user": pc.cast(rows.column("user_id"), pa.string()),
             "product": pc.cast(rows.column("product_id"), pa.string()),
             "cents": _cents(rows.column("amount")),
         }
     )
-    users: dict[str, list[str]] = {}
-    for grain, column, of in (
-        ("m", "minute", minute_bucket),
-        ("h", "hour", hour_bucket),
-        ("d", "day", day_bucket),
-    ):
-        distinct = table.group_by(column, use_threads=False).aggregate([("user", "distinct")])
-        label = _labels(distinct.column(column), of)
-        for bucket, members in zip(
-            distinct.column(column).to_pylist(), distinct.column("user_distinct").to_pylist(), strict=True
-        ):
-            users[f"{grain}:{label[bucket]}"] = members
+    distinct = table.group_by("minute", use_threads=False).aggregate([("user", "distinct")])
+    minute_label = _labels(table.column("minute"), minute_bucket)
+    users_by_minute = {
+        minute_label[minute]: members
+        for minute, members in zip(
+            distinct.column("minute").to_pylist(), distinct.column("user_distinct").to_pylist(), strict=True
+        )
+    }
     hour_label = _labels(table.column("hour"), hour_bucket)
     types: dict[str, Counter[str]] = defaultdict(Counter)
     for hour, kind, n in _tally(table, ["hour", "type"]):
@@ -158,7 +157,6 @@ def counter_update(rows: pa.Table) -> CounterUpdate:
     with_product = table.filter(pc.fill_null(pc.not_equal(table.column("product"), ""), False))
     for hour, product, n in _tally(with_product, ["hour", "product"]):
         products[hour_label[hour]][product] += n
-    minute_label = _labels(table.column("minute"), minute_bucket)
     errors = Counter(
         {
             minute_label[m]: n
@@ -174,7 +172,7 @@ def counter_update(rows: pa.Table) -> CounterUpdate:
     ):
         purchases[minute_label[minute]] += n
         revenue[minute_label[minute]] += cents
-    return CounterUpdate(users, dict(types), dict(products), errors, purchases, revenue)
+    return CounterUpdate(users_by_minute, dict(types), dict(products), errors, purchases, revenue)
 
 
 def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
@@ -186,9 +184,17 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
     ttl = COUNTER_TTL_SECONDS
     try:
         with cache.batch() as batch:
-            for grain_bucket, members in update.users.items():
-                grain, bucket = grain_bucket.split(":", 1)
-                batch.hll_add(users_key(grain, bucket), members, ttl=ttl)
+            # Bucket labels nest (YYYYMMDD, YYYYMMDDHH, YYYYMMDDHHMM): a label's prefix is its parent.
+            minutes_by_hour: dict[str, list[str]] = defaultdict(list)
+            for minute, members in update.users_by_minute.items():
+                batch.hll_add(users_key("m", minute), members, ttl=ttl)
+                minutes_by_hour[minute[:10]].append(users_key("m", minute))
+            hours_by_day: dict[str, list[str]] = defaultdict(list)
+            for hour, minute_keys in minutes_by_hour.items():
+                batch.hll_merge(users_key("h", hour), minute_keys, ttl=ttl)
+                hours_by_day[hour[:8]].append(users_key("h", hour))
+            for day, hour_keys in hours_by_day.items():
+                batch.hll_merge(users_key("d", day), hour_keys, ttl=ttl)
             for hour, counts in update.types.items():
                 batch.zincr(types_key(hour), dict(counts), ttl=ttl)
             for hour, counts in update.products.items():

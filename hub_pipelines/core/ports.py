@@ -202,6 +202,10 @@ class CacheBatch(Protocol):
 
     def hll_add(self, key: str, members: Sequence[str], ttl: float | None = None) -> None: ...
 
+    def hll_merge(self, key: str, sources: Sequence[str], ttl: float | None = None) -> None:
+        """Add the members of the `sources` distinct counters to `key`'s (missing sources count as empty)."""
+        ...
+
     def zincr(self, key: str, increments: Mapping[str, float], ttl: float | None = None) -> None: ...
 
 

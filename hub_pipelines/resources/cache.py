@@ -40,7 +40,7 @@ class CacheUnavailable(RetryableError, ConnectionError):
 class CacheWrite:
     """One queued write, as `batch()` records it."""
 
-    kind: Literal["set", "delete", "incr", "hll_add", "zincr"]
+    kind: Literal["set", "delete", "incr", "hll_add", "hll_merge", "zincr"]
     keys: tuple[str, ...]
     value: bytes = b""
     amount: int = 0
@@ -66,6 +66,9 @@ class QueuedWrites(CacheBatch):
 
     def hll_add(self, key: str, members: Sequence[str], ttl: float | None = None) -> None:
         self.writes.append(CacheWrite("hll_add", (key,), members=tuple(members), ttl=_checked_ttl(key, ttl)))
+
+    def hll_merge(self, key: str, sources: Sequence[str], ttl: float | None = None) -> None:
+        self.writes.append(CacheWrite("hll_merge", (key, *sources), ttl=_checked_ttl(key, ttl)))
 
     def zincr(self, key: str, increments: Mapping[str, float], ttl: float | None = None) -> None:
         pairs = tuple((member, float(score)) for member, score in increments.items())
@@ -217,9 +220,13 @@ class InProcessCache(_WritesThroughBatch, dg.ConfigurableResource):
             current = 0 if entry is None else self._integer_of(key, entry)
             self._updated(key, entry, str(current + write.amount).encode(), write.ttl)
             return current + write.amount
-        if write.kind == "hll_add":
+        if write.kind in ("hll_add", "hll_merge"):
             members = set() if entry is None else self._set_of(key, entry)
             members.update(write.members)
+            for source in write.keys[1:]:
+                source_entry = self._live(source)
+                if source_entry is not None:
+                    members.update(self._set_of(source, source_entry))
             self._updated(key, entry, members, write.ttl)
             return None
         if entry is None and not write.increments:
@@ -369,6 +376,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
             pipe.incrby(key, write.amount)
         elif write.kind == "hll_add":
             pipe.pfadd(key, *write.members)
+        elif write.kind == "hll_merge":
+            pipe.pfmerge(key, *keys[1:])
         else:
             if not write.increments and ttl_ms is None:
                 return False

@@ -139,6 +139,18 @@ def test_hll_count_of_several_keys_counts_their_union(subject: CacheUnderTest) -
     assert subject.cache.hll_count("visitors:never") == 0
 
 
+def test_hll_merge_adds_the_sources_members_once_and_sets_the_ttl(subject: CacheUnderTest) -> None:
+    subject.cache.hll_add("visitors:10:00", [f"u{n}" for n in range(0, 600)])
+    subject.cache.hll_add("visitors:10:01", [f"u{n}" for n in range(400, 1_000)])
+    with subject.cache.batch() as batch:
+        batch.hll_merge("visitors:10h", ["visitors:10:00", "visitors:10:01", "visitors:never"], ttl=100)
+        batch.hll_merge("visitors:10h", ["visitors:10:01"], ttl=100)
+    assert abs(subject.cache.hll_count("visitors:10h") - 1_000) <= 20
+    assert abs(subject.cache.hll_count("visitors:10:00") - 600) <= 12
+    subject.advance(110)
+    assert subject.cache.hll_count("visitors:10h") == 0
+
+
 def test_hll_expires_with_its_ttl(subject: CacheUnderTest) -> None:
     subject.cache.hll_add("uniques:hour", ["a", "b"], ttl=100)
     subject.advance(110)
