@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
+import msgspec
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -129,8 +131,10 @@ class Warehouse(Protocol):
     def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int: ...
 
 
-@dataclass(frozen=True)
-class TopicMessage:
+# Messages are msgspec structs, not dataclasses: a landing run creates one per message read, and a
+# frozen dataclass's __init__ (object.__setattr__ per field) cost about 3 us each, more than decoding
+# the event in it; a struct is built in C in a tenth of that.
+class TopicMessage(msgspec.Struct, frozen=True, gc=False):
     """One message read from a topic partition."""
 
     topic: str
@@ -138,17 +142,16 @@ class TopicMessage:
     offset: int
     value: bytes
     key: bytes | None = None
-    headers: Mapping[str, bytes] = field(default_factory=dict)
+    headers: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
+class OutgoingMessage(msgspec.Struct, frozen=True, gc=False):
     """One message to produce."""
 
     value: bytes
     key: bytes | None = None
-    headers: Mapping[str, bytes] = field(default_factory=dict)
+    headers: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     partition: int | None = None
 
 

@@ -105,7 +105,10 @@ def test_landing_run_reports_late_days_and_the_sensors_request_and_observe(
     topics = LocalTopicLog(root=str(tmp_path / "topics"))
     topics.create_topic(settings.EVENTS_TOPIC, 1)
     closed_day = NOW - timedelta(days=2)
-    values = [event(n, NOW - timedelta(minutes=n % 90)) for n in range(400)] + [event(999, closed_day)]
+    # The current events stay on today's date even just after midnight, so only the closed day is late.
+    start_of_today = NOW.replace(hour=0, minute=0, second=0)
+    values = [event(n, max(NOW - timedelta(minutes=n % 90), start_of_today)) for n in range(400)]
+    values.append(event(999, closed_day))
     topics.produce(settings.EVENTS_TOPIC, [OutgoingMessage(v, partition=0) for v in [*values, b"junk"]])
     instance = dg.DagsterInstance.ephemeral()
     resources = {
