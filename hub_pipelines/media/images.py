@@ -56,6 +56,10 @@ class ImageVariantSpec:
     thumbnail_side: int = 150
     formats: tuple[ImageFormat, ...] = ("webp", "avif", "jpeg")
     quality: Mapping[ImageFormat, int] = field(default_factory=lambda: {"webp": 85, "avif": 85, "jpeg": 85})
+    # Speed 5 would give 3.5% fewer AVIF bytes at equal SSIM (0.598x vs 0.620x JPEG) for 5-7x the AVIF
+    # encode CPU: over 3x pyvips's CPU for the variant set. No libaom option recovers that at speed 6
+    # (issue #4, 2026-11): deltaq-mode 3/4 and one tile save under 0.5%; enable-qm, sharpness, CDEF and
+    # tune=iq cost bytes; speed 5 with a reduced partition search takes 1.8-3.6x the CPU for 0.599-0.61x.
     avif_speed: int = 6
     # aom tuned for SSIM: 4-5% fewer bytes than its default PSNR tuning at equal SSIM, and no slower.
     avif_tune: str = "ssim"
