@@ -2,10 +2,10 @@
 
 Each chunk of a range is landed and recorded together by the sink, so a run killed mid-range leaves
 whole chunks behind, never half of one; the rerun finds those chunks recorded and counts their
-messages as duplicates instead of landing them twice. With `read_ahead`, the next chunk is read from
-the broker (and decoded, by a sink that decodes apart) while the current one lands (the broker client
-and the warehouse both work outside the GIL), one chunk ahead at most; chunks still land one at a
-time, in order.
+messages as duplicates instead of landing them twice. With `read_ahead`, the next chunks are read from
+the broker and decoded (by a sink that decodes apart), each on a thread of its own, while the current
+one lands (the broker client and the warehouse both work outside the GIL), two chunks ahead at most;
+chunks still land one at a time, in order.
 
 A sink that can land several chunks at once (`ChunkGroupSink`) is given consecutive chunks together
 until they hold `chunk_messages`: ranges split over many partitions make small chunks, and each
@@ -15,6 +15,7 @@ still booked and counted as itself.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +25,7 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 
 DEFAULT_CHUNK_MESSAGES = 5_000
+READ_AHEAD_GROUPS = 2
 
 
 class LandingSink(Protocol):
@@ -96,9 +98,16 @@ def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[Offs
     return groups
 
 
-def _read_group(topics: Topics, sink: LandingSink, topic: str, group: Sequence[OffsetRange]) -> Any:
-    read = [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+def _read_group(topics: Topics, topic: str, group: Sequence[OffsetRange]) -> list[tuple[OffsetRange, Any]]:
+    return [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+
+
+def _prepared(sink: LandingSink, read: list[tuple[OffsetRange, Any]]) -> Any:
     return sink.decode_chunks(read) if isinstance(sink, ChunkGroupSink) else read
+
+
+def _prepared_when_read(sink: LandingSink, read: Future[list[tuple[OffsetRange, Any]]]) -> Any:
+    return _prepared(sink, read.result())
 
 
 def _land_group(sink: LandingSink, topic: str, group: Any, run_id: str) -> LandingCounts:
@@ -129,13 +138,19 @@ def land_ranges(
     total = LandingCounts()
     if not read_ahead:
         for group in groups:
-            total += _land_group(sink, topic, _read_group(topics, sink, topic, group), run_id)
+            total += _land_group(sink, topic, _prepared(sink, _read_group(topics, topic, group)), run_id)
         return total
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{topic}") as reader:
-        upcoming: Future[Any] | None = None
-        for position, group in enumerate(groups):
-            read = (upcoming or reader.submit(_read_group, topics, sink, topic, group)).result()
-            following = groups[position + 1] if position + 1 < len(groups) else None
-            upcoming = reader.submit(_read_group, topics, sink, topic, following) if following else None
-            total += _land_group(sink, topic, read, run_id)
+    # Reading (the broker client's Python loop) and decoding (msgspec, Arrow) each get a thread, so the
+    # groups flow through three stages at once: read, decode, land. At most READ_AHEAD_GROUPS groups
+    # are held beyond the one landing, which bounds the memory a run needs.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{topic}") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{topic}") as decoder,
+    ):
+        upcoming: deque[Future[Any]] = deque()
+        for position in range(len(groups)):
+            for ahead in groups[position + len(upcoming) : position + 1 + READ_AHEAD_GROUPS]:
+                read = reader.submit(_read_group, topics, topic, ahead)
+                upcoming.append(decoder.submit(_prepared_when_read, sink, read))
+            total += _land_group(sink, topic, upcoming.popleft().result(), run_id)
     return total
