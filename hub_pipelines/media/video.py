@@ -67,6 +67,7 @@ __all__ = [
     "VideoLimits",
     "VideoRejected",
     "VideoSpec",
+    "decoder_skip_loop_filter",
     "extract_poster",
     "extract_stills",
     "extract_thumbnail",
@@ -78,6 +79,7 @@ __all__ = [
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000)
 _MIN_BITRATE = 200_000
 _QUEUED_ITEMS = 8
+SKIP_LOOP_FILTER_LEVELS = ("default", "none", "noref", "bidir", "nointra", "nokey", "all")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,22 @@ class VideoSpec:
     # lower after encoding, and it is the filter that does not alias on large reductions.
     large_reduction_interpolation: str = "AREA"
     large_reduction_factor: float = 2.0
+    # The decoder's skip_loop_filter when every rung is such a large reduction (480p alone from 1080p);
+    # "default" deblocks as usual. The area averaging blurs most of what deblocking smooths, and H.264
+    # decoding is ~45% of the 480p rung's CPU. Measured on the bench's 60 s 1080p30 clip, 480p alone:
+    # decoding 9-11% cheaper, the rung ~5% (about 1.1 of 24.8 CPU-s); output SSIM 0.99378 -> 0.99365
+    # and PSNR-Y -0.14 dB against the properly decoded source; on a noisy 1080p source at 3 Mbps
+    # (strong deblocking) SSIM -0.0006, PSNR-Y -0.38 dB. "bidir" costs ~0.01 dB there but saves
+    # half as much, not enough for 5x realtime on 2 cores.
+    large_reduction_skip_loop_filter: str = "all"
     limits: VideoLimits = field(default_factory=VideoLimits)
+
+    def __post_init__(self) -> None:
+        if self.large_reduction_skip_loop_filter not in SKIP_LOOP_FILTER_LEVELS:
+            raise ValueError(
+                f"large_reduction_skip_loop_filter {self.large_reduction_skip_loop_filter!r} "
+                f"is not one of {', '.join(SKIP_LOOP_FILTER_LEVELS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -144,8 +161,12 @@ def render_renditions(
     info = probe_video(source_path, limits=spec.limits, name=name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    planned = plan_ladder(info.width, info.height, spec.ladder)
+    skip_loop_filter = decoder_skip_loop_filter(
+        spec, info.width * info.height, [width * height for _, width, height in planned]
+    )
     started = time.perf_counter()
-    with open_input(source_path, name) as container:
+    with open_input(source_path, name, skip_loop_filter=skip_loop_filter) as container:
         video = first_video_stream(container, name)
         audio = container.streams.audio[0] if container.streams.audio else None
         rate = output_rate(video, spec.max_fps)
@@ -153,7 +174,7 @@ def render_renditions(
         scale_lock = threading.Lock()
         encoders: list[_RungEncoder] = []
         try:
-            for rung, width, height in plan_ladder(info.width, info.height, spec.ladder):
+            for rung, width, height in planned:
                 path = out / f"{rung.label}.mp4"
                 interpolation = rung_interpolation(spec, info.width * info.height, width * height)
                 encoders.append(
@@ -180,10 +201,21 @@ def render_renditions(
 
 
 def rung_interpolation(spec: VideoSpec, source_pixels: int, rung_pixels: int) -> str:
-    linear_reduction = math.sqrt(source_pixels / rung_pixels)
-    if linear_reduction >= spec.large_reduction_factor:
+    if _large_reduction(spec, source_pixels, rung_pixels):
         return spec.large_reduction_interpolation
     return spec.interpolation
+
+
+def decoder_skip_loop_filter(spec: VideoSpec, source_pixels: int, rung_pixels: Sequence[int]) -> str:
+    """The source decoder's skip_loop_filter: the rungs share one decode, so deblocking is skipped only
+    when every rung is a large reduction."""
+    if rung_pixels and all(_large_reduction(spec, source_pixels, pixels) for pixels in rung_pixels):
+        return spec.large_reduction_skip_loop_filter
+    return "default"
+
+
+def _large_reduction(spec: VideoSpec, source_pixels: int, rung_pixels: int) -> bool:
+    return math.sqrt(source_pixels / rung_pixels) >= spec.large_reduction_factor
 
 
 def plan_ladder(width: int, height: int, ladder: Sequence[Rung]) -> list[tuple[Rung, int, int]]:

@@ -107,8 +107,9 @@ def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterat
         ) from error
 
 
-def open_input(source: Source, name: str) -> InputContainer:
-    """The opened container, its video decoded with frame and slice threads like the ffmpeg CLI."""
+def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") -> InputContainer:
+    """The opened container, its video decoded with frame and slice threads like the ffmpeg CLI and
+    deblocked unless `skip_loop_filter` (the decoder option of that name) says otherwise."""
     target: str | IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
     try:
         container = av.open(target, "r")
@@ -116,6 +117,8 @@ def open_input(source: Source, name: str) -> InputContainer:
         raise VideoRejected(f"rejected video '{name}': cannot open: {_reason(error)}") from error
     for stream in container.streams.video:
         stream.thread_type = "AUTO"
+        if skip_loop_filter != "default":
+            stream.codec_context.options = {"skip_loop_filter": skip_loop_filter}
     return container
 
 

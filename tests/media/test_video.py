@@ -19,12 +19,14 @@ from hub_pipelines.media.video import (
     VideoLimits,
     VideoRejected,
     VideoSpec,
+    decoder_skip_loop_filter,
     extract_stills,
     extract_thumbnail,
     probe_video,
     render_renditions,
     rung_interpolation,
 )
+from hub_pipelines.media.video_probe import open_input
 
 SMALL_LADDER = (Rung("144p", 144, 300_000),)
 
@@ -302,3 +304,40 @@ def test_rungs_reduced_twofold_or_more_are_scaled_by_area_averaging() -> None:
     assert rung_interpolation(spec, source, 854 * 480) == "AREA"
     assert rung_interpolation(spec, source, 1280 * 720) == spec.interpolation == "BICUBIC"
     assert rung_interpolation(spec, source, source) == "BICUBIC"
+
+
+def test_deblocking_is_skipped_only_when_every_rung_is_reduced_twofold_or_more() -> None:
+    spec = VideoSpec()
+    source = 1920 * 1080
+    assert decoder_skip_loop_filter(spec, source, [854 * 480]) == "all"
+    assert decoder_skip_loop_filter(spec, source, [854 * 480, 1280 * 720]) == "default"
+    assert decoder_skip_loop_filter(spec, source, [source]) == "default"
+    keep = VideoSpec(large_reduction_skip_loop_filter="default")
+    assert decoder_skip_loop_filter(keep, source, [854 * 480]) == "default"
+
+
+def test_unknown_skip_loop_filter_level_is_refused_with_its_value() -> None:
+    with pytest.raises(ValueError, match="'sometimes'"):
+        VideoSpec(large_reduction_skip_loop_filter="sometimes")
+
+
+def test_open_input_skipping_the_loop_filter_decodes_unfiltered_pictures(tmp_path: Path) -> None:
+    source = tmp_path / "deblocked.mp4"
+    noise = np.random.default_rng(3).integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    with av.open(str(source), "w") as container:
+        # write_clip's ultrafast preset turns deblocking off; veryfast at a high QP deblocks hard.
+        video = container.add_stream("libx264", rate=30, options={"preset": "veryfast", "qp": "40"})
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.roll(noise, index * 3, axis=1), format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+
+    def pictures(skip_loop_filter: str) -> list[np.ndarray]:
+        with open_input(source, source.name, skip_loop_filter=skip_loop_filter) as container:
+            return [frame.to_ndarray() for frame in container.decode(video=0)]
+
+    deblocked, unfiltered = pictures("default"), pictures("all")
+    assert len(deblocked) == len(unfiltered) == 10
+    assert all(not np.array_equal(a, b) for a, b in zip(deblocked, unfiltered, strict=True))
