@@ -56,13 +56,19 @@ class ImageVariantSpec:
     thumbnail_side: int = 150
     formats: tuple[ImageFormat, ...] = ("webp", "avif", "jpeg")
     quality: Mapping[ImageFormat, int] = field(default_factory=lambda: {"webp": 85, "avif": 85, "jpeg": 85})
-    # Speed 5 would give 3.5% fewer AVIF bytes at equal SSIM (0.598x vs 0.620x JPEG) for 5-7x the AVIF
-    # encode CPU: over 3x pyvips's CPU for the variant set. No libaom option recovers that at speed 6
-    # (issue #4, 2026-11): deltaq-mode 3/4 and one tile save under 0.5%; enable-qm, sharpness, CDEF and
-    # tune=iq cost bytes; speed 5 with a reduced partition search takes 1.8-3.6x the CPU for 0.599-0.61x.
-    avif_speed: int = 6
+    # aom speed 5 with one tile and perceptual delta-q: 0.596x/0.599x/0.597x JPEG's bytes at equal luma
+    # SSIM 0.95 on three synthetic photos (speed 6: 0.620x/0.625x/0.622x; goal 0.60x, issue #4). It costs
+    # ~6x speed 6's AVIF CPU (about 20 CPU-s instead of 3.4 per 12-MP upload) and matches pyvips at the
+    # same effort (4): 0.85x its CPU for the variant set. Speed 4 leaves more margin (0.589x-0.592x) for
+    # ~1.2x speed 5's CPU.
+    avif_speed: int = 5
     # aom tuned for SSIM: 4-5% fewer bytes than its default PSNR tuning at equal SSIM, and no slower.
     avif_tune: str = "ssim"
+    # libavif "advanced" key/values for aom. deltaq-mode 3 (perceptual, all-intra): 0.05-0.13% fewer
+    # bytes at no measurable CPU; enable-qm, sharpness and min-partition-size cost bytes.
+    avif_options: Mapping[str, str] = field(default_factory=lambda: {"deltaq-mode": "3"})
+    # libavif tiles 1024+ px images automatically; one tile saves 0.2-0.4% bytes and no CPU.
+    avif_autotiling: bool = False
     webp_method: int = 4
     max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485
     max_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
@@ -242,7 +248,14 @@ def encode_image(image: Image.Image, fmt: ImageFormat, quality: int, spec: Image
     elif fmt == "webp":
         image.save(buffer, "WEBP", quality=quality, method=spec.webp_method)
     else:
-        image.save(buffer, "AVIF", quality=quality, speed=spec.avif_speed, advanced={"tune": spec.avif_tune})
+        image.save(
+            buffer,
+            "AVIF",
+            quality=quality,
+            speed=spec.avif_speed,
+            autotiling=spec.avif_autotiling,
+            advanced={"tune": spec.avif_tune, **spec.avif_options},
+        )
     return buffer.getvalue()
 
 
