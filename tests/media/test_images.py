@@ -230,7 +230,8 @@ def test_text_named_jpg_is_rejected_as_not_an_image() -> None:
 def test_quality_is_configurable_per_format(photo_jpeg: bytes) -> None:
     spec = ImageVariantSpec(widths={"small": 480}, formats=("jpeg",), quality={"jpeg": 40})
     low = by_key(render_image_variants(photo_jpeg, "photo.jpg", spec))[("small", "jpeg")]
-    high = by_key(render_image_variants(photo_jpeg, "photo.jpg"))[("small", "jpeg")]
+    default_quality = ImageVariantSpec(widths={"small": 480}, formats=("jpeg",))
+    high = by_key(render_image_variants(photo_jpeg, "photo.jpg", default_quality))[("small", "jpeg")]
     assert len(low.data) < len(high.data) * 0.7
 
 
