@@ -212,6 +212,7 @@ def pipeline(
     sink = WarehouseEventsSink(warehouse, tables, counters=cache)
     with landing:
         counts = land_ranges(topics, sink, TOPIC, ranges, run_id, EVENTS_CHUNK_MESSAGES, read_ahead=True)
+        sink.finish_counting()
     with counting:
         caught_up = count_uncounted_chunks(warehouse, tables, cache, run_id)
     assert caught_up.events_counted == counts.landed, (caught_up, counts)

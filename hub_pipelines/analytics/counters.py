@@ -212,11 +212,13 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
 
 
 class ChunkCounter:
-    """Writes chunks' counters on a thread of its own while the caller inserts the same rows elsewhere.
+    """Writes chunks' counters on a thread of its own while the caller goes on landing.
 
-    At most one write is in flight and each is waited for at most `timeout_seconds`: a cache that is down
-    or slow delays landing by that much once, after which chunks are left uncounted (their markers stay
-    absent) until the cache answers again, and `count_uncounted_chunks` counts them from the warehouse.
+    One write is in flight at a time; the next `start` waits for it, at most `timeout_seconds`, so
+    the counters of one group of chunks are written while the next group is looked up and inserted. A
+    cache that is down or slow delays landing by the timeout once, after which chunks are left
+    uncounted (their markers stay absent) until the cache answers again, and `count_uncounted_chunks`
+    counts them from the warehouse. `finish` waits for the last write.
     """
 
     def __init__(self, cache: Cache, timeout_seconds: float = 5.0) -> None:
@@ -225,10 +227,10 @@ class ChunkCounter:
         self._counted: set[str] = set()
 
     def start(self, batches: Sequence[tuple[str, pa.Table]]) -> bool:
-        """Begin counting each (batch id, rows); False when the previous write is still running."""
-        if self._writer is not None and self._writer.is_alive():
+        """Begin counting each (batch id, rows) once the previous write is done; False when it is not
+        done within the timeout (these batches are then left to the catch-up)."""
+        if not self._previous_done():
             return False
-        self._counted = set()
         self._writer = threading.Thread(
             target=self._write,
             args=(list(batches),),
@@ -237,6 +239,11 @@ class ChunkCounter:
         )
         self._writer.start()
         return True
+
+    def _previous_done(self) -> bool:
+        if self._writer is not None:
+            self._writer.join(self.timeout_seconds)
+        return self._writer is None or not self._writer.is_alive()
 
     def _write(self, batches: list[tuple[str, pa.Table]]) -> None:
         for batch_id, rows in batches:
@@ -249,11 +256,9 @@ class ChunkCounter:
                 )
 
     def finish(self) -> set[str]:
-        """Wait for the write begun last; the batch ids whose counters are in (now or by an earlier attempt)."""
-        if self._writer is None:
-            return set()
-        self._writer.join(self.timeout_seconds)
-        return set() if self._writer.is_alive() else set(self._counted)
+        """Wait for the last write; the batch ids whose counters are in (now or by an earlier attempt)."""
+        self._previous_done()
+        return set(self._counted)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ books the chunk last. A chunk is landed as:
    that died before booking, and counts as landed; a stored row from any other message makes this
    one a duplicate, as does an id repeated earlier in the same chunk;
 4. insert the new rows with a deduplication token naming the chunk and its content; with a cache,
-   the chunk's real-time counters are written from the same rows on a thread beside the insert
-   (guarded by the chunk's batch marker, so a rerun of the chunk does not count it again);
+   the chunk's real-time counters are written from the same rows on a thread, while this insert and
+   the next chunks' lookup and insert run (guarded by the chunk's batch marker, so a rerun of the
+   chunk does not count it again; `finish_counting` waits for the last of them);
 5. book the chunk with its counts, the days its events fall on and its newest event time.
 
 Small chunks (one per partition of a short range) land together: one decode, lookup, insert and
@@ -84,7 +85,7 @@ class ChunkOutcome:
     counts: LandingCounts
     event_days: frozenset[date]
     newest_event_ts: datetime | None
-    counted: bool = False
+    batch_id: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,14 @@ class WarehouseEventsSink:
     def touched_days(self) -> set[date]:
         """Every day that received events from the chunks this sink landed."""
         return {day for outcome in self.outcomes for day in outcome.event_days}
+
+    def finish_counting(self) -> int:
+        """Wait for the counters still being written (at most the counter's timeout); how many of the
+        chunks this sink landed have their counters in the cache."""
+        if self._counter is None:
+            return 0
+        counted = self._counter.finish()
+        return sum(1 for outcome in self.outcomes if outcome.batch_id in counted)
 
     def land_chunk(
         self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
@@ -181,14 +190,14 @@ class WarehouseEventsSink:
         )
         per_chunk = [(chunk, self._rows_of(landed_rows, chunk)) for chunk, _ in chunks]
         read = [len(chunk_messages) for _, chunk_messages in chunks]
-        counter = self._counter if landed > 0 else None
-        counting = counter is not None and counter.start(
-            [
-                (chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end), chunk_rows)
-                for chunk, chunk_rows in per_chunk
-                if chunk_rows.num_rows > 0
-            ]
-        )
+        if landed > 0 and self._counter is not None:
+            self._counter.start(
+                [
+                    (chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end), chunk_rows)
+                    for chunk, chunk_rows in per_chunk
+                    if chunk_rows.num_rows > 0
+                ]
+            )
         token = self._token(topic, labels, fresh)
         if fresh:
             fresh_rows = landed_rows if len(fresh) == landed else rows.take(pa.array(fresh, pa.int64()))
@@ -207,7 +216,6 @@ class WarehouseEventsSink:
             else [rows.num_rows]
         )
         rejected = Counter(self._chunk_of(chunks, r.message) for r in batch.rejected)
-        counted = counter.finish() if counting and counter is not None else set()
         outcomes = []
         for index, (chunk, chunk_rows) in enumerate(per_chunk):
             chunk_landed = chunk_rows.num_rows
@@ -216,7 +224,7 @@ class WarehouseEventsSink:
             newest = pc.max(landed_ts).as_py() if chunk_landed else None
             days = pc.unique(pc.cast(landed_ts, pa.date32())).to_pylist()
             batch_id = chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end)
-            outcomes.append(ChunkOutcome(chunk, counts, frozenset(days), newest, batch_id in counted))
+            outcomes.append(ChunkOutcome(chunk, counts, frozenset(days), newest, batch_id))
         self._record(topic, outcomes, run_id)
         self.outcomes.extend(outcomes)
         return outcomes

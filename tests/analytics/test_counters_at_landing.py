@@ -54,7 +54,7 @@ def assert_cache_matches_warehouse(cache: Cache, warehouse: ChdbWarehouse, table
 def test_landing_counts_every_chunk_once_and_a_replay_adds_nothing(cache, tmp_path, warehouse, tables):
     topics = demo_topic(tmp_path)
     sink, first = land(topics, warehouse, tables, cache, "r1")
-    assert first.landed == EVENTS and all(outcome.counted for outcome in sink.outcomes)
+    assert first.landed == EVENTS and sink.finish_counting() == len(sink.outcomes) == 3
     _, replay = land(topics, warehouse, tables, cache, "r2")
     assert replay.duplicates == EVENTS
     assert_cache_matches_warehouse(cache, warehouse, tables)
@@ -68,7 +68,7 @@ def test_chunks_landed_while_the_cache_was_down_are_counted_from_the_warehouse_o
 ):
     topics = demo_topic(tmp_path)
     sink, landed = land(topics, warehouse, tables, CacheDown(), "r1")
-    assert landed.landed == EVENTS and not any(outcome.counted for outcome in sink.outcomes)
+    assert landed.landed == EVENTS and sink.finish_counting() == 0
     caught_up = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
     again = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
     assert (caught_up.counted_at_landing, caught_up.counted_now, caught_up.events_counted) == (0, 3, EVENTS)

@@ -52,6 +52,7 @@ def raw_events(
     counts = land_ranges(
         topics, sink, topic, ranges, context.run.run_id, EVENTS_CHUNK_MESSAGES, read_ahead=True
     )
+    chunks_counted = sink.finish_counting()
     seconds = time.perf_counter() - started
     today = datetime.now(UTC).date()
     late_days = sorted(day for day in sink.touched_days if day < today)
@@ -63,7 +64,7 @@ def raw_events(
             "topic": topic,
             "ranges": describe_ranges(ranges) or "none",
             **counts.as_metadata(),
-            "chunks_counted": sum(1 for o in sink.outcomes if o.counted),
+            "chunks_counted": chunks_counted,
             "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
             "days_touched": ",".join(str(day) for day in sorted(sink.touched_days)) or "none",
             LATE_DAYS_METADATA: ",".join(str(day) for day in late_days),
