@@ -4,8 +4,8 @@
 
 Both sides read the same offset ranges from librdkafka's mock broker in the same run. The floor
 consumes each chunk and inserts the raw bytes into a plain MergeTree table; the landing path is
-`analytics/raw_events`'s: `land_ranges` with the warehouse sink (decode, duplicate lookup, insert into
-raw_events with its materialized views, book the chunk). The events topic's producer, waves and clock
+`analytics/raw_events`'s: `land_ranges` with the warehouse sink and read-ahead (decode, duplicate lookup,
+insert into raw_events with its materialized views, book the chunk). The events topic's producer, waves and clock
 come from bench/analytics.py, which also adds Redis counters and dashboard queries.
 """
 
@@ -48,7 +48,9 @@ def main() -> None:
                 bare_floor(topics, warehouse, ranges, consuming)
             drop_floor_table(warehouse)
             with landing:
-                counts = land_ranges(topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES)
+                counts = land_ranges(
+                    topics, sink, TOPIC, ranges, "bench", EVENTS_CHUNK_MESSAGES, read_ahead=True
+                )
             assert counts.reconciles and counts.landed == sum(r.size for r in ranges), counts
             landed += counts.landed
     finally:
