@@ -188,7 +188,11 @@ class WarehouseEventsSink:
             if landed == rows.num_rows
             else rows.take(pa.array(sorted((*fresh, *landed_before)), pa.int64()))
         )
-        per_chunk = [(chunk, self._rows_of(landed_rows, chunk)) for chunk, _ in chunks]
+        per_chunk = (
+            [(chunks[0][0], landed_rows)]
+            if len(chunks) == 1
+            else [(chunk, self._rows_of(landed_rows, chunk)) for chunk, _ in chunks]
+        )
         read = [len(chunk_messages) for _, chunk_messages in chunks]
         if landed > 0 and self._counter is not None:
             self._counter.start(
