@@ -115,7 +115,7 @@ class VideoSpec:
     # lower after encoding, and it is the filter that does not alias on large reductions.
     large_reduction_interpolation: str = "AREA"
     large_reduction_factor: float = 2.0
-    # The decoder's skip_loop_filter when every rung is such a large reduction (480p alone from 1080p);
+    # The decoder's skip_loop_filter when every rung is a large reduction (480p alone from 1080p);
     # "default" deblocks as usual. The area averaging blurs most of what deblocking smooths, and H.264
     # decoding is ~45% of the 480p rung's CPU. Measured on the bench's 60 s 1080p30 clip, 480p alone:
     # decoding 9-11% cheaper, the rung ~5% (about 1.1 of 24.8 CPU-s); output SSIM 0.99378 -> 0.99365
@@ -123,6 +123,9 @@ class VideoSpec:
     # (strong deblocking) SSIM -0.0006, PSNR-Y -0.38 dB. "bidir" costs ~0.01 dB there but saves
     # half as much, not enough for 5x realtime on 2 cores.
     large_reduction_skip_loop_filter: str = "all"
+    # ...and only as far as that cost was measured: 480p from 1080p is a 2.25x reduction of each side.
+    # A 4K upload's 1080p rung (2x) keeps the decoder's deblocking, and with it that upload's whole ladder.
+    skip_loop_filter_min_reduction: float = 2.2
     limits: VideoLimits = field(default_factory=VideoLimits)
 
     def __post_init__(self) -> None:
@@ -208,14 +211,20 @@ def rung_interpolation(spec: VideoSpec, source_pixels: int, rung_pixels: int) ->
 
 def decoder_skip_loop_filter(spec: VideoSpec, source_pixels: int, rung_pixels: Sequence[int]) -> str:
     """The source decoder's skip_loop_filter: the rungs share one decode, so deblocking is skipped only
-    when every rung is a large reduction."""
-    if rung_pixels and all(_large_reduction(spec, source_pixels, pixels) for pixels in rung_pixels):
+    when every rung is reduced at least `skip_loop_filter_min_reduction` times on each side."""
+    minimum = spec.skip_loop_filter_min_reduction
+    if rung_pixels and all(_linear_reduction(source_pixels, pixels) >= minimum for pixels in rung_pixels):
         return spec.large_reduction_skip_loop_filter
     return "default"
 
 
 def _large_reduction(spec: VideoSpec, source_pixels: int, rung_pixels: int) -> bool:
-    return math.sqrt(source_pixels / rung_pixels) >= spec.large_reduction_factor
+    return _linear_reduction(source_pixels, rung_pixels) >= spec.large_reduction_factor
+
+
+def _linear_reduction(source_pixels: int, rung_pixels: int) -> float:
+    # Rungs keep the source's aspect ratio, so the pixel ratio's root is the reduction of each side.
+    return math.sqrt(source_pixels / rung_pixels)
 
 
 def plan_ladder(width: int, height: int, ladder: Sequence[Rung]) -> list[tuple[Rung, int, int]]:

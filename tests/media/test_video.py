@@ -306,12 +306,15 @@ def test_rungs_reduced_twofold_or_more_are_scaled_by_area_averaging() -> None:
     assert rung_interpolation(spec, source, source) == "BICUBIC"
 
 
-def test_deblocking_is_skipped_only_when_every_rung_is_reduced_twofold_or_more() -> None:
+def test_deblocking_is_skipped_only_when_every_rung_is_reduced_at_least_as_much_as_480p_from_1080p() -> None:
     spec = VideoSpec()
     source = 1920 * 1080
     assert decoder_skip_loop_filter(spec, source, [854 * 480]) == "all"
     assert decoder_skip_loop_filter(spec, source, [854 * 480, 1280 * 720]) == "default"
     assert decoder_skip_loop_filter(spec, source, [source]) == "default"
+    uhd = 3840 * 2160
+    assert decoder_skip_loop_filter(spec, uhd, [854 * 480, 1280 * 720, 1920 * 1080]) == "default"
+    assert decoder_skip_loop_filter(spec, uhd, [854 * 480, 1280 * 720]) == "all"
     keep = VideoSpec(large_reduction_skip_loop_filter="default")
     assert decoder_skip_loop_filter(keep, source, [854 * 480]) == "default"
 
