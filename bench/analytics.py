@@ -98,6 +98,13 @@ class Clock:
         return f"{events / self.wall:>10,.0f} events/s  ({self.cpu / events * 1e6:5.1f} CPU us/event)"
 
 
+def start_mock_broker() -> tuple[AdminClient, KafkaTopics]:
+    """librdkafka's mock cluster, served while the returned owner lives, and our client for it."""
+    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    return owner, KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+
+
 def bare_consumer(bootstrap: str, ranges: list[OffsetRange]) -> int:
     """A plain confluent-kafka loop over the ranges, values only: what the broker and client can give."""
     consumer = Consumer(
@@ -273,9 +280,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
-    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
-    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
-    topics = KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+    _owner, topics = start_mock_broker()
     warehouse = ChdbWarehouse(path=str(folder / "chdb"))
     redis_process, redis_url = start_redis(folder)
     cache = RedisCache(url=redis_url)

@@ -27,32 +27,30 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
-from analytics import PARTITIONS, TOPIC, WAVE_EVENTS, Clock, bare_floor, drop_floor_table, produced_waves
-from confluent_kafka.admin import AdminClient
+from analytics import (
+    PARTITIONS,
+    TOPIC,
+    WAVE_EVENTS,
+    Clock,
+    bare_floor,
+    drop_floor_table,
+    produced_waves,
+    start_mock_broker,
+)
 
-from hub_pipelines.analytics.events import decode_batch, events_to_arrow
+from hub_pipelines.analytics.events import RAW_EVENT_SCHEMA, decode_batch, events_to_arrow
+from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import split_into_chunks
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 
-_TYPED_COLUMNS = """
-    event_id String,
-    type LowCardinality(String),
-    user_id String,
-    session_id String,
-    ts DateTime64(3, 'UTC'),
-    path LowCardinality(Nullable(String)),
-    product_id LowCardinality(Nullable(String)),
-    amount Nullable(Decimal(18, 2)),
-    error_code LowCardinality(Nullable(String)),
-    topic LowCardinality(String),
-    partition Int32,
-    offset Int64
-"""
+# The typed tables copy raw_events' columns and sort key (from an AnalyticsTables database whose views
+# feed only its own raw_events), on a plain MergeTree: no replacing, no deduplication window, no views.
+_SOURCE = AnalyticsTables("bench_ceiling_schema")
 _TYPED_TABLE = (
-    "CREATE TABLE IF NOT EXISTS bench_ceiling.{name} ({columns}) ENGINE = MergeTree "
+    "CREATE TABLE IF NOT EXISTS bench_ceiling.{name} AS " + _SOURCE.raw_events + " ENGINE = MergeTree "
     "PARTITION BY toDate(ts) ORDER BY (toStartOfMinute(ts), event_id)"
 )
 _EVENT_TUPLE = (
@@ -61,7 +59,7 @@ _EVENT_TUPLE = (
     "code Nullable(String)))"
 )
 _PARSE_IN_CLICKHOUSE = f"""
-INSERT INTO bench_ceiling.parsed_in_clickhouse
+INSERT INTO bench_ceiling.parsed_in_clickhouse ({", ".join(RAW_EVENT_SCHEMA.names)})
 SELECT e.event_id, e.type, e.user_id, e.session_id, parseDateTime64BestEffort(e.ts, 3, 'UTC'),
        e.properties.path, e.properties.product_id, toDecimal64OrNull(e.properties.amount, 2),
        e.properties.code, '{TOPIC}', partition, offset
@@ -108,13 +106,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=512_000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
-    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
-    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
-    topics = KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+    _owner, topics = start_mock_broker()
     warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    _SOURCE.ensure(warehouse)
     warehouse.execute("CREATE DATABASE IF NOT EXISTS bench_ceiling")
     for name in ("decoded_in_python", "parsed_in_clickhouse"):
-        warehouse.execute(_TYPED_TABLE.format(name=name, columns=_TYPED_COLUMNS))
+        warehouse.execute(_TYPED_TABLE.format(name=name))
     floor, consuming, in_python, in_clickhouse = Clock(), Clock(), Clock(), Clock()
     produced = 0
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

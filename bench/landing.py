@@ -16,13 +16,20 @@ import random
 import tempfile
 from pathlib import Path
 
-from analytics import PARTITIONS, TOPIC, WAVE_EVENTS, Clock, bare_floor, drop_floor_table, produced_waves
-from confluent_kafka.admin import AdminClient
+from analytics import (
+    PARTITIONS,
+    TOPIC,
+    WAVE_EVENTS,
+    Clock,
+    bare_floor,
+    drop_floor_table,
+    produced_waves,
+    start_mock_broker,
+)
 
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
-from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
@@ -33,9 +40,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-landing-"))
-    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
-    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
-    topics = KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
+    _owner, topics = start_mock_broker()
     warehouse = ChdbWarehouse(path=str(folder / "chdb"))
     sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_landing"))
     floor, consuming, landing = Clock(), Clock(), Clock()
