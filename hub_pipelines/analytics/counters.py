@@ -40,10 +40,6 @@ def hour_bucket(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y%m%d%H")
 
 
-def day_bucket(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y%m%d")
-
-
 def users_key(grain: str, bucket: str) -> str:
     return f"{PREFIX}:users:{grain}:{bucket}"
 

@@ -194,11 +194,12 @@ class WarehouseEventsSink:
             else [(chunk, self._rows_of(landed_rows, chunk)) for chunk, _ in chunks]
         )
         read = [len(chunk_messages) for _, chunk_messages in chunks]
+        batch_ids = [chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end) for chunk, _ in chunks]
         if landed > 0 and self._counter is not None:
             self._counter.start(
                 [
-                    (chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end), chunk_rows)
-                    for chunk, chunk_rows in per_chunk
+                    (batch_id, chunk_rows)
+                    for batch_id, (_, chunk_rows) in zip(batch_ids, per_chunk, strict=True)
                     if chunk_rows.num_rows > 0
                 ]
             )
@@ -227,8 +228,7 @@ class WarehouseEventsSink:
             landed_ts = chunk_rows.column("ts")
             newest = pc.max(landed_ts).as_py() if chunk_landed else None
             days = pc.unique(pc.cast(landed_ts, pa.date32())).to_pylist()
-            batch_id = chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end)
-            outcomes.append(ChunkOutcome(chunk, counts, frozenset(days), newest, batch_id))
+            outcomes.append(ChunkOutcome(chunk, counts, frozenset(days), newest, batch_ids[index]))
         self._record(topic, outcomes, run_id)
         self.outcomes.extend(outcomes)
         return outcomes
