@@ -4,6 +4,7 @@
 
 `--query-events 0` skips the query part (bench/analytics_queries.py runs it on its own).
 `--landing-alone` adds the landing path on messages already in memory (diagnostic).
+`--scattered` stamps the events at random over six hours instead of in stream order (see below).
 
 Ingestion: the events are produced once to librdkafka's mock broker (in this process, 4 partitions),
 then read again in the same run: a bare confluent-kafka consumer loop (the broker's own limit), the
@@ -14,6 +15,10 @@ Redis counters, and the range book; then the realtime_counters asset's pass, whi
 counted (it re-reads only chunks the landing could not count). Each rate
 is given in wall time and in CPU time of this process (all its threads: chdb's, librdkafka's and the
 mock broker's), since the machine is shared and wall time moves with its load.
+The events are stamped as a live topic carries them: in order at 20,000 events per second of event
+time, 1% of them up to six hours late. A chunk then covers a few seconds of event time plus its late
+stragglers, as in production, where the older `--scattered` stamping (a shuffled six-hour backlog) made
+every chunk span all 360 minutes: it is kept as the harder case for the duplicate lookup and the views.
 Freshness: events stamped and produced now, landed and looked up in the minute rollup, in process.
 Queries: the named dashboard queries over `--query-events` synthetic events (generated inside
 ClickHouse, through the same views), p50/p95 uncached and cached. Detector: one metric's detector fed
@@ -58,6 +63,9 @@ PARTITIONS = 4
 # floor and the pipeline. The producer compresses its batches with zstd (KafkaTopics' default), so
 # 96,000 events of a partition take about 4 MB.
 WAVE_EVENTS = 384_000
+STREAM_EVENTS_PER_SECOND = 20_000
+LATE_SHARE = 0.01
+LATE_WINDOW = timedelta(hours=6)
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -133,24 +141,42 @@ def bare_consumer(bootstrap: str, ranges: list[OffsetRange]) -> int:
     return read
 
 
-def produce(topics: KafkaTopics, rng: random.Random, count: int) -> None:
+def event_stamps(rng: random.Random, scattered: bool) -> Iterator[datetime]:
+    """Event times as a live topic carries them: in order, STREAM_EVENTS_PER_SECOND per second of event
+    time, LATE_SHARE of them stamped up to LATE_WINDOW earlier (clients that were offline). Scattered:
+    every event at a random moment of the last LATE_WINDOW, as a shuffled backlog would be (each chunk
+    then spans every minute of it)."""
     now = datetime.now(UTC)
+    stream_time = now - timedelta(minutes=10)
+    step = timedelta(seconds=1 / STREAM_EVENTS_PER_SECOND)
+    window_seconds = int(LATE_WINDOW.total_seconds())
+    while True:
+        if scattered:
+            yield now - timedelta(seconds=rng.randrange(window_seconds))
+            continue
+        stream_time += step
+        late = rng.random() < LATE_SHARE
+        yield stream_time - timedelta(seconds=rng.randrange(window_seconds)) if late else stream_time
+
+
+def produce(topics: KafkaTopics, rng: random.Random, count: int, stamps: Iterator[datetime]) -> None:
     batch: list[OutgoingMessage] = []
-    for n in range(count):
-        event = analytics_event(rng, now - timedelta(seconds=rng.randrange(6 * 3600)))
+    for n, stamp in zip(range(count), stamps, strict=False):
+        event = analytics_event(rng, stamp)
         batch.append(OutgoingMessage(json.dumps(event).encode(), partition=n % PARTITIONS))
     topics.produce(TOPIC, batch)
 
 
 def produced_waves(
-    topics: KafkaTopics, rng: random.Random, total: int
+    topics: KafkaTopics, rng: random.Random, total: int, scattered: bool = False
 ) -> Iterator[tuple[int, list[OffsetRange]]]:
     """Produce `total` events in waves the mock broker can hold; yield each wave's size and new ranges."""
     positions = dict.fromkeys(range(PARTITIONS), 0)
     produced = 0
+    stamps = event_stamps(random.Random(rng.random()), scattered)
     while produced < total:
         wave = min(WAVE_EVENTS, total - produced)
-        produce(topics, rng, wave)
+        produce(topics, rng, wave, stamps)
         produced += wave
         ends = topics.end_offsets(TOPIC)
         ranges = [OffsetRange(p, positions[p], end) for p, end in sorted(ends.items()) if end > positions[p]]
@@ -278,6 +304,12 @@ def main() -> None:
         help="also land the messages already in memory into a third set of tables (its merges then "
         "run in the same process during the other sections and are charged to them)",
     )
+    parser.add_argument(
+        "--scattered",
+        action="store_true",
+        help="stamp every event at a random moment of the last six hours (a shuffled backlog) instead of "
+        "in stream order with a late tail",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
     _owner, topics = start_mock_broker()
@@ -289,7 +321,7 @@ def main() -> None:
         rng = random.Random(1)
         bare, consuming, floor, sink_alone, landing, counting = (Clock() for _ in range(6))
         landed = produced = 0
-        for wave, ranges in produced_waves(topics, rng, args.events):
+        for wave, ranges in produced_waves(topics, rng, args.events, args.scattered):
             produced += wave
             with bare:
                 assert bare_consumer(topics.bootstrap_servers, ranges) == wave
@@ -302,8 +334,14 @@ def main() -> None:
             landed += pipeline(topics, warehouse, cache, ranges, landing, counting, f"bench-{produced}")
         total = Clock()
         total.wall, total.cpu = landing.wall + counting.wall, landing.cpu + counting.cpu
+        stamped = (
+            f"stamped at random over the last {LATE_WINDOW}"
+            if args.scattered
+            else f"stamped in stream order at {STREAM_EVENTS_PER_SECOND:,}/s, {LATE_SHARE:.0%} up to {LATE_WINDOW} late"
+        )
         print(
-            f"{produced:,} events from the broker, in waves of {WAVE_EVENTS:,} over {PARTITIONS} partitions"
+            f"{produced:,} events from the broker, in waves of {WAVE_EVENTS:,} over {PARTITIONS} partitions, "
+            + stamped
         )
         print(f"bare confluent-kafka consumer loop (values only):  {bare.rates(produced)}")
         print(f"consume only (KafkaTopics.read_range):             {consuming.rates(produced)}")

@@ -219,21 +219,9 @@ ORDER BY (day, product_id)
 TTL day + INTERVAL 2 YEAR
 """
 
-# The ids a landing chunk looks up, sent by Arrow insert: a 50,000-id literal would exceed ClickHouse's
-# query size limit, and bound parameters are escaped character by character in Python.
-_ID_PROBES = """
-CREATE TABLE IF NOT EXISTS {db}event_id_probes (
-    probe String,
-    minute DateTime('UTC'),
-    event_id String,
-    probed_at DateTime('UTC') DEFAULT now()
-)
-ENGINE = MergeTree
-PARTITION BY toStartOfHour(probed_at)
-ORDER BY probe
-TTL probed_at + INTERVAL 1 HOUR
-SETTINGS ttl_only_drop_parts = 1
-"""
+# Landing once wrote each chunk's ids to this table to look them up; they are sent with the lookup
+# now (external data), and the table goes from warehouses created before.
+_RETIRED_ID_PROBES = "DROP TABLE IF EXISTS {db}event_id_probes"
 
 _DETECTOR_STATE = """
 CREATE TABLE IF NOT EXISTS {db}anomaly_detector_state (
@@ -270,7 +258,7 @@ _STATEMENTS: tuple[str, ...] = (
     _DAILY_ROLLUPS,
     _DAILY_PRODUCT_ROLLUPS,
     _DETECTOR_STATE,
-    _ID_PROBES,
+    _RETIRED_ID_PROBES,
 )
 
 _OBJECTS = tuple(
@@ -327,10 +315,6 @@ class AnalyticsTables:
     def detector_state(self) -> str:
         return self._name("anomaly_detector_state")
 
-    @property
-    def id_probes(self) -> str:
-        return self._name("event_id_probes")
-
     def statements(self) -> list[str]:
         prefix = f"{self.database}." if self.database else ""
         creates = [f"CREATE DATABASE IF NOT EXISTS {self.database}"] if self.database else []
@@ -354,7 +338,7 @@ class AnalyticsTables:
             {"database": self.database} if self.database else None,
         )
         created = dict(zip(found["name"], found["create_table_query"], strict=True))
-        if not set(_OBJECTS) <= created.keys():
+        if not set(_OBJECTS) <= created.keys() or "event_id_probes" in created:
             return False
         return "id_hash" in created["raw_events"] and all(
             _FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day")

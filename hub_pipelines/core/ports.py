@@ -124,6 +124,13 @@ class Warehouse(Protocol):
         """The result as an Arrow table: for small results `to_pylist()` on it skips pandas altogether."""
         ...
 
+    def query_arrow_with_rows(
+        self, sql: str, rows: pa.Table, parameters: Mapping[str, object] | None = None
+    ) -> pa.Table:
+        """Run `sql` with `rows` sent along as a table it reads where it says `{sent_rows}` (ClickHouse's
+        external data): how a query reads thousands of values without storing them first."""
+        ...
+
     def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
         """Insert rows; a repeated insert with the same dedup_token is a no-op. Returns rows sent."""
         ...

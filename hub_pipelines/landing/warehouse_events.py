@@ -26,7 +26,6 @@ Only one landing run per topic is in flight (the topic sensor sees to it), so st
 from __future__ import annotations
 
 import hashlib
-import itertools
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -95,6 +94,7 @@ class DecodedChunks:
     chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]
     batch: DecodedBatch
     rows: pa.Table
+    first_of_each_id: list[int]
 
 
 def _utcnow() -> datetime:
@@ -146,7 +146,8 @@ class WarehouseEventsSink:
             now = self.clock()
             messages = [message for _, chunk_messages in chunks for message in chunk_messages]
             batch = decode_batch(messages, accept_from=now - RETENTION, accept_until=now + FUTURE_TOLERANCE)
-            return DecodedChunks(chunks, batch, events_to_arrow(batch.events, batch.messages))
+            rows = events_to_arrow(batch.events, batch.messages)
+            return DecodedChunks(chunks, batch, rows, self._first_of_each_id(rows))
 
     def land_decoded(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[LandingCounts]:
         """Land decoded chunks in one pass (one lookup, one insert, one booking), each booked as itself."""
@@ -174,12 +175,10 @@ class WarehouseEventsSink:
         return [outcomes[chunk] for chunk, _ in chunks]
 
     def _land_pending(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[ChunkOutcome]:
-        chunks, batch, rows = decoded.chunks, decoded.batch, decoded.rows
-        unique = self._first_of_each_id(rows)
+        chunks, batch, rows, unique = decoded.chunks, decoded.batch, decoded.rows, decoded.first_of_each_id
         labels = "+".join(chunk.label() for chunk, _ in chunks)
         stored = self._stored_positions(
-            rows if len(unique) == rows.num_rows else rows.take(pa.array(unique, pa.int64())),
-            f"{topic}/{labels}/{run_id}",
+            rows if len(unique) == rows.num_rows else rows.take(pa.array(unique, pa.int64()))
         )
         fresh, landed_before = (unique, []) if not stored else self._split_by_stored(batch, unique, stored)
         landed = len(fresh) + len(landed_before)
@@ -278,41 +277,39 @@ class WarehouseEventsSink:
                 landed_before.append(index)
         return fresh, landed_before
 
-    def _stored_positions(self, candidates: pa.Table, probe: str) -> dict[str, tuple[str, int, int]]:
+    def _stored_positions(self, candidates: pa.Table) -> dict[str, tuple[str, int, int]]:
         """For each candidate already in raw_events (same minute and id): where it was read from."""
         if candidates.num_rows == 0:
             return {}
         epoch_seconds = pc.divide(pc.cast(candidates.column("ts"), pa.int64()), 1000)
-        minutes = pc.multiply(pc.divide(epoch_seconds, 60), 60)
-        probes = pa.Table.from_arrays(
-            [
-                pa.array(itertools.repeat(probe, candidates.num_rows), pa.string()),
-                pc.cast(minutes, pa.uint32()),
-                candidates.column("event_id"),
-            ],
-            names=["probe", "minute", "event_id"],
-        )
-        self.warehouse.insert_arrow(self.tables.id_probes, probes)
-        # The time bounds let ClickHouse skip the days and granules outside the chunk's minutes: live
-        # chunks span a few minutes, so the lookup reads those instead of every stored row of the day.
-        # Within them it reads the ids' 8-byte hashes first, and the ids only of the rows whose hash
-        # matches (a chunk whose minutes hold many stored rows has probes in nearly every granule).
-        found = self.warehouse.query_df(
-            f"SELECT event_id, topic, partition, offset FROM {self.tables.raw_events} "
-            f"PREWHERE id_hash IN (SELECT cityHash64(event_id) FROM {self.tables.id_probes} "
-            "WHERE probe = {probe:String}) "
+        minutes = pc.cast(pc.multiply(pc.divide(epoch_seconds, 60), 60), pa.uint32())
+        sent = pa.Table.from_arrays([candidates.column("event_id"), minutes], names=["event_id", "minute"])
+        # The ids travel with the query (external data) rather than through a table. The time bounds
+        # prune days, and the minutes set the primary index's granules: a live chunk's few minutes plus
+        # one granule or so per late event, however long ago they were stamped. Within those granules
+        # ClickHouse reads the ids' 8-byte hashes, and the ids only of rows whose hash matches; the few
+        # matches are held to the same minute and id here.
+        found = self.warehouse.query_arrow_with_rows(
+            f"SELECT event_id, toUInt32(toStartOfMinute(ts)) AS minute, topic, partition, offset "
+            f"FROM {self.tables.raw_events} "
+            "PREWHERE id_hash IN (SELECT cityHash64(event_id) FROM {sent_rows}) "
             "WHERE ts >= {first:DateTime('UTC')} AND ts < {last:DateTime('UTC')} + INTERVAL 1 MINUTE "
-            f"AND (toStartOfMinute(ts), event_id) IN "
-            f"(SELECT minute, event_id FROM {self.tables.id_probes} WHERE probe = {{probe:String}})",
+            "AND toStartOfMinute(ts) IN (SELECT DISTINCT toDateTime(minute, 'UTC') FROM {sent_rows})",
+            sent,
             {
-                "probe": probe,
                 "first": _naive_minute(pc.min(minutes).as_py()),
                 "last": _naive_minute(pc.max(minutes).as_py()),
             },
         )
+        if found.num_rows == 0:
+            return {}
+        minute_of = dict(zip(sent.column("event_id").to_pylist(), minutes.to_pylist(), strict=True))
         return {
-            event_id: (topic, int(partition), int(offset))
-            for event_id, topic, partition, offset in found.itertuples(index=False)
+            event_id: (topic, partition, offset)
+            for event_id, minute, topic, partition, offset in zip(
+                *(found.column(name).to_pylist() for name in found.column_names), strict=True
+            )
+            if minute_of.get(event_id) == minute
         }
 
     @staticmethod

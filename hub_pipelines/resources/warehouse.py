@@ -85,6 +85,38 @@ def insert_settings(dedup_token: str | None, engine_settings: Collection[str]) -
     return settings
 
 
+# A query's sent rows (`query_arrow_with_rows`) are a table of this name for the statement's lifetime.
+SENT_ROWS = "sent_rows"
+_SENT_ROWS_MARKER = "{" + SENT_ROWS + "}"
+_PLAIN_TYPES = {
+    pa.string(): "String",
+    pa.large_string(): "String",
+    pa.binary(): "String",
+    pa.int32(): "Int32",
+    pa.int64(): "Int64",
+    pa.uint32(): "UInt32",
+    pa.uint64(): "UInt64",
+    pa.float64(): "Float64",
+}
+
+
+def sent_rows_structure(schema: pa.Schema) -> str:
+    """The `name Type, ...` structure ClickHouse needs for rows sent as external data."""
+    columns = []
+    for column in schema:
+        if isinstance(column.type, pa.TimestampType) and column.type.tz is not None:
+            digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[column.type.unit]
+            clickhouse_type = f"DateTime64({digits}, {format_str(column.type.tz)})"
+        elif column.type in _PLAIN_TYPES:
+            clickhouse_type = _PLAIN_TYPES[column.type]
+        else:
+            raise WarehouseError(
+                f"sent rows: column {column.name!r} has Arrow type {column.type}, not one sent"
+            )
+        columns.append(f"{quote_identifier(column.name)} {clickhouse_type}")
+    return ", ".join(columns)
+
+
 def bind_values(parameters: Mapping[str, object] | None) -> dict[str, str]:
     """Parameter values as clickhouse-connect's server-side binding sends them (`param_<name>`)."""
     return {name: format_bind_value(value, UTC) for name, value in (parameters or {}).items()}
@@ -194,6 +226,17 @@ class ChdbWarehouse(dg.ConfigurableResource):
     def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame:
         return self.query_arrow(sql, parameters).to_pandas()
 
+    def query_arrow_with_rows(
+        self, sql: str, rows: pa.Table, parameters: Mapping[str, object] | None = None
+    ) -> pa.Table:
+        # chdb reads the Arrow buffers in place through its Python() table function, which finds the
+        # table by this local's name.
+        sent_rows = rows  # noqa: F841 - read by name from the SQL below
+        table: pa.Table = self._run(
+            sql.replace(_SENT_ROWS_MARKER, f"Python({SENT_ROWS})"), parameters, "ArrowTable"
+        )
+        return table
+
     def _known_settings(self) -> frozenset[str]:
         if self._engine_settings is None:
             names = self.query_arrow("SELECT name FROM system.settings WHERE name = 'deduplicate_insert'")
@@ -286,6 +329,27 @@ class ClickHouseWarehouse(dg.ConfigurableResource):
 
     def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame:
         return self.query_arrow(sql, parameters).to_pandas()
+
+    def query_arrow_with_rows(
+        self, sql: str, rows: pa.Table, parameters: Mapping[str, object] | None = None
+    ) -> pa.Table:
+        from clickhouse_connect.driver.external import ExternalData
+
+        stream = pa.BufferOutputStream()
+        with pa.ipc.new_stream(stream, rows.schema) as writer:
+            writer.write_table(rows)
+        sent = ExternalData(
+            file_name=SENT_ROWS,
+            data=stream.getvalue().to_pybytes(),
+            fmt="ArrowStream",
+            structure=sent_rows_structure(rows.schema),
+        )
+        with self._failures_named(sql):
+            return self._connection().query_arrow(
+                sql.replace(_SENT_ROWS_MARKER, SENT_ROWS),
+                parameters=dict(parameters) if parameters else None,
+                external_data=sent,
+            )
 
     def insert_df(self, table: str, frame: pd.DataFrame, dedup_token: str | None = None) -> int:
         return self.insert_arrow(table, frame_to_arrow(frame), dedup_token)

@@ -24,6 +24,7 @@ import clickhouse_connect
 import pandas as pd
 import pyarrow as pa
 import pytest
+from clickhouse_connect.driver.external import ExternalData
 
 from hub_pipelines.core.ports import Warehouse
 from hub_pipelines.resources.warehouse import (
@@ -202,6 +203,54 @@ def test_query_parameters_bind_strings_times_and_arrays(warehouse: Warehouse, ev
 
     assert matched["event_id"].tolist() == [2, 5, 100]
     assert matched["happened_at"].iloc[-1] == pd.Timestamp("2024-01-02 03:04:05", tz="UTC")
+
+
+def _sent_ids() -> pa.Table:
+    return pa.table(
+        {
+            "event_id": pa.array([2, 5, 7], pa.uint64()),
+            "since": pa.array([dt.datetime(2020, 1, 1, tzinfo=dt.UTC)] * 3, pa.timestamp("ms", "UTC")),
+        }
+    )
+
+
+def test_a_query_reads_the_rows_sent_with_it(chdb_warehouse: ChdbWarehouse) -> None:
+    table = f"events_{uuid.uuid4().hex[:12]}"
+    chdb_warehouse.execute(EVENTS_DDL.format(table=table))
+    chdb_warehouse.insert_df(table, _events(1, 6))
+
+    matched = chdb_warehouse.query_arrow_with_rows(
+        f"SELECT event_id FROM {table} WHERE event_id IN (SELECT event_id FROM {{sent_rows}} "
+        "WHERE since < {until:DateTime('UTC')}) ORDER BY event_id",
+        _sent_ids(),
+        {"until": dt.datetime(2021, 1, 1)},
+    )
+
+    assert matched.column("event_id").to_pylist() == [2, 5]
+
+
+def test_clickhouse_sends_the_rows_as_external_data_with_their_structure() -> None:
+    """clickhouse-connect's chdb interface has no external data, so the request itself is checked."""
+    sent: dict[str, object] = {}
+
+    class RecordingClient:
+        def query_arrow(self, query: str, parameters: dict, external_data: ExternalData) -> pa.Table:
+            sent.update(query=query, parameters=parameters, external_data=external_data)
+            return pa.table({"event_id": pa.array([2], pa.uint64())})
+
+    server = ClickHouseWarehouse(host="clickhouse.invalid")
+    server._client = RecordingClient()  # type: ignore[assignment]
+
+    server.query_arrow_with_rows("SELECT event_id FROM {sent_rows}", _sent_ids(), {"n": 1})
+
+    external = sent["external_data"]
+    assert isinstance(external, ExternalData)
+    [file] = external.files
+    assert sent["query"] == "SELECT event_id FROM sent_rows"
+    assert sent["parameters"] == {"n": 1}
+    assert (file.name, file.fmt) == ("sent_rows", "ArrowStream")
+    assert file.structure == "`event_id` UInt64, `since` DateTime64(3, 'UTC')"
+    assert pa.ipc.open_stream(file.data).read_all().equals(_sent_ids())
 
 
 def test_arrow_rows_carry_datetime64_as_utc_timestamps_and_datetime_as_epoch_seconds(
