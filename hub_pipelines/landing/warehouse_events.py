@@ -25,6 +25,7 @@ Only one landing run per topic is in flight (the topic sensor sees to it), so st
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from array import array
 from collections import Counter
@@ -182,17 +183,14 @@ class WarehouseEventsSink:
         )
         fresh, landed_before = (unique, []) if not stored else self._split_by_stored(batch, unique, stored)
         landed = len(fresh) + len(landed_before)
-        landed_rows = (
-            rows
-            if landed == rows.num_rows
-            else rows.take(pa.array(sorted((*fresh, *landed_before)), pa.int64()))
-        )
-        per_chunk = (
-            [(chunks[0][0], landed_rows)]
-            if len(chunks) == 1
-            else [(chunk, self._rows_of(landed_rows, chunk)) for chunk, _ in chunks]
-        )
+        kept = None if landed == rows.num_rows else sorted((*fresh, *landed_before))
+        landed_rows = rows if kept is None else rows.take(pa.array(kept, pa.int64()))
         read = [len(chunk_messages) for _, chunk_messages in chunks]
+        rejected = Counter(self._chunk_of(chunks, r.message) for r in batch.rejected)
+        valid = [read[index] - rejected[index] for index in range(len(chunks))]
+        per_chunk = list(
+            zip((chunk for chunk, _ in chunks), self._split_by_chunk(landed_rows, valid, kept), strict=True)
+        )
         batch_ids = [chunk_batch_id(topic, chunk.partition, chunk.start, chunk.end) for chunk, _ in chunks]
         if landed > 0 and self._counter is not None:
             self._counter.start(
@@ -214,12 +212,6 @@ class WarehouseEventsSink:
                 self._dead_letter_rows(batch.rejected),
                 dedup_token=f"{self.tables.dead_letters}/{token}",
             )
-        valid = (
-            [pc.sum(self._in_chunk(rows, chunk)).as_py() or 0 for chunk, _ in chunks]
-            if len(chunks) > 1
-            else [rows.num_rows]
-        )
-        rejected = Counter(self._chunk_of(chunks, r.message) for r in batch.rejected)
         outcomes = []
         for index, (chunk, chunk_rows) in enumerate(per_chunk):
             chunk_landed = chunk_rows.num_rows
@@ -240,22 +232,24 @@ class WarehouseEventsSink:
         raise ValueError(f"{describe(message)} is in none of the chunks landed with it")
 
     @staticmethod
-    def _in_chunk(rows: pa.Table, chunk: OffsetRange) -> pa.ChunkedArray:
-        offsets = rows.column("offset")
-        return pc.and_(
-            pc.equal(rows.column("partition"), chunk.partition),
-            pc.and_(pc.greater_equal(offsets, chunk.start), pc.less(offsets, chunk.end)),
-        )
-
-    @classmethod
-    def _rows_of(cls, rows: pa.Table, chunk: OffsetRange) -> pa.Table:
-        return rows if rows.num_rows == 0 else rows.filter(cls._in_chunk(rows, chunk))
+    def _split_by_chunk(landed_rows: pa.Table, valid: list[int], kept: list[int] | None) -> list[pa.Table]:
+        """Each chunk's landed rows, as slices: decoding keeps the messages' order, so a chunk's valid
+        events are the next `valid[i]` rows, and its landed ones those of `kept` (sorted) among them."""
+        slices = []
+        start = end = 0
+        for count in valid:
+            end += count
+            landed_start = start if kept is None else bisect.bisect_left(kept, start)
+            landed_end = end if kept is None else bisect.bisect_left(kept, end)
+            slices.append(landed_rows.slice(landed_start, landed_end - landed_start))
+            start = end
+        return slices
 
     @staticmethod
     def _first_of_each_id(rows: pa.Table) -> list[int]:
         """Indexes of the first event with each id: a repeat later in the chunk is a duplicate."""
         ids = rows.column("event_id")
-        if pc.count_distinct(ids).as_py() == len(ids):
+        if len(pc.unique(ids)) == len(ids):
             return list(range(len(ids)))
         first_seen: dict[str, int] = {}
         for index, event_id in enumerate(ids.to_pylist()):
