@@ -3,7 +3,10 @@
 Both run the same SQL. Query parameters are ClickHouse's own `{name:Type}` placeholders; their values
 are formatted by clickhouse-connect's server-side binding in both implementations, so a value means the
 same thing everywhere. Results come back through Arrow (`to_pandas()` on the Arrow table), so both give
-the same pandas dtypes; an empty result keeps its columns.
+the same pandas dtypes; an empty result keeps its columns. A query can read an Arrow table sent along
+with it (`query_arrow_with_rows`, written `{sent_rows}` in the SQL): ClickHouse's external data on a
+server, chdb's Python() table function in process; thousands of values as a bound parameter would be
+formatted character by character in Python.
 
 Inserts are idempotent per `dedup_token` through ClickHouse's insert deduplication
 (`insert_deduplication_token`), which only acts on MergeTree tables created with a deduplication window:
