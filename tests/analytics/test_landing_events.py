@@ -148,3 +148,43 @@ def test_small_chunks_of_several_partitions_land_together_and_are_booked_each_as
     assert (replay.landed, replay.duplicates, replay.dead_lettered) == (0, 5, 1)
     assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 4
     assert count(warehouse, f"SELECT count() FROM {tables.dead_letters}") == 1
+
+
+def test_a_replayed_late_event_among_current_ones_is_a_duplicate(tmp_path, warehouse, tables):
+    hours_ago = NOW - timedelta(hours=5)
+    topics = topic_with(
+        tmp_path,
+        [
+            event("late-1", hours_ago),
+            event("now-1"),
+            event("now-2"),
+            event("late-1", hours_ago),
+            event("now-3"),
+        ],
+    )
+    first = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", [OffsetRange(0, 0, 2)], "r1"
+    )
+    later = land_ranges(
+        topics, WarehouseEventsSink(warehouse, tables), "events", [OffsetRange(0, 2, 5)], "r2"
+    )
+
+    assert (first.landed, later.landed, later.duplicates) == (2, 2, 1)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events} WHERE event_id = 'late-1'") == 1
+
+
+def test_the_probe_table_of_older_warehouses_is_dropped(warehouse, tables):
+    warehouse.execute(
+        f"CREATE TABLE {tables.database}.event_id_probes (probe String) ENGINE = MergeTree ORDER BY probe"
+    )
+
+    tables.ensure(warehouse)
+
+    assert (
+        count(
+            warehouse,
+            f"SELECT count() FROM system.tables WHERE database = '{tables.database}'"
+            " AND name = 'event_id_probes'",
+        )
+        == 0
+    )
