@@ -113,6 +113,23 @@ def start_mock_broker() -> tuple[AdminClient, KafkaTopics]:
     return owner, KafkaTopics(bootstrap_servers=f"{broker.host}:{broker.port}", timeout_seconds=30)
 
 
+def events_arguments(description: str | None, default_events: int) -> argparse.ArgumentParser:
+    """The command line every events benchmark takes (`--events`); callers add their own options."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=default_events)
+    return parser
+
+
+def start_broker_and_warehouse(name: str) -> tuple[AdminClient, KafkaTopics, ChdbWarehouse, Path]:
+    """The mock broker (served while the returned owner lives), our client for it, and a chdb warehouse
+    in a fresh temporary folder (returned too, for anything else the benchmark keeps there)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    owner, topics = start_mock_broker()
+    return owner, topics, ChdbWarehouse(path=str(folder / "chdb")), folder
+
+
 def bare_consumer(bootstrap: str, ranges: list[OffsetRange]) -> int:
     """A plain confluent-kafka loop over the ranges, values only: what the broker and client can give."""
     consumer = Consumer(
@@ -292,10 +309,7 @@ def detector_cost(points: int = 100_000) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser = events_arguments(__doc__, 1_000_000)
     parser.add_argument("--query-events", type=int, default=10_000_000)
     parser.add_argument("--query-repeats", type=int, default=40)
     parser.add_argument(
@@ -311,9 +325,7 @@ def main() -> None:
         "in stream order with a late tail",
     )
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
-    _owner, topics = start_mock_broker()
-    warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    _owner, topics, warehouse, folder = start_broker_and_warehouse("analytics")
     redis_process, redis_url = start_redis(folder)
     cache = RedisCache(url=redis_url)
     try:

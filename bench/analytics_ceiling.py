@@ -20,11 +20,8 @@ does all of their work and more.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
-import tempfile
-from pathlib import Path
 
 import pyarrow as pa
 from analytics import (
@@ -34,8 +31,9 @@ from analytics import (
     Clock,
     bare_floor,
     drop_floor_table,
+    events_arguments,
     produced_waves,
-    start_mock_broker,
+    start_broker_and_warehouse,
 )
 
 from hub_pipelines.analytics.events import RAW_EVENT_SCHEMA, decode_batch, events_to_arrow
@@ -100,14 +98,8 @@ def parse_in_clickhouse(topics: KafkaTopics, warehouse: ChdbWarehouse, ranges: l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=512_000)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
-    _owner, topics = start_mock_broker()
-    warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    args = events_arguments(__doc__, 512_000).parse_args()
+    _owner, topics, warehouse, _folder = start_broker_and_warehouse("ceiling")
     _SOURCE.ensure(warehouse)
     warehouse.execute("CREATE DATABASE IF NOT EXISTS bench_ceiling")
     for name in ("decoded_in_python", "parsed_in_clickhouse"):

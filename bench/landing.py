@@ -11,10 +11,7 @@ come from bench/analytics.py, which also adds Redis counters and dashboard queri
 
 from __future__ import annotations
 
-import argparse
 import random
-import tempfile
-from pathlib import Path
 
 from analytics import (
     PARTITIONS,
@@ -23,25 +20,19 @@ from analytics import (
     Clock,
     bare_floor,
     drop_floor_table,
+    events_arguments,
     produced_waves,
-    start_mock_broker,
+    start_broker_and_warehouse,
 )
 
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--events", type=int, default=500_000)
-    args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-landing-"))
-    _owner, topics = start_mock_broker()
-    warehouse = ChdbWarehouse(path=str(folder / "chdb"))
+    args = events_arguments(__doc__, 500_000).parse_args()
+    _owner, topics, warehouse, _folder = start_broker_and_warehouse("landing")
     sink = WarehouseEventsSink(warehouse, AnalyticsTables("bench_landing"))
     floor, consuming, landing = Clock(), Clock(), Clock()
     rng = random.Random(1)

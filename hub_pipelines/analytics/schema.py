@@ -219,9 +219,9 @@ ORDER BY (day, product_id)
 TTL day + INTERVAL 2 YEAR
 """
 
-# Landing once wrote each chunk's ids to this table to look them up; they are sent with the lookup
-# now (external data), and the table goes from warehouses created before.
-_RETIRED_ID_PROBES = "DROP TABLE IF EXISTS {db}event_id_probes"
+# Tables older warehouses have and this schema no longer uses, dropped by `ensure`. event_id_probes:
+# landing wrote each chunk's ids there to look them up; they travel with the lookup now (external data).
+_RETIRED_TABLES = ("event_id_probes",)
 
 _DETECTOR_STATE = """
 CREATE TABLE IF NOT EXISTS {db}anomaly_detector_state (
@@ -258,7 +258,7 @@ _STATEMENTS: tuple[str, ...] = (
     _DAILY_ROLLUPS,
     _DAILY_PRODUCT_ROLLUPS,
     _DETECTOR_STATE,
-    _RETIRED_ID_PROBES,
+    *(f"DROP TABLE IF EXISTS {{db}}{name}" for name in _RETIRED_TABLES),
 )
 
 _OBJECTS = tuple(
@@ -338,7 +338,7 @@ class AnalyticsTables:
             {"database": self.database} if self.database else None,
         )
         created = dict(zip(found["name"], found["create_table_query"], strict=True))
-        if not set(_OBJECTS) <= created.keys() or "event_id_probes" in created:
+        if not set(_OBJECTS) <= created.keys() or not created.keys().isdisjoint(_RETIRED_TABLES):
             return False
         return "id_hash" in created["raw_events"] and all(
             _FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day")
