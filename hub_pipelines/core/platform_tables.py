@@ -98,4 +98,8 @@ landed_ranges = sa.Table(
     sa.Column("duplicates", sa.Integer, nullable=False),
     sa.Column("dead_lettered", sa.Integer, nullable=False),
     _utc_timestamp("landed_at"),
+    # Offsets the broker held no message for (transaction markers, aborted or compacted records), and
+    # offsets deleted upstream before they were read: read + gaps + lost = end_offset - start_offset.
+    sa.Column("gaps", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("lost", sa.Integer, nullable=False, server_default=sa.text("0")),
 )

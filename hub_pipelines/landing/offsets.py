@@ -88,6 +88,21 @@ class RangeGap:
         return f"partition {self.partition}: offsets {self.first_missing}..{self.next_landed - 1} were never landed"
 
 
+def uncovered_parts(offset_range: OffsetRange, covered: Iterable[OffsetRange]) -> list[OffsetRange]:
+    """The parts of offset_range that none of the covered ranges (of its partition) holds, in order."""
+    parts = []
+    start = offset_range.start
+    for r in sorted(c for c in covered if c.partition == offset_range.partition):
+        if r.end <= start or r.start >= offset_range.end:
+            continue
+        if r.start > start:
+            parts.append(OffsetRange(offset_range.partition, start, r.start))
+        start = max(start, r.end)
+    if start < offset_range.end:
+        parts.append(OffsetRange(offset_range.partition, start, offset_range.end))
+    return parts
+
+
 def find_gaps(ranges: Iterable[OffsetRange], first_offset: int = 0) -> list[RangeGap]:
     """Every run of offsets, from first_offset to the last landed one, that no landed range covers.
 

@@ -1,4 +1,14 @@
-"""The orders inbox: raw order events landed in the SQL database, keyed by topic/partition/offset and event id."""
+"""The orders inbox: raw order events landed in the SQL database, keyed by topic/partition/offset and event id.
+
+Every message ends landed, a duplicate, or dead-lettered with its position and a reason. What the
+database could not store is found before it is sent (an event id or header with a NUL byte, an
+oversize id or payload); what it refuses anyway (a constraint, a value it cannot take) is isolated by
+bisecting the chunk under savepoints, so one refused row never rolls back its neighbours.
+
+Landing writers may overlap (the sensor's run, the CLI, a retry, a backfill): a chunk is landed under
+a per-partition lock, and only the parts of it no booked range covers are booked, so the book counts
+each offset once. Messages of the covered parts count as duplicates for the run that re-read them.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +21,18 @@ import sqlalchemy as sa
 
 from hub_pipelines.core.platform_tables import dead_letters, landed_ranges, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase, TopicMessage
-from hub_pipelines.core.sql import insert_ignoring_duplicates
+from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.offsets import OffsetRange, uncovered_parts
+
+# The unique index on (topic, event_id) is a B-tree: PostgreSQL refuses an index row past ~2.7 kB.
+MAX_EVENT_ID_BYTES = 512
+# Kafka's default message limit is 1 MB; a broker configured higher must not fill the inbox with
+# payloads no order needs.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+# SQLSTATE classes of a row the database will not take whatever the neighbours: data exception (22),
+# integrity constraint violation (23), program limit exceeded (54).
+_ROW_REFUSED_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 class EventEnvelope(msgspec.Struct):
@@ -26,25 +45,76 @@ _decode_envelope = msgspec.json.Decoder(EventEnvelope)
 
 
 class UndecodableMessage(ValueError):
-    """The message is not an event: not JSON, or no usable event_id."""
+    """The message cannot be stored as an event: not JSON, no usable event_id, or text SQL refuses."""
+
+
+def _position(message: TopicMessage) -> str:
+    return f"{message.topic} partition {message.partition} offset {message.offset}"
+
+
+def _storable_text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (lone surrogate)"
+    return None
 
 
 def decode_event_id(message: TopicMessage) -> str:
+    if len(message.value) > MAX_PAYLOAD_BYTES:
+        raise UndecodableMessage(
+            f"{_position(message)}: payload of {len(message.value)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+        )
     try:
         event_id = _decode_envelope.decode(message.value).event_id
-    except msgspec.DecodeError as error:
-        raise UndecodableMessage(
-            f"{message.topic} partition {message.partition} offset {message.offset}: undecodable event: {error}"
-        ) from error
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise UndecodableMessage(f"{_position(message)}: undecodable event: {error}") from error
     if not event_id.strip():
+        raise UndecodableMessage(f"{_position(message)}: empty event_id")
+    problem = _storable_text_problem(event_id)
+    if problem is not None:
+        raise UndecodableMessage(f"{_position(message)}: event_id {problem}")
+    if len(event_id.encode()) > MAX_EVENT_ID_BYTES:
         raise UndecodableMessage(
-            f"{message.topic} partition {message.partition} offset {message.offset}: empty event_id"
+            f"{_position(message)}: event_id of {len(event_id.encode())} bytes exceeds {MAX_EVENT_ID_BYTES}"
         )
     return event_id
 
 
 def headers_as_text(message: TopicMessage) -> dict[str, str]:
-    return {name: value.decode("utf-8", "backslashreplace") for name, value in message.headers.items()}
+    """Header values as text (bytes that are not UTF-8 shown as escapes); a NUL anywhere is refused."""
+    text = {}
+    for name, value in message.headers.items():
+        problem = _storable_text_problem(name)
+        if problem is not None:
+            raise UndecodableMessage(f"{_position(message)}: header name {name!r} {problem}")
+        if b"\x00" in value:
+            raise UndecodableMessage(f"{_position(message)}: header {name!r} holds a NUL byte")
+        text[name] = value.decode("utf-8", "backslashreplace")
+    return text
+
+
+def _printable_reason(reason: str) -> str:
+    """A reason the dead-letter table can store whatever input it quotes."""
+    return reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _refused_row(error: sa.exc.StatementError) -> bool:
+    """Whether the database refused the rows themselves (a retry or a reconnect would not help)."""
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated or is_serialization_failure(error):
+            return False
+        if isinstance(error, sa.exc.DataError | sa.exc.IntegrityError):
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return sqlstate[:2] in _ROW_REFUSED_SQLSTATE_CLASSES
+    return isinstance(error.orig, ValueError)
+
+
+def _first_line(error: sa.exc.StatementError) -> str:
+    return str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
 
 
 @dataclass
@@ -57,11 +127,13 @@ class SqlInboxSink:
     def land_chunk(
         self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
     ) -> LandingCounts:
+        """Land a chunk; its offsets without a message are gaps (markers, aborted or compacted records)."""
         now = datetime.now(UTC)
         rows, rejects = [], []
         for message in messages:
             try:
                 event_id = decode_event_id(message)
+                headers = headers_as_text(message)
             except UndecodableMessage as error:
                 rejects.append(self._dead_letter(message, str(error), now))
                 continue
@@ -73,42 +145,127 @@ class SqlInboxSink:
                     "event_id": event_id,
                     "key": message.key,
                     "payload": message.value,
-                    "headers": headers_as_text(message),
+                    "headers": headers,
                     "received_at": now,
                 }
             )
         with self.database.transaction() as connection:
-            already = connection.execute(
-                sa.select(landed_ranges.c.read).where(
-                    landed_ranges.c.topic == topic,
-                    landed_ranges.c.partition == chunk.partition,
-                    landed_ranges.c.start_offset == chunk.start,
-                    landed_ranges.c.end_offset == chunk.end,
-                )
-            ).first()
-            if already is not None:
-                return LandingCounts(read=len(messages), duplicates=len(rows), dead_lettered=len(rejects))
-            landed = 0
-            if rows:
-                statement = insert_ignoring_duplicates(topic_inbox, self.database.dialect).returning(
-                    topic_inbox.c.offset
-                )
-                landed = len(connection.execute(statement, rows).all())
-            if rejects:
-                connection.execute(insert_ignoring_duplicates(dead_letters, self.database.dialect), rejects)
-            counts = LandingCounts(len(messages), landed, len(rows) - landed, len(rejects))
+            self._lock_partition(connection, topic, chunk.partition)
+            parts = uncovered_parts(chunk, self._booked_overlapping(connection, topic, chunk))
+
+            def new(row: dict[str, object]) -> bool:
+                return any(part.start <= row["offset"] < part.end for part in parts)  # type: ignore[operator]
+
+            new_rows = [row for row in rows if new(row)]
+            new_rejects = [reject for reject in rejects if new(reject)]
+            landed, refused = self._insert_isolating(connection, new_rows)
+            new_rejects += [
+                self._refused_dead_letter(row, reason, now) for row, reason in refused
+            ]
+            if new_rejects:
+                connection.execute(insert_ignoring_duplicates(dead_letters, self.database.dialect), new_rejects)
+            for part in parts:
+                self._book(connection, topic, part, messages, landed, new_rejects, run_id, now)
+        dead_lettered = len(rejects) + len(refused)
+        return LandingCounts(
+            read=len(messages),
+            landed=len(landed),
+            duplicates=len(messages) - len(landed) - dead_lettered,
+            dead_lettered=dead_lettered,
+            gaps=chunk.size - len(messages),
+        )
+
+    def _lock_partition(self, connection: sa.Connection, topic: str, partition: int) -> None:
+        """Serialise landings of one partition until commit (SQLite's BEGIN IMMEDIATE already does)."""
+        if self.database.dialect == "postgresql":
             connection.execute(
-                sa.insert(landed_ranges).values(
-                    topic=topic,
-                    partition=chunk.partition,
-                    start_offset=chunk.start,
-                    end_offset=chunk.end,
-                    run_id=run_id,
-                    landed_at=now,
-                    **counts.as_metadata(),
-                )
+                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(topic), partition))
             )
-        return counts
+
+    @staticmethod
+    def _booked_overlapping(connection: sa.Connection, topic: str, chunk: OffsetRange) -> list[OffsetRange]:
+        found = connection.execute(
+            sa.select(landed_ranges.c.start_offset, landed_ranges.c.end_offset).where(
+                landed_ranges.c.topic == topic,
+                landed_ranges.c.partition == chunk.partition,
+                landed_ranges.c.start_offset < chunk.end,
+                landed_ranges.c.end_offset > chunk.start,
+            )
+        )
+        return [OffsetRange(chunk.partition, int(start), int(end)) for start, end in found]
+
+    def _insert_isolating(
+        self, connection: sa.Connection, rows: list[dict[str, object]]
+    ) -> tuple[set[int], list[tuple[dict[str, object], str]]]:
+        """Offsets inserted (not duplicates), and the rows the database refused with its reason.
+
+        All rows go in one statement under a savepoint; when the database refuses it, each half is
+        tried again under its own savepoint, down to the single rows it refuses.
+        """
+        if not rows:
+            return set(), []
+        statement = insert_ignoring_duplicates(topic_inbox, self.database.dialect).returning(topic_inbox.c.offset)
+        try:
+            with connection.begin_nested():
+                return {int(offset) for (offset,) in connection.execute(statement, rows)}, []
+        except sa.exc.StatementError as error:
+            if not _refused_row(error):
+                raise
+            if len(rows) == 1:
+                return set(), [(rows[0], f"the database refused the row: {_first_line(error)}")]
+        middle = len(rows) // 2
+        landed_first, refused_first = self._insert_isolating(connection, rows[:middle])
+        landed_second, refused_second = self._insert_isolating(connection, rows[middle:])
+        return landed_first | landed_second, refused_first + refused_second
+
+    @staticmethod
+    def _book(
+        connection: sa.Connection,
+        topic: str,
+        part: OffsetRange,
+        messages: Sequence[TopicMessage],
+        landed: set[int],
+        rejects: list[dict[str, object]],
+        run_id: str,
+        now: datetime,
+    ) -> None:
+        read = sum(1 for m in messages if part.start <= m.offset < part.end)
+        part_landed = sum(1 for offset in landed if part.start <= offset < part.end)
+        part_rejected = sum(1 for r in rejects if part.start <= r["offset"] < part.end)  # type: ignore[operator]
+        counts = LandingCounts(
+            read, part_landed, read - part_landed - part_rejected, part_rejected, gaps=part.size - read
+        )
+        connection.execute(
+            sa.insert(landed_ranges).values(
+                topic=topic,
+                partition=part.partition,
+                start_offset=part.start,
+                end_offset=part.end,
+                run_id=run_id,
+                landed_at=now,
+                **counts.as_metadata(),
+            )
+        )
+
+    def book_lost(self, topic: str, lost: OffsetRange, run_id: str) -> LandingCounts:
+        """Book offsets deleted upstream before they were read; the parts already booked stay as they are."""
+        now = datetime.now(UTC)
+        with self.database.transaction() as connection:
+            self._lock_partition(connection, topic, lost.partition)
+            parts = uncovered_parts(lost, self._booked_overlapping(connection, topic, lost))
+            for part in parts:
+                connection.execute(
+                    sa.insert(landed_ranges).values(
+                        topic=topic,
+                        partition=part.partition,
+                        start_offset=part.start,
+                        end_offset=part.end,
+                        run_id=run_id,
+                        landed_at=now,
+                        **LandingCounts(lost=part.size).as_metadata(),
+                    )
+                )
+        return LandingCounts(lost=sum(part.size for part in parts))
 
     def _dead_letter(self, message: TopicMessage, reason: str, now: datetime) -> dict[str, object]:
         return {
@@ -117,8 +274,22 @@ class SqlInboxSink:
             "partition": message.partition,
             "offset": message.offset,
             "event_id": None,
-            "reason": reason,
+            "reason": _printable_reason(reason),
             "payload": message.value,
+            "created_at": now,
+        }
+
+    def _refused_dead_letter(self, row: dict[str, object], reason: str, now: datetime) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "topic": row["topic"],
+            "partition": row["partition"],
+            "offset": row["offset"],
+            "event_id": None,
+            "reason": _printable_reason(
+                f"{row['topic']} partition {row['partition']} offset {row['offset']}: {reason}"
+            ),
+            "payload": row["payload"],
             "created_at": now,
         }
 
@@ -142,9 +313,13 @@ class SqlInboxSink:
                     landed_ranges.c.landed,
                     landed_ranges.c.duplicates,
                     landed_ranges.c.dead_lettered,
-                ).where(landed_ranges.c.topic == topic)
+                    landed_ranges.c.gaps,
+                    landed_ranges.c.lost,
+                )
+                .where(landed_ranges.c.topic == topic)
+                .order_by(landed_ranges.c.partition, landed_ranges.c.start_offset)
             )
             return [
-                (OffsetRange(int(p), int(s), int(e)), LandingCounts(int(r), int(la), int(d), int(dl)))
-                for p, s, e, r, la, d, dl in result
+                (OffsetRange(int(p), int(s), int(e)), LandingCounts(*(int(n) for n in counts)))
+                for p, s, e, *counts in result
             ]
