@@ -94,6 +94,8 @@ CREATE TABLE IF NOT EXISTS {db}event_landed_ranges (
     landed UInt32,
     duplicates UInt32,
     dead_lettered UInt32,
+    gaps UInt32 DEFAULT 0,
+    lost UInt32 DEFAULT 0,
     event_days Array(Date),
     newest_event_ts Nullable(DateTime64(3, 'UTC')),
     landed_at DateTime64(3, 'UTC') DEFAULT now64(3)
@@ -101,6 +103,13 @@ CREATE TABLE IF NOT EXISTS {db}event_landed_ranges (
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, start_offset, end_offset)
 SETTINGS non_replicated_deduplication_window = 10000
+"""
+
+# Warehouses created before the book counted broker gaps and upstream loss apart.
+_LANDED_RANGES_GAPS_AND_LOSS = """
+ALTER TABLE {db}event_landed_ranges
+    ADD COLUMN IF NOT EXISTS gaps UInt32 DEFAULT 0 AFTER dead_lettered,
+    ADD COLUMN IF NOT EXISTS lost UInt32 DEFAULT 0 AFTER gaps
 """
 
 _SERIES_1S = """
@@ -239,6 +248,7 @@ _STATEMENTS: tuple[str, ...] = (
     _RAW_EVENTS_ID_HASH,
     _DEAD_LETTERS,
     _LANDED_RANGES,
+    _LANDED_RANGES_GAPS_AND_LOSS,
     _SERIES_1S,
     _SERIES_1S_VIEW,
     _rollup_table("event_rollup_minute", "DateTime('UTC')", "90 DAY"),
@@ -340,7 +350,7 @@ class AnalyticsTables:
         created = dict(zip(found["name"], found["create_table_query"], strict=True))
         if not set(_OBJECTS) <= created.keys() or not created.keys().isdisjoint(_RETIRED_TABLES):
             return False
-        return "id_hash" in created["raw_events"] and all(
+        return "id_hash" in created["raw_events"] and "lost" in created["event_landed_ranges"] and all(
             _FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day")
         )
 

@@ -4,6 +4,8 @@ ClickHouse has no transaction across tables, so the sink makes every step of a c
 books the chunk last. A chunk is landed as:
 
 1. booked already (in `event_landed_ranges`)? then nothing lands and every message is a duplicate;
+   booked in part (an overlapping run, a range planned with other bounds)? then only the unbooked
+   parts land, each booked as a chunk of its own, and the rest are duplicates;
 2. decode; invalid messages go to the dead-letter table (keyed by topic/partition/offset);
 3. look up the chunk's event ids already stored (by minute and id, an index lookup): a stored row
    from this very message (same partition and offset) is this chunk's own insert from an attempt
@@ -13,7 +15,8 @@ books the chunk last. A chunk is landed as:
    the chunk's real-time counters are written from the same rows on a thread, while this insert and
    the next chunks' lookup and insert run (guarded by the chunk's batch marker, so a rerun of the
    chunk does not count it again; `finish_counting` waits for the last of them);
-5. book the chunk with its counts, the days its events fall on and its newest event time.
+5. book the chunk with its counts (offsets without a message are gaps: transaction markers, aborted
+   or compacted records), the days its events fall on and its newest event time.
 
 Small chunks (one per partition of a short range) land together: one decode, lookup, insert and
 booking statement for all of them, each chunk still booked (one row each, in one insert) and counted
@@ -21,6 +24,9 @@ under its own batch marker. Decoding needs nothing from the warehouse, so `land_
 next chunks on its read-ahead thread while these land.
 
 Only one landing run per topic is in flight (the topic sensor sees to it), so step 3 cannot race.
+Runs started beside it (the CLI, a backfill) may still book overlapping ranges in the moment between
+reading the book and booking; `landed_ranges` counts each offset once by leaving out a range the ranges
+booked before it already cover.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.gc_pause import collector_paused
 from hub_pipelines.core.ports import Cache, TopicMessage, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.landing.offsets import OffsetRange, uncovered_parts
 
 # The events topic is landed in chunks this large: each chunk costs a few warehouse round trips and
 # materialized-view passes, and 50,000 rows amortise them (5,000 costs six times more per event).
@@ -71,6 +77,8 @@ _BOOK_SCHEMA = pa.schema(
         ("landed", pa.uint32()),
         ("duplicates", pa.uint32()),
         ("dead_lettered", pa.uint32()),
+        ("gaps", pa.uint32()),
+        ("lost", pa.uint32()),
         ("event_days", pa.list_(pa.date32())),
         ("newest_event_ts", pa.timestamp("ms", tz="UTC")),
     ]
@@ -153,26 +161,42 @@ class WarehouseEventsSink:
     def land_decoded(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[LandingCounts]:
         """Land decoded chunks in one pass (one lookup, one insert, one booking), each booked as itself."""
         book = self._book(topic)
+        booked_by_partition: dict[int, list[OffsetRange]] = {}
+        for partition, start, end in book:
+            booked_by_partition.setdefault(partition, []).append(OffsetRange(partition, start, end))
         chunks = decoded.chunks
         outcomes: dict[OffsetRange, LandingCounts] = {}
+        parts_of: dict[OffsetRange, list[OffsetRange]] = {}
         pending: list[tuple[OffsetRange, Sequence[TopicMessage]]] = []
         for chunk, messages in chunks:
             booked = book.get((chunk.partition, chunk.start, chunk.end))
-            if booked is None:
+            parts = [] if booked else uncovered_parts(chunk, booked_by_partition.get(chunk.partition, []))
+            gaps = chunk.size - len(messages)
+            if parts == [chunk]:
                 pending.append((chunk, messages))
-            else:
-                outcomes[chunk] = LandingCounts(
-                    read=len(messages),
-                    duplicates=len(messages) - booked.dead_lettered,
-                    dead_lettered=booked.dead_lettered,
-                )
+                continue
+            already = booked.dead_lettered if booked is not None else 0
+            outcomes[chunk] = LandingCounts(
+                read=len(messages), duplicates=len(messages) - already, dead_lettered=already, gaps=gaps
+            )
+            parts_of[chunk] = parts
+            for part in parts:
+                pending.append((part, [m for m in messages if part.start <= m.offset < part.end]))
         if pending:
-            if len(pending) < len(chunks):
+            if len(pending) < len(chunks) or parts_of:
                 decoded = self.decode_chunks(pending)
             with collector_paused():
-                landed = self._land_pending(topic, decoded, run_id)
-            for outcome in landed:
-                outcomes[outcome.chunk] = outcome.counts
+                landed = {outcome.chunk: outcome.counts for outcome in self._land_pending(topic, decoded, run_id)}
+            for chunk, parts in parts_of.items():
+                # The landed parts' messages were counted as duplicates of the booked ones above.
+                for part in parts:
+                    counts = landed.pop(part)
+                    outcomes[chunk] += LandingCounts(
+                        landed=counts.landed,
+                        duplicates=-counts.landed - counts.dead_lettered,
+                        dead_lettered=counts.dead_lettered,
+                    )
+            outcomes.update(landed)
         return [outcomes[chunk] for chunk, _ in chunks]
 
     def _land_pending(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[ChunkOutcome]:
@@ -215,7 +239,9 @@ class WarehouseEventsSink:
         outcomes = []
         for index, (chunk, chunk_rows) in enumerate(per_chunk):
             chunk_landed = chunk_rows.num_rows
-            counts = LandingCounts(read[index], chunk_landed, valid[index] - chunk_landed, rejected[index])
+            counts = LandingCounts(
+                read[index], chunk_landed, valid[index] - chunk_landed, rejected[index], gaps=chunk.size - read[index]
+            )
             landed_ts = chunk_rows.column("ts")
             newest = pc.max(landed_ts).as_py() if chunk_landed else None
             days = pc.unique(pc.cast(landed_ts, pa.date32())).to_pylist()
@@ -347,6 +373,19 @@ class WarehouseEventsSink:
         for outcome in outcomes:
             book[(outcome.chunk.partition, outcome.chunk.start, outcome.chunk.end)] = outcome.counts
 
+    def book_lost(self, topic: str, lost: OffsetRange, run_id: str) -> LandingCounts:
+        """Book offsets deleted upstream before they were read; the parts already booked stay as they are."""
+        book = self._book(topic)
+        booked = [OffsetRange(p, s, e) for p, s, e in book if p == lost.partition]
+        parts = uncovered_parts(lost, booked)
+        if parts:
+            self._record(
+                topic,
+                [ChunkOutcome(part, LandingCounts(lost=part.size), frozenset(), None, "") for part in parts],
+                run_id,
+            )
+        return LandingCounts(lost=sum(part.size for part in parts))
+
     def _book(self, topic: str) -> dict[tuple[int, int, int], LandingCounts]:
         if topic not in self._booked:
             self._booked[topic] = {
@@ -363,12 +402,19 @@ class WarehouseEventsSink:
         return {int(p): int(e) for p, e in found.itertuples(index=False)}
 
     def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
+        """The booked ranges, each offset counted once: a range that the ranges booked before it already
+        cover is left out (a run beside another booked it again between reading the book and booking)."""
         found = self.warehouse.query_df(
-            "SELECT partition, start_offset, end_offset, read, landed, duplicates, dead_lettered "
-            f"FROM {self.tables.landed_ranges} FINAL WHERE topic = {{topic:String}} ORDER BY partition, start_offset",
+            "SELECT partition, start_offset, end_offset, read, landed, duplicates, dead_lettered, gaps, lost "
+            f"FROM {self.tables.landed_ranges} FINAL WHERE topic = {{topic:String}} ORDER BY landed_at",
             {"topic": topic},
         )
-        return [
-            (OffsetRange(int(p), int(s), int(e)), LandingCounts(int(r), int(la), int(d), int(dl)))
-            for p, s, e, r, la, d, dl in found.itertuples(index=False)
-        ]
+        kept: list[tuple[OffsetRange, LandingCounts]] = []
+        covered: dict[int, list[OffsetRange]] = {}
+        for p, s, e, *counts in found.itertuples(index=False):
+            booked = OffsetRange(int(p), int(s), int(e))
+            if not uncovered_parts(booked, covered.get(booked.partition, [])):
+                continue
+            covered.setdefault(booked.partition, []).append(booked)
+            kept.append((booked, LandingCounts(*(int(n) for n in counts))))
+        return sorted(kept, key=lambda entry: entry[0])

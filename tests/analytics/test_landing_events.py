@@ -9,6 +9,7 @@ from pathlib import Path
 from hub_pipelines.analytics.events import decode_batch, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
@@ -142,8 +143,8 @@ def test_small_chunks_of_several_partitions_land_together_and_are_booked_each_as
     )
     assert (first.read, first.landed, first.duplicates, first.dead_lettered) == (6, 4, 1, 1)
     assert {(r.partition, r.start, r.end): c.as_metadata() for r, c in sink.landed_ranges("events")} == {
-        (0, 0, 3): {"read": 3, "landed": 3, "duplicates": 0, "dead_lettered": 0},
-        (1, 0, 3): {"read": 3, "landed": 1, "duplicates": 1, "dead_lettered": 1},
+        (0, 0, 3): LandingCounts(read=3, landed=3).as_metadata(),
+        (1, 0, 3): LandingCounts(read=3, landed=1, duplicates=1, dead_lettered=1).as_metadata(),
     }
     assert (replay.landed, replay.duplicates, replay.dead_lettered) == (0, 5, 1)
     assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 4
@@ -188,3 +189,27 @@ def test_the_probe_table_of_older_warehouses_is_dropped(warehouse, tables):
         )
         == 0
     )
+
+
+def test_overlapping_runs_with_other_bounds_book_each_offset_once(tmp_path, warehouse, tables):
+    topics = topic_with(tmp_path, [event(f"e-{i}") for i in range(30)] + [b"{broken"])
+    runs = [
+        ([OffsetRange(0, 0, 20)], 8),
+        ([OffsetRange(0, 5, 31)], 7),
+        ([OffsetRange(0, 0, 31)], 10),
+        ([OffsetRange(0, 3, 9), OffsetRange(0, 12, 26)], 5),
+    ]
+    results = [
+        land_ranges(topics, WarehouseEventsSink(warehouse, tables), "events", ranges, f"r{i}", chunk_messages=size)
+        for i, (ranges, size) in enumerate(runs)
+    ]
+
+    assert all(counts.reconciles and counts.gaps == 0 for counts in results)
+    assert sum(counts.landed for counts in results) == 30
+    book = WarehouseEventsSink(warehouse, tables).landed_ranges("events")
+    for (earlier, _), (later, _) in zip(book, book[1:], strict=False):
+        assert earlier.end == later.start, book
+    assert (book[0][0].start, book[-1][0].end) == (0, 31)
+    totals = sum((counts for _, counts in book), LandingCounts())
+    assert totals == LandingCounts(read=31, landed=30, dead_lettered=1)
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 30

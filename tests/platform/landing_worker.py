@@ -2,7 +2,8 @@
 
 `--die-at-chunk N` makes the process SIGKILL itself when it asks the broker for its Nth chunk: a hard
 crash after N-1 chunks were landed, with no chance to clean up. Without it the run lands everything
-and prints its counts and what the sink then holds, as JSON.
+and prints its counts and what the sink then holds, as JSON. `--ranges` lands those ranges instead of
+everything; `--wait-for-go` reads one line from stdin first, so a test can start several at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from hub_pipelines.core.ports import TopicMessage, Topics
-from hub_pipelines.landing.offsets import find_gaps, plan_next_ranges
+from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 from hub_pipelines.resources.topics import KafkaTopics
 
@@ -69,11 +70,19 @@ def main() -> int:
     parser.add_argument("--chdb-path")
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--die-at-chunk", type=int, default=0)
+    parser.add_argument("--ranges")
+    parser.add_argument("--wait-for-go", action="store_true")
     args = parser.parse_args()
     kafka = KafkaTopics(bootstrap_servers=args.bootstrap)
     topics: Topics = DyingTopics(kafka, args.die_at_chunk) if args.die_at_chunk else kafka  # type: ignore[assignment]
     sink = _sink(args)
-    ranges = plan_next_ranges({}, kafka.end_offsets(args.topic), 1_000_000)
+    ranges = (
+        parse_ranges(args.ranges)
+        if args.ranges
+        else plan_next_ranges({}, kafka.end_offsets(args.topic), 1_000_000)
+    )
+    if args.wait_for_go:
+        sys.stdin.readline()
     counts = land_ranges(topics, sink, args.topic, ranges, f"worker-{os.getpid()}", args.chunk)
     book = sink.landed_ranges(args.topic)
     report = {
@@ -81,6 +90,7 @@ def main() -> int:
         "gaps": [gap.describe() for gap in find_gaps(r for r, _ in book)],
         "unreconciled": [r.label() for r, c in book if not c.reconciles],
         "booked_landed": sum(c.landed for _, c in book),
+        "book": [[r.partition, r.start, r.end, c.read, c.landed, c.gaps] for r, c in book],
     }
     if args.kind == "events":
         report["stored_rows"], report["stored_ids"] = _stored_events(sink)

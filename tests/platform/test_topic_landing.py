@@ -105,10 +105,63 @@ def test_orders_landing_killed_mid_range_and_rerun_leaves_no_gap_and_no_duplicat
     rerun = _worker(*common)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout)
-    assert report["counts"] == {"read": 60, "landed": 40, "duplicates": 20, "dead_lettered": 0}
+    assert LandingCounts(**report["counts"]) == LandingCounts(read=60, landed=40, duplicates=20)
     assert report["gaps"] == [] and report["unreconciled"] == []
     assert _count(database, topic_inbox) == 60
     assert report["booked_landed"] == 60
+
+
+def _overlap_free_cover(book: list[list[int]]) -> dict[int, list[tuple[int, int]]]:
+    """Per partition, the booked ranges merged where they touch; overlapping ranges fail the test."""
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for partition, start, end, *_ in sorted(book):
+        spans = merged.setdefault(partition, [])
+        if spans and spans[-1][1] > start:
+            raise AssertionError(f"partition {partition}: {start}-{end} overlaps {spans[-1]}")
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return merged
+
+
+def test_two_processes_landing_overlapping_ranges_at_once_book_every_offset_once(
+    kafka_broker, postgres_database
+):
+    topic = _topic(kafka_broker, "orders-overlap")
+    topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
+    topics.produce(topic, [OutgoingMessage(value=_order(f"o-{i}"), partition=i % 4) for i in range(400)])
+    SqlInboxSink(PostgresDatabase(url=postgres_database.url, migrate_schema=True)).landed_ranges(topic)
+    common = ["--kind", "orders", "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic]
+    common += ["--db-url", postgres_database.url, "--wait-for-go"]
+    sensor_like = [*common, "--chunk", "10", "--ranges", "0:0-100,1:0-100,2:0-60,3:0-100"]
+    cli_like = [*common, "--chunk", "7", "--ranges", "0:0-100,1:35-100,2:20-100,3:0-100"]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.platform.landing_worker", *args],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in (sensor_like, cli_like)
+    ]
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+
+    assert [worker.returncode for worker in workers] == [0, 0], [err for _, err in outputs]
+    reports = [json.loads(out) for out, _ in outputs]
+    assert all(LandingCounts(**r["counts"]).reconciles for r in reports)
+    assert sum(r["counts"]["landed"] for r in reports) == 400
+    book = reports[1]["book"] if len(reports[1]["book"]) >= len(reports[0]["book"]) else reports[0]["book"]
+    assert _overlap_free_cover(book) == {p: [(0, 100)] for p in range(4)}
+    assert sum(read for *_, read, _, _ in book) == 400
+    assert sum(landed for *_, landed, _ in book) == 400
+    assert _count(PostgresDatabase(url=postgres_database.url), topic_inbox) == 400
 
 
 def test_events_landing_killed_mid_range_and_rerun_counts_each_event_once(kafka_broker, tmp_path):
