@@ -36,6 +36,9 @@ EVENTS_TOPIC = _env("HUB_EVENTS_TOPIC", "events")
 # Where the outbox relay announces order.created / order.paid / order.failed.
 ORDER_EVENTS_OUT_TOPIC = _env("HUB_ORDER_EVENTS_OUT_TOPIC", "order-events")
 TOPIC_PARTITIONS = int(_env("HUB_TOPIC_PARTITIONS", "3"))
+# Topics whose landing stops (and pages) when messages were deleted upstream before they were landed;
+# other topics book the loss, page, and go on from the earliest offset still there.
+HALT_ON_UPSTREAM_LOSS = frozenset(filter(None, _env("HUB_HALT_ON_UPSTREAM_LOSS", "").split(",")))
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))
 UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))

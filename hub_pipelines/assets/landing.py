@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import dagster as dg
 
+from hub_pipelines import settings
+from hub_pipelines.analytics.alerting import Alert, Notifier
 from hub_pipelines.assets.instrumented import step_metrics
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ops_metrics import record_consumer_lag
@@ -16,7 +20,7 @@ from hub_pipelines.landing.offsets import (
     parse_ranges,
     plan_next_ranges,
 )
-from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
+from hub_pipelines.landing.topic_landing import LandingSink, UpstreamLoss, land_ranges
 
 RECONCILES_CHECK = "every_range_reconciles"
 CONTIGUOUS_CHECK = "landed_offsets_contiguous"
@@ -27,7 +31,8 @@ def landing_check_specs(asset_key: list[str]) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             RECONCILES_CHECK,
             asset=asset_key,
-            description="For every landed range: read = landed + duplicates + dead-lettered.",
+            description="For every landed range: read = landed + duplicates + dead-lettered, and "
+            "read + gaps (transaction markers, aborted or compacted records) + lost upstream = its offsets.",
         ),
         dg.AssetCheckSpec(
             CONTIGUOUS_CHECK,
@@ -45,16 +50,58 @@ def ranges_to_land(
     return plan_next_ranges(sink.landed_positions(topic), topics.end_offsets(topic), config.max_messages)
 
 
+@dataclass
+class UpstreamLossPager:
+    """Pages each upstream loss a landing meets; stops the landing when the topic must halt on loss."""
+
+    pager: Notifier
+    halt: bool
+    losses: list[UpstreamLoss] = field(default_factory=list)
+
+    @classmethod
+    def for_topic(cls, pager: Notifier, topic: str) -> UpstreamLossPager:
+        return cls(pager, halt=topic in settings.HALT_ON_UPSTREAM_LOSS)
+
+    def __call__(self, loss: UpstreamLoss) -> None:
+        self.losses.append(loss)
+        consequence = (
+            "the landing stops here (HUB_HALT_ON_UPSTREAM_LOSS names the topic)"
+            if self.halt
+            else "booked as lost, landing goes on from there"
+        )
+        self.pager.send(
+            [
+                Alert(
+                    action="trigger",
+                    dedup_key=f"upstream-loss/{loss.topic}/{loss.lost.partition}/{loss.lost.start}",
+                    metric=f"{loss.topic}/upstream_loss",
+                    summary=f"{loss.describe()}: {consequence}",
+                )
+            ]
+        )
+        if self.halt:
+            raise dg.Failure(
+                description=f"{loss.describe()}: {consequence}",
+                metadata={"lost_range": loss.lost.label(), "lost": loss.lost.size},
+                allow_retries=False,
+            )
+
+    def metadata(self) -> dict[str, str]:
+        return {"upstream_loss": "; ".join(loss.describe() for loss in self.losses) or "none"}
+
+
 def land_topic_asset(
     context: dg.AssetExecutionContext,
     config: TopicRangeConfig,
     topics: Topics,
     sink: LandingSink,
     topic: str,
+    pager: Notifier,
 ) -> dg.MaterializeResult:
     """Land the configured (or pending) ranges, then check the whole book of landed ranges."""
     ranges = ranges_to_land(config, topics, sink, topic)
-    counts = land_ranges(topics, sink, topic, ranges, context.run_id)
+    losses = UpstreamLossPager.for_topic(pager, topic)
+    counts = land_ranges(topics, sink, topic, ranges, context.run_id, on_upstream_loss=losses)
     context.log.info(f"{topic}: landed {describe_ranges(ranges) or 'nothing pending'}: {counts}")
     record_landing_lag(topics, sink, topic)
     return dg.MaterializeResult(
@@ -62,6 +109,7 @@ def land_topic_asset(
             "topic": topic,
             "ranges": describe_ranges(ranges) or "none",
             **counts.as_metadata(),
+            **losses.metadata(),
         },
         check_results=check_landed_book(sink, topic),
     )
@@ -80,7 +128,7 @@ def record_landing_lag(topics: Topics, sink: LandingSink, topic: str) -> dict[in
 
 def check_landed_book(sink: LandingSink, topic: str) -> list[dg.AssetCheckResult]:
     book = sink.landed_ranges(topic)
-    unreconciled = [(r, c) for r, c in book if not c.reconciles]
+    unreconciled = [(r, c) for r, c in book if not c.reconciles or c.offsets != r.size]
     gaps = find_gaps(r for r, _ in book)
     totals = sum((c for _, c in book), LandingCounts())
     return [

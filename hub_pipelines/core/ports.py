@@ -153,6 +153,22 @@ class TopicMessage(msgspec.Struct, frozen=True, gc=False):
     timestamp_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class PartitionSpan:
+    """What reading offsets start..end of a partition found.
+
+    `messages` are the committed records in that range. `first_available` is the earliest offset the
+    broker still held (retention or a delete may have moved it past `start`). `read_through` is the
+    offset the reader got past: every offset below it and at or after `first_available` is in
+    `messages` or holds nothing a consumer receives (a transaction marker, an aborted or compacted
+    record). The range was read whole when `read_through >= end`.
+    """
+
+    messages: list[TopicMessage]
+    first_available: int
+    read_through: int
+
+
 class OutgoingMessage(msgspec.Struct, frozen=True, gc=False):
     """One message to produce."""
 
@@ -185,11 +201,16 @@ class Topics(Protocol):
         ...
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        """Per partition, the offset the next message will get (the high watermark)."""
+        """Per partition, the offset a read_committed consumer can read up to (the last stable offset:
+        the high watermark, or the first offset of a transaction still open)."""
         ...
 
     def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
-        """Every message with start <= offset < end, in offset order."""
+        """Every committed message with start <= offset < end, in offset order."""
+        ...
+
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
+        """Like read_range, and how far the reader got and where the partition now begins."""
         ...
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:

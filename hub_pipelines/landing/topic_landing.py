@@ -11,13 +11,21 @@ A sink that can land several chunks at once (`ChunkGroupSink`) is given consecut
 until they hold `chunk_messages`: ranges split over many partitions make small chunks, and each
 landing costs the warehouse a few statements and parts whatever its size. Each chunk of a group is
 still booked and counted as itself.
+
+Offsets are not messages: a transactional producer's commit and abort markers take offsets, the
+records of aborted transactions are never returned under read_committed, and compaction removes
+records. A chunk is read whole when the reader has got past its end, however few messages it holds;
+the offsets without a message are booked as gaps. When retention or a delete has moved a partition's
+start past a chunk's, the missing offsets are booked as lost upstream (the caller is told first, and
+may stop the landing instead) and the landing goes on from the earliest offset still there.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hub_pipelines.core.ports import TopicMessage, Topics
@@ -36,8 +44,13 @@ class LandingSink(Protocol):
     ) -> LandingCounts:
         """Land the messages of one chunk and record the chunk, atomically or idempotently.
 
-        A chunk already recorded lands nothing and counts every message as a duplicate.
+        The chunk's offsets without a message are gaps. The parts of a chunk already recorded (by this
+        or an overlapping landing) land nothing and count their messages as duplicates.
         """
+        ...
+
+    def book_lost(self, topic: str, lost: OffsetRange, run_id: str) -> LandingCounts:
+        """Record offsets deleted upstream before they were read (the parts not recorded yet)."""
         ...
 
     def landed_positions(self, topic: str) -> dict[int, int]:
@@ -72,17 +85,50 @@ def split_into_chunks(offset_range: OffsetRange, chunk_messages: int) -> Iterato
 
 
 class IncompleteRead(RuntimeError):
-    """The broker returned fewer messages than the range holds."""
+    """The reader stopped before the end of the range: the broker does not hold those offsets yet."""
 
 
-def _read_chunk(topics: Topics, topic: str, chunk: OffsetRange) -> Sequence[TopicMessage]:
-    messages = topics.read_range(topic, chunk.partition, chunk.start, chunk.end)
-    if len(messages) != chunk.size:
-        raise IncompleteRead(
-            f"{topic} partition {chunk.partition}: asked for offsets {chunk.start}..{chunk.end - 1} "
-            f"({chunk.size} messages), the broker returned {len(messages)}"
+@dataclass(frozen=True)
+class UpstreamLoss:
+    """Offsets of a partition deleted (by retention or by hand) before the landing read them."""
+
+    topic: str
+    lost: OffsetRange
+    first_available: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic} partition {self.lost.partition}: offsets {self.lost.start}..{self.lost.end - 1} "
+            f"({self.lost.size} messages) were deleted upstream before they were landed; "
+            f"the partition now starts at offset {self.first_available}"
         )
-    return messages
+
+
+@dataclass(frozen=True)
+class _ChunkRead:
+    chunks: list[tuple[OffsetRange, Sequence[TopicMessage]]]
+    losses: list[UpstreamLoss]
+
+
+def _read_chunk(
+    topics: Topics, topic: str, chunk: OffsetRange
+) -> tuple[OffsetRange | None, Sequence[TopicMessage], UpstreamLoss | None]:
+    """The part of the chunk the broker still holds with its messages, and what was lost before it."""
+    span = topics.read_span(topic, chunk.partition, chunk.start, chunk.end)
+    if span.read_through < chunk.end:
+        raise IncompleteRead(
+            f"{topic} partition {chunk.partition}: asked for offsets {chunk.start}..{chunk.end - 1}, "
+            f"the broker holds committed offsets up to {span.read_through - 1} only "
+            f"({len(span.messages)} messages read)"
+        )
+    lost_end = min(max(span.first_available, chunk.start), chunk.end)
+    loss = (
+        UpstreamLoss(topic, OffsetRange(chunk.partition, chunk.start, lost_end), span.first_available)
+        if lost_end > chunk.start
+        else None
+    )
+    rest = OffsetRange(chunk.partition, lost_end, chunk.end) if lost_end < chunk.end else None
+    return rest, span.messages, loss
 
 
 def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[OffsetRange]]:
@@ -98,20 +144,40 @@ def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[Offs
     return groups
 
 
-def _read_group(topics: Topics, topic: str, group: Sequence[OffsetRange]) -> list[tuple[OffsetRange, Any]]:
-    return [(chunk, _read_chunk(topics, topic, chunk)) for chunk in group]
+def _read_group(topics: Topics, topic: str, group: Sequence[OffsetRange]) -> _ChunkRead:
+    read = _ChunkRead([], [])
+    for chunk in group:
+        rest, messages, loss = _read_chunk(topics, topic, chunk)
+        if loss is not None:
+            read.losses.append(loss)
+        if rest is not None:
+            read.chunks.append((rest, messages))
+    return read
 
 
-def _prepared(sink: LandingSink, read: list[tuple[OffsetRange, Any]]) -> Any:
-    return sink.decode_chunks(read) if isinstance(sink, ChunkGroupSink) else read
+def _prepared(sink: LandingSink, read: _ChunkRead) -> tuple[list[UpstreamLoss], Any]:
+    chunks = sink.decode_chunks(read.chunks) if isinstance(sink, ChunkGroupSink) and read.chunks else read.chunks
+    return read.losses, chunks
 
 
-def _prepared_when_read(sink: LandingSink, read: Future[list[tuple[OffsetRange, Any]]]) -> Any:
+def _prepared_when_read(sink: LandingSink, read: Future[_ChunkRead]) -> tuple[list[UpstreamLoss], Any]:
     return _prepared(sink, read.result())
 
 
-def _land_group(sink: LandingSink, topic: str, group: Any, run_id: str) -> LandingCounts:
+def _land_group(
+    sink: LandingSink,
+    topic: str,
+    prepared: tuple[list[UpstreamLoss], Any],
+    run_id: str,
+    on_upstream_loss: Callable[[UpstreamLoss], None],
+) -> LandingCounts:
+    losses, group = prepared
     total = LandingCounts()
+    for loss in losses:
+        on_upstream_loss(loss)
+        total += sink.book_lost(topic, loss.lost, run_id)
+    if not group:
+        return total
     if isinstance(sink, ChunkGroupSink):
         for counts in sink.land_decoded(topic, group, run_id):
             total += counts
@@ -119,6 +185,10 @@ def _land_group(sink: LandingSink, topic: str, group: Any, run_id: str) -> Landi
     for chunk, messages in group:
         total += sink.land_chunk(topic, chunk, messages, run_id)
     return total
+
+
+def _go_on(loss: UpstreamLoss) -> None:
+    """By default upstream loss is booked and the landing goes on."""
 
 
 def land_ranges(
@@ -129,8 +199,12 @@ def land_ranges(
     run_id: str,
     chunk_messages: int = DEFAULT_CHUNK_MESSAGES,
     read_ahead: bool = False,
+    on_upstream_loss: Callable[[UpstreamLoss], None] = _go_on,
 ) -> LandingCounts:
-    """Read every range from the topic and land it in the sink; returns the summed counts."""
+    """Read every range from the topic and land it in the sink; returns the summed counts.
+
+    `on_upstream_loss` hears of each loss before it is booked; raising stops the landing there.
+    """
     chunks = [chunk for r in ranges for chunk in split_into_chunks(r, chunk_messages)]
     groups = (
         group_chunks(chunks, chunk_messages) if isinstance(sink, ChunkGroupSink) else [[c] for c in chunks]
@@ -138,7 +212,8 @@ def land_ranges(
     total = LandingCounts()
     if not read_ahead:
         for group in groups:
-            total += _land_group(sink, topic, _prepared(sink, _read_group(topics, topic, group)), run_id)
+            prepared = _prepared(sink, _read_group(topics, topic, group))
+            total += _land_group(sink, topic, prepared, run_id, on_upstream_loss)
         return total
     # Reading (the broker client's Python loop) and decoding (msgspec, Arrow) each get a thread, so the
     # groups flow through three stages at once: read, decode, land. At most READ_AHEAD_GROUPS groups
@@ -152,5 +227,5 @@ def land_ranges(
             for ahead in groups[position + len(upcoming) : position + 1 + READ_AHEAD_GROUPS]:
                 read = reader.submit(_read_group, topics, topic, ahead)
                 upcoming.append(decoder.submit(_prepared_when_read, sink, read))
-            total += _land_group(sink, topic, upcoming.popleft().result(), run_id)
+            total += _land_group(sink, topic, upcoming.popleft().result(), run_id, on_upstream_loss)
     return total

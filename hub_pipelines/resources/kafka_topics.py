@@ -16,6 +16,7 @@ import dagster as dg
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Producer,
@@ -25,7 +26,13 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from pydantic import PrivateAttr
 
 from hub_pipelines.core.gc_pause import collector_paused
-from hub_pipelines.core.ports import OutgoingMessage, TopicMessage, TopicUnavailable, UnknownTopic
+from hub_pipelines.core.ports import (
+    OutgoingMessage,
+    PartitionSpan,
+    TopicMessage,
+    TopicUnavailable,
+    UnknownTopic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +79,9 @@ class KafkaTopics(dg.ConfigurableResource):
     """Topics on a Kafka cluster through confluent-kafka (librdkafka).
 
     Produces with the idempotent producer and acks=all, and keys partitioned by murmur2 like Java
-    clients. Reads assign the partition at the start offset and never join or commit as a group;
+    clients. Reads are read_committed: records of aborted transactions are never returned, and end
+    offsets are last-stable offsets, so a planned range never waits on a transaction still open.
+    Reads assign the partition at the start offset and never join or commit as a group;
     group positions are written and read with the admin API, so a group must have no live members
     subscribed to the topic while positions are committed here.
     """
@@ -139,6 +148,7 @@ class KafkaTopics(dg.ConfigurableResource):
                         "enable.auto.offset.store": False,
                         "enable.partition.eof": True,
                         "auto.offset.reset": "error",
+                        "isolation.level": "read_committed",
                         "allow.auto.create.topics": False,
                         **_RANGE_READER_FETCH,
                     }
@@ -246,7 +256,9 @@ class KafkaTopics(dg.ConfigurableResource):
         requests = {
             TopicPartition(topic, partition): OffsetSpec.latest() for partition in self.partitions(topic)
         }
-        futures = admin.list_offsets(requests, request_timeout=self.timeout_seconds)
+        futures = admin.list_offsets(
+            requests, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self.timeout_seconds
+        )
         try:
             return {
                 tp.partition: future.result(timeout=self.timeout_seconds).offset
@@ -258,6 +270,9 @@ class KafkaTopics(dg.ConfigurableResource):
             ) from exc
 
     def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
+        return self.read_span(topic, partition, start, end).messages
+
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
         _, _, reader = self._clients()
         where = f"topic {topic!r} partition {partition} offsets {start}..{end}"
         with self._read_lock:
@@ -267,19 +282,22 @@ class KafkaTopics(dg.ConfigurableResource):
                 )
             except KafkaException as exc:
                 raise _unavailable(f"reading {where} from {self.bootstrap_servers}", exc) from exc
-            start, end = max(start, low), min(end, high)
-            if start >= end:
-                return []
-            reader.assign([TopicPartition(topic, partition, start)])
+            first = max(start, low)
+            if first >= min(end, high):
+                return PartitionSpan([], low, max(low, min(end, high)))
+            reader.assign([TopicPartition(topic, partition, first)])
             try:
                 with collector_paused():
-                    return self._consume(reader, topic, partition, start, end, where)
+                    found, read_through = self._consume(reader, topic, partition, first, min(end, high), where)
             finally:
                 reader.unassign()
+            return PartitionSpan(found, low, read_through)
 
     def _consume(
         self, reader: Consumer, topic: str, partition: int, start: int, end: int, where: str
-    ) -> list[TopicMessage]:
+    ) -> tuple[list[TopicMessage], int]:
+        """The committed records from start towards end, and the offset the reader got past: a record
+        at or past end, or the end of what the partition holds (the partition-EOF event's offset)."""
         found: list[TopicMessage] = []
         append = found.append
         next_offset = start
@@ -299,13 +317,15 @@ class KafkaTopics(dg.ConfigurableResource):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        return found
+                        return found, max(next_offset, message.offset() or 0)
                     if _is_transient(error):
                         continue
                     raise _unavailable(f"reading {where}", KafkaException(error))
                 offset = message.offset()
-                if offset is None or offset >= end:
-                    return found
+                if offset is None:
+                    return found, next_offset
+                if offset >= end:
+                    return found, offset
                 timestamp_type, timestamp_ms = message.timestamp()
                 headers = message.headers()
                 append(
@@ -320,7 +340,7 @@ class KafkaTopics(dg.ConfigurableResource):
                     )
                 )
                 next_offset = offset + 1
-        return found
+        return found, next_offset
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         if not positions:

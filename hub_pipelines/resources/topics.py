@@ -26,7 +26,7 @@ from pathlib import Path
 import dagster as dg
 
 from hub_pipelines.core.partition_log import NewRecord, PartitionLog, murmur2_partition
-from hub_pipelines.core.ports import OutgoingMessage, TopicMessage, UnknownTopic
+from hub_pipelines.core.ports import OutgoingMessage, PartitionSpan, TopicMessage, UnknownTopic
 from hub_pipelines.resources.kafka_topics import KafkaTopics, TopicWriteRejected
 
 __all__ = ["KafkaTopics", "LocalTopicLog", "TopicWriteRejected", "UnknownTopic", "choose_partition"]
@@ -119,6 +119,11 @@ class LocalTopicLog(dg.ConfigurableResource):
             TopicMessage(topic, partition, r.offset, r.value, r.key, r.headers, r.timestamp_ms)
             for r in self._log(topic, partition).read(start, end)
         ]
+
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
+        """A local log keeps every record and has no transactions: it starts at 0 and has no gaps."""
+        messages = self.read_range(topic, partition, start, end)
+        return PartitionSpan(messages, 0, min(end, self._log(topic, partition).end_offset()))
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         folder = self._topic_folder(topic) / "groups"

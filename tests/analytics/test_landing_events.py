@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,7 +208,7 @@ def test_overlapping_runs_with_other_bounds_book_each_offset_once(tmp_path, ware
     assert all(counts.reconciles and counts.gaps == 0 for counts in results)
     assert sum(counts.landed for counts in results) == 30
     book = WarehouseEventsSink(warehouse, tables).landed_ranges("events")
-    for (earlier, _), (later, _) in zip(book, book[1:], strict=False):
+    for (earlier, _), (later, _) in itertools.pairwise(book):
         assert earlier.end == later.start, book
     assert (book[0][0].start, book[-1][0].end) == (0, 31)
     totals = sum((counts for _, counts in book), LandingCounts())

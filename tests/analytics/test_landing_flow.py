@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -13,7 +12,7 @@ import pytest
 from hub_pipelines import settings
 from hub_pipelines.assets.analytics.downstream import anomaly_scores, realtime_counters
 from hub_pipelines.assets.analytics.raw_events import raw_events
-from hub_pipelines.core.ports import OutgoingMessage, TopicMessage, TopicUnavailable
+from hub_pipelines.core.ports import OutgoingMessage, PartitionSpan, TopicUnavailable
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
@@ -43,11 +42,11 @@ class BrokerLostAfter:
     def __init__(self, topics: KafkaTopics, reads: int) -> None:
         self.topics, self.reads = topics, reads
 
-    def read_range(self, topic: str, partition: int, start: int, end: int) -> Sequence[TopicMessage]:
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
         if self.reads == 0:
             raise TopicUnavailable(f"{topic} partition {partition}: broker not reachable")
         self.reads -= 1
-        return self.topics.read_range(topic, partition, start, end)
+        return self.topics.read_span(topic, partition, start, end)
 
     def __getattr__(self, name: str):
         return getattr(self.topics, name)

@@ -15,7 +15,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from hub_pipelines.core.ports import TopicMessage, Topics
+from hub_pipelines.core.ports import PartitionSpan, Topics
 from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 from hub_pipelines.resources.topics import KafkaTopics
@@ -29,11 +29,11 @@ class DyingTopics:
     die_at_read: int
     reads: int = 0
 
-    def read_range(self, topic: str, partition: int, start: int, end: int) -> list[TopicMessage]:
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
         self.reads += 1
         if self.reads == self.die_at_read:
             os.kill(os.getpid(), signal.SIGKILL)
-        return self.inner.read_range(topic, partition, start, end)
+        return self.inner.read_span(topic, partition, start, end)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)

@@ -5,9 +5,11 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.analytics.alerting import Notifier
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import (
+    UpstreamLossPager,
     check_landed_book,
     landing_check_specs,
     ranges_to_land,
@@ -41,16 +43,25 @@ def raw_events(
     topics: dg.ResourceParam[Topics],
     warehouse: dg.ResourceParam[Warehouse],
     cache: dg.ResourceParam[Cache],
+    pager: dg.ResourceParam[Notifier],
 ) -> dg.MaterializeResult:
     """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp
     (and counted in the real-time counters as they land); invalid ones dead-lettered with the reason."""
     topic = settings.EVENTS_TOPIC
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     ranges = ranges_to_land(config, topics, sink, topic)
+    losses = UpstreamLossPager.for_topic(pager, topic)
     started = time.perf_counter()
     # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
     counts = land_ranges(
-        topics, sink, topic, ranges, context.run.run_id, EVENTS_CHUNK_MESSAGES, read_ahead=True
+        topics,
+        sink,
+        topic,
+        ranges,
+        context.run.run_id,
+        EVENTS_CHUNK_MESSAGES,
+        read_ahead=True,
+        on_upstream_loss=losses,
     )
     chunks_counted = sink.finish_counting()
     seconds = time.perf_counter() - started
@@ -64,6 +75,7 @@ def raw_events(
             "topic": topic,
             "ranges": describe_ranges(ranges) or "none",
             **counts.as_metadata(),
+            **losses.metadata(),
             "chunks_counted": chunks_counted,
             "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
             "days_touched": ",".join(str(day) for day in sorted(sink.touched_days)) or "none",

@@ -1,6 +1,7 @@
 import dagster as dg
 
 from hub_pipelines import settings
+from hub_pipelines.analytics.alerting import Notifier
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import land_topic_asset, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
@@ -25,6 +26,7 @@ def order_events(
     config: TopicRangeConfig,
     topics: dg.ResourceParam[Topics],
     database: dg.ResourceParam[SqlDatabase],
+    pager: dg.ResourceParam[Notifier],
 ) -> dg.MaterializeResult:
     """Raw order events from the orders topic, landed once each in the SQL inbox; undecodable ones dead-lettered."""
-    return land_topic_asset(context, config, topics, SqlInboxSink(database), settings.ORDERS_TOPIC)
+    return land_topic_asset(context, config, topics, SqlInboxSink(database), settings.ORDERS_TOPIC, pager)
