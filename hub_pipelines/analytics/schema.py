@@ -350,8 +350,10 @@ class AnalyticsTables:
         created = dict(zip(found["name"], found["create_table_query"], strict=True))
         if not set(_OBJECTS) <= created.keys() or not created.keys().isdisjoint(_RETIRED_TABLES):
             return False
-        return "id_hash" in created["raw_events"] and "lost" in created["event_landed_ranges"] and all(
-            _FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day")
+        return (
+            "id_hash" in created["raw_events"]
+            and "lost" in created["event_landed_ranges"]
+            and all(_FORCE_MERGE_AGE in created[name] for name in ("event_rollup_hour", "event_rollup_day"))
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -153,19 +154,20 @@ class SqlInboxSink:
             self._lock_partition(connection, topic, chunk.partition)
             parts = uncovered_parts(chunk, self._booked_overlapping(connection, topic, chunk))
 
-            def new(row: dict[str, object]) -> bool:
-                return any(part.start <= row["offset"] < part.end for part in parts)  # type: ignore[operator]
+            def new(row: dict[str, Any]) -> bool:
+                return any(part.start <= row["offset"] < part.end for part in parts)
 
             new_rows = [row for row in rows if new(row)]
             new_rejects = [reject for reject in rejects if new(reject)]
             landed, refused = self._insert_isolating(connection, new_rows)
-            new_rejects += [
-                self._refused_dead_letter(row, reason, now) for row, reason in refused
-            ]
+            new_rejects += [self._refused_dead_letter(row, reason, now) for row, reason in refused]
             if new_rejects:
-                connection.execute(insert_ignoring_duplicates(dead_letters, self.database.dialect), new_rejects)
+                connection.execute(
+                    insert_ignoring_duplicates(dead_letters, self.database.dialect), new_rejects
+                )
             for part in parts:
-                self._book(connection, topic, part, messages, landed, new_rejects, run_id, now)
+                rejected = {int(reject["offset"]) for reject in new_rejects}
+                self._book(connection, topic, part, messages, landed, rejected, run_id, now)
         dead_lettered = len(rejects) + len(refused)
         return LandingCounts(
             read=len(messages),
@@ -178,9 +180,7 @@ class SqlInboxSink:
     def _lock_partition(self, connection: sa.Connection, topic: str, partition: int) -> None:
         """Serialise landings of one partition until commit (SQLite's BEGIN IMMEDIATE already does)."""
         if self.database.dialect == "postgresql":
-            connection.execute(
-                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(topic), partition))
-            )
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(topic), partition)))
 
     @staticmethod
     def _booked_overlapping(connection: sa.Connection, topic: str, chunk: OffsetRange) -> list[OffsetRange]:
@@ -195,8 +195,8 @@ class SqlInboxSink:
         return [OffsetRange(chunk.partition, int(start), int(end)) for start, end in found]
 
     def _insert_isolating(
-        self, connection: sa.Connection, rows: list[dict[str, object]]
-    ) -> tuple[set[int], list[tuple[dict[str, object], str]]]:
+        self, connection: sa.Connection, rows: list[dict[str, Any]]
+    ) -> tuple[set[int], list[tuple[dict[str, Any], str]]]:
         """Offsets inserted (not duplicates), and the rows the database refused with its reason.
 
         All rows go in one statement under a savepoint; when the database refuses it, each half is
@@ -204,7 +204,9 @@ class SqlInboxSink:
         """
         if not rows:
             return set(), []
-        statement = insert_ignoring_duplicates(topic_inbox, self.database.dialect).returning(topic_inbox.c.offset)
+        statement = insert_ignoring_duplicates(topic_inbox, self.database.dialect).returning(
+            topic_inbox.c.offset
+        )
         try:
             with connection.begin_nested():
                 return {int(offset) for (offset,) in connection.execute(statement, rows)}, []
@@ -225,13 +227,13 @@ class SqlInboxSink:
         part: OffsetRange,
         messages: Sequence[TopicMessage],
         landed: set[int],
-        rejects: list[dict[str, object]],
+        rejected: set[int],
         run_id: str,
         now: datetime,
     ) -> None:
         read = sum(1 for m in messages if part.start <= m.offset < part.end)
         part_landed = sum(1 for offset in landed if part.start <= offset < part.end)
-        part_rejected = sum(1 for r in rejects if part.start <= r["offset"] < part.end)  # type: ignore[operator]
+        part_rejected = sum(1 for offset in rejected if part.start <= offset < part.end)
         counts = LandingCounts(
             read, part_landed, read - part_landed - part_rejected, part_rejected, gaps=part.size - read
         )
@@ -267,7 +269,7 @@ class SqlInboxSink:
                 )
         return LandingCounts(lost=sum(part.size for part in parts))
 
-    def _dead_letter(self, message: TopicMessage, reason: str, now: datetime) -> dict[str, object]:
+    def _dead_letter(self, message: TopicMessage, reason: str, now: datetime) -> dict[str, Any]:
         return {
             "source": self.source,
             "topic": message.topic,
@@ -279,7 +281,7 @@ class SqlInboxSink:
             "created_at": now,
         }
 
-    def _refused_dead_letter(self, row: dict[str, object], reason: str, now: datetime) -> dict[str, object]:
+    def _refused_dead_letter(self, row: dict[str, Any], reason: str, now: datetime) -> dict[str, Any]:
         return {
             "source": self.source,
             "topic": row["topic"],

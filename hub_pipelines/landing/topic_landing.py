@@ -156,7 +156,9 @@ def _read_group(topics: Topics, topic: str, group: Sequence[OffsetRange]) -> _Ch
 
 
 def _prepared(sink: LandingSink, read: _ChunkRead) -> tuple[list[UpstreamLoss], Any]:
-    chunks = sink.decode_chunks(read.chunks) if isinstance(sink, ChunkGroupSink) and read.chunks else read.chunks
+    chunks = (
+        sink.decode_chunks(read.chunks) if isinstance(sink, ChunkGroupSink) and read.chunks else read.chunks
+    )
     return read.losses, chunks
 
 

@@ -186,7 +186,9 @@ class WarehouseEventsSink:
             if len(pending) < len(chunks) or parts_of:
                 decoded = self.decode_chunks(pending)
             with collector_paused():
-                landed = {outcome.chunk: outcome.counts for outcome in self._land_pending(topic, decoded, run_id)}
+                landed = {
+                    outcome.chunk: outcome.counts for outcome in self._land_pending(topic, decoded, run_id)
+                }
             for chunk, parts in parts_of.items():
                 # The landed parts' messages were counted as duplicates of the booked ones above.
                 for part in parts:
@@ -240,7 +242,11 @@ class WarehouseEventsSink:
         for index, (chunk, chunk_rows) in enumerate(per_chunk):
             chunk_landed = chunk_rows.num_rows
             counts = LandingCounts(
-                read[index], chunk_landed, valid[index] - chunk_landed, rejected[index], gaps=chunk.size - read[index]
+                read[index],
+                chunk_landed,
+                valid[index] - chunk_landed,
+                rejected[index],
+                gaps=chunk.size - read[index],
             )
             landed_ts = chunk_rows.column("ts")
             newest = pc.max(landed_ts).as_py() if chunk_landed else None

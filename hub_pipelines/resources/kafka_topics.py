@@ -288,7 +288,9 @@ class KafkaTopics(dg.ConfigurableResource):
             reader.assign([TopicPartition(topic, partition, first)])
             try:
                 with collector_paused():
-                    found, read_through = self._consume(reader, topic, partition, first, min(end, high), where)
+                    found, read_through = self._consume(
+                        reader, topic, partition, first, min(end, high), where
+                    )
             finally:
                 reader.unassign()
             return PartitionSpan(found, low, read_through)

@@ -201,7 +201,9 @@ def test_overlapping_runs_with_other_bounds_book_each_offset_once(tmp_path, ware
         ([OffsetRange(0, 3, 9), OffsetRange(0, 12, 26)], 5),
     ]
     results = [
-        land_ranges(topics, WarehouseEventsSink(warehouse, tables), "events", ranges, f"r{i}", chunk_messages=size)
+        land_ranges(
+            topics, WarehouseEventsSink(warehouse, tables), "events", ranges, f"r{i}", chunk_messages=size
+        )
         for i, (ranges, size) in enumerate(runs)
     ]
 

@@ -76,7 +76,11 @@ def _order(event_id: str) -> bytes:
 
 def _stored_ids(sink: SqlInboxSink, topic: str) -> list[str]:
     with sink.database.transaction() as connection:
-        return list(connection.execute(sa.select(topic_inbox.c.event_id).where(topic_inbox.c.topic == topic)).scalars())
+        return list(
+            connection.execute(
+                sa.select(topic_inbox.c.event_id).where(topic_inbox.c.topic == topic)
+            ).scalars()
+        )
 
 
 def _land_everything(topics, sink: SqlInboxSink, topic: str, run_id: str, **options) -> LandingCounts:
@@ -140,7 +144,9 @@ def test_committed_transactions_beside_plain_producers_land_once_and_markers_are
     assert inbox.landed_positions(topic) == ends
 
 
-def test_records_a_read_committed_broker_withholds_never_land_and_are_booked_as_gaps(kafka_broker, topics, inbox):
+def test_records_a_read_committed_broker_withholds_never_land_and_are_booked_as_gaps(
+    kafka_broker, topics, inbox
+):
     topic = _topic(kafka_broker, "orders-aborted")
     committed, aborted = _produce_transactions(kafka_broker, topic, "CACAC")
     withheld = set()
@@ -177,7 +183,10 @@ def test_a_range_past_the_committed_end_stops_without_booking_it(kafka_broker, t
     topic = _topic(kafka_broker, "orders-short")
     topics.produce(topic, [OutgoingMessage(_order(f"o-{i}"), partition=2) for i in range(6)])
 
-    with pytest.raises(IncompleteRead, match=r"partition 2: asked for offsets 4\.\.7, the broker holds committed offsets up to 5 only"):
+    with pytest.raises(
+        IncompleteRead,
+        match=r"partition 2: asked for offsets 4\.\.7, the broker holds committed offsets up to 5 only",
+    ):
         land_ranges(topics, inbox, topic, plan_next_ranges({}, {2: 10}, 100), "run-1", chunk_messages=4)
 
     assert [r.label() for r, _ in inbox.landed_ranges(topic)] == ["2:0-4"]
@@ -219,7 +228,9 @@ def test_a_deleted_head_on_a_halting_topic_stops_the_run_with_the_reason_and_pag
     monkeypatch.setattr(settings, "HALT_ON_UPSTREAM_LOSS", frozenset({topic}))
     pager = LogNotifier()
 
-    with pytest.raises(dg.Failure, match=r"offsets 0\.\.3 \(4 messages\) were deleted upstream.*the landing stops here"):
+    with pytest.raises(
+        dg.Failure, match=r"offsets 0\.\.3 \(4 messages\) were deleted upstream.*the landing stops here"
+    ):
         _land_asset(BrokerDouble(topics, first_available={0: 4}), inbox, topic, pager)
 
     (alert,) = pager.sent

@@ -94,7 +94,9 @@ def test_any_message_bytes_and_headers_end_landed_or_dead_lettered_naming_their_
     assert [r for r, _ in book] == [chunk] and book[0][1] == counts
 
 
-def test_a_row_the_database_refuses_is_dead_lettered_and_its_neighbours_land(inbox_database: Database) -> None:
+def test_a_row_the_database_refuses_is_dead_lettered_and_its_neighbours_land(
+    inbox_database: Database,
+) -> None:
     topic = f"orders-refusing-{uuid.uuid4().hex[:8]}"
     refusal = {
         "sqlite": f"CREATE TRIGGER refuse_poison BEFORE INSERT ON topic_inbox "
@@ -109,7 +111,9 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_its_neighbours_land(inb
         connection.exec_driver_sql(refusal)
     try:
         ids = [f"order-{i}" for i in range(5)] + ["poison"] + [f"order-{i}" for i in range(5, 10)]
-        messages = [TopicMessage(topic, 1, i, _order(event_id), None, {}, None) for i, event_id in enumerate(ids)]
+        messages = [
+            TopicMessage(topic, 1, i, _order(event_id), None, {}, None) for i, event_id in enumerate(ids)
+        ]
         counts = SqlInboxSink(inbox_database).land_chunk(topic, OffsetRange(1, 0, 11), messages, "run-1")
     finally:
         with inbox_database.transaction() as connection:
@@ -123,7 +127,9 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_its_neighbours_land(inb
     assert "refuse" in letter.reason
 
 
-def test_a_nul_byte_in_a_header_or_event_id_is_dead_lettered_with_the_reason(inbox_database: Database) -> None:
+def test_a_nul_byte_in_a_header_or_event_id_is_dead_lettered_with_the_reason(
+    inbox_database: Database,
+) -> None:
     topic = f"orders-nul-{uuid.uuid4().hex[:8]}"
     messages = [
         TopicMessage(topic, 0, 0, _order("fine"), None, {"x-signature": b"sha256=\xc3\xa9"}, None),
@@ -140,4 +146,3 @@ def test_a_nul_byte_in_a_header_or_event_id_is_dead_lettered_with_the_reason(inb
     assert reasons[3].startswith(f"{topic} partition 0 offset 3: undecodable event: ")
     (landed,) = _rows(inbox_database, topic_inbox, topic)
     assert landed.headers == {"x-signature": "sha256=é"}
-
