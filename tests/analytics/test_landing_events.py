@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hub_pipelines.analytics.events import decode_batch, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.core.ports import OutgoingMessage, PartitionSpan
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
@@ -216,3 +217,48 @@ def test_overlapping_runs_with_other_bounds_book_each_offset_once(tmp_path, ware
     totals = sum((counts for _, counts in book), LandingCounts())
     assert totals == LandingCounts(read=31, landed=30, dead_lettered=1)
     assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 30
+
+
+@dataclass
+class RetainingBroker:
+    """A local log played as a broker whose partition 0 now starts at `first_available` and that holds
+    no message at the `withheld` offsets (transaction markers, aborted or compacted records)."""
+
+    inner: LocalTopicLog
+    first_available: int
+    withheld: frozenset[int]
+
+    def read_span(self, topic: str, partition: int, start: int, end: int) -> PartitionSpan:
+        span = self.inner.read_span(topic, partition, start, end)
+        kept = [
+            m for m in span.messages if m.offset >= self.first_available and m.offset not in self.withheld
+        ]
+        return PartitionSpan(kept, self.first_available, span.read_through)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def test_lost_head_and_gaps_are_booked_and_the_rest_lands_once_on_replay(tmp_path, warehouse, tables):
+    broker = RetainingBroker(
+        topic_with(tmp_path, [event(f"e-{i}") for i in range(20)]),
+        first_available=6,
+        withheld=frozenset({9, 10, 17}),
+    )
+    heard = []
+
+    def land_all(run: str):
+        sink = WarehouseEventsSink(warehouse, tables)
+        return land_ranges(
+            broker, sink, "events", [OffsetRange(0, 0, 20)], run, 4, on_upstream_loss=heard.append
+        )
+
+    first, replay = land_all("r1"), land_all("r2")
+
+    assert first == LandingCounts(read=11, landed=11, gaps=3, lost=6)
+    assert replay == LandingCounts(read=11, duplicates=11, gaps=3)
+    assert [loss.lost for loss in heard] == [OffsetRange(0, 0, 4), OffsetRange(0, 4, 6)] * 2
+    book = WarehouseEventsSink(warehouse, tables).landed_ranges("events")
+    assert all(c.reconciles and c.offsets == r.size for r, c in book)
+    assert sum((c for _, c in book), LandingCounts()) == first
+    assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 11

@@ -193,6 +193,37 @@ def test_events_landing_killed_mid_range_and_rerun_counts_each_event_once(kafka_
     assert counts["dead_lettered"] == 1
 
 
+def test_events_landing_runs_overlapping_in_turn_count_each_event_once(kafka_broker, tmp_path):
+    topic = _topic(kafka_broker, "events-overlap")
+    topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
+    now = datetime.now(UTC)
+    topics.produce(
+        topic,
+        [
+            OutgoingMessage(value=_analytics_event(f"ev-{i}", now - timedelta(minutes=i)), partition=i % 4)
+            for i in range(120)
+        ],
+    )
+    common = ["--kind", "events", "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic]
+    common += ["--chdb-path", str(tmp_path / "warehouse")]
+    runs = [
+        ["--chunk", "10", "--ranges", "0:0-20,1:0-30,2:5-30"],
+        ["--chunk", "7", "--ranges", "0:10-30,1:0-30,2:0-12,3:0-30"],
+        ["--chunk", "25"],
+    ]
+    reports = []
+    for run in runs:
+        worker = _worker(*common, *run)
+        assert worker.returncode == 0, worker.stderr
+        reports.append(json.loads(worker.stdout))
+
+    assert sum(r["counts"]["landed"] for r in reports) == 120
+    final = reports[-1]
+    assert _overlap_free_cover(final["book"]) == {p: [(0, 30)] for p in range(4)}
+    assert final["booked_landed"] == 120 and final["gaps"] == [] and final["unreconciled"] == []
+    assert final["stored_rows"] == final["stored_ids"] == 120
+
+
 def test_landed_ranges_of_a_real_topic_are_contiguous_after_batches(kafka_broker, postgres_database):
     topic = _topic(kafka_broker, "orders-batches")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
