@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import TopicMessage
+from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
+from hub_pipelines.landing.topic_landing import split_into_chunks
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 from tests.services.postgres import PostgresServer
 
@@ -146,3 +148,40 @@ def test_a_nul_byte_in_a_header_or_event_id_is_dead_lettered_with_the_reason(
     assert reasons[3].startswith(f"{topic} partition 0 offset 3: undecodable event: ")
     (landed,) = _rows(inbox_database, topic_inbox, topic)
     assert landed.headers == {"x-signature": "sha256=é"}
+
+
+landings = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(1, 25), st.integers(1, 12)), min_size=1, max_size=5
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=landings)
+def test_overlapping_landings_book_every_offset_once_with_exact_totals(
+    inbox_database: Database, runs: list[tuple[int, int, int]]
+) -> None:
+    topic = f"orders-overlap-{uuid.uuid4().hex[:8]}"
+    withheld = {7, 8, 30}
+    stream = [
+        TopicMessage(topic, 0, offset, _order(f"o-{offset % 50}"), None, {}, None)
+        for offset in range(70)
+        if offset not in withheld
+    ]
+    sink = SqlInboxSink(inbox_database)
+    landed = 0
+    for run, (start, size, chunk_messages) in enumerate(runs):
+        for chunk in split_into_chunks(OffsetRange(0, start, start + size), chunk_messages):
+            messages = [m for m in stream if chunk.start <= m.offset < chunk.end]
+            counts = sink.land_chunk(topic, chunk, messages, f"run-{run}")
+            assert counts.reconciles and counts.read + counts.gaps == chunk.size
+            landed += counts.landed
+
+    book = sink.landed_ranges(topic)
+    booked = [offset for r, _ in book for offset in range(r.start, r.end)]
+    wanted = {offset for start, size, _ in runs for offset in range(start, start + size)}
+    assert sorted(booked) == sorted(wanted)
+    totals = sum((c for _, c in book), LandingCounts())
+    in_book = [m for m in stream if m.offset in wanted]
+    assert totals.read == len(in_book) and totals.gaps == len(wanted & withheld)
+    assert totals.landed == landed == len(_rows(inbox_database, topic_inbox, topic))
+    assert totals.landed == len({m.value for m in in_book})
