@@ -93,7 +93,7 @@ def uncovered_parts(offset_range: OffsetRange, covered: Iterable[OffsetRange]) -
     parts = []
     start = offset_range.start
     for r in sorted(c for c in covered if c.partition == offset_range.partition):
-        if r.end <= start or r.start >= offset_range.end:
+        if r.size == 0 or r.end <= start or r.start >= offset_range.end:
             continue
         if r.start > start:
             parts.append(OffsetRange(offset_range.partition, start, r.start))
