@@ -165,9 +165,10 @@ class SqlInboxSink:
                 connection.execute(
                     insert_ignoring_duplicates(dead_letters, self.database.dialect), new_rejects
                 )
+            rejected = {int(reject["offset"]) for reject in new_rejects}
             for part in parts:
-                rejected = {int(reject["offset"]) for reject in new_rejects}
-                self._book(connection, topic, part, messages, landed, rejected, run_id, now)
+                counts = self._part_counts(part, messages, landed, rejected)
+                self._book(connection, topic, part, counts, run_id, now)
         dead_lettered = len(rejects) + len(refused)
         return LandingCounts(
             read=len(messages),
@@ -184,14 +185,21 @@ class SqlInboxSink:
 
     @staticmethod
     def _booked_overlapping(connection: sa.Connection, topic: str, chunk: OffsetRange) -> list[OffsetRange]:
-        found = connection.execute(
-            sa.select(landed_ranges.c.start_offset, landed_ranges.c.end_offset).where(
-                landed_ranges.c.topic == topic,
-                landed_ranges.c.partition == chunk.partition,
-                landed_ranges.c.start_offset < chunk.end,
-                landed_ranges.c.end_offset > chunk.start,
-            )
+        """The booked ranges that may overlap the chunk: those starting inside it, and the last one
+        starting before it. Ranges booked under the lock never overlap, so no earlier one reaches
+        further; both lookups are primary-key range scans however long the book grows."""
+        booked = sa.select(landed_ranges.c.start_offset, landed_ranges.c.end_offset).where(
+            landed_ranges.c.topic == topic, landed_ranges.c.partition == chunk.partition
         )
+        inside = booked.where(
+            landed_ranges.c.start_offset >= chunk.start, landed_ranges.c.start_offset < chunk.end
+        )
+        before = (
+            booked.where(landed_ranges.c.start_offset < chunk.start)
+            .order_by(landed_ranges.c.start_offset.desc())
+            .limit(1)
+        )
+        found = [*connection.execute(inside), *connection.execute(before)]
         return [OffsetRange(chunk.partition, int(start), int(end)) for start, end in found]
 
     def _insert_isolating(
@@ -221,22 +229,25 @@ class SqlInboxSink:
         return landed_first | landed_second, refused_first + refused_second
 
     @staticmethod
+    def _part_counts(
+        part: OffsetRange, messages: Sequence[TopicMessage], landed: set[int], rejected: set[int]
+    ) -> LandingCounts:
+        read = sum(1 for m in messages if part.start <= m.offset < part.end)
+        part_landed = sum(1 for offset in landed if part.start <= offset < part.end)
+        part_rejected = sum(1 for offset in rejected if part.start <= offset < part.end)
+        return LandingCounts(
+            read, part_landed, read - part_landed - part_rejected, part_rejected, gaps=part.size - read
+        )
+
+    @staticmethod
     def _book(
         connection: sa.Connection,
         topic: str,
         part: OffsetRange,
-        messages: Sequence[TopicMessage],
-        landed: set[int],
-        rejected: set[int],
+        counts: LandingCounts,
         run_id: str,
         now: datetime,
     ) -> None:
-        read = sum(1 for m in messages if part.start <= m.offset < part.end)
-        part_landed = sum(1 for offset in landed if part.start <= offset < part.end)
-        part_rejected = sum(1 for offset in rejected if part.start <= offset < part.end)
-        counts = LandingCounts(
-            read, part_landed, read - part_landed - part_rejected, part_rejected, gaps=part.size - read
-        )
         connection.execute(
             sa.insert(landed_ranges).values(
                 topic=topic,
@@ -256,17 +267,7 @@ class SqlInboxSink:
             self._lock_partition(connection, topic, lost.partition)
             parts = uncovered_parts(lost, self._booked_overlapping(connection, topic, lost))
             for part in parts:
-                connection.execute(
-                    sa.insert(landed_ranges).values(
-                        topic=topic,
-                        partition=part.partition,
-                        start_offset=part.start,
-                        end_offset=part.end,
-                        run_id=run_id,
-                        landed_at=now,
-                        **LandingCounts(lost=part.size).as_metadata(),
-                    )
-                )
+                self._book(connection, topic, part, LandingCounts(lost=part.size), run_id, now)
         return LandingCounts(lost=sum(part.size for part in parts))
 
     def _dead_letter(self, message: TopicMessage, reason: str, now: datetime) -> dict[str, Any]:
