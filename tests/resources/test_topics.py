@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from hub_pipelines.core.partition_log import murmur2_partition
 from hub_pipelines.core.ports import OutgoingMessage, Topics, TopicUnavailable
@@ -157,6 +158,43 @@ def test_reading_past_the_end_returns_only_what_exists(subject: TopicsUnderTest)
     assert [m.offset for m in subject.topics.read_range(topic, 0, 8, 100)] == [8, 9]
     assert subject.topics.read_range(topic, 0, 10, 20) == []
     assert subject.topics.read_range(topic, 1, 0, 5) == []
+
+
+def test_read_span_says_how_far_it_read_and_where_the_partition_starts(subject: TopicsUnderTest) -> None:
+    topic = subject.new_topic()
+    subject.topics.produce(topic, [OutgoingMessage(value=f"{n}".encode(), partition=3) for n in range(6)])
+
+    inside = subject.topics.read_span(topic, 3, 2, 4)
+    past_the_end = subject.topics.read_span(topic, 3, 4, 9)
+
+    assert [m.offset for m in inside.messages] == [2, 3]
+    assert inside.first_available == 0 and inside.read_through >= 4
+    assert [m.offset for m in past_the_end.messages] == [4, 5]
+    assert past_the_end.read_through == 6
+
+
+def test_a_transactions_markers_are_read_past_and_counted_in_the_committed_end(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = _unique("tx")
+    kafka_broker.ensure_topic(topic, PARTITIONS)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": topic})
+    producer.init_transactions(15)
+    for batch in range(2):
+        producer.begin_transaction()
+        producer.produce(topic, f"{batch}".encode(), partition=0)
+        producer.commit_transaction(15)
+    topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers, timeout_seconds=15)
+
+    try:
+        ends = topics.end_offsets(topic)
+        span = topics.read_span(topic, 0, 0, ends[0])
+    finally:
+        topics.close()
+
+    assert ends[0] == 4, "two records and two commit markers"
+    assert [(m.offset, m.value) for m in span.messages] == [(0, b"0"), (2, b"1")]
+    assert span.read_through == 4
 
 
 def test_committed_positions_read_back_per_group(subject: TopicsUnderTest) -> None:
