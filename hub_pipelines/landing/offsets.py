@@ -92,9 +92,12 @@ def uncovered_parts(offset_range: OffsetRange, covered: Iterable[OffsetRange]) -
     """The parts of offset_range that none of the covered ranges (of its partition) holds, in order."""
     parts = []
     start = offset_range.start
-    for r in sorted(c for c in covered if c.partition == offset_range.partition):
-        if r.size == 0 or r.end <= start or r.start >= offset_range.end:
-            continue
+    overlapping = (
+        c
+        for c in covered
+        if c.partition == offset_range.partition and c.size and c.end > start and c.start < offset_range.end
+    )
+    for r in sorted(overlapping):
         if r.start > start:
             parts.append(OffsetRange(offset_range.partition, start, r.start))
         start = max(start, r.end)

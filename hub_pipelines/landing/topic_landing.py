@@ -57,7 +57,9 @@ class LandingSink(Protocol):
         """Per partition, the end of the furthest landed range."""
         ...
 
-    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]: ...
+    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
+        """The book, in offset order, each offset counted once."""
+        ...
 
 
 @runtime_checkable
