@@ -57,9 +57,6 @@ def local_signature_database() -> str:
 
 
 LOCAL_MEDIA = MediaSettings()
-# Encrypts the demo's customer e-mail and phone at rest in the local SQLite file. A fixed key, so
-# rows written by one `make run` decrypt in the next; production keys come from HUB_PII_KEYS only.
-LOCAL_DEMO_PII_KEY = "local1:B7H+y0qD+dvNnl5gIbEOxTgahpB5rbghChHpOKomOvU="
 
 
 def local_resources() -> dict[str, Any]:
@@ -79,7 +76,7 @@ def local_resources() -> dict[str, Any]:
         "customer_notifier": LocalNotificationFile(path=str(root / "notifications.jsonl")),
         "order_settings": OrderLedgerSettings(
             hmac_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
-            pii_keys=os.environ.get("HUB_PII_KEYS", LOCAL_DEMO_PII_KEY),
+            pii_keys=settings.pii_keys(),
             orders_topic=settings.ORDERS_TOPIC,
             order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
             seed_demo_catalog=True,

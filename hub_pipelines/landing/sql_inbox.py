@@ -14,6 +14,7 @@ from hub_pipelines.core.ports import SqlDatabase, TopicMessage
 from hub_pipelines.core.sql import insert_ignoring_duplicates
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
+from hub_pipelines.orders.sealed_payloads import seal_dead_letter_payload, seal_inbox_payload
 
 
 class EventEnvelope(msgspec.Struct):
@@ -72,7 +73,7 @@ class SqlInboxSink:
                     "offset": message.offset,
                     "event_id": event_id,
                     "key": message.key,
-                    "payload": message.value,
+                    **seal_inbox_payload(topic, message.partition, message.offset, message.value),
                     "headers": headers_as_text(message),
                     "received_at": now,
                 }
@@ -118,7 +119,9 @@ class SqlInboxSink:
             "offset": message.offset,
             "event_id": None,
             "reason": reason,
-            "payload": message.value,
+            **seal_dead_letter_payload(
+                self.source, message.topic, message.partition, message.offset, None, message.value
+            ),
             "created_at": now,
         }
 
