@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from hub_pipelines import settings
 from hub_pipelines.core.ports import SqlDatabase
@@ -12,6 +13,7 @@ from hub_pipelines.orders.retention import purge_expired
 class RetentionConfig(dg.Config):
     inbox_retention_days: float = settings.INBOX_RETENTION_DAYS
     dead_letter_retention_days: float = settings.DEAD_LETTER_RETENTION_DAYS
+    as_of: str = Field(default="", description="Purge as if it were this ISO 8601 UTC time; empty: now.")
 
 
 @dg.op(tags={"hub/workflow": "orders"})
@@ -21,7 +23,7 @@ def purge_expired_order_events(
     """Deletes processed inbox rows older than the inbox retention and dead letters older than theirs."""
     report = purge_expired(
         database,
-        datetime.now(UTC),
+        datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(UTC),
         timedelta(days=config.inbox_retention_days),
         timedelta(days=config.dead_letter_retention_days),
     )
