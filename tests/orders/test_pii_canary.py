@@ -33,9 +33,9 @@ from hub_pipelines.resources.sql_database import PostgresDatabase
 from hub_pipelines.resources.topics import KafkaTopics
 from tests.fakes.sms_server import FakeSms
 from tests.fakes.stripe_server import FakeStripe
+from tests.orders.conftest import notifier
 from tests.orders.pii_canaries import Canary
 from tests.orders.support import HMAC_SECRET, encode, hmac_headers
-from tests.orders.test_notifications import Mailbox, notifier, sms_server, smtp_server  # noqa: F401
 from tests.services.kafka import MOCK_CLUSTER_PARTITIONS, KafkaBroker
 from tests.services.postgres import PostgresServer
 
