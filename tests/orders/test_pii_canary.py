@@ -170,6 +170,9 @@ def test_canary_contact_details_are_nowhere_in_plaintext_and_the_inbox_is_purged
             },
         }
         assert canaries[0].hits(encode(canaries[0].order_event())), "the search finds a plaintext canary"
+        # What is searched below: run and event storage, and the step's captured compute logs.
+        assert (dagster_home / "history" / "runs.db").is_file()
+        assert any(log.stat().st_size for log in dagster_home.rglob("compute_logs/*.err"))
         for canary in canaries:
             assert {name: canary.hits(data) for name, data in stores.items() if canary.hits(data)} == {}
             assert canary.files_with_hits(dagster_home) == []
