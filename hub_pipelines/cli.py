@@ -1,8 +1,9 @@
-"""`hub-pipelines`: operator commands for the local environment (the demo feeder)."""
+"""`hub-pipelines`: operator commands: the demo feeder, migrations, dead letters and PII key rotation."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -53,21 +54,74 @@ def demo(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
-def migrate(args: argparse.Namespace) -> int:
-    """Bring the SQL database of HUB_ENV to the newest schema; production runs this as a deploy step."""
-    from hub_pipelines.core.schema import upgrade_schema
+class DatabaseNotConfigured(RuntimeError):
+    """HUB_ENV=prod without HUB_DATABASE_URL."""
+
+
+def _database():
+    """The SQL database of HUB_ENV: PostgreSQL at HUB_DATABASE_URL in prod, the local SQLite file otherwise."""
     from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 
     if settings.hub_env() == "prod":
         url = os.environ.get("HUB_DATABASE_URL")
         if not url:
-            print("migrate: HUB_DATABASE_URL is not set", file=sys.stderr)
-            return 2
-        engine = PostgresDatabase(url=url).engine
-    else:
-        engine = SqliteDatabase(path=str(settings.data_dir() / "hub.sqlite3")).engine
+            raise DatabaseNotConfigured("HUB_DATABASE_URL is not set")
+        return PostgresDatabase(url=url)
+    return SqliteDatabase(path=str(settings.data_dir() / "hub.sqlite3"))
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Bring the SQL database of HUB_ENV to the newest schema; production runs this as a deploy step."""
+    from hub_pipelines.core.schema import upgrade_schema
+
+    engine = _database().engine
     upgrade_schema(engine)
     print(f"migrate: {engine.url.render_as_string(hide_password=True)} is at the newest schema")
+    return 0
+
+
+def dead_letters_show(args: argparse.Namespace) -> int:
+    """Print dead letters as JSON lines, payloads decrypted: plaintext PII on the operator's terminal."""
+    from hub_pipelines.orders.dead_letters import read_dead_letters
+
+    letters = read_dead_letters(_database(), args.ids or None, source=args.source, limit=args.limit)
+    for letter in letters:
+        print(json.dumps(letter.describe(), ensure_ascii=False))
+    missing = set(args.ids) - {letter.id for letter in letters}
+    if missing:
+        print(f"dead-letters show: no dead letter {sorted(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def dead_letters_replay(args: argparse.Namespace) -> int:
+    """Hand rejected order events back to the ledger (see hub_pipelines.orders.dead_letters)."""
+    from hub_pipelines.orders.dead_letters import DeadLetterNotReplayable, replay_dead_letter
+
+    database, failed = _database(), 0
+    for dead_letter_id in args.ids:
+        try:
+            letter = replay_dead_letter(database, dead_letter_id)
+        except DeadLetterNotReplayable as refused:
+            print(f"dead-letters replay: {refused}", file=sys.stderr)
+            failed += 1
+            continue
+        print(
+            f"dead-letters replay: dead letter {letter.id} ({letter.topic} partition {letter.partition} "
+            f"offset {letter.offset}) goes to the next ledger batch"
+        )
+    return 1 if failed else 0
+
+
+def rotate_keys(args: argparse.Namespace) -> int:
+    """Re-seal every PII ciphertext under the first key of HUB_PII_KEYS."""
+    from hub_pipelines.orders.key_rotation import rotate_keys as reseal_rows
+
+    report = reseal_rows(_database(), batch_size=args.batch_size)
+    print(
+        f"rotate-keys: re-sealed {report.inbox_rows} inbox rows, {report.dead_letters} dead letters, "
+        f"{report.orders} orders under the newest key"
+    )
     return 0
 
 
@@ -84,8 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.set_defaults(handler=demo)
     migrate_parser = commands.add_parser("migrate", help="bring the SQL database to the newest schema")
     migrate_parser.set_defaults(handler=migrate)
+    dead_letters = commands.add_parser("dead-letters", help="inspect or replay dead letters (decrypted)")
+    dead_letter_commands = dead_letters.add_subparsers(dest="dead_letters_command", required=True)
+    show = dead_letter_commands.add_parser("show", help="print dead letters with their payload decrypted")
+    show.add_argument("ids", type=int, nargs="*", help="dead letter ids (default: the newest --limit)")
+    show.add_argument("--source", help="only this source, e.g. orders-intake")
+    show.add_argument("--limit", type=int, default=20)
+    show.set_defaults(handler=dead_letters_show)
+    replay = dead_letter_commands.add_parser("replay", help="hand rejected order events back to the ledger")
+    replay.add_argument("ids", type=int, nargs="+")
+    replay.set_defaults(handler=dead_letters_replay)
+    rotate = commands.add_parser("rotate-keys", help="re-seal PII under the first key of HUB_PII_KEYS")
+    rotate.add_argument("--batch-size", type=int, default=500)
+    rotate.set_defaults(handler=rotate_keys)
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except DatabaseNotConfigured as missing:
+        print(f"{args.command}: {missing}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.assets.tracing import enable_tracing
 from hub_pipelines.deploy_k8s import media_k8s_job_executor
+from hub_pipelines.housekeeping import order_events_retention_job, order_events_retention_schedule
 from hub_pipelines.jobs import (
     analytics_pipeline_job,
     build_media_pipeline_job,
@@ -57,9 +58,6 @@ def local_signature_database() -> str:
 
 
 LOCAL_MEDIA = MediaSettings()
-# Encrypts the demo's customer e-mail and phone at rest in the local SQLite file. A fixed key, so
-# rows written by one `make run` decrypt in the next; production keys come from HUB_PII_KEYS only.
-LOCAL_DEMO_PII_KEY = "local1:B7H+y0qD+dvNnl5gIbEOxTgahpB5rbghChHpOKomOvU="
 
 
 def local_resources() -> dict[str, Any]:
@@ -79,7 +77,7 @@ def local_resources() -> dict[str, Any]:
         "customer_notifier": LocalNotificationFile(path=str(root / "notifications.jsonl")),
         "order_settings": OrderLedgerSettings(
             hmac_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
-            pii_keys=os.environ.get("HUB_PII_KEYS", LOCAL_DEMO_PII_KEY),
+            pii_keys=settings.pii_keys(),
             orders_topic=settings.ORDERS_TOPIC,
             order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
             seed_demo_catalog=True,
@@ -202,7 +200,9 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             orders_pipeline_job,
             analytics_pipeline_job,
             daily_rollups_job,
+            order_events_retention_job,
         ],
+        schedules=[order_events_retention_schedule],
         sensors=[
             media_uploads_sensor,
             *topic_sensors,

@@ -29,6 +29,22 @@ def data_dir() -> Path:
     return Path(_env("HUB_DATA_DIR", str(PROJECT_ROOT / ".hub"))).resolve()
 
 
+# The local environment's PII keyring (customer e-mail and phone, raw order events in the inbox and
+# dead letters of the SQLite file under .hub). A fixed key, so rows written by one `make run` open in
+# the next; it is public, which is fine for demo data and nothing else.
+LOCAL_DEMO_PII_KEYS = "local1:B7H+y0qD+dvNnl5gIbEOxTgahpB5rbghChHpOKomOvU="
+
+
+def pii_keys() -> str:
+    """HUB_PII_KEYS ('kid:<base64 32 bytes>,...', the first one seals); locally the demo key when unset."""
+    keys = os.environ.get("HUB_PII_KEYS")
+    if keys:
+        return keys
+    if hub_env() == "local":
+        return LOCAL_DEMO_PII_KEYS
+    raise ValueError("HUB_PII_KEYS must be set when HUB_ENV=prod")
+
+
 UPLOADS_BUCKET = _env("HUB_UPLOADS_BUCKET", "uploads")
 UPLOADS_PREFIX = _env("HUB_UPLOADS_PREFIX", "incoming/")
 ORDERS_TOPIC = _env("HUB_ORDERS_TOPIC", "orders")
@@ -45,3 +61,8 @@ UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))
 ORDERS_PER_RUN = int(_env("HUB_ORDERS_PER_RUN", "20000"))
 EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))
 SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
+
+# Processed inbox rows and dead letters hold raw order events (sealed); they are purged after these.
+INBOX_RETENTION_DAYS = float(_env("HUB_INBOX_RETENTION_DAYS", "7"))
+DEAD_LETTER_RETENTION_DAYS = float(_env("HUB_DEAD_LETTER_RETENTION_DAYS", "30"))
+PII_RETENTION_CRON = _env("HUB_PII_RETENTION_CRON", "17 3 * * *")

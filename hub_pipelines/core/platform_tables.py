@@ -55,6 +55,7 @@ topic_inbox = sa.Table(
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("key", sa.LargeBinary),
     sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("payload_key_id", sa.Text),
     sa.Column("headers", Json, nullable=False, server_default=sa.text("'{}'")),
     _utc_timestamp("received_at"),
     sa.UniqueConstraint("topic", "event_id"),
@@ -71,6 +72,7 @@ dead_letters = sa.Table(
     sa.Column("event_id", sa.Text),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("payload", sa.LargeBinary),
+    sa.Column("payload_key_id", sa.Text),
     _utc_timestamp("created_at"),
     # A replayed message is dead-lettered once: by its topic position, or, for sources that are not
     # topics (topic NULL, where the constraint above never matches), by its event id.

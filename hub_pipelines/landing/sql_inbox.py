@@ -25,6 +25,7 @@ from hub_pipelines.core.ports import SqlDatabase, TopicMessage
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange, uncovered_parts
+from hub_pipelines.orders.sealed_payloads import seal_dead_letter_payload, seal_inbox_payload
 
 # The unique index on (topic, event_id) is a B-tree: PostgreSQL refuses an index row past ~2.7 kB.
 MAX_EVENT_ID_BYTES = 512
@@ -114,6 +115,10 @@ def _refused_row(error: sa.exc.StatementError) -> bool:
     return isinstance(error.orig, ValueError)
 
 
+def _refused_reason(row: dict[str, Any], reason: str) -> str:
+    return f"{row['topic']} partition {row['partition']} offset {row['offset']}: {reason}"
+
+
 def _first_line(error: sa.exc.StatementError) -> str:
     return str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
 
@@ -145,7 +150,7 @@ class SqlInboxSink:
                     "offset": message.offset,
                     "event_id": event_id,
                     "key": message.key,
-                    "payload": message.value,
+                    **seal_inbox_payload(topic, message.partition, message.offset, message.value),
                     "headers": headers,
                     "received_at": now,
                 }
@@ -160,7 +165,11 @@ class SqlInboxSink:
             new_rows = [row for row in rows if new(row)]
             new_rejects = [reject for reject in rejects if new(reject)]
             landed, refused = self._insert_isolating(connection, new_rows)
-            new_rejects += [self._refused_dead_letter(row, reason, now) for row, reason in refused]
+            by_offset = {message.offset: message for message in messages}
+            new_rejects += [
+                self._dead_letter(by_offset[row["offset"]], _refused_reason(row, reason), now)
+                for row, reason in refused
+            ]
             if new_rejects:
                 connection.execute(
                     insert_ignoring_duplicates(dead_letters, self.database.dialect), new_rejects
@@ -278,21 +287,9 @@ class SqlInboxSink:
             "offset": message.offset,
             "event_id": None,
             "reason": _printable_reason(reason),
-            "payload": message.value,
-            "created_at": now,
-        }
-
-    def _refused_dead_letter(self, row: dict[str, Any], reason: str, now: datetime) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "topic": row["topic"],
-            "partition": row["partition"],
-            "offset": row["offset"],
-            "event_id": None,
-            "reason": _printable_reason(
-                f"{row['topic']} partition {row['partition']} offset {row['offset']}: {reason}"
+            **seal_dead_letter_payload(
+                self.source, message.topic, message.partition, message.offset, None, message.value
             ),
-            "payload": row["payload"],
             "created_at": now,
         }
 

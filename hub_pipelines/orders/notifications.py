@@ -5,11 +5,15 @@ The notification log is claimed (status 'sending', committed) before a message g
 a confirmation but never gets two. A channel that raises `NotificationNotSent` (the message surely
 did not leave, e.g. connection refused) is retried by later runs up to `max_attempts`; any other error
 marks the row 'unknown' and it is not retried. No failure here ever changes the order.
+
+The recipient is decrypted only to hand it to the channel: an error that echoes it (an SMTP refusal
+names the address, an SMS API the number) is logged and recorded with it masked.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -159,14 +163,19 @@ def _deliver(
     try:
         channel.send(recipient, message.subject, message.body)
     except NotificationNotSent as refused:
-        logger.warning("%s confirmation for order %s not sent: %s", channel_name, order_id, refused)
-        return "failed", str(refused)
+        error = mask_recipient(str(refused), recipient)
+        logger.warning("%s confirmation for order %s not sent: %s", channel_name, order_id, error)
+        return "failed", error
     except Exception as unclear:
-        logger.warning(
-            "%s confirmation for order %s may not have arrived: %s", channel_name, order_id, unclear
-        )
-        return "unknown", f"{type(unclear).__name__}: {unclear}"
+        error = mask_recipient(f"{type(unclear).__name__}: {unclear}", recipient)
+        logger.warning("%s confirmation for order %s may not have arrived: %s", channel_name, order_id, error)
+        return "unknown", error
     return "sent", None
+
+
+def mask_recipient(text: str, recipient: str) -> str:
+    """`text` with every occurrence of the recipient (any case) replaced by '<recipient>'."""
+    return re.sub(re.escape(recipient), "<recipient>", text, flags=re.IGNORECASE) if recipient else text
 
 
 def _finish(database: SqlDatabase, order_id: str, channel: str, status: str, error: str | None) -> None:

@@ -57,16 +57,22 @@ class PiiCipher:
         return cls.from_setting(setting)
 
     def encrypt(self, value: str, context: str) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = AESGCM(self.keys[self.active_key_id]).encrypt(nonce, value.encode(), context.encode())
-        return nonce + sealed
+        return self.seal(value.encode(), context)
 
     def decrypt(self, blob: bytes, key_id: str, context: str) -> str:
+        return self.open(blob, key_id, context).decode()
+
+    def seal(self, data: bytes, context: str) -> bytes:
+        """Nonce + ciphertext + tag of `data` under the active key, bound to `context`."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + AESGCM(self.keys[self.active_key_id]).encrypt(nonce, data, context.encode())
+
+    def open(self, blob: bytes, key_id: str, context: str) -> bytes:
         key = self.keys.get(key_id)
         if key is None:
             raise PiiKeyError(f"no PII key {key_id!r} is configured; it is needed to decrypt {context}")
         try:
-            return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode()).decode()
+            return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode())
         except InvalidTag:
             raise PiiDecryptionFailed(f"{context} does not decrypt with key {key_id!r}") from None
 

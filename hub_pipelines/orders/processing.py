@@ -45,6 +45,7 @@ from hub_pipelines.orders.reservation import (
     record_rejection,
     reserve_order,
 )
+from hub_pipelines.orders.sealed_payloads import open_inbox_payload
 from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
 from hub_pipelines.orders.tables import order_intake
 
@@ -203,6 +204,7 @@ class OrderLedger:
                     topic_inbox.c.event_id,
                     topic_inbox.c.payload,
                     topic_inbox.c.headers,
+                    topic_inbox.c.payload_key_id,
                 )
                 .select_from(
                     topic_inbox.outerjoin(
@@ -226,7 +228,9 @@ class OrderLedger:
             ).all()
         return [
             InboxEvent(
-                IntakePosition(row[0], int(row[1]), int(row[2]), row[3]), bytes(row[4]), dict(row[5] or {})
+                IntakePosition(row[0], int(row[1]), int(row[2]), row[3]),
+                open_inbox_payload(row[0], int(row[1]), int(row[2]), row[4], row[6]),
+                dict(row[5] or {}),
             )
             for row in rows
         ]

@@ -27,6 +27,7 @@ from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outb
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
 from hub_pipelines.orders.reservation_sql import RESERVE_ORDER, RESERVE_ORDER_PSYCOPG, SHORT_RESERVATION
+from hub_pipelines.orders.sealed_payloads import seal_dead_letter_payload
 from hub_pipelines.orders.tables import (
     RESERVED,
     ledger_entries,
@@ -391,7 +392,14 @@ def record_rejection(
                         offset=position.offset,
                         event_id=position.event_id,
                         reason=reason,
-                        payload=payload,
+                        **seal_dead_letter_payload(
+                            source,
+                            position.topic,
+                            position.partition,
+                            position.offset,
+                            position.event_id,
+                            payload,
+                        ),
                     )
                 )
             return claimed

@@ -34,7 +34,7 @@ class _FileChannel:
             {
                 "at": datetime.now(UTC).isoformat(),
                 "channel": self.channel,
-                "to": recipient,
+                "to": masked_recipient(recipient),
                 "subject": subject,
                 "body": body,
             }
@@ -45,8 +45,15 @@ class _FileChannel:
                 log.write(line + "\n")
 
 
+def masked_recipient(recipient: str) -> str:
+    """Enough of an address or number to tell messages apart, never the whole: the file is not a mailbox."""
+    local, at, domain = recipient.partition("@")
+    return f"{local[:1]}***@{domain}" if at else f"***{recipient[-2:]}"
+
+
 class LocalNotificationFile(dg.ConfigurableResource):
-    """LOCAL ONLY: appends every customer email and SMS to a JSON-lines file instead of sending it."""
+    """LOCAL ONLY: appends every customer email and SMS to a JSON-lines file instead of sending it
+    (recipients masked)."""
 
     path: str
 
@@ -79,7 +86,15 @@ class SmtpEmail:
             try:
                 smtp.send_message(message)
             except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as refused:
-                raise NotificationNotSent(f"SMTP refused the message to {recipient}: {refused}") from refused
+                raise NotificationNotSent(f"SMTP refused the message: {_smtp_codes(refused)}") from refused
+
+
+def _smtp_codes(refused: smtplib.SMTPRecipientsRefused | smtplib.SMTPSenderRefused) -> str:
+    """The server's codes and replies without the addresses they were about."""
+    if isinstance(refused, smtplib.SMTPSenderRefused):
+        return f"sender refused: {refused.smtp_code} {refused.smtp_error.decode(errors='replace')}"
+    replies = (f"{code} {reply.decode(errors='replace')}" for code, reply in refused.recipients.values())
+    return "recipient refused: " + "; ".join(replies)
 
 
 class TwilioStyleSms:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from email import message_from_bytes
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.payments import PaymentGateway
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting
 from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.resources.customer_notifications import CustomerNotifier
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
+from tests.fakes.sms_server import FakeSms
 from tests.fakes.stripe_server import FakeStripe, Faults
 from tests.orders.support import authenticator, seed_catalog
+from tests.services import free_port
 from tests.services.postgres import PostgresServer
 
 
@@ -87,3 +92,41 @@ def make_ledger(ledger_database: PostgresDatabase, cipher: PiiCipher) -> LedgerF
         return OrderLedger(**settings)
 
     return build
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def sms_server() -> Iterator[FakeSms]:
+    server = FakeSms().start()
+    yield server
+    server.stop()
+
+
+def notifier(smtp_port: int, sms: FakeSms) -> CustomerNotifier:
+    return CustomerNotifier(
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_starttls=False,
+        email_from="orders@hub.test",
+        sms_base_url=sms.base_url,
+        sms_account_sid=sms.account_sid,
+        sms_auth_token=sms.auth_token,
+        sms_from="+15550009999",
+    )

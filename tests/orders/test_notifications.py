@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from email import message_from_bytes
-from typing import Any
-
-import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 
 from hub_pipelines.orders.notifications import send_confirmations
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.tables import notification_log
-from hub_pipelines.resources.customer_notifications import CustomerNotifier
 from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.sms_server import FakeSms
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import LedgerFactory, Mailbox, notifier
 from tests.orders.support import Inbox, order_event
-from tests.services import free_port
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, mailbox
-    controller.stop()
-
-
-@pytest.fixture
-def sms_server() -> Iterator[FakeSms]:
-    server = FakeSms().start()
-    yield server
-    server.stop()
-
-
-def notifier(smtp_port: int, sms: FakeSms) -> CustomerNotifier:
-    return CustomerNotifier(
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_port,
-        smtp_starttls=False,
-        email_from="orders@hub.test",
-        sms_base_url=sms.base_url,
-        sms_account_sid=sms.account_sid,
-        sms_auth_token=sms.auth_token,
-        sms_from="+15550009999",
-    )
 
 
 def test_confirmation_email_and_sms_arrive_once_per_paid_order(

@@ -17,6 +17,7 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import find_gaps, plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges
+from hub_pipelines.orders.dead_letters import read_dead_letters
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from hub_pipelines.resources.topics import KafkaTopics
 
@@ -71,8 +72,7 @@ def test_orders_landing_counts_duplicates_and_dead_letters_and_replays_idempoten
     assert replay == LandingCounts(read=14, landed=0, duplicates=12, dead_lettered=2)
     assert _count(database, topic_inbox) == 10
     assert _count(database, dead_letters) == 2
-    with database.engine.connect() as connection:
-        reasons = connection.execute(sa.select(dead_letters.c.reason, dead_letters.c.payload)).all()
+    reasons = [(letter.reason, letter.payload) for letter in read_dead_letters(database)]
     assert all(f"{topic} partition 0 offset" in reason for reason, _ in reasons)
     assert {payload for _, payload in reasons} == {b"not json at all", b'{"no_event_id": true}'}
     assert all(counts.reconciles for _, counts in sink.landed_ranges(topic))
