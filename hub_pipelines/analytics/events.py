@@ -190,7 +190,9 @@ def decode_batch(
             if len(message.value) > MAX_EVENT_BYTES:
                 raise InvalidEvent(_oversized(message))
             event = decode(message.value)
-            problem = _semantic_problem(event) or _outside_span(event.ts, earliest, latest, retention_starts)
+            problem = _semantic_problem(event)
+            if problem is None and not earliest <= event.ts <= latest:
+                problem = _outside_span(event.ts, earliest, latest, retention_starts)
         # The decoder's contract is that no message fails its batch: msgspec's refusals are expected,
         # and anything else (RecursionError on deep nesting, a Decimal trap) is this message's fault too.
         except Exception as error:

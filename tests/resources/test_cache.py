@@ -8,7 +8,9 @@ deletes the key, exactly as expiry would).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -260,6 +262,20 @@ def test_write_once_into_a_key_of_another_kind_keeps_the_other_writes_and_the_ma
         subject.cache.write_once("counted:b1", _queue_visit, ttl=100)
     assert subject.cache.get("counted:b1") is not None
     assert subject.cache.ztop("pages", 5) == [("/home", 2.0), ("/cart", 1.0)]
+
+
+def test_write_once_from_concurrent_writers_applies_the_writes_once(subject: CacheUnderTest) -> None:
+    writers = 8
+    start = threading.Barrier(writers)
+
+    def write() -> bool:
+        start.wait()
+        return subject.cache.write_once("counted:b1", _queue_visit, ttl=100)
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        applied = list(pool.map(lambda _: write(), range(writers)))
+    assert applied.count(True) == 1
+    assert _visit_applied(subject.cache) is True
 
 
 def test_redis_write_once_cut_at_any_byte_leaves_all_writes_with_the_marker_or_none(
