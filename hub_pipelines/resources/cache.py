@@ -324,8 +324,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
     Every call is one round trip: a write with a ttl sends its command and PEXPIRE in one
     pipeline, and `batch()` sends all its writes in one pipeline. `write_once` takes three: WATCH
     and EXISTS on the marker, then MULTI, the marker, the writes and EXEC in one pipeline, which
-    Redis applies whole or, when the connection dies before EXEC arrives, not at all. `key_prefix` is prepended to
-    every key, so several deployments (or tests) can share a server. The client does not retry on
+    Redis applies whole or, when the connection dies before EXEC arrives, not at all.
+    `key_prefix` is prepended to every key, so several deployments (or tests) can share a server. The client does not retry on
     its own (a repeated INCR after a lost reply would count twice); `CacheUnavailable` is a
     RetryableError for callers whose writes are safe to repeat.
     """
