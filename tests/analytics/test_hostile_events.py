@@ -91,7 +91,7 @@ def test_events_sink_lands_or_dead_letters_every_hostile_message_naming_its_posi
             sink,
             topic,
             [OffsetRange(partition, 0, end) for partition, end in sorted(ends.items())],
-            "fuzz",
+            topic,
             chunk_messages=4,
             read_ahead=True,
         )
@@ -120,6 +120,7 @@ def test_events_sink_lands_or_dead_letters_every_hostile_message_naming_its_posi
             assert json.loads(message.value)["event_id"] in stored_ids
     booked = sum(counts.read for _, counts in sink.landed_ranges(topic))
     assert booked == len(sent)
-    caught_up = count_uncounted_chunks(warehouse, tables, cache, "fuzz")
+    caught_up = count_uncounted_chunks(warehouse, tables, cache, topic)
     chunks_landing_rows = sum(1 for _, counts in sink.landed_ranges(topic) if counts.landed > 0)
-    assert caught_up.counted_at_landing + caught_up.counted_now >= chunks_landing_rows
+    assert caught_up.counted_at_landing + caught_up.counted_now == chunks_landing_rows
+    assert caught_up.events_counted == counts.landed
