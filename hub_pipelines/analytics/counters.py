@@ -1,8 +1,9 @@
 """Real-time counters: active users, trending types and products, errors and purchases, per time bucket.
 
-Counters are written per landed chunk in one pipelined batch, guarded by a batch marker set with
-`set_if_absent`: a chunk whose marker exists has been counted, so a retried run never counts it twice.
-If the batch fails the marker is removed again, so the next attempt counts the chunk. Every key
+Counters are written per landed chunk together with the chunk's batch marker, in one atomic step
+(`Cache.write_once`: a MULTI/EXEC transaction on Redis): a chunk whose marker exists has been counted
+whole, one without a marker not at all, even when the connection is cut partway through. So a retried
+run never counts a chunk twice, and the catch-up counts exactly the chunks without a marker. Every key
 lives 24 hours. The landing sink counts each chunk from the rows it inserts, on a thread beside the
 insert (`ChunkCounter`); a chunk it could not count (cache down, too slow) is counted afterwards from
 `raw_events` by `count_uncounted_chunks`. The same numbers can be read back from the cache (Redis in
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
-from hub_pipelines.core.ports import Cache, Warehouse
+from hub_pipelines.core.ports import Cache, CacheBatch, Warehouse
 
 COUNTER_TTL_SECONDS = 24 * 3600
 PREFIX = "rt"
@@ -175,36 +176,34 @@ def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
     """Add one batch to the counters, once: False when the batch was counted before."""
     if update.empty:
         return False
-    if not cache.set_if_absent(marker_key(batch_id), b"1", ttl=COUNTER_TTL_SECONDS):
-        return False
+    return cache.write_once(
+        marker_key(batch_id), lambda batch: _queue_counters(batch, update), ttl=COUNTER_TTL_SECONDS
+    )
+
+
+def _queue_counters(batch: CacheBatch, update: CounterUpdate) -> None:
     ttl = COUNTER_TTL_SECONDS
-    try:
-        with cache.batch() as batch:
-            # Bucket labels nest (YYYYMMDD, YYYYMMDDHH, YYYYMMDDHHMM): a label's prefix is its parent.
-            minutes_by_hour: dict[str, list[str]] = defaultdict(list)
-            for minute, members in update.users_by_minute.items():
-                batch.hll_add(users_key("m", minute), members, ttl=ttl)
-                minutes_by_hour[minute[:10]].append(users_key("m", minute))
-            hours_by_day: dict[str, list[str]] = defaultdict(list)
-            for hour, minute_keys in minutes_by_hour.items():
-                batch.hll_merge(users_key("h", hour), minute_keys, ttl=ttl)
-                hours_by_day[hour[:8]].append(users_key("h", hour))
-            for day, hour_keys in hours_by_day.items():
-                batch.hll_merge(users_key("d", day), hour_keys, ttl=ttl)
-            for hour, counts in update.types.items():
-                batch.zincr(types_key(hour), dict(counts), ttl=ttl)
-            for hour, counts in update.products.items():
-                batch.zincr(products_key(hour), dict(counts), ttl=ttl)
-            for minute, n in update.errors.items():
-                batch.incr(errors_key(minute), n, ttl=ttl)
-            for minute, n in update.purchases.items():
-                batch.incr(purchases_key(minute), n, ttl=ttl)
-            for minute, cents in update.revenue_cents.items():
-                batch.incr(revenue_key(minute), cents, ttl=ttl)
-    except BaseException:
-        cache.delete(marker_key(batch_id))
-        raise
-    return True
+    # Bucket labels nest (YYYYMMDD, YYYYMMDDHH, YYYYMMDDHHMM): a label's prefix is its parent.
+    minutes_by_hour: dict[str, list[str]] = defaultdict(list)
+    for minute, members in update.users_by_minute.items():
+        batch.hll_add(users_key("m", minute), members, ttl=ttl)
+        minutes_by_hour[minute[:10]].append(users_key("m", minute))
+    hours_by_day: dict[str, list[str]] = defaultdict(list)
+    for hour, minute_keys in minutes_by_hour.items():
+        batch.hll_merge(users_key("h", hour), minute_keys, ttl=ttl)
+        hours_by_day[hour[:8]].append(users_key("h", hour))
+    for day, hour_keys in hours_by_day.items():
+        batch.hll_merge(users_key("d", day), hour_keys, ttl=ttl)
+    for hour, counts in update.types.items():
+        batch.zincr(types_key(hour), dict(counts), ttl=ttl)
+    for hour, counts in update.products.items():
+        batch.zincr(products_key(hour), dict(counts), ttl=ttl)
+    for minute, n in update.errors.items():
+        batch.incr(errors_key(minute), n, ttl=ttl)
+    for minute, n in update.purchases.items():
+        batch.incr(purchases_key(minute), n, ttl=ttl)
+    for minute, cents in update.revenue_cents.items():
+        batch.incr(revenue_key(minute), cents, ttl=ttl)
 
 
 class ChunkCounter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -27,6 +27,9 @@ EVENT_TYPES: tuple[str, ...] = ("page_view", "add_to_cart", "purchase", "error")
 MAX_EVENT_BYTES = 16 * 1024
 AMOUNT_TYPE = pa.decimal128(18, 2)
 _MAX_AMOUNT = Decimal("9999999999999999.99")
+# The span of ClickHouse's DateTime64(3) (raw_events.ts): a timestamp outside it is refused by the insert.
+EARLIEST_TS = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TS = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 
 # Ids are restricted to a plain alphabet (UUIDs, ULIDs, snowflakes...): they end up in Redis keys,
 # deduplication tokens and log lines, where quotes, spaces and control characters only cause trouble.
@@ -129,7 +132,7 @@ def _semantic_problem(event: Event) -> str | None:
 def _event_id_of(value: bytes) -> str | None:
     try:
         event_id = _decode_event_id.decode(value).get("event_id")
-    except (msgspec.DecodeError, AttributeError):
+    except (msgspec.DecodeError, RecursionError):
         return None
     return event_id if isinstance(event_id, str) and event_id else None
 
@@ -140,25 +143,28 @@ def _oversized(message: TopicMessage) -> str:
     )
 
 
-def decode_event(message: TopicMessage) -> Event:
-    """The event in one message, or InvalidEvent naming the message and the problem."""
-    if len(message.value) > MAX_EVENT_BYTES:
-        raise InvalidEvent(_oversized(message))
-    try:
-        event = _decode_one.decode(message.value)
-    except msgspec.DecodeError as error:
-        raise InvalidEvent(f"{describe(message, _event_id_of(message.value))}: {error}") from error
-    problem = _semantic_problem(event)
-    if problem:
-        raise InvalidEvent(f"{describe(message, event.event_id)}: {problem}")
-    return event
+def _outside_span(ts: datetime, earliest: datetime, latest: datetime, retention_starts: bool) -> str | None:
+    if ts < earliest:
+        limit = "outside retention" if retention_starts else "before the warehouse's earliest time"
+        return f"ts {ts.isoformat()} is before {earliest.isoformat()}, {limit}"
+    if ts > latest:
+        return f"ts {ts.isoformat()} is after {latest.isoformat()}, too far in the future"
+    return None
+
+
+def _problem_of(error: Exception) -> str:
+    if isinstance(error, msgspec.DecodeError):
+        return str(error)
+    if isinstance(error, RecursionError):
+        return "JSON nested too deeply to decode"
+    return f"undecodable ({type(error).__name__}: {error})"
 
 
 def _rejected(message: TopicMessage, error: Exception) -> Rejected:
     if isinstance(error, InvalidEvent):
         return Rejected(message, str(error))
     event_id = _event_id_of(message.value)
-    return Rejected(message, f"{describe(message, event_id)}: {error}", event_id)
+    return Rejected(message, f"{describe(message, event_id)}: {_problem_of(error)}", event_id)
 
 
 def decode_batch(
@@ -166,28 +172,32 @@ def decode_batch(
     accept_from: datetime | None = None,
     accept_until: datetime | None = None,
 ) -> DecodedBatch:
-    """Decode every message; invalid ones are rejected with a reason, never raised.
+    """Decode every message; invalid ones are rejected with a reason, never raised (whatever the bytes).
 
     Events stamped before `accept_from` (they would fall out of retention at once) or after
-    `accept_until` (a clock far ahead) are rejected too; late events inside the window are valid.
+    `accept_until` (a clock far ahead) are rejected too; late events inside the window are valid. So
+    are events outside the span raw_events.ts can hold, whatever the window.
     """
     batch = DecodedBatch()
     rejected: list[tuple[int, Rejected]] = []
     positions: list[int] = []
     decode = _decode_unchecked_id.decode
+    retention_starts = accept_from is not None and accept_from > EARLIEST_TS
+    earliest = accept_from if accept_from is not None and retention_starts else EARLIEST_TS
+    latest = accept_until if accept_until is not None and accept_until < LATEST_TS else LATEST_TS
     for position, message in enumerate(messages):
         try:
             if len(message.value) > MAX_EVENT_BYTES:
                 raise InvalidEvent(_oversized(message))
             event = decode(message.value)
-        except (msgspec.DecodeError, InvalidEvent) as error:
+            problem = _semantic_problem(event)
+            if problem is None and not earliest <= event.ts <= latest:
+                problem = _outside_span(event.ts, earliest, latest, retention_starts)
+        # The decoder's contract is that no message fails its batch: msgspec's refusals are expected,
+        # and anything else (RecursionError on deep nesting, a Decimal trap) is this message's fault too.
+        except Exception as error:
             rejected.append((position, _rejected(message, error)))
             continue
-        problem = _semantic_problem(event)
-        if problem is None and accept_from is not None and event.ts < accept_from:
-            problem = f"ts {event.ts.isoformat()} is before {accept_from.isoformat()}, outside retention"
-        if problem is None and accept_until is not None and event.ts > accept_until:
-            problem = f"ts {event.ts.isoformat()} is after {accept_until.isoformat()}, too far in the future"
         if problem:
             reason = f"{describe(message, event.event_id)}: {problem}"
             rejected.append((position, Rejected(message, reason, event.event_id)))
@@ -216,7 +226,7 @@ def _rejected_id(message: TopicMessage) -> Rejected:
     """msgspec's reason for an id outside the pattern, or ours for one only RE2 refuses (a final newline)."""
     try:
         _decode_one.decode(message.value)
-    except msgspec.DecodeError as error:
+    except Exception as error:
         return _rejected(message, error)
     return Rejected(message, f"{describe(message)}: event_id does not match {_ID_PATTERN} (at `$.event_id`)")
 

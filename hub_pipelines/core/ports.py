@@ -8,7 +8,7 @@ so they never import Dagster or a client library.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
@@ -277,6 +277,16 @@ class Cache(Protocol):
         """Queue writes and send them together when the block exits; nothing is sent if it raises.
 
         Not a transaction in Redis: a concurrent reader may see part of a batch.
+        """
+        ...
+
+    def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        """Apply the writes `queue` puts in a batch and set `marker`, in one atomic step, unless `marker`
+        is set already; True when this call applied them.
+
+        Whatever happens to the connection, the writes are in exactly when the marker is: a call that
+        raises applied all of them with the marker or none of them. False also covers a call whose
+        writes went in but whose answer was lost.
         """
         ...
 

@@ -75,6 +75,16 @@ class QueuedWrites(CacheBatch):
         self.writes.append(CacheWrite("zincr", (key,), increments=pairs, ttl=_checked_ttl(key, ttl)))
 
 
+def _queued_with_marker(
+    marker: str, queue: Callable[[CacheBatch], None], ttl: float | None
+) -> list[CacheWrite]:
+    """The marker's write followed by the writes `queue` puts in a batch."""
+    batch = QueuedWrites()
+    batch.set(marker, b"1", ttl)
+    queue(batch)
+    return batch.writes
+
+
 def _checked_ttl(key: str, ttl: float | None) -> float | None:
     if ttl is not None and not ttl > 0:
         raise ValueError(f"ttl for cache key {key!r} must be positive seconds or None, got {ttl!r}")
@@ -189,6 +199,22 @@ class InProcessCache(_WritesThroughBatch, dg.ConfigurableResource):
                     union |= self._set_of(key, entry)
             return len(union)
 
+    def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        queued = _queued_with_marker(marker, queue, ttl)
+        with self._data.lock:
+            if self._live(marker) is not None:
+                return False
+            # As in a Redis transaction, a write refused for its key's kind does not undo the others.
+            refused: list[CacheValueError] = []
+            for write in queued:
+                try:
+                    self._write(write)
+                except CacheValueError as error:
+                    refused.append(error)
+            if refused:
+                raise refused[0]
+            return True
+
     def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
         with self._data.lock:
             entry = self._live(key)
@@ -296,8 +322,10 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
     """The cache on a Redis server (redis-py over a connection pool).
 
     Every call is one round trip: a write with a ttl sends its command and PEXPIRE in one
-    pipeline, and `batch()` sends all its writes in one pipeline. `key_prefix` is prepended to
-    every key, so several deployments (or tests) can share a server. The client does not retry on
+    pipeline, and `batch()` sends all its writes in one pipeline. `write_once` takes three: WATCH
+    and EXISTS on the marker, then MULTI, the marker, the writes and EXEC in one pipeline, which
+    Redis applies whole or, when the connection dies before EXEC arrives, not at all.
+    `key_prefix` is prepended to every key, so several deployments (or tests) can share a server. The client does not retry on
     its own (a repeated INCR after a lost reply would count twice); `CacheUnavailable` is a
     RetryableError for callers whose writes are safe to repeat.
     """
@@ -348,6 +376,30 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
         with self._translated("ztop", key):
             ranked = self.client().zrevrange(self.key_prefix + key, 0, n - 1, withscores=True)
         return [(member.decode(), float(score)) for member, score in ranked]
+
+    def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        queued = _queued_with_marker(marker, queue, ttl)
+        key = self.key_prefix + marker
+        with self._translated("write_once", marker), self.client().pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.exists(key):
+                    return False
+                pipe.multi()
+                for write in queued:
+                    self._queue(pipe, write)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                pass
+        # Another writer set the marker after our look, or the connection died while watching (redis-py
+        # reports both as WatchError): the marker tells whether the transaction, ours or theirs, went in.
+        with self._translated("write_once", marker):
+            if self.client().exists(key):
+                return False
+        raise CacheUnavailable(
+            f"redis at {self._address()} lost the connection during write_once of {marker!r}; nothing was applied"
+        )
 
     def _apply(self, writes: Sequence[CacheWrite]) -> list[Any]:
         pipe = self.client().pipeline(transaction=False)

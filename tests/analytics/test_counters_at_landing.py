@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import pytest
 
 from hub_pipelines.analytics import counters
 from hub_pipelines.analytics.schema import AnalyticsTables
-from hub_pipelines.core.ports import Cache
+from hub_pipelines.core.ports import Cache, CacheBatch
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
-from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache
+from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache, RedisCache
 from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 from tests.analytics.demo_events import demo_event_topic
+from tests.services.cutting_proxy import cutting_proxy
 
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 TOPIC = "events"
@@ -22,10 +28,17 @@ EVENTS = 1200
 
 
 class CacheDown(InProcessCache):
-    """A cache that refuses every batch marker, as an unreachable Redis does."""
+    """A cache that refuses every counters batch, as an unreachable Redis does."""
 
-    def set_if_absent(self, key: str, value: bytes, ttl: float | None = None) -> bool:
-        raise CacheUnavailable(f"cache unreachable while setting {key!r}")
+    def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        raise CacheUnavailable(f"cache unreachable while writing under {marker!r}")
+
+
+class CutAt(NamedTuple):
+    """Where the proxy cuts the counters' connection: at a command of the first batch's request."""
+
+    pattern: bytes
+    after: bool
 
 
 def demo_topic(tmp_path: Path) -> LocalTopicLog:
@@ -73,4 +86,38 @@ def test_chunks_landed_while_the_cache_was_down_are_counted_from_the_warehouse_o
     again = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
     assert (caught_up.counted_at_landing, caught_up.counted_now, caught_up.events_counted) == (0, 3, EVENTS)
     assert (again.counted_at_landing, again.counted_now) == (3, 0)
+    assert_cache_matches_warehouse(cache, warehouse, tables)
+
+
+@pytest.mark.parametrize(
+    ("cut", "counted_at_landing"),
+    [
+        # Before the first INCRBY, after the batch's PFADDs, PFMERGEs and ZINCRBYs have gone through.
+        pytest.param(CutAt(b"$6\r\nINCRBY\r\n", after=False), 2, id="mid_batch"),
+        pytest.param(CutAt(b"$4\r\nEXEC\r\n", after=True), 3, id="batch_sent_answer_lost"),
+    ],
+)
+def test_counters_of_a_batch_cut_mid_connection_are_counted_exactly_once_after_catch_up(
+    cut: CutAt,
+    counted_at_landing: int,
+    redis_server: str,
+    redis_key_prefix: str,
+    tmp_path: Path,
+    warehouse: ChdbWarehouse,
+    tables: AnalyticsTables,
+) -> None:
+    topics = demo_topic(tmp_path)
+    target = urlsplit(redis_server)
+    with cutting_proxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy:
+        proxy.cut_at(cut.pattern, after=cut.after)
+        through_proxy = RedisCache(url=f"redis://127.0.0.1:{proxy.port}/0", key_prefix=redis_key_prefix)
+        sink, landed = land(topics, warehouse, tables, through_proxy, "r1")
+        assert landed.landed == EVENTS and sink.finish_counting() == counted_at_landing
+        assert proxy.cuts == 1
+    cache = RedisCache(url=redis_server, key_prefix=redis_key_prefix)
+    caught_up = counters.count_uncounted_chunks(warehouse, tables, cache, "r1")
+    assert (caught_up.counted_at_landing, caught_up.counted_now) == (
+        counted_at_landing,
+        3 - counted_at_landing,
+    )
     assert_cache_matches_warehouse(cache, warehouse, tables)

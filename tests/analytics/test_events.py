@@ -74,3 +74,22 @@ def test_events_outside_the_accepted_window_are_rejected_and_late_ones_inside_ar
     )
     assert [e.event_id for e in batch.events] == ["late"]
     assert ["outside retention" in r.reason or "future" in r.reason for r in batch.rejected] == [True, True]
+
+
+def test_events_outside_the_warehouse_time_span_are_rejected_even_without_a_window():
+    outside = [
+        event(event_id="e-early", ts="1899-12-31T23:59:59Z"),
+        event(event_id="e-late", ts="9999-12-31T23:59:59.999999-23:59"),
+        event(event_id="e-first", ts="1900-01-01T00:00:00Z"),
+    ]
+    batch = decode_batch([message(value, offset) for offset, value in enumerate(outside)])
+    assert [e.event_id for e in batch.events] == ["e-first"]
+    assert ["earliest time" in batch.rejected[0].reason, "future" in batch.rejected[1].reason] == [True, True]
+    assert events_to_arrow(batch.events, batch.messages).num_rows == 1
+
+
+def test_json_nested_too_deeply_is_rejected_naming_the_message():
+    deep = b'{"event_id": "e-1", "extra": ' + b"[" * 8_000 + b"]" * 8_000 + b"}"
+    batch = decode_batch([message(deep, offset=7)])
+    assert not batch.events
+    assert batch.rejected[0].reason == "events partition 0 offset 7: JSON nested too deeply to decode"

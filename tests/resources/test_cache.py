@@ -7,17 +7,22 @@ deletes the key, exactly as expiry would).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 
-from hub_pipelines.core.ports import Cache
+from hub_pipelines.core.ports import Cache, CacheBatch
 from hub_pipelines.core.retry import RetryableError
 from hub_pipelines.resources.cache import CacheUnavailable, CacheValueError, InProcessCache, RedisCache
 from tests.services import free_port
+from tests.services.cutting_proxy import cutting_proxy
 
 
 @dataclass
@@ -202,6 +207,114 @@ def test_batch_sends_nothing_when_the_block_raises(subject: CacheUnderTest) -> N
         batch.incr("orders", 3)
         raise RuntimeError("abandoned")
     assert subject.cache.get("orders") is None
+
+
+def _queue_visit(batch: CacheBatch) -> None:
+    """A counters-like batch: a counter, a distinct counter merged up, and a sorted set."""
+    batch.incr("views", 3, ttl=100)
+    batch.hll_add("visitors:minute", ["ann", "bob"], ttl=100)
+    batch.hll_merge("visitors:hour", ["visitors:minute"], ttl=100)
+    batch.zincr("pages", {"/home": 2, "/cart": 1}, ttl=100)
+
+
+def _visit_applied(cache: Cache) -> bool | None:
+    """True when one visit batch is in whole, False when none of it is, None for anything else."""
+    whole = (b"3", 2, 2, [("/home", 2.0), ("/cart", 1.0)])
+    found = (
+        cache.get("views"),
+        cache.hll_count("visitors:minute"),
+        cache.hll_count("visitors:hour"),
+        cache.ztop("pages", 5),
+    )
+    return True if found == whole else False if found == (None, 0, 0, []) else None
+
+
+def test_write_once_applies_the_writes_with_the_marker_and_only_once(subject: CacheUnderTest) -> None:
+    assert subject.cache.write_once("counted:b1", _queue_visit, ttl=100) is True
+    assert subject.cache.write_once("counted:b1", _queue_visit, ttl=100) is False
+    assert subject.cache.get("counted:b1") is not None
+    assert _visit_applied(subject.cache) is True
+
+
+def test_write_once_applies_again_once_the_marker_expired(subject: CacheUnderTest) -> None:
+    assert subject.cache.write_once("counted:b1", lambda batch: batch.incr("views", ttl=1_000), ttl=100)
+    subject.advance(110)
+    assert subject.cache.write_once("counted:b1", lambda batch: batch.incr("views", ttl=1_000), ttl=100)
+    assert subject.cache.get("views") == b"2"
+
+
+def test_write_once_applies_nothing_and_sets_no_marker_when_queueing_raises(subject: CacheUnderTest) -> None:
+    def half_queued(batch: CacheBatch) -> None:
+        batch.incr("views", 3)
+        raise RuntimeError("abandoned")
+
+    with pytest.raises(RuntimeError, match="abandoned"):
+        subject.cache.write_once("counted:b1", half_queued, ttl=100)
+    assert subject.cache.get("views") is None
+    assert subject.cache.get("counted:b1") is None
+
+
+def test_write_once_into_a_key_of_another_kind_keeps_the_other_writes_and_the_marker(
+    subject: CacheUnderTest,
+) -> None:
+    subject.cache.set("views", b"not a number")
+    with pytest.raises(CacheValueError, match="views"):
+        subject.cache.write_once("counted:b1", _queue_visit, ttl=100)
+    assert subject.cache.get("counted:b1") is not None
+    assert subject.cache.ztop("pages", 5) == [("/home", 2.0), ("/cart", 1.0)]
+
+
+def test_write_once_from_concurrent_writers_applies_the_writes_once(subject: CacheUnderTest) -> None:
+    writers = 8
+    start = threading.Barrier(writers)
+
+    def write() -> bool:
+        start.wait()
+        return subject.cache.write_once("counted:b1", _queue_visit, ttl=100)
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        applied = list(pool.map(lambda _: write(), range(writers)))
+    assert applied.count(True) == 1
+    assert _visit_applied(subject.cache) is True
+
+
+def test_redis_write_once_cut_at_any_byte_leaves_all_writes_with_the_marker_or_none(
+    redis_server: str, redis_key_prefix: str
+) -> None:
+    """The connection is cut at bytes spread over the whole exchange (WATCH, EXISTS, then MULTI, the
+    marker, the writes, EXEC): every cut leaves the batch whole with its marker or absent without it,
+    and one more call then makes it whole exactly once."""
+    target = urlsplit(redis_server)
+    with cutting_proxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy:
+
+        def through_proxy(name: str) -> RedisCache:
+            return RedisCache(
+                url=f"redis://127.0.0.1:{proxy.port}/0", key_prefix=f"{redis_key_prefix}{name}:"
+            )
+
+        measured = through_proxy("c000")
+        measured.get("warm-up")
+        before = proxy.request_bytes
+        assert measured.write_once("counted:b1", _queue_visit, ttl=100) is True
+        exchange = proxy.request_bytes - before
+        offsets = sorted({*range(1, exchange, max(1, exchange // 24)), exchange - 1, exchange})
+        outcomes = set()
+        for index, offset in enumerate(offsets, start=1):
+            cache = through_proxy(f"c{index:03d}")
+            cache.get("warm-up")
+            proxy.cut_after_bytes(offset)
+            with contextlib.suppress(CacheUnavailable):
+                cache.write_once("counted:b1", _queue_visit, ttl=100)
+            assert proxy.cuts == index
+            direct = RedisCache(url=redis_server, key_prefix=f"{redis_key_prefix}c{index:03d}:")
+            applied = _visit_applied(direct)
+            assert applied == (direct.get("counted:b1") is not None), (
+                f"cut after {offset} of {exchange} bytes"
+            )
+            outcomes.add(applied)
+            cache.write_once("counted:b1", _queue_visit, ttl=100)
+            assert _visit_applied(direct) is True, f"cut after {offset} of {exchange} bytes, then retried"
+    assert outcomes == {True, False}
 
 
 def test_non_positive_ttl_is_refused(subject: CacheUnderTest) -> None:
