@@ -26,6 +26,10 @@ class RateLimited(RuntimeError):
     """A call was refused because its key has used up its budget for the current window."""
 
 
+class RateLimitStoreUnavailable(RuntimeError):
+    """The store holding the budgets (Redis) did not answer: no decision could be made."""
+
+
 class RateLimiter:
     """A budget of `rate` hits per window for each key (e.g. one per customer or per API)."""
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
+from hub_pipelines.orders.attempts import storable_text
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
@@ -41,6 +42,8 @@ ORDER_ID_NAMESPACE = uuid.UUID("6f1c1f5e-9a38-4c52-8d0e-5b1d5e0f0a11")
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
+PARKED = "parked"
+"""Dead-lettered after repeated internal errors: no fault of the event was found."""
 DEAD_LETTER_SOURCE = "orders-intake"
 
 
@@ -373,14 +376,16 @@ def record_rejection(
     payload: bytes,
     idempotency_key: str | None = None,
     *,
+    outcome: str = REJECTED,
     source: str = DEAD_LETTER_SOURCE,
 ) -> bool:
     """Book a rejected event and dead-letter it with the reason, once; False if it was booked already."""
+    reason = storable_text(reason)
 
     def attempt() -> bool:
         with database.transaction() as connection:
             claimed = _record_intake(
-                connection, database.dialect, position, REJECTED, idempotency_key, None, reason
+                connection, database.dialect, position, outcome, idempotency_key, None, reason
             )
             if claimed:
                 connection.execute(

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core descriptions of the order ledger's tables (created by migration 0002_orders_ledger).
+"""SQLAlchemy Core descriptions of the order ledger's tables (created by migrations 0002_orders_ledger and 0006).
 
 Money is always integer minor units (cents) beside an ISO 4217 currency code; nothing here is a float.
 `partition` and `offset` are SQL keywords: SQLAlchemy quotes them, hand-written SQL must too.
@@ -89,6 +89,17 @@ order_intake = sa.Table(
     sa.Column("order_id", sa.Text),
     sa.Column("reason", sa.Text),
     _utc_timestamp("processed_at"),
+)
+
+ledger_attempts = sa.Table(
+    "ledger_attempts",
+    metadata,
+    # "event <topic> partition <p> offset <o>" or "order <order id>": what an operator searches for.
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
+    _utc_timestamp("updated_at"),
 )
 
 payments = sa.Table(
