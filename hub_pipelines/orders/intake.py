@@ -9,6 +9,7 @@ in PostgreSQL text (no NUL) and printable: control characters are refused in eve
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -79,6 +80,21 @@ class OrderRequest:
     currency: str
     items: tuple[RequestedItem, ...]
     payment_method: str | None
+
+    @property
+    def request_sha256(self) -> str:
+        """Fingerprint of what is asked (items with their sent prices, currency, payment method): the
+        same for a redelivery, different for a reused idempotency key with other contents."""
+        asked = msgspec.json.encode(
+            [
+                self.currency,
+                self.payment_method,
+                sorted(
+                    [item.product_id, item.quantity, str(item.unit_price.normalize())] for item in self.items
+                ),
+            ]
+        )
+        return hashlib.sha256(asked).hexdigest()
 
 
 def from_minor_units(amount_minor: int, currency: str) -> Decimal:

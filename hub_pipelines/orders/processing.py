@@ -49,8 +49,10 @@ from hub_pipelines.orders.pricing import PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
     PARKED,
+    IdempotencyConflict,
     InsufficientStock,
     IntakePosition,
+    order_id_for,
     record_rejection,
     reserve_order,
 )
@@ -71,7 +73,14 @@ class RateLimitExceeded(ValueError):
     """The customer has placed more orders than the per-customer rate allows."""
 
 
-REJECTIONS = (UnauthenticEvent, InvalidOrderEvent, RateLimitExceeded, PriceRejected, InsufficientStock)
+REJECTIONS = (
+    UnauthenticEvent,
+    InvalidOrderEvent,
+    RateLimitExceeded,
+    PriceRejected,
+    InsufficientStock,
+    IdempotencyConflict,
+)
 OUTAGES = (
     sa.exc.OperationalError,
     sa.exc.InterfaceError,
@@ -272,7 +281,12 @@ class OrderLedger:
             self.authenticator.verify(event.payload, event.headers)
             request = parse_order_event(event.payload)
             idempotency_key = request.idempotency_key
-            if self.rate_limiter is not None and not self.rate_limiter.hit(request.customer_id):
+            # Spent once per order (customer + key), so a redelivery, a rerun after a crash or an
+            # overlapping ledger never spends the customer's budget again.
+            order_id = order_id_for(request.customer_id, request.idempotency_key)
+            if self.rate_limiter is not None and not self.rate_limiter.spend_once(
+                request.customer_id, order_id
+            ):
                 raise RateLimitExceeded(
                     f"rate limit {self.rate_limiter.rate} exceeded for customer {request.customer_id}"
                 )
@@ -330,6 +344,9 @@ class OrderLedger:
         self, event: InboxEvent, why: Exception, idempotency_key: str | None, started: float
     ) -> OrderOutcome:
         claimed = record_rejection(self.database, event.position, str(why), event.payload, idempotency_key)
+        if claimed and isinstance(why, IdempotencyConflict):
+            position = event.position
+            self._raise_alert(event_subject(position.topic, position.partition, position.offset), str(why))
         return OrderOutcome(
             "rejected" if claimed else "skipped",
             self.clock() - started,

@@ -1,6 +1,7 @@
 """The order transaction: one SERIALIZABLE transaction per order that reserves stock and books the order.
 
-It inserts the order (its idempotency key is unique, so a duplicate finds the existing order instead),
+It inserts the order (its idempotency key is unique per customer, so a duplicate finds the existing
+order instead; one that asked for something else is an `IdempotencyConflict`),
 locks the products in id order (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's BEGIN IMMEDIATE holds
 the whole database), re-checks each price against the locked row, decrements stock, and writes the
 items, the ledger posting, the `order.created` outbox row and the intake record. Insufficient stock or
@@ -51,6 +52,11 @@ class InsufficientStock(ValueError):
     """A product has less stock than the order asks for; the order is rejected and nothing is written."""
 
 
+class IdempotencyConflict(ValueError):
+    """The customer's idempotency key names an order that asked for other items, amount, currency or
+    payment method (Stripe's rule: a reused key with other parameters is refused, not replayed)."""
+
+
 @dataclass(frozen=True)
 class IntakePosition:
     """Where an event sits in the inbox: the key of its intake record."""
@@ -78,9 +84,10 @@ class Reservation:
 _TAKEN_KEYS = frozenset({"orders", "order_items", "order_intake"})
 
 
-def order_id_for(idempotency_key: str) -> str:
-    """The same idempotency key always names the same order (and so the same payment key)."""
-    return str(uuid.uuid5(ORDER_ID_NAMESPACE, idempotency_key))
+def order_id_for(customer_id: str, idempotency_key: str) -> str:
+    """A customer's idempotency key always names the same order (and so the same payment key);
+    another customer's same key names another."""
+    return str(uuid.uuid5(ORDER_ID_NAMESPACE, json.dumps([customer_id, idempotency_key])))
 
 
 def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
@@ -106,7 +113,8 @@ def reserve_order(
     With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
     transaction runs on it in one round trip; without, on a connection from `database`'s pool.
     """
-    order_id = order_id_for(priced.request.idempotency_key)
+    request = priced.request
+    order_id = order_id_for(request.customer_id, request.idempotency_key)
     writes = _ReservationWrites(
         order=_order_row(priced, order_id, cipher),
         placed=posting_rows(
@@ -139,16 +147,25 @@ def reserve_order(
     # duplicate outside the serializable transaction, where no lost race can abort it.
     with database.transaction() as booking:
         existing = booking.execute(
-            sa.select(orders.c.order_id, orders.c.status).where(
-                orders.c.idempotency_key == priced.request.idempotency_key
+            sa.select(orders.c.order_id, orders.c.status, orders.c.event_id, orders.c.request_sha256).where(
+                orders.c.customer_id == request.customer_id,
+                orders.c.idempotency_key == request.idempotency_key,
             )
         ).first()
         if existing is None:
             return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
+        existing_order_id, status, first_event_id, fingerprint = existing
+        # Orders booked before fingerprints were kept have none: they can only be taken as duplicates.
+        if fingerprint is not None and fingerprint != request.request_sha256:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} of customer {request.customer_id!r} was "
+                f"used by event {first_event_id} (order {existing_order_id}) for other items, amount, "
+                f"currency or payment method; event {position.event_id} is refused"
+            )
         claimed = _record_intake(
-            booking, database.dialect, position, DUPLICATE, priced.request.idempotency_key, existing[0]
+            booking, database.dialect, position, DUPLICATE, request.idempotency_key, existing_order_id
         )
-    return Reservation(existing[0], existing[1], duplicate=True, claimed=claimed, attempts=tries)
+    return Reservation(existing_order_id, status, duplicate=True, claimed=claimed, attempts=tries)
 
 
 def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> str | None:
@@ -189,6 +206,7 @@ def _order_row(priced: PricedOrder, order_id: str, cipher: PiiCipher | None) -> 
         "item_count": priced.item_count,
         "payment_method": request.payment_method,
         "status": RESERVED,
+        "request_sha256": request.request_sha256,
     }
     if cipher is not None:
         row["pii_key_id"] = cipher.active_key_id

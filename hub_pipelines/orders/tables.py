@@ -46,7 +46,7 @@ orders = sa.Table(
     "orders",
     metadata,
     sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("idempotency_key", sa.Text, nullable=False),
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("customer_id", sa.Text, nullable=False),
     sa.Column("email_ciphertext", sa.LargeBinary),
@@ -62,6 +62,10 @@ orders = sa.Table(
     _utc_timestamp("created_at"),
     _utc_timestamp("updated_at"),
     _utc_timestamp("paid_at", nullable=True),
+    # What the order asked for (`OrderRequest.request_sha256`): a reused key with another is a conflict.
+    sa.Column("request_sha256", sa.Text),
+    # An idempotency key is the customer's own: another customer's same key is another order.
+    sa.UniqueConstraint("customer_id", "idempotency_key"),
     sa.Index("ix_orders_status", "status"),
 )
 
