@@ -115,6 +115,9 @@ def _parse_price(raw: str | float | int, where: str) -> Decimal:
     if len(raw) > 4 * MAX_PRICE_DIGITS:
         raise InvalidOrderEvent(f"{where}: {raw[:20]!r}... ({len(raw)} characters) is not a decimal amount")
     try:
+        # Decimal also reads other scripts' digits ("١٢"); money on the wire is ASCII.
+        if not raw.isascii():
+            raise InvalidOperation
         price = Decimal(raw.strip())
     except InvalidOperation:
         raise InvalidOrderEvent(f"{where}: {raw!r} is not a decimal amount") from None
