@@ -132,6 +132,36 @@ def test_unexpected_error_of_one_event_is_retried_then_parked_with_an_alert_whil
     assert list(statuses(ledger_database).values()) == [PAID] * 5
 
 
+REPLAY_PARKED_EVENT = [
+    """DELETE FROM order_intake WHERE topic = 'orders' AND "partition" = :partition AND "offset" = :offset
+       AND outcome IN ('rejected', 'parked')""",
+    """DELETE FROM dead_letters WHERE source = 'orders-intake' AND topic = 'orders'
+       AND "partition" = :partition AND "offset" = :offset""",
+    "DELETE FROM ledger_attempts WHERE subject = 'event orders partition ' || :partition || ' offset ' || :offset",
+]
+"""The replay of docs/operations.md ("Dead letters of the order ledger")."""
+
+
+def test_parked_event_replayed_as_the_runbook_says_after_the_fix_is_paid(
+    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+) -> None:
+    Catalog(ledger_database).upsert("p-cursed", "Cursed mug", "USD", 900, 10)
+    (offset,) = Inbox(ledger_database).store(
+        [signed(order_event(customer="c-cursed", items=[("p-cursed", 1, "9.00")]))]
+    )
+    broken = make_ledger(stripe_gateway, catalog=CursedCatalog(ledger_database), max_attempts=1)
+    assert broken.process_batch().counts == {"parked": 1}
+
+    with ledger_database.transaction() as connection:
+        for statement in REPLAY_PARKED_EVENT:
+            connection.execute(sa.text(statement), {"partition": 0, "offset": offset})
+    fixed = make_ledger(stripe_gateway)
+
+    assert fixed.process_batch().counts == {"paid": 1}
+    assert statuses(ledger_database) == {"c-cursed": PAID}
+    assert offset not in intake_dead_letters(ledger_database)
+
+
 @dataclasses.dataclass
 class NulReferenceGateway:
     """Stripe answering one customer's charge with a reference PostgreSQL text cannot hold."""
