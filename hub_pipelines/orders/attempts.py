@@ -8,6 +8,8 @@ count survives crashes and is shared by every ledger process; once a subject has
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -15,6 +17,8 @@ from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.tables import ledger_attempts
 
 MAX_REASON_CHARS = 1000
+
+logger = logging.getLogger(__name__)
 
 
 def event_subject(topic: str, partition: int, offset: int) -> str:
@@ -70,3 +74,14 @@ def park(database: SqlDatabase, subject: str) -> None:
             .where(ledger_attempts.c.subject == subject)
             .values(parked_at=sa.func.now(), updated_at=sa.func.now())
         )
+
+
+def record_failure(database: SqlDatabase, subject: str, error: Exception, max_attempts: int) -> str | None:
+    """Count one more failure of `subject`; at `max_attempts` park it and return the reason to
+    dead-letter and alert with (`internal: <ExceptionType> ...`), else None: try again next batch."""
+    attempts = count_failure(database, subject, error)
+    logger.warning("%s: attempt %d of %d failed", subject, attempts, max_attempts, exc_info=error)
+    if attempts < max_attempts:
+        return None
+    park(database, subject)
+    return internal_reason(error, attempts)

@@ -31,7 +31,7 @@ from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
-from hub_pipelines.orders.attempts import count_failure, event_subject, internal_reason, order_subject, park
+from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
@@ -95,6 +95,12 @@ CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 
 def log_alert(subject: str, reason: str) -> None:
     logger.error("ALERT %s: %s", subject, reason)
+
+
+def _retry(error: Exception, seconds: float, order_id: str | None = None) -> OrderOutcome:
+    """An internal error counted towards parking: the event or order is taken again next batch."""
+    kind = type(error).__name__
+    return OrderOutcome("retry", seconds, order_id=order_id, reason=f"{kind}: {error}", reason_kind=kind)
 
 
 @dataclass(frozen=True)
@@ -358,18 +364,10 @@ class OrderLedger:
         """Count the event's failure; at `max_attempts`, dead-letter it as internal and alert."""
         position = event.position
         subject = event_subject(position.topic, position.partition, position.offset)
-        attempts = count_failure(self.database, subject, error)
-        logger.warning("%s: attempt %d of %d failed", subject, attempts, self.max_attempts, exc_info=error)
-        if attempts < self.max_attempts:
-            return OrderOutcome(
-                "retry",
-                self.clock() - started,
-                reason=f"{type(error).__name__}: {error}",
-                reason_kind=type(error).__name__,
-            )
-        reason = internal_reason(error, attempts)
+        reason = record_failure(self.database, subject, error, self.max_attempts)
+        if reason is None:
+            return _retry(error, self.clock() - started)
         claimed = record_rejection(self.database, position, reason, event.payload, outcome=PARKED)
-        park(self.database, subject)
         if claimed:
             self._raise_alert(subject, reason)
         return OrderOutcome(
@@ -377,28 +375,16 @@ class OrderLedger:
         )
 
     def _settle(self, charge: ChargeRequest, started: float) -> OrderOutcome:
-        """`_settle_charge`, with an unexpected error of this order counted (and parked at the limit):
-        the order stays open, and the next batch reconciles it with the same key."""
+        """`_settle_charge`, with an unexpected error of this order counted: the order stays open and
+        the next batch reconciles it with the same key; at `max_attempts` it is parked, with an alert."""
         try:
             return self._settle_charge(charge, started)
         except OUTAGES:
             raise
         except Exception as error:
-            subject = order_subject(charge.order_id)
-            attempts = count_failure(self.database, subject, error)
-            logger.warning(
-                "%s: attempt %d of %d failed", subject, attempts, self.max_attempts, exc_info=error
-            )
-            if attempts < self.max_attempts:
-                return OrderOutcome(
-                    "retry",
-                    self.clock() - started,
-                    order_id=charge.order_id,
-                    reason=f"{type(error).__name__}: {error}",
-                    reason_kind=type(error).__name__,
-                )
-            reason = internal_reason(error, attempts)
-            park(self.database, subject)
+            reason = record_failure(self.database, order_subject(charge.order_id), error, self.max_attempts)
+            if reason is None:
+                return _retry(error, self.clock() - started, charge.order_id)
             self._raise_alert(charge.order_id, reason)
             return OrderOutcome(
                 "parked",
