@@ -8,14 +8,16 @@ import time
 from collections.abc import Iterable, Mapping
 
 import jwt
+import pytest
 import sqlalchemy as sa
 
 from hub_pipelines.core.platform_tables import dead_letters
+from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
 from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH_CLAIM
 from hub_pipelines.orders.catalog import Catalog, Product
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
-from hub_pipelines.orders.tables import PAID, RESERVED, ledger_attempts, orders
+from hub_pipelines.orders.tables import PAID, RESERVED, ledger_attempts, order_intake, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
@@ -205,3 +207,20 @@ def test_database_refusing_one_orders_paid_row_fails_only_that_order_which_is_pa
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
     invariants = check_invariants(ledger_database)
     assert not invariants.paid_without_one_charge and not invariants.unbalanced_postings
+
+
+def test_rate_limit_store_outage_fails_the_batch_and_parks_nothing(
+    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+) -> None:
+    Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(3))
+    # Port 1 on loopback: nothing listens, every call is refused.
+    unreachable = RateLimiter("10/minute", "redis://127.0.0.1:1/0", namespace="outage")
+    ledger = make_ledger(stripe_gateway, rate_limiter=unreachable)
+
+    with pytest.raises(RateLimitStoreUnavailable, match="rate limit store did not answer for 'outage:c-"):
+        ledger.process_batch()
+
+    with ledger_database.transaction() as connection:
+        booked = connection.execute(sa.select(sa.func.count()).select_from(order_intake)).scalar_one()
+        counted = connection.execute(sa.select(sa.func.count()).select_from(ledger_attempts)).scalar_one()
+    assert booked == 0 and counted == 0
