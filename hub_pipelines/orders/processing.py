@@ -52,6 +52,7 @@ from hub_pipelines.orders.reservation import (
     IdempotencyConflict,
     InsufficientStock,
     IntakePosition,
+    conflict_of,
     order_id_for,
     record_rejection,
     reserve_order,
@@ -327,6 +328,10 @@ class OrderLedger:
                 reservation = reserve_order(
                     self.database, event.position, priced, self.cipher, connection=connection
                 )
+        except (PriceRejected, InsufficientStock) as why:
+            # A reused key with other items may fail on them first: the conflict is the reason to give.
+            conflict = conflict_of(self.database, event.position, request)
+            return self._reject(event, conflict or why, request.idempotency_key, started)
         except REJECTIONS as why:
             return self._reject(event, why, request.idempotency_key, started)
         if not reservation.claimed:

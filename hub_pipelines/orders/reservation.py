@@ -24,7 +24,7 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.orders.attempts import storable_text
-from hub_pipelines.orders.intake import format_minor
+from hub_pipelines.orders.intake import OrderRequest, format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
@@ -146,26 +146,54 @@ def reserve_order(
     # The order exists already (a duplicate), or another worker booked this very event: book the
     # duplicate outside the serializable transaction, where no lost race can abort it.
     with database.transaction() as booking:
-        existing = booking.execute(
-            sa.select(orders.c.order_id, orders.c.status, orders.c.event_id, orders.c.request_sha256).where(
-                orders.c.customer_id == request.customer_id,
-                orders.c.idempotency_key == request.idempotency_key,
-            )
-        ).first()
+        existing = _order_of_key(booking, request)
         if existing is None:
             return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
         existing_order_id, status, first_event_id, fingerprint = existing
-        # Orders booked before fingerprints were kept have none: they can only be taken as duplicates.
-        if fingerprint is not None and fingerprint != request.request_sha256:
-            raise IdempotencyConflict(
-                f"idempotency key {request.idempotency_key!r} of customer {request.customer_id!r} was "
-                f"used by event {first_event_id} (order {existing_order_id}) for other items, amount, "
-                f"currency or payment method; event {position.event_id} is refused"
-            )
+        if _conflicts(fingerprint, request):
+            raise _conflict(request, position, first_event_id, existing_order_id)
         claimed = _record_intake(
             booking, database.dialect, position, DUPLICATE, request.idempotency_key, existing_order_id
         )
     return Reservation(existing_order_id, status, duplicate=True, claimed=claimed, attempts=tries)
+
+
+def conflict_of(
+    database: SqlDatabase, position: IntakePosition, request: OrderRequest
+) -> IdempotencyConflict | None:
+    """The conflict, when the customer's key names an order that asked for something else (for an
+    event refused before its reservation, whose refusal would otherwise hide the reused key)."""
+    with database.transaction() as connection:
+        existing = _order_of_key(connection, request)
+    if existing is None or not _conflicts(existing[3], request):
+        return None
+    return _conflict(request, position, existing[2], existing[0])
+
+
+def _order_of_key(connection: Connection, request: OrderRequest) -> tuple[str, str, str, str | None] | None:
+    """(order id, status, first event id, request fingerprint) of the customer's key, if booked."""
+    row = connection.execute(
+        sa.select(orders.c.order_id, orders.c.status, orders.c.event_id, orders.c.request_sha256).where(
+            orders.c.customer_id == request.customer_id,
+            orders.c.idempotency_key == request.idempotency_key,
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+def _conflicts(fingerprint: str | None, request: OrderRequest) -> bool:
+    # Orders booked before fingerprints were kept have none: they can only be taken as duplicates.
+    return fingerprint is not None and fingerprint != request.request_sha256
+
+
+def _conflict(
+    request: OrderRequest, position: IntakePosition, first_event_id: str, order_id: str
+) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"idempotency key {request.idempotency_key!r} of customer {request.customer_id!r} was "
+        f"used by event {first_event_id} (order {order_id}) for other items, amount, "
+        f"currency or payment method; event {position.event_id} is refused"
+    )
 
 
 def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> str | None:

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub_pipelines.core.platform_tables import dead_letters
+from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import PAID, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
@@ -73,3 +74,35 @@ def test_same_idempotency_key_of_two_customers_is_two_orders(
     assert booked == {"c-ada": PAID, "c-bob": PAID}
     invariants = check_invariants(ledger_database)
     assert invariants.duplicates_sent == invariants.duplicates_rejected == 0
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"currency": "EUR"}, {"items": [("p-unknown", 1, "1.00")]}, {"items": [("p-sold-out", 1, "5.00")]}],
+    ids=["other-currency", "unknown-product", "out-of-stock"],
+)
+def test_reused_key_whose_other_contents_fail_pricing_or_stock_is_still_a_conflict(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    other: dict[str, Any],
+) -> None:
+    Catalog(ledger_database).upsert("p-sold-out", "Sold-out print", "USD", 500, 0)
+    first = order_event(idempotency_key="checkout-7")
+    reused = order_event(**{"idempotency_key": "checkout-7", **other})
+    inbox = Inbox(ledger_database)
+    alerts: list[tuple[str, str]] = []
+    ledger = make_ledger(stripe_gateway, alert=lambda *alert: alerts.append(alert))
+    inbox.land_events([first])
+    ledger.process_batch()
+    inbox.land_events([reused])
+
+    report = ledger.process_batch()
+
+    with ledger_database.transaction() as connection:
+        (reason,) = connection.execute(sa.select(dead_letters.c.reason)).scalars().all()
+    assert report.rejections == {"IdempotencyConflict": 1}
+    assert (
+        f"used by event {first['event_id']}" in reason and f"event {reused['event_id']} is refused" in reason
+    )
+    assert alerts == [("event orders partition 0 offset 1", reason)]
