@@ -35,6 +35,7 @@ from hub_pipelines.orders.attempts import event_subject, order_subject, record_f
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
+from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import (
@@ -49,11 +50,8 @@ from hub_pipelines.orders.pricing import PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
     PARKED,
-    IdempotencyConflict,
     InsufficientStock,
     IntakePosition,
-    conflict_of,
-    order_id_for,
     record_rejection,
     reserve_order,
 )
@@ -330,7 +328,7 @@ class OrderLedger:
                 )
         except (PriceRejected, InsufficientStock) as why:
             # A reused key with other items may fail on them first: the conflict is the reason to give.
-            conflict = conflict_of(self.database, event.position, request)
+            conflict = conflict_of(self.database, request, event.position.event_id)
             return self._reject(event, conflict or why, request.idempotency_key, started)
         except REJECTIONS as why:
             return self._reject(event, why, request.idempotency_key, started)

@@ -11,7 +11,6 @@ a price that changed rolls all of it back. Lost races (40001, 40P01) run the tra
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,8 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.orders.attempts import storable_text
-from hub_pipelines.orders.intake import OrderRequest, format_minor
+from hub_pipelines.orders.idempotency import booked_order, conflict_with, order_id_for
+from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, check_price
@@ -39,7 +39,6 @@ from hub_pipelines.orders.tables import (
     products,
 )
 
-ORDER_ID_NAMESPACE = uuid.UUID("6f1c1f5e-9a38-4c52-8d0e-5b1d5e0f0a11")
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
@@ -50,11 +49,6 @@ DEAD_LETTER_SOURCE = "orders-intake"
 
 class InsufficientStock(ValueError):
     """A product has less stock than the order asks for; the order is rejected and nothing is written."""
-
-
-class IdempotencyConflict(ValueError):
-    """The customer's idempotency key names an order that asked for other items, amount, currency or
-    payment method (Stripe's rule: a reused key with other parameters is refused, not replayed)."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +76,6 @@ class Reservation:
 # items' keys too) or this very inbox position was booked already. Which one a duplicate trips first
 # is up to the planner when all writes are one statement.
 _TAKEN_KEYS = frozenset({"orders", "order_items", "order_intake"})
-
-
-def order_id_for(customer_id: str, idempotency_key: str) -> str:
-    """A customer's idempotency key always names the same order (and so the same payment key);
-    another customer's same key names another."""
-    return str(uuid.uuid5(ORDER_ID_NAMESPACE, json.dumps([customer_id, idempotency_key])))
 
 
 def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
@@ -146,54 +134,17 @@ def reserve_order(
     # The order exists already (a duplicate), or another worker booked this very event: book the
     # duplicate outside the serializable transaction, where no lost race can abort it.
     with database.transaction() as booking:
-        existing = _order_of_key(booking, request)
+        existing = booked_order(booking, request)
         if existing is None:
             return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
-        existing_order_id, status, first_event_id, fingerprint = existing
-        if _conflicts(fingerprint, request):
-            raise _conflict(request, position, first_event_id, existing_order_id)
+        conflict = conflict_with(existing, request, position.event_id)
+        if conflict is not None:
+            raise conflict
+        existing_order_id, status = existing.order_id, existing.status
         claimed = _record_intake(
             booking, database.dialect, position, DUPLICATE, request.idempotency_key, existing_order_id
         )
     return Reservation(existing_order_id, status, duplicate=True, claimed=claimed, attempts=tries)
-
-
-def conflict_of(
-    database: SqlDatabase, position: IntakePosition, request: OrderRequest
-) -> IdempotencyConflict | None:
-    """The conflict, when the customer's key names an order that asked for something else (for an
-    event refused before its reservation, whose refusal would otherwise hide the reused key)."""
-    with database.transaction() as connection:
-        existing = _order_of_key(connection, request)
-    if existing is None or not _conflicts(existing[3], request):
-        return None
-    return _conflict(request, position, existing[2], existing[0])
-
-
-def _order_of_key(connection: Connection, request: OrderRequest) -> tuple[str, str, str, str | None] | None:
-    """(order id, status, first event id, request fingerprint) of the customer's key, if booked."""
-    row = connection.execute(
-        sa.select(orders.c.order_id, orders.c.status, orders.c.event_id, orders.c.request_sha256).where(
-            orders.c.customer_id == request.customer_id,
-            orders.c.idempotency_key == request.idempotency_key,
-        )
-    ).first()
-    return None if row is None else (row[0], row[1], row[2], row[3])
-
-
-def _conflicts(fingerprint: str | None, request: OrderRequest) -> bool:
-    # Orders booked before fingerprints were kept have none: they can only be taken as duplicates.
-    return fingerprint is not None and fingerprint != request.request_sha256
-
-
-def _conflict(
-    request: OrderRequest, position: IntakePosition, first_event_id: str, order_id: str
-) -> IdempotencyConflict:
-    return IdempotencyConflict(
-        f"idempotency key {request.idempotency_key!r} of customer {request.customer_id!r} was "
-        f"used by event {first_event_id} (order {order_id}) for other items, amount, "
-        f"currency or payment method; event {position.event_id} is refused"
-    )
 
 
 def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> str | None:
