@@ -4,14 +4,24 @@
 that Redis one budget per key; `storage_uri="memory://"` (the default) keeps the budget in this
 process, for local runs and tests. The default strategy is the moving window: at most `rate` hits
 in any window of that length, with no burst at window boundaries.
+
+`spend_once(key, token)` is the moving window made idempotent: a token (a payment's event or order
+id) spends from the budget at most once, however often it is presented, from however many processes
+(a rerun after a crash, two overlapping runs). `limits` counts hits, not their ids, so this one
+decision is ours: in Redis a Lua script keeps each key's window as a sorted set of tokens and
+remembers every spending token for a day beyond the window, atomically.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal, Protocol
 
+import redis
 from limits import RateLimitItem, parse, storage, strategies
+from limits.errors import StorageError
 
 Strategy = Literal["moving-window", "fixed-window", "sliding-window-counter"]
 
@@ -24,6 +34,71 @@ _STRATEGIES: dict[str, type[strategies.RateLimiter]] = {
 
 class RateLimited(RuntimeError):
     """A call was refused because its key has used up its budget for the current window."""
+
+
+class RateLimitStoreUnavailable(RuntimeError):
+    """The store holding the budgets (Redis) did not answer: no decision could be made."""
+
+
+REMEMBER_SPENT_S = 86_400
+"""How long a token that spent is remembered beyond its window (reruns come within hours)."""
+
+# KEYS: the window (sorted set of tokens by time in ms), the token's marker. ARGV: window ms, limit,
+# token, seconds to remember the marker. 1 when the token may pass (it spends now or spent before).
+_SPEND_ONCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], now, 'EX', ARGV[4])
+return 1
+"""
+
+
+class _OnceWindows(Protocol):
+    def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool: ...
+
+
+class _RedisOnceWindows:
+    def __init__(self, uri: str, options: Mapping[str, float | str | bool]) -> None:
+        settings: dict[str, Any] = dict(options)
+        client = redis.Redis.from_url(uri, **settings)
+        self._script = client.register_script(_SPEND_ONCE)
+
+    def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool:
+        keys = [f"{key}:once-window", f"{key}:once-spent:{token}"]
+        try:
+            return bool(
+                self._script(keys=keys, args=[window_s * 1000, limit, token, window_s + REMEMBER_SPENT_S])
+            )
+        except redis.RedisError as failed:
+            raise RateLimitStoreUnavailable(
+                f"rate limit store did not answer for {key!r}: {failed}"
+            ) from failed
+
+
+class _MemoryOnceWindows:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, dict[str, float]] = {}
+        self._spent: dict[str, float] = {}
+
+    def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool:
+        now = time.time()
+        with self._lock:
+            marker = f"{key}:{token}"
+            if self._spent.get(marker, 0.0) > now:
+                return True
+            window = {t: at for t, at in self._windows.get(key, {}).items() if at > now - window_s}
+            self._windows[key] = window
+            if len(window) >= limit:
+                return False
+            window[token] = now
+            self._spent[marker] = now + window_s + REMEMBER_SPENT_S
+            return True
 
 
 class RateLimiter:
@@ -52,12 +127,31 @@ class RateLimiter:
             # redis-py waits forever by default; a hung Redis must not hang every rate-limited call.
             options.setdefault("socket_timeout", 2.0)
             options.setdefault("socket_connect_timeout", 2.0)
-        self._storage = storage.storage_from_string(storage_uri, **options)
+        self._storage = storage.storage_from_string(storage_uri, wrap_exceptions=True, **options)
         self._limiter = _STRATEGIES[strategy](self._storage)
+        self._once: _OnceWindows | None = None
+        if storage_uri.startswith(("redis://", "rediss://")):
+            self._once = _RedisOnceWindows(storage_uri, options)
+        elif storage_uri.startswith("memory://"):
+            self._once = _MemoryOnceWindows()
 
     def hit(self, key: str, cost: int = 1) -> bool:
         """Spend `cost` from key's budget; False (and nothing spent) when it would exceed it."""
-        return self._limiter.hit(self.limit, self.namespace, key, cost=cost)
+        try:
+            return self._limiter.hit(self.limit, self.namespace, key, cost=cost)
+        except StorageError as failed:
+            raise RateLimitStoreUnavailable(
+                f"rate limit store did not answer for {key!r}: {failed}"
+            ) from failed
+
+    def spend_once(self, key: str, token: str) -> bool:
+        """Spend one from key's budget for `token` unless it spent already: True when the token may
+        pass (now or before), False (nothing spent) when the budget is used up. Always a moving window."""
+        if self._once is None:
+            raise ValueError("spend_once needs a redis:// or memory:// rate limit store")
+        return self._once.spend_once(
+            f"{self.namespace}:{key}", token, self.limit.amount, self.limit.get_expiry()
+        )
 
     def acquire(self, key: str, cost: int = 1) -> None:
         """Spend `cost` from key's budget or raise RateLimited."""

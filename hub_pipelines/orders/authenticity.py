@@ -4,12 +4,16 @@ A JWT (header `authorization: Bearer <token>`) must carry `payload_sha256`, the 
 event bytes, so a token cannot be replayed on another body. HS256 tokens are verified with the shared
 secret only, RS256 tokens with the public key only: the algorithm a token claims never chooses a key
 it was not configured for, which is what defeats `alg: none` and RS256/HS256 confusion.
+
+Headers are whatever a producer wrote: signatures and hashes are compared as bytes after a check of
+their form, so a value that is not ASCII is a rejection, never a TypeError.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +22,8 @@ import jwt
 SIGNATURE_HEADER = "x-hub-signature-256"
 AUTHORIZATION_HEADER = "authorization"
 PAYLOAD_HASH_CLAIM = "payload_sha256"
+_SIGNATURE_FORM = re.compile(r"sha256=[0-9a-f]{64}", re.ASCII)
+_HASH_FORM = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 class UnauthenticEvent(ValueError):
@@ -58,9 +64,9 @@ class EventAuthenticator:
     def _verify_hmac(self, payload: bytes, signature: str) -> str:
         if not self.hmac_secret:
             raise UnauthenticEvent(f"{SIGNATURE_HEADER} present but no HMAC secret is configured")
-        if not signature.startswith("sha256="):
-            raise UnauthenticEvent(f"{SIGNATURE_HEADER} is not of the form 'sha256=<hex>'")
-        if not hmac.compare_digest(signature, hmac_signature(payload, self.hmac_secret)):
+        if not _SIGNATURE_FORM.fullmatch(signature):
+            raise UnauthenticEvent(f"{SIGNATURE_HEADER} is not of the form 'sha256=<64 lowercase hex>'")
+        if not hmac.compare_digest(signature.encode(), hmac_signature(payload, self.hmac_secret).encode()):
             raise UnauthenticEvent("HMAC signature does not match the payload")
         return "hmac"
 
@@ -70,7 +76,7 @@ class EventAuthenticator:
             raise UnauthenticEvent("authorization header is not 'Bearer <token>'")
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError as malformed:
+        except (jwt.PyJWTError, TypeError, ValueError) as malformed:
             raise UnauthenticEvent(f"JWT is malformed: {malformed}") from None
         key: str | None
         if algorithm == "HS256":
@@ -97,8 +103,13 @@ class EventAuthenticator:
             raise UnauthenticEvent(f"JWT audience is not {self.jwt_audience!r}") from None
         except jwt.InvalidIssuerError:
             raise UnauthenticEvent(f"JWT issuer is not {self.jwt_issuer!r}") from None
-        except jwt.PyJWTError as invalid:
-            raise UnauthenticEvent(f"JWT rejected: {invalid}") from None
-        if not hmac.compare_digest(str(claims[PAYLOAD_HASH_CLAIM]), payload_sha256(payload)):
+        except (jwt.PyJWTError, TypeError, ValueError) as invalid:
+            # PyJWT compares claims without checking their type first (an `iss` that is a list
+            # raises TypeError): any claim it cannot judge is a token it did not accept.
+            raise UnauthenticEvent(f"JWT rejected: {type(invalid).__name__}: {invalid}") from None
+        claimed_hash = claims[PAYLOAD_HASH_CLAIM]
+        if not isinstance(claimed_hash, str) or not _HASH_FORM.fullmatch(claimed_hash):
+            raise UnauthenticEvent(f"JWT {PAYLOAD_HASH_CLAIM} is not 64 lowercase hex digits")
+        if not hmac.compare_digest(claimed_hash.encode(), payload_sha256(payload).encode()):
             raise UnauthenticEvent(f"JWT {PAYLOAD_HASH_CLAIM} does not match the payload")
         return f"jwt-{algorithm.lower()}"

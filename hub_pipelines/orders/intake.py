@@ -2,11 +2,15 @@
 
 Money arrives as decimal strings ("12.50") and stays a Decimal until price verification, which
 charges the catalog's price in integer minor units; a JSON number for money is refused, since a float
-cannot hold 0.10 exactly.
+cannot hold 0.10 exactly, and so is an amount outside what a price can be (`1E+999999999` would make
+the price check's arithmetic overflow). Text that the ledger stores or sends on must be storable
+in PostgreSQL text (no NUL) and printable: control characters are refused in every field.
 """
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
@@ -15,6 +19,8 @@ import msgspec
 
 MAX_QUANTITY = 1000
 MAX_ITEMS = 100
+MAX_PRICE_DIGITS = 12
+"""At most this many digits before and after the decimal point of a sent price."""
 
 # ISO 4217 codes the ledger accepts, with their minor-unit exponent.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -49,7 +55,7 @@ class OrderPlaced(msgspec.Struct):
     currency: str
     items: Annotated[list[LineItem], msgspec.Meta(min_length=1, max_length=MAX_ITEMS)]
     occurred_at: str | None = None
-    payment_method: str | None = None
+    payment_method: Annotated[str, msgspec.Meta(max_length=200)] | None = None
 
 
 _decoder = msgspec.json.Decoder(OrderPlaced)
@@ -75,6 +81,21 @@ class OrderRequest:
     items: tuple[RequestedItem, ...]
     payment_method: str | None
 
+    @property
+    def request_sha256(self) -> str:
+        """Fingerprint of what is asked (items with their sent prices, currency, payment method): the
+        same for a redelivery, different for a reused idempotency key with other contents."""
+        asked = msgspec.json.encode(
+            [
+                self.currency,
+                self.payment_method,
+                sorted(
+                    [item.product_id, item.quantity, str(item.unit_price.normalize())] for item in self.items
+                ),
+            ]
+        )
+        return hashlib.sha256(asked).hexdigest()
+
 
 def from_minor_units(amount_minor: int, currency: str) -> Decimal:
     exponent = CURRENCY_EXPONENTS.get(currency, 2)
@@ -86,18 +107,40 @@ def format_minor(amount_minor: int, currency: str) -> str:
     return str(from_minor_units(amount_minor, currency))
 
 
-def _parse_price(raw: str | float | int, where: str, currency: str) -> Decimal:
+def _parse_price(raw: str | float | int, where: str) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, str):
         raise InvalidOrderEvent(
             f'{where}: money must be a decimal string such as "12.50", not a JSON number ({raw!r})'
         )
+    if len(raw) > 4 * MAX_PRICE_DIGITS:
+        raise InvalidOrderEvent(f"{where}: {raw[:20]!r}... ({len(raw)} characters) is not a decimal amount")
     try:
+        # Decimal also reads other scripts' digits ("١٢"); money on the wire is ASCII.
+        if not raw.isascii():
+            raise InvalidOperation
         price = Decimal(raw.strip())
     except InvalidOperation:
         raise InvalidOrderEvent(f"{where}: {raw!r} is not a decimal amount") from None
     if not price.is_finite() or price < 0:
         raise InvalidOrderEvent(f"{where}: {raw!r} is not a finite, non-negative amount")
+    # Bounded here, so no later arithmetic on the price can overflow or need rounding.
+    exponent = price.as_tuple().exponent
+    if price.adjusted() >= MAX_PRICE_DIGITS or not isinstance(exponent, int) or exponent < -MAX_PRICE_DIGITS:
+        raise InvalidOrderEvent(
+            f"{where}: {raw!r} is out of range (at most {MAX_PRICE_DIGITS} digits before and after the point)"
+        )
     return price
+
+
+def _check_text(where: str, value: str | None) -> None:
+    """Refuse NUL (PostgreSQL text cannot hold it) and every other control or unpaired surrogate code point."""
+    if value is None:
+        return
+    for index, character in enumerate(value):
+        if unicodedata.category(character) in ("Cc", "Cs"):
+            raise InvalidOrderEvent(
+                f"{where}: control character U+{ord(character):04X} at position {index} is not allowed"
+            )
 
 
 def parse_order_event(payload: bytes) -> OrderRequest:
@@ -108,6 +151,18 @@ def parse_order_event(payload: bytes) -> OrderRequest:
         raise InvalidOrderEvent(f"invalid order event: {invalid}") from None
     except msgspec.DecodeError as malformed:
         raise InvalidOrderEvent(f"malformed JSON: {malformed}") from None
+    except RecursionError:
+        raise InvalidOrderEvent("malformed JSON: nested too deeply to decode") from None
+    for where, text in (
+        ("event_id", event.event_id),
+        ("idempotency_key", event.idempotency_key),
+        ("customer.id", event.customer.id),
+        ("customer.email", event.customer.email),
+        ("customer.phone", event.customer.phone),
+        ("payment_method", event.payment_method),
+        *((f"items[{index}].product_id", item.product_id) for index, item in enumerate(event.items)),
+    ):
+        _check_text(where, text)
     if event.type != "order.placed":
         raise InvalidOrderEvent(f"event type {event.type!r} is not 'order.placed'")
     currency = event.currency.upper()
@@ -115,7 +170,7 @@ def parse_order_event(payload: bytes) -> OrderRequest:
         raise InvalidOrderEvent(f"currency {event.currency!r} is not a supported ISO 4217 code")
     items = []
     for index, item in enumerate(event.items):
-        price = _parse_price(item.unit_price, f"items[{index}].unit_price", currency)
+        price = _parse_price(item.unit_price, f"items[{index}].unit_price")
         items.append(RequestedItem(item.product_id, item.quantity, price))
     if len({item.product_id for item in items}) != len(items):
         raise InvalidOrderEvent("items: a product appears on more than one line")

@@ -80,7 +80,7 @@ def check_invariants(database: SqlDatabase) -> Invariants:
             sa.select(
                 sa.func.count().filter(order_intake.c.outcome == DUPLICATE),
                 sa.func.count().filter(order_intake.c.outcome.in_([ACCEPTED, DUPLICATE])),
-                sa.func.count(sa.distinct(order_intake.c.idempotency_key)).filter(
+                sa.func.count(sa.distinct(order_intake.c.order_id)).filter(
                     order_intake.c.outcome.in_([ACCEPTED, DUPLICATE])
                 ),
             )

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 from hub_pipelines.orders.catalog import CacheStats
 
-OUTCOMES = ("paid", "failed", "payment_unknown", "deferred", "rejected", "duplicate", "skipped")
+OUTCOMES = (
+    "paid", "failed", "payment_unknown", "deferred", "rejected", "duplicate", "skipped", "retry", "parked",
+)  # fmt: skip
+"""`retry`: an internal error, counted, taken again next batch; `parked`: dead-lettered after the last."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class BatchReport:
         for outcome in everything:
             if outcome.status == "paid" and outcome.currency:
                 value[outcome.currency] += outcome.amount_minor
-        placed = [o for o in outcomes if o.status not in ("rejected", "duplicate", "skipped")]
+        placed = [
+            o for o in outcomes if o.status not in ("rejected", "duplicate", "skipped", "retry", "parked")
+        ]
         return cls(
             counts=dict(Counter(o.status for o in outcomes)),
             rejections=dict(Counter(o.reason_kind or "unknown" for o in outcomes if o.status == "rejected")),

@@ -6,6 +6,12 @@ called, and the outcome is recorded in a later transaction (PAID ones group-comm
 orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
 record are taken again, RESERVED and PAYMENT_UNKNOWN orders are charged again with the same key.
+
+One order never stops the others: a rejection is dead-lettered; any other error of one event or one
+order (a bug, a row the database refuses) is counted in `ledger_attempts` and the batch goes on; after
+`max_attempts` failures, across batches and processes, the event is dead-lettered (the order kept
+out of reconciliation) with `internal: <ExceptionType>` and an alert. Only an outage of the database
+or of the rate limit's store fails the batch: every order would fail alike, and none should be parked.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import psycopg
 import sqlalchemy as sa
 
 from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
-from hub_pipelines.core.rate_limit import RateLimiter
+from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
+from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
+from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import (
@@ -40,6 +49,7 @@ from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
+    PARKED,
     InsufficientStock,
     IntakePosition,
     record_rejection,
@@ -55,20 +65,42 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 AlertHook = Callable[[str, str], None]
-"""Called with (order id, reason) after an order was compensated."""
+"""Called with (order id, or the position of an event that never became an order; reason) when an
+order was compensated, or an event or order was parked after repeated internal errors."""
 
 
 class RateLimitExceeded(ValueError):
     """The customer has placed more orders than the per-customer rate allows."""
 
 
-REJECTIONS = (UnauthenticEvent, InvalidOrderEvent, RateLimitExceeded, PriceRejected, InsufficientStock)
+REJECTIONS = (
+    UnauthenticEvent,
+    InvalidOrderEvent,
+    RateLimitExceeded,
+    PriceRejected,
+    InsufficientStock,
+    IdempotencyConflict,
+)
+OUTAGES = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    RateLimitStoreUnavailable,
+)
+"""Errors that say a service is down, not that an order is bad: they fail the batch, which is retried."""
 CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 """Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
 
 
-def log_alert(order_id: str, reason: str) -> None:
-    logger.error("order %s failed and was compensated: %s", order_id, reason)
+def log_alert(subject: str, reason: str) -> None:
+    logger.error("ALERT %s: %s", subject, reason)
+
+
+def _retry(error: Exception, seconds: float, order_id: str | None = None) -> OrderOutcome:
+    """An internal error counted towards parking: the event or order is taken again next batch."""
+    kind = type(error).__name__
+    return OrderOutcome("retry", seconds, order_id=order_id, reason=f"{kind}: {error}", reason_kind=kind)
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,7 @@ class OrderLedger:
     max_in_flight: int = 256
     reserve_concurrency: int = 8
     stale_after_s: float = 60.0
+    max_attempts: int = 3
     clock: Callable[[], float] = field(default=time.perf_counter)
 
     def __post_init__(self) -> None:
@@ -140,13 +173,8 @@ class OrderLedger:
                     pool, lambda order: self._settle(order.charge, self.clock()), pending
                 )
                 admitted = self._limited(pool, self.admit, events, learn=False)
-                self.catalog.products(
-                    item.product_id
-                    for order in admitted
-                    if isinstance(order, AdmittedOrder)
-                    for item in order.request.items
-                )
-                outcomes = self._limited(pool, self.place, admitted)
+                self._warm_catalog(admitted)
+                outcomes = self._limited(pool, self._place_isolated, admitted)
             finally:
                 self._recorder = None
                 self._reserving.close()
@@ -159,6 +187,21 @@ class OrderLedger:
             in_flight_limit=self.in_flight_limit.limit,
             in_flight_limit_peak=self.in_flight_limit.peak_limit,
         )
+
+    def _warm_catalog(self, admitted: list[AdmittedOrder | OrderOutcome]) -> None:
+        """Load every product the batch asks for at once; only a shortcut, since each order looks its
+        products up again, so a failure is logged and left to the orders that meet it."""
+        try:
+            self.catalog.products(
+                item.product_id
+                for order in admitted
+                if isinstance(order, AdmittedOrder)
+                for item in order.request.items
+            )
+        except OUTAGES:
+            raise
+        except Exception:
+            logger.exception("warming the catalog for the batch failed; orders look their products up")
 
     def _limited(
         self,
@@ -237,7 +280,7 @@ class OrderLedger:
 
     def handle_event(self, event: InboxEvent) -> OrderOutcome:
         """Every phase of one event; rejections are dead-lettered, never raised."""
-        return self.place(self.admit(event))
+        return self._place_isolated(self.admit(event))
 
     def admit(self, event: InboxEvent) -> AdmittedOrder | OrderOutcome:
         """Authenticity, validation and the per-customer rate limit; a rejection is recorded here."""
@@ -247,13 +290,33 @@ class OrderLedger:
             self.authenticator.verify(event.payload, event.headers)
             request = parse_order_event(event.payload)
             idempotency_key = request.idempotency_key
-            if self.rate_limiter is not None and not self.rate_limiter.hit(request.customer_id):
+            # Spent once per order (customer + key), so a redelivery, a rerun after a crash or an
+            # overlapping ledger never spends the customer's budget again.
+            order_id = order_id_for(request.customer_id, request.idempotency_key)
+            if self.rate_limiter is not None and not self.rate_limiter.spend_once(
+                request.customer_id, order_id
+            ):
                 raise RateLimitExceeded(
                     f"rate limit {self.rate_limiter.rate} exceeded for customer {request.customer_id}"
                 )
         except REJECTIONS as why:
             return self._reject(event, why, idempotency_key, started)
+        except OUTAGES:
+            raise
+        except Exception as error:
+            return self._event_failed(event, error, started)
         return AdmittedOrder(event, request, self.clock() - started)
+
+    def _place_isolated(self, admitted: AdmittedOrder | OrderOutcome) -> OrderOutcome:
+        """`place`, with an unexpected error of this one event counted (and parked at the limit)."""
+        if isinstance(admitted, OrderOutcome):
+            return admitted
+        try:
+            return self.place(admitted)
+        except OUTAGES:
+            raise
+        except Exception as error:
+            return self._event_failed(admitted.event, error, self.clock() - admitted.seconds)
 
     def place(self, admitted: AdmittedOrder | OrderOutcome) -> OrderOutcome:
         """Price, reserve, charge and record one admitted order (an outcome passes through)."""
@@ -267,6 +330,10 @@ class OrderLedger:
                 reservation = reserve_order(
                     self.database, event.position, priced, self.cipher, connection=connection
                 )
+        except (PriceRejected, InsufficientStock) as why:
+            # A reused key with other items may fail on them first: the conflict is the reason to give.
+            conflict = conflict_of(self.database, request, event.position.event_id)
+            return self._reject(event, conflict or why, request.idempotency_key, started)
         except REJECTIONS as why:
             return self._reject(event, why, request.idempotency_key, started)
         if not reservation.claimed:
@@ -290,6 +357,9 @@ class OrderLedger:
         self, event: InboxEvent, why: Exception, idempotency_key: str | None, started: float
     ) -> OrderOutcome:
         claimed = record_rejection(self.database, event.position, str(why), event.payload, idempotency_key)
+        if claimed and isinstance(why, IdempotencyConflict):
+            position = event.position
+            self._raise_alert(event_subject(position.topic, position.partition, position.offset), str(why))
         return OrderOutcome(
             "rejected" if claimed else "skipped",
             self.clock() - started,
@@ -297,7 +367,41 @@ class OrderLedger:
             reason_kind=type(why).__name__,
         )
 
+    def _event_failed(self, event: InboxEvent, error: Exception, started: float) -> OrderOutcome:
+        """Count the event's failure; at `max_attempts`, dead-letter it as internal and alert."""
+        position = event.position
+        subject = event_subject(position.topic, position.partition, position.offset)
+        reason = record_failure(self.database, subject, error, self.max_attempts)
+        if reason is None:
+            return _retry(error, self.clock() - started)
+        claimed = record_rejection(self.database, position, reason, event.payload, outcome=PARKED)
+        if claimed:
+            self._raise_alert(subject, reason)
+        return OrderOutcome(
+            "parked" if claimed else "skipped", self.clock() - started, reason=reason, reason_kind="internal"
+        )
+
     def _settle(self, charge: ChargeRequest, started: float) -> OrderOutcome:
+        """`_settle_charge`, with an unexpected error of this order counted: the order stays open and
+        the next batch reconciles it with the same key; at `max_attempts` it is parked, with an alert."""
+        try:
+            return self._settle_charge(charge, started)
+        except OUTAGES:
+            raise
+        except Exception as error:
+            reason = record_failure(self.database, order_subject(charge.order_id), error, self.max_attempts)
+            if reason is None:
+                return _retry(error, self.clock() - started, charge.order_id)
+            self._raise_alert(charge.order_id, reason)
+            return OrderOutcome(
+                "parked",
+                self.clock() - started,
+                order_id=charge.order_id,
+                reason=reason,
+                reason_kind="internal",
+            )
+
+    def _settle_charge(self, charge: ChargeRequest, started: float) -> OrderOutcome:
         """Charge (or re-ask the gateway with the same key) and record what it answered."""
         try:
             result = self.gateway.charge(charge)
@@ -333,8 +437,8 @@ class OrderLedger:
             reason=reason,
         )
 
-    def _raise_alert(self, order_id: str, reason: str) -> None:
+    def _raise_alert(self, subject: str, reason: str) -> None:
         try:
-            self.alert(order_id, reason)
+            self.alert(subject, reason)
         except Exception:
-            logger.exception("alert hook failed for order %s", order_id)
+            logger.exception("alert hook failed for %s", subject)

@@ -7,7 +7,8 @@ flight it carries that one at once (no timer, no added wait). Each order's reser
 own SERIALIZABLE transaction; only the PAID write, which moves each order with a guarded update of
 its own row, is shared. A failed transaction fails every worker waiting on it, which then reports
 its order as it would have with a transaction of its own: the order stays open and is reconciled
-with the same idempotency key.
+with the same idempotency key. A failed transaction of several orders is first tried again order by
+order, so one order the database refuses does not fail its neighbours.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ class PaidRecorder:
                     self.database, [(charge, result) for charge, result, _ in batch], held=held
                 )
         except BaseException as failed:
+            if len(batch) > 1 and isinstance(failed, Exception):
+                for pending in batch:
+                    self._commit([pending])
+                return
             for _, _, done in batch:
                 done.set_exception(failed)
             return

@@ -1,6 +1,7 @@
 """The order transaction: one SERIALIZABLE transaction per order that reserves stock and books the order.
 
-It inserts the order (its idempotency key is unique, so a duplicate finds the existing order instead),
+It inserts the order (its idempotency key is unique per customer, so a duplicate finds the existing
+order instead; one that asked for something else is an `IdempotencyConflict`),
 locks the products in id order (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's BEGIN IMMEDIATE holds
 the whole database), re-checks each price against the locked row, decrements stock, and writes the
 items, the ledger posting, the `order.created` outbox row and the intake record. Insufficient stock or
@@ -10,7 +11,6 @@ a price that changed rolls all of it back. Lost races (40001, 40P01) run the tra
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from sqlalchemy import Connection
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
+from hub_pipelines.orders.attempts import storable_text
+from hub_pipelines.orders.idempotency import booked_order, conflict_with, order_id_for
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import ORDER_PLACED, order_placed_entries, outbox_row, posting_rows
 from hub_pipelines.orders.pii import PiiCipher, pii_context
@@ -38,10 +40,11 @@ from hub_pipelines.orders.tables import (
     products,
 )
 
-ORDER_ID_NAMESPACE = uuid.UUID("6f1c1f5e-9a38-4c52-8d0e-5b1d5e0f0a11")
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
+PARKED = "parked"
+"""Dead-lettered after repeated internal errors: no fault of the event was found."""
 DEAD_LETTER_SOURCE = "orders-intake"
 
 
@@ -76,11 +79,6 @@ class Reservation:
 _TAKEN_KEYS = frozenset({"orders", "order_items", "order_intake"})
 
 
-def order_id_for(idempotency_key: str) -> str:
-    """The same idempotency key always names the same order (and so the same payment key)."""
-    return str(uuid.uuid5(ORDER_ID_NAMESPACE, idempotency_key))
-
-
 def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_serialization_failure),
@@ -104,7 +102,8 @@ def reserve_order(
     With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
     transaction runs on it in one round trip; without, on a connection from `database`'s pool.
     """
-    order_id = order_id_for(priced.request.idempotency_key)
+    request = priced.request
+    order_id = order_id_for(request.customer_id, request.idempotency_key)
     writes = _ReservationWrites(
         order=_order_row(priced, order_id, cipher),
         placed=posting_rows(
@@ -136,17 +135,17 @@ def reserve_order(
     # The order exists already (a duplicate), or another worker booked this very event: book the
     # duplicate outside the serializable transaction, where no lost race can abort it.
     with database.transaction() as booking:
-        existing = booking.execute(
-            sa.select(orders.c.order_id, orders.c.status).where(
-                orders.c.idempotency_key == priced.request.idempotency_key
-            )
-        ).first()
+        existing = booked_order(booking, request)
         if existing is None:
             return Reservation(None, None, duplicate=False, claimed=False, attempts=tries)
+        conflict = conflict_with(existing, request, position.event_id)
+        if conflict is not None:
+            raise conflict
+        existing_order_id, status = existing.order_id, existing.status
         claimed = _record_intake(
-            booking, database.dialect, position, DUPLICATE, priced.request.idempotency_key, existing[0]
+            booking, database.dialect, position, DUPLICATE, request.idempotency_key, existing_order_id
         )
-    return Reservation(existing[0], existing[1], duplicate=True, claimed=claimed, attempts=tries)
+    return Reservation(existing_order_id, status, duplicate=True, claimed=claimed, attempts=tries)
 
 
 def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> str | None:
@@ -187,6 +186,7 @@ def _order_row(priced: PricedOrder, order_id: str, cipher: PiiCipher | None) -> 
         "item_count": priced.item_count,
         "payment_method": request.payment_method,
         "status": RESERVED,
+        "request_sha256": request.request_sha256,
     }
     if cipher is not None:
         row["pii_key_id"] = cipher.active_key_id
@@ -374,14 +374,16 @@ def record_rejection(
     payload: bytes,
     idempotency_key: str | None = None,
     *,
+    outcome: str = REJECTED,
     source: str = DEAD_LETTER_SOURCE,
 ) -> bool:
     """Book a rejected event and dead-letter it with the reason, once; False if it was booked already."""
+    reason = storable_text(reason)
 
     def attempt() -> bool:
         with database.transaction() as connection:
             claimed = _record_intake(
-                connection, database.dialect, position, REJECTED, idempotency_key, None, reason
+                connection, database.dialect, position, outcome, idempotency_key, None, reason
             )
             if claimed:
                 connection.execute(

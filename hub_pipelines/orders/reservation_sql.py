@@ -1,7 +1,7 @@
 """The order ledger's hot SQL on PostgreSQL: the reservation (one function call) and the group PAID.
 
 The reservation is one statement inside the function `reserve_order` (migration
-0004_reserve_order_function): one round trip instead of ten. Its parts, as data-modifying CTEs of
+0004_reserve_order_function, replaced by 0006 to write the request's fingerprint): one round trip instead of ten. Its parts, as data-modifying CTEs of
 one statement, share one snapshot and always all run to completion, so a duplicate idempotency key
 still fails the whole statement with the unique violation, whatever else happened in it.
 
@@ -48,6 +48,7 @@ RESERVE_ORDER = sa.text(
             "item_count",
             "payment_method",
             "status",
+            "request_sha256",
             "product_ids",
             "quantities",
             "prices",

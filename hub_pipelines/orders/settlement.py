@@ -18,6 +18,7 @@ import psycopg
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.orders.attempts import order_subject_sql
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import (
     GATEWAY_CLEARING,
@@ -37,6 +38,7 @@ from hub_pipelines.orders.tables import (
     PAID,
     PAYMENT_UNKNOWN,
     RESERVED,
+    ledger_attempts,
     ledger_entries,
     order_items,
     orders,
@@ -63,8 +65,13 @@ def pending_payments(
     database: SqlDatabase, *, stale_after_s: float = 60.0, limit: int = 1000
 ) -> list[PendingOrder]:
     """Orders still waiting for a payment outcome: every PAYMENT_UNKNOWN, and RESERVED ones older than
-    `stale_after_s` (younger ones are most likely being paid by the worker that reserved them)."""
+    `stale_after_s` (younger ones are most likely being paid by the worker that reserved them); not
+    those parked after repeated internal errors."""
     cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
+    parked = sa.exists().where(
+        ledger_attempts.c.subject == order_subject_sql(orders.c.order_id),
+        ledger_attempts.c.parked_at.is_not(None),
+    )
     with database.transaction() as connection:
         rows = connection.execute(
             sa.select(
@@ -79,7 +86,8 @@ def pending_payments(
                 sa.or_(
                     orders.c.status == PAYMENT_UNKNOWN,
                     sa.and_(orders.c.status == RESERVED, orders.c.updated_at <= cutoff),
-                )
+                ),
+                ~parked,
             )
             .order_by(orders.c.created_at)
             .limit(limit)

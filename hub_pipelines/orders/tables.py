@@ -1,4 +1,4 @@
-"""SQLAlchemy Core descriptions of the order ledger's tables (created by migration 0002_orders_ledger).
+"""SQLAlchemy Core descriptions of the order ledger's tables (created by migrations 0002_orders_ledger and 0006).
 
 Money is always integer minor units (cents) beside an ISO 4217 currency code; nothing here is a float.
 `partition` and `offset` are SQL keywords: SQLAlchemy quotes them, hand-written SQL must too.
@@ -46,7 +46,7 @@ orders = sa.Table(
     "orders",
     metadata,
     sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("idempotency_key", sa.Text, nullable=False),
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("customer_id", sa.Text, nullable=False),
     sa.Column("email_ciphertext", sa.LargeBinary),
@@ -62,6 +62,10 @@ orders = sa.Table(
     _utc_timestamp("created_at"),
     _utc_timestamp("updated_at"),
     _utc_timestamp("paid_at", nullable=True),
+    # What the order asked for (`OrderRequest.request_sha256`): a reused key with another is a conflict.
+    sa.Column("request_sha256", sa.Text),
+    # An idempotency key is the customer's own: another customer's same key is another order.
+    sa.UniqueConstraint("customer_id", "idempotency_key"),
     sa.Index("ix_orders_status", "status"),
 )
 
@@ -89,6 +93,17 @@ order_intake = sa.Table(
     sa.Column("order_id", sa.Text),
     sa.Column("reason", sa.Text),
     _utc_timestamp("processed_at"),
+)
+
+ledger_attempts = sa.Table(
+    "ledger_attempts",
+    metadata,
+    # "event <topic> partition <p> offset <o>" or "order <order id>": what an operator searches for.
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
+    _utc_timestamp("updated_at"),
 )
 
 payments = sa.Table(

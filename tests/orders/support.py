@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import sqlalchemy as sa
 
+from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase, TopicMessage
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
@@ -111,6 +113,24 @@ class Inbox:
         chunk = OffsetRange(self.partition, batch[0].offset, batch[-1].offset + 1)
         counts = SqlInboxSink(self.database).land_chunk(self.topic, chunk, batch, run_id="test")
         return counts.landed
+
+    def store(self, messages: Iterable[tuple[str, bytes, dict[str, str]]]) -> list[int]:
+        """Put (event id, payload, headers) rows into `topic_inbox` as the landing stores them, without
+        the landing's decoding: the ledger's own handling of any payload is what is under test."""
+        rows = [
+            {
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": next(self._offsets),
+                "event_id": event_id,
+                "payload": payload,
+                "headers": headers,
+            }
+            for event_id, payload, headers in messages
+        ]
+        with self.database.transaction() as connection:
+            connection.execute(sa.insert(topic_inbox), rows)
+        return [int(str(row["offset"])) for row in rows]
 
     def land_events(self, events: Iterable[dict[str, Any]]) -> int:
         payloads = [encode(event) for event in events]

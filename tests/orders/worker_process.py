@@ -5,15 +5,22 @@ python -m tests.orders.worker_process crash-after-charge <database url> <stripe 
     is committed.
 python -m tests.orders.worker_process breaker <redis url> <breaker name> <stripe base url>
     for each stdin line, makes one charge and prints its outcome and the breaker state.
+python -m tests.orders.worker_process ledger <database url> <stripe base url> <redis url> <namespace> <rate> <kill after>
+    prints "ready", waits for a line on stdin, then runs one batch with the per-customer rate limit
+    in Redis; SIGKILLs itself right after its <kill after>-th successful charge (0: never), else
+    prints the batch's counts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import threading
 import uuid
 
+from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.payments import (
     ChargeRequest,
@@ -28,13 +35,18 @@ from tests.orders.support import authenticator
 
 
 class KillAfterCharge:
-    def __init__(self, gateway: StripeGateway) -> None:
+    def __init__(self, gateway: StripeGateway, charges: int = 1) -> None:
         self.gateway = gateway
+        self.left = charges
+        self.lock = threading.Lock()
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
-        self.gateway.charge(request)
-        os.kill(os.getpid(), signal.SIGKILL)
-        raise AssertionError("unreachable")
+        result = self.gateway.charge(request)
+        with self.lock:
+            self.left -= 1
+            if self.left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
 
     def breaker_state(self) -> str:
         return self.gateway.breaker_state()
@@ -54,6 +66,27 @@ def crash_after_charge(database_url: str, stripe_base: str) -> None:
         max_in_flight=1,
     )
     ledger.process_batch()
+
+
+def ledger(
+    database_url: str, stripe_base: str, redis_url: str, namespace: str, rate: str, kill_after: str
+) -> None:
+    database = PostgresDatabase(url=database_url, pool_size=12, max_overflow=8)
+    gateway = StripeGateway(
+        api_key="sk_test_hub", api_base=stripe_base, initial_backoff_s=0, backoff_jitter_s=0,
+        breaker_name=f"stripe-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    order_ledger = OrderLedger(
+        database,
+        Catalog(database),
+        KillAfterCharge(gateway, int(kill_after)) if int(kill_after) else gateway,
+        authenticator(),
+        rate_limiter=RateLimiter(rate, redis_url, namespace=namespace),
+        max_in_flight=4,
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(order_ledger.process_batch().counts), flush=True)
 
 
 def breaker(redis_url: str, name: str, stripe_base: str) -> None:
@@ -77,4 +110,4 @@ def breaker(redis_url: str, name: str, stripe_base: str) -> None:
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"crash-after-charge": crash_after_charge, "breaker": breaker}[command](*arguments)
+    {"crash-after-charge": crash_after_charge, "breaker": breaker, "ledger": ledger}[command](*arguments)

@@ -149,7 +149,7 @@ def order_ledger(
         authenticator=order_settings.authenticator(),
         rate_limiter=order_settings.rate_limiter(),
         cipher=order_settings.cipher(),
-        alert=lambda order_id, reason: context.log.error(f"ALERT order {order_id} failed: {reason}"),
+        alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
         topic=order_settings.orders_topic,
         min_in_flight=order_settings.min_in_flight,
         max_in_flight=order_settings.max_in_flight,

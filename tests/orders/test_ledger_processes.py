@@ -1,0 +1,120 @@
+"""Ledger processes with the per-customer rate limit in Redis: a rerun after SIGKILL mid-batch, and two
+overlapping processes, pay every well-formed order exactly once and never spend the budget twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import sqlalchemy as sa
+
+from hub_pipelines.core.platform_tables import dead_letters
+from hub_pipelines.core.rate_limit import RateLimiter
+from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.invariants import check_invariants
+from hub_pipelines.orders.tables import PAID, orders
+from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.sql_database import PostgresDatabase
+from tests.fakes.stripe_server import FakeStripe
+from tests.orders.conftest import LedgerFactory
+from tests.orders.support import Inbox, order_event, seed_catalog
+
+WORKER = [sys.executable, "-m", "tests.orders.worker_process", "ledger"]
+CUSTOMERS = 4
+ORDERS_PER_CUSTOMER = 10
+RATE = f"{ORDERS_PER_CUSTOMER}/minute"
+"""Exactly each customer's orders: one hit spent twice would dead-letter an order."""
+
+
+def land_orders(database: PostgresDatabase) -> None:
+    seed_catalog(Catalog(database))
+    Inbox(database).land_events(
+        order_event(customer=f"c-{customer}", items=[("p-cup", 1, "12.50")])
+        for _ in range(ORDERS_PER_CUSTOMER)
+        for customer in range(CUSTOMERS)
+    )
+
+
+def start_ledger(
+    database: PostgresDatabase, fake_stripe: FakeStripe, redis_server: str, namespace: str, kill_after: int
+) -> subprocess.Popen[str]:
+    url = database.sqlalchemy_url.render_as_string(hide_password=False)
+    process = subprocess.Popen(
+        [*WORKER, url, fake_stripe.base_url, redis_server, namespace, RATE, str(kill_after)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return process
+
+
+def wait_ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+
+
+def go(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.write("go\n")
+    process.stdin.close()
+
+
+def assert_every_order_paid_once(database: PostgresDatabase, fake_stripe: FakeStripe) -> None:
+    with database.transaction() as connection:
+        booked = connection.execute(sa.select(orders.c.order_id, orders.c.status)).all()
+        letters = connection.execute(sa.select(dead_letters.c.reason)).scalars().all()
+    assert letters == []
+    assert len(booked) == CUSTOMERS * ORDERS_PER_CUSTOMER
+    assert Counter(status for _, status in booked) == {PAID: len(booked)}
+    for order_id, _ in booked:
+        assert len(fake_stripe.succeeded_intents(order_id)) == 1, order_id
+    assert len(fake_stripe.succeeded_intents()) == len(booked)
+    assert check_invariants(database).holds(outbox_bound_s=3600)
+
+
+def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_the_limit_twice(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+    redis_server: str,
+    redis_key_prefix: str,
+) -> None:
+    land_orders(ledger_database)
+    namespace = f"{redis_key_prefix}orders"
+    killed = start_ledger(ledger_database, fake_stripe, redis_server, namespace, kill_after=7)
+    wait_ready(killed)
+    go(killed)
+
+    assert killed.wait(timeout=120) == -9
+    # Charges the killed process had sent besides may still complete at the server.
+    assert 7 <= len(fake_stripe.succeeded_intents()) < CUSTOMERS * ORDERS_PER_CUSTOMER
+
+    rerun = make_ledger(stripe_gateway, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
+    rerun.process_batch()
+
+    assert_every_order_paid_once(ledger_database, fake_stripe)
+
+
+def test_two_overlapping_ledger_processes_pay_every_order_once_under_a_shared_limit(
+    ledger_database: PostgresDatabase,
+    fake_stripe: FakeStripe,
+    redis_server: str,
+    redis_key_prefix: str,
+) -> None:
+    land_orders(ledger_database)
+    namespace = f"{redis_key_prefix}orders"
+    ledgers = [start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0) for _ in range(2)]
+    for process in ledgers:
+        wait_ready(process)
+    for process in ledgers:
+        go(process)
+
+    counts: Counter[str] = Counter()
+    for process in ledgers:
+        assert process.stdout is not None
+        counts.update(json.loads(process.stdout.readline()))
+        assert process.wait(timeout=120) == 0
+
+    assert counts["paid"] == CUSTOMERS * ORDERS_PER_CUSTOMER
+    assert counts["rejected"] == 0
+    assert_every_order_paid_once(ledger_database, fake_stripe)
