@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_ledger_attempts"
-down_revision: str | Sequence[str] | None = "0004_reserve_order_function"
+down_revision: str | Sequence[str] | None = "0005_landed_ranges_gaps_and_loss"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

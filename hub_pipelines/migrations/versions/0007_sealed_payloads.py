@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_sealed_payloads"
-down_revision: str | Sequence[str] | None = "0005_landed_ranges_gaps_and_loss"
+down_revision: str | Sequence[str] | None = "0006_ledger_attempts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
