@@ -73,6 +73,9 @@ def decode_event_id(message: TopicMessage) -> str:
         event_id = _decode_envelope.decode(message.value).event_id
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise UndecodableMessage(f"{_position(message)}: undecodable event: {error}") from error
+    except RecursionError:
+        # msgspec walks nested JSON recursively even through fields it skips.
+        raise UndecodableMessage(f"{_position(message)}: JSON nested too deeply to decode") from None
     if not event_id.strip():
         raise UndecodableMessage(f"{_position(message)}: empty event_id")
     problem = _storable_text_problem(event_id)

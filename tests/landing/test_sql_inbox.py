@@ -150,6 +150,20 @@ def test_a_nul_byte_in_a_header_or_event_id_is_dead_lettered_with_the_reason(
     assert landed.headers == {"x-signature": "sha256=é"}
 
 
+def test_json_nested_too_deeply_is_dead_lettered_and_its_neighbour_lands(inbox_database: Database) -> None:
+    topic = f"orders-deep-{uuid.uuid4().hex[:8]}"
+    deep = b'{"event_id": "deep", "items": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    messages = [
+        TopicMessage(topic, 0, 0, deep, None, {}, None),
+        TopicMessage(topic, 0, 1, _order("after-the-deep-one"), None, {}, None),
+    ]
+    counts = SqlInboxSink(inbox_database).land_chunk(topic, OffsetRange(0, 0, 2), messages, "run-1")
+
+    assert (counts.landed, counts.dead_lettered) == (1, 1)
+    (reason,) = [row.reason for row in _rows(inbox_database, dead_letters, topic)]
+    assert reason == f"{topic} partition 0 offset 0: JSON nested too deeply to decode"
+
+
 landings = st.lists(
     st.tuples(st.integers(0, 40), st.integers(1, 25), st.integers(1, 12)), min_size=1, max_size=5
 )
