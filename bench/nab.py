@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, float | int]] = {
     "shipped": {},
     "score_average_10": {"score_average": 10},
     "no_point_path": {"point_decades": 1e9},
+    "shape_calibration_1000": {"shape_calibration": 1000},
 }
 
 
