@@ -32,6 +32,8 @@ class CostProfile:
 
 
 STANDARD_PROFILE = CostProfile()
+# NAB's reward_low_FP_rate: a false alarm costs twice as much, as it does the person paged.
+LOW_FP_PROFILE = CostProfile(fp_weight=0.22)
 
 
 def scaled_sigmoid(relative_position: float) -> float:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from hub_pipelines.analytics.alerting import Alert, IncidentState, Pager
-from hub_pipelines.analytics.anomaly import AnomalyDetector, Finding
+from hub_pipelines.analytics.anomaly import AnomalyDetector, DetectorSettings, Finding
 from hub_pipelines.analytics.events import EVENT_TYPES
 from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
 from hub_pipelines.core.ports import Warehouse
@@ -28,6 +28,9 @@ METRICS: tuple[str, ...] = (
     "active_users",
 )
 MINUTE = timedelta(minutes=1)
+# The score that pages and keeps an incident open: the detector's threshold, which bench/nab.py chose on
+# left-out NAB categories (each fold picks it on the other three; this is their median).
+PAGING_THRESHOLD = DetectorSettings().threshold
 
 
 @dataclass
@@ -105,7 +108,7 @@ def save_states(
 
 
 def score_new_minutes(
-    warehouse: Warehouse, tables: AnalyticsTables, threshold: float = 0.95
+    warehouse: Warehouse, tables: AnalyticsTables, threshold: float = PAGING_THRESHOLD
 ) -> ScoringOutcome:
     """Run every metric's detector over the minutes not scored yet; save states; return findings and alerts."""
     tables.ensure(warehouse)

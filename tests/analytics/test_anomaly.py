@@ -5,8 +5,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hub_pipelines.analytics.anomaly import AnomalyDetector, AnomalyInputError, AnomalyStateError
+from hub_pipelines.analytics.anomaly import (
+    AnomalyDetector,
+    AnomalyInputError,
+    AnomalyStateError,
+    DetectorSettings,
+)
 from hub_pipelines.analytics.nab_scoring import (
     best_threshold,
     label_series,
@@ -99,10 +106,63 @@ def test_state_round_trip_through_json_gives_identical_subsequent_scores() -> No
     assert restored.drain_findings() == uninterrupted.drain_findings()
 
 
+def periodic_series_with_events(seed: int, n: int = 1500) -> np.ndarray:
+    """A daily-like cycle with noise, a spike and a level shift: every signal and the rest period fire."""
+    rng = np.random.default_rng(seed)
+    values = 50.0 + 10.0 * np.sin(np.arange(n) * 2 * np.pi / 96) + rng.normal(0.0, 1.0, n)
+    values[900] += 40.0
+    values[1200:] += 25.0
+    return values
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), cut=st.integers(1, 1499))
+def test_scores_of_a_prefix_do_not_change_when_points_are_appended(seed: int, cut: int) -> None:
+    values = periodic_series_with_events(seed)
+    whole = AnomalyDetector("m").score_series(values)
+    prefix = AnomalyDetector("m").score_series(values[:cut])
+    assert whole.max() >= 0.95
+    assert np.array_equal(prefix, whole[:cut])
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), cut=st.integers(1, 1499))
+def test_state_saved_and_restored_mid_series_gives_identical_scores_and_findings(seed: int, cut: int) -> None:
+    values = periodic_series_with_events(seed)
+    uninterrupted = AnomalyDetector("m")
+    expected = uninterrupted.score_series(values)
+
+    first = AnomalyDetector("m")
+    head = first.score_series(values[:cut])
+    head_findings = first.drain_findings()
+    restored = AnomalyDetector.from_state(json.loads(json.dumps(first.to_state())))
+    tail = restored.score_series(values[cut:])
+
+    assert np.array_equal(np.concatenate([head, tail]), expected)
+    assert head_findings + restored.drain_findings() == uninterrupted.drain_findings()
+
+
 def test_state_of_another_version_is_refused() -> None:
     state = AnomalyDetector("m").to_state() | {"version": 0}
     with pytest.raises(AnomalyStateError, match="version 0"):
         AnomalyDetector.from_state(state)
+
+
+def test_state_saved_before_the_shape_signal_continues_with_todays_settings() -> None:
+    values = noisy_series(12)
+    values[INJECT_AT] += 30.0
+    before = AnomalyDetector("m")
+    before.score_series(values[:800])
+    version_1 = before.to_state() | {"version": 1}
+    del version_1["shape"]
+    version_1["settings"] = version_1["settings"] | {"threshold": 0.5, "rest_period": 7}
+
+    restored = AnomalyDetector.from_state(json.loads(json.dumps(version_1)))
+    scores = restored.score_series(values[800:])
+
+    assert restored.settings == DetectorSettings()
+    assert [f.type for f in restored.drain_findings()] == ["spike"]
+    assert scores[INJECT_AT - 800] >= restored.settings.threshold
 
 
 def toy_corpus():

@@ -16,7 +16,6 @@ from hub_pipelines.core.ports import Cache, Warehouse
 
 REALTIME_COUNTERS_KEY = ["analytics", "realtime_counters"]
 ANOMALY_SCORES_KEY = ["analytics", "anomaly_scores"]
-ALERT_THRESHOLD = 0.95
 
 
 @dg.asset(
@@ -66,7 +65,7 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Anomaly scores in [0, 1] per minute for event rates per type, error rate, purchase volume and active
     users, from detectors that continue across runs; findings page the on-call through the pager."""
-    outcome = score_new_minutes(warehouse, configured_tables(), ALERT_THRESHOLD)
+    outcome = score_new_minutes(warehouse, configured_tables())
     delivered = pager.send(outcome.alerts) if outcome.alerts else 0
     for alert in outcome.alerts:
         context.log.warning(f"{alert.action} {alert.dedup_key}: {alert.summary}")
