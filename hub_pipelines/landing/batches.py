@@ -227,9 +227,13 @@ def _after_failure(
     topic: str, cursor: TopicCursor, pending: PendingRun, now: float
 ) -> RequestLanding | Wait | None:
     """Wait out the backoff, then request what the failed run left unlanded; None when nothing is left."""
-    unlanded = tuple(
-        part for r in cursor.pending_ranges for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
-    )
+    if all(r.size == 0 for r in cursor.pending_ranges):
+        # A run that carried landed messages downstream failed there: the same run is needed again.
+        unlanded = cursor.pending_ranges
+    else:
+        unlanded = tuple(
+            part for r in cursor.pending_ranges for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
+        )
     if not unlanded:
         return None
     newly_stuck = None

@@ -174,6 +174,20 @@ def test_failed_ranges_landed_meanwhile_by_another_writer_are_not_requested_agai
     assert "carrying them through the steps after the landing" in step.note
 
 
+def test_failed_downstream_catch_up_run_is_retried_after_the_backoff_under_a_new_run_key():
+    carrying = (OffsetRange(0, 10, 10), OffsetRange(1, 10, 10))
+    cursor = TopicCursor({0: 10, 1: 10}, "orders:0:10-10,1:10-10#0", carrying)
+    waiting = next_landing_step(
+        "orders", cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED, "e"), 100, NOW
+    )
+    assert isinstance(waiting, Wait) and "retrying 0:10-10,1:10-10 at" in waiting.reason
+    retry = next_landing_step(
+        "orders", waiting.cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED), 100, 1e12
+    )
+    assert isinstance(retry, RequestLanding)
+    assert retry.ranges == carrying and retry.run_key != cursor.pending_run_key
+
+
 def test_range_landed_ahead_of_a_gap_is_not_planned_again():
     cursor = resync(TopicCursor({0: 10}), [Landing((OffsetRange(0, 20, 30),), by_other_writer=True)], 1)
     assert cursor.landed == {0: 10} and cursor.landed_ahead == (OffsetRange(0, 20, 30),)

@@ -30,6 +30,7 @@ from hub_pipelines import settings
 from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.demo.feeder import SIGNATURE_HEADER, analytics_event, order_event, sign
 from hub_pipelines.landing.batches import TopicCursor
+from hub_pipelines.resources.object_storage import LocalObjectStorage
 from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.sensors.run_failures import run_error
 
@@ -39,7 +40,9 @@ SECRET = "daemon-test-secret"
 TOPIC_SENSORS = {"orders_topic_sensor": settings.ORDERS_TOPIC, "events_topic_sensor": settings.EVENTS_TOPIC}
 GOOD_ORDERS_PER_PARTITION = 40
 GOOD_EVENTS_PER_PARTITION = 100
-OVERALL_TIMEOUT_SECONDS = 480
+# Generous for a loaded machine (each run is a process that loads the code location); typically ~2 min.
+FIRST_RUN_TIMEOUT_SECONDS = 180
+SETTLE_TIMEOUT_SECONDS = 300
 CLI_LANDING = ["asset", "materialize", "-m", "hub_pipelines.definitions", "--select", "orders/order_events"]
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
@@ -72,6 +75,7 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "HUB_ORDER_SIGNING_SECRET": SECRET,
         "DAGSTER_HOME": str(dagster_home),
     }
+    LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
     topics = LocalTopicLog(root=str(data_dir / "topics"))
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         topics.create_topic(topic, settings.TOPIC_PARTITIONS)
@@ -204,6 +208,7 @@ def describe_runs(instance: dg.DagsterInstance) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.timeout(FIRST_RUN_TIMEOUT_SECONDS + SETTLE_TIMEOUT_SECONDS + 120)
 def test_sensors_land_past_poison_and_overlapping_cli_landings_and_every_good_order_is_paid(
     local_stack: LocalStack, running_daemon: subprocess.Popen[bytes]
 ):
@@ -228,7 +233,9 @@ def test_sensors_land_past_poison_and_overlapping_cli_landings_and_every_good_or
             )
             return next((run for run in runs if run.status not in FINISHED), None)
 
-        sensor_run = poll("the orders sensor's landing run", sensor_landing_in_flight, 240, diagnosis)
+        sensor_run = poll(
+            "the orders sensor's landing run", sensor_landing_in_flight, FIRST_RUN_TIMEOUT_SECONDS, diagnosis
+        )
         cli_landings = [
             subprocess.Popen(
                 [str(BIN / "dagster"), *CLI_LANDING],
@@ -254,7 +261,7 @@ def test_sensors_land_past_poison_and_overlapping_cli_landings_and_every_good_or
                 at_ends and not unfinished and paid_orders(local_stack.data_dir, good_orders) == good_orders
             )
 
-        poll("cursors at the topic ends, every good order paid", settled, OVERALL_TIMEOUT_SECONDS, diagnosis)
+        poll("cursors at the topic ends, every good order paid", settled, SETTLE_TIMEOUT_SECONDS, diagnosis)
 
         for name, topic in TOPIC_SENSORS.items():
             assert sensor_cursor(instance, name).landed == ends[topic], name
