@@ -2,10 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
-from hub_pipelines.core.ports import ObjectInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub_pipelines.core.ports import ObjectInfo
 from hub_pipelines.landing.batches import (
     RETRY_BACKOFF_CAP_SECONDS,
     RETRY_BACKOFF_SECONDS,
