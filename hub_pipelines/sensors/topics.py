@@ -29,7 +29,7 @@ from hub_pipelines.landing.offsets import describe_ranges, parse_ranges
 from hub_pipelines.sensors.run_failures import run_error, run_url
 
 _FINISHED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-# Materializations read per tick; a longer history is read over the next ticks.
+# Materializations read per tick; a longer history is read over the next ticks before planning.
 LANDINGS_PER_TICK = 500
 SENSOR_NAME_TAG = "dagster/sensor_name"
 
@@ -54,8 +54,9 @@ def pending_run(context: dg.SensorEvaluationContext, run_key: str | None) -> Pen
 
 def landings_since(
     context: dg.SensorEvaluationContext, asset_key: dg.AssetKey, after: int | None
-) -> tuple[list[Landing], int | None]:
-    """The ranges each materialization of the landing asset reports, after storage id `after`."""
+) -> tuple[list[Landing], int | None, bool]:
+    """The ranges each materialization of the landing asset reports, after storage id `after`, the
+    storage id of the last one read, and whether more are left for the next tick."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=after),
         limit=LANDINGS_PER_TICK,
@@ -76,7 +77,7 @@ def landings_since(
             run = context.instance.get_run_by_id(record.run_id)
             own_runs[record.run_id] = run is not None and run.tags.get(SENSOR_NAME_TAG) == context.sensor_name
         landings.append(Landing(ranges, by_other_writer=not own_runs[record.run_id]))
-    return landings, records[-1].storage_id if records else None
+    return landings, records[-1].storage_id if records else None, len(records) == LANDINGS_PER_TICK
 
 
 def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
@@ -116,8 +117,13 @@ def build_topic_sensor(
         pager: dg.ResourceParam[Notifier],
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = TopicCursor.from_json(context.cursor)
-        landings, last_seen = landings_since(context, asset_key, cursor.last_landing_seen)
+        landings, last_seen, more = landings_since(context, asset_key, cursor.last_landing_seen)
         cursor = resync(cursor, landings, last_seen)
+        if more:
+            context.update_cursor(cursor.to_json())
+            return dg.SkipReason(
+                f"read {LANDINGS_PER_TICK} landings of {topic}, up to #{last_seen}; more next tick"
+            )
         pending = pending_run(context, cursor.pending_run_key)
         step = next_landing_step(topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time())
         if not isinstance(step, RequestLanding):

@@ -17,6 +17,7 @@ from hub_pipelines.definitions import build_definitions
 from hub_pipelines.landing.batches import STUCK_AFTER_FAILURES, TopicCursor
 from hub_pipelines.landing.offsets import parse_ranges
 from hub_pipelines.resources.sql_database import SqliteDatabase
+from hub_pipelines.sensors import topics as topic_sensors
 from tests.platform.conftest import LocalEnvironment
 
 SENSOR = "orders_topic_sensor"
@@ -142,6 +143,21 @@ def test_failed_range_landed_meanwhile_by_hand_is_not_requested_again(local_envi
     result, cursor = local_environment.tick(SENSOR, _backoff_over(cursor))
     assert _ranges_of(_only_request(result)) == "0:10-15"
     assert TopicCursor.from_json(cursor).landed == {0: 10}
+
+
+def test_long_landing_history_is_read_over_ticks_before_planning(
+    local_environment: LocalEnvironment, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(topic_sensors, "LANDINGS_PER_TICK", 1)
+    _produce(local_environment, 20)
+    _land_by_hand(local_environment, "0:0-5")
+    _land_by_hand(local_environment, "0:5-12")
+    reading, cursor = local_environment.tick(SENSOR, None)
+    assert isinstance(reading, dg.SkipReason) and "more next tick" in (reading.skip_message or "")
+    reading, cursor = local_environment.tick(SENSOR, cursor)
+    assert isinstance(reading, dg.SkipReason) and TopicCursor.from_json(cursor).landed == {0: 12}
+    result, cursor = local_environment.tick(SENSOR, cursor)
+    assert _ranges_of(_only_request(result)) == "0:12-20"
 
 
 def test_range_failing_three_times_pages_once_and_says_so_in_the_skip_reason(
