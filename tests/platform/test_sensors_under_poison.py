@@ -74,6 +74,9 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "HUB_DATA_DIR": str(data_dir),
         "HUB_ORDER_SIGNING_SECRET": SECRET,
         "DAGSTER_HOME": str(dagster_home),
+        # On a busy machine a run's launch through the code server can take longer than Dagster's
+        # 60 s default; the run would then be failed from outside, a cause of no interest here.
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": "300",
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
     topics = LocalTopicLog(root=str(data_dir / "topics"))
