@@ -177,7 +177,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         build_topic_sensor(
             "orders_topic_sensor",
             settings.ORDERS_TOPIC,
-            orders_pipeline_job,
+            orders_pipeline_job.name,
             ["orders", "order_events"],
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
@@ -185,7 +185,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         build_topic_sensor(
             "events_topic_sensor",
             settings.EVENTS_TOPIC,
-            analytics_pipeline_job,
+            analytics_pipeline_job.name,
             ["analytics", "raw_events"],
             settings.EVENTS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,

@@ -1,7 +1,6 @@
 """The jobs sensors start. Tags drive the run queue's per-workflow limits in dagster.yaml."""
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.json_logs import job_logs_config
@@ -13,9 +12,8 @@ DAILY_ASSETS = dg.AssetSelection.tag("hub/cadence", "daily")
 MEDIA_PIPELINE = "media_pipeline"
 
 
-def build_media_pipeline_job(
-    executor_def: dg.ExecutorDefinition | None = None,
-) -> UnresolvedAssetJobDefinition:
+# Returns what `dg.define_asset_job` returns; Dagster does not export that type by name.
+def build_media_pipeline_job(executor_def: dg.ExecutorDefinition | None = None):
     """The media job; production runs each of its steps in its own Kubernetes pod (deploy_k8s.py)."""
     return dg.define_asset_job(
         MEDIA_PIPELINE,

@@ -1,18 +1,29 @@
 """The topic sensors' bookkeeping: which offset ranges are landed, which run is landing the next ones.
 
-The cursor advances only when the run that landed a range succeeded; a failed run's ranges are asked
-for again under a new run key. At most one landing run per topic is in flight, so each partition is
-landed in order.
+What is landed is learned from every writer, not only from the sensor's own runs: the CLI, the UI, a
+backfill or a run retry may land ranges too, and each landing says which ranges it landed. The cursor
+folds those in (`resync`), so a range someone else landed is never asked for again and the next batch
+starts past it. At most one landing run per topic is in flight, so each partition is landed in order.
+
+A failed run's ranges that nobody landed meanwhile are asked for again under a new run key, after a
+backoff that doubles up to a cap. A range that failed `STUCK_AFTER_FAILURES` times is stuck: the tick
+that sees it says so once (the sensor pages), and every later skip reason says so until it lands.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges, plan_next_ranges
+
+STUCK_AFTER_FAILURES = 3
+RETRY_BACKOFF_SECONDS = 10.0
+RETRY_BACKOFF_CAP_SECONDS = 300.0
+ERROR_CHARS = 300
 
 
 class RunOutcome(enum.Enum):
@@ -23,11 +34,41 @@ class RunOutcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class PendingRun:
+    """How the run in flight ended, and its first error when it failed."""
+
+    outcome: RunOutcome
+    error: str = ""
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Ranges one run reported landed; `by_other_writer` when that run was not the sensor's own, so
+    the work downstream of the landing (the ledger, the counters) has not run for them yet."""
+
+    ranges: tuple[OffsetRange, ...]
+    by_other_writer: bool
+
+
+@dataclass(frozen=True)
 class TopicCursor:
     landed: dict[int, int] = field(default_factory=dict)
     pending_run_key: str | None = None
     pending_ranges: tuple[OffsetRange, ...] = ()
     attempt: int = 0
+    # Ranges landed past a partition's landed offset, with a gap before them (CLI runs with explicit ranges).
+    landed_ahead: tuple[OffsetRange, ...] = ()
+    last_landing_seen: int | None = None
+    retry_at: float | None = None
+    last_error: str = ""
+    # Other writers landed ranges whose downstream steps no run of the sensor has carried yet.
+    downstream_behind: bool = False
+
+    @property
+    def failures(self) -> int:
+        """Failures of the pending ranges so far, counting the pending run once it has failed."""
+        return self.attempt + (1 if self.retry_at is not None else 0)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -36,6 +77,11 @@ class TopicCursor:
                 "pending_run_key": self.pending_run_key,
                 "pending_ranges": describe_ranges(self.pending_ranges),
                 "attempt": self.attempt,
+                "landed_ahead": describe_ranges(self.landed_ahead),
+                "last_landing_seen": self.last_landing_seen,
+                "retry_at": self.retry_at,
+                "last_error": self.last_error,
+                "downstream_behind": self.downstream_behind,
             }
         )
 
@@ -49,6 +95,31 @@ class TopicCursor:
             pending_run_key=data.get("pending_run_key"),
             pending_ranges=tuple(parse_ranges(data.get("pending_ranges", ""))),
             attempt=int(data.get("attempt", 0)),
+            landed_ahead=tuple(parse_ranges(data.get("landed_ahead", ""))),
+            last_landing_seen=data.get("last_landing_seen"),
+            retry_at=data.get("retry_at"),
+            last_error=data.get("last_error", ""),
+            downstream_behind=bool(data.get("downstream_behind", False)),
+        )
+
+
+@dataclass(frozen=True)
+class StuckRange:
+    """Ranges of a topic that failed to land STUCK_AFTER_FAILURES times in a row."""
+
+    topic: str
+    ranges: tuple[OffsetRange, ...]
+    failures: int
+    last_error: str
+
+    @property
+    def dedup_key(self) -> str:
+        return f"stuck-range/{self.topic}/{describe_ranges(self.ranges)}"
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic} {describe_ranges(self.ranges)} is stuck: failed {self.failures} times, "
+            f"last error: {self.last_error or 'unknown'}"
         )
 
 
@@ -64,54 +135,204 @@ class RequestLanding:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to start this tick; the reason is shown in the UI."""
+    """Nothing to start this tick; the reason is shown in the UI. `newly_stuck` is set on the one
+    tick that sees a range fail for the STUCK_AFTER_FAILURES-th time."""
 
     reason: str
     cursor: TopicCursor
+    newly_stuck: StuckRange | None = None
 
 
 def run_key_for(topic: str, ranges: tuple[OffsetRange, ...], attempt: int) -> str:
     return f"{topic}:{describe_ranges(ranges)}#{attempt}"
 
 
+def retry_backoff_seconds(failures: int) -> float:
+    return min(RETRY_BACKOFF_CAP_SECONDS, RETRY_BACKOFF_SECONDS * 2 ** max(0, failures - 1))
+
+
+def resync(cursor: TopicCursor, landings: Iterable[Landing], last_landing_seen: int | None) -> TopicCursor:
+    """The cursor after folding in ranges landed by any writer, up to the landing `last_landing_seen`."""
+    landings = list(landings)
+    landed, ahead = _fold(cursor.landed, cursor.landed_ahead, (r for x in landings for r in x.ranges))
+    return replace(
+        cursor,
+        landed=landed,
+        landed_ahead=ahead,
+        last_landing_seen=last_landing_seen if last_landing_seen is not None else cursor.last_landing_seen,
+        downstream_behind=cursor.downstream_behind
+        or any(x.by_other_writer and any(r.size for r in x.ranges) for x in landings),
+    )
+
+
 def next_landing_step(
     topic: str,
     cursor: TopicCursor,
     end_offsets: Mapping[int, int],
-    pending_outcome: RunOutcome | None,
+    pending: PendingRun | None,
     max_messages: int,
+    now: float,
 ) -> RequestLanding | Wait:
-    """Decide this tick: wait for the run in flight, retry its ranges, or request the next batch."""
+    """Decide this tick: wait for the run in flight, retry what it left unlanded, or request the next batch."""
     if cursor.pending_run_key is not None:
-        if pending_outcome is RunOutcome.IN_FLIGHT:
-            return Wait(
-                f"landing run {cursor.pending_run_key} for {describe_ranges(cursor.pending_ranges)} is still in flight",
-                cursor,
+        pending = pending or PendingRun(RunOutcome.MISSING)
+        if pending.outcome is RunOutcome.IN_FLIGHT:
+            return Wait(_in_flight_reason(topic, cursor), cursor)
+        if pending.outcome is RunOutcome.SUCCEEDED:
+            landed, ahead = _fold(cursor.landed, cursor.landed_ahead, cursor.pending_ranges)
+            cursor = TopicCursor(
+                landed,
+                landed_ahead=ahead,
+                last_landing_seen=cursor.last_landing_seen,
+                downstream_behind=cursor.downstream_behind,
             )
-        if pending_outcome in (RunOutcome.FAILED, RunOutcome.MISSING):
-            attempt = cursor.attempt + 1
-            run_key = run_key_for(topic, cursor.pending_ranges, attempt)
-            retry = TopicCursor(cursor.landed, run_key, cursor.pending_ranges, attempt)
-            return RequestLanding(
-                run_key,
-                cursor.pending_ranges,
-                retry,
-                f"run {cursor.pending_run_key} {pending_outcome.value}: requesting the same ranges again",
+        else:
+            step = _after_failure(topic, cursor, pending, now)
+            if step is not None:
+                return step
+            # Every failed range was landed meanwhile (by that run before it failed, or by another
+            # writer); only the steps after the landing are left, and the next run carries them.
+            cursor = TopicCursor(
+                cursor.landed,
+                landed_ahead=cursor.landed_ahead,
+                last_landing_seen=cursor.last_landing_seen,
+                downstream_behind=True,
             )
-        landed = dict(cursor.landed)
-        for r in cursor.pending_ranges:
-            landed[r.partition] = max(landed.get(r.partition, 0), r.end)
-        cursor = TopicCursor(landed)
 
-    ranges = tuple(plan_next_ranges(cursor.landed, end_offsets, max_messages))
+    ranges = tuple(plan_next_ranges(cursor.landed, _plannable_ends(cursor, end_offsets), max_messages))
+    note = ""
+    if ranges:
+        backlog = sum(end - cursor.landed.get(p, 0) for p, end in end_offsets.items())
+        note = f"{sum(r.size for r in ranges)} of {backlog} pending messages"
+    elif cursor.downstream_behind:
+        # An empty range at each landed offset: the run lands nothing and carries what other writers
+        # landed through the steps after the landing.
+        ranges = tuple(OffsetRange(p, o, o) for p, o in sorted(cursor.landed.items()))
+        note = "other writers landed ranges; carrying them through the steps after the landing"
     if not ranges:
         positions = ", ".join(f"p{p}@{o}" for p, o in sorted(end_offsets.items())) or "no partitions"
         return Wait(f"no new messages on {topic} ({positions})", cursor)
     run_key = run_key_for(topic, ranges, 0)
-    backlog = sum(end - cursor.landed.get(p, 0) for p, end in end_offsets.items())
-    return RequestLanding(
+    requested = TopicCursor(
+        cursor.landed,
         run_key,
         ranges,
-        TopicCursor(cursor.landed, run_key, ranges, 0),
-        f"{sum(r.size for r in ranges)} of {backlog} pending messages",
+        landed_ahead=cursor.landed_ahead,
+        last_landing_seen=cursor.last_landing_seen,
     )
+    return RequestLanding(run_key, ranges, requested, note)
+
+
+def _after_failure(
+    topic: str, cursor: TopicCursor, pending: PendingRun, now: float
+) -> RequestLanding | Wait | None:
+    """Wait out the backoff, then request what the failed run left unlanded; None when nothing is left."""
+    if all(r.size == 0 for r in cursor.pending_ranges):
+        # A run that carried landed messages downstream failed there: the same run is needed again.
+        unlanded = cursor.pending_ranges
+    else:
+        unlanded = tuple(
+            part for r in cursor.pending_ranges for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
+        )
+    if not unlanded:
+        return None
+    newly_stuck = None
+    if cursor.retry_at is None:
+        error = (
+            pending.error if pending.outcome is RunOutcome.FAILED else "no run with this run key was found"
+        )
+        cursor = replace(
+            cursor,
+            retry_at=now + retry_backoff_seconds(cursor.attempt + 1),
+            last_error=_first_line(error),
+        )
+        if cursor.failures == STUCK_AFTER_FAILURES:
+            newly_stuck = _stuck(topic, cursor)
+    if now < (cursor.retry_at or now):
+        return Wait(_backoff_reason(topic, cursor, unlanded), cursor, newly_stuck)
+    attempt = cursor.attempt + 1
+    run_key = run_key_for(topic, unlanded, attempt)
+    retry = replace(cursor, pending_run_key=run_key, pending_ranges=unlanded, attempt=attempt, retry_at=None)
+    return RequestLanding(
+        run_key,
+        unlanded,
+        retry,
+        f"run {cursor.pending_run_key} {pending.outcome.value} ({cursor.last_error}): "
+        f"requesting {describe_ranges(unlanded)} again",
+    )
+
+
+def _stuck(topic: str, cursor: TopicCursor) -> StuckRange:
+    return StuckRange(topic, cursor.pending_ranges, cursor.failures, cursor.last_error)
+
+
+def _in_flight_reason(topic: str, cursor: TopicCursor) -> str:
+    reason = f"landing run {cursor.pending_run_key} for {describe_ranges(cursor.pending_ranges)} is still in flight"
+    if cursor.attempt >= STUCK_AFTER_FAILURES:
+        reason += f"; {_stuck(topic, cursor).describe()}"
+    return reason
+
+
+def _backoff_reason(topic: str, cursor: TopicCursor, unlanded: tuple[OffsetRange, ...]) -> str:
+    at = datetime.fromtimestamp(cursor.retry_at or 0, UTC).strftime("%H:%M:%S UTC")
+    retry = f"retrying {describe_ranges(unlanded)} at {at}"
+    if cursor.failures >= STUCK_AFTER_FAILURES:
+        return f"{_stuck(topic, cursor).describe()}; {retry}"
+    return (
+        f"landing run {cursor.pending_run_key} for {describe_ranges(cursor.pending_ranges)} failed "
+        f"({cursor.last_error or 'unknown error'}); {retry}"
+    )
+
+
+def _first_line(error: str) -> str:
+    lines = error.strip().splitlines()
+    return lines[0][:ERROR_CHARS] if lines else ""
+
+
+def _fold(
+    landed: Mapping[int, int], ahead: Sequence[OffsetRange], ranges: Iterable[OffsetRange]
+) -> tuple[dict[int, int], tuple[OffsetRange, ...]]:
+    """Landed offsets and the ranges still ahead of them, after adding `ranges` (overlaps are fine)."""
+    by_partition: dict[int, list[OffsetRange]] = {}
+    for r in [*ahead, *ranges]:
+        if r.size:
+            by_partition.setdefault(r.partition, []).append(r)
+    folded = dict(landed)
+    still_ahead: list[OffsetRange] = []
+    for partition, partition_ranges in by_partition.items():
+        position = folded.get(partition, 0)
+        for r in sorted(partition_ranges):
+            if r.start <= position:
+                position = max(position, r.end)
+            elif still_ahead and still_ahead[-1].partition == partition and r.start <= still_ahead[-1].end:
+                last = still_ahead.pop()
+                still_ahead.append(OffsetRange(partition, last.start, max(last.end, r.end)))
+            else:
+                still_ahead.append(r)
+        if position:
+            folded[partition] = position
+    return folded, tuple(sorted(still_ahead))
+
+
+def _unlanded(r: OffsetRange, landed: Mapping[int, int], ahead: Sequence[OffsetRange]) -> list[OffsetRange]:
+    """The parts of `r` that neither the landed offset nor a range landed ahead covers."""
+    start = max(r.start, landed.get(r.partition, 0))
+    parts = []
+    for covered in sorted(a for a in ahead if a.partition == r.partition):
+        if covered.end <= start or covered.start >= r.end:
+            continue
+        if covered.start > start:
+            parts.append(OffsetRange(r.partition, start, covered.start))
+        start = max(start, covered.end)
+    if start < r.end:
+        parts.append(OffsetRange(r.partition, start, r.end))
+    return parts
+
+
+def _plannable_ends(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> dict[int, int]:
+    """Each partition's end offset, or the start of the first range landed ahead, whichever is first."""
+    ends = dict(end_offsets)
+    for r in cursor.landed_ahead:
+        if r.partition in ends:
+            ends[r.partition] = min(ends[r.partition], r.start)
+    return ends

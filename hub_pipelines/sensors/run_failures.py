@@ -9,6 +9,7 @@ tick retried after a crash pages once.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -33,16 +34,33 @@ def run_failure_alert(job_name: str, run_id: str, error: str, url: str, workflow
     return Alert(action="trigger", dedup_key=f"dagster-run/{run_id}", metric=job_name, summary=summary)
 
 
-def failure_message(context: dg.RunFailureSensorContext) -> str:
-    """The first failed step's own error (under Dagster's wrapper), else the run's failure message."""
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data
+def first_step_error(events: Iterable[dg.DagsterEvent]) -> str | None:
+    """The first failed step's own error (under Dagster's wrapper), as 'step <key>: <Type>: <message>'."""
+    for event in events:
+        data = event.step_failure_data if event.is_step_failure else None
         if data is not None and data.error is not None:
             error = data.error
             while error.cause is not None:
                 error = error.cause
             return f"step {event.step_key}: {error.message}"
-    return context.failure_event.message or ""
+    return None
+
+
+def run_error(instance: dg.DagsterInstance, run_id: str) -> str:
+    """A finished run's first step error, read from its event log, else the run's failure message."""
+    entries = instance.all_logs(
+        run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    )
+    events = [entry.dagster_event for entry in entries if entry.dagster_event is not None]
+    failures = [
+        event.message or "" for event in events if event.event_type == dg.DagsterEventType.RUN_FAILURE
+    ]
+    return first_step_error(events) or next(iter(failures), "") or "the run failed without an error message"
+
+
+def failure_message(context: dg.RunFailureSensorContext) -> str:
+    """The first failed step's own error, else the run's failure message."""
+    return first_step_error(context.get_step_failure_events()) or context.failure_event.message or ""
 
 
 @dg.run_failure_sensor(

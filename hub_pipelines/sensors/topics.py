@@ -1,64 +1,135 @@
-import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+"""The topic sensors: one landing run per batch of offset ranges, with a cursor resynced from every
+landing of the topic (the sensor's runs, the CLI, the UI, backfills), and a page for a stuck range.
 
+Sensors never open the warehouse or the SQL database: what has landed is read from the Dagster
+instance, where each landing asset's materialization names the ranges it landed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+
+from hub_pipelines.analytics.alerting import Alert, Notifier
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
-from hub_pipelines.landing.batches import RequestLanding, RunOutcome, TopicCursor, next_landing_step
-from hub_pipelines.landing.offsets import describe_ranges
+from hub_pipelines.landing.batches import (
+    Landing,
+    PendingRun,
+    RequestLanding,
+    RunOutcome,
+    StuckRange,
+    TopicCursor,
+    next_landing_step,
+    resync,
+)
+from hub_pipelines.landing.offsets import describe_ranges, parse_ranges
+from hub_pipelines.sensors.run_failures import run_error, run_url
 
 _FINISHED_BADLY = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+# Materializations read per tick; a longer history is read over the next ticks before planning.
+LANDINGS_PER_TICK = 500
+SENSOR_NAME_TAG = "dagster/sensor_name"
 
 
-def outcome_of_run(context: dg.SensorEvaluationContext, run_key: str | None) -> RunOutcome | None:
+def pending_run(context: dg.SensorEvaluationContext, run_key: str | None) -> PendingRun | None:
     """How the newest run with this run key ended (a Dagster retry of it counts as the same run)."""
     if run_key is None:
         return None
     runs = context.instance.get_runs(
-        filters=dg.RunsFilter(tags={"dagster/run_key": run_key, "dagster/sensor_name": context.sensor_name}),
+        filters=dg.RunsFilter(tags={"dagster/run_key": run_key, SENSOR_NAME_TAG: context.sensor_name}),
         limit=1,
     )
     if not runs:
-        return RunOutcome.MISSING
-    status = runs[0].status
-    if status == dg.DagsterRunStatus.SUCCESS:
-        return RunOutcome.SUCCEEDED
-    if status in _FINISHED_BADLY:
-        return RunOutcome.FAILED
-    return RunOutcome.IN_FLIGHT
+        return PendingRun(RunOutcome.MISSING)
+    run = runs[0]
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return PendingRun(RunOutcome.SUCCEEDED, run_id=run.run_id)
+    if run.status in _FINISHED_BADLY:
+        return PendingRun(RunOutcome.FAILED, run_error(context.instance, run.run_id), run.run_id)
+    return PendingRun(RunOutcome.IN_FLIGHT, run_id=run.run_id)
+
+
+def landings_since(
+    context: dg.SensorEvaluationContext, asset_key: dg.AssetKey, after: int | None
+) -> tuple[list[Landing], int | None, bool]:
+    """The ranges each materialization of the landing asset reports, after storage id `after`, the
+    storage id of the last one read, and whether more are left for the next tick."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=after),
+        limit=LANDINGS_PER_TICK,
+        ascending=True,
+    ).records
+    own_runs: dict[str, bool] = {}
+    landings = []
+    for record in records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("ranges") if materialization else None
+        text = value.value if isinstance(value, dg.TextMetadataValue) else ""
+        try:
+            ranges = tuple(parse_ranges(text)) if text and text != "none" else ()
+        except ValueError:
+            context.log.warning(f"run {record.run_id}: landed ranges {text!r} are unreadable; ignored")
+            continue
+        if record.run_id not in own_runs:
+            run = context.instance.get_run_by_id(record.run_id)
+            own_runs[record.run_id] = run is not None and run.tags.get(SENSOR_NAME_TAG) == context.sensor_name
+        landings.append(Landing(ranges, by_other_writer=not own_runs[record.run_id]))
+    return landings, records[-1].storage_id if records else None, len(records) == LANDINGS_PER_TICK
+
+
+def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
+    where = f" {run_url(run_id)}" if run_id else ""
+    return Alert(
+        action="trigger",
+        dedup_key=stuck.dedup_key,
+        metric=f"{stuck.topic} landing",
+        summary=f"Landing {stuck.describe()}{where}",
+    )
 
 
 def build_topic_sensor(
     name: str,
     topic: str,
-    job: UnresolvedAssetJobDefinition,
+    job_name: str,
     landing_asset_key: list[str],
     max_messages: int,
     interval_seconds: int,
 ) -> dg.SensorDefinition:
     """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges."""
     op_name = "__".join(landing_asset_key)
+    asset_key = dg.AssetKey(landing_asset_key)
 
     @dg.sensor(
         name=name,
-        job=job,
+        job_name=job_name,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Starts a landing run for the next offset ranges of the '{topic}' topic once the previous one succeeded.",
+        description=f"Starts a landing run for the next offset ranges of the '{topic}' topic once the "
+        "previous one succeeded; pages when a range keeps failing.",
     )
     @traced_sensor
     def topic_sensor(
-        context: dg.SensorEvaluationContext, topics: dg.ResourceParam[Topics]
+        context: dg.SensorEvaluationContext,
+        topics: dg.ResourceParam[Topics],
+        pager: dg.ResourceParam[Notifier],
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = TopicCursor.from_json(context.cursor)
-        step = next_landing_step(
-            topic,
-            cursor,
-            topics.end_offsets(topic),
-            outcome_of_run(context, cursor.pending_run_key),
-            max_messages,
-        )
+        landings, last_seen, more = landings_since(context, asset_key, cursor.last_landing_seen)
+        cursor = resync(cursor, landings, last_seen)
+        if more:
+            context.update_cursor(cursor.to_json())
+            return dg.SkipReason(
+                f"read {LANDINGS_PER_TICK} landings of {topic}, up to #{last_seen}; more next tick"
+            )
+        pending = pending_run(context, cursor.pending_run_key)
+        step = next_landing_step(topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time())
         if not isinstance(step, RequestLanding):
+            if step.newly_stuck is not None:
+                pager.send([stuck_range_alert(step.newly_stuck, pending.run_id if pending else None)])
+                context.log.error(step.newly_stuck.describe())
             context.update_cursor(step.cursor.to_json())
             return dg.SkipReason(step.reason)
         offsets = describe_ranges(step.ranges)

@@ -2,8 +2,24 @@
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hub_pipelines.core.ports import ObjectInfo
-from hub_pipelines.landing.batches import RequestLanding, RunOutcome, TopicCursor, Wait, next_landing_step
+from hub_pipelines.landing.batches import (
+    RETRY_BACKOFF_CAP_SECONDS,
+    RETRY_BACKOFF_SECONDS,
+    STUCK_AFTER_FAILURES,
+    Landing,
+    PendingRun,
+    RequestLanding,
+    RunOutcome,
+    TopicCursor,
+    Wait,
+    next_landing_step,
+    resync,
+    retry_backoff_seconds,
+)
 from hub_pipelines.landing.offsets import (
     OffsetRange,
     describe_ranges,
@@ -19,6 +35,8 @@ from hub_pipelines.landing.uploads import (
     plan_upload_batch,
     run_key_for,
 )
+
+NOW = 1_790_000_000.0
 
 
 def test_plan_caps_the_batch_and_shares_it_between_partitions():
@@ -58,7 +76,7 @@ def test_chunks_align_so_a_rerun_meets_the_same_chunks():
 
 def test_topic_cursor_waits_for_the_run_in_flight():
     cursor = TopicCursor({0: 0}, "orders:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
-    step = next_landing_step("orders", cursor, {0: 50}, RunOutcome.IN_FLIGHT, 100)
+    step = next_landing_step("orders", cursor, {0: 50}, PendingRun(RunOutcome.IN_FLIGHT), 100, NOW)
     assert isinstance(step, Wait)
     assert "still in flight" in step.reason
     assert step.cursor == cursor
@@ -66,28 +84,169 @@ def test_topic_cursor_waits_for_the_run_in_flight():
 
 def test_topic_cursor_advances_only_after_success():
     cursor = TopicCursor({0: 0}, "orders:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
-    step = next_landing_step("orders", cursor, {0: 50}, RunOutcome.SUCCEEDED, 100)
+    step = next_landing_step("orders", cursor, {0: 50}, PendingRun(RunOutcome.SUCCEEDED), 100, NOW)
     assert isinstance(step, RequestLanding)
     assert step.ranges == (OffsetRange(0, 10, 50),)
     assert step.cursor.landed == {0: 10}
 
 
-def test_failed_range_is_requested_again_under_a_new_run_key():
+def _fail(cursor: TopicCursor, now: float, error: str = "step orders__order_events: ValueError: bad") -> Wait:
+    step = next_landing_step("orders", cursor, {0: 50}, PendingRun(RunOutcome.FAILED, error), 100, now)
+    assert isinstance(step, Wait), step
+    return step
+
+
+def test_failed_range_is_requested_again_after_a_backoff_under_a_new_run_key():
     cursor = TopicCursor({0: 0}, "orders:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
-    step = next_landing_step("orders", cursor, {0: 50}, RunOutcome.FAILED, 100)
+    waiting = _fail(cursor, NOW)
+    assert "failed (step orders__order_events: ValueError: bad)" in waiting.reason
+    assert waiting.cursor.retry_at == NOW + retry_backoff_seconds(1)
+    still = _fail(waiting.cursor, NOW + retry_backoff_seconds(1) - 1)
+    assert still.cursor == waiting.cursor
+    step = next_landing_step(
+        "orders", waiting.cursor, {0: 50}, PendingRun(RunOutcome.FAILED), 100, NOW + retry_backoff_seconds(1)
+    )
     assert isinstance(step, RequestLanding)
     assert step.ranges == (OffsetRange(0, 0, 10),)
     assert step.run_key != cursor.pending_run_key
     assert step.cursor.landed == {0: 0}
+    assert step.cursor.attempt == 1
+
+
+def test_retry_backoff_doubles_up_to_its_cap():
+    delays = [retry_backoff_seconds(failures) for failures in range(1, 12)]
+    assert delays[:3] == [RETRY_BACKOFF_SECONDS, 2 * RETRY_BACKOFF_SECONDS, 4 * RETRY_BACKOFF_SECONDS]
+    assert delays == sorted(delays)
+    assert max(delays) == RETRY_BACKOFF_CAP_SECONDS
+
+
+def test_range_failing_three_times_is_stuck_once_with_the_topic_range_and_last_error():
+    cursor = TopicCursor({0: 0}, "orders:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
+    now, stuck = NOW, []
+    for failure in range(1, 6):
+        waiting = _fail(cursor, now, error=f"step orders__order_events: DataError: NUL byte #{failure}")
+        stuck.append(waiting.newly_stuck)
+        if failure >= STUCK_AFTER_FAILURES:
+            assert "orders 0:0-10 is stuck: failed" in waiting.reason
+            assert f"DataError: NUL byte #{failure}" in waiting.reason
+        now = waiting.cursor.retry_at or now
+        retry = next_landing_step("orders", waiting.cursor, {0: 50}, PendingRun(RunOutcome.FAILED), 100, now)
+        assert isinstance(retry, RequestLanding)
+        cursor = retry.cursor
+    [page] = [s for s in stuck if s is not None]
+    assert stuck.index(page) == STUCK_AFTER_FAILURES - 1
+    assert (page.topic, describe_ranges(page.ranges)) == ("orders", "0:0-10")
+    assert page.last_error == "step orders__order_events: DataError: NUL byte #3"
+    assert page.dedup_key == "stuck-range/orders/0:0-10"
+    in_flight = next_landing_step("orders", cursor, {0: 50}, PendingRun(RunOutcome.IN_FLIGHT), 100, now)
+    assert isinstance(in_flight, Wait) and "is stuck" in in_flight.reason
+
+
+def test_range_landed_by_another_writer_moves_the_cursor_past_it():
+    cursor = resync(TopicCursor({0: 10, 1: 5}), [Landing((OffsetRange(0, 0, 30),), by_other_writer=True)], 7)
+    assert cursor.landed == {0: 30, 1: 5}
+    assert cursor.last_landing_seen == 7
+    step = next_landing_step("orders", cursor, {0: 40, 1: 5}, None, 100, NOW)
+    assert isinstance(step, RequestLanding)
+    assert step.ranges == (OffsetRange(0, 30, 40),)
+
+
+def test_failed_ranges_landed_meanwhile_by_another_writer_are_not_requested_again():
+    cursor = TopicCursor(
+        {0: 0, 1: 0}, "orders:0:0-10,1:0-10#0", (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
+    )
+    cursor = resync(cursor, [Landing((OffsetRange(0, 0, 10), OffsetRange(1, 0, 4)), by_other_writer=True)], 3)
+    waiting = next_landing_step(
+        "orders", cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED, "x"), 100, NOW
+    )
+    assert isinstance(waiting, Wait)
+    retry = next_landing_step(
+        "orders", waiting.cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED), 100, 1e12
+    )
+    assert isinstance(retry, RequestLanding)
+    assert retry.ranges == (OffsetRange(1, 4, 10),)
+
+    cursor = resync(retry.cursor, [Landing((OffsetRange(1, 0, 10),), by_other_writer=True)], 4)
+    step = next_landing_step("orders", cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED, "y"), 100, NOW)
+    assert isinstance(step, RequestLanding), step
+    assert step.cursor.landed == {0: 10, 1: 10}
+    assert step.ranges == (OffsetRange(0, 10, 10), OffsetRange(1, 10, 10))
+    assert "carrying them through the steps after the landing" in step.note
+
+
+def test_failed_downstream_catch_up_run_is_retried_after_the_backoff_under_a_new_run_key():
+    carrying = (OffsetRange(0, 10, 10), OffsetRange(1, 10, 10))
+    cursor = TopicCursor({0: 10, 1: 10}, "orders:0:10-10,1:10-10#0", carrying)
+    waiting = next_landing_step(
+        "orders", cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED, "e"), 100, NOW
+    )
+    assert isinstance(waiting, Wait) and "retrying 0:10-10,1:10-10 at" in waiting.reason
+    retry = next_landing_step(
+        "orders", waiting.cursor, {0: 10, 1: 10}, PendingRun(RunOutcome.FAILED), 100, 1e12
+    )
+    assert isinstance(retry, RequestLanding)
+    assert retry.ranges == carrying and retry.run_key != cursor.pending_run_key
+
+
+def test_range_landed_ahead_of_a_gap_is_not_planned_again():
+    cursor = resync(TopicCursor({0: 10}), [Landing((OffsetRange(0, 20, 30),), by_other_writer=True)], 1)
+    assert cursor.landed == {0: 10} and cursor.landed_ahead == (OffsetRange(0, 20, 30),)
+    step = next_landing_step("orders", cursor, {0: 50}, None, 100, NOW)
+    assert isinstance(step, RequestLanding) and step.ranges == (OffsetRange(0, 10, 20),)
+    done = next_landing_step("orders", step.cursor, {0: 50}, PendingRun(RunOutcome.SUCCEEDED), 100, NOW)
+    assert isinstance(done, RequestLanding) and done.ranges == (OffsetRange(0, 30, 50),)
+    assert done.cursor.landed_ahead == ()
+
+
+def test_sensor_own_landings_leave_nothing_for_a_downstream_catch_up():
+    cursor = resync(TopicCursor({0: 0}), [Landing((OffsetRange(0, 0, 10),), by_other_writer=False)], 1)
+    step = next_landing_step("orders", cursor, {0: 10}, None, 100, NOW)
+    assert isinstance(step, Wait) and "no new messages" in step.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 60), st.integers(0, 20)),
+        max_size=12,
+    ),
+    st.integers(1, 4),
+)
+def test_resync_lands_exactly_the_offsets_some_writer_landed(spans, batches):
+    landings = [OffsetRange(p, start, start + size) for p, start, size in spans]
+    cursor = TopicCursor()
+    for i in range(batches):
+        cursor = TopicCursor.from_json(
+            resync(cursor, [Landing(tuple(landings[i::batches]), True)], i).to_json()
+        )
+    covered = {(r.partition, o) for r in landings for o in range(r.start, r.end)}
+    for partition in range(3):
+        expected = 0
+        while (partition, expected) in covered:
+            expected += 1
+        assert cursor.landed.get(partition, 0) == expected
+    from_cursor = {(partition, o) for partition, end in cursor.landed.items() for o in range(end)}
+    from_cursor |= {(r.partition, o) for r in cursor.landed_ahead for o in range(r.start, r.end)}
+    assert from_cursor == covered
 
 
 def test_topic_cursor_survives_a_restart_through_its_json():
-    cursor = TopicCursor({0: 10, 2: 7}, "events:0:10-20#1", (OffsetRange(0, 10, 20),), 1)
+    cursor = TopicCursor(
+        {0: 10, 2: 7},
+        "events:0:10-20#1",
+        (OffsetRange(0, 10, 20),),
+        1,
+        landed_ahead=(OffsetRange(2, 9, 12),),
+        last_landing_seen=42,
+        retry_at=NOW,
+        last_error="step x: ValueError: y",
+        downstream_behind=True,
+    )
     assert TopicCursor.from_json(cursor.to_json()) == cursor
 
 
 def test_idle_topic_says_why():
-    step = next_landing_step("orders", TopicCursor({0: 5}), {0: 5}, None, 100)
+    step = next_landing_step("orders", TopicCursor({0: 5}), {0: 5}, None, 100, NOW)
     assert isinstance(step, Wait)
     assert "no new messages on orders" in step.reason
 

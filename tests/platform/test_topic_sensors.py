@@ -1,17 +1,27 @@
-"""The topic sensors: metadata-only ticks, exact capped ranges, success-gated cursors, retries of failures."""
+"""The topic sensors: metadata-only ticks, exact capped ranges, success-gated cursors, retries of failures,
+cursors resynced from other writers' landings, and a page for a stuck range."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
 import dagster as dg
-from dagster._core.test_utils import create_run_for_test
+import pytest
 
 from hub_pipelines import settings
 from hub_pipelines.core.ports import OutgoingMessage
-from hub_pipelines.landing.batches import TopicCursor
+from hub_pipelines.definitions import build_definitions
+from hub_pipelines.landing.batches import STUCK_AFTER_FAILURES, TopicCursor
 from hub_pipelines.landing.offsets import parse_ranges
+from hub_pipelines.resources.sql_database import SqliteDatabase
+from hub_pipelines.sensors import topics as topic_sensors
 from tests.platform.conftest import LocalEnvironment
 
 SENSOR = "orders_topic_sensor"
+ORDER_EVENTS = dg.AssetKey(["orders", "order_events"])
 
 
 def _produce(env: LocalEnvironment, count: int, partition: int = 0) -> None:
@@ -32,12 +42,29 @@ def _ranges_of(request: dg.RunRequest) -> str:
 
 
 def _finish(env: LocalEnvironment, request: dg.RunRequest, status: dg.DagsterRunStatus) -> None:
-    create_run_for_test(
-        env.instance,
-        job_name="orders_pipeline",
-        status=status,
-        tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR},
+    env.instance.add_run(
+        dg.DagsterRun(
+            job_name="orders_pipeline",
+            run_id=str(uuid.uuid4()),
+            status=status,
+            tags={"dagster/run_key": request.run_key or "", "dagster/sensor_name": SENSOR},
+        )
     )
+
+
+def _backoff_over(cursor: str | None) -> str:
+    """The cursor as it is once the retry backoff has passed (the sensor reads the wall clock)."""
+    return replace(TopicCursor.from_json(cursor), retry_at=0.0).to_json()
+
+
+def _land_by_hand(env: LocalEnvironment, ranges: str) -> None:
+    """Land ranges the way the UI or the CLI does: a run of the landing asset no sensor started."""
+    result = env.defs.resolve_job_def("orders_pipeline").execute_in_process(
+        run_config={"ops": {"orders__order_events": {"config": {"ranges": ranges}}}},
+        instance=env.instance,
+        asset_selection=[ORDER_EVENTS],
+    )
+    assert result.success
 
 
 def test_idle_topic_skips_with_the_reason(local_environment: LocalEnvironment):
@@ -76,15 +103,102 @@ def test_cursor_advances_only_after_the_landing_run_succeeded(local_environment:
     assert TopicCursor.from_json(cursor).landed == {0: 10}
 
 
-def test_failed_range_is_requested_again(local_environment: LocalEnvironment):
+def test_failed_range_is_requested_again_after_the_backoff(local_environment: LocalEnvironment):
     _produce(local_environment, 10)
     first, cursor = local_environment.tick(SENSOR, None)
     failed = _only_request(first)
     _finish(local_environment, failed, dg.DagsterRunStatus.FAILURE)
-    retry, cursor = local_environment.tick(SENSOR, cursor)
+    waiting, cursor = local_environment.tick(SENSOR, cursor)
+    assert isinstance(waiting, dg.SkipReason)
+    assert "failed" in (waiting.skip_message or "") and "retrying 0:0-10 at" in (waiting.skip_message or "")
+    retry, cursor = local_environment.tick(SENSOR, _backoff_over(cursor))
     again = _only_request(retry)
     assert _ranges_of(again) == _ranges_of(failed) == "0:0-10"
     assert again.run_key != failed.run_key
+
+
+def test_range_landed_by_hand_moves_the_cursor_past_it(local_environment: LocalEnvironment):
+    local_environment.demo_feeder(seed=5).send_orders(30)
+    ends = local_environment.resources["topics"].end_offsets(settings.ORDERS_TOPIC)
+    _land_by_hand(local_environment, ",".join(f"{p}:0-{end}" for p, end in ends.items()))
+    result, cursor = local_environment.tick(SENSOR, None)
+    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
+    catch_up = _only_request(result)
+    assert all(r.size == 0 for r in parse_ranges(_ranges_of(catch_up)))
+    run = local_environment.run(SENSOR, "orders_pipeline", catch_up)
+    assert run.success
+    ledger = run.asset_materializations_for_node("orders__order_ledger")
+    assert ledger and ledger[0].metadata["orders_paid"].value == 30
+    _finish(local_environment, catch_up, dg.DagsterRunStatus.SUCCESS)
+    idle, _ = local_environment.tick(SENSOR, cursor)
+    assert isinstance(idle, dg.SkipReason) and "no new messages" in (idle.skip_message or "")
+
+
+def test_failed_range_landed_meanwhile_by_hand_is_not_requested_again(local_environment: LocalEnvironment):
+    _produce(local_environment, 10)
+    first, cursor = local_environment.tick(SENSOR, None)
+    _finish(local_environment, _only_request(first), dg.DagsterRunStatus.FAILURE)
+    _produce(local_environment, 5)
+    _land_by_hand(local_environment, "0:0-10")
+    result, cursor = local_environment.tick(SENSOR, _backoff_over(cursor))
+    assert _ranges_of(_only_request(result)) == "0:10-15"
+    assert TopicCursor.from_json(cursor).landed == {0: 10}
+
+
+def test_long_landing_history_is_read_over_ticks_before_planning(
+    local_environment: LocalEnvironment, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(topic_sensors, "LANDINGS_PER_TICK", 1)
+    _produce(local_environment, 20)
+    _land_by_hand(local_environment, "0:0-5")
+    _land_by_hand(local_environment, "0:5-12")
+    reading, cursor = local_environment.tick(SENSOR, None)
+    assert isinstance(reading, dg.SkipReason) and "more next tick" in (reading.skip_message or "")
+    reading, cursor = local_environment.tick(SENSOR, cursor)
+    assert isinstance(reading, dg.SkipReason) and TopicCursor.from_json(cursor).landed == {0: 12}
+    result, cursor = local_environment.tick(SENSOR, cursor)
+    assert _ranges_of(_only_request(result)) == "0:12-20"
+
+
+def test_range_failing_three_times_pages_once_and_says_so_in_the_skip_reason(
+    local_environment: LocalEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    _produce(local_environment, 10)
+    # A database path that is a folder: the landing step fails with SQLite's own error.
+    unopenable = {**local_environment.resources, "database": SqliteDatabase(path=str(tmp_path))}
+    failing = build_definitions(unopenable, local=True).resolve_job_def("orders_pipeline")
+    result, cursor = local_environment.tick(SENSOR, None)
+    skip_reasons = []
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        for failure in range(1, STUCK_AFTER_FAILURES + 2):
+            request = _only_request(result)
+            if failure == STUCK_AFTER_FAILURES:
+                stuck_run = failing.execute_in_process(
+                    run_config=request.run_config,
+                    instance=local_environment.instance,
+                    tags={
+                        **request.tags,
+                        "dagster/run_key": request.run_key or "",
+                        "dagster/sensor_name": SENSOR,
+                    },
+                    asset_selection=[ORDER_EVENTS],
+                    raise_on_error=False,
+                )
+                assert not stuck_run.success
+            else:
+                _finish(local_environment, request, dg.DagsterRunStatus.FAILURE)
+            waiting, cursor = local_environment.tick(SENSOR, cursor)
+            assert isinstance(waiting, dg.SkipReason)
+            skip_reasons.append(waiting.skip_message or "")
+            result, cursor = local_environment.tick(SENSOR, _backoff_over(cursor))
+    [page] = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+    assert "stuck-range/orders/0:0-10" in page
+    assert "orders 0:0-10 is stuck: failed 3 times, last error: step orders__order_events:" in page
+    assert "unable to open database file" in page
+    assert f"/runs/{stuck_run.run_id}" in page
+    assert all("is stuck" not in reason for reason in skip_reasons[: STUCK_AFTER_FAILURES - 1])
+    assert all("orders 0:0-10 is stuck" in reason for reason in skip_reasons[STUCK_AFTER_FAILURES - 1 :])
+    assert "unable to open database file" in skip_reasons[STUCK_AFTER_FAILURES - 1]
 
 
 def test_tick_with_a_million_pending_messages_requests_one_capped_batch(local_environment: LocalEnvironment):
