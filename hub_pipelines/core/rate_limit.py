@@ -9,17 +9,23 @@ in any window of that length, with no burst at window boundaries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from limits import RateLimitItem, parse, storage, strategies
+# `limits` loads with the first limiter: resources that hold one are defined in every process.
+if TYPE_CHECKING:
+    from limits import RateLimitItem, strategies
 
 Strategy = Literal["moving-window", "fixed-window", "sliding-window-counter"]
 
-_STRATEGIES: dict[str, type[strategies.RateLimiter]] = {
-    "moving-window": strategies.MovingWindowRateLimiter,
-    "fixed-window": strategies.FixedWindowRateLimiter,
-    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
-}
+
+def _limiter_classes() -> dict[str, type[strategies.RateLimiter]]:
+    from limits import strategies
+
+    return {
+        "moving-window": strategies.MovingWindowRateLimiter,
+        "fixed-window": strategies.FixedWindowRateLimiter,
+        "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
+    }
 
 
 class RateLimited(RuntimeError):
@@ -39,12 +45,15 @@ class RateLimiter:
         storage_options: Mapping[str, float | str | bool] | None = None,
     ) -> None:
         """`storage_options` go to the storage's client, e.g. {"socket_timeout": 1.0} for Redis."""
+        from limits import parse, storage
+
         try:
             self.limit: RateLimitItem = parse(rate)
         except ValueError as bad:
             raise ValueError(f"rate limit {rate!r} is not of the form '<count>/<period>': {bad}") from bad
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"rate limit strategy {strategy!r} is not one of {sorted(_STRATEGIES)}")
+        limiter_classes = _limiter_classes()
+        if strategy not in limiter_classes:
+            raise ValueError(f"rate limit strategy {strategy!r} is not one of {sorted(limiter_classes)}")
         self.rate = rate
         self.namespace = namespace
         options = dict(storage_options or {})
@@ -53,7 +62,7 @@ class RateLimiter:
             options.setdefault("socket_timeout", 2.0)
             options.setdefault("socket_connect_timeout", 2.0)
         self._storage = storage.storage_from_string(storage_uri, **options)
-        self._limiter = _STRATEGIES[strategy](self._storage)
+        self._limiter = limiter_classes[strategy](self._storage)
 
     def hit(self, key: str, cost: int = 1) -> bool:
         """Spend `cost` from key's budget; False (and nothing spent) when it would exceed it."""

@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 import pyarrow as pa
-from clickhouse_connect.driver.binding import format_bind_value, format_str, quote_identifier
 from pydantic import PrivateAttr
 
+# clickhouse-connect's binding is imported where a statement is formatted, and pandas only for types:
+# the code location loads this module in every process, most of which never query.
 if TYPE_CHECKING:
+    import pandas as pd
     from chdb.session import Session
     from clickhouse_connect.driver.client import Client
 
@@ -64,10 +65,14 @@ class WarehouseLocked(WarehouseError):
 
 def table_reference(table: str) -> str:
     """A table name for SQL: a plain name is quoted, a dotted `database.table` is taken as written."""
+    from clickhouse_connect.driver.binding import quote_identifier
+
     return table if "." in table else quote_identifier(table)
 
 
 def column_list(names: list[str]) -> str:
+    from clickhouse_connect.driver.binding import quote_identifier
+
     return ", ".join(quote_identifier(name) for name in names)
 
 
@@ -105,6 +110,8 @@ _PLAIN_TYPES = {
 
 def sent_rows_structure(schema: pa.Schema) -> str:
     """The `name Type, ...` structure ClickHouse needs for rows sent as external data."""
+    from clickhouse_connect.driver.binding import format_str, quote_identifier
+
     columns = []
     for column in schema:
         if isinstance(column.type, pa.TimestampType) and column.type.tz is not None:
@@ -122,6 +129,8 @@ def sent_rows_structure(schema: pa.Schema) -> str:
 
 def bind_values(parameters: Mapping[str, object] | None) -> dict[str, str]:
     """Parameter values as clickhouse-connect's server-side binding sends them (`param_<name>`)."""
+    from clickhouse_connect.driver.binding import format_bind_value
+
     return {name: format_bind_value(value, UTC) for name, value in (parameters or {}).items()}
 
 
@@ -250,6 +259,8 @@ class ChdbWarehouse(dg.ConfigurableResource):
         return self.insert_arrow(table, frame_to_arrow(frame), dedup_token)
 
     def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
+        from clickhouse_connect.driver.binding import format_str
+
         if batch.num_rows == 0:
             return 0
         # chdb's Python() table function finds this local by the name in the SQL and reads the Arrow
