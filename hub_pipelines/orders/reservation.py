@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy import Connection
@@ -36,6 +35,10 @@ from hub_pipelines.orders.tables import (
     outbox,
     products,
 )
+
+# psycopg (the PostgreSQL driver) loads with the first reservation, never with the code location.
+if TYPE_CHECKING:
+    import psycopg
 
 ORDER_ID_NAMESPACE = uuid.UUID("6f1c1f5e-9a38-4c52-8d0e-5b1d5e0f0a11")
 ACCEPTED = "accepted"
@@ -103,6 +106,8 @@ def reserve_order(
     With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
     transaction runs on it in one round trip; without, on a connection from `database`'s pool.
     """
+    import psycopg
+
     order_id = order_id_for(priced.request.idempotency_key)
     writes = _ReservationWrites(
         order=_order_row(priced, order_id, cipher),
