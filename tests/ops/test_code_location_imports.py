@@ -39,7 +39,12 @@ PRODUCTION_ONLY = (
 # Libraries that cost a large share of `import dagster` each and are only needed inside a step.
 HEAVY = (
     "pandas",
+    "pyarrow",
+    "numpy",
     "chdb",
+    "PIL",
+    "av",
+    "pikepdf",
     "alembic",
     "opentelemetry.sdk",
     "opentelemetry.exporter",
