@@ -6,8 +6,9 @@ Every Dagster run is a fresh process that imports the code location before its f
 is a floor under every run's launch. Each repetition imports, each in a fresh interpreter, `dagster`
 alone and then `hub_pipelines.definitions` under every HUB_ENV asked for, interleaved so machine
 load falls on all of them alike. The time is taken inside the child around the import statement
-(interpreter start-up excluded) and reported as the median, with the range, and the code location's
-excess over `import dagster`. The machine's load average is printed with them: on a shared machine
+(interpreter start-up excluded), as wall time and as the child's CPU time, and reported as the median,
+with the range, and as a multiple of `import dagster`. On a loaded machine the wall time grows with
+every other process while the CPU time barely moves: CPU is the figure to compare then. The machine's load average is printed with them: on a shared machine
 compare figures within one run only. `--baseline DIR` times another checkout's code location in the
 same run (e.g. `git archive main hub_pipelines | tar -x -C DIR`), imported from DIR with this
 environment's packages.
@@ -33,10 +34,15 @@ DAGSTER = "dagster"
 CODE_LOCATION = "hub_pipelines.definitions"
 
 
-def timed_import(module: str, env: dict[str, str], source: Path = PROJECT) -> float:
-    """Seconds `import module` takes in a fresh interpreter, with `source` first on the path."""
-    program = (
-        f"import time\nstarted = time.perf_counter()\nimport {module}\nprint(time.perf_counter() - started)\n"
+def timed_import(module: str, env: dict[str, str], source: Path = PROJECT) -> tuple[float, float]:
+    """Wall and CPU seconds `import module` takes in a fresh interpreter, with `source` first on the path."""
+    program = "\n".join(
+        [
+            "import time",
+            "started, cpu = time.perf_counter(), time.process_time()",
+            f"import {module}",
+            "print(time.perf_counter() - started, time.process_time() - cpu)",
+        ]
     )
     env = {**env, "PYTHONPATH": str(source)}
     done = subprocess.run(
@@ -44,7 +50,8 @@ def timed_import(module: str, env: dict[str, str], source: Path = PROJECT) -> fl
     )
     if done.returncode != 0:
         raise RuntimeError(f"import {module} failed (HUB_ENV={env.get('HUB_ENV')}):\n{done.stderr}")
-    return float(done.stdout.strip().splitlines()[-1])
+    wall, cpu = done.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def child_env(hub_env: str | None, data_dir: str) -> dict[str, str]:
@@ -57,11 +64,19 @@ def child_env(hub_env: str | None, data_dir: str) -> dict[str, str]:
     return env
 
 
-def describe(label: str, seconds: list[float], anchor: float | None) -> str:
-    median = statistics.median(seconds)
-    line = f"  {label:<46} median {median:6.2f} s   range {min(seconds):5.2f}-{max(seconds):5.2f} s"
-    if anchor is not None:
-        line += f"   {median / anchor:4.1f}x dagster, +{median - anchor:4.2f} s"
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+def describe(label: str, samples: list[tuple[float, float]], anchor: tuple[float, float] | None) -> str:
+    """Median (range) of wall and CPU seconds, each with its multiple of the anchor's median."""
+    line = f"  {label:<50}"
+    for kind, index in (("wall", 0), ("cpu", 1)):
+        seconds = [sample[index] for sample in samples]
+        median = statistics.median(seconds)
+        line += f"  {kind} {median:5.2f} s ({min(seconds):5.2f}-{max(seconds):5.2f})"
+        if anchor is not None:
+            line += f" {median / anchor[index]:3.1f}x"
     return line
 
 
@@ -79,7 +94,10 @@ def main() -> None:
     sources = {"": PROJECT} if args.baseline is None else {"": PROJECT, "baseline ": args.baseline.resolve()}
     cases = [(name, env, source) for name, source in sources.items() for env in envs]
 
-    samples: dict[str, list[float]] = {DAGSTER: [], **{f"{name}{env}": [] for name, env, _ in cases}}
+    samples: dict[str, list[tuple[float, float]]] = {
+        DAGSTER: [],
+        **{f"{name}{env}": [] for name, env, _ in cases},
+    }
     load_before = os.getloadavg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hub-import-bench-") as data_dir:
@@ -97,7 +115,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, load average {load_before[0]:.2f} before / {load_after[0]:.2f} after, "
         f"{time.perf_counter() - started:.0f} s in all"
     )
-    anchor = statistics.median(samples[DAGSTER])
+    anchor = medians(samples[DAGSTER])
     print(describe("import dagster", samples[DAGSTER], None))
     for name, env, _ in cases:
         print(describe(f"import {CODE_LOCATION} ({name}{env})", samples[f"{name}{env}"], anchor))

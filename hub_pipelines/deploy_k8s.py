@@ -1,8 +1,8 @@
 """Kubernetes execution for production: every media step in its own pod, sized by its op tags.
 
-The K8sRunLauncher (deploy/dagster.prod.yaml) starts one Job per run. For the media job,
-`build_media_k8s_job_executor()` then starts one Job per step, so a 4 GiB transcode does not share a pod
-with thirty thumbnail steps. Each step's pod takes the run launcher's settings (image, env from
+The K8sRunLauncher (deploy/dagster.prod.yaml) starts one Job per run. For the media job, the
+executor `build_media_k8s_job_executor()` returns then starts one Job per step, so a 4 GiB transcode
+does not share a pod with thirty thumbnail steps. Each step's pod takes the run launcher's settings (image, env from
 the ConfigMap and Secret, service account), then the executor's defaults, then the step's own
 `dagster-k8s/config` tag: put `TRANSCODE_STEP_TAGS` or `IMAGE_STEP_TAGS` in an asset's `op_tags`.
 
