@@ -45,6 +45,7 @@ HEAVY = (
     "PIL",
     "av",
     "pikepdf",
+    "puremagic",
     "alembic",
     "opentelemetry.sdk",
     "opentelemetry.exporter",
