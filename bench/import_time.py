@@ -99,7 +99,7 @@ def main() -> None:
         **{f"{name}{env}": [] for name, env, _ in cases},
     }
     load_before = os.getloadavg()
-    started = time.perf_counter()
+    started_at, started = datetime.now(UTC), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hub-import-bench-") as data_dir:
         # One untimed pass writes the bytecode caches, so no repetition pays for compiling.
         for _, env, source in cases:
@@ -111,7 +111,7 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(
-        f"import time, {args.repetitions} fresh interpreters each, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"import time, {args.repetitions} fresh interpreters each, from {started_at:%Y-%m-%d %H:%M} UTC, "
         f"{os.cpu_count()} cores, load average {load_before[0]:.2f} before / {load_after[0]:.2f} after, "
         f"{time.perf_counter() - started:.0f} s in all"
     )
