@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub_pipelines.core.ports import SqlDatabase
 
-# psycopg (the PostgreSQL driver) loads with the first PostgreSQL connection, never on SQLite.
+# psycopg (the PostgreSQL driver) loads when held connections are made, in a run, not with the code location.
 if TYPE_CHECKING:
     import psycopg
 

@@ -44,7 +44,7 @@ from hub_pipelines.orders.tables import (
     products,
 )
 
-# psycopg (the PostgreSQL driver) loads with the first PostgreSQL connection, never on SQLite.
+# Only a type here: psycopg (the PostgreSQL driver) loads in a run, not with the code location.
 if TYPE_CHECKING:
     import psycopg
 
