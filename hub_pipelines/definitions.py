@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.assets.tracing import enable_tracing
-from hub_pipelines.deploy_k8s import media_k8s_job_executor
+from hub_pipelines.deploy_k8s import build_media_k8s_job_executor
 from hub_pipelines.housekeeping import order_events_retention_job, order_events_retention_schedule
 from hub_pipelines.jobs import (
     analytics_pipeline_job,
@@ -32,11 +31,11 @@ from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
 from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.notifier import LogNotifier, PagerDutySlackNotifier
-from hub_pipelines.resources.object_storage import LocalObjectStorage, S3ObjectStorage
+from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway, StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
-from hub_pipelines.resources.topics import KafkaTopics, LocalTopicLog
+from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE, ClamdScanner, ClamscanScanner
 from hub_pipelines.resources.warehouse import ChdbWarehouse, ClickHouseWarehouse
 from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
@@ -86,6 +85,13 @@ def local_resources() -> dict[str, Any]:
 
 
 def prod_resources() -> dict[str, Any]:
+    # boto3 with dagster-aws, and confluent-kafka: a local code location (and each of its runs) never
+    # imports them.
+    from dagster_aws.s3 import S3Resource
+
+    from hub_pipelines.resources.kafka_topics import KafkaTopics
+    from hub_pipelines.resources.object_storage import S3ObjectStorage
+
     return {
         "objects": S3ObjectStorage(
             s3=S3Resource(
@@ -196,7 +202,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_package_module(assets),
         jobs=[
             # In production each media step (a transcode above all) gets its own sized pod.
-            media_pipeline_job if local else build_media_pipeline_job(media_k8s_job_executor),
+            media_pipeline_job if local else build_media_pipeline_job(build_media_k8s_job_executor()),
             orders_pipeline_job,
             analytics_pipeline_job,
             daily_rollups_job,

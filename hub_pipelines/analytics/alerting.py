@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from hub_pipelines.analytics.anomaly import Finding
+# Only a type here: the detector module loads NumPy, and the pager resources import this one.
+if TYPE_CHECKING:
+    from hub_pipelines.analytics.anomaly import Finding
 
 logger = logging.getLogger(__name__)
 

@@ -94,13 +94,12 @@ class CounterUpdate:
         return not self.users_by_minute
 
 
-_HUNDRED = pa.scalar(Decimal(100), pa.decimal128(3, 0))
-
-
 def _cents(amount: pa.ChunkedArray) -> pa.ChunkedArray:
     """Amounts as whole cents, exactly (amounts carry at most two decimals); a missing amount is 0."""
     if pa.types.is_decimal(amount.type):
-        as_cents = pc.multiply(pc.cast(amount, pa.decimal128(18, 2)), _HUNDRED)
+        # Built per call: a scalar from a Python value makes pyarrow import pandas, too slow at import.
+        hundred = pa.scalar(Decimal(100), pa.decimal128(3, 0))
+        as_cents = pc.multiply(pc.cast(amount, pa.decimal128(18, 2)), hundred)
     else:
         as_cents = pc.round(pc.multiply(pc.cast(amount, pa.float64()), 100))
     return pc.fill_null(pc.cast(as_cents, pa.int64()), 0)

@@ -17,19 +17,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import redis
-from limits import RateLimitItem, parse, storage, strategies
-from limits.errors import StorageError
+# `limits` and redis-py load with the first limiter: resources that hold one are defined in every process.
+if TYPE_CHECKING:
+    from limits import RateLimitItem, strategies
 
 Strategy = Literal["moving-window", "fixed-window", "sliding-window-counter"]
 
-_STRATEGIES: dict[str, type[strategies.RateLimiter]] = {
-    "moving-window": strategies.MovingWindowRateLimiter,
-    "fixed-window": strategies.FixedWindowRateLimiter,
-    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
-}
+
+def _limiter_classes() -> dict[str, type[strategies.RateLimiter]]:
+    from limits import strategies
+
+    return {
+        "moving-window": strategies.MovingWindowRateLimiter,
+        "fixed-window": strategies.FixedWindowRateLimiter,
+        "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
+    }
 
 
 class RateLimited(RuntimeError):
@@ -64,11 +68,15 @@ class _OnceWindows(Protocol):
 
 class _RedisOnceWindows:
     def __init__(self, uri: str, options: Mapping[str, float | str | bool]) -> None:
+        import redis
+
         settings: dict[str, Any] = dict(options)
         client = redis.Redis.from_url(uri, **settings)
         self._script = client.register_script(_SPEND_ONCE)
 
     def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool:
+        import redis
+
         keys = [f"{key}:once-window", f"{key}:once-spent:{token}"]
         try:
             return bool(
@@ -114,12 +122,15 @@ class RateLimiter:
         storage_options: Mapping[str, float | str | bool] | None = None,
     ) -> None:
         """`storage_options` go to the storage's client, e.g. {"socket_timeout": 1.0} for Redis."""
+        from limits import parse, storage
+
         try:
             self.limit: RateLimitItem = parse(rate)
         except ValueError as bad:
             raise ValueError(f"rate limit {rate!r} is not of the form '<count>/<period>': {bad}") from bad
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"rate limit strategy {strategy!r} is not one of {sorted(_STRATEGIES)}")
+        limiter_classes = _limiter_classes()
+        if strategy not in limiter_classes:
+            raise ValueError(f"rate limit strategy {strategy!r} is not one of {sorted(limiter_classes)}")
         self.rate = rate
         self.namespace = namespace
         options = dict(storage_options or {})
@@ -128,7 +139,7 @@ class RateLimiter:
             options.setdefault("socket_timeout", 2.0)
             options.setdefault("socket_connect_timeout", 2.0)
         self._storage = storage.storage_from_string(storage_uri, wrap_exceptions=True, **options)
-        self._limiter = _STRATEGIES[strategy](self._storage)
+        self._limiter = limiter_classes[strategy](self._storage)
         self._once: _OnceWindows | None = None
         if storage_uri.startswith(("redis://", "rediss://")):
             self._once = _RedisOnceWindows(storage_uri, options)
@@ -137,6 +148,8 @@ class RateLimiter:
 
     def hit(self, key: str, cost: int = 1) -> bool:
         """Spend `cost` from key's budget; False (and nothing spent) when it would exceed it."""
+        from limits.errors import StorageError
+
         try:
             return self._limiter.hit(self.limit, self.namespace, key, cost=cost)
         except StorageError as failed:

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-import httpx
 import tenacity
 
 P = ParamSpec("P")
@@ -44,6 +43,9 @@ class RetryableError(Exception):
 
 def transient_http_error(exc: BaseException) -> bool:
     """httpx timeouts and connection failures, and responses 408/425/429/5xx (raise_for_status)."""
+    # Imported here, not with the module: retry policies are built by code that may never use httpx.
+    import httpx
+
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in RETRYABLE_HTTP_STATUSES
     return isinstance(exc, httpx.TransportError)

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from hub_pipelines.core.sql import SQLITE_BEGIN_OPTION, UnsupportedDialect, require_hub_sqlite_engine
 
+# Alembic loads when a schema is checked or migrated, not with the database resources that can do it.
 if TYPE_CHECKING:
+    from alembic.config import Config
     from sqlalchemy import Connection, Engine
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -32,6 +30,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
     Also what `alembic.command.revision(alembic_config(), message=...)` needs to start a new migration.
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
@@ -42,11 +42,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def schema_heads() -> set[str]:
     """The newest revision of every migration branch."""
+    from alembic.script import ScriptDirectory
+
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
 def applied_revisions(engine: Engine) -> set[str]:
     """The revisions the database is at (empty before the first upgrade)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
 
@@ -58,6 +62,8 @@ def upgrade_schema(engine: Engine) -> None:
     transaction-scoped advisory lock, on SQLite the write lock taken by BEGIN IMMEDIATE. A second
     caller blocks on that lock until the first commits, then sees the migrated schema.
     """
+    from alembic import command
+
     dialect = engine.dialect.name
     if dialect not in ("postgresql", "sqlite"):
         raise UnsupportedDialect(f"upgrade_schema: {engine.url!r} is neither PostgreSQL nor SQLite")

@@ -14,18 +14,19 @@ import sys
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, pushadd_to_gateway
-from prometheus_client import push_to_gateway as replace_in_gateway
-from prometheus_client.metrics import MetricWrapperBase
+
+# The tracing SDK with its OTLP exporter, and the Prometheus client, load when a provider is built or
+# a metric made: every process imports this module, few export traces, and only runs push metrics.
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.metrics import MetricWrapperBase
 
 LOG_FORMAT_ENV = "HUB_LOG_FORMAT"
 OTLP_TRACES_PATH = "/v1/traces"
@@ -45,7 +46,13 @@ def build_tracer_provider(
     if exporter is None:
         if not otlp_endpoint:
             return None
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
         exporter = OTLPSpanExporter(endpoint=otlp_traces_url(otlp_endpoint))
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -121,15 +128,21 @@ class RunMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "hub") -> None:
+        from prometheus_client import CollectorRegistry
+
         self.registry = registry if registry is not None else CollectorRegistry()
         self.namespace = namespace
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._lock = threading.Lock()
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        from prometheus_client import Counter
+
         return self._get(Counter, name, documentation, labelnames)
 
     def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        from prometheus_client import Gauge
+
         return self._get(Gauge, name, documentation, labelnames)
 
     def histogram(
@@ -137,9 +150,13 @@ class RunMetrics:
         name: str,
         documentation: str,
         labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+        buckets: Sequence[float] | None = None,
     ) -> Histogram:
-        return self._get(Histogram, name, documentation, labelnames, buckets=tuple(buckets))
+        """`buckets` default to Prometheus's own (`Histogram.DEFAULT_BUCKETS`)."""
+        from prometheus_client import Histogram
+
+        chosen = Histogram.DEFAULT_BUCKETS if buckets is None else buckets
+        return self._get(Histogram, name, documentation, labelnames, buckets=tuple(chosen))
 
     def _get(
         self,
@@ -184,6 +201,9 @@ def push_metrics(
     """
     if not gateway_url:
         return False
+    from prometheus_client import push_to_gateway as replace_in_gateway
+    from prometheus_client import pushadd_to_gateway
+
     push = replace_in_gateway if replace_group else pushadd_to_gateway
     try:
         push(gateway_url, job=job, registry=registry, grouping_key=dict(grouping_key or {}), timeout=timeout)

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import puremagic
-
 MediaKind = Literal["image", "video", "pdf", "other"]
 
 # Only formats the renderers can decode are routed; anything else (SVG, HEIC, audio, archives) is
@@ -100,6 +98,9 @@ def classify_upload(data: bytes, name: str, claimed_mime: str | None = None) -> 
 def _sniff(head: bytes) -> tuple[str, str]:
     if not head:
         return "application/x-empty", ""
+    # puremagic reads its signature tables when imported: a run that sniffs pays it, not the code location.
+    import puremagic
+
     try:
         matches = puremagic.magic_string(head)
     except puremagic.PureError:

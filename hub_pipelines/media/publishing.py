@@ -22,9 +22,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
 from hub_pipelines.core.ports import ObjectInfo, ObjectStore
 from hub_pipelines.core.retry import RetryableError, RetryPolicy
 from hub_pipelines.media.manifests import StagedVariant
@@ -79,6 +76,10 @@ def checksum_metadata(sha256: str) -> dict[str, str]:
 
 def transient_storage_error(error: BaseException) -> bool:
     """Lost connections, timeouts, throttling and 5xx answers: the same copy may succeed next time."""
+    # botocore is imported when an error is judged, not with the code location: local storage is folders.
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = str(error.response.get("Error", {}).get("Code", ""))

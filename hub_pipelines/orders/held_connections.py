@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import queue
 from collections.abc import Iterator
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from hub_pipelines.core.ports import SqlDatabase
+
+# psycopg (the PostgreSQL driver) loads when held connections are made, in a run, not with the code location.
+if TYPE_CHECKING:
+    import psycopg
 
 
 class _Slot:
@@ -41,6 +43,8 @@ class _Slot:
     def release(self, *, broken: bool = False) -> None:
         if self.pooled is None:
             return
+        import psycopg
+
         if not broken:
             try:
                 self.pooled.driver_connection.rollback()
@@ -60,11 +64,16 @@ class HeldConnections:
         self,
         database: SqlDatabase,
         size: int,
-        isolation_level: psycopg.IsolationLevel = psycopg.IsolationLevel.SERIALIZABLE,
+        isolation_level: psycopg.IsolationLevel | None = None,
     ) -> None:
+        """`isolation_level` defaults to SERIALIZABLE."""
+        import psycopg
+
         self.database = database
         self.size = max(1, size)
-        self.isolation_level = isolation_level
+        self.isolation_level = (
+            psycopg.IsolationLevel.SERIALIZABLE if isolation_level is None else isolation_level
+        )
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         self._slots = [_Slot() for _ in range(self.size)]
         for slot in self._slots:

@@ -18,8 +18,6 @@ import threading
 from concurrent.futures import Future
 from types import TracebackType
 
-import psycopg
-
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
@@ -39,6 +37,8 @@ class PaidRecorder:
         self.database = database
         self.max_orders_per_transaction = max_orders_per_transaction
         self.transactions = 0
+        import psycopg
+
         self._connection = HeldConnections(database, 1, psycopg.IsolationLevel.READ_COMMITTED)
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._closed = False

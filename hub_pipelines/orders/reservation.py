@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlalchemy as sa
 import tenacity
 from sqlalchemy import Connection
@@ -39,6 +38,10 @@ from hub_pipelines.orders.tables import (
     outbox,
     products,
 )
+
+# psycopg (the PostgreSQL driver) loads with the first reservation, never with the code location.
+if TYPE_CHECKING:
+    import psycopg
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -102,6 +105,8 @@ def reserve_order(
     With `connection` (a PostgreSQL connection set to SERIALIZABLE, see `HeldConnections`) the
     transaction runs on it in one round trip; without, on a connection from `database`'s pool.
     """
+    import psycopg
+
     request = priced.request
     order_id = order_id_for(request.customer_id, request.idempotency_key)
     writes = _ReservationWrites(

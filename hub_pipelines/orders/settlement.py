@@ -12,9 +12,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import SqlDatabase
@@ -46,6 +45,10 @@ from hub_pipelines.orders.tables import (
     payments,
     products,
 )
+
+# Only a type here: psycopg (the PostgreSQL driver) loads in a run, not with the code location.
+if TYPE_CHECKING:
+    import psycopg
 
 _OPEN = (RESERVED, PAYMENT_UNKNOWN)
 # Each settlement is one guarded UPDATE of the order row (status still open) plus inserts: the row lock

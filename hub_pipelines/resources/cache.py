@@ -16,14 +16,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-import redis
 from pydantic import PrivateAttr
 
 from hub_pipelines.core.ports import CacheBatch
 from hub_pipelines.core.retry import RetryableError
+
+# redis-py loads with the first RedisCache client: the local cache never needs it.
+if TYPE_CHECKING:
+    import redis
 
 _SWEEP_EVERY_WRITES = 1024
 
@@ -342,6 +345,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
 
     def client(self) -> redis.Redis:
         """The shared redis-py client (bytes in, bytes out), e.g. for breakers and rate limits."""
+        import redis
+
         with self._client_lock:
             if self._client is None:
                 pool = redis.ConnectionPool.from_url(
@@ -441,6 +446,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def _translated(self, operation: str, key: str) -> Iterator[None]:
+        import redis
+
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as down:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
-import boto3
 import dagster as dg
 from pydantic import PrivateAttr
 
@@ -86,6 +85,8 @@ class CloudFrontCdn(_CdnUrls):
     def client(self) -> Any:
         with _CLIENT_CREATION:
             if self._client is None:
+                import boto3
+
                 self._client = boto3.client(
                     "cloudfront",
                     endpoint_url=self.endpoint_url,

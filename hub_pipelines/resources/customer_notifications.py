@@ -14,12 +14,16 @@ import threading
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import httpx
 from pydantic import PrivateAttr
 
 from hub_pipelines.orders.notifications import EMAIL, SMS, NotificationChannel, NotificationNotSent
+
+# httpx loads with the first SMS channel: local runs write notifications to a file.
+if TYPE_CHECKING:
+    import httpx
 
 _FILE_LOCK = threading.Lock()
 
@@ -103,6 +107,8 @@ class TwilioStyleSms:
         self.client = client
 
     def send(self, recipient: str, subject: str, body: str) -> None:
+        import httpx
+
         settings = self.settings
         url = f"{settings.sms_base_url.rstrip('/')}/2010-04-01/Accounts/{settings.sms_account_sid}/Messages.json"
         try:
@@ -140,6 +146,8 @@ class CustomerNotifier(dg.ConfigurableResource):
     def channels(self) -> dict[str, NotificationChannel]:
         channels: dict[str, NotificationChannel] = {EMAIL: SmtpEmail(self)}
         if self.sms_account_sid:
+            import httpx
+
             if self._http is None:
                 self._http = httpx.Client(timeout=self.timeout_s)
             channels[SMS] = TwilioStyleSms(self, self._http)

@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from hub_pipelines.core.retry import RetryPolicy
-from hub_pipelines.media.images import ImageFormat, ImageVariantSpec
-from hub_pipelines.media.rendering import RenderSettings
-from hub_pipelines.media.video import VideoLimits, VideoSpec
+
+# The render settings' classes live beside PIL, PyAV and pikepdf: imported when settings are built.
+if TYPE_CHECKING:
+    from hub_pipelines.media.images import ImageFormat
+    from hub_pipelines.media.rendering import RenderSettings
 
 DEFAULT_REGIONS = {
     "us-east": "media-us-east",
@@ -42,8 +45,9 @@ class MediaSettings(dg.ConfigurableResource):
     retry_max_wait_seconds: float = 30.0
 
     image_quality: int = 85
-    # aom speed for AVIF; the default's bytes/CPU trade-off is measured beside ImageVariantSpec.avif_speed.
-    avif_speed: int = ImageVariantSpec.avif_speed
+    # aom speed for AVIF; the default's bytes/CPU trade-off is measured beside ImageVariantSpec.avif_speed,
+    # whose default this is (tests/media/test_media_settings.py holds them equal).
+    avif_speed: int = 5
     max_image_pixels: int = 89_478_485
     video_preset: str = "veryfast"
     max_video_seconds: float = 3 * 3600
@@ -70,6 +74,10 @@ class MediaSettings(dg.ConfigurableResource):
         )
 
     def render_settings(self) -> RenderSettings:
+        from hub_pipelines.media.images import ImageVariantSpec
+        from hub_pipelines.media.rendering import RenderSettings
+        from hub_pipelines.media.video import VideoLimits, VideoSpec
+
         quality: dict[ImageFormat, int] = {
             "webp": self.image_quality,
             "avif": self.image_quality,

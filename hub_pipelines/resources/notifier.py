@@ -9,13 +9,17 @@ not fail the run that scored the data.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import httpx
 from pydantic import PrivateAttr
 
 from hub_pipelines.analytics.alerting import Alert, pagerduty_event, slack_message
 from hub_pipelines.core.rate_limit import RateLimiter
+
+# httpx loads with the first request: the local implementation beside this one never needs it.
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ class PagerDutySlackNotifier(dg.ConfigurableResource):
     _limiter: RateLimiter | None = PrivateAttr(default=None)
 
     def _http(self) -> httpx.Client:
+        import httpx
+
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_seconds)
         return self._client
@@ -61,6 +67,8 @@ class PagerDutySlackNotifier(dg.ConfigurableResource):
         return self._limiter
 
     def _post(self, destination: str, url: str, body: dict, alert: Alert) -> bool:
+        import httpx
+
         if not self._budget().hit(destination):
             logger.warning(
                 "alert %s %s to %s held back by the rate limit %s",

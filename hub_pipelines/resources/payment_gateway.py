@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import redis
-import stripe
-import urllib3
 from pydantic import PrivateAttr
 
-from hub_pipelines.core.breaker import Breaker, CircuitOpenError, make_breaker
 from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.orders.payments import (
     DECLINED,
@@ -31,55 +26,15 @@ from hub_pipelines.orders.payments import (
     PaymentOutcomeUnknown,
 )
 
+# stripe, redis (through pybreaker too) and urllib3 load with the first Stripe call: local runs use the
+# approving gateway and never import them.
+if TYPE_CHECKING:
+    import redis
+    import stripe
+
+    from hub_pipelines.core.breaker import Breaker
+
 RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
-
-
-class PooledUrllib3Client(stripe.HTTPClient):
-    """The SDK's transport over one urllib3 connection pool, as large as the calls in flight.
-
-    The SDK's httpx client costs ~1.9 ms of CPU per PaymentIntent against ~1.2 ms for this one (the
-    SDK's own encoding and objects are ~0.3 ms of either), and CPU is what bounds the ledger. The
-    pool keeps connections alive and checks a kept one is still open before reusing it; urllib3's
-    own retries are off, so the gateway's retry policy is the only one.
-    """
-
-    name = "urllib3"
-
-    def __init__(self, timeout_s: float, max_connections: int) -> None:
-        super().__init__()
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=max_connections,
-            retries=False,
-            timeout=urllib3.Timeout(total=timeout_s),
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=stripe.ca_bundle_path,
-        )
-
-    # The base class says str, but the SDK decodes the body itself and its own clients return bytes.
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        try:
-            response = self._pool.request(method, url, headers=dict(headers or {}), body=post_data)
-        except urllib3.exceptions.SSLError as untrusted:
-            raise stripe.APIConnectionError(
-                f"could not verify the certificate of {url}: {untrusted}", should_retry=False
-            ) from untrusted
-        except urllib3.exceptions.HTTPError as failed:
-            raise stripe.APIConnectionError(
-                f"{method} {url} failed: {type(failed).__name__}: {failed}", should_retry=True
-            ) from failed
-        return response.data, response.status, response.headers
-
-    def close(self) -> None:
-        self._pool.clear()
 
 
 class ApprovingLocalGateway(dg.ConfigurableResource):
@@ -101,6 +56,8 @@ class ApprovingLocalGateway(dg.ConfigurableResource):
 
 def is_retryable_stripe_error(error: BaseException) -> bool:
     """Failures that may pass when the same request (same idempotency key) is sent again."""
+    import stripe
+
     if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
         return True
     if isinstance(error, stripe.APIError):
@@ -110,6 +67,8 @@ def is_retryable_stripe_error(error: BaseException) -> bool:
 
 def _is_callers_fault(error: BaseException) -> bool:
     # A decline or a bad request says nothing about the gateway's health: it must not open the circuit.
+    import stripe
+
     return isinstance(error, stripe.StripeError) and not is_retryable_stripe_error(error)
 
 
@@ -138,6 +97,10 @@ class StripeGateway(dg.ConfigurableResource):
     _redis_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
+        import stripe
+
+        from hub_pipelines.core.breaker import CircuitOpenError
+
         breaker = self._breaker()
         sent = 0
 
@@ -210,6 +173,10 @@ class StripeGateway(dg.ConfigurableResource):
     def _client(self) -> stripe.StripeClient:
         # One client for every thread: urllib3's pool is thread-safe and keeps its connections alive,
         # so calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
+        import stripe
+
+        from hub_pipelines.resources.stripe_transport import PooledUrllib3Client
+
         with self._client_lock:
             if self._stripe is None:
                 base = {"api": self.api_base} if self.api_base else None
@@ -226,6 +193,8 @@ class StripeGateway(dg.ConfigurableResource):
         # share their state through Redis (or the process's memory storage of the same name).
         breaker = getattr(self._local, "breaker", None)
         if breaker is None:
+            from hub_pipelines.core.breaker import make_breaker
+
             breaker = make_breaker(
                 self.breaker_name,
                 self._redis_client(),
@@ -241,6 +210,8 @@ class StripeGateway(dg.ConfigurableResource):
     def _redis_client(self) -> redis.Redis | None:
         if not self.breaker_redis_url:
             return None
+        import redis
+
         with self._redis_lock:
             if self._redis is None:
                 self._redis = redis.Redis.from_url(

@@ -8,7 +8,7 @@ group positions are the next offset to read, per partition; `committed` lists on
 group has committed (the others start at 0).
 
 The local log's on-disk format is described in `hub_pipelines.core.partition_log`; KafkaTopics lives
-in `hub_pipelines.resources.kafka_topics` and is re-exported here.
+in `hub_pipelines.resources.kafka_topics`, apart, so a local code location never imports confluent-kafka.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import dagster as dg
 
 from hub_pipelines.core.partition_log import NewRecord, PartitionLog, murmur2_partition
 from hub_pipelines.core.ports import OutgoingMessage, PartitionSpan, TopicMessage, UnknownTopic
-from hub_pipelines.resources.kafka_topics import KafkaTopics, TopicWriteRejected
 
-__all__ = ["KafkaTopics", "LocalTopicLog", "TopicWriteRejected", "UnknownTopic", "choose_partition"]
+__all__ = ["LocalTopicLog", "UnknownTopic", "choose_partition"]
 
 
 def choose_partition(message: OutgoingMessage, partitions: int) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import threading
@@ -41,12 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
-from clickhouse_connect.driver.binding import format_bind_value, format_str, quote_identifier
 from pydantic import PrivateAttr
 
+# clickhouse-connect's binding is imported where a statement is formatted, pyarrow where a table is
+# built, and pandas only for types: every process loads this module, most of them never query.
 if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
     from chdb.session import Session
     from clickhouse_connect.driver.client import Client
 
@@ -64,10 +66,14 @@ class WarehouseLocked(WarehouseError):
 
 def table_reference(table: str) -> str:
     """A table name for SQL: a plain name is quoted, a dotted `database.table` is taken as written."""
+    from clickhouse_connect.driver.binding import quote_identifier
+
     return table if "." in table else quote_identifier(table)
 
 
 def column_list(names: list[str]) -> str:
+    from clickhouse_connect.driver.binding import quote_identifier
+
     return ", ".join(quote_identifier(name) for name in names)
 
 
@@ -91,27 +97,37 @@ def insert_settings(dedup_token: str | None, engine_settings: Collection[str]) -
 # A query's sent rows (`query_arrow_with_rows`) are a table of this name for the statement's lifetime.
 SENT_ROWS = "sent_rows"
 _SENT_ROWS_MARKER = "{" + SENT_ROWS + "}"
-_PLAIN_TYPES = {
-    pa.string(): "String",
-    pa.large_string(): "String",
-    pa.binary(): "String",
-    pa.int32(): "Int32",
-    pa.int64(): "Int64",
-    pa.uint32(): "UInt32",
-    pa.uint64(): "UInt64",
-    pa.float64(): "Float64",
-}
+
+
+@functools.cache
+def _plain_types() -> dict[pa.DataType, str]:
+    import pyarrow as pa
+
+    return {
+        pa.string(): "String",
+        pa.large_string(): "String",
+        pa.binary(): "String",
+        pa.int32(): "Int32",
+        pa.int64(): "Int64",
+        pa.uint32(): "UInt32",
+        pa.uint64(): "UInt64",
+        pa.float64(): "Float64",
+    }
 
 
 def sent_rows_structure(schema: pa.Schema) -> str:
     """The `name Type, ...` structure ClickHouse needs for rows sent as external data."""
+    import pyarrow as pa
+    from clickhouse_connect.driver.binding import format_str, quote_identifier
+
+    plain_types = _plain_types()
     columns = []
     for column in schema:
         if isinstance(column.type, pa.TimestampType) and column.type.tz is not None:
             digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[column.type.unit]
             clickhouse_type = f"DateTime64({digits}, {format_str(column.type.tz)})"
-        elif column.type in _PLAIN_TYPES:
-            clickhouse_type = _PLAIN_TYPES[column.type]
+        elif column.type in plain_types:
+            clickhouse_type = plain_types[column.type]
         else:
             raise WarehouseError(
                 f"sent rows: column {column.name!r} has Arrow type {column.type}, not one sent"
@@ -122,10 +138,14 @@ def sent_rows_structure(schema: pa.Schema) -> str:
 
 def bind_values(parameters: Mapping[str, object] | None) -> dict[str, str]:
     """Parameter values as clickhouse-connect's server-side binding sends them (`param_<name>`)."""
+    from clickhouse_connect.driver.binding import format_bind_value
+
     return {name: format_bind_value(value, UTC) for name, value in (parameters or {}).items()}
 
 
 def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    import pyarrow as pa
+
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
@@ -250,6 +270,8 @@ class ChdbWarehouse(dg.ConfigurableResource):
         return self.insert_arrow(table, frame_to_arrow(frame), dedup_token)
 
     def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
+        from clickhouse_connect.driver.binding import format_str
+
         if batch.num_rows == 0:
             return 0
         # chdb's Python() table function finds this local by the name in the SQL and reads the Arrow
@@ -336,6 +358,7 @@ class ClickHouseWarehouse(dg.ConfigurableResource):
     def query_arrow_with_rows(
         self, sql: str, rows: pa.Table, parameters: Mapping[str, object] | None = None
     ) -> pa.Table:
+        import pyarrow as pa
         from clickhouse_connect.driver.external import ExternalData
 
         stream = pa.BufferOutputStream()

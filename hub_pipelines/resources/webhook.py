@@ -14,14 +14,17 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
-import httpx
 from pydantic import PrivateAttr
 
 from hub_pipelines.core.retry import RetryPolicy, transient_http_error
 from hub_pipelines.core.webhook_signing import DELIVERY_HEADER, EVENT_HEADER, signed_headers
+
+# httpx loads with the first request: the local implementation beside this one never needs it.
+if TYPE_CHECKING:
+    import httpx
 
 _FILE_LOCK = threading.Lock()
 
@@ -61,11 +64,15 @@ class HttpWebhook(dg.ConfigurableResource):
 
     @property
     def client(self) -> httpx.Client:
+        import httpx
+
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_seconds)
         return self._client
 
     def deliver(self, event: str, payload: Mapping[str, Any], delivery_id: str) -> WebhookDelivery:
+        import httpx
+
         body = encode_payload(payload)
         policy = RetryPolicy(
             attempts=self.attempts,

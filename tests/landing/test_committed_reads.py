@@ -28,9 +28,9 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import find_gaps, plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import IncompleteRead, land_ranges
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.notifier import LogNotifier
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.resources.topics import KafkaTopics
 
 
 @dataclass

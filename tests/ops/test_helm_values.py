@@ -114,7 +114,13 @@ CHART_KEYS: dict[str, Any] = {
         "runCoordinator": {
             "enabled": SCALAR,
             "type": SCALAR,
-            "config": {"queuedRunCoordinator": {"dequeueUseThreads": SCALAR, "dequeueNumWorkers": SCALAR}},
+            "config": {
+                "queuedRunCoordinator": {
+                    "dequeueIntervalSeconds": SCALAR,
+                    "dequeueUseThreads": SCALAR,
+                    "dequeueNumWorkers": SCALAR,
+                }
+            },
         },
         "runMonitoring": {
             "enabled": SCALAR,
@@ -122,10 +128,11 @@ CHART_KEYS: dict[str, Any] = {
             "cancelTimeoutSeconds": SCALAR,
             "maxResumeRunAttempts": SCALAR,
             "pollIntervalSeconds": SCALAR,
+            "freeSlotsAfterRunEndSeconds": SCALAR,
             "maxRuntimeSeconds": SCALAR,
         },
         "runRetries": {"enabled": SCALAR, "maxRetries": SCALAR, "retryOnAssetOrOpFailure": SCALAR},
-        "sensors": {"useThreads": SCALAR, "numWorkers": SCALAR},
+        "sensors": {"useThreads": SCALAR, "numWorkers": SCALAR, "numSubmitWorkers": SCALAR},
         "schedules": {"useThreads": SCALAR, "numWorkers": SCALAR},
         "envSecrets": [SECRET_ENV_SOURCE],
         "resources": RESOURCES,

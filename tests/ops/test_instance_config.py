@@ -1,4 +1,5 @@
-"""The production instance file (deploy/dagster.prod.yaml) loaded against a real PostgreSQL and S3.
+"""The production instance file (deploy/dagster.prod.yaml) loaded against a real PostgreSQL and S3,
+and the queue and daemon intervals of both instance files (the local one is dagster.yaml).
 
 The rendered copy the tests load changes two things: the K8sRunLauncher reads a kubeconfig that names
 an unreachable API server instead of the in-cluster service account (building its client needs no
@@ -20,6 +21,10 @@ import yaml
 from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._daemon.controller import create_daemon_of_type
+from dagster._daemon.daemon import MonitoringDaemon
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME as SENSOR_DAEMON_LOOP_SECONDS
 from dagster._serdes import ConfigurableClassData
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_k8s import K8sRunLauncher
@@ -29,6 +34,7 @@ from tests.ops.prod_files import PROD_INSTANCE, offline_run_launcher, prod_confi
 from tests.services.postgres import PostgresServer
 from tests.services.seaweedfs import S3Server
 
+LOCAL_INSTANCE = Path(__file__).resolve().parents[2] / "dagster.yaml"
 STEP_STDOUT = "transcoding upload 7f3a: 3 renditions"
 
 
@@ -196,3 +202,56 @@ def test_prod_instance_queues_runs_with_concurrency_limits_and_pools(
     storage.set_concurrency_slots("ledger_db", 4)
     assert storage.get_concurrency_info("transcode").slot_count == 8
     assert storage.get_concurrency_info("ledger_db").slot_count == 4
+
+
+def test_prod_instance_dequeues_every_second_and_launches_side_by_side(
+    prod_instance: dg.DagsterInstance,
+) -> None:
+    coordinator = prod_instance.run_coordinator
+    assert isinstance(coordinator, QueuedRunCoordinator)
+    assert coordinator.dequeue_interval_seconds == 1
+    assert coordinator.dequeue_use_threads is True
+    assert coordinator.dequeue_num_workers == 8
+    assert (
+        create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), prod_instance).interval_seconds == 1
+    )
+
+
+def test_prod_instance_ticks_sensors_on_their_own_threads_and_watches_runs_every_15_seconds(
+    prod_instance: dg.DagsterInstance,
+) -> None:
+    assert prod_instance.get_sensor_settings() == {
+        "use_threads": True,
+        "num_workers": 8,
+        "num_submit_workers": 4,
+    }
+    assert prod_instance.run_monitoring_enabled
+    assert prod_instance.run_monitoring_start_timeout_seconds == 300
+    assert prod_instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
+    assert create_daemon_of_type(MonitoringDaemon.daemon_type(), prod_instance).interval_seconds == 15
+
+
+def test_local_instance_dequeues_every_second_and_fails_a_run_that_never_started_within_a_minute(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(LOCAL_INSTANCE.read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == 1
+        assert coordinator.dequeue_use_threads is True
+        assert (
+            coordinator.dequeue_num_workers
+            == instance.get_concurrency_config().run_queue_config.max_concurrent_runs
+        )
+        assert create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), instance).interval_seconds == 1
+        assert instance.get_sensor_settings() == {"use_threads": True, "num_workers": 8}
+        assert instance.run_monitoring_start_timeout_seconds == 60
+        assert create_daemon_of_type(MonitoringDaemon.daemon_type(), instance).interval_seconds == 5
+
+
+def test_sensor_daemon_loop_floor_is_the_5_seconds_the_instance_files_describe() -> None:
+    """Both instance files (and docs/operations.md) say a sensor ticks every 5 s at the most."""
+    assert SENSOR_DAEMON_LOOP_SECONDS == 5

@@ -19,6 +19,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY as DAGSTER_K8S_CONFIG_KEY
 from dagster_k8s.job import (
     UserDefinedDagsterK8sConfig,
     construct_dagster_k8s_job,
@@ -34,7 +35,8 @@ from hub_pipelines.deploy_k8s import (
     TRANSCODE_DEADLINE_SECONDS,
     TRANSCODE_STEP_RESOURCES,
     TRANSCODE_STEP_TAGS,
-    media_k8s_job_executor,
+    USER_DEFINED_K8S_CONFIG_KEY,
+    build_media_k8s_job_executor,
 )
 from tests.ops.prod_files import offline_run_launcher
 
@@ -58,7 +60,7 @@ def media_run(tags: Mapping[str, str] | None = None) -> DagsterRun:
 
 def executor_config() -> Mapping[str, Any]:
     """The config k8s_job_executor receives from `media_k8s_job_executor`, as Dagster maps it."""
-    mapped = media_k8s_job_executor.apply_config_mapping({})
+    mapped = build_media_k8s_job_executor().apply_config_mapping({})
     assert mapped.success, mapped.errors
     return mapped.value["config"]
 
@@ -162,3 +164,8 @@ def test_media_executor_config_is_valid_for_k8s_job_executor() -> None:
 
     assert config["max_concurrent"] == MAX_STEP_PODS_PER_RUN
     assert config["step_k8s_config"]["container_config"]["resources"] == dict(DEFAULT_STEP_RESOURCES)
+
+
+def test_step_tags_use_the_key_dagster_k8s_reads() -> None:
+    assert USER_DEFINED_K8S_CONFIG_KEY == DAGSTER_K8S_CONFIG_KEY
+    assert set(TRANSCODE_STEP_TAGS) == set(IMAGE_STEP_TAGS) == {DAGSTER_K8S_CONFIG_KEY}

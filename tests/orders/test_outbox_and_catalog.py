@@ -22,9 +22,9 @@ from hub_pipelines.orders.payments import (
 )
 from hub_pipelines.orders.tables import FINAL_STATUSES, RESERVED, orders, outbox, products
 from hub_pipelines.resources.cache import RedisCache
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.resources.topics import KafkaTopics
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import Inbox, order_event
 from tests.services.kafka import MOCK_CLUSTER_PARTITIONS, KafkaBroker

@@ -27,10 +27,10 @@ from hub_pipelines.housekeeping import order_events_retention_job
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.orders.tables import PAID, orders
 from hub_pipelines.resources.cache import RedisCache
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.resources.topics import KafkaTopics
 from tests.fakes.sms_server import FakeSms
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import notifier

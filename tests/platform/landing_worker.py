@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hub_pipelines.core.ports import PartitionSpan, Topics
 from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
-from hub_pipelines.resources.topics import KafkaTopics
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 
 
 @dataclass

@@ -18,8 +18,8 @@ from hub_pipelines.landing.offsets import find_gaps, plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.orders.dead_letters import read_dead_letters
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.resources.topics import KafkaTopics
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

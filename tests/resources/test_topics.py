@@ -20,7 +20,8 @@ from confluent_kafka import Producer
 
 from hub_pipelines.core.partition_log import murmur2_partition
 from hub_pipelines.core.ports import OutgoingMessage, Topics, TopicUnavailable
-from hub_pipelines.resources.topics import KafkaTopics, LocalTopicLog, UnknownTopic
+from hub_pipelines.resources.kafka_topics import KafkaTopics
+from hub_pipelines.resources.topics import LocalTopicLog, UnknownTopic
 from tests.services import free_port
 from tests.services.kafka import KafkaBroker
 

@@ -44,7 +44,7 @@ class KafkaBroker:
     def ensure_topic(self, topic: str, partitions: int) -> None:
         """Make `topic` exist with `partitions` partitions, whichever way this broker allows."""
         if self.creates_topics:
-            from hub_pipelines.resources.topics import KafkaTopics
+            from hub_pipelines.resources.kafka_topics import KafkaTopics
 
             topics = KafkaTopics(bootstrap_servers=self.bootstrap_servers, timeout_seconds=15)
             try:

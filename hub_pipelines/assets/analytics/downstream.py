@@ -5,10 +5,8 @@ import json
 import dagster as dg
 
 from hub_pipelines.analytics.alerting import Notifier
-from hub_pipelines.analytics.counters import count_uncounted_chunks
 from hub_pipelines.analytics.dashboard import invalidate
 from hub_pipelines.analytics.schema import configured_tables
-from hub_pipelines.analytics.scoring import score_new_minutes
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
@@ -36,6 +34,9 @@ def realtime_counters(
     """Active users per minute/hour/day, trending types and products, errors and purchases over the last 24 h,
     for every landed chunk of this run (the landing counts them as it inserts; this step counts any it could
     not); cached dashboard answers are invalidated."""
+    # Counting and scoring work in Arrow and NumPy: imported by the run, not with the code location.
+    from hub_pipelines.analytics.counters import count_uncounted_chunks
+
     counted = count_uncounted_chunks(warehouse, configured_tables(), cache, context.run.run_id)
     generation = invalidate(cache)
     return dg.MaterializeResult(
@@ -65,6 +66,8 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Anomaly scores in [0, 1] per minute for event rates per type, error rate, purchase volume and active
     users, from detectors that continue across runs; findings page the on-call through the pager."""
+    from hub_pipelines.analytics.scoring import score_new_minutes
+
     outcome = score_new_minutes(warehouse, configured_tables())
     delivered = pager.send(outcome.alerts) if outcome.alerts else 0
     for alert in outcome.alerts:

@@ -19,8 +19,6 @@ from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Cache, Topics, Warehouse
 from hub_pipelines.landing.offsets import describe_ranges
-from hub_pipelines.landing.topic_landing import land_ranges
-from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
 
 RAW_EVENTS_KEY = ["analytics", "raw_events"]
 LATE_DAYS_METADATA = "late_days"
@@ -47,6 +45,11 @@ def raw_events(
 ) -> dg.MaterializeResult:
     """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp
     (and counted in the real-time counters as they land); invalid ones dead-lettered with the reason."""
+    # The events sink works in Arrow (pyarrow, and pandas with it): the landing run imports it, the
+    # code location not.
+    from hub_pipelines.landing.topic_landing import land_ranges
+    from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+
     topic = settings.EVENTS_TOPIC
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     ranges = ranges_to_land(config, topics, sink, topic)

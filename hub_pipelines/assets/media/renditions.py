@@ -1,7 +1,7 @@
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -12,14 +12,13 @@ from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore,
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.content_type import SNIFF_BYTES, UnsupportedMediaType, detect_content_type
-from hub_pipelines.media.images import ImageRejected
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
-from hub_pipelines.media.pdfs import PdfRejected
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, checksum_metadata
 from hub_pipelines.media.records import ContentTypeRecord, record_content_type, scan_verdict_for
-from hub_pipelines.media.rendering import NotRenderable, Rendering, render_upload
-from hub_pipelines.media.video import VideoRejected
 from hub_pipelines.resources.media_settings import MediaSettings
+
+if TYPE_CHECKING:
+    from hub_pipelines.media.rendering import Rendering
 
 TRANSCODE_POOL = "transcode"
 
@@ -91,6 +90,12 @@ def renditions(
         manifest = _reusable(staging, f"{base}/manifest.json")
         rendering: Rendering | None = None
         if manifest is None:
+            # Rendering loads PIL, PyAV and pikepdf: a run that renders imports them, the code location not.
+            from hub_pipelines.media.images import ImageRejected
+            from hub_pipelines.media.pdfs import PdfRejected
+            from hub_pipelines.media.rendering import NotRenderable, render_upload
+            from hub_pipelines.media.video import VideoRejected
+
             try:
                 rendering = render_upload(
                     source, detected.kind, object_key, Path(folder) / "out", media_settings.render_settings()
@@ -138,7 +143,7 @@ def _reusable(staging: ObjectStore, manifest_key: str) -> StagingManifest | None
 def _stage(
     staging: ObjectStore,
     base: str,
-    rendering: Rendering,
+    rendering: "Rendering",
     partition_key: str,
     object_key: str,
     sha256: str,
@@ -185,7 +190,7 @@ def _stage(
 
 
 def _metrics(
-    manifest: StagingManifest, rendering: Rendering | None, claimed: str | None, mismatch: bool
+    manifest: StagingManifest, rendering: "Rendering | None", claimed: str | None, mismatch: bool
 ) -> dict[str, Any]:
     largest = max((variant.bytes for variant in manifest.variants), default=0)
     metadata: dict[str, Any] = {

@@ -9,11 +9,9 @@ from hub_pipelines.assets.instrumented import instrumented, step_metrics
 from hub_pipelines.assets.orders.order_events import ORDER_EVENTS_KEY
 from hub_pipelines.assets.policies import ORDER_LEDGER_FRESHNESS
 from hub_pipelines.assets.tracing import continue_trace
-from hub_pipelines.core.breaker import STATE_VALUES
 from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, SqlDatabase
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
-from hub_pipelines.demo.feeder import DEMO_PRODUCTS
 from hub_pipelines.orders.catalog import Catalog, add_missing_products
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
@@ -74,6 +72,8 @@ def invariant_results(invariants: Invariants) -> list[dg.AssetCheckResult]:
 
 
 def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> None:
+    from hub_pipelines.core.breaker import STATE_VALUES
+
     metrics = RunMetrics()
     outcomes = metrics.counter("orders_outcomes_total", "Order events by outcome", ["outcome"])
     for status, count in report.counts.items():
@@ -139,6 +139,11 @@ def order_ledger(
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """Orders placed from the landed events: validated, price-checked, reserved, paid or compensated, booked."""
+    # Imported per run, not with the code location: the breaker module loads pybreaker and redis, the
+    # demo feeder its sample images and clips.
+    from hub_pipelines.core.breaker import STATE_VALUES
+    from hub_pipelines.demo.feeder import DEMO_PRODUCTS
+
     if order_settings.seed_demo_catalog:
         demo = [(p, name, "USD", int(price.replace(".", "")), DEMO_STOCK) for p, name, price in DEMO_PRODUCTS]
         add_missing_products(database, demo)

