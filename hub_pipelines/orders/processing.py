@@ -24,7 +24,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import psycopg
 import sqlalchemy as sa
 
 from hub_pipelines.core.concurrency_limit import VegasLimiter
@@ -81,14 +80,23 @@ REJECTIONS = (
     InsufficientStock,
     IdempotencyConflict,
 )
-OUTAGES = (
-    sa.exc.OperationalError,
-    sa.exc.InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    RateLimitStoreUnavailable,
-)
-"""Errors that say a service is down, not that an order is bad: they fail the batch, which is retried."""
+
+
+def outages() -> tuple[type[Exception], ...]:
+    """Errors that say a service is down, not that an order is bad: they fail the batch, which is retried.
+
+    A function, so psycopg (raised raw on held PostgreSQL connections) loads only when one is caught."""
+    import psycopg
+
+    return (
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        RateLimitStoreUnavailable,
+    )
+
+
 CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 """Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
 
@@ -198,7 +206,7 @@ class OrderLedger:
                 if isinstance(order, AdmittedOrder)
                 for item in order.request.items
             )
-        except OUTAGES:
+        except outages():
             raise
         except Exception:
             logger.exception("warming the catalog for the batch failed; orders look their products up")
@@ -301,7 +309,7 @@ class OrderLedger:
                 )
         except REJECTIONS as why:
             return self._reject(event, why, idempotency_key, started)
-        except OUTAGES:
+        except outages():
             raise
         except Exception as error:
             return self._event_failed(event, error, started)
@@ -313,7 +321,7 @@ class OrderLedger:
             return admitted
         try:
             return self.place(admitted)
-        except OUTAGES:
+        except outages():
             raise
         except Exception as error:
             return self._event_failed(admitted.event, error, self.clock() - admitted.seconds)
@@ -386,7 +394,7 @@ class OrderLedger:
         the next batch reconciles it with the same key; at `max_attempts` it is parked, with an alert."""
         try:
             return self._settle_charge(charge, started)
-        except OUTAGES:
+        except outages():
             raise
         except Exception as error:
             reason = record_failure(self.database, order_subject(charge.order_id), error, self.max_attempts)
