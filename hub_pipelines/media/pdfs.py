@@ -9,6 +9,7 @@ would silently drop the owner's encryption and permission restrictions.
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from PIL import Image
 _DOWNSAMPLE_THRESHOLD = 1.5
 _POINTS_PER_INCH = 72.0
 _RECOMPRESSED_JPEG_QUALITY = 85
+# qpdf names its input in every message; for an in-memory upload that is the BytesIO's repr.
+_QPDF_INPUT_NAME = re.compile(r"stream <[^>]*>:?\s*")
 
 
 class PdfRejected(ValueError):
@@ -51,6 +54,17 @@ class OptimizedPdf:
 
 def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = None) -> OptimizedPdf:
     """`data` rewritten smaller and linearized; raises PdfRejected when it cannot be."""
+    try:
+        return _optimized(data, name, downsample_images_dpi)
+    except PdfRejected:
+        raise
+    except Exception as exc:
+        # qpdf's repairs surface as assorted exception types on hostile files (RuntimeError,
+        # ValueError, pikepdf's own); each is a file that cannot be published.
+        raise PdfRejected(name, f"damaged beyond repair: {type(exc).__name__}: {_reason(exc)}") from exc
+
+
+def _optimized(data: bytes, name: str, downsample_images_dpi: int | None) -> OptimizedPdf:
     with _open_checked(data, name) as pdf:
         repaired = bool(pdf.get_warnings())
         downsampled = _downsample_images(pdf, downsample_images_dpi) if downsample_images_dpi else 0
@@ -69,11 +83,16 @@ def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = Non
                 deterministic_id=True,
             )
         except pikepdf.PdfError as exc:
-            raise PdfRejected(name, f"could not be rewritten: {exc}") from exc
+            raise PdfRejected(name, f"could not be rewritten: {_reason(exc)}") from exc
     optimized = output.getvalue()
-    with pikepdf.open(io.BytesIO(optimized)) as written:
-        if not written.is_linearized:
-            raise PdfRejected(name, "the rewritten file is not linearized")
+    try:
+        with pikepdf.open(io.BytesIO(optimized)) as written:
+            linearized = written.is_linearized
+    except pikepdf.PdfError as exc:
+        # qpdf can write a repaired file it cannot read back (a page tree with no /Kids).
+        raise PdfRejected(name, f"the rewritten file cannot be reopened: {_reason(exc)}") from exc
+    if not linearized:
+        raise PdfRejected(name, "the rewritten file is not linearized")
     return OptimizedPdf(
         data=optimized,
         bytes_before=len(data),
@@ -90,7 +109,7 @@ def _open_checked(data: bytes, name: str) -> pikepdf.Pdf:
     except pikepdf.PasswordError as exc:
         raise PdfRejected(name, "encrypted: a password is required to open it") from exc
     except pikepdf.PdfError as exc:
-        raise PdfRejected(name, f"not a PDF or damaged beyond repair: {exc}") from exc
+        raise PdfRejected(name, f"not a PDF or damaged beyond repair: {_reason(exc)}") from exc
     if pdf.is_encrypted:
         pdf.close()
         raise PdfRejected(name, "encrypted: it has an owner password and permission restrictions")
@@ -98,6 +117,10 @@ def _open_checked(data: bytes, name: str) -> pikepdf.Pdf:
         pdf.close()
         raise PdfRejected(name, "no pages could be recovered")
     return pdf
+
+
+def _reason(error: Exception) -> str:
+    return _QPDF_INPUT_NAME.sub("", str(error))
 
 
 def _downsample_images(pdf: pikepdf.Pdf, target_dpi: int) -> int:

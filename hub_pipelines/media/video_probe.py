@@ -33,6 +33,11 @@ _STANDARD_RATES = tuple(
 class VideoRejected(ValueError):
     """The input cannot be turned into renditions: corrupt, truncated, over a limit, or not a video."""
 
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"rejected video '{name}': {reason}")
+
 
 @dataclass(frozen=True)
 class VideoLimits:
@@ -63,9 +68,7 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
     name = name or source_name(source)
     size = _size_of(source)
     if limits and size > limits.max_input_bytes:
-        raise VideoRejected(
-            f"rejected video '{name}': {size} bytes exceeds the limit of {limits.max_input_bytes}"
-        )
+        raise VideoRejected(name, f"{size} bytes exceeds the limit of {limits.max_input_bytes}")
     with open_input(source, name) as container:
         stream = first_video_stream(container, name)
         duration = _duration_seconds(container, stream)
@@ -73,7 +76,7 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
             _check_limits(name, duration, stream.codec_context.width, stream.codec_context.height, limits)
         first = next(decode_frames(container, name, stream), None)
         if not isinstance(first, VideoFrame):
-            raise VideoRejected(f"rejected video '{name}': no decodable video frame")
+            raise VideoRejected(name, "no decodable video frame")
         rotation = clockwise(first.rotation)
         sar = stream.sample_aspect_ratio or Fraction(1)
         width, height = round(first.width * sar), first.height
@@ -102,9 +105,7 @@ def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterat
                 at = float(packet.pts * packet.time_base)
             yield from packet.decode()
     except av.error.FFmpegError as error:
-        raise VideoRejected(
-            f"rejected video '{name}': corrupt or truncated at {at:.2f} s: {_reason(error)}"
-        ) from error
+        raise VideoRejected(name, f"corrupt or truncated at {at:.2f} s: {_reason(error)}") from error
 
 
 def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") -> InputContainer:
@@ -114,7 +115,7 @@ def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") 
     try:
         container = av.open(target, "r")
     except av.error.FFmpegError as error:
-        raise VideoRejected(f"rejected video '{name}': cannot open: {_reason(error)}") from error
+        raise VideoRejected(name, f"cannot open: {_reason(error)}") from error
     for stream in container.streams.video:
         stream.thread_type = "AUTO"
         if skip_loop_filter != "default":
@@ -124,7 +125,7 @@ def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") 
 
 def first_video_stream(container: InputContainer, name: str) -> VideoStream:
     if not container.streams.video:
-        raise VideoRejected(f"rejected video '{name}': no video stream")
+        raise VideoRejected(name, "no video stream")
     return container.streams.video[0]
 
 
@@ -136,13 +137,9 @@ def _duration_seconds(container: InputContainer, stream: VideoStream) -> float:
 
 def _check_limits(name: str, duration: float, width: int, height: int, limits: VideoLimits) -> None:
     if duration > limits.max_duration_seconds:
-        raise VideoRejected(
-            f"rejected video '{name}': {duration:.1f} s exceeds the limit of {limits.max_duration_seconds:g} s"
-        )
+        raise VideoRejected(name, f"{duration:.1f} s exceeds the limit of {limits.max_duration_seconds:g} s")
     if width * height > limits.max_pixels:
-        raise VideoRejected(
-            f"rejected video '{name}': {width}x{height} exceeds the limit of {limits.max_pixels} pixels"
-        )
+        raise VideoRejected(name, f"{width}x{height} exceeds the limit of {limits.max_pixels} pixels")
 
 
 def _reason(error: av.error.FFmpegError) -> str:

@@ -12,13 +12,10 @@ from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore,
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.content_type import SNIFF_BYTES, UnsupportedMediaType, detect_content_type
-from hub_pipelines.media.images import ImageRejected
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
-from hub_pipelines.media.pdfs import PdfRejected
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, checksum_metadata
 from hub_pipelines.media.records import ContentTypeRecord, record_content_type, scan_verdict_for
-from hub_pipelines.media.rendering import NotRenderable, Rendering, render_upload
-from hub_pipelines.media.video import VideoRejected
+from hub_pipelines.media.rendering import Rendering, UploadRejected, render_upload
 from hub_pipelines.resources.media_settings import MediaSettings
 
 TRANSCODE_POOL = "transcode"
@@ -95,8 +92,8 @@ def renditions(
                 rendering = render_upload(
                     source, detected.kind, object_key, Path(folder) / "out", media_settings.render_settings()
                 )
-            except (ImageRejected, VideoRejected, PdfRejected, NotRenderable) as error:
-                raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
+            except UploadRejected as error:
+                raise dg.Failure(str(error), allow_retries=False) from error
             manifest = _stage(staging, base, rendering, context.partition_key, object_key, sha256, detected.kind,
                               detected.mime)  # fmt: skip
     staging.put(staging_manifest_key(media_settings, context.partition_key), encode(manifest),
