@@ -143,6 +143,27 @@ def plan_widths(source_width: int, widths: Mapping[str, int]) -> list[tuple[str,
     return planned[::-1]
 
 
+def header_limit_breach(source: str | os.PathLike[str], max_pixels: int) -> str | None:
+    """Which pixel limit the image's header declares a size over, if any, read without decoding
+    pixels. A file Pillow cannot identify breaches nothing here: the renderer rejects it."""
+    try:
+        with Image.open(source) as image:
+            return _pixel_breach(*image.size, max_pixels)
+    except Image.DecompressionBombError as exc:
+        return f"decompression bomb guard: {exc}"
+    except Exception:
+        return None
+
+
+def _pixel_breach(width: int, height: int, max_pixels: int) -> str | None:
+    if width * height <= max_pixels:
+        return None
+    return (
+        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+        "(decompression bomb guard)"
+    )
+
+
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
@@ -154,12 +175,9 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(name, f"not a readable image: {exc}") from exc
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(
-            name,
-            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(decompression bomb guard)",
-        )
+    breach = _pixel_breach(width, height, max_pixels)
+    if breach:
+        raise ImageRejected(name, breach)
     if width < 1 or height < 1:
         raise ImageRejected(name, f"empty image {width}x{height}")
     return image

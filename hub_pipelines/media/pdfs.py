@@ -9,6 +9,7 @@ would silently drop the owner's encryption and permission restrictions.
 from __future__ import annotations
 
 import io
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -117,6 +118,17 @@ def _open_checked(data: bytes, name: str) -> pikepdf.Pdf:
         pdf.close()
         raise PdfRejected(name, "no pages could be recovered")
     return pdf
+
+
+def page_count_breach(source: str | os.PathLike[str], max_pages: int) -> str | None:
+    """Whether the PDF declares more than `max_pages` pages, read from its cross-reference table and
+    page tree without touching content. A file qpdf cannot open breaches nothing here."""
+    try:
+        with pikepdf.open(os.fspath(source)) as pdf:
+            pages = len(pdf.pages)
+    except Exception:
+        return None
+    return f"{pages} pages exceeds the limit of {max_pages}" if pages > max_pages else None
 
 
 def _reason(error: Exception) -> str:

@@ -15,6 +15,7 @@ import dagster as dg
 from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.media.images import ImageFormat, ImageVariantSpec
 from hub_pipelines.media.rendering import RenderSettings
+from hub_pipelines.media.upload_limits import UploadLimits
 from hub_pipelines.media.video import VideoLimits, VideoSpec
 
 DEFAULT_REGIONS = {
@@ -45,9 +46,13 @@ class MediaSettings(dg.ConfigurableResource):
     # aom speed for AVIF; the default's bytes/CPU trade-off is measured beside ImageVariantSpec.avif_speed.
     avif_speed: int = ImageVariantSpec.avif_speed
     max_image_pixels: int = 89_478_485
+    max_image_bytes: int = UploadLimits.max_image_bytes
     video_preset: str = "veryfast"
     max_video_seconds: float = 3 * 3600
     max_video_bytes: int = 4 << 30
+    max_video_pixels: int = VideoLimits.max_pixels
+    max_pdf_pages: int = UploadLimits.max_pdf_pages
+    max_pdf_bytes: int = UploadLimits.max_pdf_bytes
     pdf_downsample_dpi: int | None = None
 
     def bucket_names(self) -> list[str]:
@@ -79,13 +84,25 @@ class MediaSettings(dg.ConfigurableResource):
             images=ImageVariantSpec(
                 quality=quality, avif_speed=self.avif_speed, max_pixels=self.max_image_pixels
             ),
-            video=VideoSpec(
-                preset=self.video_preset,
-                limits=VideoLimits(
-                    max_duration_seconds=self.max_video_seconds, max_input_bytes=self.max_video_bytes
-                ),
-            ),
+            video=VideoSpec(preset=self.video_preset, limits=self.video_limits()),
             pdf_downsample_dpi=self.pdf_downsample_dpi,
+        )
+
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(
+            max_duration_seconds=self.max_video_seconds,
+            max_input_bytes=self.max_video_bytes,
+            max_pixels=self.max_video_pixels,
+        )
+
+    def upload_limits(self) -> UploadLimits:
+        """What `media/scan_verdict` holds an upload to before scanning it."""
+        return UploadLimits(
+            max_image_pixels=self.max_image_pixels,
+            max_image_bytes=self.max_image_bytes,
+            video=self.video_limits(),
+            max_pdf_pages=self.max_pdf_pages,
+            max_pdf_bytes=self.max_pdf_bytes,
         )
 
     def render_fingerprint(self) -> str:

@@ -113,3 +113,23 @@ def corrupted(data: bytes, seed: int = 0, flips: int = 8) -> bytes:
     for position in rng.integers(start, len(data), size=flips):
         damaged[position] = int(rng.integers(0, 256))
     return bytes(damaged)
+
+
+def zero_png(width: int, height: int) -> bytes:
+    """A real 8-bit greyscale PNG of width x height black pixels, compressed row by row so that
+    building it never holds the decoded image (20000x20000 is 400 MB decoded, ~389 KB encoded)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + width)
+    rows = 1000
+    block = row * rows
+    parts = [compressor.compress(block) for _ in range(height // rows)]
+    parts.append(compressor.compress(row * (height % rows)))
+    parts.append(compressor.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.core.ports import ScanVerdict
 from hub_pipelines.core.webhook_signing import EVENT_HEADER, verify_signature
 from hub_pipelines.jobs import media_pipeline_job
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL
@@ -27,7 +29,7 @@ from hub_pipelines.resources.cdn import CloudFrontCdn
 from hub_pipelines.resources.virus_scanner import ClamdScanner
 from hub_pipelines.sensors.uploads import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
-from tests.media.corpus import encode, photo_like
+from tests.media.corpus import encode, photo_like, zero_png
 from tests.media.pipeline_env import (
     MEDIA_ASSETS,
     MEDIA_CHECKS,
@@ -285,3 +287,44 @@ def test_upload_flows_from_the_sensor_to_every_region_and_a_signed_webhook(
     (delivery,) = media_world.receiver.accepted()
     assert verify_signature(WEBHOOK_SECRET, delivery.headers, delivery.body)
     assert json.loads(delivery.body)["upload"]["object_key"] == "incoming/2026/brochure v2.pdf"
+
+
+class CountingScanner:
+    """The real clamd scanner, counting the uploads handed to it."""
+
+    def __init__(self, scanner: ClamdScanner) -> None:
+        self.scanner = scanner
+        self.scanned: list[str] = []
+
+    def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict:
+        self.scanned.append(name)
+        return self.scanner.scan(chunks, name)
+
+
+def test_zero_png_bomb_is_rejected_before_the_scan_without_invoking_the_scanner(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("zeros.png", zero_png(20000, 20000), "image/png")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    scanner = CountingScanner(ClamdScanner(host=media_world.clamd.host, port=media_world.clamd.port))
+
+    result = media_world.run(partition, scanner=scanner)
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.startswith(f"rejected upload '{object_key}': image over a limit: ")
+    assert "400000000 pixels" in message
+    assert scanner.scanned == []
+    assert not {"media/scan_verdict", *DOWNSTREAM} & materialized(result)
+    assert rows(media_world, media_scan_verdicts, partition) == []
+
+
+def test_clean_upload_is_scanned_once_after_passing_the_limits(media_world: MediaWorld) -> None:
+    partition = media_world.upload("small.jpg", small_jpeg(7), "image/jpeg")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    scanner = CountingScanner(ClamdScanner(host=media_world.clamd.host, port=media_world.clamd.port))
+
+    result = media_world.run(partition, scanner=scanner)
+
+    assert result.success, failure_messages(result)
+    assert scanner.scanned == [object_key]

@@ -11,11 +11,12 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.uploads import object_key_for
-from hub_pipelines.media.content_type import SNIFF_BYTES, UnsupportedMediaType, detect_content_type
+from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, checksum_metadata
 from hub_pipelines.media.records import ContentTypeRecord, record_content_type, scan_verdict_for
 from hub_pipelines.media.rendering import Rendering, UploadRejected, render_upload
+from hub_pipelines.media.upload_files import download_upload
 from hub_pipelines.resources.media_settings import MediaSettings
 
 TRANSCODE_POOL = "transcode"
@@ -57,7 +58,8 @@ def renditions(
         )
     with tempfile.TemporaryDirectory(prefix="hub-render-") as folder:
         source = Path(folder) / "source"
-        sha256, head = _download(uploads, object_key, source)
+        downloaded = download_upload(uploads, object_key, source)
+        sha256 = downloaded.sha256
         verdict = scan_verdict_for(database, context.partition_key, sha256)
         if verdict is None or not verdict.clean:
             raise dg.Failure(
@@ -65,7 +67,7 @@ def renditions(
                 "verdict; materialize media/scan_verdict for the partition first",
                 allow_retries=False,
             )
-        detected = detect_content_type(head, info.content_type)
+        detected = detect_content_type(downloaded.head, info.content_type)
         record_content_type(
             database,
             ContentTypeRecord(
@@ -101,18 +103,6 @@ def renditions(
     return dg.MaterializeResult(
         metadata=_metrics(manifest, rendering, detected.claimed_mime, detected.mismatch)
     )
-
-
-def _download(store: ObjectStore, key: str, target: Path) -> tuple[str, bytes]:
-    digest = hashlib.sha256()
-    head = bytearray()
-    with target.open("wb") as out:
-        for chunk in store.stream(key):
-            digest.update(chunk)
-            if len(head) < SNIFF_BYTES:
-                head.extend(chunk[: SNIFF_BYTES - len(head)])
-            out.write(chunk)
-    return digest.hexdigest(), bytes(head)
 
 
 def _reusable(staging: ObjectStore, manifest_key: str) -> StagingManifest | None:

@@ -1,6 +1,6 @@
-import hashlib
+import tempfile
 import time
-from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 
@@ -12,6 +12,7 @@ from hub_pipelines.core.ports import (
     ObjectStorage,
     ScannerUnavailable,
     ScanTooLarge,
+    ScanVerdict,
     SqlDatabase,
     VirusScanner,
 )
@@ -23,6 +24,8 @@ from hub_pipelines.media.records import (
     quarantined_uploads,
     record_scan,
 )
+from hub_pipelines.media.upload_files import download_upload, file_chunks
+from hub_pipelines.media.upload_limits import UploadOverLimit, check_upload_limits
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.webhook import Webhook, WebhookUndeliverable, encode_payload
 
@@ -57,10 +60,12 @@ def scan_verdict(
     webhook: dg.ResourceParam[Webhook],
     media_settings: MediaSettings,
 ) -> dg.MaterializeResult:
-    """ClamAV's verdict on the upload's exact bytes; an infected upload is quarantined and goes no further."""
+    """ClamAV's verdict on the upload's exact bytes, after cheap header checks reject bombs; an
+    infected upload is quarantined and goes no further."""
     object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
     uploads = objects.bucket(settings.UPLOADS_BUCKET)
-    if uploads.head(object_key) is None:
+    info = uploads.head(object_key)
+    if info is None:
         earlier = infected_verdict_for(database, context.partition_key)
         if earlier is not None:
             raise _rejected(object_key, earlier.signature)
@@ -68,41 +73,42 @@ def scan_verdict(
             f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
 
-    scanned: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="hub-scan-") as folder:
+        upload = download_upload(uploads, object_key, Path(folder) / "upload")
+        try:
+            check_upload_limits(upload.path, object_key, info.content_type, media_settings.upload_limits())
+        except UploadOverLimit as error:
+            context.log.error(str(error))
+            raise dg.Failure(
+                str(error),
+                metadata={"object_key": object_key, "sha256": upload.sha256, "limit": error.reason},
+                allow_retries=False,
+            ) from error
 
-    def scan_once() -> tuple[bool, str | None, str]:
-        digest = hashlib.sha256()
+        def scan_once() -> ScanVerdict:
+            return scanner.scan(file_chunks(upload.path), object_key)
 
-        def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
-            for chunk in chunks:
-                digest.update(chunk)
-                yield chunk
-
-        verdict = scanner.scan(hashed(uploads.stream(object_key)), object_key)
-        scanned["bytes"] = verdict.scanned_bytes
-        scanned["scanner"] = verdict.scanner
-        return verdict.clean, verdict.signature, digest.hexdigest()
-
-    policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
-    started = time.perf_counter()
-    try:
-        clean, signature, sha256 = policy.call(scan_once)
-    except ScannerUnavailable as error:
-        raise dg.Failure(
-            f"could not scan upload '{object_key}': scanner unavailable after "
-            f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
-        ) from error
-    except ScanTooLarge as error:
-        raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
+        policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
+        started = time.perf_counter()
+        try:
+            verdict = policy.call(scan_once)
+        except ScannerUnavailable as error:
+            raise dg.Failure(
+                f"could not scan upload '{object_key}': scanner unavailable after "
+                f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
+            ) from error
+        except ScanTooLarge as error:
+            raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
+    clean, signature, sha256 = verdict.clean, verdict.signature, upload.sha256
     seconds = time.perf_counter() - started
-    size = int(scanned["bytes"])  # type: ignore[call-overload]
+    size = verdict.scanned_bytes
     record = ScanRecord(
         partition_key=context.partition_key,
         sha256=sha256,
         object_key=object_key,
         clean=clean,
         signature=signature,
-        scanner=str(scanned["scanner"]),
+        scanner=verdict.scanner,
         scanned_bytes=size,
     )
     if not clean:
