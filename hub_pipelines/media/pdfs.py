@@ -1,5 +1,7 @@
-"""Smaller, web-ready PDFs: streams recompressed, objects packed, large images optionally downsampled,
-and linearized ("fast web view") so a browser can show page one before the rest arrives.
+"""Smaller, inert, web-ready PDFs: active content (scripts, launch actions, embedded files, rich
+media, XFA) stripped or the file rejected, streams recompressed, objects packed, large images
+optionally downsampled, and linearized ("fast web view") so a browser can show page one before the
+rest arrives.
 
 qpdf (under pikepdf) repairs damaged files as it opens them; a file it had to repair is reported as
 `repaired`. Encrypted PDFs are rejected, including those that open without a password: rewriting them
@@ -12,11 +14,15 @@ import io
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pikepdf
 from pikepdf import Name, PdfImage
 from PIL import Image
+
+from hub_pipelines.media.pdf_active_content import strip_active_content
 
 # Images are downsampled only when well above the target, as Ghostscript does: re-encoding an image
 # that is barely over costs quality for almost no bytes.
@@ -25,6 +31,9 @@ _POINTS_PER_INCH = 72.0
 _RECOMPRESSED_JPEG_QUALITY = 85
 # qpdf names its input in every message; for an in-memory upload that is the BytesIO's repr.
 _QPDF_INPUT_NAME = re.compile(r"stream <[^>]*>:?\s*")
+
+
+ActiveContentPolicy = Literal["strip", "reject"]
 
 
 class PdfRejected(ValueError):
@@ -46,6 +55,7 @@ class OptimizedPdf:
     pages: int
     repaired: bool
     images_downsampled: int = 0
+    active_content_removed: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def savings_ratio(self) -> float:
@@ -53,10 +63,16 @@ class OptimizedPdf:
         return 1 - self.bytes_after / self.bytes_before if self.bytes_before else 0.0
 
 
-def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = None) -> OptimizedPdf:
-    """`data` rewritten smaller and linearized; raises PdfRejected when it cannot be."""
+def optimize_pdf(
+    data: bytes,
+    name: str,
+    downsample_images_dpi: int | None = None,
+    active_content: ActiveContentPolicy = "strip",
+) -> OptimizedPdf:
+    """`data` rewritten inert, smaller and linearized; raises PdfRejected when it cannot be, or when
+    it carries active content and `active_content` is "reject"."""
     try:
-        return _optimized(data, name, downsample_images_dpi)
+        return _optimized(data, name, downsample_images_dpi, active_content)
     except PdfRejected:
         raise
     except Exception as exc:
@@ -65,9 +81,15 @@ def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = Non
         raise PdfRejected(name, f"damaged beyond repair: {type(exc).__name__}: {_reason(exc)}") from exc
 
 
-def _optimized(data: bytes, name: str, downsample_images_dpi: int | None) -> OptimizedPdf:
+def _optimized(
+    data: bytes, name: str, downsample_images_dpi: int | None, active_content: ActiveContentPolicy
+) -> OptimizedPdf:
     with _open_checked(data, name) as pdf:
         repaired = bool(pdf.get_warnings())
+        removed = strip_active_content(pdf)
+        if removed and active_content == "reject":
+            found = ", ".join(f"{category} {count}" for category, count in removed.items())
+            raise PdfRejected(name, f"active content ({found}) and PDFs with active content are rejected")
         downsampled = _downsample_images(pdf, downsample_images_dpi) if downsample_images_dpi else 0
         pdf.remove_unreferenced_resources()
         pages = len(pdf.pages)
@@ -101,6 +123,7 @@ def _optimized(data: bytes, name: str, downsample_images_dpi: int | None) -> Opt
         pages=pages,
         repaired=repaired,
         images_downsampled=downsampled,
+        active_content_removed=removed,
     )
 
 

@@ -81,6 +81,7 @@ media_variants = sa.Table(
     sa.Column("urls", Json, nullable=False),
     sa.Column("encode_seconds", sa.Float, nullable=False),
     sa.Column("duration_seconds", sa.Float),
+    sa.Column("active_content_removed", Json),
     sa.Index("ix_media_variants_key", "key"),
 )
 
@@ -142,6 +143,7 @@ class VariantRecord:
     urls: Mapping[str, str]
     encode_seconds: float
     duration_seconds: float | None
+    active_content_removed: Mapping[str, int] | None = None
 
 
 def _upsert(database: SqlDatabase, table: sa.Table, values: Mapping[str, Any]) -> None:
@@ -239,6 +241,9 @@ def record_publication(
         {
             **variant.__dict__,
             "urls": dict(variant.urls),
+            "active_content_removed": (
+                dict(variant.active_content_removed) if variant.active_content_removed is not None else None
+            ),
             "partition_key": publication.partition_key,
             "source_sha256": publication.sha256,
         }

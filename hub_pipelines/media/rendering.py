@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 from hub_pipelines.media.content_type import MediaKind
 from hub_pipelines.media.images import ImageRejected, ImageVariantSpec, render_image_variants
-from hub_pipelines.media.pdfs import PdfRejected, optimize_pdf
+from hub_pipelines.media.pdfs import ActiveContentPolicy, PdfRejected, optimize_pdf
 from hub_pipelines.media.video import VideoRejected, VideoSpec, extract_stills, render_renditions
 
 _EXTENSIONS = {"webp": ".webp", "avif": ".avif", "jpeg": ".jpg", "mp4": ".mp4", "pdf": ".pdf"}
@@ -40,6 +41,7 @@ class RenderSettings:
     thumbnail_width: int = 320
     still_quality: int = 85
     pdf_downsample_dpi: int | None = None
+    pdf_active_content: ActiveContentPolicy = "strip"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class RenderedFile:
     data: bytes
     encode_seconds: float
     duration_seconds: float | None = None
+    # What was stripped from a PDF to make it inert, per category (see media.pdf_active_content).
+    active_content_removed: Mapping[str, int] | None = None
 
     @property
     def extension(self) -> str:
@@ -172,7 +176,7 @@ def _video_files(
 
 def _pdf_file(data: bytes, name: str, settings: RenderSettings) -> RenderedFile:
     started = time.perf_counter()
-    optimized = optimize_pdf(data, name, settings.pdf_downsample_dpi)
+    optimized = optimize_pdf(data, name, settings.pdf_downsample_dpi, settings.pdf_active_content)
     return RenderedFile(
         label="document",
         format="pdf",
@@ -182,4 +186,5 @@ def _pdf_file(data: bytes, name: str, settings: RenderSettings) -> RenderedFile:
         height=0,
         data=optimized.data,
         encode_seconds=time.perf_counter() - started,
+        active_content_removed=dict(optimized.active_content_removed),
     )

@@ -14,6 +14,7 @@ import dagster as dg
 
 from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.media.images import ImageFormat, ImageVariantSpec
+from hub_pipelines.media.pdfs import ActiveContentPolicy
 from hub_pipelines.media.rendering import RenderSettings
 from hub_pipelines.media.upload_limits import UploadLimits
 from hub_pipelines.media.video import VideoLimits, VideoSpec
@@ -54,6 +55,9 @@ class MediaSettings(dg.ConfigurableResource):
     max_pdf_pages: int = UploadLimits.max_pdf_pages
     max_pdf_bytes: int = UploadLimits.max_pdf_bytes
     pdf_downsample_dpi: int | None = None
+    # "strip" publishes PDFs with their scripts, launch actions, embedded files, rich media and XFA
+    # removed; "reject" refuses such PDFs instead.
+    pdf_active_content: ActiveContentPolicy = "strip"
 
     def bucket_names(self) -> list[str]:
         """Every bucket the workflow writes, for bootstrap (`create_bucket` is idempotent)."""
@@ -86,6 +90,7 @@ class MediaSettings(dg.ConfigurableResource):
             ),
             video=VideoSpec(preset=self.video_preset, limits=self.video_limits()),
             pdf_downsample_dpi=self.pdf_downsample_dpi,
+            pdf_active_content=self.pdf_active_content,
         )
 
     def video_limits(self) -> VideoLimits:
@@ -110,5 +115,6 @@ class MediaSettings(dg.ConfigurableResource):
         settings = self.render_settings()
         described = repr((dataclasses.replace(settings.images, max_workers=1), settings.video.ladder, settings.video.preset, settings.video.limits,
                           settings.video.keyframe_interval_seconds, settings.video.audio_bitrate,
-                          settings.thumbnail_width, settings.still_quality, settings.pdf_downsample_dpi))  # fmt: skip
+                          settings.thumbnail_width, settings.still_quality, settings.pdf_downsample_dpi,
+                          settings.pdf_active_content))  # fmt: skip
         return hashlib.sha256(described.encode()).hexdigest()[:16]

@@ -30,6 +30,7 @@ from hub_pipelines.resources.virus_scanner import ClamdScanner
 from hub_pipelines.sensors.uploads import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
 from tests.media.corpus import encode, photo_like, zero_png
+from tests.media.pdf_hostile import active_traces, open_action_javascript, script_and_embedded_file
 from tests.media.pipeline_env import (
     MEDIA_ASSETS,
     MEDIA_CHECKS,
@@ -328,3 +329,37 @@ def test_clean_upload_is_scanned_once_after_passing_the_limits(media_world: Medi
 
     assert result.success, failure_messages(result)
     assert scanner.scanned == [object_key]
+
+
+def test_pdf_with_script_and_embedded_file_is_published_inert_and_the_removal_recorded(
+    media_world: MediaWorld,
+) -> None:
+    original = script_and_embedded_file()
+    assert active_traces(original)
+    partition = media_world.upload("invoice.pdf", original, "application/pdf")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    (row,) = rows(media_world, media_variants, partition)
+    assert row["active_content_removed"] == {"embedded_files": 1, "javascript": 1}
+    assert metadata_of(result, "media/renditions")["active_content_removed"] == row["active_content_removed"]
+    for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
+        assert active_traces(media_world.storage.bucket(bucket).get(row["key"])) == []
+
+
+def test_reject_setting_refuses_a_pdf_with_active_content_and_publishes_nothing(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("macro.pdf", open_action_javascript(), "application/pdf")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+
+    result = media_world.run(
+        partition, media_settings=media_world.media_settings(pdf_active_content="reject")
+    )
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.startswith(f"rejected upload '{object_key}': pdf: active content (javascript 1)")
+    assert not {"media/published", "media/media_record"} & materialized(result)
+    assert rows(media_world, media_variants, partition) == []

@@ -35,19 +35,27 @@ def written(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def test_zero_png_of_20000_squared_is_rejected_from_its_header_within_300_mb(zero_bomb: Path) -> None:
-    # A fresh interpreter, so the peak resident size is this check's alone (imports included).
+    # Linux keeps a process's peak RSS across fork and exec (the parent's mm at exec time), so a
+    # subprocess of a large pytest inherits pytest's peak. The check therefore runs in a child
+    # forked from a fresh, small interpreter: its peak starts at that interpreter's size.
     script = textwrap.dedent(
         f"""
-        import json, resource, sys
-        from pathlib import Path
-        from hub_pipelines.media.upload_limits import UploadLimits, UploadOverLimit, check_upload_limits
-        try:
-            check_upload_limits(Path({str(zero_bomb)!r}), "incoming/x/zeros.png", "image/png", UploadLimits())
-            outcome = "accepted"
-        except UploadOverLimit as rejection:
-            outcome = str(rejection)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        json.dump({{"outcome": outcome, "peak_kib": peak}}, sys.stdout)
+        import json, os, resource, sys
+        reader, writer = os.pipe()
+        if os.fork() == 0:
+            from pathlib import Path
+            from hub_pipelines.media.upload_limits import UploadLimits, UploadOverLimit, check_upload_limits
+            try:
+                check_upload_limits(Path({str(zero_bomb)!r}), "incoming/x/zeros.png", "image/png", UploadLimits())
+                outcome = "accepted"
+            except UploadOverLimit as rejection:
+                outcome = str(rejection)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            os.write(writer, json.dumps({{"outcome": outcome, "peak_kib": peak}}).encode())
+            os._exit(0)
+        os.close(writer)
+        os.wait()
+        sys.stdout.write(os.read(reader, 1 << 16).decode())
         """
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True)

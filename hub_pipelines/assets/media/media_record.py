@@ -109,6 +109,7 @@ def media_record(
                 urls=item.urls,
                 encode_seconds=item.variant.encode_seconds,
                 duration_seconds=item.variant.duration_seconds,
+                active_content_removed=item.variant.active_content_removed,
             )
             for item in publication.variants
         ],

@@ -155,6 +155,9 @@ def _stage(
                 staged_key=staged_key,
                 encode_seconds=file.encode_seconds,
                 duration_seconds=file.duration_seconds,
+                active_content_removed=(
+                    dict(file.active_content_removed) if file.active_content_removed is not None else None
+                ),
             )
         )
     manifest = StagingManifest(
@@ -202,4 +205,7 @@ def _metrics(
             metadata["realtime_factor"] = round(manifest.duration_seconds / max(walls), 3)
     if manifest.duration_seconds:
         metadata["duration_seconds"] = round(manifest.duration_seconds, 3)
+    removed = [v.active_content_removed for v in manifest.variants if v.active_content_removed is not None]
+    if removed:
+        metadata["active_content_removed"] = dg.MetadataValue.json(removed[0])
     return metadata
