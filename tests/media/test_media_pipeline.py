@@ -29,7 +29,7 @@ from hub_pipelines.resources.cdn import CloudFrontCdn
 from hub_pipelines.resources.virus_scanner import ClamdScanner
 from hub_pipelines.sensors.uploads import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
-from tests.media.corpus import encode, photo_like, zero_png
+from tests.media.corpus import encode, exotic_images, photo_like, zero_png
 from tests.media.pdf_hostile import active_traces, open_action_javascript, script_and_embedded_file
 from tests.media.pipeline_env import (
     MEDIA_ASSETS,
@@ -363,3 +363,20 @@ def test_reject_setting_refuses_a_pdf_with_active_content_and_publishes_nothing(
     assert message.startswith(f"rejected upload '{object_key}': pdf: active content (javascript 1)")
     assert not {"media/published", "media/media_record"} & materialized(result)
     assert rows(media_world, media_variants, partition) == []
+
+
+def test_heic_photo_claimed_as_video_is_published_as_image_variants(media_world: MediaWorld) -> None:
+    partition = media_world.upload("IMG_0001.HEIC", exotic_images()["iphone.heic"], "video/mp4")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    rendered = metadata_of(result, "media/renditions")
+    assert (rendered["kind"], rendered["detected_mime"], rendered["mime_mismatch"]) == (
+        "image",
+        "image/heic",
+        True,
+    )
+    variants = rows(media_world, media_variants, partition)
+    assert {row["kind"] for row in variants} == {"image"}
+    assert {row["format"] for row in variants} == {"webp", "avif", "jpeg"}
