@@ -1,7 +1,3 @@
-import tempfile
-import time
-from pathlib import Path
-
 import dagster as dg
 
 from hub_pipelines import settings
@@ -12,7 +8,6 @@ from hub_pipelines.core.ports import (
     ObjectStorage,
     ScannerUnavailable,
     ScanTooLarge,
-    ScanVerdict,
     SqlDatabase,
     VirusScanner,
 )
@@ -24,8 +19,8 @@ from hub_pipelines.media.records import (
     quarantined_uploads,
     record_scan,
 )
-from hub_pipelines.media.upload_files import download_upload, file_chunks
-from hub_pipelines.media.upload_limits import UploadOverLimit, check_upload_limits
+from hub_pipelines.media.scanning import quarantine_upload, scan_upload
+from hub_pipelines.media.upload_limits import UploadOverLimit
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.webhook import Webhook, WebhookUndeliverable, encode_payload
 
@@ -73,63 +68,41 @@ def scan_verdict(
             f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
 
-    with tempfile.TemporaryDirectory(prefix="hub-scan-") as folder:
-        upload = download_upload(uploads, object_key, Path(folder) / "upload")
-        try:
-            check_upload_limits(upload.path, object_key, info.content_type, media_settings.upload_limits())
-        except UploadOverLimit as error:
-            context.log.error(str(error))
-            raise dg.Failure(
-                str(error),
-                metadata={"object_key": object_key, "sha256": upload.sha256, "limit": error.reason},
-                allow_retries=False,
-            ) from error
-
-        def scan_once() -> ScanVerdict:
-            return scanner.scan(file_chunks(upload.path), object_key)
-
-        policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
-        started = time.perf_counter()
-        try:
-            verdict = policy.call(scan_once)
-        except ScannerUnavailable as error:
-            raise dg.Failure(
-                f"could not scan upload '{object_key}': scanner unavailable after "
-                f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
-            ) from error
-        except ScanTooLarge as error:
-            raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
-    clean, signature, sha256 = verdict.clean, verdict.signature, upload.sha256
-    seconds = time.perf_counter() - started
-    size = verdict.scanned_bytes
-    record = ScanRecord(
-        partition_key=context.partition_key,
-        sha256=sha256,
-        object_key=object_key,
-        clean=clean,
-        signature=signature,
-        scanner=verdict.scanner,
-        scanned_bytes=size,
-    )
-    if not clean:
-        quarantine_key = media_settings.quarantine_prefix + object_key
-        uploads.copy(object_key, quarantine_key, dest_bucket=media_settings.quarantine_bucket)
-        uploads.delete(object_key)
-        record_scan(database, ScanRecord(**{**record.__dict__, "quarantine_key": quarantine_key}))
+    policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
+    try:
+        scanned = scan_upload(uploads, object_key, context.partition_key, info.content_type, scanner,
+                              media_settings.upload_limits(), policy)  # fmt: skip
+    except UploadOverLimit as error:
+        context.log.error(str(error))
+        raise dg.Failure(
+            str(error), metadata={"object_key": object_key, "limit": error.reason}, allow_retries=False
+        ) from error
+    except ScannerUnavailable as error:
+        raise dg.Failure(
+            f"could not scan upload '{object_key}': scanner unavailable after "
+            f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
+        ) from error
+    except ScanTooLarge as error:
+        raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
+    record = scanned.record
+    if not record.clean:
+        bucket = media_settings.quarantine_bucket
+        quarantined = quarantine_upload(uploads, database, record, bucket, media_settings.quarantine_prefix)
         context.log.error(
-            f"quarantined upload '{object_key}' (sha256 {sha256}) as "
-            f"{media_settings.quarantine_bucket}/{quarantine_key}: {signature}"
+            f"quarantined upload '{object_key}' (sha256 {record.sha256}) as "
+            f"{bucket}/{quarantined.quarantine_key}: {record.signature}"
         )
-        _alert(context, database, webhook, record, media_settings.quarantine_bucket, quarantine_key)
+        _alert(context, database, webhook, record, bucket, str(quarantined.quarantine_key))
         record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
-        raise _rejected(object_key, signature)
+        raise _rejected(object_key, record.signature)
     record_scan(database, record)
     record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
+    seconds, size = scanned.scan_seconds, record.scanned_bytes
     return dg.MaterializeResult(
         metadata={
             "verdict": "clean",
             "scanner": record.scanner,
-            "sha256": sha256,
+            "sha256": record.sha256,
             "bytes_in": size,
             "scan_seconds": round(seconds, 4),
             "scan_mb_per_s": round(size / seconds / 1e6, 2) if seconds else 0.0,
