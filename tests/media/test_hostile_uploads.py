@@ -3,7 +3,7 @@
 The corpus is generated here: valid files of every format a user might send, each truncated at many
 points and corrupted, polyglots, files mislabelled by name and by claimed type, empty and random
 bytes. A hypothesis fuzz then throws arbitrary and mutated bytes under any claimed type at the same
-typing and rendering functions the `media/renditions` asset calls.
+limit checks, typing and rendering functions `media/scan_verdict` and `media/renditions` call.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from hub_pipelines.media.content_type import UnsupportedMediaType, classify_upload, detect_content_type
 from hub_pipelines.media.rendering import Rendering, RenderSettings, UploadRejected, render_upload
+from hub_pipelines.media.upload_limits import UploadLimits, UploadOverLimit, check_upload_limits
 from hub_pipelines.media.video import VideoSpec
 from tests.media.corpus import corrupted, exotic_images, simple_pdf, truncations
 from tests.media.test_video import write_clip
 
-# One rung and two formats keep the hundreds of renders cheap; decoding, which is what hostile bytes
+# x264's ultrafast preset keeps the video renders cheap; decoding, which is what hostile bytes
 # attack, is the same as with the production settings.
 FAST = RenderSettings(video=VideoSpec(preset="ultrafast"))
 CLAIMS = [None, "image/jpeg", "image/png", "image/heic", "video/mp4", "application/pdf", "text/html", "x/y"]
@@ -78,13 +79,15 @@ CORPUS = corpus()
 
 
 def render_or_reject(data: bytes, name: str, claimed: str | None, workdir: Path) -> Rendering | ValueError:
-    """What the renditions step does with the bytes: its rendering, or the rejection it raised."""
+    """What the scan step's limits and the renditions step do with the bytes: the rendering, or the
+    rejection one of them raised."""
     source = workdir / "source"
     source.write_bytes(data)
     try:
+        check_upload_limits(source, name, claimed, UploadLimits())
         detected = classify_upload(data, name, claimed)
         return render_upload(source, detected.kind, name, workdir / "out", FAST)
-    except (UnsupportedMediaType, UploadRejected) as rejection:
+    except (UploadOverLimit, UnsupportedMediaType, UploadRejected) as rejection:
         return rejection
 
 
