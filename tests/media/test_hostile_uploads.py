@@ -112,8 +112,10 @@ def test_corpus_upload_is_rendered_or_rejected_naming_the_upload(
     assert_names_the_upload(outcome, key, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["iphone.heic", "camera.jp2", "codestream.j2k", "modern.avif"])
-def test_exotic_still_image_is_typed_as_an_image_and_rendered(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(set(exotic_images()) - {"favicon.ico"}))
+def test_valid_image_of_every_routed_format_is_typed_as_an_image_and_rendered(
+    name: str, tmp_path: Path
+) -> None:
     data = exotic_images()[name]
 
     detected = detect_content_type(data, "application/octet-stream")
@@ -123,6 +125,13 @@ def test_exotic_still_image_is_typed_as_an_image_and_rendered(name: str, tmp_pat
     assert isinstance(outcome, Rendering)
     assert {file.kind for file in outcome.files} == {"image"}
     assert {(file.width, file.height) for file in outcome.files if file.label == "small"} == {(64, 48)}
+
+
+def test_icon_is_rejected_as_an_unsupported_type_naming_the_upload(tmp_path: Path) -> None:
+    outcome = render_or_reject(exotic_images()["favicon.ico"], "incoming/a/favicon.ico", None, tmp_path)
+
+    assert isinstance(outcome, UnsupportedMediaType)
+    assert str(outcome).startswith("rejected upload 'incoming/a/favicon.ico': unsupported media type image/")
 
 
 def test_heic_photo_is_never_routed_to_the_video_step() -> None:
