@@ -45,7 +45,11 @@ class BucketNotFound(LookupError):
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """One bucket of object storage. Keys are '/'-separated; listing is in key order."""
+    """One bucket of object storage. Keys are '/'-separated; listing is in key order.
+
+    Every call checks its keys (and a listing its prefix) against one rule,
+    `hub_pipelines.resources.object_keys`, and raises its `InvalidObjectName` before touching storage.
+    """
 
     bucket: str
 
@@ -58,7 +62,8 @@ class ObjectStore(Protocol):
         cache_control: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store bytes under key, encrypted at rest (server-side encryption on every put)."""
+        """Store bytes under key. `server_side_encryption` on the answer is the encryption the storage
+        reports for the stored object (S3: requested on every write and verified), None when none."""
         ...
 
     def get(self, key: str) -> bytes: ...
