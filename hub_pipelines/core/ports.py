@@ -265,22 +265,37 @@ class Cache(Protocol):
         ...
 
 
+NOT_SCANNABLE = "not scannable: "
+
+
 @dataclass(frozen=True)
 class ScanVerdict:
-    """A virus scanner's answer for one stream."""
+    """A virus scanner's answer for one stream: clean only when scanned in full and nothing matched.
+
+    When not clean, `signature` names the match (`Eicar-Test-Signature`) or, for a stream the scanner
+    could not see in full, starts with "not scannable: " and names the limit (`not scannable: limit
+    MaxFileSize`); both are rejected and quarantined alike.
+    """
 
     clean: bool
     signature: str | None
     scanner: str
     scanned_bytes: int
 
+    @property
+    def reason(self) -> str:
+        return "clean" if self.clean else rejection_reason(self.signature)
+
+
+def rejection_reason(signature: str | None) -> str:
+    """Why an unclean verdict was rejected: 'infected: <signature>' or the 'not scannable: ...' itself."""
+    if signature and signature.startswith(NOT_SCANNABLE):
+        return signature
+    return f"infected: {signature}"
+
 
 class ScannerUnavailable(ConnectionError):
     """The scanner could not be reached or timed out; the scan can be retried."""
-
-
-class ScanTooLarge(ValueError):
-    """The stream is larger than the scanner's configured limit."""
 
 
 class VirusScanner(Protocol):
