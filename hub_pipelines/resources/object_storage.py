@@ -189,7 +189,6 @@ class S3ObjectStore:
         check_key_prefix(self.bucket, prefix)
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after is not None:
-            check_object_key(self.bucket, start_after)
             request["StartAfter"] = start_after
         infos: list[ObjectInfo] = []
         while len(infos) < limit:

@@ -136,8 +136,6 @@ class LocalObjectStore:
 
     def list_after(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> list[ObjectInfo]:
         check_key_prefix(self.bucket, prefix)
-        if start_after is not None:
-            check_object_key(self.bucket, start_after)
         self._require_bucket()
         folder, _, _ = prefix.rpartition("/")
         if limit <= 0:

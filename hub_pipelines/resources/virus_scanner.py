@@ -144,7 +144,9 @@ class ClamdScanner(dg.ConfigurableResource):
                 inner = self._scan_stream(iter(lambda: file.read(_READ_SIZE), b""), f"{name} (decoded PDF)")
         if inner.clean:
             return verdict
-        return ScanVerdict(False, inner.signature, "clamd", verdict.scanned_bytes)
+        return ScanVerdict(
+            clean=False, signature=inner.signature, scanner="clamd", scanned_bytes=verdict.scanned_bytes
+        )
 
     def _scan_stream(self, pieces: Iterator[bytes], name: str) -> ScanVerdict:
         deadline = time.monotonic() + self.timeout_seconds

@@ -426,7 +426,6 @@ STORE_CALLS: dict[str, Callable[[ObjectStore, str], object]] = {
     "stream": lambda store, key: store.stream(key),
     "head": lambda store, key: store.head(key),
     "list prefix": lambda store, key: store.list_after(key + "/"),
-    "list start_after": lambda store, key: store.list_after("", start_after=key),
     "copy from": lambda store, key: store.copy(key, "valid/destination"),
     "copy to": lambda store, key: store.copy("valid/source", key),
     "copy to another bucket": lambda store, key: store.copy("valid/source", key, dest_bucket=store.bucket),
