@@ -7,12 +7,14 @@ the file the way viewers do; the copy holds each stream's decoded bytes in the c
 outside an object stream, where any signature matches them as plain bytes.
 
 Decoding a hostile PDF costs what its author chooses, so it runs in a child process
-(`decoded_pdf_copy`) under the scan's time limit, and the copy stops at the scan's size limit.
+(`decoded_pdf_copy`) under the scan's time limit and a cap on its address space, and the copy stops
+at the scan's size limit.
 """
 
 from __future__ import annotations
 
 import io
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +27,12 @@ if TYPE_CHECKING:
 PDF_MAGIC = b"%PDF-"
 # ClamAV's own rule: a PDF header anywhere in the first 1024 bytes makes the file a PDF to a viewer too.
 PDF_HEADER_WINDOW = 1024
+# The child's whole address space (Python, qpdf and the open PDF): about 200 MB suffices for any PDF
+# within the default limits; what needs more is a bomb.
+MAX_DECODER_BYTES = 1 << 30
 _COPY_TOO_LARGE = 3
 _UNREADABLE = 4
+_OUT_OF_MEMORY = 5
 
 
 def looks_like_pdf(head: bytes) -> bool:
@@ -93,17 +99,22 @@ def decoded_pdf_copy(source: Path, destination: Path, limits: ScanLimits) -> str
         return None
     if completed.returncode == _COPY_TOO_LARGE:
         return f"limit {limit} (the decoded PDF passes {max_bytes} bytes)"
+    if completed.returncode == _OUT_OF_MEMORY:
+        return f"limit memory (decoding the PDF needs more than {MAX_DECODER_BYTES} bytes)"
     detail = completed.stderr.strip().splitlines()[-1:] or [f"exit code {completed.returncode}"]
     return f"unreadable PDF ({detail[0]})"
 
 
 def _main(source: str, destination: str, max_bytes: str) -> int:
+    resource.setrlimit(resource.RLIMIT_AS, (MAX_DECODER_BYTES, MAX_DECODER_BYTES))
     import pikepdf
 
     try:
         write_decoded_copy(Path(source), Path(destination), int(max_bytes))
     except _CopyTooLarge:
         return _COPY_TOO_LARGE
+    except MemoryError:
+        return _OUT_OF_MEMORY
     except pikepdf.PdfError as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return _UNREADABLE
