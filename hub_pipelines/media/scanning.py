@@ -34,8 +34,8 @@ def scan_upload(
     """The scanner's verdict on the upload's bytes, once their headers are within `limits`.
 
     The upload is copied to a local file once: the header checks and every scan attempt read it.
-    Raises UploadOverLimit before the scanner is called, ScannerUnavailable when `retry` gives up,
-    ScanTooLarge when the scanner refuses the size.
+    Raises UploadOverLimit before the scanner is called, ScannerUnavailable when `retry` gives up; a
+    size the scanner refuses is its verdict ("not scannable: limit ..."), quarantined like an infection.
     """
     with tempfile.TemporaryDirectory(prefix="hub-scan-") as folder:
         upload = download_upload(uploads, object_key, Path(folder) / "upload")

@@ -7,9 +7,9 @@ from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import (
     ObjectStorage,
     ScannerUnavailable,
-    ScanTooLarge,
     SqlDatabase,
     VirusScanner,
+    rejection_reason,
 )
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.records import (
@@ -33,7 +33,7 @@ def _unavailable(error: BaseException) -> bool:
 
 def _rejected(object_key: str, signature: str | None) -> dg.Failure:
     return dg.Failure(
-        description=f"rejected upload '{object_key}': infected: {signature}",
+        description=f"rejected upload '{object_key}': {rejection_reason(signature)}",
         metadata={"object_key": object_key, "signature": signature or ""},
         allow_retries=False,
     )
@@ -82,8 +82,6 @@ def scan_verdict(
             f"could not scan upload '{object_key}': scanner unavailable after "
             f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
         ) from error
-    except ScanTooLarge as error:
-        raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
     record = scanned.record
     if not record.clean:
         bucket = media_settings.quarantine_bucket
