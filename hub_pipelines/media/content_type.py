@@ -75,7 +75,7 @@ class UnsupportedMediaType(ValueError):
         self.name = name
         self.detected = detected
         claimed = f" (claimed {detected.claimed_mime})" if detected.claimed_mime else ""
-        super().__init__(f"rejected upload '{name}': unsupported media type {detected.mime}{claimed}")
+        super().__init__(f"rejected upload {name!r}: unsupported media type {detected.mime}{claimed}")
 
 
 @dataclass(frozen=True)

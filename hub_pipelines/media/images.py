@@ -54,7 +54,7 @@ class ImageRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected image '{name}': {reason}")
+        super().__init__(f"rejected image {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

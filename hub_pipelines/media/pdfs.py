@@ -42,7 +42,7 @@ class PdfRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected PDF '{name}': {reason}")
+        super().__init__(f"rejected PDF {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class UploadRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected upload '{name}': {reason}")
+        super().__init__(f"rejected upload {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class UploadOverLimit(ValueError):
         self.name = name
         self.kind = kind
         self.reason = reason
-        super().__init__(f"rejected upload '{name}': {kind} over a limit: {reason}")
+        super().__init__(f"rejected upload {name!r}: {kind} over a limit: {reason}")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class VideoRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected video '{name}': {reason}")
+        super().__init__(f"rejected video {name!r}: {reason}")
 
 
 @dataclass(frozen=True)

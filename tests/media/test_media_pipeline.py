@@ -380,3 +380,20 @@ def test_heic_photo_claimed_as_video_is_published_as_image_variants(media_world:
     variants = rows(media_world, media_variants, partition)
     assert {row["kind"] for row in variants} == {"image"}
     assert {row["format"] for row in variants} == {"webp", "avif", "jpeg"}
+
+
+def test_rejection_of_a_name_with_a_bidi_override_shows_it_escaped(media_world: MediaWorld) -> None:
+    partition = media_world.upload("invoice\u202efdp.exe", b"MZ\x90\x00 not a picture", "image/jpeg")
+
+    result = media_world.run(partition)
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.isprintable()
+    assert "invoice\\u202efdp.exe" in message and "unsupported media type" in message
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            failure = event.step_failure_data.user_failure_data
+            assert failure is None or all(
+                str(value.value).isprintable() for value in failure.metadata.values()
+            )

@@ -122,7 +122,7 @@ def media_record(
         delivery = webhook.deliver(PUBLISHED_EVENT, payload, delivery_id)
         webhook_status, attempts = "delivered", delivery.attempts
     except WebhookUndeliverable as error:
-        context.log.error(f"webhook for '{publication.object_key}' dead-lettered: {error}")
+        context.log.error(f"webhook for {publication.object_key!r} dead-lettered: {error}")
         dead_letter(database, WEBHOOK_DEAD_LETTER_SOURCE, delivery_id, str(error), encode_payload(payload))
         webhook_status, attempts = "dead_lettered", 0
     return dg.MaterializeResult(
@@ -161,7 +161,7 @@ def _invalidate_replaced(
     if not retired:
         return []
     ids = cdn.invalidate(retired, caller_reference=f"{publication.partition_key}@{publication.source_sha256}")
-    context.log.info(f"invalidated {len(retired)} replaced paths of '{publication.object_key}': {ids}")
+    context.log.info(f"invalidated {len(retired)} replaced paths of {publication.object_key!r}: {ids}")
     return ids
 
 

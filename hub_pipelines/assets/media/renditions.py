@@ -13,6 +13,7 @@ from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
+from hub_pipelines.media.printable import printable
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, checksum_metadata
 from hub_pipelines.media.records import ContentTypeRecord, record_content_type, scan_verdict_for
 from hub_pipelines.media.rendering import Rendering, UploadRejected, render_upload
@@ -54,7 +55,7 @@ def renditions(
     info = uploads.head(object_key)
     if info is None:
         raise dg.Failure(
-            f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to render"
+            f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to render"
         )
     with tempfile.TemporaryDirectory(prefix="hub-render-") as folder:
         source = Path(folder) / "source"
@@ -63,7 +64,7 @@ def renditions(
         verdict = scan_verdict_for(database, context.partition_key, sha256)
         if verdict is None or not verdict.clean:
             raise dg.Failure(
-                f"refusing to render upload '{object_key}' (sha256 {sha256}): these bytes have no clean scan "
+                f"refusing to render upload {object_key!r} (sha256 {sha256}): these bytes have no clean scan "
                 "verdict; materialize media/scan_verdict for the partition first",
                 allow_retries=False,
             )
@@ -81,10 +82,10 @@ def renditions(
         )
         if detected.mismatch:
             context.log.warning(
-                f"upload '{object_key}' claims {detected.claimed_mime} but its bytes are {detected.mime}"
+                f"upload {object_key!r} claims {printable(detected.claimed_mime or '')} but its bytes are {detected.mime}"
             )
         if detected.kind == "other":
-            raise dg.Failure(str(UnsupportedMediaType(object_key, detected)), allow_retries=False)
+            raise dg.Failure(printable(str(UnsupportedMediaType(object_key, detected))), allow_retries=False)
 
         base = f"{media_settings.staging_prefix}{context.partition_key}/{sha256}/{media_settings.render_fingerprint()}"
         manifest = _reusable(staging, f"{base}/manifest.json")
@@ -95,7 +96,7 @@ def renditions(
                     source, detected.kind, object_key, Path(folder) / "out", media_settings.render_settings()
                 )
             except UploadRejected as error:
-                raise dg.Failure(str(error), allow_retries=False) from error
+                raise dg.Failure(printable(str(error)), allow_retries=False) from error
             manifest = _stage(staging, base, rendering, context.partition_key, object_key, sha256, detected.kind,
                               detected.mime)  # fmt: skip
     staging.put(staging_manifest_key(media_settings, context.partition_key), encode(manifest),
@@ -181,7 +182,7 @@ def _metrics(
     metadata: dict[str, Any] = {
         "kind": manifest.kind,
         "detected_mime": manifest.mime,
-        "claimed_mime": claimed or "",
+        "claimed_mime": printable(claimed or ""),
         "mime_mismatch": mismatch,
         "sha256": manifest.source_sha256,
         "variants": len(manifest.variants),

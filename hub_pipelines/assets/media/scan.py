@@ -12,6 +12,7 @@ from hub_pipelines.core.ports import (
     rejection_reason,
 )
 from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.media.printable import printable
 from hub_pipelines.media.records import (
     ScanRecord,
     dead_letter,
@@ -33,8 +34,8 @@ def _unavailable(error: BaseException) -> bool:
 
 def _rejected(object_key: str, signature: str | None) -> dg.Failure:
     return dg.Failure(
-        description=f"rejected upload '{object_key}': {rejection_reason(signature)}",
-        metadata={"object_key": object_key, "signature": signature or ""},
+        description=f"rejected upload {object_key!r}: {printable(rejection_reason(signature))}",
+        metadata={"object_key": printable(object_key), "signature": printable(signature or "")},
         allow_retries=False,
     )
 
@@ -65,7 +66,7 @@ def scan_verdict(
         if earlier is not None:
             raise _rejected(object_key, earlier.signature)
         raise dg.Failure(
-            f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
+            f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
 
     policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
@@ -73,13 +74,16 @@ def scan_verdict(
         scanned = scan_upload(uploads, object_key, context.partition_key, info.content_type, scanner,
                               media_settings.upload_limits(), policy)  # fmt: skip
     except UploadOverLimit as error:
-        context.log.error(str(error))
+        reason = printable(str(error))
+        context.log.error(reason)
         raise dg.Failure(
-            str(error), metadata={"object_key": object_key, "limit": error.reason}, allow_retries=False
+            reason,
+            metadata={"object_key": printable(object_key), "limit": printable(error.reason)},
+            allow_retries=False,
         ) from error
     except ScannerUnavailable as error:
         raise dg.Failure(
-            f"could not scan upload '{object_key}': scanner unavailable after "
+            f"could not scan upload {object_key!r}: scanner unavailable after "
             f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
         ) from error
     record = scanned.record
@@ -87,7 +91,7 @@ def scan_verdict(
         bucket = media_settings.quarantine_bucket
         quarantined = quarantine_upload(uploads, database, record, bucket, media_settings.quarantine_prefix)
         context.log.error(
-            f"quarantined upload '{object_key}' (sha256 {record.sha256}) as "
+            f"quarantined upload {object_key!r} (sha256 {record.sha256}) as "
             f"{bucket}/{quarantined.quarantine_key}: {record.signature}"
         )
         _alert(context, database, webhook, record, bucket, str(quarantined.quarantine_key))
@@ -130,5 +134,5 @@ def _alert(
     try:
         webhook.deliver(QUARANTINE_EVENT, payload, delivery_id)
     except WebhookUndeliverable as error:
-        context.log.error(f"quarantine alert for '{record.object_key}' dead-lettered: {error}")
+        context.log.error(f"quarantine alert for {record.object_key!r} dead-lettered: {error}")
         dead_letter(database, "media_webhook", delivery_id, str(error), encode_payload(payload))

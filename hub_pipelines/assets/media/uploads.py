@@ -10,6 +10,7 @@ from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
 from hub_pipelines.landing.upload_records import UploadRecord, record_upload
 from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.media.printable import printable
 
 
 @dg.asset(
@@ -31,7 +32,7 @@ def uploads(
     info = store.head(object_key)
     if info is None:
         raise dg.Failure(
-            f"upload '{object_key}' (partition {context.partition_key}) is not in bucket "
+            f"upload {object_key!r} (partition {context.partition_key}) is not in bucket "
             f"'{settings.UPLOADS_BUCKET}': it was deleted or moved before it could be recorded"
         )
     digest = hashlib.sha256()
@@ -53,11 +54,11 @@ def uploads(
     )
     return dg.MaterializeResult(
         metadata={
-            "object_key": object_key,
+            "object_key": printable(object_key),
             "bytes": size,
             "etag": info.etag,
             "sha256": record.sha256,
             "first_seen_at": record.seen_at.isoformat(),
-            "claimed_content_type": info.content_type or "",
+            "claimed_content_type": printable(info.content_type or ""),
         }
     )
