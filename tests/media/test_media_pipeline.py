@@ -268,7 +268,8 @@ def test_upload_flows_from_the_sensor_to_every_region_and_a_signed_webhook(
     )
     instance = media_world.instance
 
-    with dg.build_sensor_context(instance=instance, resources={"objects": media_world.storage}) as context:
+    sensor_resources = {"objects": media_world.storage, "database": media_world.database}
+    with dg.build_sensor_context(instance=instance, resources=sensor_resources) as context:
         tick = media_uploads_sensor(context)
 
     assert isinstance(tick, dg.SensorResult)
