@@ -75,7 +75,8 @@ class UnsupportedMediaType(ValueError):
         self.name = name
         self.detected = detected
         claimed = f" (claimed {detected.claimed_mime})" if detected.claimed_mime else ""
-        super().__init__(f"rejected upload {name!r}: unsupported media type {detected.mime}{claimed}")
+        self.reason = f"unsupported media type {detected.mime}{claimed}"
+        super().__init__(f"rejected upload {name!r}: {self.reason}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.renditions import publication_manifest_key
 from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, SqlDatabase
+from hub_pipelines.landing.upload_records import PUBLISHED, record_upload_outcome
 from hub_pipelines.media.manifests import PublicationManifest, decode_publication
 from hub_pipelines.media.records import (
     PublicationRecord,
@@ -114,6 +115,7 @@ def media_record(
             for item in publication.variants
         ],
     )
+    record_upload_outcome(database, context.partition_key, PUBLISHED, None)
     invalidation_ids = _invalidate_replaced(context, database, cdn, publication, earlier)
 
     payload = announcement(publication)

@@ -10,6 +10,7 @@ from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
+from hub_pipelines.landing.upload_records import REJECTED, record_upload_outcome
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
@@ -85,7 +86,9 @@ def renditions(
                 f"upload {object_key!r} claims {printable(detected.claimed_mime or '')} but its bytes are {detected.mime}"
             )
         if detected.kind == "other":
-            raise dg.Failure(printable(str(UnsupportedMediaType(object_key, detected))), allow_retries=False)
+            unsupported = UnsupportedMediaType(object_key, detected)
+            record_upload_outcome(database, context.partition_key, REJECTED, printable(unsupported.reason))
+            raise dg.Failure(printable(str(unsupported)), allow_retries=False)
 
         base = f"{media_settings.staging_prefix}{context.partition_key}/{sha256}/{media_settings.render_fingerprint()}"
         manifest = _reusable(staging, f"{base}/manifest.json")
@@ -96,6 +99,7 @@ def renditions(
                     source, detected.kind, object_key, Path(folder) / "out", media_settings.render_settings()
                 )
             except UploadRejected as error:
+                record_upload_outcome(database, context.partition_key, REJECTED, printable(error.reason))
                 raise dg.Failure(printable(str(error)), allow_retries=False) from error
             manifest = _stage(staging, base, rendering, context.partition_key, object_key, sha256, detected.kind,
                               detected.mime)  # fmt: skip

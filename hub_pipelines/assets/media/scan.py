@@ -11,6 +11,7 @@ from hub_pipelines.core.ports import (
     VirusScanner,
     rejection_reason,
 )
+from hub_pipelines.landing.upload_records import QUARANTINED, REJECTED, record_upload_outcome
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.printable import printable
 from hub_pipelines.media.records import (
@@ -30,6 +31,10 @@ QUARANTINE_EVENT = "media.upload.quarantined"
 
 def _unavailable(error: BaseException) -> bool:
     return isinstance(error, ScannerUnavailable)
+
+
+def _record_outcome(database: SqlDatabase, partition_key: str, status: str, reason: str) -> None:
+    record_upload_outcome(database, partition_key, status, printable(reason))
 
 
 def _rejected(object_key: str, signature: str | None) -> dg.Failure:
@@ -64,6 +69,7 @@ def scan_verdict(
     if info is None:
         earlier = infected_verdict_for(database, context.partition_key)
         if earlier is not None:
+            _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(earlier.signature))
             raise _rejected(object_key, earlier.signature)
         raise dg.Failure(
             f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
@@ -74,6 +80,9 @@ def scan_verdict(
         scanned = scan_upload(uploads, object_key, context.partition_key, info.content_type, scanner,
                               media_settings.upload_limits(), policy)  # fmt: skip
     except UploadOverLimit as error:
+        _record_outcome(
+            database, context.partition_key, REJECTED, f"{error.kind} over a limit: {error.reason}"
+        )
         reason = printable(str(error))
         context.log.error(reason)
         raise dg.Failure(
@@ -92,8 +101,9 @@ def scan_verdict(
         quarantined = quarantine_upload(uploads, database, record, bucket, media_settings.quarantine_prefix)
         context.log.error(
             f"quarantined upload {object_key!r} (sha256 {record.sha256}) as "
-            f"{bucket}/{quarantined.quarantine_key}: {record.signature}"
+            f"{printable(f'{bucket}/{quarantined.quarantine_key}')}: {printable(record.signature or '')}"
         )
+        _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(record.signature))
         _alert(context, database, webhook, record, bucket, str(quarantined.quarantine_key))
         record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
         raise _rejected(object_key, record.signature)
