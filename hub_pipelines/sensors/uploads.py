@@ -68,7 +68,7 @@ def media_uploads_sensor(
 
     def already_taken(info: ObjectInfo) -> bool:
         partition_key = partition_key_for(info.key, prefix)
-        if key_refusal(bucket, info.key):
+        if key_refusal(bucket, info.key, prefix):
             return rejected_upload(database, partition_key)
         return instance.has_dynamic_partition(UPLOADS_PARTITIONS_NAME, partition_key)
 

@@ -28,7 +28,7 @@ def uploads(
 ) -> dg.MaterializeResult:
     """One uploaded object as it arrived: key, size, ETag, sha256 and first-seen time, recorded once."""
     object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
-    refusal = key_refusal(settings.UPLOADS_BUCKET, object_key)
+    refusal = key_refusal(settings.UPLOADS_BUCKET, object_key, settings.UPLOADS_PREFIX)
     if refusal:
         # Only a hand-made partition gets here: the sensor records such objects as rejected, without a run.
         raise dg.Failure(f"upload partition {context.partition_key}: {refusal}", allow_retries=False)
