@@ -480,3 +480,38 @@ def test_published_upload_is_recorded_published_and_its_staging_and_manifests_ar
     for row in rows(media_world, media_variants, partition):
         for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
             assert sse_of(s3_server, bucket, row["key"]) == "AES256"
+
+
+def test_upload_rescanned_after_a_limit_rejection_is_no_longer_recorded_rejected(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("wide.jpg", small_jpeg(9), "image/jpeg")
+    refused = media_world.run(partition, media_settings=media_world.media_settings(max_image_pixels=1000))
+    assert not refused.success
+    assert (outcome(media_world, partition) or ("",))[0] == "rejected"
+    ap_southeast = media_world.buckets.regions["ap-southeast"]
+
+    # The runbook's retry: the limit raised, the scan and everything after it re-materialized; here the
+    # publish then fails, so the upload is in the pipeline again, neither rejected nor published.
+    def rescan(**overrides: object) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*MEDIA_ASSETS, *MEDIA_CHECKS],
+            selection=dg.AssetSelection.assets(["media", "scan_verdict"]).downstream(),
+            partition_key=partition,
+            resources=media_world.resources(**overrides),
+            instance=media_world.instance,
+            raise_on_error=False,
+        )
+
+    stalled = rescan(
+        objects=FlakyStorage(media_world.storage, failing=[ap_southeast]),
+        media_settings=media_world.media_settings(publish_attempts=1),
+    )
+    assert not stalled.success
+    assert "media/scan_verdict" in materialized(stalled)
+    assert outcome(media_world, partition) == ("landed", None)
+
+    published_run = rescan()
+    assert published_run.success, failure_messages(published_run)
+    assert "media/uploads" not in materialized(published_run)
+    assert outcome(media_world, partition) == ("published", None)

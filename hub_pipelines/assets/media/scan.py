@@ -11,7 +11,7 @@ from hub_pipelines.core.ports import (
     VirusScanner,
     rejection_reason,
 )
-from hub_pipelines.landing.upload_records import QUARANTINED, REJECTED, record_upload_outcome
+from hub_pipelines.landing.upload_records import LANDED, QUARANTINED, REJECTED, record_upload_outcome
 from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.printable import printable
 from hub_pipelines.media.records import (
@@ -108,6 +108,8 @@ def scan_verdict(
         record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
         raise _rejected(object_key, record.signature)
     record_scan(database, record)
+    # Clean bytes are in the pipeline again, whatever an earlier run of the partition ended in.
+    record_upload_outcome(database, context.partition_key, LANDED, None)
     record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
     seconds, size = scanned.scan_seconds, record.scanned_bytes
     return dg.MaterializeResult(
