@@ -26,6 +26,7 @@ from hub_pipelines.media.records import (
     media_publications,
     media_scan_verdicts,
     media_variants,
+    quarantined_uploads,
 )
 from hub_pipelines.resources.cdn import CloudFrontCdn
 from hub_pipelines.resources.scan_limits import ScanLimits
@@ -457,6 +458,7 @@ def test_upload_clamd_cannot_scan_in_full_is_quarantined_encrypted_and_recorded(
     (verdict,) = rows(media_world, media_scan_verdicts, partition)
     assert verdict["quarantine_key"] == object_key
     assert outcome(media_world, partition) == ("quarantined", "not scannable: limit MaxScanSize")
+    assert quarantined_uploads(media_world.database) == {"infected": 0, "not_scannable": 1}
     assert sse_of(s3_server, media_world.buckets.quarantine, object_key) == "AES256"
     assert media_world.storage.bucket(media_world.buckets.quarantine).get(object_key) == archive.getvalue()
 

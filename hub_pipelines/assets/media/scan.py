@@ -105,12 +105,12 @@ def scan_verdict(
         )
         _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(record.signature))
         _alert(context, database, webhook, record, bucket, str(quarantined.quarantine_key))
-        record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
+        record_quarantine(step_metrics(), quarantined_uploads(database))
         raise _rejected(object_key, record.signature)
     record_scan(database, record)
     # Clean bytes are in the pipeline again, whatever an earlier run of the partition ended in.
     record_upload_outcome(database, context.partition_key, LANDED, None)
-    record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
+    record_quarantine(step_metrics(), quarantined_uploads(database))
     seconds, size = scanned.scan_seconds, record.scanned_bytes
     return dg.MaterializeResult(
         metadata={
