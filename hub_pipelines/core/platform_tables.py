@@ -44,6 +44,7 @@ media_uploads = sa.Table(
     _utc_timestamp("first_seen_at"),
     _utc_timestamp("last_seen_at"),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("status_reason", sa.Text),
 )
 
 topic_inbox = sa.Table(

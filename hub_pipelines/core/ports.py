@@ -45,7 +45,11 @@ class BucketNotFound(LookupError):
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """One bucket of object storage. Keys are '/'-separated; listing is in key order."""
+    """One bucket of object storage. Keys are '/'-separated; listing is in key order.
+
+    Every call checks its keys (and a listing its prefix) against one rule,
+    `hub_pipelines.resources.object_keys`, and raises its `InvalidObjectName` before touching storage.
+    """
 
     bucket: str
 
@@ -58,7 +62,8 @@ class ObjectStore(Protocol):
         cache_control: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store bytes under key, encrypted at rest (server-side encryption on every put)."""
+        """Store bytes under key. `server_side_encryption` on the answer is the encryption the storage
+        reports for the stored object (S3: requested on every write and verified), None when none."""
         ...
 
     def get(self, key: str) -> bytes: ...
@@ -291,22 +296,37 @@ class Cache(Protocol):
         ...
 
 
+NOT_SCANNABLE = "not scannable: "
+
+
 @dataclass(frozen=True)
 class ScanVerdict:
-    """A virus scanner's answer for one stream."""
+    """A virus scanner's answer for one stream: clean only when scanned in full and nothing matched.
+
+    When not clean, `signature` names the match (`Eicar-Test-Signature`) or, for a stream the scanner
+    could not see in full, starts with "not scannable: " and names the limit (`not scannable: limit
+    MaxFileSize`); both are rejected and quarantined alike.
+    """
 
     clean: bool
     signature: str | None
     scanner: str
     scanned_bytes: int
 
+    @property
+    def reason(self) -> str:
+        return "clean" if self.clean else rejection_reason(self.signature)
+
+
+def rejection_reason(signature: str | None) -> str:
+    """Why an unclean verdict was rejected: 'infected: <signature>' or the 'not scannable: ...' itself."""
+    if signature and signature.startswith(NOT_SCANNABLE):
+        return signature
+    return f"infected: {signature}"
+
 
 class ScannerUnavailable(ConnectionError):
     """The scanner could not be reached or timed out; the scan can be retried."""
-
-
-class ScanTooLarge(ValueError):
-    """The stream is larger than the scanner's configured limit."""
 
 
 class VirusScanner(Protocol):

@@ -1,14 +1,26 @@
-"""The `media_uploads` table: one row per upload partition, first-seen time kept across re-runs."""
+"""The `media_uploads` table: one row per upload, first-seen time kept across re-runs, and where it ended.
+
+`status` is `landed` while the pipeline works on the upload (each run of `media/uploads` sets it
+again), then one terminal state with `status_reason` saying why: `published`, `quarantined`
+("infected: ..." or "not scannable: ..."), or `rejected` (a breached limit, bytes no renderer
+accepts, or an object key that breaks the key rule, recorded by the uploads sensor without a run).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hub_pipelines.core.platform_tables import media_uploads
 from hub_pipelines.core.ports import SqlDatabase
+
+LANDED = "landed"
+PUBLISHED = "published"
+QUARANTINED = "quarantined"
+REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -17,13 +29,12 @@ class UploadRecord:
     object_key: str
     size: int
     etag: str
-    sha256: str
+    sha256: str | None
     content_type_claimed: str | None
     seen_at: datetime
 
 
-def record_upload(database: SqlDatabase, upload: UploadRecord) -> UploadRecord:
-    """Insert or refresh the upload's row; returns it with the first time it was ever seen."""
+def _upsert_upload(database: SqlDatabase, upload: UploadRecord, status: str, reason: str | None) -> datetime:
     insert = postgresql.insert if database.dialect == "postgresql" else sqlite.insert
     statement = insert(media_uploads).values(
         partition_key=upload.partition_key,
@@ -34,19 +45,63 @@ def record_upload(database: SqlDatabase, upload: UploadRecord) -> UploadRecord:
         content_type_claimed=upload.content_type_claimed,
         first_seen_at=upload.seen_at,
         last_seen_at=upload.seen_at,
-        status="landed",
+        status=status,
+        status_reason=reason,
+    )
+    refreshed = (
+        "object_key",
+        "size",
+        "etag",
+        "sha256",
+        "content_type_claimed",
+        "last_seen_at",
+        "status",
+        "status_reason",
     )
     upsert = statement.on_conflict_do_update(
         index_elements=["partition_key"],
-        set_={
-            "object_key": statement.excluded.object_key,
-            "size": statement.excluded.size,
-            "etag": statement.excluded.etag,
-            "sha256": statement.excluded.sha256,
-            "content_type_claimed": statement.excluded.content_type_claimed,
-            "last_seen_at": statement.excluded.last_seen_at,
-        },
+        set_={name: statement.excluded[name] for name in refreshed},
     ).returning(media_uploads.c.first_seen_at)
     with database.transaction() as connection:
-        first_seen = connection.execute(upsert).scalar_one()
-    return replace(upload, seen_at=first_seen)
+        first_seen: datetime = connection.execute(upsert).scalar_one()
+    return first_seen
+
+
+def record_upload(database: SqlDatabase, upload: UploadRecord) -> UploadRecord:
+    """Insert or refresh the upload's row as landed; returns it with the first time it was ever seen."""
+    return replace(upload, seen_at=_upsert_upload(database, upload, LANDED, None))
+
+
+def record_rejected_object(database: SqlDatabase, upload: UploadRecord, reason: str) -> None:
+    """An object the pipeline will not run for (its key breaks the key rule), recorded as rejected.
+
+    `upload.object_key` must already be shown safely (PostgreSQL text refuses NUL).
+    """
+    _upsert_upload(database, upload, REJECTED, reason)
+
+
+def record_upload_outcome(database: SqlDatabase, partition_key: str, status: str, reason: str | None) -> None:
+    """Where the upload's latest run left it: published, quarantined or rejected, and why."""
+    statement = (
+        sa.update(media_uploads)
+        .where(media_uploads.c.partition_key == partition_key)
+        .values(status=status, status_reason=reason)
+    )
+    with database.transaction() as connection:
+        connection.execute(statement)
+
+
+def rejected_upload(database: SqlDatabase, partition_key: str) -> bool:
+    query = sa.select(media_uploads.c.status).where(media_uploads.c.partition_key == partition_key)
+    with database.transaction() as connection:
+        return connection.execute(query).scalar_one_or_none() == REJECTED
+
+
+def upload_outcome(database: SqlDatabase, partition_key: str) -> tuple[str, str | None] | None:
+    """(status, reason) of the upload's row, or None when it was never recorded."""
+    query = sa.select(media_uploads.c.status, media_uploads.c.status_reason).where(
+        media_uploads.c.partition_key == partition_key
+    )
+    with database.transaction() as connection:
+        row = connection.execute(query).first()
+    return (row.status, row.status_reason) if row else None

@@ -9,6 +9,9 @@ from datetime import datetime
 from urllib.parse import quote, unquote
 
 from hub_pipelines.core.ports import ObjectInfo
+from hub_pipelines.resources.object_keys import InvalidObjectName, check_object_key
+
+MAX_PARTITION_KEY_BYTES = 768
 
 
 def partition_key_for(object_key: str, prefix: str) -> str:
@@ -20,13 +23,17 @@ def partition_key_for(object_key: str, prefix: str) -> str:
     or the CLI finds the object from its partition key alone.
     """
     relative = object_key[len(prefix) :] if object_key.startswith(prefix) else object_key
-    encoded = quote(relative, safe="/").replace("~", "%7E").replace(".", "%2E" if ".." in relative else ".")
+    encoded = (
+        quote(relative, safe="/", errors="surrogatepass")
+        .replace("~", "%7E")
+        .replace(".", "%2E" if ".." in relative else ".")
+    )
     return encoded.replace("/", "~")
 
 
 def object_key_for(partition_key: str, prefix: str) -> str:
     """The object key a partition key was made from."""
-    return prefix + unquote(partition_key.replace("~", "/"))
+    return prefix + unquote(partition_key.replace("~", "/"), errors="surrogatepass")
 
 
 def run_key_for(partition_key: str, etag: str) -> str:
@@ -97,3 +104,52 @@ def plan_upload_batch(
     late = late[: max(0, max_objects - len(batch))]
     next_cursor = UploadCursor(*_position(batch[-1])) if batch else cursor
     return UploadBatch(batch, late, next_cursor, len(newer) - len(batch))
+
+
+@dataclass(frozen=True)
+class RefusedUpload:
+    """A listed object no run can process: its key breaks the stores' key rule, or keys made from it would."""
+
+    info: ObjectInfo
+    partition_key: str
+    reason: str
+
+
+def refuse_invalid_keys(
+    objects: Iterable[ObjectInfo], bucket: str, prefix: str
+) -> tuple[list[ObjectInfo], list[RefusedUpload]]:
+    """The objects a run can read, and those it cannot (with the reason).
+
+    An S3 server can hold keys our stores refuse (SeaweedFS keeps a newline, an ANSI escape or a
+    trailing '/'), and a run for one could only fail: the key is refused before any request.
+    """
+    readable: list[ObjectInfo] = []
+    refused: list[RefusedUpload] = []
+    for info in objects:
+        reason = key_refusal(bucket, info.key, prefix)
+        if reason:
+            refused.append(RefusedUpload(info, partition_key_for(info.key, prefix), reason))
+        else:
+            readable.append(info)
+    return readable, refused
+
+
+def key_refusal(bucket: str, key: str, prefix: str) -> str | None:
+    """Why no run can process the upload `key` (the key shown escaped), or None when one can.
+
+    Besides the stores' key rule, the partition key is bounded: staged renditions are keyed under it
+    (`staging/<partition key>/<sha256>/<fingerprint>/<file>`, about 120 bytes more), and percent-encoding
+    can triple a name's bytes, so a valid key could make staged keys pass S3's 1024 bytes mid-run.
+    """
+    try:
+        check_object_key(bucket, key)
+    except InvalidObjectName as error:
+        return str(error)
+    size = len(partition_key_for(key, prefix).encode())
+    if size > MAX_PARTITION_KEY_BYTES:
+        return (
+            f"object key {key!r} in bucket {bucket!r} is too long to process: its partition key is {size} "
+            f"bytes percent-encoded, more than {MAX_PARTITION_KEY_BYTES}, and the staged renditions' keys "
+            "would pass S3's 1024"
+        )
+    return None

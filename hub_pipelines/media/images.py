@@ -11,6 +11,12 @@ Decisions worth knowing:
 - Colour: EXIF orientation applied, embedded ICC profiles converted to sRGB, then every piece of
   metadata (EXIF, XMP, ICC) dropped; untagged output is read as sRGB by browsers. CMYK and 16-bit
   sources become 8-bit sRGB; transparency is kept in WebP and AVIF and composited onto white for JPEG.
+- Formats: whatever Pillow opens (JPEG, JPEG 2000, PNG/APNG, GIF, WebP, AVIF, TIFF, BMP) plus
+  HEIF/HEIC through pillow-heif's opener (libheif applies the photo's rotation; its EXIF says so).
+- Hostile bytes: Pillow's plugins raise many exception types on malformed input (struct.error,
+  IndexError, ZeroDivisionError, ...), from `open` through `getexif` to `load`. Everything between
+  receiving the bytes and holding a normalized image is therefore one guarded step that rejects with
+  the exception's type and message; nothing else reaches the caller.
 - Speed: JPEG sources are decoded at the smallest DCT scale that still covers the largest rung
   (`Image.draft`), each rung is resized from the previous, larger one with reduce-then-resample
   (`reducing_gap`), and the encodes run on a bounded thread pool (Pillow's encoders release the GIL).
@@ -29,6 +35,9 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+register_heif_opener()
 
 ImageFormat = Literal["webp", "avif", "jpeg"]
 
@@ -45,7 +54,7 @@ class ImageRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected image '{name}': {reason}")
+        super().__init__(f"rejected image {name!r}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -93,12 +102,12 @@ def render_image_variants(
 ) -> list[RenderedVariant]:
     """Every rendition of `spec` for `data`: thumbnail first, then widest first, formats in spec order."""
     spec = spec or ImageVariantSpec()
-    source = _open_checked(data, name, spec.max_pixels)
-    oriented_width, oriented_height = _oriented_size(source)
-    rungs = plan_widths(oriented_width, spec.widths)
-    thumb_side = min(spec.thumbnail_side, oriented_width, oriented_height)
-    _draft_for(source, oriented_width, oriented_height, rungs, thumb_side)
-    base = _decode(source, name)
+    try:
+        base, rungs, thumb_side = _decoded(data, name, spec)
+    except ImageRejected:
+        raise
+    except Exception as exc:
+        raise ImageRejected(name, f"not a decodable image: {type(exc).__name__}: {exc}") from exc
     sized = _resize_chain(base, rungs, spec.reducing_gap)
     sized.insert(0, ("thumbnail", _thumbnail(base, [image for _, image in sized], thumb_side)))
 
@@ -108,6 +117,18 @@ def render_image_variants(
     with ThreadPoolExecutor(max_workers=max(1, spec.max_workers), thread_name_prefix="encode") as pool:
         futures = {i: pool.submit(_encode, jobs[i][1], jobs[i][0], jobs[i][2], spec) for i in by_cost}
         return [futures[i].result() for i in range(len(jobs))]
+
+
+def _decoded(
+    data: bytes, name: str, spec: ImageVariantSpec
+) -> tuple[Image.Image, list[tuple[str, int]], int]:
+    """The normalized first frame, the width rungs it gets and its thumbnail's side."""
+    source = _open_checked(data, name, spec.max_pixels)
+    oriented_width, oriented_height = _oriented_size(source)
+    rungs = plan_widths(oriented_width, spec.widths)
+    thumb_side = min(spec.thumbnail_side, oriented_width, oriented_height)
+    _draft_for(source, oriented_width, oriented_height, rungs, thumb_side)
+    return _decode(source, name), rungs, thumb_side
 
 
 def plan_widths(source_width: int, widths: Mapping[str, int]) -> list[tuple[str, int]]:
@@ -122,20 +143,41 @@ def plan_widths(source_width: int, widths: Mapping[str, int]) -> list[tuple[str,
     return planned[::-1]
 
 
+def header_limit_breach(source: str | os.PathLike[str], max_pixels: int) -> str | None:
+    """Which pixel limit the image's header declares a size over, if any, read without decoding
+    pixels. A file Pillow cannot identify breaches nothing here: the renderer rejects it."""
+    try:
+        with Image.open(source) as image:
+            return _pixel_breach(*image.size, max_pixels)
+    except Image.DecompressionBombError as exc:
+        return f"decompression bomb guard: {exc}"
+    except Exception:
+        return None
+
+
+def _pixel_breach(width: int, height: int, max_pixels: int) -> str | None:
+    if width * height <= max_pixels:
+        return None
+    return (
+        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+        "(decompression bomb guard)"
+    )
+
+
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageRejected(name, f"decompression bomb guard: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        # Pillow's message shows the BytesIO's repr, which says nothing about the upload.
+        raise ImageRejected(name, "not a readable image: no image format recognised") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected(name, f"not a readable image: {exc}") from exc
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(
-            name,
-            f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(decompression bomb guard)",
-        )
+    breach = _pixel_breach(width, height, max_pixels)
+    if breach:
+        raise ImageRejected(name, breach)
     if width < 1 or height < 1:
         raise ImageRejected(name, f"empty image {width}x{height}")
     return image

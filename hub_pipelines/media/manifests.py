@@ -26,6 +26,8 @@ class StagedVariant(msgspec.Struct, frozen=True, kw_only=True):
     staged_key: str
     encode_seconds: float
     duration_seconds: float | None = None
+    # Set for PDFs: active content removed per category ({} when there was none).
+    active_content_removed: dict[str, int] | None = None
 
 
 class StagingManifest(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,5 +1,7 @@
-"""Smaller, web-ready PDFs: streams recompressed, objects packed, large images optionally downsampled,
-and linearized ("fast web view") so a browser can show page one before the rest arrives.
+"""Smaller, inert, web-ready PDFs: active content (scripts, launch actions, embedded files, rich
+media, XFA) stripped or the file rejected, streams recompressed, objects packed, large images
+optionally downsampled, and linearized ("fast web view") so a browser can show page one before the
+rest arrives.
 
 qpdf (under pikepdf) repairs damaged files as it opens them; a file it had to repair is reported as
 `repaired`. Encrypted PDFs are rejected, including those that open without a password: rewriting them
@@ -9,18 +11,29 @@ would silently drop the owner's encryption and permission restrictions.
 from __future__ import annotations
 
 import io
+import os
+import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pikepdf
 from pikepdf import Name, PdfImage
 from PIL import Image
+
+from hub_pipelines.media.pdf_active_content import strip_active_content
 
 # Images are downsampled only when well above the target, as Ghostscript does: re-encoding an image
 # that is barely over costs quality for almost no bytes.
 _DOWNSAMPLE_THRESHOLD = 1.5
 _POINTS_PER_INCH = 72.0
 _RECOMPRESSED_JPEG_QUALITY = 85
+# qpdf names its input in every message; for an in-memory upload that is the BytesIO's repr.
+_QPDF_INPUT_NAME = re.compile(r"stream <[^>]*>:?\s*")
+
+
+ActiveContentPolicy = Literal["strip", "reject"]
 
 
 class PdfRejected(ValueError):
@@ -29,7 +42,7 @@ class PdfRejected(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"rejected PDF '{name}': {reason}")
+        super().__init__(f"rejected PDF {name!r}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class OptimizedPdf:
     pages: int
     repaired: bool
     images_downsampled: int = 0
+    active_content_removed: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def savings_ratio(self) -> float:
@@ -49,10 +63,33 @@ class OptimizedPdf:
         return 1 - self.bytes_after / self.bytes_before if self.bytes_before else 0.0
 
 
-def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = None) -> OptimizedPdf:
-    """`data` rewritten smaller and linearized; raises PdfRejected when it cannot be."""
+def optimize_pdf(
+    data: bytes,
+    name: str,
+    downsample_images_dpi: int | None = None,
+    active_content: ActiveContentPolicy = "strip",
+) -> OptimizedPdf:
+    """`data` rewritten inert, smaller and linearized; raises PdfRejected when it cannot be, or when
+    it carries active content and `active_content` is "reject"."""
+    try:
+        return _optimized(data, name, downsample_images_dpi, active_content)
+    except PdfRejected:
+        raise
+    except Exception as exc:
+        # qpdf's repairs surface as assorted exception types on hostile files (RuntimeError,
+        # ValueError, pikepdf's own); each is a file that cannot be published.
+        raise PdfRejected(name, f"damaged beyond repair: {type(exc).__name__}: {_reason(exc)}") from exc
+
+
+def _optimized(
+    data: bytes, name: str, downsample_images_dpi: int | None, active_content: ActiveContentPolicy
+) -> OptimizedPdf:
     with _open_checked(data, name) as pdf:
         repaired = bool(pdf.get_warnings())
+        removed = strip_active_content(pdf)
+        if removed and active_content == "reject":
+            found = ", ".join(f"{category} {count}" for category, count in removed.items())
+            raise PdfRejected(name, f"active content ({found}) and PDFs with active content are rejected")
         downsampled = _downsample_images(pdf, downsample_images_dpi) if downsample_images_dpi else 0
         pdf.remove_unreferenced_resources()
         pages = len(pdf.pages)
@@ -69,11 +106,16 @@ def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = Non
                 deterministic_id=True,
             )
         except pikepdf.PdfError as exc:
-            raise PdfRejected(name, f"could not be rewritten: {exc}") from exc
+            raise PdfRejected(name, f"could not be rewritten: {_reason(exc)}") from exc
     optimized = output.getvalue()
-    with pikepdf.open(io.BytesIO(optimized)) as written:
-        if not written.is_linearized:
-            raise PdfRejected(name, "the rewritten file is not linearized")
+    try:
+        with pikepdf.open(io.BytesIO(optimized)) as written:
+            linearized = written.is_linearized
+    except pikepdf.PdfError as exc:
+        # qpdf can write a repaired file it cannot read back (a page tree with no /Kids).
+        raise PdfRejected(name, f"the rewritten file cannot be reopened: {_reason(exc)}") from exc
+    if not linearized:
+        raise PdfRejected(name, "the rewritten file is not linearized")
     return OptimizedPdf(
         data=optimized,
         bytes_before=len(data),
@@ -81,6 +123,7 @@ def optimize_pdf(data: bytes, name: str, downsample_images_dpi: int | None = Non
         pages=pages,
         repaired=repaired,
         images_downsampled=downsampled,
+        active_content_removed=removed,
     )
 
 
@@ -90,7 +133,7 @@ def _open_checked(data: bytes, name: str) -> pikepdf.Pdf:
     except pikepdf.PasswordError as exc:
         raise PdfRejected(name, "encrypted: a password is required to open it") from exc
     except pikepdf.PdfError as exc:
-        raise PdfRejected(name, f"not a PDF or damaged beyond repair: {exc}") from exc
+        raise PdfRejected(name, f"not a PDF or damaged beyond repair: {_reason(exc)}") from exc
     if pdf.is_encrypted:
         pdf.close()
         raise PdfRejected(name, "encrypted: it has an owner password and permission restrictions")
@@ -98,6 +141,21 @@ def _open_checked(data: bytes, name: str) -> pikepdf.Pdf:
         pdf.close()
         raise PdfRejected(name, "no pages could be recovered")
     return pdf
+
+
+def page_count_breach(source: str | os.PathLike[str], max_pages: int) -> str | None:
+    """Whether the PDF declares more than `max_pages` pages, read from its cross-reference table and
+    page tree without touching content. A file qpdf cannot open breaches nothing here."""
+    try:
+        with pikepdf.open(os.fspath(source)) as pdf:
+            pages = len(pdf.pages)
+    except Exception:
+        return None
+    return f"{pages} pages exceeds the limit of {max_pages}" if pages > max_pages else None
+
+
+def _reason(error: Exception) -> str:
+    return _QPDF_INPUT_NAME.sub("", str(error))
 
 
 def _downsample_images(pdf: pikepdf.Pdf, target_dpi: int) -> int:

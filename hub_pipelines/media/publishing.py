@@ -53,7 +53,7 @@ class PublishFailed(RuntimeError):
         )
         more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
         super().__init__(
-            f"publish of upload '{upload}' failed, nothing recorded: "
+            f"publish of upload {upload!r} failed, nothing recorded: "
             f"{len(failures)} copies not verified: {shown}{more}"
         )
 

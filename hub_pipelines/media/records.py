@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.ports import NOT_SCANNABLE, SqlDatabase
 
 metadata = sa.MetaData()
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -81,6 +81,7 @@ media_variants = sa.Table(
     sa.Column("urls", Json, nullable=False),
     sa.Column("encode_seconds", sa.Float, nullable=False),
     sa.Column("duration_seconds", sa.Float),
+    sa.Column("active_content_removed", Json),
     sa.Index("ix_media_variants_key", "key"),
 )
 
@@ -142,6 +143,7 @@ class VariantRecord:
     urls: Mapping[str, str]
     encode_seconds: float
     duration_seconds: float | None
+    active_content_removed: Mapping[str, int] | None = None
 
 
 def _upsert(database: SqlDatabase, table: sa.Table, values: Mapping[str, Any]) -> None:
@@ -193,14 +195,18 @@ def infected_verdict_for(database: SqlDatabase, partition_key: str) -> ScanRecor
     return _first_record(database, table, ScanRecord, query)
 
 
-def quarantined_uploads(database: SqlDatabase) -> int:
-    """Uploads with an infected verdict whose original was moved to quarantine."""
+def quarantined_uploads(database: SqlDatabase) -> dict[str, int]:
+    """Uploads whose original was moved to quarantine, by reason: `infected` or `not_scannable`."""
     table = media_scan_verdicts
-    query = sa.select(sa.func.count(sa.distinct(table.c.partition_key))).where(
-        table.c.quarantine_key.is_not(None)
+    reason = sa.case((table.c.signature.startswith(NOT_SCANNABLE), "not_scannable"), else_="infected")
+    query = (
+        sa.select(reason, sa.func.count(sa.distinct(table.c.partition_key)))
+        .where(table.c.quarantine_key.is_not(None))
+        .group_by(reason)
     )
     with database.transaction() as connection:
-        return int(connection.execute(query).scalar_one())
+        counted = {str(name): int(count) for name, count in connection.execute(query)}
+    return {"infected": 0, "not_scannable": 0, **counted}
 
 
 def record_content_type(database: SqlDatabase, detected: ContentTypeRecord) -> None:
@@ -239,6 +245,9 @@ def record_publication(
         {
             **variant.__dict__,
             "urls": dict(variant.urls),
+            "active_content_removed": (
+                dict(variant.active_content_removed) if variant.active_content_removed is not None else None
+            ),
             "partition_key": publication.partition_key,
             "source_sha256": publication.sha256,
         }

@@ -156,11 +156,17 @@ class Rendition:
 
 
 def render_renditions(
-    source_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], spec: VideoSpec | None = None
+    source_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    spec: VideoSpec | None = None,
+    *,
+    name: str | None = None,
 ) -> list[Rendition]:
-    """Encode every ladder rung that fits the source into `out_dir/<label>.mp4`, decoding once."""
+    """Encode every ladder rung that fits the source into `out_dir/<label>.mp4`, decoding once.
+
+    `name` is what rejections call the input (the upload's key); by default the file's name."""
     spec = spec or VideoSpec()
-    name = source_name(source_path)
+    name = name or source_name(source_path)
     info = probe_video(source_path, limits=spec.limits, name=name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,8 +202,7 @@ def render_renditions(
         for encoder in encoders:
             encoder.path.unlink(missing_ok=True)
         raise VideoRejected(
-            f"rejected video '{name}': truncated: video ends at {duration:.2f} s "
-            f"of a declared {info.duration_seconds:.2f} s"
+            name, f"truncated: video ends at {duration:.2f} s of a declared {info.duration_seconds:.2f} s"
         )
     wall = time.perf_counter() - started
     return [encoder.rendition(duration, wall) for encoder in encoders]

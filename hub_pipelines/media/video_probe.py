@@ -33,6 +33,11 @@ _STANDARD_RATES = tuple(
 class VideoRejected(ValueError):
     """The input cannot be turned into renditions: corrupt, truncated, over a limit, or not a video."""
 
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"rejected video {name!r}: {reason}")
+
 
 @dataclass(frozen=True)
 class VideoLimits:
@@ -63,17 +68,16 @@ def probe_video(source: Source, *, limits: VideoLimits | None = None, name: str 
     name = name or source_name(source)
     size = _size_of(source)
     if limits and size > limits.max_input_bytes:
-        raise VideoRejected(
-            f"rejected video '{name}': {size} bytes exceeds the limit of {limits.max_input_bytes}"
-        )
+        raise VideoRejected(name, _bytes_breach(size, limits))
     with open_input(source, name) as container:
         stream = first_video_stream(container, name)
         duration = _duration_seconds(container, stream)
-        if limits:
-            _check_limits(name, duration, stream.codec_context.width, stream.codec_context.height, limits)
+        breach = limits and _stream_breach(container, stream, limits)
+        if breach:
+            raise VideoRejected(name, breach)
         first = next(decode_frames(container, name, stream), None)
         if not isinstance(first, VideoFrame):
-            raise VideoRejected(f"rejected video '{name}': no decodable video frame")
+            raise VideoRejected(name, "no decodable video frame")
         rotation = clockwise(first.rotation)
         sar = stream.sample_aspect_ratio or Fraction(1)
         width, height = round(first.width * sar), first.height
@@ -102,9 +106,7 @@ def decode_frames(container: InputContainer, name: str, *streams: Any) -> Iterat
                 at = float(packet.pts * packet.time_base)
             yield from packet.decode()
     except av.error.FFmpegError as error:
-        raise VideoRejected(
-            f"rejected video '{name}': corrupt or truncated at {at:.2f} s: {_reason(error)}"
-        ) from error
+        raise VideoRejected(name, f"corrupt or truncated at {at:.2f} s: {_reason(error)}") from error
 
 
 def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") -> InputContainer:
@@ -114,7 +116,7 @@ def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") 
     try:
         container = av.open(target, "r")
     except av.error.FFmpegError as error:
-        raise VideoRejected(f"rejected video '{name}': cannot open: {_reason(error)}") from error
+        raise VideoRejected(name, f"cannot open: {_reason(error)}") from error
     for stream in container.streams.video:
         stream.thread_type = "AUTO"
         if skip_loop_filter != "default":
@@ -124,7 +126,7 @@ def open_input(source: Source, name: str, *, skip_loop_filter: str = "default") 
 
 def first_video_stream(container: InputContainer, name: str) -> VideoStream:
     if not container.streams.video:
-        raise VideoRejected(f"rejected video '{name}': no video stream")
+        raise VideoRejected(name, "no video stream")
     return container.streams.video[0]
 
 
@@ -134,15 +136,35 @@ def _duration_seconds(container: InputContainer, stream: VideoStream) -> float:
     return container.duration / av.time_base if container.duration else 0.0
 
 
-def _check_limits(name: str, duration: float, width: int, height: int, limits: VideoLimits) -> None:
+def header_limit_breach(source: str | os.PathLike[str], limits: VideoLimits) -> str | None:
+    """Which limit the video's size or container header (duration, coded size) exceeds, if any,
+    without decoding a frame. A file that does not open as a video breaches nothing here: deciding
+    what it is belongs to the renderer."""
+    size = _size_of(source)
+    if size > limits.max_input_bytes:
+        return _bytes_breach(size, limits)
+    try:
+        container = av.open(os.fspath(source), "r")
+    except av.error.FFmpegError:
+        return None
+    with container:
+        if not container.streams.video:
+            return None
+        return _stream_breach(container, container.streams.video[0], limits)
+
+
+def _bytes_breach(size: int, limits: VideoLimits) -> str:
+    return f"{size} bytes exceeds the limit of {limits.max_input_bytes}"
+
+
+def _stream_breach(container: InputContainer, stream: VideoStream, limits: VideoLimits) -> str | None:
+    duration = _duration_seconds(container, stream)
+    width, height = stream.codec_context.width, stream.codec_context.height
     if duration > limits.max_duration_seconds:
-        raise VideoRejected(
-            f"rejected video '{name}': {duration:.1f} s exceeds the limit of {limits.max_duration_seconds:g} s"
-        )
+        return f"{duration:.1f} s exceeds the limit of {limits.max_duration_seconds:g} s"
     if width * height > limits.max_pixels:
-        raise VideoRejected(
-            f"rejected video '{name}': {width}x{height} exceeds the limit of {limits.max_pixels} pixels"
-        )
+        return f"{width}x{height} exceeds the limit of {limits.max_pixels} pixels"
+    return None
 
 
 def _reason(error: av.error.FFmpegError) -> str:

@@ -41,9 +41,10 @@ def extract_stills(
     poster_max_height: int = 1080,
     quality: int = 85,
     limits: VideoLimits | None = None,
+    name: str | None = None,
 ) -> Stills:
     """Thumbnail and poster from the most detailed of the frames at 10 %, 25 % and 50 % of the video."""
-    name = source_name(source_path)
+    name = name or source_name(source_path)
     info = probe_video(source_path, limits=limits or VideoLimits(), name=name)
     with open_input(source_path, name) as container:
         stream = first_video_stream(container, name)
@@ -52,7 +53,7 @@ def extract_stills(
         ]
     found = [frame for frame in candidates if frame is not None]
     if not found:
-        raise VideoRejected(f"rejected video '{name}': no decodable video frame for a thumbnail")
+        raise VideoRejected(name, "no decodable video frame for a thumbnail")
     best = max(found, key=_detail_score)
     image = best.to_image()
     if info.rotation:

@@ -2,7 +2,8 @@
 
 Both implement `hub_pipelines.core.ports.ObjectStorage`: `bucket(name)` hands out an `ObjectStore`
 bound to one bucket. `create_bucket(name)` is idempotent on both, for bootstrap scripts and tests.
-A missing object raises `ObjectNotFound`, a missing bucket `BucketNotFound`.
+A missing object raises `ObjectNotFound`, a missing bucket `BucketNotFound`, a key, prefix or
+bucket name outside `hub_pipelines.resources.object_keys`'s rule `InvalidObjectName`, on every call.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from hub_pipelines.core.ports import BucketNotFound, ObjectInfo, ObjectNotFound
+from hub_pipelines.resources.object_keys import InvalidObjectName, check_key_prefix, check_object_key
 from hub_pipelines.resources.object_storage_local import (
-    SSE_S3,
-    InvalidObjectName,
     LocalObjectStorage,
     LocalObjectStore,
     normalise_metadata,
@@ -35,20 +35,29 @@ __all__ = [
     "InvalidObjectName",
     "LocalObjectStorage",
     "LocalObjectStore",
+    "ObjectNotEncrypted",
     "S3ObjectStorage",
     "S3ObjectStore",
 ]
+
+SSE_S3 = "AES256"
 
 # One lock for all instances: a lock in a PrivateAttr would stop Dagster from deep-copying the resource.
 _CLIENT_CREATION = threading.Lock()
 
 
+class ObjectNotEncrypted(RuntimeError):
+    """The server stored a written object without the server-side encryption the write asked for."""
+
+
 class S3ObjectStorage(dg.ConfigurableResource):
     """Any S3 API through dagster-aws's `S3Resource` (set its `endpoint_url` for SeaweedFS or MinIO).
 
-    Every put and copy asks for server-side encryption (`server_side_encryption`, SSE-S3 by
-    default). Set it to None only for a server that cannot encrypt: SeaweedFS rejects SSE-S3 puts
-    with an InternalError unless it has a key-encryption key (`WEED_S3_SSE_KEK` or `s3.sse.kek`).
+    Every write (put, multipart upload, copy) asks for server-side encryption
+    (`server_side_encryption`, SSE-S3 by default) and reads it back from a HEAD of the new object: an
+    object the server did not encrypt is deleted and the write raises `ObjectNotEncrypted`. Set it to
+    None only for a server that cannot encrypt: SeaweedFS rejects SSE-S3 puts with an InternalError
+    unless it has a key-encryption key (`WEED_S3_SSE_KEK` or `s3.sse.kek`).
     File objects are uploaded in parts of `multipart_chunk_mb` (5 at least, S3's smallest part)
     once larger than `multipart_threshold_mb`; their etag is then S3's multipart etag, not the MD5
     of the bytes. Copies use one `copy_object` call, so an object over 5 GB cannot be copied.
@@ -119,6 +128,7 @@ class S3ObjectStore:
         cache_control: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        check_object_key(self.bucket, key)
         extra: dict[str, Any] = {"Metadata": normalise_metadata(metadata)}
         if self._storage.server_side_encryption:
             extra["ServerSideEncryption"] = self._storage.server_side_encryption
@@ -141,6 +151,7 @@ class S3ObjectStore:
         return b"".join(self.stream(key))
 
     def stream(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        check_object_key(self.bucket, key)
         try:
             body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
         except ClientError as error:
@@ -155,6 +166,7 @@ class S3ObjectStore:
         return chunks()
 
     def head(self, key: str) -> ObjectInfo | None:
+        check_object_key(self.bucket, key)
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
@@ -174,6 +186,7 @@ class S3ObjectStore:
         )
 
     def list_after(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> list[ObjectInfo]:
+        check_key_prefix(self.bucket, prefix)
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after is not None:
             request["StartAfter"] = start_after
@@ -200,6 +213,8 @@ class S3ObjectStore:
 
     def copy(self, source_key: str, dest_key: str, dest_bucket: str | None = None) -> ObjectInfo:
         target = self if dest_bucket is None else S3ObjectStore(self._storage, dest_bucket)
+        check_object_key(self.bucket, source_key)
+        check_object_key(target.bucket, dest_key)
         extra: dict[str, Any] = {}
         if self._storage.server_side_encryption:
             extra["ServerSideEncryption"] = self._storage.server_side_encryption
@@ -221,6 +236,7 @@ class S3ObjectStore:
         return target._head_after_write(dest_key)
 
     def delete(self, key: str) -> None:
+        check_object_key(self.bucket, key)
         try:
             self._client.delete_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
@@ -231,6 +247,14 @@ class S3ObjectStore:
         if info is None:
             raise ObjectNotFound(
                 f"object {key!r} in bucket {self.bucket!r} was deleted right after it was written"
+            )
+        requested = self._storage.server_side_encryption
+        if requested and info.server_side_encryption != requested:
+            # Plaintext must not stay behind: the write did not happen as asked, so neither does the object.
+            self.delete(key)
+            raise ObjectNotEncrypted(
+                f"object {key!r} in bucket {self.bucket!r} was stored with server-side encryption "
+                f"{info.server_side_encryption!r}, not the {requested!r} the write asked for; deleted it"
             )
         return info
 

@@ -20,18 +20,15 @@ from typing import IO, Any
 import dagster as dg
 
 from hub_pipelines.core.ports import BucketNotFound, ObjectInfo, ObjectNotFound
+from hub_pipelines.resources.object_keys import InvalidObjectName, check_key_prefix, check_object_key
 
-SSE_S3 = "AES256"
 _READ_SIZE = 1 << 20
+_MAX_NAME_BYTES = 255
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Sidecars and staged writes live beside the buckets under names no S3 bucket can have (a leading
 # dot), so they never show up in a bucket's listing and never collide with a key.
 _SIDECAR_DIR = ".meta"
 _STAGING_DIR = ".staging"
-
-
-class InvalidObjectName(ValueError):
-    """A bucket name or object key that the local store cannot hold."""
 
 
 def normalise_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
@@ -54,22 +51,14 @@ def _check_bucket_name(name: str) -> None:
         )
 
 
-def _key_problem(key: str) -> str | None:
-    if not key:
-        return "it is empty"
-    if len(key.encode()) > 1024:
-        return "it is longer than 1024 bytes"
-    if "\0" in key:
-        return "it contains a NUL character"
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        return "a local folder cannot hold a leading, trailing or doubled '/', or a '.' or '..' segment"
-    return None
-
-
-def _check_key(bucket: str, key: str) -> None:
-    problem = _key_problem(key)
-    if problem:
-        raise InvalidObjectName(f"object key {key!r} in bucket {bucket!r} is not valid: {problem}")
+def _check_local_key(bucket: str, key: str) -> None:
+    check_object_key(bucket, key)
+    longest = max(len(segment.encode()) for segment in key.split("/"))
+    if longest > _MAX_NAME_BYTES:
+        raise InvalidObjectName(
+            f"object key {key!r} in bucket {bucket!r} cannot be stored locally: a segment of {longest} "
+            f"bytes is longer than a file name may be ({_MAX_NAME_BYTES})"
+        )
 
 
 def _mtime_utc(status: os.stat_result) -> datetime:
@@ -82,8 +71,8 @@ class LocalObjectStorage(dg.ConfigurableResource):
     Content type, cache-control, user metadata and etag sit in a JSON sidecar at
     `<root>/.meta/<bucket>/<key>`. Every write lands in `<root>/.staging` first and is moved into
     place with `os.replace`, so a reader sees the old object or the new one, never half of one.
-    Nothing is encrypted on disk: the `AES256` marker stands in for production's SSE-S3 so code
-    that checks it behaves the same here.
+    Nothing is encrypted on disk, and every object says so: its `server_side_encryption` is None.
+    Keys follow `hub_pipelines.resources.object_keys` on every call, as on S3.
     """
 
     root: str
@@ -137,9 +126,8 @@ class LocalObjectStore:
         return chunks()
 
     def head(self, key: str) -> ObjectInfo | None:
+        _check_local_key(self.bucket, key)
         self._require_bucket()
-        if _key_problem(key):
-            return None
         try:
             with open(self._objects / key, "rb") as file:
                 return self._info(key, file, listing=False)
@@ -147,9 +135,10 @@ class LocalObjectStore:
             return None
 
     def list_after(self, prefix: str, start_after: str | None = None, limit: int = 1000) -> list[ObjectInfo]:
+        check_key_prefix(self.bucket, prefix)
         self._require_bucket()
         folder, _, _ = prefix.rpartition("/")
-        if limit <= 0 or (folder and _key_problem(folder)):
+        if limit <= 0:
             return []
         keys = (
             key
@@ -166,6 +155,8 @@ class LocalObjectStore:
         return infos
 
     def copy(self, source_key: str, dest_key: str, dest_bucket: str | None = None) -> ObjectInfo:
+        _check_local_key(self.bucket, source_key)
+        _check_local_key(dest_bucket or self.bucket, dest_key)
         if dest_bucket is not None:
             _check_bucket_name(dest_bucket)
         target = self if dest_bucket is None else LocalObjectStore(self._root, dest_bucket)
@@ -176,9 +167,8 @@ class LocalObjectStore:
             return target._write(dest_key, chunks_of(source), attributes)
 
     def delete(self, key: str) -> None:
+        _check_local_key(self.bucket, key)
         self._require_bucket()
-        if _key_problem(key):
-            return
         try:
             (self._objects / key).unlink()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -200,16 +190,16 @@ class LocalObjectStore:
             raise BucketNotFound(f"bucket {self.bucket!r} does not exist under {str(self._root)!r}")
 
     def _open(self, key: str) -> IO[bytes]:
+        _check_local_key(self.bucket, key)
         self._require_bucket()
-        _check_key(self.bucket, key)
         try:
             return open(self._objects / key, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"object {key!r} does not exist in bucket {self.bucket!r}") from None
 
     def _write(self, key: str, chunks: Iterable[bytes], attributes: Mapping[str, Any]) -> ObjectInfo:
+        _check_local_key(self.bucket, key)
         self._require_bucket()
-        _check_key(self.bucket, key)
         staging = self._root / _STAGING_DIR
         staging.mkdir(exist_ok=True)
         staged_object = staging / f"{uuid.uuid4().hex}.object"
@@ -230,7 +220,6 @@ class LocalObjectStore:
                 "size": status.st_size,
                 "inode": status.st_ino,
                 "mtime_ns": status.st_mtime_ns,
-                "server_side_encryption": SSE_S3,
             }
             staged_sidecar.write_text(json.dumps(record))
             try:
@@ -253,7 +242,6 @@ class LocalObjectStore:
             last_modified=_mtime_utc(status),
             content_type=record["content_type"],
             cache_control=record["cache_control"],
-            server_side_encryption=SSE_S3,
             metadata=dict(record["metadata"] or {}),
         )
 
@@ -293,7 +281,6 @@ class LocalObjectStore:
             **common,
             content_type=record.get("content_type"),
             cache_control=record.get("cache_control"),
-            server_side_encryption=record.get("server_side_encryption"),
             metadata=dict(record.get("metadata") or {}),
         )
 

@@ -1,10 +1,17 @@
 """Virus scanning: ClamAV's daemon in production, its command-line scanner locally.
 
-Both implement `VirusScanner`. ClamAV cannot download signatures everywhere we run (CI, the local
-demo), so a one-signature database that detects the EICAR test string anywhere in a stream, archives
-included, ships in `clamav/` beside this module: point `database` (clamscan) or clamd's
-`DatabaseDirectory` at `EICAR_TEST_DATABASE` there. ClamAV reports signatures from such unsigned
-databases with a `.UNOFFICIAL` suffix (`Eicar-Test-Signature.UNOFFICIAL`).
+Both implement `VirusScanner` with the same `ScanLimits` (scan_limits.py: the switches and limits
+that also render clamd.conf). A stream is clean only when scanned in full: one that passes a limit,
+ClamAV's (reported as `Heuristics.Limits.Exceeded.<limit>` under `AlertExceedsMax`) or the client's
+own stream cut, gets the verdict "not scannable: limit <limit>". A PDF is scanned twice: as sent, and
+as a viewer reads it (`pdf_decoded_copy`: every stream decoded), since ClamAV's PDF parser misses
+compressed attachments a viewer opens.
+
+ClamAV cannot download signatures everywhere we run (CI, the local demo), so a one-signature database
+that detects the EICAR test string anywhere in a stream, archives included, ships in `clamav/` beside
+this module: point `database` (clamscan) or clamd's `DatabaseDirectory` at `EICAR_TEST_DATABASE`
+there. ClamAV reports signatures from such unsigned databases with a `.UNOFFICIAL` suffix
+(`Eicar-Test-Signature.UNOFFICIAL`).
 """
 
 from __future__ import annotations
@@ -17,55 +24,101 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from hub_pipelines.core.ports import ScannerUnavailable, ScanTooLarge, ScanVerdict
+from hub_pipelines.core.ports import NOT_SCANNABLE, ScannerUnavailable, ScanVerdict
+from hub_pipelines.resources.pdf_decoded_copy import PDF_HEADER_WINDOW, decoded_pdf_copy, looks_like_pdf
+from hub_pipelines.resources.scan_limits import CLAMAV_LIMIT_SIGNATURE, ScanLimits
 
 EICAR_TEST_DATABASE = Path(__file__).parent / "clamav"
-DEFAULT_MAX_STREAM_BYTES = 100 * 1024 * 1024
 CLAMAV_INSTALL = "apt-get install -y clamav"
 
 _FOUND_REPLY = re.compile(r"^stream: (?P<signature>.+) FOUND$")
 _SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
+_READ_SIZE = 1 << 20
 
 
 class ScannerNotInstalled(RuntimeError):
     """The scanner's program is not installed on this machine; retrying will not help."""
 
 
-def _too_large(name: str, limit: int) -> ScanTooLarge:
-    return ScanTooLarge(f"cannot scan '{name}': larger than the scanner's limit of {limit} bytes")
+def _signature_verdict(signature: str, scanner: str, scanned_bytes: int) -> ScanVerdict:
+    if signature.startswith(CLAMAV_LIMIT_SIGNATURE):
+        signature = f"{NOT_SCANNABLE}limit {signature.removeprefix(CLAMAV_LIMIT_SIGNATURE)}"
+    return ScanVerdict(clean=False, signature=signature, scanner=scanner, scanned_bytes=scanned_bytes)
 
 
-def _limited(chunks: Iterable[bytes], name: str, limit: int, piece: int) -> Iterator[bytes]:
-    """The stream re-cut into pieces of at most `piece` bytes, raising before yielding past `limit`."""
-    total = 0
-    for chunk in chunks:
-        for start in range(0, len(chunk), piece):
-            part = chunk[start : start + piece]
-            total += len(part)
-            if total > limit:
-                raise _too_large(name, limit)
-            yield part
+def _not_scannable(reason: str, scanner: str, scanned_bytes: int) -> ScanVerdict:
+    return ScanVerdict(
+        clean=False, signature=f"{NOT_SCANNABLE}{reason}", scanner=scanner, scanned_bytes=scanned_bytes
+    )
+
+
+class _StreamLimitExceeded(Exception):
+    pass
+
+
+@dataclass
+class _Intake:
+    """The stream re-cut into pieces of at most `piece` bytes, stopped before it passes `limit`;
+    `is_pdf` once it starts like a PDF, which is then also kept in `pdf_path` when one is given."""
+
+    pdf_path: Path | None
+    limit: int
+    piece: int
+    taken: int = 0
+    is_pdf: bool = False
+
+    def pieces(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        undecided: list[bytes] | None = []
+        kept: IO[bytes] | None = None
+        try:
+            for chunk in chunks:
+                if undecided is not None:
+                    undecided.append(chunk)
+                    head = b"".join(undecided)[:PDF_HEADER_WINDOW]
+                    if looks_like_pdf(head):
+                        self.is_pdf = True
+                        if self.pdf_path is not None:
+                            kept = self.pdf_path.open("wb")
+                            kept.writelines(undecided)
+                        undecided = None
+                    elif len(head) >= PDF_HEADER_WINDOW:
+                        undecided = None
+                elif kept is not None:
+                    kept.write(chunk)
+                for start in range(0, len(chunk), self.piece):
+                    part = chunk[start : start + self.piece]
+                    if self.taken + len(part) > self.limit:
+                        raise _StreamLimitExceeded
+                    self.taken += len(part)
+                    yield part
+        finally:
+            if kept is not None:
+                kept.close()
 
 
 class ClamdScanner(dg.ConfigurableResource):
     """clamd, ClamAV's daemon, reached over TCP (host, port) or a unix socket.
 
-    Speaks INSTREAM directly: the PyPI clients (clamd, clamdpy, clamav-client) read a file object
-    with their own loop, give no whole-call deadline, and when clamd stops reading at its
-    StreamMaxLength they raise a bare broken-pipe error and lose clamd's size-limit reply, which
-    must become ScanTooLarge (not retryable) rather than ScannerUnavailable (retryable).
+    clamd must run with the same `limits` (its clamd.conf rendered by `ScanLimits.clamd_conf`): the
+    client cuts a stream at `max_stream_bytes` as clamd would. Speaks INSTREAM directly: the PyPI
+    clients (clamd, clamdpy, clamav-client) read a file object with their own loop, give no
+    whole-call deadline, and when clamd stops reading at its StreamMaxLength they raise a bare
+    broken-pipe error and lose clamd's size-limit reply, which must become a "not scannable" verdict
+    rather than ScannerUnavailable (retryable). `timeout_seconds` bounds each INSTREAM call.
     """
 
     host: str = "127.0.0.1"
     port: int = 3310
     unix_socket: str | None = None
-    timeout_seconds: float = 30.0
-    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
+    timeout_seconds: float = 60.0
+    limits: ScanLimits = ScanLimits()
     chunk_bytes: int = 64 * 1024
 
     @property
@@ -73,13 +126,36 @@ class ClamdScanner(dg.ConfigurableResource):
         return self.unix_socket or f"{self.host}:{self.port}"
 
     def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict:
+        with tempfile.TemporaryDirectory(prefix="hub-scan-") as folder:
+            upload = Path(folder) / "upload.pdf"
+            intake = _Intake(upload, self.limits.max_stream_bytes, self.chunk_bytes)
+            try:
+                verdict = self._scan_stream(intake.pieces(chunks), name)
+            except _StreamLimitExceeded:
+                limit = self.limits.max_stream_bytes
+                return _not_scannable(f"limit StreamMaxLength ({limit} bytes)", "clamd", intake.taken)
+            if not verdict.clean or not intake.is_pdf:
+                return verdict
+            decoded = Path(folder) / "decoded.pdf"
+            problem = decoded_pdf_copy(upload, decoded, self.limits)
+            if problem:
+                return _not_scannable(problem, "clamd", verdict.scanned_bytes)
+            with decoded.open("rb") as file:
+                inner = self._scan_stream(iter(lambda: file.read(_READ_SIZE), b""), f"{name} (decoded PDF)")
+        if inner.clean:
+            return verdict
+        return ScanVerdict(
+            clean=False, signature=inner.signature, scanner="clamd", scanned_bytes=verdict.scanned_bytes
+        )
+
+    def _scan_stream(self, pieces: Iterator[bytes], name: str) -> ScanVerdict:
         deadline = time.monotonic() + self.timeout_seconds
         sent = 0
         try:
             with self._connect(deadline) as sock:
                 self._send(sock, b"zINSTREAM\0", deadline)
                 try:
-                    for part in _limited(chunks, name, self.max_stream_bytes, self.chunk_bytes):
+                    for part in pieces:
                         self._send(sock, struct.pack("!L", len(part)) + part, deadline)
                         sent += len(part)
                     self._send(sock, struct.pack("!L", 0), deadline)
@@ -139,9 +215,9 @@ class ClamdScanner(dg.ConfigurableResource):
             return ScanVerdict(clean=True, signature=None, scanner="clamd", scanned_bytes=sent)
         found = _FOUND_REPLY.match(reply)
         if found:
-            return ScanVerdict(clean=False, signature=found["signature"], scanner="clamd", scanned_bytes=sent)
+            return _signature_verdict(found["signature"], "clamd", sent)
         if reply.startswith(_SIZE_LIMIT_REPLY):
-            raise ScanTooLarge(f"cannot scan '{name}': clamd at {self.address} refused it: {reply}")
+            return _not_scannable(f"limit StreamMaxLength (clamd at {self.address}: {reply})", "clamd", sent)
         raise ScannerUnavailable(
             f"clamd at {self.address} could not scan '{name}': {reply or 'connection closed without a reply'}"
         )
@@ -164,7 +240,7 @@ class ClamscanScanner(dg.ConfigurableResource):
     database: str | None = None
     executable: str = "clamscan"
     timeout_seconds: float = 120.0
-    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
+    limits: ScanLimits = ScanLimits()
     _program: str | None = PrivateAttr(default=None)
 
     def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict:
@@ -172,40 +248,40 @@ class ClamscanScanner(dg.ConfigurableResource):
         with tempfile.TemporaryDirectory(prefix="hub-scan-") as folder:
             # The upload's own name never becomes a path: it is untrusted input.
             path = Path(folder) / "stream"
-            written = 0
-            with path.open("wb") as out:
-                for part in _limited(chunks, name, self.max_stream_bytes, 1 << 20):
-                    out.write(part)
-                    written += len(part)
-            completed = self._run(program, path, name)
+            intake = _Intake(None, self.limits.max_stream_bytes, _READ_SIZE)
+            try:
+                with path.open("wb") as out:
+                    out.writelines(intake.pieces(chunks))
+            except _StreamLimitExceeded:
+                limit = self.limits.max_stream_bytes
+                return _not_scannable(f"limit StreamMaxLength ({limit} bytes)", "clamscan", intake.taken)
+            paths = [path]
+            if intake.is_pdf:
+                decoded = Path(folder) / "decoded"
+                problem = decoded_pdf_copy(path, decoded, self.limits)
+                if problem:
+                    return _not_scannable(problem, "clamscan", intake.taken)
+                paths.append(decoded)
+            completed = self._run(program, paths, name)
         if completed.returncode == 0:
-            return ScanVerdict(clean=True, signature=None, scanner="clamscan", scanned_bytes=written)
+            return ScanVerdict(clean=True, signature=None, scanner="clamscan", scanned_bytes=intake.taken)
         if completed.returncode == 1:
-            prefix = f"{path}: "
             for line in completed.stdout.splitlines():
-                if line.startswith(prefix) and line.endswith(" FOUND"):
-                    signature = line[len(prefix) : -len(" FOUND")]
-                    return ScanVerdict(
-                        clean=False, signature=signature, scanner="clamscan", scanned_bytes=written
-                    )
+                for scanned in paths:
+                    prefix = f"{scanned}: "
+                    if line.startswith(prefix) and line.endswith(" FOUND"):
+                        signature = line[len(prefix) : -len(" FOUND")]
+                        return _signature_verdict(signature, "clamscan", intake.taken)
         detail = (completed.stderr or completed.stdout).strip()
         raise ScannerUnavailable(
             f"clamscan could not scan '{name}' (exit code {completed.returncode}): {detail}"
         )
 
-    def _run(self, program: str, path: Path, name: str) -> subprocess.CompletedProcess[str]:
-        # clamscan's own size limits default to 100 MB and skip what they exceed without saying
-        # so; matching them to ours keeps everything we accept fully scanned.
-        args = [
-            program,
-            "--no-summary",
-            "--infected",
-            f"--max-filesize={self.max_stream_bytes}",
-            f"--max-scansize={self.max_stream_bytes}",
-        ]
+    def _run(self, program: str, paths: list[Path], name: str) -> subprocess.CompletedProcess[str]:
+        args = [program, "--no-summary", "--infected", *self.limits.clamscan_arguments()]
         if self.database:
             args.append(f"--database={self.database}")
-        args.append(str(path))
+        args.extend(str(path) for path in paths)
         try:
             return subprocess.run(
                 args, capture_output=True, text=True, timeout=self.timeout_seconds, check=False

@@ -1,11 +1,23 @@
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, uploads_partitions
 from hub_pipelines.assets.tracing import traced_sensor
-from hub_pipelines.core.ports import ObjectInfo, ObjectStorage, ObjectStore
+from hub_pipelines.core.ports import ObjectInfo, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.jobs import MEDIA_PIPELINE
-from hub_pipelines.landing.uploads import UploadCursor, partition_key_for, plan_upload_batch, run_key_for
+from hub_pipelines.landing.upload_records import UploadRecord, record_rejected_object, rejected_upload
+from hub_pipelines.landing.uploads import (
+    RefusedUpload,
+    UploadCursor,
+    key_refusal,
+    partition_key_for,
+    plan_upload_batch,
+    refuse_invalid_keys,
+    run_key_for,
+)
+from hub_pipelines.media.printable import printable
 
 LIST_PAGE = 1000
 
@@ -19,48 +31,77 @@ def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
             return listed
 
 
+def _record_refused(database: SqlDatabase, refused: RefusedUpload) -> None:
+    info = refused.info
+    record_rejected_object(
+        database,
+        UploadRecord(
+            partition_key=refused.partition_key,
+            object_key=printable(info.key),
+            size=info.size,
+            etag=info.etag,
+            sha256=None,
+            content_type_claimed=None,
+            seen_at=datetime.now(UTC),
+        ),
+        refused.reason,
+    )
+
+
 @dg.sensor(
     name="media_uploads_sensor",
     job_name=MEDIA_PIPELINE,
     minimum_interval_seconds=settings.SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers one partition per new upload and runs the media pipeline for it.",
+    description="Registers one partition per new upload and runs the media pipeline for it; an object "
+    "whose key the stores refuse is recorded as rejected in media_uploads instead.",
 )
 @traced_sensor
 def media_uploads_sensor(
-    context: dg.SensorEvaluationContext, objects: dg.ResourceParam[ObjectStorage]
+    context: dg.SensorEvaluationContext,
+    objects: dg.ResourceParam[ObjectStorage],
+    database: dg.ResourceParam[SqlDatabase],
 ) -> dg.SensorResult | dg.SkipReason:
-    prefix = settings.UPLOADS_PREFIX
-    listed = list_uploads(objects.bucket(settings.UPLOADS_BUCKET), prefix)
+    prefix, bucket = settings.UPLOADS_PREFIX, settings.UPLOADS_BUCKET
+    listed = list_uploads(objects.bucket(bucket), prefix)
     instance = context.instance
 
-    def already_registered(info: ObjectInfo) -> bool:
-        return instance.has_dynamic_partition(UPLOADS_PARTITIONS_NAME, partition_key_for(info.key, prefix))
+    def already_taken(info: ObjectInfo) -> bool:
+        partition_key = partition_key_for(info.key, prefix)
+        if key_refusal(bucket, info.key, prefix):
+            return rejected_upload(database, partition_key)
+        return instance.has_dynamic_partition(UPLOADS_PARTITIONS_NAME, partition_key)
 
     batch = plan_upload_batch(
         listed,
         UploadCursor.from_json(context.cursor),
         settings.UPLOADS_PER_TICK,
         settings.UPLOADS_LOOKBACK_SECONDS,
-        already_registered,
+        already_taken,
     )
-    arrivals = batch.new_objects + batch.late_objects
-    if not arrivals:
+    arrivals, refused = refuse_invalid_keys(batch.new_objects + batch.late_objects, bucket, prefix)
+    for rejection in refused:
+        context.log.warning(f"rejected upload: {rejection.reason}")
+        _record_refused(database, rejection)
+    if not arrivals and not refused:
         return dg.SkipReason(f"no new uploads under '{prefix}' ({len(listed)} objects listed)")
     partition_keys = [partition_key_for(info.key, prefix) for info in arrivals]
     context.log.info(
-        f"{len(batch.new_objects)} new and {len(batch.late_objects)} late uploads; "
-        f"{batch.pending_after_batch} left for the next ticks"
+        f"{len(batch.new_objects)} new and {len(batch.late_objects)} late uploads, {len(refused)} of them "
+        f"rejected for their keys; {batch.pending_after_batch} left for the next ticks"
     )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=partition_key,
                 run_key=run_key_for(partition_key, info.etag),
-                tags={"hub/object_key": info.key, "hub/etag": info.etag.strip('"')},
+                tags={"hub/object_key": printable(info.key), "hub/etag": info.etag.strip('"')},
             )
             for partition_key, info in zip(partition_keys, arrivals, strict=True)
         ],
-        dynamic_partitions_requests=[uploads_partitions.build_add_request(sorted(set(partition_keys)))],
+        dynamic_partitions_requests=[uploads_partitions.build_add_request(sorted(set(partition_keys)))]
+        if partition_keys
+        else [],
         cursor=batch.cursor.to_json(),
+        skip_reason=None if arrivals else f"{len(refused)} uploads rejected for their keys, none to run",
     )

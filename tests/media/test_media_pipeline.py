@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,20 +16,25 @@ import sqlalchemy as sa
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.core.ports import ScanVerdict
 from hub_pipelines.core.webhook_signing import EVENT_HEADER, verify_signature
 from hub_pipelines.jobs import media_pipeline_job
+from hub_pipelines.landing.upload_records import upload_outcome
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL
 from hub_pipelines.media.records import (
     dead_letters_from,
     media_publications,
     media_scan_verdicts,
     media_variants,
+    quarantined_uploads,
 )
 from hub_pipelines.resources.cdn import CloudFrontCdn
+from hub_pipelines.resources.scan_limits import ScanLimits
 from hub_pipelines.resources.virus_scanner import ClamdScanner
 from hub_pipelines.sensors.uploads import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
-from tests.media.corpus import encode, photo_like
+from tests.media.corpus import encode, exotic_images, photo_like, zero_png
+from tests.media.pdf_hostile import active_traces, open_action_javascript, script_and_embedded_file
 from tests.media.pipeline_env import (
     MEDIA_ASSETS,
     MEDIA_CHECKS,
@@ -39,6 +46,8 @@ from tests.media.pipeline_env import (
 )
 from tests.media.test_video import write_clip
 from tests.services import free_port
+from tests.services.clamd import ClamdAddress, start_clamd
+from tests.services.seaweedfs import S3Server
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 DOWNSTREAM = {"media/renditions", "media/published", "media/media_record"}
@@ -52,6 +61,10 @@ def rows(world: MediaWorld, table: sa.Table, partition_key: str) -> list[dict]:
     with world.database.transaction() as connection:
         query = sa.select(table).where(table.c.partition_key == partition_key)
         return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def outcome(world: MediaWorld, partition_key: str) -> tuple[str, str | None] | None:
+    return upload_outcome(world.database, partition_key)
 
 
 def test_infected_upload_is_quarantined_recorded_and_stops_its_downstream(media_world: MediaWorld) -> None:
@@ -74,6 +87,8 @@ def test_infected_upload_is_quarantined_recorded_and_stops_its_downstream(media_
     assert not verdict["clean"]
     assert verdict["signature"].startswith("Eicar-Test-Signature")
     assert verdict["quarantine_key"] == object_key
+    status, reason = outcome(media_world, partition) or ("", "")
+    assert status == "quarantined" and (reason or "").startswith("infected: Eicar-Test-Signature")
     (alert,) = media_world.receiver.accepted()
     assert alert.headers[EVENT_HEADER] == "media.upload.quarantined"
     assert json.loads(alert.body)["signature"] == verdict["signature"]
@@ -265,7 +280,8 @@ def test_upload_flows_from_the_sensor_to_every_region_and_a_signed_webhook(
     )
     instance = media_world.instance
 
-    with dg.build_sensor_context(instance=instance, resources={"objects": media_world.storage}) as context:
+    sensor_resources = {"objects": media_world.storage, "database": media_world.database}
+    with dg.build_sensor_context(instance=instance, resources=sensor_resources) as context:
         tick = media_uploads_sensor(context)
 
     assert isinstance(tick, dg.SensorResult)
@@ -285,3 +301,219 @@ def test_upload_flows_from_the_sensor_to_every_region_and_a_signed_webhook(
     (delivery,) = media_world.receiver.accepted()
     assert verify_signature(WEBHOOK_SECRET, delivery.headers, delivery.body)
     assert json.loads(delivery.body)["upload"]["object_key"] == "incoming/2026/brochure v2.pdf"
+
+
+class CountingScanner:
+    """The real clamd scanner, counting the uploads handed to it."""
+
+    def __init__(self, scanner: ClamdScanner) -> None:
+        self.scanner = scanner
+        self.scanned: list[str] = []
+
+    def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict:
+        self.scanned.append(name)
+        return self.scanner.scan(chunks, name)
+
+
+def test_zero_png_bomb_is_rejected_before_the_scan_without_invoking_the_scanner(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("zeros.png", zero_png(20000, 20000), "image/png")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    scanner = CountingScanner(ClamdScanner(host=media_world.clamd.host, port=media_world.clamd.port))
+
+    result = media_world.run(partition, scanner=scanner)
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.startswith(f"rejected upload '{object_key}': image over a limit: ")
+    assert "400000000 pixels" in message
+    assert scanner.scanned == []
+    assert not {"media/scan_verdict", *DOWNSTREAM} & materialized(result)
+    assert rows(media_world, media_scan_verdicts, partition) == []
+    status, reason = outcome(media_world, partition) or ("", "")
+    assert status == "rejected" and (reason or "").startswith("image over a limit: ")
+
+
+def test_clean_upload_is_scanned_once_after_passing_the_limits(media_world: MediaWorld) -> None:
+    partition = media_world.upload("small.jpg", small_jpeg(7), "image/jpeg")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    scanner = CountingScanner(ClamdScanner(host=media_world.clamd.host, port=media_world.clamd.port))
+
+    result = media_world.run(partition, scanner=scanner)
+
+    assert result.success, failure_messages(result)
+    assert scanner.scanned == [object_key]
+
+
+def test_pdf_with_script_and_embedded_file_is_published_inert_and_the_removal_recorded(
+    media_world: MediaWorld,
+) -> None:
+    original = script_and_embedded_file()
+    assert active_traces(original)
+    partition = media_world.upload("invoice.pdf", original, "application/pdf")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    (row,) = rows(media_world, media_variants, partition)
+    assert row["active_content_removed"] == {"embedded_files": 1, "javascript": 1}
+    assert metadata_of(result, "media/renditions")["active_content_removed"] == row["active_content_removed"]
+    for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
+        assert active_traces(media_world.storage.bucket(bucket).get(row["key"])) == []
+
+
+def test_reject_setting_refuses_a_pdf_with_active_content_and_publishes_nothing(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("macro.pdf", open_action_javascript(), "application/pdf")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+
+    result = media_world.run(
+        partition, media_settings=media_world.media_settings(pdf_active_content="reject")
+    )
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.startswith(f"rejected upload '{object_key}': pdf: active content (javascript 1)")
+    status, reason = outcome(media_world, partition) or ("", "")
+    assert status == "rejected" and (reason or "").startswith("pdf: active content (javascript 1)")
+    assert not {"media/published", "media/media_record"} & materialized(result)
+    assert rows(media_world, media_variants, partition) == []
+
+
+def test_heic_photo_claimed_as_video_is_published_as_image_variants(media_world: MediaWorld) -> None:
+    partition = media_world.upload("IMG_0001.HEIC", exotic_images()["iphone.heic"], "video/mp4")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    rendered = metadata_of(result, "media/renditions")
+    assert (rendered["kind"], rendered["detected_mime"], rendered["mime_mismatch"]) == (
+        "image",
+        "image/heic",
+        True,
+    )
+    variants = rows(media_world, media_variants, partition)
+    assert {row["kind"] for row in variants} == {"image"}
+    assert {row["format"] for row in variants} == {"webp", "avif", "jpeg"}
+
+
+def test_rejection_of_a_name_with_a_bidi_override_shows_it_escaped(media_world: MediaWorld) -> None:
+    partition = media_world.upload("invoice\u202efdp.exe", b"MZ\x90\x00 not a picture", "image/jpeg")
+
+    result = media_world.run(partition)
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message.isprintable()
+    assert "invoice\\u202efdp.exe" in message and "unsupported media type" in message
+    assert outcome(media_world, partition) == (
+        "rejected",
+        "unsupported media type application/vnd.microsoft.portable-executable (claimed image/jpeg)",
+    )
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            failure = event.step_failure_data.user_failure_data
+            assert failure is None or all(
+                str(value.value).isprintable() for value in failure.metadata.values()
+            )
+
+
+# Small enough for a few MiB of archive to pass; clamd's own limits answer, not the client's stream cut.
+SMALL_SCAN_LIMITS = ScanLimits(max_stream_bytes=8 << 20, max_file_bytes=1 << 20, max_scan_bytes=2 << 20)
+
+
+@pytest.fixture(scope="module")
+def clamd_with_small_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdAddress]:
+    with start_clamd(tmp_path_factory.mktemp("clamd-media-limits"), SMALL_SCAN_LIMITS) as address:
+        yield address
+
+
+def sse_of(s3_server: S3Server, bucket: str, key: str) -> str | None:
+    """The encryption the server reports for an object, asked by a client of the test's own."""
+    return s3_server.client().head_object(Bucket=bucket, Key=key).get("ServerSideEncryption")
+
+
+def test_upload_clamd_cannot_scan_in_full_is_quarantined_encrypted_and_recorded(
+    media_world: MediaWorld, clamd_with_small_limits: ClamdAddress, s3_server: S3Server
+) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as parts:
+        for index in range(4):
+            parts.writestr(f"part-{index}.bin", bytes(900 << 10))
+    partition = media_world.upload("parts.zip", archive.getvalue(), "application/zip")
+    object_key = f"incoming/{partition.replace('~', '/')}"
+    scanner = ClamdScanner(
+        host=clamd_with_small_limits.host, port=clamd_with_small_limits.port, limits=SMALL_SCAN_LIMITS
+    )
+
+    result = media_world.run(partition, scanner=scanner)
+
+    assert not result.success
+    (message,) = failure_messages(result)
+    assert message == f"rejected upload '{object_key}': not scannable: limit MaxScanSize"
+    assert not DOWNSTREAM & materialized(result)
+    assert media_world.storage.bucket(media_world.buckets.uploads).head(object_key) is None
+    (verdict,) = rows(media_world, media_scan_verdicts, partition)
+    assert verdict["quarantine_key"] == object_key
+    assert outcome(media_world, partition) == ("quarantined", "not scannable: limit MaxScanSize")
+    assert quarantined_uploads(media_world.database) == {"infected": 0, "not_scannable": 1}
+    assert sse_of(s3_server, media_world.buckets.quarantine, object_key) == "AES256"
+    assert media_world.storage.bucket(media_world.buckets.quarantine).get(object_key) == archive.getvalue()
+
+
+def test_published_upload_is_recorded_published_and_its_staging_and_manifests_are_encrypted(
+    media_world: MediaWorld, s3_server: S3Server
+) -> None:
+    partition = media_world.upload("encrypted.jpg", small_jpeg(8), "image/jpeg")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    assert outcome(media_world, partition) == ("published", None)
+    staging = media_world.storage.bucket(media_world.buckets.uploads)
+    staged = [info.key for info in staging.list_after(f"staging/{partition}/")]
+    manifests = {key.rsplit("/", 1)[1] for key in staged if key.endswith(".json")}
+    assert manifests == {"manifest.json", "publication.json"}
+    assert len(staged) > len(rows(media_world, media_variants, partition)) + 1
+    for key in staged:
+        assert sse_of(s3_server, media_world.buckets.uploads, key) == "AES256", key
+    for row in rows(media_world, media_variants, partition):
+        for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
+            assert sse_of(s3_server, bucket, row["key"]) == "AES256"
+
+
+def test_upload_rescanned_after_a_limit_rejection_is_no_longer_recorded_rejected(
+    media_world: MediaWorld,
+) -> None:
+    partition = media_world.upload("wide.jpg", small_jpeg(9), "image/jpeg")
+    refused = media_world.run(partition, media_settings=media_world.media_settings(max_image_pixels=1000))
+    assert not refused.success
+    assert (outcome(media_world, partition) or ("",))[0] == "rejected"
+    ap_southeast = media_world.buckets.regions["ap-southeast"]
+
+    # The runbook's retry: the limit raised, the scan and everything after it re-materialized; here the
+    # publish then fails, so the upload is in the pipeline again, neither rejected nor published.
+    def rescan(**overrides: object) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*MEDIA_ASSETS, *MEDIA_CHECKS],
+            selection=dg.AssetSelection.assets(["media", "scan_verdict"]).downstream(),
+            partition_key=partition,
+            resources=media_world.resources(**overrides),
+            instance=media_world.instance,
+            raise_on_error=False,
+        )
+
+    stalled = rescan(
+        objects=FlakyStorage(media_world.storage, failing=[ap_southeast]),
+        media_settings=media_world.media_settings(publish_attempts=1),
+    )
+    assert not stalled.success
+    assert "media/scan_verdict" in materialized(stalled)
+    assert outcome(media_world, partition) == ("landed", None)
+
+    published_run = rescan()
+    assert published_run.success, failure_messages(published_run)
+    assert "media/uploads" not in materialized(published_run)
+    assert outcome(media_world, partition) == ("published", None)

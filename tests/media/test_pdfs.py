@@ -134,3 +134,17 @@ def test_page_drawn_from_several_content_streams_keeps_all_of_them() -> None:
     with pikepdf.open(io.BytesIO(result.data)) as written:
         contents = written.pages[0].Contents
         assert b"(split)" in b"".join(stream.read_bytes() for stream in contents)
+
+
+def test_pdf_whose_repaired_rewrite_cannot_be_reopened_is_rejected_naming_it() -> None:
+    # A mangled trailer (/Size glued to a non-ASCII byte) sends qpdf into reconstruction; it opens
+    # the file and writes a linearized copy whose page tree root has no /Kids.
+    original = save(text_pdf(), compress_streams=False, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    size = re.search(rb"trailer << /Root 1 0 R /Size (\d+)", original)
+    assert size is not None
+    mangled = original.replace(b"/Size " + size.group(1), b"/Size\xc0" + size.group(1))
+
+    with pytest.raises(
+        PdfRejected, match=r"rejected PDF 'glued.pdf': the rewritten file cannot be reopened: "
+    ):
+        optimize_pdf(mangled, "glued.pdf")

@@ -1,16 +1,28 @@
-"""The uploads sensor against the local object store: cursors, ties, restarts, re-uploads, bounded ticks."""
+"""The uploads sensor against the local object store (cursors, ties, restarts, re-uploads, bounded
+ticks) and against SeaweedFS holding keys the stores refuse."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.core.platform_tables import media_uploads
 from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.media.printable import printable
+from hub_pipelines.resources.object_storage import S3ObjectStorage
+from hub_pipelines.resources.sql_database import PostgresDatabase
+from hub_pipelines.sensors.uploads import media_uploads_sensor
 from tests.platform.conftest import LocalEnvironment
+from tests.services.postgres import PostgresServer
+from tests.services.seaweedfs import S3Server
 
 SENSOR = "media_uploads_sensor"
 
@@ -98,3 +110,94 @@ def test_tick_with_10000_pending_uploads_requests_a_bounded_batch(local_environm
     assert isinstance(second, dg.SensorResult)
     firsts = {r.partition_key for r in result.run_requests or []}
     assert firsts.isdisjoint({r.partition_key for r in second.run_requests or []})
+
+
+# Keys SeaweedFS stores but the key rule refuses, each with the words of its reason (SeaweedFS itself
+# refuses NUL, "." and ".." segments and over-long keys, and turns a backslash into "/").
+HOSTILE_KEYS = {
+    "line\nbreak.jpg": "control character U+000A",
+    "carriage\rreturn.jpg": "control character U+000D",
+    "ansi\x1b[31mred.jpg": "control character U+001B",
+    "delete\x7f.jpg": "control character U+007F",
+    "c1\x85next-line.jpg": "control character U+0085",
+    "folder-marker/": "empty, '.' or '..' segment",
+    # Valid, but 1210 bytes once percent-encoded: the staged renditions' keys would pass 1024 bytes.
+    "/".join([" " * 100] * 4) + "/x.jpg": "too long to process",
+}
+
+
+@pytest.fixture
+def hostile_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    bucket = f"hostile-{secrets.token_hex(3)}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    # Written with a bare client, as any uploader with bucket access could: our stores would refuse these keys.
+    for name in [*HOSTILE_KEYS, "good-before.jpg", "zz-good-after.jpg"]:
+        client.put_object(
+            Bucket=bucket, Key=settings.UPLOADS_PREFIX + name, Body=b"bytes", ServerSideEncryption="AES256"
+        )
+    monkeypatch.setattr(settings, "UPLOADS_BUCKET", bucket)
+    return bucket
+
+
+def _upload_rows(database: PostgresDatabase) -> dict[str, dict]:
+    with database.transaction() as connection:
+        return {
+            row["partition_key"]: dict(row) for row in connection.execute(sa.select(media_uploads)).mappings()
+        }
+
+
+def test_keys_the_stores_refuse_are_recorded_rejected_and_never_run(
+    s3_server: S3Server, postgres_database: PostgresServer, hostile_bucket: str
+) -> None:
+    storage = S3ObjectStorage(
+        s3=S3Resource(
+            endpoint_url=s3_server.endpoint_url,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            region_name=s3_server.region,
+        )
+    )
+    database = PostgresDatabase(url=postgres_database.url, migrate_schema=True)
+    resources = {"objects": storage, "database": database}
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                result = media_uploads_sensor(context)
+            assert isinstance(result, dg.SensorResult | dg.SkipReason)
+            return result
+
+        first = tick(None)
+        assert isinstance(first, dg.SensorResult)
+        requested = [
+            object_key_for(r.partition_key or "", settings.UPLOADS_PREFIX) for r in first.run_requests or []
+        ]
+        good = [settings.UPLOADS_PREFIX + "good-before.jpg", settings.UPLOADS_PREFIX + "zz-good-after.jpg"]
+        assert sorted(requested) == good
+        uploads = storage.bucket(hostile_bucket)
+        assert all(uploads.head(key) is not None for key in requested)
+        (registered,) = first.dynamic_partitions_requests or []
+        assert sorted(registered.partition_keys or []) == sorted(
+            r.partition_key for r in first.run_requests or []
+        )
+
+        rows = _upload_rows(database)
+        assert len(rows) == len(HOSTILE_KEYS)
+        by_key = {row["object_key"]: row for row in rows.values()}
+        for name, reason in HOSTILE_KEYS.items():
+            row = by_key[printable(settings.UPLOADS_PREFIX + name)]
+            assert row["status"] == "rejected"
+            assert reason in row["status_reason"]
+            assert repr(settings.UPLOADS_PREFIX + name) in row["status_reason"]
+            assert row["object_key"].isprintable() and row["status_reason"].isprintable()
+            assert (
+                object_key_for(row["partition_key"], settings.UPLOADS_PREFIX)
+                == settings.UPLOADS_PREFIX + name
+            )
+
+        instance.add_dynamic_partitions(registered.partitions_def_name, list(registered.partition_keys or []))
+        again = tick(first.cursor)
+        assert isinstance(again, dg.SkipReason), again
+        assert _upload_rows(database) == rows
+    database.dispose()

@@ -13,17 +13,27 @@ from pathlib import Path
 
 import pytest
 from dagster_aws.s3 import S3Resource
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub_pipelines.core.ports import BucketNotFound, ObjectInfo, ObjectNotFound, ObjectStore
+from hub_pipelines.resources.object_keys import check_object_key
 from hub_pipelines.resources.object_storage import (
+    SSE_S3,
     InvalidObjectName,
     LocalObjectStorage,
+    ObjectNotEncrypted,
     S3ObjectStorage,
 )
 from tests.services.seaweedfs import S3Server
 
 Storage = LocalObjectStorage | S3ObjectStorage
 MIB = 1 << 20
+
+
+def reported_encryption(storage: Storage) -> str | None:
+    """S3 encrypts every write with SSE-S3; the local store encrypts nothing and must say so."""
+    return SSE_S3 if isinstance(storage, S3ObjectStorage) else None
 
 
 def new_bucket_name() -> str:
@@ -212,7 +222,9 @@ def test_list_after_only_returns_keys_under_the_prefix(store: ObjectStore) -> No
     assert store.list_after("nothing-here/") == []
 
 
-def test_copy_within_the_bucket_keeps_content_type_cache_control_and_metadata(store: ObjectStore) -> None:
+def test_copy_within_the_bucket_keeps_content_type_cache_control_and_metadata(
+    storage: Storage, store: ObjectStore
+) -> None:
     store.put(
         "incoming/cat.jpg",
         b"\xff\xd8jpeg",
@@ -228,12 +240,12 @@ def test_copy_within_the_bucket_keeps_content_type_cache_control_and_metadata(st
     assert copied.content_type == "image/jpeg"
     assert copied.cache_control == "public, max-age=31536000, immutable"
     assert copied.metadata == {"owner": "user-3"}
-    assert copied.server_side_encryption == "AES256"
+    assert copied.server_side_encryption == reported_encryption(storage)
     assert store.get("incoming/cat.jpg") == b"\xff\xd8jpeg"
 
 
 def test_copy_to_another_bucket_keeps_content_type_and_metadata(
-    store: ObjectStore, make_store: Callable[[], ObjectStore]
+    storage: Storage, store: ObjectStore, make_store: Callable[[], ObjectStore]
 ) -> None:
     archive = make_store()
     store.put("orders/17.json", b'{"id": 17}', content_type="application/json", metadata={"tenant": "acme"})
@@ -244,7 +256,7 @@ def test_copy_to_another_bucket_keeps_content_type_and_metadata(
     assert copied == archive.head("2024/orders/17.json")
     assert copied.content_type == "application/json"
     assert copied.metadata == {"tenant": "acme"}
-    assert copied.server_side_encryption == "AES256"
+    assert copied.server_side_encryption == reported_encryption(storage)
     assert store.head("2024/orders/17.json") is None
 
 
@@ -273,12 +285,12 @@ def test_deleted_prefix_can_be_reused_as_a_key(store: ObjectStore) -> None:
     assert [info.key for info in store.list_after("")] == ["reports"]
 
 
-def test_every_put_is_reported_encrypted_on_head(store: ObjectStore) -> None:
-    store.put("secret.bin", b"\x00" * 10)
-    store.put("streamed.bin", io.BytesIO(b"\x01" * 10))
+def test_every_put_reports_the_encryption_the_storage_performs(storage: Storage, store: ObjectStore) -> None:
+    put = store.put("secret.bin", b"\x00" * 10)
+    streamed = store.put("streamed.bin", io.BytesIO(b"\x01" * 10))
 
-    assert head_of(store, "secret.bin").server_side_encryption == "AES256"
-    assert head_of(store, "streamed.bin").server_side_encryption == "AES256"
+    for info in (put, streamed, head_of(store, "secret.bin"), head_of(store, "streamed.bin")):
+        assert info.server_side_encryption == reported_encryption(storage)
 
 
 def test_cache_control_round_trips(store: ObjectStore) -> None:
@@ -322,16 +334,6 @@ def test_create_bucket_twice_is_not_an_error(storage: Storage) -> None:
     assert storage.bucket(name).get("kept") == b"data"
 
 
-def test_s3_put_of_a_large_file_object_is_a_multipart_upload(s3_server: S3Server) -> None:
-    storage = s3_object_storage(s3_server)
-    name = new_bucket_name()
-    storage.create_bucket(name)
-
-    info = storage.bucket(name).put("big.bin", io.BytesIO(bytes(11 * MIB)))
-
-    assert info.etag.endswith("-3")
-
-
 @pytest.fixture
 def local_storage(tmp_path: Path) -> Iterator[LocalObjectStorage]:
     storage = LocalObjectStorage(root=str(tmp_path / "objects"))
@@ -365,14 +367,221 @@ def test_local_store_leaves_no_staged_files_behind(local_storage: LocalObjectSto
     assert os.listdir(Path(local_storage.root) / ".staging") == []
 
 
-def test_local_store_rejects_keys_a_folder_cannot_hold(local_storage: LocalObjectStorage) -> None:
+def test_local_store_rejects_a_key_that_is_both_an_object_and_a_prefix_and_a_bad_bucket_name(
+    local_storage: LocalObjectStorage,
+) -> None:
     store = local_storage.bucket("media")
     store.put("a/b", b"x")
 
-    for key in ["", "/abs", "a//b", "a/../escape", "trailing/"]:
-        with pytest.raises(InvalidObjectName, match="not valid"):
-            store.put(key, b"x")
     with pytest.raises(InvalidObjectName, match="both an object and a prefix"):
         store.put("a", b"x")
     with pytest.raises(InvalidObjectName, match="bucket name"):
         local_storage.bucket("../etc")
+    with pytest.raises(InvalidObjectName, match="a segment of 256 bytes"):
+        store.put("a/" + "k" * 256, b"x")
+
+
+def test_local_store_keeps_the_plaintext_on_disk_and_reports_no_encryption(
+    local_storage: LocalObjectStorage,
+) -> None:
+    store = local_storage.bucket("media")
+    canary = b"canary " + uuid.uuid4().hex.encode()
+
+    put = store.put("private/canary.txt", canary)
+    copied = store.copy("private/canary.txt", "private/copy.txt")
+
+    folder = Path(local_storage.root) / "media" / "private"
+    assert (folder / "canary.txt").read_bytes() == canary
+    assert (folder / "copy.txt").read_bytes() == canary
+    assert put.server_side_encryption is None
+    assert copied.server_side_encryption is None
+    assert head_of(store, "private/canary.txt").server_side_encryption is None
+
+
+HOSTILE_KEYS = {
+    "empty": "",
+    "parent segment": "../escape",
+    "traversal inside": "uploads/../../etc/passwd",
+    "trailing parent": "uploads/..",
+    "current segment": "uploads/./x.jpg",
+    "leading slash": "/etc/passwd",
+    "doubled slash": "uploads//x.jpg",
+    "trailing slash": "uploads/",
+    "backslash traversal": "uploads\\..\\..\\x",
+    "NUL": "uploads/x.jpg\0.png",
+    "newline": "uploads/x\ny.jpg",
+    "carriage return": "uploads/x\r.jpg",
+    "escape sequence": "uploads/\x1b[2Jx.jpg",
+    "DEL": "uploads/x\x7f.jpg",
+    "C1 control": "uploads/x\x85.jpg",
+    "1025 bytes": "k" * 1025,
+    "1026 bytes of two-byte characters": "é" * 513,
+    "lone surrogate": "uploads/\ud800.jpg",
+}
+
+STORE_CALLS: dict[str, Callable[[ObjectStore, str], object]] = {
+    "put bytes": lambda store, key: store.put(key, b"x"),
+    "put a file object (multipart path)": lambda store, key: store.put(key, io.BytesIO(b"x")),
+    "get": lambda store, key: store.get(key),
+    "stream": lambda store, key: store.stream(key),
+    "head": lambda store, key: store.head(key),
+    "list prefix": lambda store, key: store.list_after(key + "/"),
+    "copy from": lambda store, key: store.copy(key, "valid/destination"),
+    "copy to": lambda store, key: store.copy("valid/source", key),
+    "copy to another bucket": lambda store, key: store.copy("valid/source", key, dest_bucket=store.bucket),
+    "delete": lambda store, key: store.delete(key),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_key_stores(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> dict[str, ObjectStore]:
+    """One bucket per storage holding only `valid/source`, shared by the many hostile-key cases."""
+    storages: dict[str, Storage] = {
+        "local": LocalObjectStorage(root=str(tmp_path_factory.mktemp("objects"))),
+        "s3": s3_object_storage(s3_server),
+    }
+    stores = {}
+    for name, storage in storages.items():
+        bucket = new_bucket_name()
+        storage.create_bucket(bucket)
+        stores[name] = storage.bucket(bucket)
+        stores[name].put("valid/source", b"source")
+    return stores
+
+
+@pytest.mark.parametrize("which", ["local", "s3"])
+@pytest.mark.parametrize("call", list(STORE_CALLS))
+@pytest.mark.parametrize("key", list(HOSTILE_KEYS.values()), ids=list(HOSTILE_KEYS))
+def test_every_store_call_refuses_a_hostile_key_and_stores_nothing(
+    hostile_key_stores: dict[str, ObjectStore], which: str, call: str, key: str
+) -> None:
+    store = hostile_key_stores[which]
+
+    with pytest.raises(InvalidObjectName, match=rf"in bucket '{store.bucket}' is not valid: "):
+        STORE_CALLS[call](store, key)
+
+    assert [info.key for info in store.list_after("")] == ["valid/source"]
+
+
+# 1024 bytes of UTF-8, the longest key, in segments no longer than a local file name may be (255 bytes).
+LONGEST_KEYS = [("k" * 254 + "/") * 4 + "kkkk", ("é" * 127 + "/") * 4 + "éé"]
+
+
+@pytest.mark.parametrize("key", ["uploads/2024/ünïcödé file (1).jpg", "a..b/.c/d.", *LONGEST_KEYS])
+def test_unusual_but_valid_keys_round_trip_on_both_stores(store: ObjectStore, key: str) -> None:
+    store.put(key, b"kept")
+
+    assert store.get(key) == b"kept"
+    assert head_of(store, key).key == key
+    assert [info.key for info in store.list_after("")] == [key]
+    store.delete(key)
+    assert store.head(key) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "/", ".", "..", "\\", "\0", "\n", "é", "~"]), max_size=12).map("".join))
+def test_a_key_the_rule_accepts_never_leaves_the_bucket_folder(key: str) -> None:
+    try:
+        check_object_key("media", key)
+    except InvalidObjectName:
+        return
+    root = "/srv/objects/media"
+    resolved = os.path.normpath(os.path.join(root, key))
+
+    assert resolved == f"{root}/{key}"
+
+
+def s3_head(server: S3Server, bucket: str, key: str) -> dict[str, object]:
+    """What the server itself answers for the object, read without the code under test."""
+    return dict(server.client().head_object(Bucket=bucket, Key=key))
+
+
+def test_s3_multipart_upload_is_encrypted_and_verified(s3_server: S3Server) -> None:
+    storage = s3_object_storage(s3_server)
+    bucket = new_bucket_name()
+    storage.create_bucket(bucket)
+
+    info = storage.bucket(bucket).put("videos/raw.mov", io.BytesIO(bytes(11 * MIB)))
+
+    assert info.etag.endswith("-3")
+    assert info.server_side_encryption == SSE_S3
+    assert s3_head(s3_server, bucket, "videos/raw.mov")["ServerSideEncryption"] == SSE_S3
+
+
+def test_s3_quarantine_move_to_another_bucket_is_encrypted_and_verified(s3_server: S3Server) -> None:
+    storage = s3_object_storage(s3_server)
+    uploads, quarantine = new_bucket_name(), new_bucket_name()
+    storage.create_bucket(uploads)
+    storage.create_bucket(quarantine)
+    storage.bucket(uploads).put("uploads/2024/eicar.com", b"infected bytes")
+
+    moved = storage.bucket(uploads).copy(
+        "uploads/2024/eicar.com", "quarantine/uploads/2024/eicar.com", dest_bucket=quarantine
+    )
+    storage.bucket(uploads).delete("uploads/2024/eicar.com")
+
+    assert moved.server_side_encryption == SSE_S3
+    head = s3_head(s3_server, quarantine, "quarantine/uploads/2024/eicar.com")
+    assert head["ServerSideEncryption"] == SSE_S3
+    assert storage.bucket(uploads).head("uploads/2024/eicar.com") is None
+
+
+def test_s3_manifest_sized_put_is_encrypted_and_verified(s3_server: S3Server) -> None:
+    storage = s3_object_storage(s3_server)
+    bucket = new_bucket_name()
+    storage.create_bucket(bucket)
+    manifest = b'{"variants": [' + b",".join(b'{"key": "v%d.webp"}' % n for n in range(40)) + b"]}"
+
+    info = storage.bucket(bucket).put(
+        "staging/manifests/upload-1.json", manifest, content_type="application/json"
+    )
+
+    assert info.server_side_encryption == SSE_S3
+    assert s3_head(s3_server, bucket, "staging/manifests/upload-1.json")["ServerSideEncryption"] == SSE_S3
+
+
+def files_containing(folder: Path, needle: bytes) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def test_s3_objects_are_encrypted_in_seaweedfs_volume_files(s3_server: S3Server) -> None:
+    if s3_server.data_folder is None:
+        pytest.fail("reading the bytes at rest needs the suite's own SeaweedFS, not HUB_TEST_S3_ENDPOINT")
+    storage = s3_object_storage(s3_server)
+    bucket = new_bucket_name()
+    storage.create_bucket(bucket)
+    plain_canary = b"plaintext-canary-" + uuid.uuid4().hex.encode()
+    sealed_canary = b"sealed-canary-" + uuid.uuid4().hex.encode()
+    noise = random.Random(5).randbytes
+    # Between random bytes, so the server cannot compress the canary away.
+    s3_server.client().put_object(
+        Bucket=bucket, Key="control.bin", Body=noise(4096) + plain_canary + noise(4096)
+    )
+
+    storage.bucket(bucket).put("sealed.bin", noise(4096) + sealed_canary + noise(4096))
+    storage.bucket(bucket).put(
+        "sealed-multipart.bin", io.BytesIO(noise(6 * MIB) + sealed_canary + noise(MIB))
+    )
+    storage.bucket(bucket).copy("sealed.bin", "sealed-copy.bin")
+
+    # The control proves the search reads the volumes: an object written without SSE is found there.
+    assert files_containing(s3_server.data_folder, plain_canary)
+    assert files_containing(s3_server.data_folder, sealed_canary) == []
+
+
+def test_s3_write_the_server_stores_unencrypted_is_deleted_and_raises(s3_server: S3Server) -> None:
+    storage = s3_object_storage(s3_server)
+    bucket = new_bucket_name()
+    storage.create_bucket(bucket)
+
+    def drop_encryption_header(request: object, **_: object) -> None:
+        # A proxy or server that ignores the header: the real server then stores plaintext.
+        del request.headers["x-amz-server-side-encryption"]  # type: ignore[attr-defined]
+
+    storage.client.meta.events.register("before-sign.s3.PutObject", drop_encryption_header)
+
+    with pytest.raises(ObjectNotEncrypted, match=rf"'orders/1\.json' in bucket '{bucket}'.*None.*'AES256'"):
+        storage.bucket(bucket).put("orders/1.json", b"{}")
+    assert storage.bucket(bucket).head("orders/1.json") is None

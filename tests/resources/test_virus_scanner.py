@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import random
+import resource
 import socket
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from hub_pipelines.core.ports import ScannerUnavailable, ScanTooLarge, VirusScanner
+from hub_pipelines.core.ports import ScannerUnavailable, VirusScanner
+from hub_pipelines.resources.scan_limits import ScanLimits, production_clamd_conf
 from hub_pipelines.resources.virus_scanner import (
     EICAR_TEST_DATABASE,
     ClamdScanner,
@@ -128,7 +132,7 @@ def test_clean_media_and_documents_are_clean(
     assert verdict.scanned_bytes == len(data)
 
 
-def test_stream_over_the_limit_raises_scan_too_large_without_reading_further(
+def test_stream_over_the_stream_limit_is_not_scannable_without_reading_further(
     make_scanner: ScannerFactory,
 ) -> None:
     pulled: list[int] = []
@@ -138,8 +142,11 @@ def test_stream_over_the_limit_raises_scan_too_large_without_reading_further(
             pulled.append(index)
             yield b"x" * 600
 
-    with pytest.raises(ScanTooLarge, match=r"huge\.bin"):
-        make_scanner(max_stream_bytes=1000).scan(chunks(), "huge.bin")
+    verdict = make_scanner(limits=ScanLimits(max_stream_bytes=1000)).scan(chunks(), "huge.bin")
+
+    assert not verdict.clean
+    assert verdict.signature == "not scannable: limit StreamMaxLength (1000 bytes)"
+    assert verdict.reason == verdict.signature
     assert len(pulled) == 2
 
 
@@ -165,16 +172,21 @@ def test_clamd_that_never_answers_raises_scanner_unavailable() -> None:
 
 @pytest.fixture(scope="module")
 def clamd_with_one_megabyte_limit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdAddress]:
-    with start_clamd(tmp_path_factory.mktemp("clamd-small"), stream_max_length="1M") as address:
+    folder = tmp_path_factory.mktemp("clamd-small")
+    with start_clamd(folder, ScanLimits(max_stream_bytes=1 << 20)) as address:
         yield address
 
 
-def test_clamd_own_stream_limit_raises_scan_too_large(clamd_with_one_megabyte_limit: ClamdAddress) -> None:
+def test_clamd_own_stream_limit_is_not_scannable(clamd_with_one_megabyte_limit: ClamdAddress) -> None:
     server = clamd_with_one_megabyte_limit
     scanner = ClamdScanner(host=server.host, port=server.port)
 
-    with pytest.raises(ScanTooLarge, match=r"big\.bin.*size limit exceeded"):
-        scanner.scan(in_chunks(b"y" * (3 << 20), 1 << 16), "big.bin")
+    verdict = scanner.scan(in_chunks(b"y" * (3 << 20), 1 << 16), "big.bin")
+
+    assert not verdict.clean
+    assert verdict.signature is not None
+    assert verdict.signature.startswith("not scannable: limit StreamMaxLength")
+    assert "size limit exceeded" in verdict.signature
 
 
 def test_clamd_over_its_unix_socket_detects_eicar(clamd_with_one_megabyte_limit: ClamdAddress) -> None:
@@ -196,3 +208,142 @@ def test_missing_clamscan_raises_scanner_not_installed_with_the_install_command(
 
     with pytest.raises(ScannerNotInstalled, match="apt-get install -y clamav"):
         scanner.scan([b"data"], "photo.jpg")
+
+
+def pdf_with_eicar_attachment(*, object_streams: bool) -> bytes:
+    """EICAR as a PDF attachment, written as pikepdf writes one: a flate-compressed EmbeddedFile
+    stream, its file spec and name tree in compressed object streams when `object_streams`."""
+    document = pikepdf.new()
+    document.add_blank_page(page_size=(595, 842))
+    document.attachments["readme.com"] = pikepdf.AttachedFileSpec(document, EICAR, filename="readme.com")
+    out = io.BytesIO()
+    mode = pikepdf.ObjectStreamMode.generate if object_streams else pikepdf.ObjectStreamMode.preserve
+    document.save(out, compress_streams=True, object_stream_mode=mode)
+    return out.getvalue()
+
+
+def test_eicar_in_a_flate_compressed_pdf_attachment_is_infected(make_scanner: ScannerFactory) -> None:
+    document = pdf_with_eicar_attachment(object_streams=False)
+    assert EICAR not in document
+    assert b"/EmbeddedFile" in document and b"/FlateDecode" in document
+
+    verdict = make_scanner().scan(in_chunks(document, 300), "invoice.pdf")
+
+    assert not verdict.clean
+    assert verdict.signature is not None
+    assert verdict.signature.startswith(EICAR_SIGNATURE)
+    assert verdict.scanned_bytes == len(document)
+
+
+def test_eicar_attachment_listed_only_inside_a_compressed_object_stream_is_infected(
+    make_scanner: ScannerFactory,
+) -> None:
+    document = pdf_with_eicar_attachment(object_streams=True)
+    assert EICAR not in document
+    assert b"/ObjStm" in document and b"/EmbeddedFiles" not in document
+
+    verdict = make_scanner().scan([document], "report.pdf")
+
+    assert not verdict.clean
+    assert verdict.signature is not None
+    assert verdict.signature.startswith(EICAR_SIGNATURE)
+
+
+def test_pdf_no_pdf_reader_can_open_is_not_scannable(make_scanner: ScannerFactory) -> None:
+    verdict = make_scanner().scan([b"%PDF-1.7\n" + bytes(range(256)) * 8], "broken.pdf")
+
+    assert not verdict.clean
+    assert verdict.signature is not None
+    assert verdict.signature.startswith("not scannable: unreadable PDF")
+
+
+# Small enough to hit with a few MiB; the stream limit stays above them so ClamAV's own limits answer.
+SMALL_LIMITS = ScanLimits(max_stream_bytes=8 << 20, max_file_bytes=1 << 20, max_scan_bytes=2 << 20)
+
+
+@pytest.fixture(scope="module")
+def clamd_with_small_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdAddress]:
+    with start_clamd(tmp_path_factory.mktemp("clamd-limits"), SMALL_LIMITS) as address:
+        yield address
+
+
+@pytest.fixture(params=["clamd", "clamscan"])
+def small_limits_scanner(request: pytest.FixtureRequest) -> VirusScanner:
+    if request.param == "clamd":
+        server: ClamdAddress = request.getfixturevalue("clamd_with_small_limits")
+        return ClamdScanner(host=server.host, port=server.port, limits=SMALL_LIMITS)
+    return ClamscanScanner(database=str(EICAR_TEST_DATABASE), limits=SMALL_LIMITS)
+
+
+def test_file_past_max_file_size_is_not_scannable_not_clean(small_limits_scanner: VirusScanner) -> None:
+    data = random.Random(1).randbytes(3 << 19)
+
+    verdict = small_limits_scanner.scan(in_chunks(data, 1 << 16), "big.bin")
+
+    assert not verdict.clean
+    assert verdict.signature == "not scannable: limit MaxFileSize"
+
+
+def test_archive_expanding_past_max_scan_size_is_not_scannable_not_clean(
+    small_limits_scanner: VirusScanner,
+) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(4):
+            archive.writestr(f"part-{index}.bin", bytes(900 << 10))
+    assert len(out.getvalue()) < SMALL_LIMITS.max_file_bytes
+
+    verdict = small_limits_scanner.scan([out.getvalue()], "parts.zip")
+
+    assert not verdict.clean
+    assert verdict.signature == "not scannable: limit MaxScanSize"
+
+
+def test_pdf_decoding_past_the_size_limits_is_not_scannable_not_clean(
+    small_limits_scanner: VirusScanner,
+) -> None:
+    document = pikepdf.new()
+    document.add_blank_page(page_size=(595, 842))
+    document.Root.Bomb = document.make_stream(
+        zlib.compress(bytes(3 << 20), 9), Filter=pikepdf.Name.FlateDecode
+    )
+    out = io.BytesIO()
+    document.save(out, compress_streams=False, stream_decode_level=pikepdf.StreamDecodeLevel.none)
+    assert len(out.getvalue()) < 64 << 10
+
+    verdict = small_limits_scanner.scan([out.getvalue()], "bomb.pdf")
+
+    assert not verdict.clean
+    assert verdict.signature is not None
+    assert verdict.signature.startswith("not scannable: limit ")
+
+
+def test_clamscan_of_a_20000_pixel_square_png_of_zeros_stays_under_300_mb() -> None:
+    width = height = 20_000
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(bytes(width + 1)) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
+
+    header = struct.pack("!IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+    verdict = ClamscanScanner(database=str(EICAR_TEST_DATABASE)).scan([png], "zeros.png")
+
+    assert verdict.clean
+    # ru_maxrss (KiB) is the largest of every child this process has waited for: clamscan among them.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 300 << 10
+
+
+def test_production_clamd_conf_is_the_generated_one_with_every_limit_alerting() -> None:
+    deployed = (Path(__file__).parents[2] / "deploy" / "clamav" / "clamd.conf").read_text()
+
+    assert deployed == production_clamd_conf()
+    options = dict(line.split(" ", 1) for line in deployed.splitlines() if not line.startswith("#"))
+    assert options["ScanPDF"] == options["ScanArchive"] == options["AlertExceedsMax"] == "yes"
+    limits = ScanLimits()
+    assert options["MaxFileSize"] == str(limits.max_file_bytes)
+    assert options["MaxScanSize"] == str(limits.max_scan_bytes)
+    assert f"--max-filesize={limits.max_file_bytes}" in limits.clamscan_arguments()
+    assert "--alert-exceeds-max=yes" in limits.clamscan_arguments()

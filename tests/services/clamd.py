@@ -1,8 +1,9 @@
 """clamd, ClamAV's daemon, loaded with the EICAR test database the package ships.
 
 Fixture `clamd_server` yields a `ClamdAddress`. Set HUB_TEST_CLAMD=host:port to use a running clamd
-instead (it must detect the EICAR test string). `start_clamd` starts further daemons with other
-settings (a small StreamMaxLength, say).
+instead (it must detect the EICAR test string and run with `ScanLimits()`'s settings). `start_clamd`
+starts further daemons with other limits (a small StreamMaxLength, say). Every clamd here gets its
+clamd.conf from `ScanLimits.clamd_conf`, the generator of production's `deploy/clamav/clamd.conf`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hub_pipelines.resources.scan_limits import ScanLimits
 from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE
 from tests.services import free_port, require_binary, start_process, stop_process, wait_until
 
@@ -36,28 +38,23 @@ def clamd_answers_ping(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def start_clamd(folder: Path, stream_max_length: str = "100M") -> Iterator[ClamdAddress]:
+def start_clamd(folder: Path, limits: ScanLimits | None = None) -> Iterator[ClamdAddress]:
     """A clamd on a free loopback port and a unix socket in `folder`, stopped on exit."""
     clamd = require_binary("clamd", install=CLAMD_INSTALL, search=["/usr/sbin"])
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     local_socket = folder / "clamd.sock"
     config = folder / "clamd.conf"
-    config.write_text(
-        "\n".join(
-            [
-                f"TCPSocket {port}",
-                "TCPAddr 127.0.0.1",
-                f"LocalSocket {local_socket}",
-                f"DatabaseDirectory {EICAR_TEST_DATABASE}",
-                "Foreground yes",
-                f"StreamMaxLength {stream_max_length}",
-                f"LogFile {folder / 'clamd.log'}",
-                f"TemporaryDirectory {folder}",
-                "",
-            ]
-        )
-    )
+    deployment = {
+        "TCPSocket": str(port),
+        "TCPAddr": "127.0.0.1",
+        "LocalSocket": str(local_socket),
+        "DatabaseDirectory": str(EICAR_TEST_DATABASE),
+        "Foreground": "yes",
+        "LogFile": str(folder / "clamd.log"),
+        "TemporaryDirectory": str(folder),
+    }
+    config.write_text((limits or ScanLimits()).clamd_conf(deployment))
     process = start_process([clamd, "-c", str(config)], folder / "clamd.out")
     try:
         wait_until(lambda: clamd_answers_ping("127.0.0.1", port), "clamd", timeout=60, process=process)

@@ -47,6 +47,8 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    # Where the server keeps its volumes, for tests that read the bytes at rest; None for an existing server.
+    data_folder: Path | None = None
 
     def client(self, **config: Any) -> S3Client:
         """A boto3 S3 client for assertions the code under test does not expose."""
@@ -131,6 +133,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         endpoint_url=f"http://127.0.0.1:{ports['s3']}",
         access_key=f"test-{secrets.token_hex(4)}",
         secret_key=secrets.token_hex(16),
+        data_folder=folder / "data",
     )
     config = folder / "s3.json"
     identity = {

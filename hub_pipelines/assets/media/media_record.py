@@ -5,6 +5,7 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.renditions import publication_manifest_key
 from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, SqlDatabase
+from hub_pipelines.landing.upload_records import PUBLISHED, record_upload_outcome
 from hub_pipelines.media.manifests import PublicationManifest, decode_publication
 from hub_pipelines.media.records import (
     PublicationRecord,
@@ -109,10 +110,12 @@ def media_record(
                 urls=item.urls,
                 encode_seconds=item.variant.encode_seconds,
                 duration_seconds=item.variant.duration_seconds,
+                active_content_removed=item.variant.active_content_removed,
             )
             for item in publication.variants
         ],
     )
+    record_upload_outcome(database, context.partition_key, PUBLISHED, None)
     invalidation_ids = _invalidate_replaced(context, database, cdn, publication, earlier)
 
     payload = announcement(publication)
@@ -121,7 +124,7 @@ def media_record(
         delivery = webhook.deliver(PUBLISHED_EVENT, payload, delivery_id)
         webhook_status, attempts = "delivered", delivery.attempts
     except WebhookUndeliverable as error:
-        context.log.error(f"webhook for '{publication.object_key}' dead-lettered: {error}")
+        context.log.error(f"webhook for {publication.object_key!r} dead-lettered: {error}")
         dead_letter(database, WEBHOOK_DEAD_LETTER_SOURCE, delivery_id, str(error), encode_payload(payload))
         webhook_status, attempts = "dead_lettered", 0
     return dg.MaterializeResult(
@@ -160,7 +163,7 @@ def _invalidate_replaced(
     if not retired:
         return []
     ids = cdn.invalidate(retired, caller_reference=f"{publication.partition_key}@{publication.source_sha256}")
-    context.log.info(f"invalidated {len(retired)} replaced paths of '{publication.object_key}': {ids}")
+    context.log.info(f"invalidated {len(retired)} replaced paths of {publication.object_key!r}: {ids}")
     return ids
 
 

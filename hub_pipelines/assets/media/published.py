@@ -12,6 +12,7 @@ from hub_pipelines.media.manifests import (
     decode_staging,
     encode,
 )
+from hub_pipelines.media.printable import printable
 from hub_pipelines.media.publishing import (
     ORIGIN,
     PublishFailed,
@@ -54,7 +55,7 @@ def published(
     verdict = scan_verdict_for(database, context.partition_key, manifest.source_sha256)
     if verdict is None or not verdict.clean:
         raise dg.Failure(
-            f"refusing to publish upload '{manifest.object_key}' (sha256 {manifest.source_sha256}): "
+            f"refusing to publish upload {manifest.object_key!r} (sha256 {manifest.source_sha256}): "
             "no clean scan verdict for these bytes",
             allow_retries=False,
         )
@@ -71,7 +72,7 @@ def published(
             max_concurrency=media_settings.replication_concurrency,
         )
     except PublishFailed as error:
-        raise dg.Failure(str(error), allow_retries=False) from error
+        raise dg.Failure(printable(str(error)), allow_retries=False) from error
 
     variants = []
     for variant in manifest.variants:

@@ -10,11 +10,14 @@ from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
+from hub_pipelines.landing.upload_records import REJECTED, record_upload_outcome
 from hub_pipelines.landing.uploads import object_key_for
-from hub_pipelines.media.content_type import SNIFF_BYTES, UnsupportedMediaType, detect_content_type
+from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
+from hub_pipelines.media.printable import printable
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, checksum_metadata
 from hub_pipelines.media.records import ContentTypeRecord, record_content_type, scan_verdict_for
+from hub_pipelines.media.upload_files import download_upload
 from hub_pipelines.resources.media_settings import MediaSettings
 
 if TYPE_CHECKING:
@@ -55,19 +58,20 @@ def renditions(
     info = uploads.head(object_key)
     if info is None:
         raise dg.Failure(
-            f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to render"
+            f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to render"
         )
     with tempfile.TemporaryDirectory(prefix="hub-render-") as folder:
         source = Path(folder) / "source"
-        sha256, head = _download(uploads, object_key, source)
+        downloaded = download_upload(uploads, object_key, source)
+        sha256 = downloaded.sha256
         verdict = scan_verdict_for(database, context.partition_key, sha256)
         if verdict is None or not verdict.clean:
             raise dg.Failure(
-                f"refusing to render upload '{object_key}' (sha256 {sha256}): these bytes have no clean scan "
+                f"refusing to render upload {object_key!r} (sha256 {sha256}): these bytes have no clean scan "
                 "verdict; materialize media/scan_verdict for the partition first",
                 allow_retries=False,
             )
-        detected = detect_content_type(head, info.content_type)
+        detected = detect_content_type(downloaded.head, info.content_type)
         record_content_type(
             database,
             ContentTypeRecord(
@@ -81,27 +85,27 @@ def renditions(
         )
         if detected.mismatch:
             context.log.warning(
-                f"upload '{object_key}' claims {detected.claimed_mime} but its bytes are {detected.mime}"
+                f"upload {object_key!r} claims {printable(detected.claimed_mime or '')} but its bytes are {detected.mime}"
             )
         if detected.kind == "other":
-            raise dg.Failure(str(UnsupportedMediaType(object_key, detected)), allow_retries=False)
+            unsupported = UnsupportedMediaType(object_key, detected)
+            record_upload_outcome(database, context.partition_key, REJECTED, printable(unsupported.reason))
+            raise dg.Failure(printable(str(unsupported)), allow_retries=False)
 
         base = f"{media_settings.staging_prefix}{context.partition_key}/{sha256}/{media_settings.render_fingerprint()}"
         manifest = _reusable(staging, f"{base}/manifest.json")
         rendering: Rendering | None = None
         if manifest is None:
             # Rendering loads PIL, PyAV and pikepdf: a run that renders imports them, the code location not.
-            from hub_pipelines.media.images import ImageRejected
-            from hub_pipelines.media.pdfs import PdfRejected
-            from hub_pipelines.media.rendering import NotRenderable, render_upload
-            from hub_pipelines.media.video import VideoRejected
+            from hub_pipelines.media.rendering import UploadRejected, render_upload
 
             try:
                 rendering = render_upload(
                     source, detected.kind, object_key, Path(folder) / "out", media_settings.render_settings()
                 )
-            except (ImageRejected, VideoRejected, PdfRejected, NotRenderable) as error:
-                raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
+            except UploadRejected as error:
+                record_upload_outcome(database, context.partition_key, REJECTED, printable(error.reason))
+                raise dg.Failure(printable(str(error)), allow_retries=False) from error
             manifest = _stage(staging, base, rendering, context.partition_key, object_key, sha256, detected.kind,
                               detected.mime)  # fmt: skip
     staging.put(staging_manifest_key(media_settings, context.partition_key), encode(manifest),
@@ -109,18 +113,6 @@ def renditions(
     return dg.MaterializeResult(
         metadata=_metrics(manifest, rendering, detected.claimed_mime, detected.mismatch)
     )
-
-
-def _download(store: ObjectStore, key: str, target: Path) -> tuple[str, bytes]:
-    digest = hashlib.sha256()
-    head = bytearray()
-    with target.open("wb") as out:
-        for chunk in store.stream(key):
-            digest.update(chunk)
-            if len(head) < SNIFF_BYTES:
-                head.extend(chunk[: SNIFF_BYTES - len(head)])
-            out.write(chunk)
-    return digest.hexdigest(), bytes(head)
 
 
 def _reusable(staging: ObjectStore, manifest_key: str) -> StagingManifest | None:
@@ -173,6 +165,9 @@ def _stage(
                 staged_key=staged_key,
                 encode_seconds=file.encode_seconds,
                 duration_seconds=file.duration_seconds,
+                active_content_removed=(
+                    dict(file.active_content_removed) if file.active_content_removed is not None else None
+                ),
             )
         )
     manifest = StagingManifest(
@@ -196,7 +191,7 @@ def _metrics(
     metadata: dict[str, Any] = {
         "kind": manifest.kind,
         "detected_mime": manifest.mime,
-        "claimed_mime": claimed or "",
+        "claimed_mime": printable(claimed or ""),
         "mime_mismatch": mismatch,
         "sha256": manifest.source_sha256,
         "variants": len(manifest.variants),
@@ -220,4 +215,7 @@ def _metrics(
             metadata["realtime_factor"] = round(manifest.duration_seconds / max(walls), 3)
     if manifest.duration_seconds:
         metadata["duration_seconds"] = round(manifest.duration_seconds, 3)
+    removed = [v.active_content_removed for v in manifest.variants if v.active_content_removed is not None]
+    if removed:
+        metadata["active_content_removed"] = dg.MetadataValue.json(removed[0])
     return metadata

@@ -1,7 +1,3 @@
-import hashlib
-import time
-from collections.abc import Iterator
-
 import dagster as dg
 
 from hub_pipelines import settings
@@ -11,11 +7,13 @@ from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import (
     ObjectStorage,
     ScannerUnavailable,
-    ScanTooLarge,
     SqlDatabase,
     VirusScanner,
+    rejection_reason,
 )
+from hub_pipelines.landing.upload_records import LANDED, QUARANTINED, REJECTED, record_upload_outcome
 from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.media.printable import printable
 from hub_pipelines.media.records import (
     ScanRecord,
     dead_letter,
@@ -23,6 +21,8 @@ from hub_pipelines.media.records import (
     quarantined_uploads,
     record_scan,
 )
+from hub_pipelines.media.scanning import quarantine_upload, scan_upload
+from hub_pipelines.media.upload_limits import UploadOverLimit
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.webhook import Webhook, WebhookUndeliverable, encode_payload
 
@@ -33,10 +33,14 @@ def _unavailable(error: BaseException) -> bool:
     return isinstance(error, ScannerUnavailable)
 
 
+def _record_outcome(database: SqlDatabase, partition_key: str, status: str, reason: str) -> None:
+    record_upload_outcome(database, partition_key, status, printable(reason))
+
+
 def _rejected(object_key: str, signature: str | None) -> dg.Failure:
     return dg.Failure(
-        description=f"rejected upload '{object_key}': infected: {signature}",
-        metadata={"object_key": object_key, "signature": signature or ""},
+        description=f"rejected upload {object_key!r}: {printable(rejection_reason(signature))}",
+        metadata={"object_key": printable(object_key), "signature": printable(signature or "")},
         allow_retries=False,
     )
 
@@ -57,73 +61,62 @@ def scan_verdict(
     webhook: dg.ResourceParam[Webhook],
     media_settings: MediaSettings,
 ) -> dg.MaterializeResult:
-    """ClamAV's verdict on the upload's exact bytes; an infected upload is quarantined and goes no further."""
+    """ClamAV's verdict on the upload's exact bytes, after cheap header checks reject bombs; an
+    infected upload is quarantined and goes no further."""
     object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
     uploads = objects.bucket(settings.UPLOADS_BUCKET)
-    if uploads.head(object_key) is None:
+    info = uploads.head(object_key)
+    if info is None:
         earlier = infected_verdict_for(database, context.partition_key)
         if earlier is not None:
+            _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(earlier.signature))
             raise _rejected(object_key, earlier.signature)
         raise dg.Failure(
-            f"upload '{object_key}' is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
+            f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
-
-    scanned: dict[str, object] = {}
-
-    def scan_once() -> tuple[bool, str | None, str]:
-        digest = hashlib.sha256()
-
-        def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
-            for chunk in chunks:
-                digest.update(chunk)
-                yield chunk
-
-        verdict = scanner.scan(hashed(uploads.stream(object_key)), object_key)
-        scanned["bytes"] = verdict.scanned_bytes
-        scanned["scanner"] = verdict.scanner
-        return verdict.clean, verdict.signature, digest.hexdigest()
 
     policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
-    started = time.perf_counter()
     try:
-        clean, signature, sha256 = policy.call(scan_once)
+        scanned = scan_upload(uploads, object_key, context.partition_key, info.content_type, scanner,
+                              media_settings.upload_limits(), policy)  # fmt: skip
+    except UploadOverLimit as error:
+        _record_outcome(
+            database, context.partition_key, REJECTED, f"{error.kind} over a limit: {error.reason}"
+        )
+        reason = printable(str(error))
+        context.log.error(reason)
+        raise dg.Failure(
+            reason,
+            metadata={"object_key": printable(object_key), "limit": printable(error.reason)},
+            allow_retries=False,
+        ) from error
     except ScannerUnavailable as error:
         raise dg.Failure(
-            f"could not scan upload '{object_key}': scanner unavailable after "
+            f"could not scan upload {object_key!r}: scanner unavailable after "
             f"{media_settings.scan_attempts} tries: {error}; nothing is published unscanned"
         ) from error
-    except ScanTooLarge as error:
-        raise dg.Failure(f"rejected upload '{object_key}': {error}", allow_retries=False) from error
-    seconds = time.perf_counter() - started
-    size = int(scanned["bytes"])  # type: ignore[call-overload]
-    record = ScanRecord(
-        partition_key=context.partition_key,
-        sha256=sha256,
-        object_key=object_key,
-        clean=clean,
-        signature=signature,
-        scanner=str(scanned["scanner"]),
-        scanned_bytes=size,
-    )
-    if not clean:
-        quarantine_key = media_settings.quarantine_prefix + object_key
-        uploads.copy(object_key, quarantine_key, dest_bucket=media_settings.quarantine_bucket)
-        uploads.delete(object_key)
-        record_scan(database, ScanRecord(**{**record.__dict__, "quarantine_key": quarantine_key}))
+    record = scanned.record
+    if not record.clean:
+        bucket = media_settings.quarantine_bucket
+        quarantined = quarantine_upload(uploads, database, record, bucket, media_settings.quarantine_prefix)
         context.log.error(
-            f"quarantined upload '{object_key}' (sha256 {sha256}) as "
-            f"{media_settings.quarantine_bucket}/{quarantine_key}: {signature}"
+            f"quarantined upload {object_key!r} (sha256 {record.sha256}) as "
+            f"{printable(f'{bucket}/{quarantined.quarantine_key}')}: {printable(record.signature or '')}"
         )
-        _alert(context, database, webhook, record, media_settings.quarantine_bucket, quarantine_key)
-        record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
-        raise _rejected(object_key, signature)
+        _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(record.signature))
+        _alert(context, database, webhook, record, bucket, str(quarantined.quarantine_key))
+        record_quarantine(step_metrics(), quarantined_uploads(database))
+        raise _rejected(object_key, record.signature)
     record_scan(database, record)
-    record_quarantine(step_metrics(), {"infected": quarantined_uploads(database)})
+    # Clean bytes are in the pipeline again, whatever an earlier run of the partition ended in.
+    record_upload_outcome(database, context.partition_key, LANDED, None)
+    record_quarantine(step_metrics(), quarantined_uploads(database))
+    seconds, size = scanned.scan_seconds, record.scanned_bytes
     return dg.MaterializeResult(
         metadata={
             "verdict": "clean",
             "scanner": record.scanner,
-            "sha256": sha256,
+            "sha256": record.sha256,
             "bytes_in": size,
             "scan_seconds": round(seconds, 4),
             "scan_mb_per_s": round(size / seconds / 1e6, 2) if seconds else 0.0,
@@ -153,5 +146,5 @@ def _alert(
     try:
         webhook.deliver(QUARANTINE_EVENT, payload, delivery_id)
     except WebhookUndeliverable as error:
-        context.log.error(f"quarantine alert for '{record.object_key}' dead-lettered: {error}")
+        context.log.error(f"quarantine alert for {record.object_key!r} dead-lettered: {error}")
         dead_letter(database, "media_webhook", delivery_id, str(error), encode_payload(payload))

@@ -9,7 +9,8 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
 from hub_pipelines.landing.upload_records import UploadRecord, record_upload
-from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.landing.uploads import key_refusal, object_key_for
+from hub_pipelines.media.printable import printable
 
 
 @dg.asset(
@@ -27,11 +28,15 @@ def uploads(
 ) -> dg.MaterializeResult:
     """One uploaded object as it arrived: key, size, ETag, sha256 and first-seen time, recorded once."""
     object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
+    refusal = key_refusal(settings.UPLOADS_BUCKET, object_key, settings.UPLOADS_PREFIX)
+    if refusal:
+        # Only a hand-made partition gets here: the sensor records such objects as rejected, without a run.
+        raise dg.Failure(f"upload partition {context.partition_key}: {refusal}", allow_retries=False)
     store = objects.bucket(settings.UPLOADS_BUCKET)
     info = store.head(object_key)
     if info is None:
         raise dg.Failure(
-            f"upload '{object_key}' (partition {context.partition_key}) is not in bucket "
+            f"upload {object_key!r} (partition {context.partition_key}) is not in bucket "
             f"'{settings.UPLOADS_BUCKET}': it was deleted or moved before it could be recorded"
         )
     digest = hashlib.sha256()
@@ -53,11 +58,11 @@ def uploads(
     )
     return dg.MaterializeResult(
         metadata={
-            "object_key": object_key,
+            "object_key": printable(object_key),
             "bytes": size,
             "etag": info.etag,
             "sha256": record.sha256,
             "first_seen_at": record.seen_at.isoformat(),
-            "claimed_content_type": info.content_type or "",
+            "claimed_content_type": printable(info.content_type or ""),
         }
     )

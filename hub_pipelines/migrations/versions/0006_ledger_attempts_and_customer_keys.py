@@ -1,7 +1,7 @@
 """Durable attempt counts of the ledger; idempotency keys scoped per customer, with the request's fingerprint.
 
 Revision ID: 0006_ledger_attempts
-Revises: 0004_reserve_order_function
+Revises: 0005_landed_ranges_gaps_and_loss
 Create Date: 2026-12-06
 
 `ledger_attempts` counts, per subject (an inbox event by its position, or an order awaiting its

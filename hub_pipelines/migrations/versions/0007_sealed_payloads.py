@@ -1,7 +1,7 @@
 """The key id of sealed payloads: inbox and dead-letter payloads are encrypted at rest.
 
 Revision ID: 0007_sealed_payloads
-Revises: 0004_reserve_order_function
+Revises: 0006_ledger_attempts
 Create Date: 2026-12-06
 
 `payload_key_id` names the PII key a row's payload is sealed with (see
