@@ -1,7 +1,8 @@
 """Dead letters for operators: read one with its payload opened, or hand a rejected order event back to the ledger.
 
 A replay puts the event back in front of the ledger where it stands: its inbox row (sealed, with the
-signature headers it arrived with) loses its `rejected` intake record, and the dead letter goes, so
+signature headers it arrived with) loses its `rejected` or `parked` intake record (and a parked
+event its failure count), and the dead letter goes, so
 the next ledger batch takes the event again and a new rejection can dead-letter it again. Nothing is
 produced to the topic: the inbox keeps one row per event id, so a re-produced copy would land as a
 duplicate and never reach the ledger, and it would put the plaintext event back on the broker.
@@ -17,9 +18,10 @@ import sqlalchemy as sa
 from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.pii import PiiCipher
-from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, REJECTED
+from hub_pipelines.orders.attempts import event_subject
+from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, PARKED, REJECTED
 from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload
-from hub_pipelines.orders.tables import order_intake
+from hub_pipelines.orders.tables import ledger_attempts, order_intake
 
 
 class DeadLetterNotReplayable(ValueError):
@@ -111,7 +113,12 @@ def replay_dead_letter(
                 f"{where}: its inbox row (and the signature it arrived with) is gone"
             )
         replayed = _dead_letter(row, keyring)
-        connection.execute(sa.delete(order_intake).where(position, order_intake.c.outcome == REJECTED))
+        connection.execute(
+            sa.delete(order_intake).where(position, order_intake.c.outcome.in_([REJECTED, PARKED]))
+        )
+        # A parked event's failure count goes too, so the ledger gives the fixed code its full retries.
+        subject = event_subject(row["topic"], row["partition"], row["offset"])
+        connection.execute(sa.delete(ledger_attempts).where(ledger_attempts.c.subject == subject))
         connection.execute(sa.delete(dead_letters).where(dead_letters.c.id == dead_letter_id))
     return replayed
 
