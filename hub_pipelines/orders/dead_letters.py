@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
-from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.attempts import event_subject
+from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, PARKED, REJECTED
 from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload
 from hub_pipelines.orders.tables import ledger_attempts, order_intake
