@@ -80,6 +80,15 @@ def landings_since(
     return landings, records[-1].storage_id if records else None, len(records) == LANDINGS_PER_TICK
 
 
+def latest_upstream_loss(context: dg.SensorEvaluationContext, asset_key: dg.AssetKey) -> str | None:
+    """The upstream loss the newest landing of the topic booked (and paged), if it booked one."""
+    event = context.instance.get_latest_materialization_event(asset_key)
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get("upstream_loss") if materialization else None
+    text = value.value if isinstance(value, dg.TextMetadataValue) else None
+    return text if text and text != "none" else None
+
+
 def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
     where = f" {run_url(run_id)}" if run_id else ""
     return Alert(
@@ -131,7 +140,10 @@ def build_topic_sensor(
                 pager.send([stuck_range_alert(step.newly_stuck, pending.run_id if pending else None)])
                 context.log.error(step.newly_stuck.describe())
             context.update_cursor(step.cursor.to_json())
-            return dg.SkipReason(step.reason)
+            loss = latest_upstream_loss(context, asset_key)
+            return dg.SkipReason(
+                f"{step.reason}; last landing lost upstream: {loss}" if loss else step.reason
+            )
         offsets = describe_ranges(step.ranges)
         context.log.info(f"{topic}: requesting {offsets} ({step.note})")
         return dg.SensorResult(

@@ -73,6 +73,20 @@ def test_idle_topic_skips_with_the_reason(local_environment: LocalEnvironment):
     assert "no new messages on orders" in (result.skip_message or "")
 
 
+def test_upstream_loss_of_the_newest_landing_is_named_in_the_skip_reason(local_environment: LocalEnvironment):
+    lost = "orders partition 2: offsets 0..41 (42) deleted upstream before they were read"
+    local_environment.instance.report_runless_asset_event(
+        dg.AssetMaterialization(ORDER_EVENTS, metadata={"ranges": "none", "upstream_loss": lost})
+    )
+    result, _ = local_environment.tick(SENSOR, None)
+
+    assert isinstance(result, dg.SkipReason)
+    assert (
+        result.skip_message
+        == f"no new messages on orders (p0@0, p1@0, p2@0); last landing lost upstream: {lost}"
+    )
+
+
 def test_request_covers_exactly_the_pending_offsets(local_environment: LocalEnvironment):
     _produce(local_environment, 25, partition=1)
     result, _ = local_environment.tick(SENSOR, None)
