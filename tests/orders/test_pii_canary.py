@@ -28,6 +28,7 @@ from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.orders.tables import PAID, orders
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
+from hub_pipelines.resources.notifier import LogNotifier
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -126,6 +127,7 @@ def test_canary_contact_details_are_nowhere_in_plaintext_and_the_inbox_is_purged
             api_key="sk_test_hub", api_base=fake_stripe.base_url, initial_backoff_s=0, backoff_jitter_s=0
         ),
         "customer_notifier": notifier(controller.port, sms_server),
+        "pager": LogNotifier(),
         "order_settings": OrderLedgerSettings(
             hmac_secret=HMAC_SECRET,
             pii_keys=keys,
