@@ -8,6 +8,17 @@ from hub_pipelines.jobs import MEDIA_PIPELINE
 from hub_pipelines.landing.uploads import UploadCursor, partition_key_for, plan_upload_batch, run_key_for
 
 LIST_PAGE = 1000
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def unfinished_media_runs(instance: dg.DagsterInstance) -> int:
+    """Media runs queued or in flight: the backlog the UI shows here and the demo feeder keeps bounded."""
+    return instance.get_runs_count(dg.RunsFilter(job_name=MEDIA_PIPELINE, statuses=UNFINISHED))
 
 
 def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
@@ -46,11 +57,15 @@ def media_uploads_sensor(
     )
     arrivals = batch.new_objects + batch.late_objects
     if not arrivals:
-        return dg.SkipReason(f"no new uploads under '{prefix}' ({len(listed)} objects listed)")
+        return dg.SkipReason(
+            f"no new uploads under '{prefix}' ({len(listed)} objects listed); "
+            f"media backlog: {unfinished_media_runs(instance)} runs queued or running"
+        )
     partition_keys = [partition_key_for(info.key, prefix) for info in arrivals]
     context.log.info(
         f"{len(batch.new_objects)} new and {len(batch.late_objects)} late uploads; "
-        f"{batch.pending_after_batch} left for the next ticks"
+        f"{batch.pending_after_batch} left for the next ticks; "
+        f"media backlog: {unfinished_media_runs(instance)} runs queued or running"
     )
     return dg.SensorResult(
         run_requests=[
