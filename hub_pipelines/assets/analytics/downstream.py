@@ -38,7 +38,7 @@ def realtime_counters(
     """Active users per minute/hour/day, trending types and products, errors and purchases over the last 24 h,
     for every landed chunk of this run (the landing counts them as it inserts; this step counts any it could
     not); cached dashboard answers are invalidated. The dashboard of the last 24 hours (active users, funnel,
-    revenue, top products, error rate) is in each materialization's metadata: see the Plots tab."""
+    revenue, top products, error rate) is in each materialization's metadata: see Metadata > Plots."""
     counted = count_uncounted_chunks(warehouse, configured_tables(), cache, context.run.run_id)
     generation = invalidate(cache)
     dashboard = dashboard_snapshot(DashboardQueries(warehouse, cache, configured_tables()), datetime.now(UTC))
