@@ -49,13 +49,15 @@ stop() {
   echo "stopping Dagster, the demo feeder and Redis"
   local group
   for group in "${groups[@]}"; do kill -INT -- "-$group" 2>/dev/null || true; done
-  # Dagster's own shutdown waits up to 30 s for its webserver, daemon and code servers; 7 s is enough
-  # for them to finish what they are writing, and what is left after that is killed.
-  for _ in $(seq 1 70); do
+  # Dagster's own shutdown waits up to 30 s for its webserver, daemon and code servers; 5 s is enough
+  # for them to finish what they are writing, and what is left after that is killed. A deadline on
+  # the clock, not a count of polls: on a busy machine each poll takes longer than its sleep.
+  local deadline=$((${EPOCHREALTIME/./} + 5000000))
+  while ((${EPOCHREALTIME/./} < deadline)); do
     any_alive || return 0
     sleep 0.1
   done
-  echo "killing what did not stop within 7 s"
+  echo "killing what did not stop within 5 s"
   for group in "${groups[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
 }
 trap stop INT TERM EXIT
