@@ -16,7 +16,7 @@ from hub_pipelines.demo.pacing import UploadPacer
 from hub_pipelines.jobs import MEDIA_PIPELINE
 from hub_pipelines.landing.uploads import partition_key_for
 from hub_pipelines.resources.object_storage import LocalObjectStorage
-from hub_pipelines.sensors.uploads import unfinished_media_runs
+from hub_pipelines.sensors.uploads import media_uploads_sensor, unfinished_media_runs
 
 
 @pytest.fixture
@@ -77,3 +77,17 @@ def test_backlog_counts_uploads_until_the_sensor_registers_them_and_runs_until_t
 
     instance.report_run_canceled(run)
     assert pacer.uploads_due() == (True, 2)
+
+
+def test_uploads_sensor_skip_reason_shows_the_media_backlog(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    objects = LocalObjectStorage(root=str(tmp_path / "hub" / "objects"))
+    objects.create_bucket(settings.UPLOADS_BUCKET)
+    queue_media_runs(instance, 4)
+
+    with dg.build_sensor_context(instance=instance, resources={"objects": objects}) as context:
+        result = media_uploads_sensor(context)
+
+    assert isinstance(result, dg.SkipReason)
+    assert "media backlog: 4 runs queued or running" in (result.skip_message or "")
