@@ -62,7 +62,8 @@ def demo(args: argparse.Namespace) -> int:
         return 2
     feeder = _local_feeder(args.seed)
     pacer = _upload_pacer(args.max_media_backlog)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    for stop in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C on `make run` is the normal way out
+        signal.signal(stop, lambda *_: sys.exit(0))
     rounds = 0
     while True:
         keys: list[str] = []
