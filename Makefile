@@ -1,8 +1,9 @@
 # The two commands: `make run` serves Dagster with embedded defaults and demo inputs;
 # `make test` installs what is missing and runs the checks and the whole suite against real services.
 SHELL := /bin/bash
-export PATH := $(HOME)/.local/bin:$(PATH)
-UV ?= uv
+# uv by absolute path: scripts/bootstrap.sh installs it in ~/.local/bin, which a new user's PATH lacks.
+# Expanded when used, so after the bootstrap target has run; a uv already on PATH (CI) is used otherwise.
+UV ?= $(firstword $(wildcard $(HOME)/.local/bin/uv) $(shell command -v uv) $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
 .PHONY: run test check install bootstrap-run bootstrap-test format bench clean

@@ -36,18 +36,53 @@ def _local_feeder(seed: int | None):
     )
 
 
+def _upload_pacer(bound: int):
+    """Paced by the Dagster instance of DAGSTER_HOME (the one `make run` serves); None without one."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    import dagster as dg
+
+    from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME
+    from hub_pipelines.demo.pacing import UploadPacer
+    from hub_pipelines.landing.uploads import partition_key_for
+    from hub_pipelines.sensors.uploads import unfinished_media_runs
+
+    instance = dg.DagsterInstance.get()
+    return UploadPacer(
+        bound=bound,
+        unfinished_media_runs=lambda: unfinished_media_runs(instance),
+        registered=lambda key: instance.has_dynamic_partition(
+            UPLOADS_PARTITIONS_NAME, partition_key_for(key, settings.UPLOADS_PREFIX)
+        ),
+    )
+
+
 def demo(args: argparse.Namespace) -> int:
     if settings.hub_env() != "local":
         print("the demo feeder writes to the local environment only (HUB_ENV=local)", file=sys.stderr)
         return 2
     feeder = _local_feeder(args.seed)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    pacer = _upload_pacer(args.max_media_backlog)
+    for stop in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C on `make run` is the normal way out
+        signal.signal(stop, lambda *_: sys.exit(0))
     rounds = 0
     while True:
-        keys = feeder.drop_uploads() if rounds % args.uploads_every == 0 else []
+        keys: list[str] = []
+        skipped = ""
+        if rounds % args.uploads_every == 0:
+            due, backlog = pacer.uploads_due() if pacer else (True, 0)
+            if due:
+                keys = feeder.drop_uploads()
+                if pacer:
+                    pacer.uploaded(keys)
+            else:
+                skipped = f" (uploads skipped: media backlog {backlog} > {args.max_media_backlog})"
         orders = feeder.send_orders(args.orders)
         events = feeder.send_events(args.events)
-        print(f"demo: {len(keys)} uploads, {orders} order events, {events} analytics events", flush=True)
+        print(
+            f"demo: {len(keys)} uploads{skipped}, {orders} order events, {events} analytics events",
+            flush=True,
+        )
         rounds += 1
         if not args.trickle:
             return 0
@@ -134,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--orders", type=int, default=50, help="order events per round")
     demo_parser.add_argument("--events", type=int, default=2000, help="analytics events per round")
     demo_parser.add_argument("--uploads-every", type=int, default=6, help="drop uploads every N rounds")
+    demo_parser.add_argument(
+        "--max-media-backlog",
+        type=int,
+        default=6,
+        help="skip a round's uploads while more media runs than this are queued, running or unrequested",
+    )
     demo_parser.add_argument("--seed", type=int, default=None)
     demo_parser.set_defaults(handler=demo)
     migrate_parser = commands.add_parser("migrate", help="bring the SQL database to the newest schema")

@@ -1,7 +1,8 @@
 """The code location: every asset, check, job and sensor, with resources for the environment chosen once here.
 
 HUB_ENV=local (the default) runs on embedded parts with no servers: SQLite, chdb, folders for object
-storage and topics, an in-process cache, and clamscan. HUB_ENV=prod reads every connection setting from
+storage and topics, an in-process cache (or the Redis `make run` starts on a Unix socket, named by
+HUB_REDIS_URL), and clamscan. HUB_ENV=prod reads every connection setting from
 environment variables (see .env.example) and talks to PostgreSQL, ClickHouse, S3, Kafka, Redis and clamd.
 """
 
@@ -26,9 +27,10 @@ from hub_pipelines.jobs import (
     orders_pipeline_job,
 )
 from hub_pipelines.json_logs import definitions_loggers
-from hub_pipelines.resources.cache import InProcessCache, RedisCache
+from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
 from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
+from hub_pipelines.resources.local_cache import local_cache
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.notifier import LogNotifier, PagerDutySlackNotifier
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
@@ -66,7 +68,7 @@ def local_resources() -> dict[str, Any]:
         "database": SqliteDatabase(path=str(root / "hub.sqlite3"), migrate_schema=True),
         "warehouse": ChdbWarehouse(path=str(root / "warehouse")),
         "topics": LocalTopicLog(root=str(root / "topics")),
-        "cache": InProcessCache(),
+        "cache": local_cache(),
         "scanner": ClamscanScanner(database=local_signature_database()),
         "cdn": NoCdn(base_url=f"file://{root}/objects/{LOCAL_MEDIA.origin_bucket}"),
         "webhook": FileWebhook(path=str(root / "webhooks.jsonl"), secret="local-webhook-secret"),

@@ -85,6 +85,9 @@ def _active_users(t: AnalyticsTables, window: Window) -> str:
     return f"SELECT {DISTINCT_MERGE}(users) AS active_users FROM {users}{_SETTINGS}"
 
 
+_FUNNEL_STEPS = ("page_view", "add_to_cart", "purchase")
+
+
 def _funnel(t: AnalyticsTables, window: Window) -> str:
     steps = "type IN ('page_view', 'add_to_cart', 'purchase')"
     return (
@@ -172,3 +175,53 @@ class DashboardQueries:
         window = window_parameters(start, end)
         table = self.warehouse.query_arrow(_named_query(name)(self.tables, window), window)
         return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+@dataclass(frozen=True)
+class DashboardSnapshot:
+    """The dashboard over the last 24 hours: numbers to plot per materialization, and tables to read."""
+
+    numbers: dict[str, float]
+    tables: dict[str, str]
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) if rows else "no rows in the window"
+
+
+def dashboard_snapshot(queries: DashboardQueries, now: datetime) -> DashboardSnapshot:
+    """Every named query over the 24 hours that end with the current hour, through the cache.
+
+    Top products come from the daily product rollup, so they cover the current day (midnight to midnight).
+    """
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - _DAY
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    answers = {name: queries.run(name, start, end) for name in NAMED_QUERIES if name != "top_products"}
+    answers["top_products"] = queries.run("top_products", today, today + _DAY)
+    [active] = answers["active_users"] or [{"active_users": 0}]
+    users_per_step = {row["step"]: row["users"] for row in answers["funnel"]}
+    viewers = users_per_step.get("page_view", 0)
+    revenue = answers["revenue_per_hour"]
+    errors = answers["error_rate"]
+    top = answers["top_products"]
+    numbers: dict[str, float] = {
+        "dashboard.active_users_24h": active["active_users"],
+        **{f"dashboard.funnel.{step}_users": users_per_step.get(step, 0) for step in _FUNNEL_STEPS},
+        "dashboard.funnel.conversion_pct": round(100 * users_per_step.get("purchase", 0) / viewers, 2)
+        if viewers
+        else 0.0,
+        "dashboard.revenue_24h": round(sum(row["revenue"] for row in revenue), 2),
+        "dashboard.revenue_last_hour": round(revenue[-1]["revenue"], 2) if revenue else 0.0,
+        "dashboard.error_rate_last_hour": round(errors[-1]["error_rate"], 4) if errors else 0.0,
+        "dashboard.top_product_revenue_today": round(top[0]["revenue"], 2) if top else 0.0,
+    }
+    tables = {
+        "dashboard.funnel": _markdown(answers["funnel"], ["step", "users", "events"]),
+        "dashboard.revenue_per_hour": _markdown(revenue, ["hour", "revenue"]),
+        "dashboard.top_products_today": _markdown(top, ["product_id", "purchases", "revenue", "add_to_cart"]),
+        "dashboard.error_rate": _markdown(errors, ["hour", "error_count", "event_count", "error_rate"]),
+    }
+    return DashboardSnapshot(numbers, tables)

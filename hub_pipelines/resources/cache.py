@@ -461,7 +461,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
 
     def _address(self) -> str:
         options = self.client().connection_pool.connection_kwargs
-        return f"{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
+        where = options.get("path") or f"{options.get('host', '?')}:{options.get('port', '?')}"
+        return f"{where}/{options.get('db', 0)}"
 
 
 def _milliseconds(ttl: float | None) -> int | None:

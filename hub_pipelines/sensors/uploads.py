@@ -20,6 +20,17 @@ from hub_pipelines.landing.uploads import (
 from hub_pipelines.media.printable import printable
 
 LIST_PAGE = 1000
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def unfinished_media_runs(instance: dg.DagsterInstance) -> int:
+    """Media runs queued or in flight: the backlog the UI shows here and the demo feeder keeps bounded."""
+    return instance.get_runs_count(dg.RunsFilter(job_name=MEDIA_PIPELINE, statuses=UNFINISHED))
 
 
 def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
@@ -84,11 +95,15 @@ def media_uploads_sensor(
         context.log.warning(f"rejected upload: {rejection.reason}")
         _record_refused(database, rejection)
     if not arrivals and not refused:
-        return dg.SkipReason(f"no new uploads under '{prefix}' ({len(listed)} objects listed)")
+        return dg.SkipReason(
+            f"no new uploads under '{prefix}' ({len(listed)} objects listed); "
+            f"media backlog: {unfinished_media_runs(instance)} runs queued or running"
+        )
     partition_keys = [partition_key_for(info.key, prefix) for info in arrivals]
     context.log.info(
         f"{len(batch.new_objects)} new and {len(batch.late_objects)} late uploads, {len(refused)} of them "
-        f"rejected for their keys; {batch.pending_after_batch} left for the next ticks"
+        f"rejected for their keys; {batch.pending_after_batch} left for the next ticks; "
+        f"media backlog: {unfinished_media_runs(instance)} runs queued or running"
     )
     return dg.SensorResult(
         run_requests=[

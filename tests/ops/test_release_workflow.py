@@ -21,6 +21,12 @@ def test_release_runs_the_gate_before_building_and_deploys_only_after() -> None:
     assert "make test" in commands
 
 
+def test_release_installs_system_packages_with_the_bootstrap_make_test_runs() -> None:
+    commands = [step.get("run", "") for step in WORKFLOW["jobs"]["test"]["steps"]]
+    assert "scripts/bootstrap.sh test" in commands
+    assert not any("apt-get" in command for command in commands)
+
+
 def test_chart_and_dagster_images_match_the_installed_dagster() -> None:
     installed = version("dagster")
     assert WORKFLOW["env"]["DAGSTER_VERSION"] == installed

@@ -114,3 +114,14 @@ def test_local_pager_logs_the_alert_instead_of_sending_it(caplog: pytest.LogCapt
     assert f"dagster-run/{run_id}" in logged
     assert run_url(run_id) in logged
     assert "step media__renditions: ValueError: upload 'clip.mov'" in logged
+
+
+def test_alert_link_points_at_the_ui_port_make_run_serves_when_no_external_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HUB_DAGSTER_URL", raising=False)
+    monkeypatch.setenv("HUB_UI_HOST", "10.1.2.3")
+    monkeypatch.setenv("HUB_UI_PORT", "3111")
+    assert run_url("run-1") == "http://10.1.2.3:3111/runs/run-1"
+    monkeypatch.setenv("HUB_DAGSTER_URL", DAGSTER_URL + "/")
+    assert run_url("run-1") == f"{DAGSTER_URL}/runs/run-1"

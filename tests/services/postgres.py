@@ -1,7 +1,7 @@
 """PostgreSQL for the test suite: a throwaway cluster in a temporary folder, one per session.
 
-`postgres_server` (session) initdb's a cluster owned by the `postgres` user (PostgreSQL refuses to
-run as root), starts it on a free loopback port with its unix socket in the same folder, tuned for
+`postgres_server` (session) initdb's a cluster owned by the user running the tests, or by the
+`postgres` user when that is root (PostgreSQL refuses to run as root), starts it on a free loopback port with its unix socket in the same folder, tuned for
 speed over durability, and creates a password-authenticated user and database.
 `postgres_database` (function) gives each test its own fresh, empty database, dropped afterwards.
 
@@ -91,7 +91,8 @@ def _postgres_bin_dir() -> Path:
 
 
 def _as_postgres(*args: str | Path) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *map(str, args)]
+    command = list(map(str, args))
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +111,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     bin_dir = _postgres_bin_dir()
     root = Path(tempfile.mkdtemp(prefix="hub-postgres-"))
-    shutil.chown(root, user="postgres", group="postgres")
+    if os.geteuid() == 0:
+        shutil.chown(root, user="postgres", group="postgres")
     data = root / "data"
     log = root / "postgres.log"
     pg_ctl = bin_dir / "pg_ctl"

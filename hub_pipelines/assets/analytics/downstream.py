@@ -1,11 +1,12 @@
 """What each landed batch of events feeds: real-time counters and anomaly scores (with paging)."""
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from hub_pipelines.analytics.alerting import Notifier
-from hub_pipelines.analytics.dashboard import invalidate
+from hub_pipelines.analytics.dashboard import DashboardQueries, dashboard_snapshot, invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.assets.instrumented import instrumented
@@ -33,18 +34,22 @@ def realtime_counters(
 ) -> dg.MaterializeResult:
     """Active users per minute/hour/day, trending types and products, errors and purchases over the last 24 h,
     for every landed chunk of this run (the landing counts them as it inserts; this step counts any it could
-    not); cached dashboard answers are invalidated."""
+    not); cached dashboard answers are invalidated. The dashboard of the last 24 hours (active users, funnel,
+    revenue, top products, error rate) is in each materialization's metadata: see Metadata > Plots."""
     # Counting and scoring work in Arrow and NumPy: imported by the run, not with the code location.
     from hub_pipelines.analytics.counters import count_uncounted_chunks
 
     counted = count_uncounted_chunks(warehouse, configured_tables(), cache, context.run.run_id)
     generation = invalidate(cache)
+    dashboard = dashboard_snapshot(DashboardQueries(warehouse, cache, configured_tables()), datetime.now(UTC))
     return dg.MaterializeResult(
         metadata={
             "chunks_counted_at_landing": counted.counted_at_landing,
             "chunks_counted_here": counted.counted_now,
             "events_counted": counted.events_counted,
             "dashboard_generation": generation,
+            **dashboard.numbers,
+            **{name: dg.MetadataValue.md(table) for name, table in dashboard.tables.items()},
         }
     )
 
