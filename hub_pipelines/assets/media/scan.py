@@ -21,8 +21,6 @@ from hub_pipelines.media.records import (
     quarantined_uploads,
     record_scan,
 )
-from hub_pipelines.media.scanning import quarantine_upload, scan_upload
-from hub_pipelines.media.upload_limits import UploadOverLimit
 from hub_pipelines.resources.media_settings import MediaSettings
 from hub_pipelines.resources.webhook import Webhook, WebhookUndeliverable, encode_payload
 
@@ -74,6 +72,10 @@ def scan_verdict(
         raise dg.Failure(
             f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
+
+    # The header checks load PIL, PyAV and pikepdf: a run that scans imports them, the code location not.
+    from hub_pipelines.media.scanning import quarantine_upload, scan_upload
+    from hub_pipelines.media.upload_limits import UploadOverLimit
 
     policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
     try:
