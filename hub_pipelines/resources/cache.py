@@ -203,6 +203,8 @@ class InProcessCache(_WritesThroughBatch, dg.ConfigurableResource):
             return len(union)
 
     def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        import redis
+
         queued = _queued_with_marker(marker, queue, ttl)
         with self._data.lock:
             if self._live(marker) is not None:
@@ -383,6 +385,8 @@ class RedisCache(_WritesThroughBatch, dg.ConfigurableResource):
         return [(member.decode(), float(score)) for member, score in ranked]
 
     def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
+        import redis
+
         queued = _queued_with_marker(marker, queue, ttl)
         key = self.key_prefix + marker
         with self._translated("write_once", marker), self.client().pipeline(transaction=True) as pipe:
