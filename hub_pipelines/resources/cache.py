@@ -203,8 +203,6 @@ class InProcessCache(_WritesThroughBatch, dg.ConfigurableResource):
             return len(union)
 
     def write_once(self, marker: str, queue: Callable[[CacheBatch], None], ttl: float | None = None) -> bool:
-        import redis
-
         queued = _queued_with_marker(marker, queue, ttl)
         with self._data.lock:
             if self._live(marker) is not None:
