@@ -133,13 +133,18 @@ class DevTools:
              "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        # Chromium writes the port it listens on into the profile, in a file that may be seen empty first.
-        active_port = profile / "DevToolsActivePort"
-        wait_until(lambda: bool(active_port.read_text().split()), "chromium", process=self.process)
-        port = active_port.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            [page] = [target for target in json.loads(response.read()) if target["type"] == "page"]
-        self.socket = websockets.sync.client.connect(page["webSocketDebuggerUrl"], max_size=None)
+        try:
+            # Chromium writes the port it listens on into the profile, in a file that may be seen empty first.
+            active_port = profile / "DevToolsActivePort"
+            wait_until(lambda: bool(active_port.read_text().split()), "chromium", process=self.process)
+            port = active_port.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+                [page] = [target for target in json.loads(response.read()) if target["type"] == "page"]
+            self.socket = websockets.sync.client.connect(page["webSocketDebuggerUrl"], max_size=None)
+        except BaseException:
+            # Its own session outlives the test otherwise.
+            stop_process(self.process)
+            raise
         self.calls = itertools.count(1)
 
     def call(self, method: str, **params: object) -> dict:
