@@ -16,6 +16,7 @@ from hub_pipelines.demo.pacing import UploadPacer
 from hub_pipelines.jobs import MEDIA_PIPELINE
 from hub_pipelines.landing.uploads import partition_key_for
 from hub_pipelines.resources.object_storage import LocalObjectStorage
+from hub_pipelines.resources.sql_database import SqliteDatabase
 from hub_pipelines.sensors.uploads import media_uploads_sensor, unfinished_media_runs
 
 
@@ -86,7 +87,10 @@ def test_uploads_sensor_skip_reason_shows_the_media_backlog(
     objects.create_bucket(settings.UPLOADS_BUCKET)
     queue_media_runs(instance, 4)
 
-    with dg.build_sensor_context(instance=instance, resources={"objects": objects}) as context:
+    database = SqliteDatabase(path=str(tmp_path / "hub.sqlite3"), migrate_schema=True)
+    with dg.build_sensor_context(
+        instance=instance, resources={"objects": objects, "database": database}
+    ) as context:
         result = media_uploads_sensor(context)
 
     assert isinstance(result, dg.SkipReason)
