@@ -140,7 +140,18 @@ class Warehouse(Protocol):
         """Insert rows; a repeated insert with the same dedup_token is a no-op. Returns rows sent."""
         ...
 
-    def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int: ...
+    def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
+        """Insert rows as `insert_df` does; raises `WarehouseRowsRefused` when the rows themselves are refused."""
+        ...
+
+
+class WarehouseRowsRefused(RuntimeError):
+    """The warehouse refused an insert for its rows' values (a CHECK constraint, a value it cannot store):
+    the same rows are refused on every retry, unlike a connection or availability failure."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # Messages are msgspec structs, not dataclasses: a landing run creates one per message read, and a

@@ -11,10 +11,14 @@ books the chunk last. A chunk is landed as:
    from this very message (same partition and offset) is this chunk's own insert from an attempt
    that died before booking, and counts as landed; a stored row from any other message makes this
    one a duplicate, as does an id repeated earlier in the same chunk;
-4. insert the new rows with a deduplication token naming the chunk and its content; with a cache,
-   the chunk's real-time counters are written from the same rows on a thread, while this insert and
-   the next chunks' lookup and insert run (guarded by the chunk's batch marker, so a rerun of the
-   chunk does not count it again; `finish_counting` waits for the last of them);
+4. insert the new rows with a deduplication token naming the chunk and its content; should the
+   warehouse refuse the rows themselves (a constraint; the decoder dead-letters what it can foresee),
+   each half is inserted under a token of its own (the group's token and the half's position), down
+   to the single rows it refuses, which are dead-lettered while their neighbours land; a connection
+   or availability failure fails the run. With a cache, the chunk's real-time counters are then
+   written from the landed rows on a thread, while the next chunks' lookup and insert run (guarded by
+   the chunk's batch marker, so a rerun of the chunk does not count it again; `finish_counting` waits
+   for the last of them);
 5. book the chunk with its counts (offsets without a message are gaps: transaction markers, aborted
    or compacted records), the days its events fall on and its newest event time.
 
@@ -46,7 +50,7 @@ from hub_pipelines.analytics.counters import ChunkCounter, chunk_batch_id
 from hub_pipelines.analytics.events import DecodedBatch, Rejected, decode_batch, describe, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.gc_pause import collector_paused
-from hub_pipelines.core.ports import Cache, TopicMessage, Warehouse
+from hub_pipelines.core.ports import Cache, TopicMessage, Warehouse, WarehouseRowsRefused
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange, uncovered_parts
 
@@ -208,12 +212,22 @@ class WarehouseEventsSink:
             rows if len(unique) == rows.num_rows else rows.take(pa.array(unique, pa.int64()))
         )
         fresh, landed_before = (unique, []) if not stored else self._split_by_stored(batch, unique, stored)
+        token = self._token(topic, labels, fresh)
+        refused: list[Rejected] = []
+        if fresh:
+            fresh_rows = rows if len(fresh) == rows.num_rows else rows.take(pa.array(fresh, pa.int64()))
+            refused_at = self._insert_isolating(fresh_rows, f"{self.tables.raw_events}/{token}")
+            if refused_at:
+                refused = [self._refused(batch, fresh[position], reason) for position, reason in refused_at]
+                refused_indexes = {fresh[position] for position, _ in refused_at}
+                fresh = [index for index in fresh if index not in refused_indexes]
         landed = len(fresh) + len(landed_before)
         kept = None if landed == rows.num_rows else sorted((*fresh, *landed_before))
         landed_rows = rows if kept is None else rows.take(pa.array(kept, pa.int64()))
         read = [len(chunk_messages) for _, chunk_messages in chunks]
-        rejected = Counter(self._chunk_of(chunks, r.message) for r in batch.rejected)
-        valid = [read[index] - rejected[index] for index in range(len(chunks))]
+        decoded_rejects = Counter(self._chunk_of(chunks, r.message) for r in batch.rejected)
+        valid = [read[index] - decoded_rejects[index] for index in range(len(chunks))]
+        rejected = decoded_rejects + Counter(self._chunk_of(chunks, r.message) for r in refused)
         per_chunk = list(
             zip((chunk for chunk, _ in chunks), self._split_by_chunk(landed_rows, valid, kept), strict=True)
         )
@@ -226,16 +240,10 @@ class WarehouseEventsSink:
                     if chunk_rows.num_rows > 0
                 ]
             )
-        token = self._token(topic, labels, fresh)
-        if fresh:
-            fresh_rows = landed_rows if len(fresh) == landed else rows.take(pa.array(fresh, pa.int64()))
-            self.warehouse.insert_arrow(
-                self.tables.raw_events, fresh_rows, dedup_token=f"{self.tables.raw_events}/{token}"
-            )
-        if batch.rejected:
+        if batch.rejected or refused:
             self.warehouse.insert_arrow(
                 self.tables.dead_letters,
-                self._dead_letter_rows(batch.rejected),
+                self._dead_letter_rows([*batch.rejected, *refused]),
                 dedup_token=f"{self.tables.dead_letters}/{token}",
             )
         outcomes = []
@@ -244,7 +252,7 @@ class WarehouseEventsSink:
             counts = LandingCounts(
                 read[index],
                 chunk_landed,
-                valid[index] - chunk_landed,
+                valid[index] - chunk_landed - (rejected[index] - decoded_rejects[index]),
                 rejected[index],
                 gaps=chunk.size - read[index],
             )
@@ -255,6 +263,31 @@ class WarehouseEventsSink:
         self._record(topic, outcomes, run_id)
         self.outcomes.extend(outcomes)
         return outcomes
+
+    def _insert_isolating(self, rows: pa.Table, dedup_token: str) -> list[tuple[int, str]]:
+        """Insert new events; the positions (in `rows`) of those the warehouse refused, with its reason.
+
+        When the warehouse refuses the rows themselves, each half is inserted under a token of its own,
+        the group's token and the half's position (so a replay meets the same tokens), down to the
+        single rows it refuses; a connection or availability failure fails the run, to be retried.
+        """
+        try:
+            self.warehouse.insert_arrow(self.tables.raw_events, rows, dedup_token=dedup_token)
+            return []
+        except WarehouseRowsRefused as refusal:
+            if rows.num_rows == 1:
+                return [(0, refusal.reason)]
+        middle = rows.num_rows // 2
+        first = self._insert_isolating(rows.slice(0, middle), f"{dedup_token}/0")
+        second = self._insert_isolating(rows.slice(middle), f"{dedup_token}/1")
+        return first + [(middle + position, reason) for position, reason in second]
+
+    @staticmethod
+    def _refused(batch: DecodedBatch, index: int, reason: str) -> Rejected:
+        message, event_id = batch.messages[index], batch.events[index].event_id
+        return Rejected(
+            message, f"{describe(message, event_id)}: the warehouse refused the row: {reason}", event_id
+        )
 
     @staticmethod
     def _chunk_of(chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]], message: TopicMessage) -> int:

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from hub_pipelines.core.ports import WarehouseRowsRefused
+
 # clickhouse-connect's binding is imported where a statement is formatted, pyarrow where a table is
 # built, and pandas only for types: every process loads this module, most of them never query.
 if TYPE_CHECKING:
@@ -54,6 +56,14 @@ if TYPE_CHECKING:
 
 _OTHER_FOLDER = re.compile(r"initialized with path '([^']*)'")
 _STATUS_PID = re.compile(r"^PID: (\d+)", re.MULTILINE)
+_ENGINE_CODE = re.compile(r"\bCode: (\d+)\.")
+# ClickHouse's error codes for an insert refused for its rows' values: CANNOT_PARSE_TEXT,
+# CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME, TYPE_MISMATCH,
+# ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE,
+# VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN,
+# FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a view's throwIf), VIOLATED_CONSTRAINT. Any other failure (the
+# server unreachable, too many parts, memory) may pass on a retry and fails the statement as it is.
+_ROWS_REFUSED_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 395, 469})
 
 
 class WarehouseError(RuntimeError):
@@ -147,6 +157,17 @@ def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
     import pyarrow as pa
 
     return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _rows_refused(statement: str, error: BaseException, code: int | None) -> WarehouseRowsRefused | None:
+    """The insert's failure as a refusal of its rows, when the engine's error code says so."""
+    if code is None:
+        found = _ENGINE_CODE.search(str(error))
+        code = int(found.group(1)) if found else None
+    if code not in _ROWS_REFUSED_CODES:
+        return None
+    text = str(error).strip()
+    return WarehouseRowsRefused(f"{statement} refused its rows: {text}", text.splitlines()[0])
 
 
 def _statement_head(sql: str) -> str:
@@ -281,12 +302,18 @@ class ChdbWarehouse(dg.ConfigurableResource):
         columns = column_list(batch.column_names)
         chosen = insert_settings(dedup_token, self._known_settings())
         settings = ", ".join(f"{name} = {format_str(value)}" for name, value in chosen.items())
-        self._run(
-            f"INSERT INTO {table_reference(table)} ({columns}) SELECT {columns} FROM Python(warehouse_rows) "
-            f"SETTINGS {settings}",
-            None,
-            "Null",
-        )
+        try:
+            self._run(
+                f"INSERT INTO {table_reference(table)} ({columns}) SELECT {columns} FROM Python(warehouse_rows) "
+                f"SETTINGS {settings}",
+                None,
+                "Null",
+            )
+        except WarehouseError as exc:
+            refused = _rows_refused(f"chdb insert into {table}", exc.__cause__ or exc, None)
+            if refused is None:
+                raise
+            raise refused from exc.__cause__
         return batch.num_rows
 
 
@@ -383,8 +410,19 @@ class ClickHouseWarehouse(dg.ConfigurableResource):
     def insert_arrow(self, table: str, batch: pa.Table, dedup_token: str | None = None) -> int:
         if batch.num_rows == 0:
             return 0
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
         with self._failures_named(f"INSERT INTO {table}"):
             client = self._connection()
             settings = insert_settings(dedup_token, client.server_settings.keys())
-            client.insert_arrow(table_reference(table), batch, settings=dict(settings))
+            try:
+                client.insert_arrow(table_reference(table), batch, settings=dict(settings))
+            except DatabaseError as exc:
+                statement = f"ClickHouse insert into {table} on {self.host}:{self.port}"
+                refused = (
+                    None if isinstance(exc, OperationalError) else _rows_refused(statement, exc, exc.code)
+                )
+                if refused is None:
+                    raise
+                raise refused from exc
         return batch.num_rows
