@@ -18,7 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.offsets import (
+    OffsetRange,
+    describe_ranges,
+    parse_ranges,
+    plan_next_ranges,
+    uncovered_parts,
+)
 
 STUCK_AFTER_FAILURES = 3
 RETRY_BACKOFF_SECONDS = 10.0
@@ -317,16 +323,9 @@ def _fold(
 def _unlanded(r: OffsetRange, landed: Mapping[int, int], ahead: Sequence[OffsetRange]) -> list[OffsetRange]:
     """The parts of `r` that neither the landed offset nor a range landed ahead covers."""
     start = max(r.start, landed.get(r.partition, 0))
-    parts = []
-    for covered in sorted(a for a in ahead if a.partition == r.partition):
-        if covered.end <= start or covered.start >= r.end:
-            continue
-        if covered.start > start:
-            parts.append(OffsetRange(r.partition, start, covered.start))
-        start = max(start, covered.end)
-    if start < r.end:
-        parts.append(OffsetRange(r.partition, start, r.end))
-    return parts
+    if start >= r.end:
+        return []
+    return uncovered_parts(OffsetRange(r.partition, start, r.end), ahead)
 
 
 def _plannable_ends(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> dict[int, int]:

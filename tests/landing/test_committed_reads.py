@@ -10,7 +10,6 @@ it withholds offsets or raises the low watermark as a real broker would.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -62,12 +61,6 @@ def topics(kafka_broker) -> Iterator[KafkaTopics]:
 @pytest.fixture
 def inbox(postgres_database) -> SqlInboxSink:
     return SqlInboxSink(PostgresDatabase(url=postgres_database.url, migrate_schema=True))
-
-
-def _topic(kafka_broker, prefix: str) -> str:
-    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    kafka_broker.ensure_topic(topic, 4)
-    return topic
 
 
 def _order(event_id: str) -> bytes:
@@ -128,7 +121,7 @@ def _produce_transactions(kafka_broker, topic: str, outcomes: str) -> tuple[set[
 def test_committed_transactions_beside_plain_producers_land_once_and_markers_are_booked_as_gaps(
     kafka_broker, topics, inbox
 ):
-    topic = _topic(kafka_broker, "orders-tx")
+    topic = kafka_broker.new_topic("orders-tx")
     committed, _ = _produce_transactions(kafka_broker, topic, "CCCC")
     ends = topics.end_offsets(topic)
     markers = sum(ends.values()) - len(committed)
@@ -147,7 +140,7 @@ def test_committed_transactions_beside_plain_producers_land_once_and_markers_are
 def test_records_a_read_committed_broker_withholds_never_land_and_are_booked_as_gaps(
     kafka_broker, topics, inbox
 ):
-    topic = _topic(kafka_broker, "orders-aborted")
+    topic = kafka_broker.new_topic("orders-aborted")
     committed, aborted = _produce_transactions(kafka_broker, topic, "CACAC")
     withheld = set()
     for partition, end in topics.end_offsets(topic).items():
@@ -167,7 +160,7 @@ def test_records_a_read_committed_broker_withholds_never_land_and_are_booked_as_
 
 
 def test_a_compacted_gap_lands_the_rest_and_books_the_gap(kafka_broker, topics, inbox):
-    topic = _topic(kafka_broker, "orders-compacted")
+    topic = kafka_broker.new_topic("orders-compacted")
     topics.produce(topic, [OutgoingMessage(_order(f"o-{i}"), partition=1) for i in range(20)])
     broker = BrokerDouble(topics, withheld={(1, offset) for offset in (3, 4, 5, 11, 19)})
 
@@ -180,7 +173,7 @@ def test_a_compacted_gap_lands_the_rest_and_books_the_gap(kafka_broker, topics, 
 
 
 def test_a_range_past_the_committed_end_stops_without_booking_it(kafka_broker, topics, inbox):
-    topic = _topic(kafka_broker, "orders-short")
+    topic = kafka_broker.new_topic("orders-short")
     topics.produce(topic, [OutgoingMessage(_order(f"o-{i}"), partition=2) for i in range(6)])
 
     with pytest.raises(
@@ -198,7 +191,7 @@ def _land_asset(broker, inbox: SqlInboxSink, topic: str, pager: LogNotifier) -> 
 
 
 def test_a_deleted_head_is_booked_as_lost_paged_shown_and_landing_goes_on(kafka_broker, topics, inbox):
-    topic = _topic(kafka_broker, "orders-retention")
+    topic = kafka_broker.new_topic("orders-retention")
     topics.produce(topic, [OutgoingMessage(_order(f"o-{i}"), partition=3) for i in range(30)])
     broker = BrokerDouble(topics, first_available={3: 12})
     pager = LogNotifier()
@@ -223,7 +216,7 @@ def test_a_deleted_head_is_booked_as_lost_paged_shown_and_landing_goes_on(kafka_
 def test_a_deleted_head_on_a_halting_topic_stops_the_run_with_the_reason_and_pages(
     kafka_broker, topics, inbox, monkeypatch
 ):
-    topic = _topic(kafka_broker, "orders-halting")
+    topic = kafka_broker.new_topic("orders-halting")
     topics.produce(topic, [OutgoingMessage(_order(f"o-{i}"), partition=0) for i in range(10)])
     monkeypatch.setattr(settings, "HALT_ON_UPSTREAM_LOSS", frozenset({topic}))
     pager = LogNotifier()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +21,6 @@ from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.sql_database import PostgresDatabase
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _topic(kafka_broker, prefix: str) -> str:
-    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    kafka_broker.ensure_topic(topic, 4)
-    return topic
 
 
 def _order(event_id: str) -> bytes:
@@ -55,7 +48,7 @@ def _count(database: PostgresDatabase, table: sa.Table) -> int:
 def test_orders_landing_counts_duplicates_and_dead_letters_and_replays_idempotently(
     kafka_broker, postgres_database
 ):
-    topic = _topic(kafka_broker, "orders")
+    topic = kafka_broker.new_topic("orders")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     values = [_order(f"order-{i}") for i in range(10)]
     values += [_order("order-3"), _order("order-7")]
@@ -91,7 +84,7 @@ def _worker(*args: str) -> subprocess.CompletedProcess[str]:
 def test_orders_landing_killed_mid_range_and_rerun_leaves_no_gap_and_no_duplicate(
     kafka_broker, postgres_database
 ):
-    topic = _topic(kafka_broker, "orders-crash")
+    topic = kafka_broker.new_topic("orders-crash")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     topics.produce(topic, [OutgoingMessage(value=_order(f"o-{i}"), partition=i % 2) for i in range(60)])
     common = ["--kind", "orders", "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic]
@@ -128,7 +121,7 @@ def _overlap_free_cover(book: list[list[int]]) -> dict[int, list[tuple[int, int]
 def test_two_processes_landing_overlapping_ranges_at_once_book_every_offset_once(
     kafka_broker, postgres_database
 ):
-    topic = _topic(kafka_broker, "orders-overlap")
+    topic = kafka_broker.new_topic("orders-overlap")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     topics.produce(topic, [OutgoingMessage(value=_order(f"o-{i}"), partition=i % 4) for i in range(400)])
     SqlInboxSink(PostgresDatabase(url=postgres_database.url, migrate_schema=True)).landed_ranges(topic)
@@ -165,7 +158,7 @@ def test_two_processes_landing_overlapping_ranges_at_once_book_every_offset_once
 
 
 def test_events_landing_killed_mid_range_and_rerun_counts_each_event_once(kafka_broker, tmp_path):
-    topic = _topic(kafka_broker, "events-crash")
+    topic = kafka_broker.new_topic("events-crash")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     now = datetime.now(UTC)
     messages = [
@@ -194,7 +187,7 @@ def test_events_landing_killed_mid_range_and_rerun_counts_each_event_once(kafka_
 
 
 def test_events_landing_runs_overlapping_in_turn_count_each_event_once(kafka_broker, tmp_path):
-    topic = _topic(kafka_broker, "events-overlap")
+    topic = kafka_broker.new_topic("events-overlap")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     now = datetime.now(UTC)
     topics.produce(
@@ -225,7 +218,7 @@ def test_events_landing_runs_overlapping_in_turn_count_each_event_once(kafka_bro
 
 
 def test_landed_ranges_of_a_real_topic_are_contiguous_after_batches(kafka_broker, postgres_database):
-    topic = _topic(kafka_broker, "orders-batches")
+    topic = kafka_broker.new_topic("orders-batches")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     sink = SqlInboxSink(PostgresDatabase(url=postgres_database.url, migrate_schema=True))
     for batch in range(3):

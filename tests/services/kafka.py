@@ -18,6 +18,7 @@ each test uses topics and groups of its own, named with a random suffix.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,12 @@ class KafkaBroker:
     bootstrap_servers: str
     creates_topics: bool
     owner: Any = None
+
+    def new_topic(self, prefix: str, partitions: int = MOCK_CLUSTER_PARTITIONS) -> str:
+        """A topic of this test's own, named `<prefix>-<random suffix>`, made to exist."""
+        topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.ensure_topic(topic, partitions)
+        return topic
 
     def ensure_topic(self, topic: str, partitions: int) -> None:
         """Make `topic` exist with `partitions` partitions, whichever way this broker allows."""
