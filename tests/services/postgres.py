@@ -183,6 +183,9 @@ def _create_user_and_database(socket_dir: Path, server: PostgresServer) -> None:
                 sql.Identifier(server.user), sql.Literal(server.password)
             )
         )
+        # DROP DATABASE ... WITH (FORCE) must also end an autovacuum worker that happens to be
+        # vacuuming the test's database; it runs under no role, so only pg_signal_backend may end it.
+        admin.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(server.user)))
         admin.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(server.database), sql.Identifier(server.user)
