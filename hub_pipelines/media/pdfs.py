@@ -57,11 +57,6 @@ class OptimizedPdf:
     images_downsampled: int = 0
     active_content_removed: Mapping[str, int] = field(default_factory=dict)
 
-    @property
-    def savings_ratio(self) -> float:
-        """Fraction of the original size saved (negative when the output grew)."""
-        return 1 - self.bytes_after / self.bytes_before if self.bytes_before else 0.0
-
 
 def optimize_pdf(
     data: bytes,

@@ -213,14 +213,6 @@ def record_content_type(database: SqlDatabase, detected: ContentTypeRecord) -> N
     _upsert(database, media_content_types, {**detected.__dict__, "detected_at": datetime.now(UTC)})
 
 
-def content_type_for(database: SqlDatabase, partition_key: str, sha256: str) -> ContentTypeRecord | None:
-    table = media_content_types
-    query = _select_record(table, ContentTypeRecord).where(
-        table.c.partition_key == partition_key, table.c.sha256 == sha256
-    )
-    return _first_record(database, table, ContentTypeRecord, query)
-
-
 def record_publication(
     database: SqlDatabase, publication: PublicationRecord, variants: Sequence[VariantRecord]
 ) -> None:

@@ -76,13 +76,6 @@ class Rendering:
     def bytes_out(self) -> int:
         return sum(len(file.data) for file in self.files)
 
-    @property
-    def largest_rendition_savings_pct(self) -> float:
-        """How much smaller the biggest rendition is than the source (what a full-size view costs)."""
-        if not self.files or not self.source_bytes:
-            return 0.0
-        return 100.0 * (1 - max(len(file.data) for file in self.files) / self.source_bytes)
-
     def encode_seconds_per_rung(self) -> dict[str, float]:
         return {f"{file.label}.{file.format}": round(file.encode_seconds, 4) for file in self.files}
 

@@ -80,10 +80,6 @@ def order_paid_entries(total_minor: int) -> list[Entry]:
     return [Entry(GATEWAY_CLEARING, debit_minor=total_minor), Entry(RECEIVABLE, credit_minor=total_minor)]
 
 
-def post_order_placed(connection: Connection, order_id: str, currency: str, total_minor: int) -> None:
-    post(connection, order_id, currency, ORDER_PLACED, order_placed_entries(total_minor))
-
-
 def post_order_failed(connection: Connection, order_id: str, currency: str, total_minor: int) -> None:
     post(
         connection,
@@ -102,18 +98,6 @@ def unbalanced_postings(connection: Connection) -> list[str]:
         .having(sa.func.sum(ledger_entries.c.debit_minor) != sa.func.sum(ledger_entries.c.credit_minor))
     )
     return [row[0] for row in rows]
-
-
-def account_balances(connection: Connection) -> dict[tuple[str, str], int]:
-    """(account, currency) -> debits minus credits."""
-    rows = connection.execute(
-        sa.select(
-            ledger_entries.c.account,
-            ledger_entries.c.currency,
-            sa.func.sum(ledger_entries.c.debit_minor - ledger_entries.c.credit_minor),
-        ).group_by(ledger_entries.c.account, ledger_entries.c.currency)
-    )
-    return {(account, currency): int(balance) for account, currency, balance in rows}
 
 
 def current_traceparent() -> str:

@@ -49,13 +49,6 @@ class PiiCipher:
             raise PiiKeyError(f"{PII_KEYS_ENV} names no key")
         return cls(keys=keys, active_key_id=next(iter(keys)))
 
-    @classmethod
-    def from_env(cls) -> PiiCipher:
-        setting = os.environ.get(PII_KEYS_ENV)
-        if not setting:
-            raise PiiKeyError(f"{PII_KEYS_ENV} is not set")
-        return cls.from_setting(setting)
-
     def encrypt(self, value: str, context: str) -> bytes:
         return self.seal(value.encode(), context)
 

@@ -286,10 +286,6 @@ class OrderLedger:
             for row in rows
         ]
 
-    def handle_event(self, event: InboxEvent) -> OrderOutcome:
-        """Every phase of one event; rejections are dead-lettered, never raised."""
-        return self._place_isolated(self.admit(event))
-
     def admit(self, event: InboxEvent) -> AdmittedOrder | OrderOutcome:
         """Authenticity, validation and the per-customer rate limit; a rejection is recorded here."""
         started = self.clock()
