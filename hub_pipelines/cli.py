@@ -30,7 +30,7 @@ def _local_feeder(seed: int | None):
         orders_topic=settings.ORDERS_TOPIC,
         events_topic=settings.EVENTS_TOPIC,
         announcements_topic=settings.ORDER_EVENTS_OUT_TOPIC,
-        signing_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
+        signing_secret=settings.order_signing_secret(),
         partitions=settings.TOPIC_PARTITIONS,
         seed=seed,
     )
@@ -98,7 +98,7 @@ def _database():
     from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 
     if settings.hub_env() == "prod":
-        url = os.environ.get("HUB_DATABASE_URL")
+        url = settings.database_url()
         if not url:
             raise DatabaseNotConfigured("HUB_DATABASE_URL is not set")
         return PostgresDatabase(url=url)

@@ -17,6 +17,7 @@ import dagster as dg
 
 from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
+from hub_pipelines.assets.catalog import cataloged
 from hub_pipelines.assets.tracing import enable_tracing
 from hub_pipelines.deploy_k8s import build_media_k8s_job_executor
 from hub_pipelines.housekeeping import order_events_retention_job, order_events_retention_schedule
@@ -42,6 +43,7 @@ from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE, ClamdScan
 from hub_pipelines.resources.warehouse import ChdbWarehouse, ClickHouseWarehouse
 from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
 from hub_pipelines.sensors.analytics import analytics_late_days_sensor, build_stream_observer
+from hub_pipelines.sensors.automation import orders_automation
 from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
 from hub_pipelines.sensors.uploads import media_uploads_sensor
@@ -77,7 +79,7 @@ def local_resources() -> dict[str, Any]:
         "payment_gateway": ApprovingLocalGateway(),
         "customer_notifier": LocalNotificationFile(path=str(root / "notifications.jsonl")),
         "order_settings": OrderLedgerSettings(
-            hmac_secret=os.environ.get("HUB_ORDER_SIGNING_SECRET", "local-demo-secret"),
+            hmac_secret=settings.order_signing_secret(),
             pii_keys=settings.pii_keys(),
             orders_topic=settings.ORDERS_TOPIC,
             order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
@@ -200,7 +202,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         ),
     ]
     return dg.Definitions(
-        assets=dg.load_assets_from_package_module(assets),
+        assets=cataloged(dg.load_assets_from_package_module(assets)),
         asset_checks=dg.load_asset_checks_from_package_module(assets),
         jobs=[
             # In production each media step (a transcode above all) gets its own sized pod.
@@ -217,6 +219,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             analytics_late_days_sensor,
             build_stream_observer(settings.EVENTS_TOPIC, settings.SENSOR_INTERVAL_SECONDS),
             run_failure_alerts,
+            orders_automation,
         ],
         resources=resources,
         loggers=definitions_loggers(),

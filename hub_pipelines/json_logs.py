@@ -18,7 +18,8 @@ from typing import Any
 
 import dagster as dg
 
-from hub_pipelines.core.telemetry import JsonLogFormatter, json_logs_enabled
+from hub_pipelines.core.telemetry import JsonLogFormatter
+from hub_pipelines.settings import json_logs_enabled
 
 LOGGER_NAME = "hub_pipelines.run"
 JSON_LOGS_RUN_CONFIG: Mapping[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}

@@ -7,6 +7,7 @@ Connection settings for external services are not here: they are fields of the r
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,45 @@ def hub_env() -> str:
 def data_dir() -> Path:
     """Where the local environment keeps its embedded databases, object folders and topic logs."""
     return Path(_env("HUB_DATA_DIR", str(PROJECT_ROOT / ".hub"))).resolve()
+
+
+def database_url() -> str | None:
+    """HUB_DATABASE_URL: the production SQL database, for the operator commands outside Dagster."""
+    return os.environ.get("HUB_DATABASE_URL") or None
+
+
+def order_signing_secret() -> str:
+    """HUB_ORDER_SIGNING_SECRET; locally the demo feeder and the ledger share a fixed demo secret."""
+    return _env("HUB_ORDER_SIGNING_SECRET", "local-demo-secret")
+
+
+def local_redis_url() -> str | None:
+    """The Redis `make run` starts on a Unix socket (HUB_REDIS_URL); None runs the cache in process."""
+    return os.environ.get("HUB_REDIS_URL") or None
+
+
+def analytics_database() -> str:
+    """HUB_ANALYTICS_DATABASE: the ClickHouse database of the analytics tables ('' = the connection's)."""
+    return os.environ.get("HUB_ANALYTICS_DATABASE", "")
+
+
+def pushgateway_url() -> str | None:
+    """HUB_PUSHGATEWAY_URL: where each step pushes its run metrics; None pushes nothing."""
+    return os.environ.get("HUB_PUSHGATEWAY_URL") or None
+
+
+def json_logs_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """HUB_LOG_FORMAT=json: run and process logs as one JSON object per line."""
+    return (environ if environ is not None else os.environ).get("HUB_LOG_FORMAT", "").lower() == "json"
+
+
+def dagster_ui_url() -> str:
+    """The Dagster UI's address for links in alerts: HUB_DAGSTER_URL (its external address), else where
+    `make run` serves it (HUB_UI_HOST:HUB_UI_PORT, which `scripts/run_local.sh` exports to every process)."""
+    external = os.environ.get("HUB_DAGSTER_URL")
+    if external:
+        return external.rstrip("/")
+    return f"http://{_env('HUB_UI_HOST', '127.0.0.1')}:{_env('HUB_UI_PORT', '3000')}"
 
 
 # The local environment's PII keyring (customer e-mail and phone, raw order events in the inbox and
@@ -55,6 +95,10 @@ TOPIC_PARTITIONS = int(_env("HUB_TOPIC_PARTITIONS", "3"))
 # Topics whose landing stops (and pages) when messages were deleted upstream before they were landed;
 # other topics book the loss, page, and go on from the earliest offset still there.
 HALT_ON_UPSTREAM_LOSS = frozenset(filter(None, _env("HUB_HALT_ON_UPSTREAM_LOSS", "").split(",")))
+
+# The first day of the daily partitions (orders/daily_revenue, analytics/daily_rollups). Fixed, so a
+# day's partition key names the same day on every deploy; days before it can be added by moving it back.
+DAILY_PARTITIONS_START = _env("HUB_DAILY_PARTITIONS_START", "2026-01-01")
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))
 UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))

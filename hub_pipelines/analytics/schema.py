@@ -20,10 +20,10 @@ inserting an event twice, which it guarantees per topic; the daily rollups are r
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
+from hub_pipelines import settings
 from hub_pipelines.core.ports import Warehouse
 
 # Distinct users and sessions in the rollups are HyperLogLog-style states of 2^13 registers (about 1.2%
@@ -359,4 +359,4 @@ class AnalyticsTables:
 
 def configured_tables() -> AnalyticsTables:
     """The tables the assets use: in HUB_ANALYTICS_DATABASE, or the connection's default database."""
-    return AnalyticsTables(os.environ.get("HUB_ANALYTICS_DATABASE", ""))
+    return AnalyticsTables(settings.analytics_database())

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import dagster as dg
 
+from hub_pipelines import settings
 from hub_pipelines.assets.tracing import step_span
 from hub_pipelines.core.ops_metrics import push_step_metrics, record_step
 from hub_pipelines.core.telemetry import MetricsPushFailed, RunMetrics
-
-PUSHGATEWAY_ENV = "HUB_PUSHGATEWAY_URL"
 
 AssetFn = TypeVar("AssetFn", bound=Callable[..., Any])
 
@@ -90,7 +88,7 @@ def _count(metadata: Mapping[str, Any] | None, names: tuple[str, ...]) -> int:
 
 
 def _push(context: dg.AssetExecutionContext, metrics: RunMetrics) -> None:
-    gateway = os.environ.get(PUSHGATEWAY_ENV)
+    gateway = settings.pushgateway_url()
     if not gateway:
         return
     key = context.asset_key

@@ -1,4 +1,4 @@
-"""Retry policies for assets that call external services, so a passing fault does not fail a run."""
+"""Retry policies for steps that call external services, freshness policies, and automation conditions."""
 
 from datetime import timedelta
 
@@ -27,3 +27,16 @@ DAILY_ROLLUPS_FRESHNESS = dg.FreshnessPolicy.cron(
 PUBLISHED_MEDIA_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=1), warn_window=timedelta(minutes=30)
 )
+
+# orders/daily_revenue: today's revenue so far every 15 minutes (once the ledger has moved since the
+# tick), and yesterday once more after midnight, so orders paid in its last minutes count too.
+DAILY_REVENUE_REFRESH_CRON = "*/15 * * * *"
+DAY_CLOSED_CRON = "15 0 * * *"
+_TODAY: dg.AutomationCondition = dg.AutomationCondition.in_latest_time_window()
+# The lookback reaches from the end of the latest window (today's): two days hold today and yesterday.
+_YESTERDAY: dg.AutomationCondition = dg.AutomationCondition.in_latest_time_window(timedelta(days=2)) & ~_TODAY
+_DAY_CLOSED: dg.AutomationCondition = dg.AutomationCondition.cron_tick_passed(DAY_CLOSED_CRON, "UTC")
+DAILY_REVENUE_AUTOMATION: dg.AutomationCondition = (
+    dg.AutomationCondition.on_cron(DAILY_REVENUE_REFRESH_CRON, "UTC").with_label("today, every 15 minutes")
+    | (_YESTERDAY & _DAY_CLOSED.since_last_handled()).with_label("yesterday, once after it closed")
+) & ~dg.AutomationCondition.in_progress()

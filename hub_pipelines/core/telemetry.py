@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.metrics import MetricWrapperBase
 
-LOG_FORMAT_ENV = "HUB_LOG_FORMAT"
 OTLP_TRACES_PATH = "/v1/traces"
 
 _tracing_lock = threading.Lock()
@@ -212,10 +210,6 @@ def push_metrics(
             f"pushing metrics of job '{job}' {dict(grouping_key or {})} to {gateway_url} failed: {error}"
         ) from error
     return True
-
-
-def json_logs_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    return (environ if environ is not None else os.environ).get(LOG_FORMAT_ENV, "").lower() == "json"
 
 
 _CONTEXT_FIELDS = ("run_id", "asset_key", "partition", "step_key")

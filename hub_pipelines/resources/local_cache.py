@@ -6,12 +6,11 @@ dashboard answers from one run to the next; `scripts/run_local.sh` names it in H
 
 from __future__ import annotations
 
-import os
-
+from hub_pipelines import settings
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
 
 
 def local_cache() -> InProcessCache | RedisCache:
     """Redis when HUB_REDIS_URL names one (e.g. unix:///…/.hub/redis/redis.sock), else in process."""
-    url = os.environ.get("HUB_REDIS_URL")
+    url = settings.local_redis_url()
     return RedisCache(url=url) if url else InProcessCache()

@@ -8,23 +8,19 @@ tick retried after a crash pages once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import dagster as dg
 
+from hub_pipelines import settings
 from hub_pipelines.analytics.alerting import Alert, Notifier
 
-DAGSTER_URL_ENV = "HUB_DAGSTER_URL"
 ERROR_CHARS = 600
 
 
 def run_url(run_id: str, base_url: str | None = None) -> str:
-    """The run's page in the Dagster UI: HUB_DAGSTER_URL (its external address), else where `make run` serves it."""
-    local_ui = (
-        f"http://{os.environ.get('HUB_UI_HOST') or '127.0.0.1'}:{os.environ.get('HUB_UI_PORT') or '3000'}"
-    )
-    base = (base_url or os.environ.get(DAGSTER_URL_ENV) or local_ui).rstrip("/")
+    """The run's page in the Dagster UI (`settings.dagster_ui_url`, unless another base is given)."""
+    base = (base_url or settings.dagster_ui_url()).rstrip("/")
     return f"{base}/runs/{run_id}"
 
 

@@ -30,9 +30,9 @@ from hub_pipelines.core.telemetry import (
     extract_trace_context,
     inject_trace_headers,
     json_log_handler,
-    json_logs_enabled,
     push_metrics,
 )
+from hub_pipelines.settings import json_logs_enabled
 from tests.services import free_port
 
 

@@ -104,7 +104,12 @@ def test_failed_run_pages_pagerduty_and_posts_slack_with_link_and_error(
     assert "invalid NAL unit" in slack["text"]
 
 
-def test_local_pager_logs_the_alert_instead_of_sending_it(caplog: pytest.LogCaptureFixture) -> None:
+def test_local_pager_logs_the_alert_with_a_link_to_the_port_the_ui_serves_on(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HUB_DAGSTER_URL", raising=False)
+    monkeypatch.delenv("HUB_UI_HOST", raising=False)
+    monkeypatch.setenv("HUB_UI_PORT", "3111")
     with dg.instance_for_test() as instance, failed_run_context(instance, LogNotifier()) as context:
         with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
             run_failure_alerts(context)
@@ -112,7 +117,7 @@ def test_local_pager_logs_the_alert_instead_of_sending_it(caplog: pytest.LogCapt
 
     [logged] = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
     assert f"dagster-run/{run_id}" in logged
-    assert run_url(run_id) in logged
+    assert f"http://127.0.0.1:3111/runs/{run_id}" in logged
     assert "step media__renditions: ValueError: upload 'clip.mov'" in logged
 
 

@@ -1,11 +1,11 @@
-import os
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
 import dagster as dg
 
 from hub_pipelines.analytics.rollups import rebuild_day
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
+from hub_pipelines.assets.daily_partitions import daily_partitions
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.policies import DAILY_ROLLUPS_FRESHNESS, EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import Warehouse
@@ -13,16 +13,6 @@ from hub_pipelines.json_logs import job_logs_config
 
 DAILY_ROLLUPS_KEY = ["analytics", "daily_rollups"]
 TOTALS_CHECK = "rollup_totals_match_raw"
-
-
-def analytics_start_date() -> str:
-    """First day of the daily rollups: HUB_ANALYTICS_START_DATE, or two weeks before today."""
-    configured = os.environ.get("HUB_ANALYTICS_START_DATE")
-    return configured or (datetime.now(UTC).date() - timedelta(days=14)).isoformat()
-
-
-# end_offset=1 makes today a partition too, so today's rollup can be built before the day closes.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(), end_offset=1)
 
 
 @dg.asset(
@@ -38,6 +28,8 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=analytics_start_date(
         dg.AssetCheckSpec(
             TOTALS_CHECK,
             asset=DAILY_ROLLUPS_KEY,
+            # Partitioned like the asset, so each evaluation is recorded (and shown) for its day.
+            partitions_def=daily_partitions,
             description="The day's rollup totals (per type and over all types) equal the raw event count.",
         )
     ],

@@ -4,8 +4,10 @@ from datetime import date
 
 import dagster as dg
 
+from hub_pipelines.assets.daily_partitions import daily_partitions
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
+from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION
 from hub_pipelines.core.ports import SqlDatabase, Topics
 from hub_pipelines.orders.notifications import Notifier, send_confirmations
 from hub_pipelines.orders.outbox import relay_outbox
@@ -14,9 +16,7 @@ from hub_pipelines.resources.order_settings import OrderLedgerSettings
 
 OUTBOX_RELAY_KEY = ["orders", "outbox_relay"]
 OUTBOX_DRAINED_CHECK = "outbox_drained_within_bound"
-
-# end_offset=1: today is a partition too (revenue so far, rebuilt on every run), not only finished days.
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC", end_offset=1)
+DAILY_REVENUE_KEY = ["orders", "daily_revenue"]
 
 
 @dg.asset(
@@ -87,9 +87,10 @@ def order_notifications(
 
 
 @dg.asset(
-    key=["orders", "daily_revenue"],
+    key=DAILY_REVENUE_KEY,
     deps=[ORDER_LEDGER_KEY],
     partitions_def=daily_partitions,
+    automation_condition=DAILY_REVENUE_AUTOMATION,
     group_name="orders",
     kinds={"sql"},
     tags={"hub/workflow": "orders", "hub/cadence": "daily"},

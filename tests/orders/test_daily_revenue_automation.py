@@ -1,0 +1,66 @@
+"""orders/daily_revenue is materialized without a click: its automation condition, evaluated by Dagster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from hub_pipelines.assets.orders.downstream import DAILY_REVENUE_KEY
+from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
+from hub_pipelines.definitions import defs
+
+REVENUE = dg.AssetKey(DAILY_REVENUE_KEY)
+
+
+class Evaluations:
+    """Successive evaluations of the code location's automation conditions, as the daemon's sensor runs them."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.cursor = None
+
+    def requested_days(self, at: datetime) -> set[str]:
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=self.instance, evaluation_time=at, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        assert result.total_requested == len(result.get_requested_partitions(REVENUE))
+        return {str(day) for day in result.get_requested_partitions(REVENUE)}
+
+
+def ledger_batch_landed(instance: dg.DagsterInstance) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=ORDER_LEDGER_KEY))
+
+
+def test_today_is_rebuilt_after_each_quarter_hour_once_the_ledger_moved() -> None:
+    with dg.instance_for_test() as instance:
+        evaluations = Evaluations(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 7, tzinfo=UTC)) == set()
+        # 10:15 passed, but the ledger has not moved since: nothing new to count yet.
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 16, tzinfo=UTC)) == set()
+        ledger_batch_landed(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 17, tzinfo=UTC)) == {"2026-12-06"}
+        # Another batch within the same quarter hour waits for the next tick.
+        ledger_batch_landed(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 18, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 31, tzinfo=UTC)) == set()
+        ledger_batch_landed(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 6, 10, 32, tzinfo=UTC)) == {"2026-12-06"}
+
+
+def test_yesterday_is_rebuilt_once_after_midnight_and_never_again() -> None:
+    with dg.instance_for_test() as instance:
+        evaluations = Evaluations(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 6, 23, 50, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 16, tzinfo=UTC)) == {"2026-12-06"}
+        ledger_batch_landed(instance)
+        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 17, tzinfo=UTC)) == {"2026-12-07"}
+        assert evaluations.requested_days(datetime(2026, 12, 7, 9, 1, tzinfo=UTC)) == set()
+
+
+def test_the_automation_sensor_is_on_by_default_and_covers_daily_revenue() -> None:
+    sensor = defs.resolve_sensor_def("orders_automation")
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert REVENUE in sensor.asset_selection.resolve(defs.resolve_asset_graph())
