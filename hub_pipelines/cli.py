@@ -13,12 +13,16 @@ from hub_pipelines import settings
 
 
 def _local_feeder(seed: int | None):
-    from hub_pipelines.demo.feeder import DemoFeeder
+    from hub_pipelines.demo.feeder import DemoFeeder, seed_demo_catalog
     from hub_pipelines.resources.media_settings import MediaSettings
     from hub_pipelines.resources.object_storage import LocalObjectStorage
+    from hub_pipelines.resources.sql_database import SqliteDatabase
     from hub_pipelines.resources.topics import LocalTopicLog
 
     root = settings.data_dir()
+    # The local ledger's database (as definitions.local_resources names it) must know the products
+    # the demo's orders buy.
+    seed_demo_catalog(SqliteDatabase(path=str(root / "hub.sqlite3"), migrate_schema=True))
     objects = LocalObjectStorage(root=str(root / "objects"))
     for bucket in [settings.UPLOADS_BUCKET, *MediaSettings().bucket_names()]:
         objects.create_bucket(bucket)

@@ -83,7 +83,6 @@ def local_resources() -> dict[str, Any]:
             pii_keys=settings.pii_keys(),
             orders_topic=settings.ORDERS_TOPIC,
             order_events_topic=settings.ORDER_EVENTS_OUT_TOPIC,
-            seed_demo_catalog=True,
         ),
     }
 

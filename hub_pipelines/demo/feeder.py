@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from hub_pipelines.core.ports import ObjectStorage, OutgoingMessage, Topics
+from hub_pipelines.core.ports import ObjectStorage, OutgoingMessage, SqlDatabase, Topics
 from hub_pipelines.core.telemetry import inject_trace_headers
 from hub_pipelines.demo import samples
 
@@ -23,12 +23,24 @@ DEMO_PRODUCTS = [
     ("p-200", "Milk frother", "59.00"),
     ("p-300", "Ceramic cup", "12.50"),
 ]
+# Enough that the demo never sells out: the demo shows orders being paid, not stock running low.
+DEMO_STOCK = 1_000_000
 EVENT_TYPES = ["page_view"] * 70 + ["add_to_cart"] * 15 + ["purchase"] * 5 + ["error"] * 10
 
 
 def sign(payload: bytes, secret: str) -> bytes:
     """HMAC-SHA256 of the payload, as 'sha256=<hex>' (the GitHub/Stripe webhook convention)."""
     return b"sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest().encode()
+
+
+def seed_demo_catalog(database: SqlDatabase) -> int:
+    """The products the demo's orders buy, added where missing (prices and stock already there stay)."""
+    from hub_pipelines.orders.catalog import add_missing_products
+
+    return add_missing_products(
+        database,
+        [(p, name, "USD", int(price.replace(".", "")), DEMO_STOCK) for p, name, price in DEMO_PRODUCTS],
+    )
 
 
 def order_event(rng: random.Random, now: datetime) -> dict[str, object]:

@@ -41,7 +41,6 @@ class OrderLedgerSettings(dg.ConfigurableResource):
     stale_after_s: float = 60.0
     outbox_bound_s: float = 300.0
     notification_max_attempts: int = 3
-    seed_demo_catalog: bool = False
     pushgateway_url: str | None = None
 
     _limiter: RateLimiter | None = PrivateAttr(default=None)

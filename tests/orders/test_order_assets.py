@@ -9,6 +9,7 @@ import dagster as dg
 
 from hub_pipelines.assets.orders import downstream, ledger
 from hub_pipelines.core.schema import upgrade_schema
+from hub_pipelines.demo.feeder import seed_demo_catalog
 from hub_pipelines.orders.outbox import EVENT_ID_HEADER, TRACEPARENT_HEADER
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.resources.cache import InProcessCache
@@ -23,6 +24,7 @@ from tests.orders.support import HMAC_SECRET, Inbox, order_event
 def test_order_assets_process_a_batch_locally_and_every_check_passes(tmp_path: Path) -> None:
     database = SqliteDatabase(path=str(tmp_path / "hub.sqlite3"))
     upgrade_schema(database.engine)
+    seed_demo_catalog(database)
     topics = LocalTopicLog(root=str(tmp_path / "topics"))
     topics.create_topic("order-events", 1)
     Inbox(database).land_events(
@@ -39,9 +41,7 @@ def test_order_assets_process_a_batch_locally_and_every_check_passes(tmp_path: P
         "topics": topics,
         "payment_gateway": ApprovingLocalGateway(),
         "customer_notifier": LocalNotificationFile(path=str(notifications)),
-        "order_settings": OrderLedgerSettings(
-            hmac_secret=HMAC_SECRET, pii_keys=new_key_setting(), seed_demo_catalog=True
-        ),
+        "order_settings": OrderLedgerSettings(hmac_secret=HMAC_SECRET, pii_keys=new_key_setting()),
     }
 
     result = dg.materialize(

@@ -23,6 +23,7 @@ from hub_pipelines import settings
 from hub_pipelines.assets.orders import downstream, ledger, order_events
 from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.demo.feeder import seed_demo_catalog
 from hub_pipelines.housekeeping import order_events_retention_job
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.orders.tables import PAID, orders
@@ -118,6 +119,7 @@ def test_canary_contact_details_are_nowhere_in_plaintext_and_the_inbox_is_purged
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
     topics.produce(settings.ORDERS_TOPIC, messages)
     database = PostgresDatabase(url=postgres_database.url, migrate_schema=True)
+    seed_demo_catalog(database)
     controller, mailbox = smtp_server
     resources = {
         "database": database,
@@ -133,7 +135,6 @@ def test_canary_contact_details_are_nowhere_in_plaintext_and_the_inbox_is_purged
             pii_keys=keys,
             rate_limit_storage_uri=redis_server,
             order_events_topic=out_topic,
-            seed_demo_catalog=True,
         ),
     }
     dagster_home = tmp_path / "dagster_home"

@@ -13,7 +13,7 @@ import pytest
 
 from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
-from hub_pipelines.demo.feeder import DemoFeeder
+from hub_pipelines.demo.feeder import DemoFeeder, seed_demo_catalog
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
@@ -25,7 +25,9 @@ class LocalEnvironment:
     instance: dg.DagsterInstance
 
     def demo_feeder(self, seed: int) -> DemoFeeder:
-        """The demo feeder writing into this environment's storage and topics, signing with its secret."""
+        """The demo feeder writing into this environment's storage and topics, signing with its secret,
+        with the demo's products in the environment's database (as `hub-pipelines demo` seeds them)."""
+        seed_demo_catalog(self.resources["database"])
         return DemoFeeder(
             objects=self.resources["objects"],
             topics=self.resources["topics"],

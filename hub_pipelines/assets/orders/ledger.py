@@ -12,7 +12,7 @@ from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, SqlDatabase
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
-from hub_pipelines.orders.catalog import Catalog, add_missing_products
+from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import PaymentGateway
@@ -24,7 +24,6 @@ STOCK_CHECK = "stock_never_negative"
 CHARGE_CHECK = "one_successful_charge_per_paid_order"
 BALANCE_CHECK = "ledger_balances"
 DUPLICATES_CHECK = "duplicates_rejected_equal_duplicates_sent"
-DEMO_STOCK = 1_000_000
 
 
 def _checks() -> list[dg.AssetCheckSpec]:
@@ -139,14 +138,9 @@ def order_ledger(
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """Orders placed from the landed events: validated, price-checked, reserved, paid or compensated, booked."""
-    # Imported per run, not with the code location: the breaker module loads pybreaker and redis, the
-    # demo feeder its sample images and clips.
+    # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
-    from hub_pipelines.demo.feeder import DEMO_PRODUCTS
 
-    if order_settings.seed_demo_catalog:
-        demo = [(p, name, "USD", int(price.replace(".", "")), DEMO_STOCK) for p, name, price in DEMO_PRODUCTS]
-        add_missing_products(database, demo)
     ledger = TracedOrderLedger(
         database=database,
         catalog=Catalog(database, cache),
