@@ -33,7 +33,7 @@ TOTALS_CHECK = "rollup_totals_match_raw"
             description="The day's rollup totals (per type and over all types) equal the raw event count.",
         )
     ],
-    tags={"hub/workflow": "analytics", "hub/cadence": "daily"},
+    tags={"hub/cadence": "daily"},
 )
 @instrumented(records="raw_events")
 def daily_rollups(
@@ -69,6 +69,5 @@ daily_rollups_job = dg.define_asset_job(
     "analytics_daily_rollups",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(daily_rollups),
-    tags={"hub/workflow": "analytics"},
     description="Rebuild the daily rollups of one day from raw events.",
 )

@@ -24,7 +24,6 @@ ANOMALY_SCORES_KEY = ["analytics", "anomaly_scores"]
     kinds={"clickhouse", "redis"},
     pool="warehouse",
     retry_policy=EXTERNAL_CALL_RETRY,
-    tags={"hub/workflow": "analytics"},
 )
 @instrumented(records="events_counted")
 def realtime_counters(
@@ -61,7 +60,6 @@ def realtime_counters(
     kinds={"clickhouse", "python"},
     pool="warehouse",
     retry_policy=EXTERNAL_CALL_RETRY,
-    tags={"hub/workflow": "analytics"},
 )
 @instrumented(records="minutes_scored")
 def anomaly_scores(

@@ -32,7 +32,6 @@ LANDED_POSITIONS_METADATA = "landed_positions"
     pool="warehouse",
     retry_policy=EXTERNAL_CALL_RETRY,
     check_specs=landing_check_specs(RAW_EVENTS_KEY),
-    tags={"hub/workflow": "analytics"},
 )
 @instrumented(records="read", failed_records=("dead_lettered",))
 def raw_events(

@@ -31,7 +31,6 @@ DAILY_REVENUE_KEY = ["orders", "daily_revenue"]
             description="No outbox row has waited longer than the configured bound.",
         )
     ],
-    tags={"hub/workflow": "orders"},
 )
 @instrumented(records="published")
 def outbox_relay(
@@ -68,7 +67,6 @@ def outbox_relay(
     deps=[ORDER_LEDGER_KEY],
     group_name="orders",
     kinds={"python", "sql"},
-    tags={"hub/workflow": "orders"},
 )
 @instrumented(records="notifications")
 def order_notifications(
@@ -93,7 +91,7 @@ def order_notifications(
     automation_condition=DAILY_REVENUE_AUTOMATION,
     group_name="orders",
     kinds={"sql"},
-    tags={"hub/workflow": "orders", "hub/cadence": "daily"},
+    tags={"hub/cadence": "daily"},
 )
 @instrumented(records="orders")
 def daily_revenue(
@@ -112,7 +110,6 @@ def daily_revenue(
     deps=[ORDER_LEDGER_KEY],
     group_name="orders",
     kinds={"sql"},
-    tags={"hub/workflow": "orders"},
 )
 @instrumented(records="products")
 def inventory_snapshot(database: dg.ResourceParam[SqlDatabase]) -> dg.MaterializeResult:

@@ -127,7 +127,6 @@ class TracedOrderLedger(OrderLedger):
     group_name="orders",
     kinds={"python", "sql", "redis", "stripe"},
     check_specs=_checks(),
-    tags={"hub/workflow": "orders"},
 )
 @instrumented(records="events", failed_records=("orders_rejected",))
 def order_ledger(

@@ -18,7 +18,6 @@ ORDER_EVENTS_KEY = ["orders", "order_events"]
     kinds={"kafka", "sql"},
     retry_policy=EXTERNAL_CALL_RETRY,
     check_specs=landing_check_specs(ORDER_EVENTS_KEY),
-    tags={"hub/workflow": "orders"},
 )
 @instrumented(records="read", failed_records=("dead_lettered",))
 def order_events(
