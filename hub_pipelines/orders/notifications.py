@@ -43,7 +43,10 @@ class NotificationChannel(Protocol):
     def send(self, recipient: str, subject: str, body: str) -> None: ...
 
 
-class Notifier(Protocol):
+class CustomerChannels(Protocol):
+    """How customers are reached (the `customer_notifier` resource); the on-call pager is
+    `analytics.alerting.Notifier`."""
+
     def channels(self) -> Mapping[str, NotificationChannel]:
         """The channels by name ('email', 'sms')."""
         ...

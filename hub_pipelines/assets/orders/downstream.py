@@ -9,7 +9,7 @@ from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
 from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION
 from hub_pipelines.core.ports import SqlDatabase, Topics
-from hub_pipelines.orders.notifications import Notifier, send_confirmations
+from hub_pipelines.orders.notifications import CustomerChannels, send_confirmations
 from hub_pipelines.orders.outbox import relay_outbox
 from hub_pipelines.orders.reports import rebuild_daily_revenue, take_inventory_snapshot
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
@@ -71,7 +71,7 @@ def outbox_relay(
 @instrumented(records="notifications")
 def order_notifications(
     database: dg.ResourceParam[SqlDatabase],
-    customer_notifier: dg.ResourceParam[Notifier],
+    customer_notifier: dg.ResourceParam[CustomerChannels],
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """Confirmation email and SMS for every paid order, at most once per order and channel."""
