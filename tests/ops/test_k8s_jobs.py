@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
-from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
@@ -52,8 +52,8 @@ def launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> K8sRunLauncher:
     return data.rehydrate(as_type=K8sRunLauncher)
 
 
-def media_run(tags: Mapping[str, str] | None = None) -> DagsterRun:
-    return DagsterRun(
+def media_run(tags: Mapping[str, str] | None = None) -> dg.DagsterRun:
+    return dg.DagsterRun(
         job_name="media_pipeline", run_id=str(uuid.uuid4()), tags={"hub/workflow": "media", **(tags or {})}
     )
 
@@ -66,7 +66,7 @@ def executor_config() -> Mapping[str, Any]:
 
 
 def step_container_context(
-    launcher: K8sRunLauncher, run: DagsterRun, step_tags: Mapping[str, str]
+    launcher: K8sRunLauncher, run: dg.DagsterRun, step_tags: Mapping[str, str]
 ) -> K8sContainerContext:
     config = executor_config()
     executor_context = K8sContainerContext(

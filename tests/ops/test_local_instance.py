@@ -11,8 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-from dagster._core.instance.config import PoolGranularity
-from dagster._core.storage.dagster_run import DagsterRun
 
 from hub_pipelines.definitions import defs
 
@@ -45,13 +43,13 @@ def test_local_instance_admits_one_run_at_a_time_into_each_pool() -> None:
     config = yaml.safe_load(LOCAL_INSTANCE.read_text())
     with dg.instance_for_test(overrides={"concurrency": config["concurrency"]}) as instance:
         pools = instance.get_concurrency_config().pool_config
-        assert pools.pool_granularity == PoolGranularity.RUN
+        assert pools.pool_granularity.value == "run"
         assert pools.default_pool_limit == 1
 
         storage = instance.event_log_storage
         for pool in ("transcode", "warehouse"):
             first, second = (
-                instance.add_run(DagsterRun(job_name="j", run_id=str(uuid.uuid4()))) for _ in "12"
+                instance.add_run(dg.DagsterRun(job_name="j", run_id=str(uuid.uuid4()))) for _ in "12"
             )
             assert storage.initialize_concurrency_limit_to_default(pool)
             assert storage.claim_concurrency_slot(pool, first.run_id, "step").is_claimed
