@@ -1,7 +1,9 @@
-"""Names and tunables shared by assets and sensors, read once from the environment.
+"""Names, tunables and settings, read from the environment here and nowhere else.
 
-Connection settings for external services are not here: they are fields of the resources, fed by
-`dg.EnvVar` in `definitions.py`. This module holds what the workflows themselves call things.
+Production's connection settings for external services are fields of the resources, fed by
+`dg.EnvVar` in `definitions.py`. This module holds what the workflows themselves call things, and the
+few addresses code outside the resources needs (the CLI's database, `make run`'s Redis, the UI's
+address for alert links).
 """
 
 from __future__ import annotations
