@@ -50,7 +50,8 @@ THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 VARIANTS: dict[str, dict[str, float | int]] = {
     "shipped": {},
     "score_average_10": {"score_average": 10},
-    "no_point_path": {"point_decades": 1e9},
+    "score_history_8640": {"score_history": 8640},
+    "range_tolerance_0.05": {"range_tolerance": 0.05},
     "shape_calibration_1000": {"shape_calibration": 1000},
 }
 
