@@ -7,8 +7,10 @@ shape of the last few points is farther from its nearest earlier match than any 
 the spirit of KNN-CAD: periodic metrics are judged against their own cycle, not a flat mean). Their average is
 smoothed over a few points and judged against the detector's own history of raw scores (Numenta's
 anomaly likelihood), so a metric that is always noisy does not alert all the time. The final score maps
-the likelihood's tail probability onto [0, 1] logarithmically; after an alert the detector rests, since
-NAB (like a person on call) rewards the earliest detection of an event and penalises repeats.
+the likelihood's tail probability onto [0, 1] logarithmically. Beside it, a value beyond everything the
+metric has ever shown (its all-time range widened by a tolerance, as Numenta's NAB detector does) scores
+1 at once: a single extreme point barely moves the smoothed likelihood. After an alert the detector rests,
+since NAB (like a person on call) rewards the earliest detection of an event and penalises repeats.
 
 Everything the detector remembers is plain numbers, lists and a dict, so `to_state()` is JSON-able and
 `from_state()` continues exactly where it stopped. Every setting is a count of points or a probability
@@ -28,9 +30,11 @@ from typing import Any, Literal
 import numpy as np
 
 FindingType = Literal["spike", "drop", "level_shift"]
-STATE_VERSION = 2
-# Version 1 was saved before the shape signal; such a detector continues with today's settings.
-UPGRADABLE_STATE_VERSIONS = (1, STATE_VERSION)
+STATE_VERSION = 3
+# Settings saved by an older version were that version's shipped ones, so such a detector continues with
+# today's. Version 1 was saved before the shape signal, version 2 before the all-time range (it continues
+# with the range of the values it still holds).
+UPGRADABLE_STATE_VERSIONS = (1, 2, STATE_VERSION)
 
 
 class AnomalyInputError(ValueError):
@@ -65,7 +69,7 @@ class Finding:
 class DetectorSettings:
     """The same for every metric; the threshold is the one bench/nab.py's left-out folds chose."""
 
-    threshold: float = 0.95
+    threshold: float = 0.98
     warmup: int = 60
     long_window: int = 1000
     context_warmup: int = 300
@@ -76,7 +80,7 @@ class DetectorSettings:
     score_history: int = 3000
     min_score_std: float = 0.05
     tail_decades: float = 4.0
-    point_decades: float = 16.0
+    range_tolerance: float = 0.1
     rest_period: int = 100
     shift_points: int = 5
     shift_sigmas: float = 3.0
@@ -232,9 +236,11 @@ class AnomalyDetector:
         self._pending: list[Finding] = []
         self._shift_watch: dict[str, Any] | None = None
         self._shape = _ShapeNovelty(cfg.shape_length, cfg.shape_history, cfg.shape_calibration)
+        self._low = math.inf
+        self._high = -math.inf
 
     def update(self, value: float, ts: datetime | None = None) -> float:
-        """Score `value` against the past, then learn it; 0 in warm-up and while resting after an alert."""
+        """Score `value` against the past, then learn it; 0 until warmed up and while resting after an alert."""
         value = float(value)
         if not math.isfinite(value):
             raise AnomalyInputError(
@@ -249,8 +255,12 @@ class AnomalyDetector:
             point_tail = 2.0 * _upper_tail(abs(value - baseline) / std)
             raw = (1.0 - point_tail + self._context_novelty(value) + shape) / 3.0
             score = self._likelihood_score(raw)
-            # A single extreme point barely moves the smoothed likelihood, so it is also judged alone.
-            score = max(score, min(1.0, -math.log10(max(point_tail, 1e-300)) / cfg.point_decades))
+            if self._outside_range(value):
+                score = 1.0
+            if len(self._values.values) < cfg.context_warmup:
+                # Cold start: until the bins are learned, every few points widen the young range and
+                # the likelihood judges raw scores that lack the context signal.
+                score = 0.0
             self._follow_shift(value, ts)
             self._since_alert += 1
             if self._since_alert <= cfg.rest_period:
@@ -259,6 +269,7 @@ class AnomalyDetector:
                 self._since_alert = 0
                 self._pending.append(self._finding(value, baseline, std, score, ts))
         self._values.push(value)
+        self._low, self._high = min(self._low, value), max(self._high, value)
         return score
 
     def drain_findings(self) -> list[Finding]:
@@ -291,6 +302,11 @@ class AnomalyDetector:
         if len(self._contexts) > cfg.max_contexts:
             self._contexts = {k: c for k, c in self._contexts.items() if c > 1}
         return 1.0 if count == 0 else 0.0
+
+    def _outside_range(self, value: float) -> bool:
+        # Relative to the range itself, so the tolerance means the same for bytes and for percent.
+        margin = self.settings.range_tolerance * (self._high - self._low)
+        return self._high > self._low and not self._low - margin <= value <= self._high + margin
 
     def _likelihood_score(self, raw: float) -> float:
         cfg = self.settings
@@ -368,6 +384,8 @@ class AnomalyDetector:
             "pending": [f.to_dict() for f in self._pending],
             "shift_watch": self._shift_watch,
             "shape": self._shape.to_state(),
+            # JSON has no infinity: a detector that has seen no value yet saves no range.
+            "range": [self._low, self._high] if self._low <= self._high else None,
         }
 
     @classmethod
@@ -395,11 +413,17 @@ class AnomalyDetector:
             detector._since_alert = state["since_alert"]
             detector._pending = [Finding.from_dict(f) for f in state["pending"]]
             detector._shift_watch = state["shift_watch"]
-            if version == STATE_VERSION:
-                detector._shape.restore(state["shape"])
-            else:
+            if version == 1:
                 seed = {"values": detector._values.last(settings.shape_history), "distances": []}
                 detector._shape.restore(seed)
+            else:
+                detector._shape.restore(state["shape"])
+            if version == STATE_VERSION:
+                if state["range"] is not None:
+                    detector._low, detector._high = state["range"]
+            else:
+                held = detector._values.last(settings.long_window)
+                detector._low, detector._high = min(held, default=math.inf), max(held, default=-math.inf)
         except KeyError as missing:
             raise AnomalyStateError(
                 f"anomaly detector state for {state.get('metric')!r} lacks field {missing}"

@@ -31,6 +31,11 @@ def noisy_series(seed: int, n: int = 1600) -> np.ndarray:
     return 100.0 + np.random.default_rng(seed).normal(0.0, 2.0, n)
 
 
+def bounded_noise(seed: int, n: int = 1600) -> np.ndarray:
+    """Noise that never leaves its range: no value is beyond everything seen before."""
+    return 100.0 + np.random.default_rng(seed).uniform(-3.0, 3.0, n)
+
+
 def findings_for(values: np.ndarray) -> tuple[np.ndarray, list]:
     detector = AnomalyDetector("checkout.error_rate")
     scores = detector.score_series(values)
@@ -72,10 +77,33 @@ def test_injected_level_shift_is_flagged_as_level_shift(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_stationary_noise_stays_below_threshold_after_warm_up(seed: int) -> None:
-    scores, findings = findings_for(noisy_series(seed))
-    assert scores[WARMED_UP:].max() < 0.95
+def test_bounded_stationary_noise_never_alerts_after_warm_up(seed: int) -> None:
+    scores, findings = findings_for(bounded_noise(seed))
+    assert scores[WARMED_UP:].max() < DetectorSettings().threshold
     assert findings == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+def test_gaussian_noise_alerts_only_on_values_beyond_everything_seen_before(seed: int) -> None:
+    values = noisy_series(seed)
+    scores, _ = findings_for(values)
+    tolerance = DetectorSettings().range_tolerance
+    for i in np.flatnonzero(scores >= DetectorSettings().threshold):
+        low, high = values[:i].min(), values[:i].max()
+        margin = tolerance * (high - low)
+        assert values[i] > high + margin or values[i] < low - margin, f"alert at {i} inside the range"
+
+
+def test_value_beyond_the_all_time_range_scores_one_once_the_range_is_learned() -> None:
+    cycle = 50.0 + 10.0 * np.sin(np.arange(1000) * 2 * np.pi / 96)
+    young, learned = cycle.copy(), cycle.copy()
+    young[200] = learned[600] = 63.0  # 15% of the range (40..60) above its top
+
+    young_scores = AnomalyDetector("m").score_series(young)
+    learned_scores = AnomalyDetector("m").score_series(learned)
+
+    assert learned_scores[600] == 1.0
+    assert young_scores[200] < DetectorSettings().threshold
 
 
 def test_scores_are_between_zero_and_one_on_wild_input() -> None:
@@ -149,7 +177,7 @@ def test_state_of_another_version_is_refused() -> None:
 
 
 def test_state_saved_before_the_shape_signal_continues_with_todays_settings() -> None:
-    values = noisy_series(12)
+    values = bounded_noise(12)
     values[INJECT_AT] += 30.0
     before = AnomalyDetector("m")
     before.score_series(values[:800])
@@ -163,6 +191,30 @@ def test_state_saved_before_the_shape_signal_continues_with_todays_settings() ->
     assert restored.settings == DetectorSettings()
     assert [f.type for f in restored.drain_findings()] == ["spike"]
     assert scores[INJECT_AT - 800] >= restored.settings.threshold
+
+
+def test_state_saved_before_the_all_time_range_continues_with_the_range_of_the_values_it_holds() -> None:
+    values = bounded_noise(13)
+    values[INJECT_AT] += 30.0
+    before = AnomalyDetector("m")
+    before.score_series(values[:800])
+    version_2 = before.to_state() | {"version": 2}
+    del version_2["range"]
+    version_2["settings"] = version_2["settings"] | {"threshold": 0.95, "point_decades": 16.0}
+
+    restored = AnomalyDetector.from_state(json.loads(json.dumps(version_2)))
+    scores = restored.score_series(values[800:])
+
+    assert restored.settings == DetectorSettings()
+    assert restored.to_state()["range"][0] <= values[:800].min()
+    assert [f.type for f in restored.drain_findings()] == ["spike"]
+    assert scores[INJECT_AT - 800] == 1.0
+
+
+def test_state_of_a_detector_that_has_seen_nothing_is_plain_json() -> None:
+    state = AnomalyDetector("m").to_state()
+    restored = AnomalyDetector.from_state(json.loads(json.dumps(state, allow_nan=False)))
+    assert restored.score_series([1.0, 2.0]).tolist() == [0.0, 0.0]
 
 
 def toy_corpus():
