@@ -58,6 +58,12 @@ HALT_ON_UPSTREAM_LOSS = frozenset(filter(None, _env("HUB_HALT_ON_UPSTREAM_LOSS",
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))
 UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))
+# An upload settled (published, quarantined, rejected) this long ago leaves Dagster's partition set and
+# its original leaves the uploads prefix for the retired prefix, so neither the UI nor the sensor's
+# listing grows with history; `hub-pipelines uploads restore` brings one back.
+UPLOADS_RETENTION_DAYS = float(_env("HUB_UPLOADS_RETENTION_DAYS", "7"))
+UPLOADS_RETIRED_PREFIX = _env("HUB_UPLOADS_RETIRED_PREFIX", "retired/")
+UPLOADS_RETENTION_CRON = _env("HUB_UPLOADS_RETENTION_CRON", "47 3 * * *")
 ORDERS_PER_RUN = int(_env("HUB_ORDERS_PER_RUN", "20000"))
 EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))
 SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))

@@ -26,7 +26,13 @@ def uploads(
     objects: dg.ResourceParam[ObjectStorage],
     database: dg.ResourceParam[SqlDatabase],
 ) -> dg.MaterializeResult:
-    """One uploaded object as it arrived: key, size, ETag, sha256 and first-seen time, recorded once."""
+    """One uploaded object as it arrived: key, size, ETag, sha256 and first-seen time, recorded once.
+
+    An upload published, quarantined or rejected more than HUB_UPLOADS_RETENTION_DAYS ago is retired
+    by `media_uploads_retention_job`: its partition leaves this list and its original moves to the
+    retired prefix, while its `media_uploads` row stays. `hub-pipelines uploads restore <partition key>`
+    adds it back for a re-run.
+    """
     object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
     refusal = key_refusal(settings.UPLOADS_BUCKET, object_key, settings.UPLOADS_PREFIX)
     if refusal:
