@@ -132,6 +132,7 @@ def uploads_restore(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
+    from hub_pipelines.assets.media.partitions import originals_layout
     from hub_pipelines.housekeeping import InstanceUploadPartitions
     from hub_pipelines.landing.upload_retention import UploadNotRecorded, restore_uploads
 
@@ -140,9 +141,8 @@ def uploads_restore(args: argparse.Namespace) -> int:
             _database(),
             _object_storage().bucket(settings.UPLOADS_BUCKET),
             InstanceUploadPartitions(dg.DagsterInstance.get()),
+            originals_layout(),
             args.partition_keys,
-            uploads_prefix=settings.UPLOADS_PREFIX,
-            retired_prefix=settings.UPLOADS_RETIRED_PREFIX,
             now=datetime.now(UTC),
         )
     except UploadNotRecorded as unknown:
@@ -150,18 +150,17 @@ def uploads_restore(args: argparse.Namespace) -> int:
         return 1
     for upload in restored:
         where = (
-            "original moved back"
-            if upload.original_moved_back
-            else "original in place"
-            if upload.original_present
-            else "no original left to run on (a quarantined upload's is in the quarantine bucket)"
+            f"original at {upload.original_key!r}"
+            if upload.original_key
+            else "no original left to run on: a quarantined upload's is in the quarantine bucket"
         )
         print(
             f"uploads restore: partition {upload.partition_key!r} is registered again ({where}); "
             "materialize it from the media/uploads asset page or with "
-            f"`dagster asset materialize -m hub_pipelines.definitions --select 'group:media' --partition '{upload.partition_key}'`"
+            f"`dagster asset materialize -m hub_pipelines.definitions --select 'group:media' "
+            f"--partition '{upload.partition_key}'`"
         )
-    return 0 if all(upload.original_present for upload in restored) else 1
+    return 0 if all(upload.original_key for upload in restored) else 1
 
 
 def migrate(args: argparse.Namespace) -> int:

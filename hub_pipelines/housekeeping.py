@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from hub_pipelines import settings
-from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME
+from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, originals_layout
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
 from hub_pipelines.landing.upload_retention import retire_settled_uploads
 from hub_pipelines.orders.retention import purge_expired
@@ -85,14 +85,13 @@ def retire_settled_upload_partitions(
     database: dg.ResourceParam[SqlDatabase],
     objects: dg.ResourceParam[ObjectStorage],
 ) -> None:
-    """Deletes the partitions of uploads settled longer than the retention and moves their originals aside."""
+    """Deletes the partitions of uploads settled longer than the retention (and sets aside any original left)."""
     now = _as_of(config.as_of)
     report = retire_settled_uploads(
         database,
         objects.bucket(settings.UPLOADS_BUCKET),
         InstanceUploadPartitions(context.instance),
-        uploads_prefix=settings.UPLOADS_PREFIX,
-        retired_prefix=settings.UPLOADS_RETIRED_PREFIX,
+        originals_layout(),
         settled_before=now - timedelta(days=config.retention_days),
         now=now,
     )
@@ -104,8 +103,9 @@ def retire_settled_upload_partitions(
         }
     )
     context.log.info(
-        f"retired {report.retired} upload partitions ({report.originals_moved} originals moved to "
-        f"'{settings.UPLOADS_RETIRED_PREFIX}'); {report.left_in_flight} left for a run in flight"
+        f"retired {report.retired} upload partitions ({report.originals_moved} originals left under the "
+        f"uploads prefix moved to '{settings.UPLOADS_SETTLED_PREFIX}'); {report.left_in_flight} left for a run "
+        "in flight"
     )
 
 

@@ -58,11 +58,12 @@ HALT_ON_UPSTREAM_LOSS = frozenset(filter(None, _env("HUB_HALT_ON_UPSTREAM_LOSS",
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))
 UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))
-# An upload settled (published, quarantined, rejected) this long ago leaves Dagster's partition set and
-# its original leaves the uploads prefix for the retired prefix, so neither the UI nor the sensor's
-# listing grows with history; `hub-pipelines uploads restore` brings one back.
+# A settled upload's original (published or rejected) moves from the uploads prefix to the settled
+# prefix, so the sensor lists only uploads that still wait for their run. Its dynamic partition is
+# retired once it has been settled this long, so the UI does not grow with history either;
+# `hub-pipelines uploads restore` brings one back.
+UPLOADS_SETTLED_PREFIX = _env("HUB_UPLOADS_SETTLED_PREFIX", "settled/")
 UPLOADS_RETENTION_DAYS = float(_env("HUB_UPLOADS_RETENTION_DAYS", "7"))
-UPLOADS_RETIRED_PREFIX = _env("HUB_UPLOADS_RETIRED_PREFIX", "retired/")
 UPLOADS_RETENTION_CRON = _env("HUB_UPLOADS_RETENTION_CRON", "47 3 * * *")
 ORDERS_PER_RUN = int(_env("HUB_ORDERS_PER_RUN", "20000"))
 EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))

@@ -192,3 +192,11 @@ def mark_restored(database: SqlDatabase, partition_key: str, now: datetime) -> S
     with database.transaction() as connection:
         row = connection.execute(statement).first()
     return SettledUpload(*row) if row else None
+
+
+def upload_etag(database: SqlDatabase, partition_key: str) -> str | None:
+    """The ETag of the bytes the upload's latest run recorded, or None when it was never recorded."""
+    query = sa.select(media_uploads.c.etag).where(media_uploads.c.partition_key == partition_key)
+    with database.transaction() as connection:
+        etag: str | None = connection.execute(query).scalar_one_or_none()
+    return etag

@@ -1,10 +1,12 @@
-"""Retiring settled uploads from the partition set Dagster holds, and restoring one for a re-run.
+"""Keeping what Dagster holds and what the uploads sensor lists bounded as uploads pile up.
 
 Dagster's UI, sensors and backfills slow down with every partition of an asset, and the uploads
-sensor lists every object under the uploads prefix on each tick. An upload settled (published,
-quarantined or rejected) before the retention's horizon therefore leaves both: its dynamic partition
-is deleted and its original moves from the uploads prefix to the retired prefix (same bucket, same
-key below the prefix). Its `media_uploads` row stays, marked `retired_at`. Restoring reverses both.
+sensor lists every object under the uploads prefix on each tick. So a settled upload's original is
+set aside under the settled prefix by the run that settles it (`set_settled_original_aside`), and
+once it has been settled for the retention its dynamic partition is retired
+(`retire_settled_uploads`, which also sets aside any original a run could not). Its `media_uploads`
+row stays, marked `retired_at`; `restore_uploads` registers the partition again for a re-run, which
+reads the original from the settled prefix.
 
 Plain Python: the partition set is the small `UploadPartitions` protocol, filled in by the
 housekeeping job and the CLI with the Dagster instance.
@@ -22,9 +24,9 @@ from hub_pipelines.landing.upload_records import (
     mark_restored,
     mark_retired,
     settled_uploads_to_retire,
-    upload_outcome,
+    upload_etag,
 )
-from hub_pipelines.landing.uploads import key_refusal, object_key_for
+from hub_pipelines.landing.uploads import OriginalsLayout, key_refusal
 
 
 class UploadPartitions(Protocol):
@@ -37,10 +39,6 @@ class UploadPartitions(Protocol):
     def remove(self, partition_key: str) -> None: ...
 
     def add(self, partition_key: str) -> None: ...
-
-
-class RetiredPrefixOverlaps(ValueError):
-    """The retired prefix lies under the uploads prefix: retired originals would be listed as new uploads."""
 
 
 class UploadNotRecorded(LookupError):
@@ -57,34 +55,23 @@ class RetirementReport:
 @dataclass(frozen=True)
 class RestoredUpload:
     partition_key: str
-    object_key: str
-    original_moved_back: bool
-    original_present: bool
+    original_key: str | None
 
 
-def _check_prefixes(uploads_prefix: str, retired_prefix: str) -> None:
-    if retired_prefix.startswith(uploads_prefix) or uploads_prefix.startswith(retired_prefix):
-        raise RetiredPrefixOverlaps(
-            f"retired uploads prefix {retired_prefix!r} and uploads prefix {uploads_prefix!r} overlap: "
-            "the sensor would list retired originals as uploads"
-        )
-
-
-def _move(store: ObjectStore, source: str, target: str) -> bool:
-    if store.head(source) is None:
-        return False
-    store.copy(source, target)
-    store.delete(source)
-    return True
+def set_settled_original_aside(
+    database: SqlDatabase, uploads: ObjectStore, layout: OriginalsLayout, partition_key: str
+) -> bool:
+    """Moves the original a run just settled out of the uploads prefix, unless new bytes replaced it."""
+    etag = upload_etag(database, partition_key)
+    return etag is not None and layout.set_aside(uploads, partition_key, etag)
 
 
 def retire_settled_uploads(
     database: SqlDatabase,
     uploads: ObjectStore,
     partitions: UploadPartitions,
+    layout: OriginalsLayout,
     *,
-    uploads_prefix: str,
-    retired_prefix: str,
     settled_before: datetime,
     now: datetime,
     batch_size: int = 500,
@@ -92,11 +79,10 @@ def retire_settled_uploads(
     """Retires every upload settled before `settled_before`, batch by batch, oldest first.
 
     Never one a media run is queued for or running, nor one whose original was replaced by new bytes
-    since it settled (the sensor is about to run it). Each step repeats safely: the original moves
-    when it is still there, the partition is deleted, and the row is marked last, only if it is still
-    settled, so a run killed anywhere is finished by the next one.
+    since it settled (the sensor is about to run it). Each step repeats safely: an original still
+    under the uploads prefix is set aside, the partition is deleted, and the row is marked last, only
+    if it is still settled, so a run killed anywhere is finished by the next one.
     """
-    _check_prefixes(uploads_prefix, retired_prefix)
     retired = moved = left = 0
     after: tuple[datetime | None, str] | None = None
     while True:
@@ -110,19 +96,13 @@ def retire_settled_uploads(
             if upload.partition_key in in_flight:
                 left += 1
                 continue
-            original = object_key_for(upload.partition_key, uploads_prefix)
-            info = (
-                uploads.head(original)
-                if key_refusal(uploads.bucket, original, uploads_prefix) is None
-                else None
-            )
-            if info is not None:
-                if info.etag.strip('"') != upload.etag.strip('"'):
+            arrived = layout.arrived(upload.partition_key)
+            if key_refusal(uploads.bucket, arrived, layout.uploads_prefix) is None:
+                info = uploads.head(arrived)
+                if info is not None and info.etag.strip('"') != upload.etag.strip('"'):
                     left += 1
                     continue
-                uploads.copy(original, object_key_for(upload.partition_key, retired_prefix))
-                uploads.delete(original)
-                moved += 1
+                moved += layout.set_aside(uploads, upload.partition_key, upload.etag)
             partitions.remove(upload.partition_key)
             done.append(upload.partition_key)
         retired += len(mark_retired(database, done, settled_before, now))
@@ -132,33 +112,27 @@ def restore_uploads(
     database: SqlDatabase,
     uploads: ObjectStore,
     partitions: UploadPartitions,
+    layout: OriginalsLayout,
     partition_keys: Iterable[str],
     *,
-    uploads_prefix: str,
-    retired_prefix: str,
     now: datetime,
 ) -> list[RestoredUpload]:
-    """Adds retired uploads back: original back under the uploads prefix, partition registered, row unretired.
+    """Registers uploads' partitions again and unretires their rows; a re-run reads the settled original.
 
     Restoring an upload that was never retired only registers its partition again (and restarts its
-    retention days). `original_present` is False when no original is left to run on (a quarantined
+    retention days). `original_key` is None when no original is left to run on (a quarantined
     upload's original lives in the quarantine bucket).
     """
-    _check_prefixes(uploads_prefix, retired_prefix)
     keys = list(partition_keys)
-    unknown = [key for key in keys if upload_outcome(database, key) is None]
+    unknown = [key for key in keys if upload_etag(database, key) is None]
     if unknown:
         raise UploadNotRecorded(
             f"no upload in media_uploads with partition key {', '.join(map(repr, unknown))}"
         )
     restored = []
     for partition_key in keys:
-        original = object_key_for(partition_key, uploads_prefix)
-        present = uploads.head(original) is not None
-        # A newer upload under the same key wins over the retired original.
-        moved_back = not present and _move(uploads, object_key_for(partition_key, retired_prefix), original)
-        present = present or moved_back
+        original = layout.locate(uploads, partition_key)
         partitions.add(partition_key)
         mark_restored(database, partition_key, now)
-        restored.append(RestoredUpload(partition_key, original, moved_back, present))
+        restored.append(RestoredUpload(partition_key, original[0] if original else None))
     return restored

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media import uploads as uploads_module
-from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.media.partitions import originals_layout, uploads_partitions
 from hub_pipelines.core.platform_tables import media_uploads
 from hub_pipelines.core.ports import ObjectInfo, ObjectStore
 from hub_pipelines.housekeeping import InstanceUploadPartitions, media_uploads_retention_job
@@ -68,9 +68,33 @@ def test_retired_upload_leaves_dagster_partitions_and_keeps_its_sql_row(media_wo
     row = _row(media_world, old)
     assert (row["status"], row["retired_at"] is not None) == ("published", True)
     assert _row(media_world, recent)["retired_at"] is None
-    assert not _in_uploads_bucket(media_world, object_key_for(old, settings.UPLOADS_PREFIX))
-    assert _in_uploads_bucket(media_world, object_key_for(old, settings.UPLOADS_RETIRED_PREFIX))
-    assert _in_uploads_bucket(media_world, object_key_for(recent, settings.UPLOADS_PREFIX))
+
+
+def test_published_upload_original_leaves_the_prefix_the_sensor_lists(media_world: MediaWorld) -> None:
+    partition = media_world.upload("listed-once.jpg", _jpeg(6), "image/jpeg")
+    uploads = media_world.storage.bucket(media_world.buckets.uploads)
+    arrived = object_key_for(partition, settings.UPLOADS_PREFIX)
+    assert arrived in [info.key for info in uploads.list_after(settings.UPLOADS_PREFIX)]
+
+    assert media_world.run(partition).success
+
+    assert arrived not in [info.key for info in uploads.list_after(settings.UPLOADS_PREFIX)]
+    assert _in_uploads_bucket(media_world, object_key_for(partition, settings.UPLOADS_SETTLED_PREFIX))
+    rerun = media_world.run(partition)  # a re-run from the UI reads the settled original
+    assert rerun.success, failure_messages(rerun)
+
+
+def test_reupload_after_settling_is_neither_set_aside_nor_retired(media_world: MediaWorld) -> None:
+    partition = media_world.upload("replaced.jpg", _jpeg(7), "image/jpeg")
+    assert media_world.run(partition).success
+    arrived = object_key_for(partition, settings.UPLOADS_PREFIX)
+    media_world.storage.bucket(media_world.buckets.uploads).put(arrived, _jpeg(8), content_type="image/jpeg")
+
+    assert _retire(media_world, datetime.now(UTC) + PAST_RETENTION).success
+
+    assert partition in _held(media_world)
+    assert _row(media_world, partition)["retired_at"] is None
+    assert _in_uploads_bucket(media_world, arrived)
 
 
 def test_restored_upload_is_registered_again_and_a_run_of_it_publishes(media_world: MediaWorld) -> None:
@@ -83,13 +107,12 @@ def test_restored_upload_is_registered_again_and_a_run_of_it_publishes(media_wor
         media_world.database,
         media_world.storage.bucket(media_world.buckets.uploads),
         InstanceUploadPartitions(media_world.instance),
+        originals_layout(),
         [partition],
-        uploads_prefix=settings.UPLOADS_PREFIX,
-        retired_prefix=settings.UPLOADS_RETIRED_PREFIX,
         now=datetime.now(UTC),
     )
 
-    assert restored.original_moved_back and restored.original_present
+    assert restored.original_key == object_key_for(partition, settings.UPLOADS_SETTLED_PREFIX)
     assert partition in _held(media_world)
     assert _row(media_world, partition)["retired_at"] is None
     rerun = media_world.run(partition)
@@ -145,7 +168,7 @@ def test_retention_never_retires_an_upload_whose_run_is_in_flight(media_world: M
     assert rerun.success, failure_messages(rerun)
     assert partition in _held(media_world)
     assert _row(media_world, partition)["retired_at"] is None
-    assert _in_uploads_bucket(media_world, object_key_for(partition, settings.UPLOADS_PREFIX))
+    assert _in_uploads_bucket(media_world, object_key_for(partition, settings.UPLOADS_SETTLED_PREFIX))
 
 
 def test_retention_never_retires_an_upload_landed_but_not_settled(media_world: MediaWorld) -> None:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub_pipelines import settings
-from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME
+from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, originals_layout
 from hub_pipelines.cli import main
 from hub_pipelines.core.platform_tables import media_uploads
 from hub_pipelines.core.ports import ObjectStore
@@ -52,8 +52,7 @@ class ProdWorld:
             self.database,
             self.store,
             InstanceUploadPartitions(self.instance),
-            uploads_prefix=settings.UPLOADS_PREFIX,
-            retired_prefix=settings.UPLOADS_RETIRED_PREFIX,
+            originals_layout(),
             settled_before=as_of - timedelta(days=settings.UPLOADS_RETENTION_DAYS),
             now=as_of,
             batch_size=batch_size,
@@ -93,22 +92,22 @@ def prod_world(
     database.dispose()
 
 
-def test_restore_command_adds_a_retired_upload_back_with_its_original(prod_world: ProdWorld, capsys) -> None:
+def test_restore_command_registers_a_retired_upload_again(prod_world: ProdWorld, capsys) -> None:
+    # Recorded as published with its original still under the uploads prefix, as when the settling
+    # run could not set it aside: the retention sets it aside itself.
     partition_key = prod_world.settled_upload("poster.jpg")
-    assert (
-        prod_world.retire(datetime.now(UTC) + timedelta(days=settings.UPLOADS_RETENTION_DAYS, hours=1)) == 1
-    )
+    as_of = datetime.now(UTC) + timedelta(days=settings.UPLOADS_RETENTION_DAYS, hours=1)
+    assert prod_world.retire(as_of) == 1
     assert prod_world.instance.get_dynamic_partitions(UPLOADS_PARTITIONS_NAME) == []
-    original = object_key_for(partition_key, settings.UPLOADS_PREFIX)
-    assert prod_world.store.head(original) is None
+    settled = object_key_for(partition_key, settings.UPLOADS_SETTLED_PREFIX)
+    assert prod_world.store.head(object_key_for(partition_key, settings.UPLOADS_PREFIX)) is None
+    assert prod_world.store.head(settled) is not None
 
     assert main(["uploads", "restore", partition_key]) == 0
 
     assert prod_world.instance.get_dynamic_partitions(UPLOADS_PARTITIONS_NAME) == [partition_key]
-    assert prod_world.store.head(original) is not None
-    assert prod_world.store.head(object_key_for(partition_key, settings.UPLOADS_RETIRED_PREFIX)) is None
     assert prod_world.retired_at(partition_key) is None
-    assert "is registered again (original moved back)" in capsys.readouterr().out
+    assert f"is registered again (original at {settled!r})" in capsys.readouterr().out
 
 
 def test_restore_command_names_a_partition_key_it_has_no_upload_for(prod_world: ProdWorld, capsys) -> None:
