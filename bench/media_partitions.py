@@ -1,18 +1,22 @@
 """Media partitions at scale: the uploads sensor's tick, the asset page's partition query and the
 partition listing with 10k, 100k and 1M uploads, without and with the retention.
 
-Without the retention Dagster holds one dynamic partition per upload ever made and the uploads prefix
-holds every original. With it (`media_uploads_retention_job`), both hold only the uploads settled in
-the last HUB_UPLOADS_RETENTION_DAYS days: at `--uploads-per-day` that is min(N, days x per day).
+Without the retention Dagster holds one dynamic partition per upload ever made; with it
+(`media_uploads_retention_job`) only those of uploads settled in the last HUB_UPLOADS_RETENTION_DAYS
+days: at `--uploads-per-day`, min(N, days x per day). Settled originals sit under the settled prefix,
+which the sensor does not list (their files are not written: nothing measured reads them);
+`--listed-originals` puts all N under the uploads prefix instead, as before settled originals were
+set aside, to show what the sensor's listing cost then.
 
 Per scenario, in a fresh Dagster instance (SQLite under a temporary DAGSTER_HOME, or dagster-postgres
 on a throwaway PostgreSQL server with `--postgres`):
 1. Registers the held partitions as the daemon applies the sensor's requests: `add_dynamic_partitions`
-   with batches of HUB_UPLOADS_PER_TICK keys. The originals are files in the local object store's
-   uploads prefix (the local deployment's store).
-2. Sensor tick: `--ticks` evaluations of `media_uploads_sensor`, each after HUB_UPLOADS_PER_TICK new
-   uploads arrive, whose partitions are then registered as the daemon would. A tick over
-   `--tick-budget` seconds is stopped and reported as such.
+   with batches of HUB_UPLOADS_PER_TICK keys (`--setup-batch` more per call to set up 1M sooner; the
+   ticks' own registrations are always one tick's batch).
+2. Sensor tick: `--ticks` evaluations of `media_uploads_sensor` on the local object store (the local
+   deployment's), each after HUB_UPLOADS_PER_TICK new uploads arrive as files, whose partitions are
+   then registered as the daemon would (no runs: the arrivals stay listed, a growing backlog). A tick
+   over `--tick-budget` seconds is stopped and reported as such.
 3. Partition listing: `get_dynamic_partitions` of the uploads partitions (what the UI lists).
 4. Asset page: `dagster-webserver` serving `hub_pipelines.definitions` on this instance, and the
    `PartitionHealthQuery` the media/uploads asset page issues (copied from Dagster's UI,
@@ -119,8 +123,8 @@ def drop_originals(uploads_root: Path, first: int, count: int, mtime: float | No
     return keys
 
 
-def register(instance: dg.DagsterInstance, object_keys: list[str]) -> list[float]:
-    batch, seconds = settings.UPLOADS_PER_TICK, []
+def register(instance: dg.DagsterInstance, object_keys: list[str], batch: int) -> list[float]:
+    seconds = []
     for start in range(0, len(object_keys), batch):
         keys = [partition_key_for(key, settings.UPLOADS_PREFIX) for key in object_keys[start : start + batch]]
         began = time.perf_counter()
@@ -228,7 +232,11 @@ def scenario(options: argparse.Namespace, uploads: int, retained: bool, postgres
         uploads_root = data / "objects" / settings.UPLOADS_BUCKET / settings.UPLOADS_PREFIX
         with dg.DagsterInstance.get() as instance:
             began = time.perf_counter()
-            registered = register(instance, drop_originals(uploads_root, 0, held, None))
+            if options.listed_originals:
+                object_keys = drop_originals(uploads_root, 0, held, None)
+            else:
+                object_keys = [settings.UPLOADS_PREFIX + upload_name(index) for index in range(held)]
+            registered = register(instance, object_keys, options.setup_batch)
             setup = time.perf_counter() - began
             ticks, stopped = sensor_ticks(instance, data, held, options.ticks, options.tick_budget)
             listing = []
@@ -290,9 +298,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--uploads-per-day", type=float, default=10_000)
     parser.add_argument("--ticks", type=int, default=10)
+    parser.add_argument(
+        "--setup-batch",
+        type=int,
+        default=settings.UPLOADS_PER_TICK,
+        help="keys per add_dynamic_partitions call while setting up (the sensor's: HUB_UPLOADS_PER_TICK)",
+    )
     parser.add_argument("--tick-budget", type=float, default=120.0)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--postgres", action="store_true", help="dagster-postgres instead of SQLite storage")
+    parser.add_argument("--listed-originals", action="store_true", help="all originals under the uploads prefix")
     parser.add_argument(
         "--only", choices=["with", "without"], help="only the scenarios with or without retention"
     )
@@ -302,7 +317,8 @@ def main() -> None:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} CPUs, "
         f"load {' '.join(f'{value:.1f}' for value in os.getloadavg())}; retention "
         f"{settings.UPLOADS_RETENTION_DAYS:g} days at {options.uploads_per_day:,.0f} uploads/day; "
-        f"{settings.UPLOADS_PER_TICK} uploads per tick",
+        f"{settings.UPLOADS_PER_TICK} uploads per tick, set up {options.setup_batch} per call; originals "
+        f"{'all under the uploads prefix' if options.listed_originals else 'of settled uploads set aside'}",
         flush=True,
     )
     print(
