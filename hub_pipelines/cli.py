@@ -157,7 +157,7 @@ def uploads_restore(args: argparse.Namespace) -> int:
         print(
             f"uploads restore: partition {upload.partition_key!r} is registered again ({where}); "
             "materialize it from the media/uploads asset page or with "
-            f"`dagster asset materialize -m hub_pipelines.definitions --select 'group:media' "
+            f"`dagster asset materialize -m hub_pipelines.definitions --select 'media/uploads+' "
             f"--partition '{upload.partition_key}'`"
         )
     return 0 if all(upload.original_key for upload in restored) else 1
