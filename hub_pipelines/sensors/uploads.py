@@ -34,7 +34,8 @@ def unfinished_media_runs(instance: dg.DagsterInstance) -> int:
 
 
 def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
-    """Every object under the prefix: uploads not yet settled, and settled ones not yet retired.
+    """Every object under the prefix: the uploads still waiting for a run to settle them (that run
+    sets the original aside under the settled prefix, out of this listing).
 
     One call, so a store pages in its own way (S3 by continuation token) rather than being asked to
     find its place again for each page of 1000.
