@@ -1,4 +1,5 @@
-"""`hub-pipelines`: operator commands: the demo feeder, migrations, dead letters and PII key rotation."""
+"""`hub-pipelines`: operator commands: the demo feeder, migrations, dead letters, PII key rotation and
+restoring retired uploads."""
 
 from __future__ import annotations
 
@@ -109,6 +110,63 @@ def _database():
     return SqliteDatabase(path=str(settings.data_dir() / "hub.sqlite3"))
 
 
+def _object_storage():
+    """The object storage of HUB_ENV: S3 from the HUB_S3_* variables in prod, the local folders otherwise."""
+    if settings.hub_env() == "prod":
+        from dagster_aws.s3 import S3Resource
+
+        from hub_pipelines.resources.object_storage import S3ObjectStorage
+
+        return S3ObjectStorage(
+            s3=S3Resource(
+                endpoint_url=os.environ.get("HUB_S3_ENDPOINT_URL") or None,
+                region_name=os.environ.get("HUB_S3_REGION", "us-east-1"),
+                aws_access_key_id=os.environ.get("HUB_S3_ACCESS_KEY_ID"),
+                aws_secret_access_key=os.environ.get("HUB_S3_SECRET_ACCESS_KEY"),
+            )
+        )
+    from hub_pipelines.resources.object_storage_local import LocalObjectStorage
+
+    return LocalObjectStorage(root=str(settings.data_dir() / "objects"))
+
+
+def uploads_restore(args: argparse.Namespace) -> int:
+    """Add retired uploads back to the Dagster instance of DAGSTER_HOME, ready for a re-run."""
+    from datetime import UTC, datetime
+
+    import dagster as dg
+
+    from hub_pipelines.assets.media.partitions import originals_layout
+    from hub_pipelines.housekeeping import InstanceUploadPartitions
+    from hub_pipelines.landing.upload_retention import UploadNotRecorded, restore_uploads
+
+    try:
+        restored = restore_uploads(
+            _database(),
+            _object_storage().bucket(settings.UPLOADS_BUCKET),
+            InstanceUploadPartitions(dg.DagsterInstance.get()),
+            originals_layout(),
+            args.partition_keys,
+            now=datetime.now(UTC),
+        )
+    except UploadNotRecorded as unknown:
+        print(f"uploads restore: {unknown}", file=sys.stderr)
+        return 1
+    for upload in restored:
+        where = (
+            f"original at {upload.original_key!r}"
+            if upload.original_key
+            else "no original left to run on: a quarantined upload's is in the quarantine bucket"
+        )
+        print(
+            f"uploads restore: partition {upload.partition_key!r} is registered again ({where}); "
+            "materialize it from the media/uploads asset page or with "
+            f"`dagster asset materialize -m hub_pipelines.definitions --select 'media/uploads+' "
+            f"--partition '{upload.partition_key}'`"
+        )
+    return 0 if all(upload.original_key for upload in restored) else 1
+
+
 def migrate(args: argparse.Namespace) -> int:
     """Bring the SQL database of HUB_ENV to the newest schema; production runs this as a deploy step."""
     from hub_pipelines.core.schema import upgrade_schema
@@ -196,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     rotate = commands.add_parser("rotate-keys", help="re-seal PII under the first key of HUB_PII_KEYS")
     rotate.add_argument("--batch-size", type=int, default=500)
     rotate.set_defaults(handler=rotate_keys)
+    uploads = commands.add_parser("uploads", help="media uploads kept in SQL after their partition retired")
+    upload_commands = uploads.add_subparsers(dest="uploads_command", required=True)
+    restore = upload_commands.add_parser(
+        "restore", help="add retired uploads' partitions (and originals) back for a re-run"
+    )
+    restore.add_argument("partition_keys", nargs="+", metavar="partition_key")
+    restore.set_defaults(handler=uploads_restore)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

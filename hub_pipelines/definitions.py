@@ -20,7 +20,12 @@ from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.assets.catalog import cataloged
 from hub_pipelines.assets.tracing import enable_tracing
 from hub_pipelines.deploy_k8s import build_media_k8s_job_executor
-from hub_pipelines.housekeeping import order_events_retention_job, order_events_retention_schedule
+from hub_pipelines.housekeeping import (
+    media_uploads_retention_job,
+    media_uploads_retention_schedule,
+    order_events_retention_job,
+    order_events_retention_schedule,
+)
 from hub_pipelines.jobs import (
     analytics_pipeline_job,
     build_media_pipeline_job,
@@ -210,8 +215,9 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             analytics_pipeline_job,
             daily_rollups_job,
             order_events_retention_job,
+            media_uploads_retention_job,
         ],
-        schedules=[order_events_retention_schedule],
+        schedules=[order_events_retention_schedule, media_uploads_retention_schedule],
         sensors=[
             media_uploads_sensor,
             *topic_sensors,

@@ -104,6 +104,13 @@ DAILY_PARTITIONS_START = _env("HUB_DAILY_PARTITIONS_START", "2026-01-01")
 
 UPLOADS_PER_TICK = int(_env("HUB_UPLOADS_PER_TICK", "100"))
 UPLOADS_LOOKBACK_SECONDS = float(_env("HUB_UPLOADS_LOOKBACK_SECONDS", "10"))
+# A settled upload's original (published or rejected) moves from the uploads prefix to the settled
+# prefix, so the sensor lists only uploads that still wait for their run. Its dynamic partition is
+# retired once it has been settled this long, so the UI does not grow with history either;
+# `hub-pipelines uploads restore` brings one back.
+UPLOADS_SETTLED_PREFIX = _env("HUB_UPLOADS_SETTLED_PREFIX", "settled/")
+UPLOADS_RETENTION_DAYS = float(_env("HUB_UPLOADS_RETENTION_DAYS", "7"))
+UPLOADS_RETENTION_CRON = _env("HUB_UPLOADS_RETENTION_CRON", "47 3 * * *")
 ORDERS_PER_RUN = int(_env("HUB_ORDERS_PER_RUN", "20000"))
 EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))
 SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))

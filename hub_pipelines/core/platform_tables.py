@@ -45,6 +45,14 @@ media_uploads = sa.Table(
     _utc_timestamp("last_seen_at"),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("status_reason", sa.Text),
+    sa.Column("settled_at", sa.DateTime(timezone=True)),
+    sa.Column("retired_at", sa.DateTime(timezone=True)),
+    sa.Index(
+        "ix_media_uploads_settled_at",
+        "settled_at",
+        postgresql_where=sa.text("retired_at IS NULL"),
+        sqlite_where=sa.text("retired_at IS NULL"),
+    ),
 )
 
 topic_inbox = sa.Table(

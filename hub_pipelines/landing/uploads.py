@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote
 
-from hub_pipelines.core.ports import ObjectInfo
+from hub_pipelines.core.ports import ObjectInfo, ObjectStore
 from hub_pipelines.resources.object_keys import InvalidObjectName, check_object_key
 
 MAX_PARTITION_KEY_BYTES = 768
@@ -34,6 +34,58 @@ def partition_key_for(object_key: str, prefix: str) -> str:
 def object_key_for(partition_key: str, prefix: str) -> str:
     """The object key a partition key was made from."""
     return prefix + unquote(partition_key.replace("~", "/"), errors="surrogatepass")
+
+
+class SettledPrefixOverlaps(ValueError):
+    """The settled prefix and the uploads prefix overlap: settled originals would be listed as uploads."""
+
+
+@dataclass(frozen=True)
+class OriginalsLayout:
+    """Where an upload's original lives, in the uploads bucket.
+
+    Under `uploads_prefix` from its arrival until a run settles it (published or rejected), then
+    under `settled_prefix` with the same key below the prefix: out of the sensor's listing, still
+    there for a re-run. A re-upload arrives under `uploads_prefix` again and wins.
+    """
+
+    uploads_prefix: str
+    settled_prefix: str
+
+    def __post_init__(self) -> None:
+        if self.settled_prefix.startswith(self.uploads_prefix) or self.uploads_prefix.startswith(
+            self.settled_prefix
+        ):
+            raise SettledPrefixOverlaps(
+                f"settled uploads prefix {self.settled_prefix!r} and uploads prefix {self.uploads_prefix!r} "
+                "overlap: the sensor would list settled originals as new uploads"
+            )
+
+    def arrived(self, partition_key: str) -> str:
+        return object_key_for(partition_key, self.uploads_prefix)
+
+    def settled(self, partition_key: str) -> str:
+        return object_key_for(partition_key, self.settled_prefix)
+
+    def locate(self, store: ObjectStore, partition_key: str) -> tuple[str, ObjectInfo] | None:
+        """The original's key and info: the arrived one when there is one, else the settled one."""
+        for key in (self.arrived(partition_key), self.settled(partition_key)):
+            info = store.head(key)
+            if info is not None:
+                return key, info
+        return None
+
+    def set_aside(self, store: ObjectStore, partition_key: str, etag: str) -> bool:
+        """Moves the arrived original to the settled prefix if it still holds the bytes of `etag`.
+
+        An original replaced meanwhile (new bytes, new ETag) stays: the sensor runs it next.
+        """
+        info = store.head(self.arrived(partition_key))
+        if info is None or info.etag.strip('"') != etag.strip('"'):
+            return False
+        store.copy(self.arrived(partition_key), self.settled(partition_key))
+        store.delete(self.arrived(partition_key))
+        return True
 
 
 def run_key_for(partition_key: str, etag: str) -> str:
@@ -80,28 +132,26 @@ def plan_upload_batch(
     cursor: UploadCursor,
     max_objects: int,
     lookback_seconds: float,
-    already_registered: Callable[[ObjectInfo], bool],
+    already_taken: Callable[[list[ObjectInfo]], set[str]],
 ) -> UploadBatch:
     """New objects in (last-modified, key) order after the cursor, at most max_objects of them.
 
     Ordering by (last-modified, key) rather than by time alone makes ties exact: when thousands of
     objects share one last-modified second, the cursor stops between two keys of that second and the
     next tick resumes there. Object stores can list an object a moment after a later one, so objects
-    up to `lookback_seconds` before the cursor are looked at again and taken when not yet registered.
+    up to `lookback_seconds` before the cursor are looked at again and taken unless `already_taken`
+    (asked once, with all of them) returns their key.
     """
     objects = sorted(listed, key=_position)
     position = (cursor.last_modified, cursor.key)
     newer = [info for info in objects if _position(info) > position]
     batch = newer[:max_objects]
     horizon = cursor.last_modified - lookback_seconds
-    late = [
-        info
-        for info in objects
-        if horizon <= _epoch(info.last_modified)
-        and _position(info) <= position
-        and not already_registered(info)
+    behind = [
+        info for info in objects if horizon <= _epoch(info.last_modified) and _position(info) <= position
     ]
-    late = late[: max(0, max_objects - len(batch))]
+    taken = already_taken(behind) if behind else set()
+    late = [info for info in behind if info.key not in taken][: max(0, max_objects - len(batch))]
     next_cursor = UploadCursor(*_position(batch[-1])) if batch else cursor
     return UploadBatch(batch, late, next_cursor, len(newer) - len(batch))
 

@@ -1,3 +1,4 @@
+import sys
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -19,7 +20,6 @@ from hub_pipelines.landing.uploads import (
 )
 from hub_pipelines.media.printable import printable
 
-LIST_PAGE = 1000
 UNFINISHED = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -34,12 +34,13 @@ def unfinished_media_runs(instance: dg.DagsterInstance) -> int:
 
 
 def list_uploads(store: ObjectStore, prefix: str) -> list[ObjectInfo]:
-    listed: list[ObjectInfo] = []
-    while True:
-        page = store.list_after(prefix, listed[-1].key if listed else None, LIST_PAGE)
-        listed.extend(page)
-        if len(page) < LIST_PAGE:
-            return listed
+    """Every object under the prefix: the uploads still waiting for a run to settle them (that run
+    sets the original aside under the settled prefix, out of this listing).
+
+    One call, so a store pages in its own way (S3 by continuation token) rather than being asked to
+    find its place again for each page of 1000.
+    """
+    return store.list_after(prefix, None, sys.maxsize)
 
 
 def _record_refused(database: SqlDatabase, refused: RefusedUpload) -> None:
@@ -77,11 +78,15 @@ def media_uploads_sensor(
     listed = list_uploads(objects.bucket(bucket), prefix)
     instance = context.instance
 
-    def already_taken(info: ObjectInfo) -> bool:
-        partition_key = partition_key_for(info.key, prefix)
-        if key_refusal(bucket, info.key, prefix):
-            return rejected_upload(database, partition_key)
-        return instance.has_dynamic_partition(UPLOADS_PARTITIONS_NAME, partition_key)
+    def already_taken(behind: list[ObjectInfo]) -> set[str]:
+        # One query for all of them, whatever the number of partitions the instance holds.
+        object_keys = {partition_key_for(info.key, prefix): info.key for info in behind}
+        refused = {key for key, object_key in object_keys.items() if key_refusal(bucket, object_key, prefix)}
+        registered = instance.get_existing_dynamic_partitions(
+            UPLOADS_PARTITIONS_NAME, [key for key in object_keys if key not in refused]
+        )
+        recorded = {key for key in refused if rejected_upload(database, key)}
+        return {object_keys[key] for key in {*registered, *recorded}}
 
     batch = plan_upload_batch(
         listed,

@@ -272,7 +272,9 @@ def test_objects_sharing_a_second_are_taken_in_key_order_across_ticks():
     listed = [_info(f"incoming/{i:05d}.jpg", second) for i in range(250)]
     cursor, seen = UploadCursor(), []
     for _ in range(3):
-        batch = plan_upload_batch(listed, cursor, 100, 10, already_registered=lambda info: True)
+        batch = plan_upload_batch(
+            listed, cursor, 100, 10, already_taken=lambda behind: {info.key for info in behind}
+        )
         seen += [info.key for info in batch.new_objects]
         cursor = UploadCursor.from_json(batch.cursor.to_json())
     assert seen == [info.key for info in listed]
@@ -281,11 +283,15 @@ def test_objects_sharing_a_second_are_taken_in_key_order_across_ticks():
 def test_late_listed_object_in_an_earlier_second_is_still_taken_once():
     start = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
     first = [_info("incoming/b.jpg", start + timedelta(seconds=1))]
-    batch = plan_upload_batch(first, UploadCursor(), 100, 10, already_registered=lambda info: False)
+    batch = plan_upload_batch(first, UploadCursor(), 100, 10, already_taken=lambda behind: set())
     registered = {"incoming/b.jpg"}
     late = _info("incoming/a.jpg", start)
     batch = plan_upload_batch(
-        [*first, late], batch.cursor, 100, 10, already_registered=lambda info: info.key in registered
+        [*first, late],
+        batch.cursor,
+        100,
+        10,
+        already_taken=lambda behind: {info.key for info in behind} & registered,
     )
     assert [info.key for info in batch.late_objects] == ["incoming/a.jpg"]
     assert batch.new_objects == []

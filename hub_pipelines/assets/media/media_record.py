@@ -1,11 +1,13 @@
 import dagster as dg
 
+from hub_pipelines import settings
 from hub_pipelines.assets.instrumented import instrumented
-from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.media.partitions import originals_layout, uploads_partitions
 from hub_pipelines.assets.media.renditions import publication_manifest_key
 from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, SqlDatabase
 from hub_pipelines.landing.upload_records import PUBLISHED, record_upload_outcome
+from hub_pipelines.landing.upload_retention import set_settled_original_aside
 from hub_pipelines.media.manifests import PublicationManifest, decode_publication
 from hub_pipelines.media.records import (
     PublicationRecord,
@@ -116,6 +118,9 @@ def media_record(
         ],
     )
     record_upload_outcome(database, context.partition_key, PUBLISHED, None)
+    set_settled_original_aside(
+        database, objects.bucket(settings.UPLOADS_BUCKET), originals_layout(), context.partition_key
+    )
     invalidation_ids = _invalidate_replaced(context, database, cdn, publication, earlier)
 
     payload = announcement(publication)

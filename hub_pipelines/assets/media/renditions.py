@@ -7,11 +7,11 @@ import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.assets.instrumented import instrumented
-from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.media.partitions import originals_layout, uploads_partitions
 from hub_pipelines.core.ports import ObjectNotFound, ObjectStorage, ObjectStore, SqlDatabase
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.landing.upload_records import REJECTED, record_upload_outcome
-from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.landing.upload_retention import set_settled_original_aside
 from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest, decode_staging, encode
 from hub_pipelines.media.printable import printable
@@ -52,17 +52,19 @@ def renditions(
     media_settings: MediaSettings,
 ) -> dg.MaterializeResult:
     """The upload typed by its bytes and rendered for the web (image variants, video ladder, optimized PDF), staged."""
-    object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
+    layout = originals_layout()
+    object_key = layout.arrived(context.partition_key)
     uploads = objects.bucket(settings.UPLOADS_BUCKET)
     staging = objects.bucket(media_settings.staging_bucket)
-    info = uploads.head(object_key)
-    if info is None:
+    found = layout.locate(uploads, context.partition_key)
+    if found is None:
         raise dg.Failure(
             f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to render"
         )
+    source_key, info = found
     with tempfile.TemporaryDirectory(prefix="hub-render-") as folder:
         source = Path(folder) / "source"
-        downloaded = download_upload(uploads, object_key, source)
+        downloaded = download_upload(uploads, source_key, source)
         sha256 = downloaded.sha256
         verdict = scan_verdict_for(database, context.partition_key, sha256)
         if verdict is None or not verdict.clean:
@@ -90,6 +92,7 @@ def renditions(
         if detected.kind == "other":
             unsupported = UnsupportedMediaType(object_key, detected)
             record_upload_outcome(database, context.partition_key, REJECTED, printable(unsupported.reason))
+            set_settled_original_aside(database, uploads, layout, context.partition_key)
             raise dg.Failure(printable(str(unsupported)), allow_retries=False)
 
         base = f"{media_settings.staging_prefix}{context.partition_key}/{sha256}/{media_settings.render_fingerprint()}"
@@ -105,6 +108,7 @@ def renditions(
                 )
             except UploadRejected as error:
                 record_upload_outcome(database, context.partition_key, REJECTED, printable(error.reason))
+                set_settled_original_aside(database, uploads, layout, context.partition_key)
                 raise dg.Failure(printable(str(error)), allow_retries=False) from error
             manifest = _stage(staging, base, rendering, context.partition_key, object_key, sha256, detected.kind,
                               detected.mime)  # fmt: skip

@@ -2,7 +2,7 @@ import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.assets.instrumented import instrumented, step_metrics
-from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.assets.media.partitions import originals_layout, uploads_partitions
 from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import (
     ObjectStorage,
@@ -12,7 +12,7 @@ from hub_pipelines.core.ports import (
     rejection_reason,
 )
 from hub_pipelines.landing.upload_records import LANDED, QUARANTINED, REJECTED, record_upload_outcome
-from hub_pipelines.landing.uploads import object_key_for
+from hub_pipelines.landing.upload_retention import set_settled_original_aside
 from hub_pipelines.media.printable import printable
 from hub_pipelines.media.records import (
     ScanRecord,
@@ -61,10 +61,11 @@ def scan_verdict(
 ) -> dg.MaterializeResult:
     """ClamAV's verdict on the upload's exact bytes, after cheap header checks reject bombs; an
     infected upload is quarantined and goes no further."""
-    object_key = object_key_for(context.partition_key, settings.UPLOADS_PREFIX)
+    layout = originals_layout()
+    object_key = layout.arrived(context.partition_key)
     uploads = objects.bucket(settings.UPLOADS_BUCKET)
-    info = uploads.head(object_key)
-    if info is None:
+    found = layout.locate(uploads, context.partition_key)
+    if found is None:
         earlier = infected_verdict_for(database, context.partition_key)
         if earlier is not None:
             _record_outcome(database, context.partition_key, QUARANTINED, rejection_reason(earlier.signature))
@@ -72,6 +73,7 @@ def scan_verdict(
         raise dg.Failure(
             f"upload {object_key!r} is not in bucket '{settings.UPLOADS_BUCKET}': nothing to scan"
         )
+    source_key, info = found
 
     # The header checks load PIL, PyAV and pikepdf: a run that scans imports them, the code location not.
     from hub_pipelines.media.scanning import quarantine_upload, scan_upload
@@ -79,12 +81,13 @@ def scan_verdict(
 
     policy = media_settings.retry_policy(media_settings.scan_attempts, [_unavailable])
     try:
-        scanned = scan_upload(uploads, object_key, context.partition_key, info.content_type, scanner,
+        scanned = scan_upload(uploads, source_key, context.partition_key, info.content_type, scanner,
                               media_settings.upload_limits(), policy)  # fmt: skip
     except UploadOverLimit as error:
         _record_outcome(
             database, context.partition_key, REJECTED, f"{error.kind} over a limit: {error.reason}"
         )
+        set_settled_original_aside(database, uploads, layout, context.partition_key)
         reason = printable(str(error))
         context.log.error(reason)
         raise dg.Failure(
