@@ -272,7 +272,7 @@ class OrderLedger:
         futures: list[Future[OrderOutcome]] = []
         taken = 0
         while taken < len(admitted):
-            size = min(max(self.in_flight_limit.limit, 2), self.max_reserve_group)
+            size = min(max(2 * self.in_flight_limit.limit, 8), self.max_reserve_group)
             group, taken = admitted[taken : taken + size], taken + size
             for placement in self._reserve_group(group):
                 if isinstance(placement, OrderOutcome):
