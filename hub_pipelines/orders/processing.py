@@ -106,6 +106,10 @@ def outages() -> tuple[type[Exception], ...]:
     )
 
 
+ADMISSION_CHUNK = 32
+"""Events one admission task takes: few enough that the rate limit's round trips of a chunk still
+overlap with other chunks'."""
+
 PLACE_ORDER = "place order"
 RESERVE_ORDER_ROWS = "reserve order"
 """Names of an order's two stretches of work when its group reserves it: its rows, then its charge."""
@@ -198,7 +202,7 @@ class OrderLedger:
                 reconciled = self._limited(
                     pool, lambda order: self._settle(order.charge, self.clock()), pending
                 )
-                admitted = self._limited(pool, self.admit, events, learn=False)
+                admitted = self._admit_all(pool, events)
                 self._warm_catalog(admitted)
                 outcomes = self._place_all(pool, admitted)
             finally:
@@ -213,6 +217,17 @@ class OrderLedger:
             in_flight_limit=self.in_flight_limit.limit,
             in_flight_limit_peak=self.in_flight_limit.peak_limit,
         )
+
+    def _admit_all(
+        self, pool: ThreadPoolExecutor, events: Sequence[InboxEvent]
+    ) -> list[AdmittedOrder | OrderOutcome]:
+        """`admit` every event, in order; a task admits `ADMISSION_CHUNK` events one after the other,
+        so a batch pays the pool's hand-over once per chunk, not once per event."""
+        chunks = [events[start : start + ADMISSION_CHUNK] for start in range(0, len(events), ADMISSION_CHUNK)]
+        admitted = self._limited(
+            pool, lambda chunk: [self.admit(event) for event in chunk], chunks, learn=False
+        )
+        return [order for chunk in admitted for order in chunk]
 
     def _warm_catalog(self, admitted: list[AdmittedOrder | OrderOutcome]) -> None:
         """Load every product the batch asks for at once; only a shortcut, since each order looks its
