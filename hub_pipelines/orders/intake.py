@@ -10,7 +10,7 @@ in PostgreSQL text (no NUL) and printable: control characters are refused in eve
 from __future__ import annotations
 
 import hashlib
-import unicodedata
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
@@ -132,15 +132,21 @@ def _parse_price(raw: str | float | int, where: str) -> Decimal:
     return price
 
 
+# Unicode's categories Cc (controls, C0 and C1) and Cs (surrogates), whose members the standard's
+# stability policy fixes: one regex search per field instead of a category lookup per character.
+_REFUSED_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _check_text(where: str, value: str | None) -> None:
     """Refuse NUL (PostgreSQL text cannot hold it) and every other control or unpaired surrogate code point."""
     if value is None:
         return
-    for index, character in enumerate(value):
-        if unicodedata.category(character) in ("Cc", "Cs"):
-            raise InvalidOrderEvent(
-                f"{where}: control character U+{ord(character):04X} at position {index} is not allowed"
-            )
+    refused = _REFUSED_CHARACTERS.search(value)
+    if refused is not None:
+        raise InvalidOrderEvent(
+            f"{where}: control character U+{ord(refused.group()):04X} at position {refused.start()} "
+            "is not allowed"
+        )
 
 
 def parse_order_event(payload: bytes) -> OrderRequest:

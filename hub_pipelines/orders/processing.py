@@ -16,10 +16,12 @@ or of the rate limit's store fails the batch: every order would fail alike, and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -45,15 +47,19 @@ from hub_pipelines.orders.payments import (
     PaymentOutcomeUnknown,
 )
 from hub_pipelines.orders.pii import PiiCipher
-from hub_pipelines.orders.pricing import PriceRejected, price_order
+from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
     PARKED,
     InsufficientStock,
     IntakePosition,
+    Reservation,
+    ReservationWrites,
     record_rejection,
+    reservation_writes,
     reserve_order,
 )
+from hub_pipelines.orders.reservation_groups import reserve_group
 from hub_pipelines.orders.sealed_payloads import open_inbox_payload
 from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
 from hub_pipelines.orders.tables import order_intake
@@ -62,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+Placement = Callable[[], OrderOutcome] | OrderOutcome
+"""What is left to do for one admitted order: its outcome, or the work that ends in it."""
 
 AlertHook = Callable[[str, str], None]
 """Called with (order id, or the position of an event that never became an order; reason) when an
@@ -97,6 +106,14 @@ def outages() -> tuple[type[Exception], ...]:
     )
 
 
+ADMISSION_CHUNK = 32
+"""Events one admission task takes: few enough that the rate limit's round trips of a chunk still
+overlap with other chunks'."""
+
+PLACE_ORDER = "place order"
+RESERVE_ORDER_ROWS = "reserve order"
+"""Names of an order's two stretches of work when its group reserves it: its rows, then its charge."""
+
 CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 """Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
 
@@ -131,7 +148,11 @@ class AdmittedOrder:
 class OrderLedger:
     """One batch of orders: admit every event, warm the catalog once, then place the orders.
 
-    Worker threads place orders (reserve -> charge -> record), as many at once as the limiter admits:
+    On PostgreSQL the batch's thread reserves the admitted orders in groups, in offset order, each
+    group one SERIALIZABLE transaction (`reserve_group`; as many orders as the in-flight limit, at most
+    `max_reserve_group`), and hands each reserved order to a worker thread that charges and records it,
+    while it reserves the next group. An order the group did not reserve is placed on its own, as on
+    SQLite. Worker threads place orders (reserve -> charge -> record), as many at once as the limiter admits:
     between `min_in_flight` and `max_in_flight`, raised while per-order latency stays near the lowest
     seen (a slow gateway: more calls overlap) and lowered when it rises without more orders served
     (CPU-bound: more would only queue on the GIL); the limit carries over from batch to batch. At
@@ -153,6 +174,7 @@ class OrderLedger:
     min_in_flight: int = 2
     max_in_flight: int = 256
     reserve_concurrency: int = 8
+    max_reserve_group: int = 32
     stale_after_s: float = 60.0
     max_attempts: int = 3
     clock: Callable[[], float] = field(default=time.perf_counter)
@@ -180,9 +202,9 @@ class OrderLedger:
                 reconciled = self._limited(
                     pool, lambda order: self._settle(order.charge, self.clock()), pending
                 )
-                admitted = self._limited(pool, self.admit, events, learn=False)
+                admitted = self._admit_all(pool, events)
                 self._warm_catalog(admitted)
-                outcomes = self._limited(pool, self._place_isolated, admitted)
+                outcomes = self._place_all(pool, admitted)
             finally:
                 self._recorder = None
                 self._reserving.close()
@@ -195,6 +217,17 @@ class OrderLedger:
             in_flight_limit=self.in_flight_limit.limit,
             in_flight_limit_peak=self.in_flight_limit.peak_limit,
         )
+
+    def _admit_all(
+        self, pool: ThreadPoolExecutor, events: Sequence[InboxEvent]
+    ) -> list[AdmittedOrder | OrderOutcome]:
+        """`admit` every event, in order; a task admits `ADMISSION_CHUNK` events one after the other,
+        so a batch pays the pool's hand-over once per chunk, not once per event."""
+        chunks = [events[start : start + ADMISSION_CHUNK] for start in range(0, len(events), ADMISSION_CHUNK)]
+        admitted = self._limited(
+            pool, lambda chunk: [self.admit(event) for event in chunk], chunks, learn=False
+        )
+        return [order for chunk in admitted for order in chunk]
 
     def _warm_catalog(self, admitted: list[AdmittedOrder | OrderOutcome]) -> None:
         """Load every product the batch asks for at once; only a shortcut, since each order looks its
@@ -221,27 +254,99 @@ class OrderLedger:
     ) -> list[Result]:
         """`work` over `items` on the pool, in order, each started when the in-flight limit admits it;
         with `learn`, the time of each charged order teaches the limit."""
+        futures = [self._start(pool, functools.partial(work, item), learn=learn) for item in items]
+        return [future.result() for future in futures]
+
+    def _start(self, pool: ThreadPoolExecutor, work: Callable[[], Result], *, learn: bool) -> Future[Result]:
+        """`work` on the pool once the in-flight limit admits it (`_limited`, for one item)."""
         limiter = self.in_flight_limit
 
-        def run(item: Item) -> Result:
+        def run() -> Result:
             started, latency = self.clock(), None
             try:
-                result = work(item)
+                result = work()
                 if learn and isinstance(result, OrderOutcome) and result.status in CHARGED:
                     latency = self.clock() - started
                 return result
             finally:
                 limiter.release(latency)
 
-        futures: list[Future[Result]] = []
-        for item in items:
-            limiter.acquire()
-            try:
-                futures.append(pool.submit(run, item))
-            except BaseException:
-                limiter.release(None)
-                raise
+        limiter.acquire()
+        try:
+            return pool.submit(run)
+        except BaseException:
+            limiter.release(None)
+            raise
+
+    def _place_all(
+        self, pool: ThreadPoolExecutor, admitted: list[AdmittedOrder | OrderOutcome]
+    ) -> list[OrderOutcome]:
+        """Place every admitted order, reserving them in groups on PostgreSQL (see the class)."""
+        if self.database.dialect != "postgresql" or self.max_reserve_group < 2:
+            return self._limited(pool, self._place_isolated, admitted)
+        futures: list[Future[OrderOutcome]] = []
+        taken = 0
+        while taken < len(admitted):
+            size = min(max(2 * self.in_flight_limit.limit, 8), self.max_reserve_group)
+            group, taken = admitted[taken : taken + size], taken + size
+            for placement in self._reserve_group(group):
+                if isinstance(placement, OrderOutcome):
+                    done: Future[OrderOutcome] = Future()
+                    done.set_result(placement)
+                    futures.append(done)
+                else:
+                    futures.append(self._start(pool, placement, learn=True))
         return [future.result() for future in futures]
+
+    def _reserve_group(self, group: Sequence[AdmittedOrder | OrderOutcome]) -> list[Placement]:
+        """Price the group's orders and reserve those priced in one transaction; an order not
+        reserved there (refused, or the group failed) is left to `place` on its own."""
+        placements: list[Placement] = []
+        grouped: list[tuple[int, AdmittedOrder, PricedOrder, ReservationWrites, float]] = []
+        for admitted in group:
+            if isinstance(admitted, OrderOutcome):
+                placements.append(admitted)
+                continue
+            started = self.clock() - admitted.seconds
+            placements.append(functools.partial(self._place_isolated, admitted))
+            try:
+                with self.order_context(admitted, RESERVE_ORDER_ROWS):
+                    priced = self._priced(admitted.request)
+                    writes = reservation_writes(admitted.event.position, priced, self.cipher)
+            except outages():
+                raise
+            except Exception:
+                continue  # placed on its own, which names the reason
+            grouped.append((len(placements) - 1, admitted, priced, writes, started))
+        if not grouped:
+            return placements
+        try:
+            with self._reserving.slot() as connection:
+                assert connection is not None
+                reservations = reserve_group(
+                    connection, [(priced, writes) for _, _, priced, writes, _ in grouped]
+                )
+        except outages():
+            raise
+        except Exception:
+            logger.exception("reserving a group of %d orders failed; each is placed on its own", len(grouped))
+            return placements
+        for (index, admitted, priced, _, started), reservation in zip(grouped, reservations, strict=True):
+            if reservation is not None:
+                placements[index] = functools.partial(
+                    self._settle_reserved, admitted, priced, reservation, started
+                )
+        return placements
+
+    def _priced(self, request: OrderRequest) -> PricedOrder:
+        return price_order(request, self.catalog.products(item.product_id for item in request.items))
+
+    def order_context(
+        self, admitted: AdmittedOrder, name: str = PLACE_ORDER
+    ) -> contextlib.AbstractContextManager[object]:
+        """Entered around the work of one order, `name` saying which (placing it, or building its rows
+        for a group's reservation); a subclass may trace it."""
+        return contextlib.nullcontext()
 
     def unprocessed_events(self, limit: int) -> list[InboxEvent]:
         """Inbox events of the topic (of `partitions` only, when set, so several runs can split a
@@ -326,10 +431,14 @@ class OrderLedger:
         """Price, reserve, charge and record one admitted order (an outcome passes through)."""
         if isinstance(admitted, OrderOutcome):
             return admitted
+        with self.order_context(admitted):
+            return self._place(admitted)
+
+    def _place(self, admitted: AdmittedOrder) -> OrderOutcome:
         started = self.clock() - admitted.seconds
         event, request = admitted.event, admitted.request
         try:
-            priced = price_order(request, self.catalog.products(item.product_id for item in request.items))
+            priced = self._priced(request)
             with self._reserving.slot() as connection:
                 reservation = reserve_order(
                     self.database, event.position, priced, self.cipher, connection=connection
@@ -340,6 +449,23 @@ class OrderLedger:
             return self._reject(event, conflict or why, request.idempotency_key, started)
         except REJECTIONS as why:
             return self._reject(event, why, request.idempotency_key, started)
+        return self._charge_reserved(request, priced, reservation, started)
+
+    def _settle_reserved(
+        self, admitted: AdmittedOrder, priced: PricedOrder, reservation: Reservation, started: float
+    ) -> OrderOutcome:
+        """Charge and record an order its group reserved, an unexpected error counted as in `_place_isolated`."""
+        try:
+            with self.order_context(admitted):
+                return self._charge_reserved(admitted.request, priced, reservation, started)
+        except outages():
+            raise
+        except Exception as error:
+            return self._event_failed(admitted.event, error, started)
+
+    def _charge_reserved(
+        self, request: OrderRequest, priced: PricedOrder, reservation: Reservation, started: float
+    ) -> OrderOutcome:
         if not reservation.claimed:
             return OrderOutcome("skipped", self.clock() - started, order_id=reservation.order_id)
         if reservation.duplicate:

@@ -108,15 +108,8 @@ def reserve_order(
     import psycopg
 
     request = priced.request
-    order_id = order_id_for(request.customer_id, request.idempotency_key)
-    writes = _ReservationWrites(
-        order=_order_row(priced, order_id, cipher),
-        placed=posting_rows(
-            order_id, priced.currency, ORDER_PLACED, order_placed_entries(priced.total_minor)
-        ),
-        created=outbox_row(order_id, "order.created", _created_body(priced)),
-        intake=_intake_row(position, ACCEPTED, priced.request.idempotency_key, order_id),
-    )
+    writes = reservation_writes(position, priced, cipher)
+    order_id = str(writes.order["order_id"])
     tries = 0
 
     def attempt() -> Reservation:
@@ -167,13 +160,28 @@ def _violated_table(error: sa.exc.IntegrityError | psycopg.IntegrityError) -> st
 
 
 @dataclass(frozen=True)
-class _ReservationWrites:
+class ReservationWrites:
     """The rows a reservation writes, built once (PII encrypted once) for every attempt."""
 
     order: dict[str, object]
     placed: list[dict[str, object]]
     created: dict[str, object]
     intake: dict[str, object]
+
+
+def reservation_writes(
+    position: IntakePosition, priced: PricedOrder, cipher: PiiCipher | None
+) -> ReservationWrites:
+    request = priced.request
+    order_id = order_id_for(request.customer_id, request.idempotency_key)
+    return ReservationWrites(
+        order=_order_row(priced, order_id, cipher),
+        placed=posting_rows(
+            order_id, priced.currency, ORDER_PLACED, order_placed_entries(priced.total_minor)
+        ),
+        created=outbox_row(order_id, "order.created", _created_body(priced)),
+        intake=_intake_row(position, ACCEPTED, request.idempotency_key, order_id),
+    )
 
 
 def _order_row(priced: PricedOrder, order_id: str, cipher: PiiCipher | None) -> dict[str, object]:
@@ -230,25 +238,23 @@ def _intake_row(
     }
 
 
-def _reserve_in_one_statement(
-    connection: Connection, priced: PricedOrder, writes: _ReservationWrites
-) -> None:
+def _reserve_in_one_statement(connection: Connection, priced: PricedOrder, writes: ReservationWrites) -> None:
     """Every write of the reservation in one call of `reserve_order` (RESERVE_ORDER)."""
     try:
-        connection.execute(RESERVE_ORDER, _reserve_parameters(priced, writes))
+        connection.execute(RESERVE_ORDER, reserve_parameters(priced, writes))
     except sa.exc.DBAPIError as failed:
         _raise_if_short(failed.orig, priced)
         raise
 
 
 def _reserve_pipelined(
-    connection: psycopg.Connection[Any], priced: PricedOrder, writes: _ReservationWrites
+    connection: psycopg.Connection[Any], priced: PricedOrder, writes: ReservationWrites
 ) -> None:
     """RESERVE_ORDER on a held connection: BEGIN, the call and COMMIT in one round trip (pipeline
     mode); the function raises when a line was not taken, so nothing is committed then."""
     try:
         with connection.pipeline():
-            connection.execute(RESERVE_ORDER_PSYCOPG, _reserve_parameters(priced, writes))
+            connection.execute(RESERVE_ORDER_PSYCOPG, reserve_parameters(priced, writes))
             connection.commit()
     except BaseException as failed:
         if not connection.closed:
@@ -267,7 +273,7 @@ def _raise_if_short(error: BaseException | None, priced: PricedOrder) -> None:
     raise RuntimeError(f"{error}: no reason found among the locked rows {detail}") from error
 
 
-def _reserve_parameters(priced: PricedOrder, writes: _ReservationWrites) -> dict[str, object]:
+def reserve_parameters(priced: PricedOrder, writes: ReservationWrites) -> dict[str, object]:
     lines, order, placed, created, intake = (
         priced.lines,
         writes.order,
@@ -298,7 +304,7 @@ def _reserve_parameters(priced: PricedOrder, writes: _ReservationWrites) -> dict
 
 
 def _reserve_statement_by_statement(
-    connection: Connection, priced: PricedOrder, writes: _ReservationWrites
+    connection: Connection, priced: PricedOrder, writes: ReservationWrites
 ) -> None:
     """The same writes for SQLite (no data-modifying CTEs; BEGIN IMMEDIATE holds the database)."""
     order, created, intake = writes.order, writes.created, writes.intake

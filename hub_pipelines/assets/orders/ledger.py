@@ -1,5 +1,6 @@
 """The order ledger asset: landed order events become paid (or compensated) orders, checked every batch."""
 
+import contextlib
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -14,9 +15,9 @@ from hub_pipelines.core.ports import Cache, SqlDatabase
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants, check_invariants
-from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
+from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.payments import PaymentGateway
-from hub_pipelines.orders.processing import AdmittedOrder, OrderLedger
+from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderLedger
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 
 ORDER_LEDGER_KEY = ["orders", "order_ledger"]
@@ -107,17 +108,16 @@ class TracedOrderLedger(OrderLedger):
         self.step_span = trace.get_current_span().get_span_context()
         return super().process_batch(limit)
 
-    def place(self, admitted: AdmittedOrder | OrderOutcome) -> OrderOutcome:
-        if not isinstance(admitted, AdmittedOrder):
-            return super().place(admitted)
+    def order_context(
+        self, admitted: AdmittedOrder, name: str = PLACE_ORDER
+    ) -> contextlib.AbstractContextManager[object]:
         position = admitted.event.position
         attributes = {
             "messaging.destination.name": position.topic,
             "messaging.destination.partition.id": str(position.partition),
             "messaging.kafka.offset": str(position.offset),
         }
-        with continue_trace(admitted.event.headers, "place order", self.step_span, attributes):
-            return super().place(admitted)
+        return continue_trace(admitted.event.headers, name, self.step_span, attributes)
 
 
 @dg.asset(
