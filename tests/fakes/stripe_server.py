@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -75,6 +76,8 @@ class FakeStripe:
     conflicts: int = 0
     searches: int = 0
     key_ttl_s: float = KEY_TTL_S
+    on_charge: Callable[[dict[str, Any]], None] | None = None
+    """Called with each PaymentIntent made, before its answer is sent (tests act at that moment)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -264,6 +267,8 @@ class FakeStripe:
             self.intents[intent_id] = intent
             if not self._indexing:
                 self._unindexed.add(intent_id)
+        if self.on_charge is not None:
+            self.on_charge(intent)
         if declined:
             error = _error("card_error", "Your card was declined.", code="card_declined")
             payload = json.loads(error)
