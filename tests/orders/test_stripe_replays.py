@@ -9,6 +9,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.payments import PAID as CHARGE_PAID
 from hub_pipelines.orders.payments import ChargeOutcomeHidden, ChargeRequest
@@ -25,6 +26,15 @@ from tests.fakes.stripe_server import (
 )
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import Inbox, order_event
+from tests.orders.test_ledger_processes import (
+    CUSTOMERS,
+    ORDERS_PER_CUSTOMER,
+    RATE,
+    go,
+    land_orders,
+    start_ledger,
+    wait_ready,
+)
 
 INTENT = {
     "amount": "1250",
@@ -254,4 +264,46 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
         assert len(fake_stripe.succeeded_intents(order_id)) == (1 if status == PAID else 0), order_id
     assert len(fake_stripe.succeeded_intents()) == len(paid)
     assert FAILED in final.values() and fake_stripe.replays > 0
+    assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
+
+
+def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the_paid_orders(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+    redis_server: str,
+    redis_key_prefix: str,
+) -> None:
+    faults = fake_stripe.faults
+    faults.error_after_charge_rate = 0.25
+    faults.error_in_execution_rate = 0.1
+    faults.timeout_after_charge_rate = 0.15
+    faults.decline_rate = 0.1
+    land_orders(ledger_database)
+    namespace = f"{redis_key_prefix}orders"
+    ledgers = [start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0) for _ in range(2)]
+    for process in ledgers:
+        wait_ready(process)
+    for process in ledgers:
+        go(process)
+    for process in ledgers:
+        assert process.wait(timeout=300) == 0
+
+    rerun = make_ledger(
+        stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}),
+        rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace),
+    )
+    for _ in range(8):
+        if set(statuses(ledger_database).values()) <= FINAL_STATUSES:
+            break
+        fake_stripe.age_keys(KEY_TTL_S)
+        rerun.process_batch()
+
+    final = statuses(ledger_database)
+    assert len(final) == CUSTOMERS * ORDERS_PER_CUSTOMER and set(final.values()) <= FINAL_STATUSES
+    for order_id, status in final.items():
+        assert len(fake_stripe.succeeded_intents(order_id)) == (1 if status == PAID else 0), order_id
+    assert len(fake_stripe.succeeded_intents()) == list(final.values()).count(PAID)
+    assert fake_stripe.replays > 0
     assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
