@@ -18,7 +18,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow as pa
@@ -275,21 +275,39 @@ def count_uncounted_chunks(
     )
     at_landing = now = events = 0
     for topic, partition, start, end, days, landed in chunks.itertuples(index=False):
-        batch_id = chunk_batch_id(topic, partition, start, end)
-        if cache.get(marker_key(batch_id)) is not None:
+        counted = count_booked_chunk(warehouse, tables, cache, topic, partition, start, end, list(days))
+        if counted is None:
             at_landing += 1
             events += int(landed)
-            continue
-        rows = warehouse.query_df(
-            f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
-            "WHERE toDate(ts) IN {days:Array(Date)} AND topic = {topic:String} AND partition = {partition:Int32} "
-            "AND offset >= {start:Int64} AND offset < {end:Int64}",
-            {"days": list(days), "topic": topic, "partition": partition, "start": start, "end": end},
-        )
-        if write_counters(cache, batch_id, counter_update(pa.Table.from_pandas(rows, preserve_index=False))):
+        else:
             now += 1
-        events += len(rows)
+            events += counted
     return CatchUpCounts(at_landing, now, events)
+
+
+def count_booked_chunk(
+    warehouse: Warehouse,
+    tables: AnalyticsTables,
+    cache: Cache,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    days: Sequence[date],
+) -> int | None:
+    """Count a booked chunk from its rows in `raw_events` (on `days`); the events counted now, or None
+    when its marker says it was counted already."""
+    batch_id = chunk_batch_id(topic, partition, start, end)
+    if cache.get(marker_key(batch_id)) is not None:
+        return None
+    rows = warehouse.query_df(
+        f"SELECT type, user_id, ts, product_id, amount FROM {tables.raw_events} "
+        "WHERE toDate(ts) IN {days:Array(Date)} AND topic = {topic:String} AND partition = {partition:Int32} "
+        "AND offset >= {start:Int64} AND offset < {end:Int64}",
+        {"days": list(days), "topic": topic, "partition": partition, "start": start, "end": end},
+    )
+    update = counter_update(pa.Table.from_pandas(rows, preserve_index=False))
+    return len(rows) if write_counters(cache, batch_id, update) else None
 
 
 @dataclass(frozen=True)

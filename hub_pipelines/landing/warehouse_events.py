@@ -3,7 +3,9 @@
 ClickHouse has no transaction across tables, so the sink makes every step of a chunk repeatable and
 books the chunk last. A chunk is landed as:
 
-1. booked already (in `event_landed_ranges`)? then nothing lands and every message is a duplicate;
+1. booked already (in `event_landed_ranges`)? then nothing lands and every message is a duplicate
+   (with a cache, a booked chunk without its counters' marker, left by a run killed before its
+   counter thread wrote them, is counted now from its rows in `raw_events`);
    booked in part (an overlapping run, a range planned with other bounds)? then only the unbooked
    parts land, each booked as a chunk of its own, and the rest are duplicates;
 2. decode; invalid messages go to the dead-letter table (keyed by topic/partition/offset);
@@ -46,7 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hub_pipelines.analytics.counters import ChunkCounter, chunk_batch_id
+from hub_pipelines.analytics.counters import ChunkCounter, chunk_batch_id, count_booked_chunk
 from hub_pipelines.analytics.events import DecodedBatch, Rejected, decode_batch, describe, events_to_arrow
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.gc_pause import collector_paused
@@ -174,6 +176,8 @@ class WarehouseEventsSink:
         pending: list[tuple[OffsetRange, Sequence[TopicMessage]]] = []
         for chunk, messages in chunks:
             booked = book.get((chunk.partition, chunk.start, chunk.end))
+            if booked is not None and booked.landed:
+                self._count_if_uncounted(topic, chunk, decoded.rows)
             parts = [] if booked else uncovered_parts(chunk, booked_by_partition.get(chunk.partition, []))
             gaps = chunk.size - len(messages)
             if parts == [chunk]:
@@ -204,6 +208,26 @@ class WarehouseEventsSink:
                     )
             outcomes.update(landed)
         return [outcomes[chunk] for chunk, _ in chunks]
+
+    def _count_if_uncounted(self, topic: str, chunk: OffsetRange, rows: pa.Table) -> None:
+        """Count a chunk booked earlier whose counters never made it (the run that booked it was killed
+        before its counter thread wrote them): the catch-up after a landing counts only its own run's."""
+        if self.counters is None:
+            return
+        positions = rows.select(["partition", "offset", "ts"])
+        mine = positions.filter(
+            pc.and_(
+                pc.equal(positions.column("partition"), chunk.partition),
+                pc.and_(
+                    pc.greater_equal(positions.column("offset"), chunk.start),
+                    pc.less(positions.column("offset"), chunk.end),
+                ),
+            )
+        )
+        days = pc.unique(pc.cast(mine.column("ts"), pa.date32())).to_pylist()
+        count_booked_chunk(
+            self.warehouse, self.tables, self.counters, topic, chunk.partition, chunk.start, chunk.end, days
+        )
 
     def _land_pending(self, topic: str, decoded: DecodedChunks, run_id: str) -> list[ChunkOutcome]:
         chunks, batch, rows, unique = decoded.chunks, decoded.batch, decoded.rows, decoded.first_of_each_id

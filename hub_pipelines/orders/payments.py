@@ -46,6 +46,13 @@ class PaymentOutcomeUnknown(Exception):
         self.attempts = attempts
 
 
+class ChargeOutcomeHidden(PaymentOutcomeUnknown):
+    """The gateway keeps replaying a server error it saved for the order's key after it began executing,
+    and finding the charge by the order id turned up none (yet: the gateway's search may lag). The
+    order waits in PAYMENT_UNKNOWN and an operator is paged; only the same key is ever sent again, so
+    the order is charged at most once."""
+
+
 class GatewayUnavailable(Exception):
     """The charge was certainly not attempted (the circuit is open): the order stays RESERVED for later."""
 
@@ -53,6 +60,11 @@ class GatewayUnavailable(Exception):
 class PaymentGateway(Protocol):
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge once per key; raises PaymentOutcomeUnknown or GatewayUnavailable when not definitive."""
+        ...
+
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        """The final outcome of a charge already made for the order, found by its order id; None when
+        the gateway shows none. Raises PaymentOutcomeUnknown when it cannot tell."""
         ...
 
     def breaker_state(self) -> str:

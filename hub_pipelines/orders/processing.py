@@ -5,7 +5,9 @@ latency overlaps instead of adding up, and a fast gateway does not pile threads 
 called, and the outcome is recorded in a later transaction (PAID ones group-committed with other
 orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
-record are taken again, RESERVED and PAYMENT_UNKNOWN orders are charged again with the same key.
+record are taken again; for RESERVED and PAYMENT_UNKNOWN orders the gateway is first asked for a charge
+already made for the order (the idempotency key may have expired since), then charged again with the
+same key, never another.
 
 One order never stops the others: a rejection is dead-lettered; any other error of one event or one
 order (a bug, a row the database refuses) is counted in `ledger_attempts` and the batch goes on; after
@@ -41,6 +43,7 @@ from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_o
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.payments import (
     DECLINED,
+    ChargeOutcomeHidden,
     ChargeRequest,
     GatewayUnavailable,
     PaymentGateway,
@@ -200,7 +203,7 @@ class OrderLedger:
             self._recorder = recorder
             try:
                 reconciled = self._limited(
-                    pool, lambda order: self._settle(order.charge, self.clock()), pending
+                    pool, lambda order: self._settle(order.charge, self.clock(), reconciling=True), pending
                 )
                 admitted = self._admit_all(pool, events)
                 self._warm_catalog(admitted)
@@ -511,11 +514,11 @@ class OrderLedger:
             "parked" if claimed else "skipped", self.clock() - started, reason=reason, reason_kind="internal"
         )
 
-    def _settle(self, charge: ChargeRequest, started: float) -> OrderOutcome:
+    def _settle(self, charge: ChargeRequest, started: float, *, reconciling: bool = False) -> OrderOutcome:
         """`_settle_charge`, with an unexpected error of this order counted: the order stays open and
         the next batch reconciles it with the same key; at `max_attempts` it is parked, with an alert."""
         try:
-            return self._settle_charge(charge, started)
+            return self._settle_charge(charge, started, reconciling=reconciling)
         except outages():
             raise
         except Exception as error:
@@ -531,16 +534,21 @@ class OrderLedger:
                 reason_kind="internal",
             )
 
-    def _settle_charge(self, charge: ChargeRequest, started: float) -> OrderOutcome:
-        """Charge (or re-ask the gateway with the same key) and record what it answered."""
+    def _settle_charge(self, charge: ChargeRequest, started: float, *, reconciling: bool) -> OrderOutcome:
+        """Charge (when reconciling, first look for the charge already made, then re-ask the gateway
+        with the same key) and record what it answered."""
         try:
-            result = self.gateway.charge(charge)
+            result = (self.gateway.find_charge(charge) if reconciling else None) or self.gateway.charge(
+                charge
+            )
         except GatewayUnavailable as unavailable:
             return OrderOutcome(
                 "deferred", self.clock() - started, order_id=charge.order_id, reason=str(unavailable)
             )
         except PaymentOutcomeUnknown as unknown:
             record_unknown(self.database, charge.order_id, str(unknown))
+            if isinstance(unknown, ChargeOutcomeHidden):
+                self._raise_alert(charge.order_id, str(unknown))
             return OrderOutcome(
                 "payment_unknown",
                 self.clock() - started,

@@ -5,6 +5,11 @@ idempotency key, time out after `call_timeout_s`, are retried (core.retry: 3 tri
 with jitter) only for timeouts, connection failures, 409 (same key in flight), 429 and 5xx, and run
 through a circuit breaker whose state is shared in Redis by every run process. The SDK's own retries
 are off, so the retry policy is the only one.
+
+Stripe saves a key's response once the endpoint has begun executing, 500s included, and replays it
+(`Idempotent-Replayed: true`) for 24 h: a replayed 5xx is not retried (it would only replay again)
+and the charge is looked up by the order id instead (the search API, whose index may lag by up to a
+minute, an hour in an outage). Not found is not proof of no charge: the outcome stays unknown.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.orders.payments import (
     DECLINED,
     PAID,
+    ChargeOutcomeHidden,
     ChargeRequest,
     ChargeResult,
     GatewayUnavailable,
@@ -50,6 +56,10 @@ class ApprovingLocalGateway(dg.ConfigurableResource):
         digest = hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:24]
         return ChargeResult(PAID, self.reference_prefix + digest)
 
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        # Nothing is kept between calls; `charge` answers the same for the same key anyway.
+        return None
+
     def breaker_state(self) -> str:
         return "closed"
 
@@ -60,9 +70,19 @@ def is_retryable_stripe_error(error: BaseException) -> bool:
 
     if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
         return True
-    if isinstance(error, stripe.APIError):
+    if isinstance(error, stripe.APIError) and not is_replayed(error):
         return (error.http_status or 500) in RETRYABLE_STATUSES or (error.http_status or 500) >= 500
     return False
+
+
+def is_replayed(error: BaseException) -> bool:
+    """A response Stripe saved for the key earlier and sent again: the same key will only replay it."""
+    headers = getattr(error, "headers", None) or {}
+    return str(headers.get("Idempotent-Replayed", "")).lower() == "true"
+
+
+def _search_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _is_callers_fault(error: BaseException) -> bool:
@@ -132,6 +152,8 @@ class StripeGateway(dg.ConfigurableResource):
                 f"order {request.order_id}: circuit opened after {sent} attempt(s): {refused}", sent
             ) from refused
         except stripe.StripeError as failed:
+            if is_replayed(failed) and (failed.http_status or 0) >= 500:
+                return self._outcome_behind_replayed_error(request, failed, max(sent, 1))
             raise PaymentOutcomeUnknown(
                 f"order {request.order_id}: stripe gave no definitive answer after {sent} attempt(s): "
                 f"{type(failed).__name__} (HTTP {failed.http_status}): {failed.user_message or failed}",
@@ -139,8 +161,45 @@ class StripeGateway(dg.ConfigurableResource):
             ) from failed
         return self._result_of(request, intent, max(sent, 1))
 
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        """The PaymentIntent made for the order (by `metadata.order_id`), if the search shows one.
+
+        A succeeded one wins over others (there should be one only); a declined one is a decline."""
+        import stripe
+
+        try:
+            response = self._client().raw_request(
+                "get",
+                "/v1/payment_intents/search",
+                query=f"metadata['order_id']:{_search_literal(request.order_id)}",
+                limit=100,
+            )
+        except stripe.StripeError as failed:
+            raise PaymentOutcomeUnknown(
+                f"order {request.order_id}: looking its payment intent up failed: "
+                f"{type(failed).__name__} (HTTP {failed.http_status}): {failed.user_message or failed}"
+            ) from failed
+        intents = [dict(intent) for intent in response.data.get("data") or []]
+        if not intents:
+            return None
+        intents.sort(key=lambda intent: intent.get("status") != "succeeded")
+        return self._result_of(request, intents[0], 0)
+
     def breaker_state(self) -> str:
         return self._breaker().state
+
+    def _outcome_behind_replayed_error(
+        self, request: ChargeRequest, replayed: stripe.StripeError, attempts: int
+    ) -> ChargeResult:
+        found = self.find_charge(request)
+        if found is not None:
+            return ChargeResult(found.outcome, found.reference, found.reason, attempts)
+        raise ChargeOutcomeHidden(
+            f"order {request.order_id}: stripe replays HTTP {replayed.http_status} saved for its "
+            f"idempotency key after execution began, and no payment intent for the order is found yet; "
+            f"left PAYMENT_UNKNOWN for the same key: {replayed.user_message or replayed}",
+            attempts,
+        ) from replayed
 
     def _result_of(self, request: ChargeRequest, intent: dict[str, Any], attempts: int) -> ChargeResult:
         status = intent.get("status")

@@ -1,16 +1,23 @@
 """A Stripe-compatible PaymentIntents server for tests, with Stripe's idempotency rules and injectable faults.
 
-Idempotency (https://docs.stripe.com/api/idempotent_requests): the first request with a key saves its
-status and body; the same key with the same parameters replays them (errors included, with
-`Idempotent-Replayed: true`); the same key with different parameters gets 400 `idempotency_error`;
-the same key while the first request is still executing gets 409. A 5xx injected *before* the
-endpoint executes is not saved, as Stripe does for requests it never started (and it says
-`Stripe-Should-Retry: true`).
+Idempotency (https://docs.stripe.com/api/idempotent_requests): once the endpoint has begun executing,
+the status and body of the first request with a key are saved; the same key with the same parameters
+replays them (500s included, with `Idempotent-Replayed: true`); the same key with different parameters
+gets 400 `idempotency_error`; the same key while the first request is still executing gets 409 and
+nothing is saved. A 5xx *before* the endpoint executes is not saved (and says
+`Stripe-Should-Retry: true`). Saved keys are pruned once `key_ttl_s` (24 h) old: the same key then
+makes a new request. `age_keys` moves the clock of the saved keys forward.
 
-Faults (`Faults`): latency on every request, 5xx before execution, "timeout after charge" (the charge
-is recorded and its response saved, then the connection is held for `stall_s` and closed without an
-answer: the client times out not knowing), and declines (also for the real test token
-`pm_card_chargeDeclined`). `fail_next` queues exact faults for deterministic tests.
+Search (https://docs.stripe.com/api/payment_intents/search): `GET /v1/payment_intents/search` with
+`metadata['k']:'v'` and `status:'v'` clauses joined by AND. Stripe's search is eventually consistent;
+`pause_indexing` keeps new PaymentIntents out of the results until `resume_indexing`.
+
+Faults (`Faults`): latency on every request; 5xx before execution; 5xx after execution, with the
+charge made ("error_after_charge") or not ("error_in_execution"), saved and replayed for the key as
+Stripe does; "timeout after charge" (the charge is recorded and its response saved, then the
+connection is held for `stall_s` and closed without an answer: the client times out not knowing);
+and declines (also for the real test token `pm_card_chargeDeclined`). `fail_next` queues exact
+faults for deterministic tests.
 
 Point the SDK at it with `StripeClient(key, base_addresses={"api": server.base_url})`.
 """
@@ -19,24 +26,32 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 ERROR = "error"
+ERROR_AFTER_CHARGE = "error_after_charge"
+ERROR_IN_EXECUTION = "error_in_execution"
 STALL = "stall"
 DECLINE = "decline"
+KEY_TTL_S = 24 * 3600.0
+SEARCH_CLAUSE = re.compile(r"""\s*(?:metadata\['([^']+)'\]|(status)):'((?:[^'\\]|\\.)*)'\s*""")
 
 
 @dataclass
 class Faults:
     latency_s: float = 0.0
     error_rate: float = 0.0
+    error_after_charge_rate: float = 0.0
+    error_in_execution_rate: float = 0.0
     timeout_after_charge_rate: float = 0.0
     decline_rate: float = 0.0
     stall_s: float = 1.5
@@ -46,6 +61,7 @@ class Faults:
 @dataclass
 class _Saved:
     params: list[tuple[str, str]]
+    saved_at: float
     done: bool = False
     status: int = 0
     body: bytes = b""
@@ -58,6 +74,10 @@ class FakeStripe:
     requests: int = 0
     replays: int = 0
     conflicts: int = 0
+    searches: int = 0
+    key_ttl_s: float = KEY_TTL_S
+    on_charge: Callable[[dict[str, Any]], None] | None = None
+    """Called with each PaymentIntent made, before its answer is sent (tests act at that moment)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -66,6 +86,8 @@ class FakeStripe:
         self._rng = random.Random(self.faults.seed)
         self._server: ThreadingHTTPServer | None = None
         self._stalls: list[threading.Event] = []
+        self._indexing = True
+        self._unindexed: set[str] = set()
 
     def start(self, port: int = 0) -> FakeStripe:
         fake = self
@@ -105,9 +127,26 @@ class FakeStripe:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def fail_next(self, *faults: str) -> None:
-        """Queue exact faults ('error', 'stall', 'decline') for the next requests, in order."""
+        """Queue exact faults (ERROR, ERROR_AFTER_CHARGE, ERROR_IN_EXECUTION, STALL, DECLINE) for the
+        next POSTs, in order."""
         with self._lock:
             self._queued.extend(faults)
+
+    def age_keys(self, seconds: float) -> None:
+        """As if `seconds` had passed for every saved idempotency key."""
+        with self._lock:
+            for saved in self._saved.values():
+                saved.saved_at -= seconds
+
+    def pause_indexing(self) -> None:
+        """Search lags: PaymentIntents made from now on are not found until `resume_indexing`."""
+        with self._lock:
+            self._indexing = False
+
+    def resume_indexing(self) -> None:
+        with self._lock:
+            self._indexing = True
+            self._unindexed.clear()
 
     def succeeded_intents(self, order_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -127,6 +166,12 @@ class FakeStripe:
         if roll < faults.error_rate:
             return ERROR
         roll -= faults.error_rate
+        if roll < faults.error_after_charge_rate:
+            return ERROR_AFTER_CHARGE
+        roll -= faults.error_after_charge_rate
+        if roll < faults.error_in_execution_rate:
+            return ERROR_IN_EXECUTION
+        roll -= faults.error_in_execution_rate
         if roll < faults.timeout_after_charge_rate:
             return STALL
         roll -= faults.timeout_after_charge_rate
@@ -144,6 +189,9 @@ class FakeStripe:
         with self._lock:
             self.requests += 1
             saved = self._saved.get(key)
+            if saved is not None and saved.done and time.time() - saved.saved_at >= self.key_ttl_s:
+                del self._saved[key]
+                saved = None
             if saved is not None and saved.params != params:
                 self._respond(
                     handler,
@@ -169,7 +217,7 @@ class FakeStripe:
                 self.replays += 1
                 self._respond(handler, saved.status, saved.body, replayed=True)
                 return
-            saved = self._saved[key] = _Saved(params)
+            saved = self._saved[key] = _Saved(params, saved_at=time.time())
         if self.faults.latency_s:
             time.sleep(self.faults.latency_s)
         fault = self._next_fault()
@@ -178,7 +226,12 @@ class FakeStripe:
                 del self._saved[key]
             self._respond(handler, 500, _error("api_error", "injected server error"), should_retry=True)
             return
-        status, body = self._execute(dict(params), declined=fault == DECLINE)
+        if fault == ERROR_IN_EXECUTION:
+            status, body = 500, _error("api_error", "injected server error during execution")
+        else:
+            status, body = self._execute(dict(params), declined=fault == DECLINE)
+        if fault == ERROR_AFTER_CHARGE:
+            status, body = 500, _error("api_error", "injected server error after the charge")
         with self._lock:
             saved.status, saved.body, saved.done = status, body, True
         if fault == STALL:
@@ -212,6 +265,10 @@ class FakeStripe:
             }
         with self._lock:
             self.intents[intent_id] = intent
+            if not self._indexing:
+                self._unindexed.add(intent_id)
+        if self.on_charge is not None:
+            self.on_charge(intent)
         if declined:
             error = _error("card_error", "Your card was declined.", code="card_declined")
             payload = json.loads(error)
@@ -221,14 +278,51 @@ class FakeStripe:
         return 200, json.dumps(intent).encode()
 
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(handler.path)
+        if url.path.rstrip("/") == "/v1/payment_intents/search":
+            self._search(handler, parse_qs(url.query))
+            return
         prefix = "/v1/payment_intents/"
-        intent = self.intents.get(handler.path[len(prefix) :]) if handler.path.startswith(prefix) else None
+        intent = self.intents.get(url.path[len(prefix) :]) if url.path.startswith(prefix) else None
         if intent is None:
             self._respond(
                 handler, 404, _error("invalid_request_error", f"No such payment_intent: {handler.path}")
             )
             return
         self._respond(handler, 200, json.dumps(intent).encode())
+
+    def _search(self, handler: BaseHTTPRequestHandler, arguments: dict[str, list[str]]) -> None:
+        query = (arguments.get("query") or [""])[0]
+        clauses = re.split(r"\s+AND\s+", query)
+        matches = [SEARCH_CLAUSE.fullmatch(clause) for clause in clauses]
+        if not query or not all(matches):
+            self._respond(
+                handler, 400, _error("invalid_request_error", f"unsupported search query: {query!r}")
+            )
+            return
+        wanted = [
+            (match[1], match[2], re.sub(r"\\(.)", r"\1", match[3])) for match in matches if match is not None
+        ]
+        limit = int((arguments.get("limit") or ["10"])[0])
+        with self._lock:
+            self.searches += 1
+            found = [
+                intent
+                for intent_id, intent in self.intents.items()
+                if intent_id not in self._unindexed
+                and all(
+                    (intent["status"] if field_name else intent["metadata"].get(key)) == value
+                    for key, field_name, value in wanted
+                )
+            ]
+        page = {
+            "object": "search_result",
+            "url": "/v1/payment_intents/search",
+            "has_more": len(found) > limit,
+            "data": found[:limit],
+            "next_page": None,
+        }
+        self._respond(handler, 200, json.dumps(page).encode())
 
     @staticmethod
     def _respond(

@@ -173,6 +173,13 @@ class NulReferenceGateway:
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         result = self.gateway.charge(request)
+        return self._spoiled(request, result)
+
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        found = self.gateway.find_charge(request)
+        return None if found is None else self._spoiled(request, found)
+
+    def _spoiled(self, request: ChargeRequest, result: ChargeResult) -> ChargeResult:
         if request.customer_id == self.customer:
             return dataclasses.replace(result, reference=f"{result.reference}\x00")
         return result

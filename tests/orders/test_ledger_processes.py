@@ -1,9 +1,11 @@
 """Ledger processes with the per-customer rate limit in Redis: a rerun after SIGKILL mid-batch, and two
-overlapping processes, pay every well-formed order exactly once and never spend the budget twice."""
+overlapping processes, pay every well-formed order exactly once and never spend the budget twice;
+three processes, each with its own engine, on products they all sell, sell exactly the stock."""
 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +16,7 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, orders
+from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, order_items, orders, products
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
@@ -38,11 +40,16 @@ def land_orders(database: PostgresDatabase) -> None:
 
 
 def start_ledger(
-    database: PostgresDatabase, fake_stripe: FakeStripe, redis_server: str, namespace: str, kill_after: int
+    database: PostgresDatabase,
+    fake_stripe: FakeStripe,
+    redis_server: str,
+    namespace: str,
+    kill_after: int,
+    rate: str = RATE,
 ) -> subprocess.Popen[str]:
     url = database.sqlalchemy_url.render_as_string(hide_password=False)
     process = subprocess.Popen(
-        [*WORKER, url, fake_stripe.base_url, redis_server, namespace, RATE, str(kill_after)],
+        [*WORKER, url, fake_stripe.base_url, redis_server, namespace, rate, str(kill_after)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     return process
@@ -130,3 +137,64 @@ def test_two_overlapping_ledger_processes_pay_every_order_once_under_a_shared_li
     assert counts["paid"] == CUSTOMERS * ORDERS_PER_CUSTOMER
     assert counts["rejected"] == 0
     assert_every_order_paid_once(ledger_database, fake_stripe)
+
+
+FLASH_STOCK = {"p-flash-a": 40, "p-flash-b": 25}
+
+
+def flash_sale_orders() -> list[dict[str, object]]:
+    """More than twice each product's stock in one-unit orders of it alone, and orders of both."""
+    single = [("p-flash-a", 1, "9.00")], [("p-flash-b", 1, "7.00")]
+    both = [("p-flash-a", 1, "9.00"), ("p-flash-b", 1, "7.00")]
+    items = [single[0]] * 90 + [single[1]] * 60 + [both] * 40
+    random.Random(15).shuffle(items)
+    return [order_event(customer=f"c-{n}", items=order) for n, order in enumerate(items)]
+
+
+def test_three_ledger_processes_with_their_own_engines_sell_exactly_the_stock_of_shared_products(
+    ledger_database: PostgresDatabase,
+    fake_stripe: FakeStripe,
+    redis_server: str,
+    redis_key_prefix: str,
+) -> None:
+    catalog = Catalog(ledger_database)
+    catalog.upsert("p-flash-a", "Flash print A", "USD", 900, FLASH_STOCK["p-flash-a"])
+    catalog.upsert("p-flash-b", "Flash print B", "USD", 700, FLASH_STOCK["p-flash-b"])
+    events = flash_sale_orders()
+    Inbox(ledger_database).land_events(events)
+    namespace = f"{redis_key_prefix}orders"
+    ledgers = [
+        start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate="1000/minute")
+        for _ in range(3)
+    ]
+    for process in ledgers:
+        wait_ready(process)
+    for process in ledgers:
+        go(process)
+
+    counts: Counter[str] = Counter()
+    for process in ledgers:
+        assert process.stdout is not None
+        counts.update(json.loads(process.stdout.readline()))
+        assert process.wait(timeout=120) == 0
+
+    with ledger_database.transaction() as connection:
+        stock = dict(connection.execute(sa.select(products.c.product_id, products.c.stock)).all())
+        sold = dict(
+            connection.execute(
+                sa.select(order_items.c.product_id, sa.func.sum(order_items.c.quantity))
+                .join(orders, orders.c.order_id == order_items.c.order_id)
+                .where(orders.c.status == PAID)
+                .group_by(order_items.c.product_id)
+            ).all()
+        )
+        reasons = connection.execute(sa.select(dead_letters.c.reason)).scalars().all()
+    # Each product's one-unit orders alone ask for more than its stock, and a product's stock only
+    # falls (nothing is declined): a rejected one-unit order saw it at 0, so it ends at 0.
+    assert {product: stock[product] for product in FLASH_STOCK} == dict.fromkeys(FLASH_STOCK, 0)
+    assert sold == FLASH_STOCK
+    assert counts["paid"] + counts["rejected"] == len(events)
+    assert len(reasons) == counts["rejected"]
+    assert all(reason.startswith("insufficient stock for Flash print") for reason in reasons)
+    assert len(fake_stripe.succeeded_intents()) == counts["paid"]
+    assert check_invariants(ledger_database).holds(outbox_bound_s=3600)

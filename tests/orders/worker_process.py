@@ -48,6 +48,9 @@ class KillAfterCharge:
                 os.kill(os.getpid(), signal.SIGKILL)
         return result
 
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        return self.gateway.find_charge(request)
+
     def breaker_state(self) -> str:
         return self.gateway.breaker_state()
 

@@ -1,9 +1,13 @@
 """A landing run in its own process, for tests that kill one mid-range and rerun it.
 
 `--die-at-chunk N` makes the process SIGKILL itself when it asks the broker for its Nth chunk: a hard
-crash after N-1 chunks were landed, with no chance to clean up. Without it the run lands everything
-and prints its counts and what the sink then holds, as JSON. `--ranges` lands those ranges instead of
-everything; `--wait-for-go` reads one line from stdin first, so a test can start several at once.
+crash after N-1 chunks were landed, with no chance to clean up. Inside a chunk's write (events):
+`--die-after-events-insert N` SIGKILLs it right after its Nth insert into `raw_events` returned (the
+rows stored, neither counted nor booked), `--die-before-booking N` right before its Nth booking insert,
+once the counters of the chunks landed so far are in Redis (stored and counted, not booked). Without
+them the run lands everything and prints its counts and what the sink then holds, as JSON. `--ranges`
+lands those ranges instead of everything; `--wait-for-go` reads one line from stdin first, so a test
+can start several at once. `--redis-url` (with `--redis-prefix`) counts landed events in Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from hub_pipelines.core.ports import PartitionSpan, Topics
 from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
@@ -39,6 +44,34 @@ class DyingTopics:
         return getattr(self.inner, name)
 
 
+@dataclass
+class DyingWarehouse:
+    """A warehouse that kills the process inside the write of a chunk (see the flags above)."""
+
+    inner: Any
+    after_events_insert: int
+    before_booking: int
+    sink: Any = None
+    events_inserts: int = 0
+    bookings: int = 0
+
+    def insert_arrow(self, table: str, batch: Any, dedup_token: str | None = None) -> int:
+        if table.endswith("landed_ranges"):
+            self.bookings += 1
+            if self.bookings == self.before_booking:
+                self.sink.finish_counting()
+                os.kill(os.getpid(), signal.SIGKILL)
+        inserted = self.inner.insert_arrow(table, batch, dedup_token)
+        if table.endswith("raw_events"):
+            self.events_inserts += 1
+            if self.events_inserts == self.after_events_insert:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return inserted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def _sink(args: argparse.Namespace) -> LandingSink:
     if args.kind == "orders":
         from hub_pipelines.landing.sql_inbox import SqlInboxSink
@@ -46,9 +79,16 @@ def _sink(args: argparse.Namespace) -> LandingSink:
 
         return SqlInboxSink(PostgresDatabase(url=args.db_url, migrate_schema=True))
     from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+    from hub_pipelines.resources.cache import RedisCache
     from hub_pipelines.resources.warehouse import ChdbWarehouse
 
-    return WarehouseEventsSink(ChdbWarehouse(path=args.chdb_path))
+    warehouse = DyingWarehouse(
+        ChdbWarehouse(path=args.chdb_path), args.die_after_events_insert, args.die_before_booking
+    )
+    counters = RedisCache(url=args.redis_url, key_prefix=args.redis_prefix) if args.redis_url else None
+    sink = WarehouseEventsSink(warehouse, counters=counters)  # type: ignore[arg-type]
+    warehouse.sink = sink
+    return sink
 
 
 def _stored_events(sink: LandingSink) -> tuple[int, int]:
@@ -70,6 +110,10 @@ def main() -> int:
     parser.add_argument("--chdb-path")
     parser.add_argument("--chunk", type=int, default=10)
     parser.add_argument("--die-at-chunk", type=int, default=0)
+    parser.add_argument("--die-after-events-insert", type=int, default=0)
+    parser.add_argument("--die-before-booking", type=int, default=0)
+    parser.add_argument("--redis-url")
+    parser.add_argument("--redis-prefix", default="")
     parser.add_argument("--ranges")
     parser.add_argument("--wait-for-go", action="store_true")
     args = parser.parse_args()
@@ -84,6 +128,8 @@ def main() -> int:
     if args.wait_for_go:
         sys.stdin.readline()
     counts = land_ranges(topics, sink, args.topic, ranges, f"worker-{os.getpid()}", args.chunk)
+    if args.kind == "events":
+        sink.finish_counting()  # type: ignore[attr-defined]
     book = sink.landed_ranges(args.topic)
     report = {
         "counts": counts.as_metadata(),
