@@ -209,7 +209,9 @@ def next_lanes_step(
             continue
         blocked = sorted(p for p in end_offsets if lane.holds(p) and p in held)
         if blocked:
-            step = replace(step, reason=f"{step.reason}; partitions {blocked} wait for runs of the earlier lanes")
+            step = replace(
+                step, reason=f"{step.reason}; partitions {blocked} wait for runs of the earlier lanes"
+            )
         waits.append((lane, step))
     return LanesTick(requests, waits, LaneCursors(tuple(lane_cursors), tuple(draining)))
 

@@ -154,7 +154,10 @@ def build_topic_sensor(
                 dg.RunRequest(
                     run_key=step.run_key,
                     run_config=dg.RunConfig(
-                        ops={op_name: TopicRangeConfig(ranges=offsets), **dict.fromkeys(lane_ops, lane_config)}
+                        ops={
+                            op_name: TopicRangeConfig(ranges=offsets),
+                            **dict.fromkeys(lane_ops, lane_config),
+                        }
                     ),
                     tags={"hub/topic": topic, "hub/lane": lane.tag, "hub/offsets": offsets[:200]},
                 )

@@ -18,7 +18,12 @@ PARTITIONS = 6
 
 def test_partition_p_belongs_to_lane_p_mod_lanes() -> None:
     lanes = lanes_of("orders", 4)
-    assert [[p for p in range(10) if lane.holds(p)] for lane in lanes] == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
+    assert [[p for p in range(10) if lane.holds(p)] for lane in lanes] == [
+        [0, 4, 8],
+        [1, 5, 9],
+        [2, 6],
+        [3, 7],
+    ]
     assert [lane.tag for lane in lanes] == ["orders/0", "orders/1", "orders/2", "orders/3"]
     assert lanes[1].name == "orders/1of4" and Lane("orders", 0, 1).name == "orders"
 

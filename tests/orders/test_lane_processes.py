@@ -45,10 +45,13 @@ def produce_orders(kafka_broker: KafkaBroker) -> str:
         for n in range(SCARCE_ORDERS)
     ]
     retried = [
-        order_event(customer=f"c-{n % CUSTOMERS}", items=[("p-cup", 2, "12.50")]) for n in range(RETRIED_ORDERS)
+        order_event(customer=f"c-{n % CUSTOMERS}", items=[("p-cup", 2, "12.50")])
+        for n in range(RETRIED_ORDERS)
     ]
     placed = [(event, n % PARTITIONS) for n, event in enumerate(scarce + retried)]
-    placed += [({**event, "event_id": str(uuid.uuid4())}, (n + 1) % PARTITIONS) for n, event in enumerate(retried)]
+    placed += [
+        ({**event, "event_id": str(uuid.uuid4())}, (n + 1) % PARTITIONS) for n, event in enumerate(retried)
+    ]
     placed += [(event, (n + 1) % PARTITIONS) for n, event in enumerate(scarce[:REDELIVERED_EVENTS])]
     messages = [
         OutgoingMessage(value=encode(event), partition=partition, headers=hmac_headers(encode(event)))
@@ -59,14 +62,20 @@ def produce_orders(kafka_broker: KafkaBroker) -> str:
 
 
 def run_lanes(
-    lanes: int, topic: str, database: PostgresDatabase, stripe: FakeStripe, redis_server: str, namespace: str, bootstrap: str
+    lanes: int,
+    topic: str,
+    database: PostgresDatabase,
+    stripe: FakeStripe,
+    redis_server: str,
+    namespace: str,
+    bootstrap: str,
 ) -> Counter[str]:
     url = database.sqlalchemy_url.render_as_string(hide_password=False)
+    command = [*WORKER, url, stripe.base_url, redis_server, namespace, RATE, bootstrap, topic]
     processes = [
         subprocess.Popen(
-            [*WORKER, url, stripe.base_url, redis_server, namespace, RATE, bootstrap, topic, str(lane), str(lanes)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [*command, str(lane), str(lanes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for lane in range(lanes)
     ]
     for process in processes:
@@ -97,7 +106,13 @@ def test_lane_processes_side_by_side_take_every_event_once_and_sell_exactly_the_
     topic = produce_orders(kafka_broker)
 
     counts = run_lanes(
-        lanes, topic, ledger_database, fake_stripe, redis_server, f"{redis_key_prefix}orders", kafka_broker.bootstrap_servers
+        lanes,
+        topic,
+        ledger_database,
+        fake_stripe,
+        redis_server,
+        f"{redis_key_prefix}orders",
+        kafka_broker.bootstrap_servers,
     )
 
     events = SCARCE_ORDERS + 2 * RETRIED_ORDERS

@@ -31,7 +31,10 @@ def _requests(result: dg.SensorResult | dg.SkipReason) -> list[dg.RunRequest]:
 
 
 def _partitions(request: dg.RunRequest) -> set[int]:
-    return {r.partition for r in parse_ranges(request.run_config["ops"]["orders__order_events"]["config"]["ranges"])}
+    return {
+        r.partition
+        for r in parse_ranges(request.run_config["ops"]["orders__order_events"]["config"]["ranges"])
+    }
 
 
 def _in_flight(env: LocalEnvironment, request: dg.RunRequest) -> None:
