@@ -2,16 +2,17 @@
 
     uv run python bench/orders.py [--orders 2000] [--min-in-flight 2] [--max-in-flight 256]
                                   [--workers N (a fixed N in flight)] [--reserve-concurrency 8]
-                                  [--processes 1] [--gateway-ms 0,50] [--database-url postgresql://...]
+                                  [--lanes 1,2,4] [--gateway-ms 0,50,300] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
 from a 1,000-product catalog) in the SQL inbox, then times `OrderLedger.process_batch`:
 authenticity, validation, cached catalog, the SERIALIZABLE reserve transaction, the Stripe SDK call
 to the fake Stripe server (another process, at 0 ms and 50 ms added latency), and the PAID
-transaction. With `--processes N` the events go to N inbox partitions and N processes run one
-ledger each over its own partition, as N parallel runs would.
+transaction. The events go to 4 inbox partitions; with N lanes, N processes run one ledger each over
+its lane's partitions (partition p in lane p % N, `hub_pipelines/landing/lanes.py`), as the N lanes'
+runs would, each in its own pod. One scenario per lane count and gateway latency.
 
-It prints orders/s, per-order p50/p95/p99, the in-flight limit the ledger ended at (and its
+It prints orders/s, per-order p50/p95/p99, the speed-up of each lane count over one lane, the in-flight limit the ledger ended at (and its
 peak), and the CPU per order of the ledger, of the fake Stripe
 server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
 pgbench TPC-B tps (scale 10, 8 clients) and the ceilings: the ledger's own SQL run by pgbench's C
@@ -62,6 +63,8 @@ from hub_pipelines.orders.processing import OrderLedger  # noqa: E402
 from hub_pipelines.resources.payment_gateway import StripeGateway  # noqa: E402
 from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
+
+PARTITIONS = 4
 
 
 def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
@@ -115,23 +118,23 @@ def run_scenario(
     latency_s: float,
     orders: int,
     in_flight: tuple[int, int],
-    processes: int,
+    lanes: int,
     reserve_concurrency: int,
 ) -> dict[str, float]:
-    url = fresh_database(admin_url, f"bench_orders_{int(latency_s * 1000)}ms")
+    url = fresh_database(admin_url, f"bench_orders_{lanes}lanes_{int(latency_s * 1000)}ms")
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
     upgrade_schema(database.engine)
     rng = random.Random(42)
     add_missing_products(
         database, [(f"p-{n}", f"Product {n}", "USD", 100 + n, 1_000_000) for n in range(PRODUCTS)]
     )
-    events: list[list[dict[str, object]]] = [[] for _ in range(processes)]
+    events: list[list[dict[str, object]]] = [[] for _ in range(PARTITIONS)]
     for n in range(orders):
         items = [
             (f"p-{p}", rng.randint(1, 3), f"{(100 + p) / 100:.2f}")
             for p in skewed_products(rng, rng.randint(1, 3))
         ]
-        events[n % processes].append(order_event(customer=f"c-{n % 5000}", items=items))
+        events[n % PARTITIONS].append(order_event(customer=f"c-{n % 5000}", items=items))
     for partition, share in enumerate(events):
         Inbox(database, partition=partition).land_events(share)
     database.dispose()
@@ -139,16 +142,11 @@ def run_scenario(
     postgres_cpu = postgres_cpu_seconds(admin_url)
     with fake_stripe(latency_s) as (base_url, stripe_pid):
         stripe_cpu = cpu_seconds(stripe_pid)
-        settings = (url, base_url, pii_keys, in_flight, reserve_concurrency)
-        if processes == 1:
-            results = [run_ledger(settings, 0, None)]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
-                start = manager.Barrier(processes)
-                results = list(
-                    pool.map(run_ledger, [settings] * processes, range(processes), [start] * processes)
-                )
+        settings = (url, base_url, pii_keys, in_flight, reserve_concurrency, lanes)
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(lanes, mp_context=context) as pool:
+            start = manager.Barrier(lanes)
+            results = list(pool.map(run_ledger, [settings] * lanes, range(lanes), [start] * lanes))
         elapsed = max(result["ended"] for result in results) - min(result["started"] for result in results)
         stripe_cpu = cpu_seconds(stripe_pid) - stripe_cpu
     postgres_after = postgres_cpu_seconds(admin_url)
@@ -160,7 +158,7 @@ def run_scenario(
         "p50_ms": percentile(seconds, 50) * 1000,
         "p95_ms": percentile(seconds, 95) * 1000,
         "p99_ms": percentile(seconds, 99) * 1000,
-        "cache_hit_rate": sum(result["cache_hit_rate"] for result in results) / processes,
+        "cache_hit_rate": sum(result["cache_hit_rate"] for result in results) / lanes,
         "in_flight_limit": max(result["in_flight_limit"] for result in results),
         "in_flight_limit_peak": max(result["in_flight_limit_peak"] for result in results),
         "serialization_retries": sum(result["serialization_retries"] for result in results),
@@ -175,11 +173,11 @@ def run_scenario(
 
 
 def run_ledger(
-    settings: tuple[str, str, str, tuple[int, int], int], partition: int, start: Any
+    settings: tuple[str, str, str, tuple[int, int], int, int], lane: int, start: Any
 ) -> dict[str, Any]:
-    """One run of the ledger over one inbox partition (in this process or a child process); the
-    clock starts when every process is ready (`start` is a shared barrier)."""
-    url, base_url, pii_keys, (min_in_flight, max_in_flight), reserve_concurrency = settings
+    """One lane's run of the ledger, in a process of its own; the clock starts when every lane's
+    process is ready (`start` is a shared barrier)."""
+    url, base_url, pii_keys, (min_in_flight, max_in_flight), reserve_concurrency, lanes = settings
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
     gateway = StripeGateway(
         api_key="sk_test_bench",
@@ -193,13 +191,13 @@ def run_ledger(
         gateway,
         authenticator(hmac_secret=HMAC_SECRET),
         cipher=PiiCipher.from_setting(pii_keys),
-        partitions=frozenset({partition}),
+        lane=lane,
+        lanes=lanes,
         min_in_flight=min_in_flight,
         max_in_flight=max_in_flight,
         reserve_concurrency=reserve_concurrency,
     )
-    if start is not None:
-        start.wait()
+    start.wait()
     started, cpu = time.time(), time.process_time()
     report = ledger.process_batch(1_000_000)
     ended, cpu_s = time.time(), time.process_time() - cpu
@@ -228,12 +226,14 @@ def main() -> None:
         "--workers", type=int, help="a fixed number in flight (min = max), as before the limiter"
     )
     parser.add_argument("--reserve-concurrency", type=int, default=8, help="reserve transactions at once")
-    parser.add_argument("--processes", type=int, default=1, help="ledger runs over disjoint partitions")
+    parser.add_argument(
+        "--lanes", default="1,2,4", help="lane counts, one scenario each (a process per lane)"
+    )
     parser.add_argument("--database-url", help="an existing server (superuser) instead of a throwaway one")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
     parser.add_argument(
         "--gateway-ms",
-        default="0,50",
+        default="0,50,300",
         help="added latencies of the fake Stripe, one scenario each (Stripe: ~300)",
     )
     options = parser.parse_args()
@@ -242,61 +242,66 @@ def main() -> None:
         if options.workers
         else (options.min_in_flight, options.max_in_flight)
     )
+    lane_counts = [int(n) for n in options.lanes.split(",")]
+    latencies = [float(ms) / 1000 for ms in options.gateway_ms.split(",")]
     server = contextlib.nullcontext(options.database_url) if options.database_url else throwaway_postgres()
     with server as admin_url:
         print(
-            f"order ledger: {options.orders} orders per scenario, {options.processes} process(es) x "
-            f"{in_flight[0]}..{in_flight[1]} orders in flight, {options.reserve_concurrency} reserving "
-            f"at once, 1-3 lines each over {PRODUCTS} products (Zipf {ZIPF_EXPONENT}); "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"order ledger: {options.orders} orders per scenario over {PARTITIONS} partitions, one process "
+            f"per lane x {in_flight[0]}..{in_flight[1]} orders in flight, {options.reserve_concurrency} "
+            f"reserving at once per lane, 1-3 lines each over {PRODUCTS} products (Zipf {ZIPF_EXPONENT}); "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
         )
         print(
-            f"{'gateway':>8} {'orders/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'hit rate':>9} "
-            f"{'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} {'stripe fake':>12} "
-            f"{'postgres':>9}"
+            f"{'lanes':>5} {'gateway':>8} {'orders/s':>9} {'x 1 lane':>9} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'p99 ms':>8} {'hit rate':>9} {'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} "
+            f"{'stripe fake':>12} {'postgres':>9}"
         )
-        tps, spent = {}, {}
-        latencies = [float(ms) / 1000 for ms in options.gateway_ms.split(",")]
-
-        def per_latency(values: dict[float, float]) -> str:
-            return ", ".join(f"{value:.2f} ({latency * 1000:.0f} ms)" for latency, value in values.items())
-
+        tps: dict[tuple[int, float], float] = {}
+        spent: dict[tuple[int, float], float] = {}
         for latency in latencies:
-            result = run_scenario(
-                admin_url,
-                latency,
-                options.orders,
-                in_flight,
-                options.processes,
-                options.reserve_concurrency,
-            )
-            tps[latency] = result["orders_per_s"]
-            spent[latency] = sum(result[k] for k in ("cpu_ms_per_order", "stripe_cpu_ms_per_order",
-                                                     "postgres_cpu_ms_per_order"))  # fmt: skip
-            print(
-                f"{latency * 1000:>6.0f}ms {result['orders_per_s']:>9.0f} {result['p50_ms']:>8.1f} "
-                f"{result['p95_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['cache_hit_rate']:>9.3f} "
-                f"{result['serialization_retries']:>8.0f} {result['in_flight_limit']:>6.0f} "
-                f"{result['in_flight_limit_peak']:>5.0f} {result['cpu_ms_per_order']:>13.2f} "
-                f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}"
-            )
+            for lanes in lane_counts:
+                result = run_scenario(
+                    admin_url, latency, options.orders, in_flight, lanes, options.reserve_concurrency
+                )
+                tps[lanes, latency] = result["orders_per_s"]
+                spent[lanes, latency] = sum(result[k] for k in ("cpu_ms_per_order", "stripe_cpu_ms_per_order",
+                                                                "postgres_cpu_ms_per_order"))  # fmt: skip
+                one_lane = tps.get((lane_counts[0], latency), float("nan"))
+                print(
+                    f"{lanes:>5} {latency * 1000:>6.0f}ms {result['orders_per_s']:>9.0f} "
+                    f"{result['orders_per_s'] / one_lane:>8.2f}x {result['p50_ms']:>8.1f} "
+                    f"{result['p95_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['cache_hit_rate']:>9.3f} "
+                    f"{result['serialization_retries']:>8.0f} {result['in_flight_limit']:>6.0f} "
+                    f"{result['in_flight_limit_peak']:>5.0f} {result['cpu_ms_per_order']:>13.2f} "
+                    f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}",
+                    flush=True,
+                )
         anchor = pgbench_tps(admin_url, clients=8, seconds=options.pgbench_seconds)
         ceiling = ceiling_tps(admin_url, clients=options.reserve_concurrency, seconds=options.pgbench_seconds)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         print(f"pgbench TPC-B (scale 10, 8 clients): {anchor:.0f} tps")
-        print(f"ratio orders/s : pgbench tps = {per_latency({k: v / anchor for k, v in tps.items()})}")
         cores = os.cpu_count() or 1
-        bound = {latency: cores * 1000 / ms for latency, ms in spent.items()}
-        print(
-            f"CPU bound: {cores} cores / ms per order (ledger + fake Stripe + PostgreSQL) = orders/s at most "
-            f"{per_latency(bound)}, with the machine to ourselves"
-        )
-        for name, rate in ceiling.items():
-            clients = GROUP_CLIENTS if name.startswith("groups of") else options.reserve_concurrency
+        for lanes in lane_counts:
+            row = {latency: tps[lanes, latency] for latency in latencies}
+            bound = {latency: cores * 1000 / spent[lanes, latency] for latency in latencies}
             print(
-                f"ceiling, the ledger's SQL in pgbench ({name}, {clients} clients): "
-                f"{rate:.0f} orders/s; ledger at {per_latency({k: v / rate for k, v in tps.items()})}"
+                f"{lanes} lane(s): orders/s : pgbench tps = {per_latency({k: v / anchor for k, v in row.items()})}"
             )
+            print(
+                f"{lanes} lane(s): CPU bound, {cores} cores / ms per order (ledger + fake Stripe + PostgreSQL) "
+                f"= orders/s at most {per_latency(bound)}, with the machine to ourselves"
+            )
+            for name, rate in ceiling.items():
+                clients = GROUP_CLIENTS if name.startswith("groups of") else options.reserve_concurrency
+                print(
+                    f"{lanes} lane(s): ceiling, the ledger's SQL in pgbench ({name}, {clients} clients): "
+                    f"{rate:.0f} orders/s; ledger at {per_latency({k: v / rate for k, v in row.items()})}"
+                )
+
+
+def per_latency(values: dict[float, float]) -> str:
+    return ", ".join(f"{value:.2f} ({latency * 1000:.0f} ms)" for latency, value in values.items())
 
 
 if __name__ == "__main__":

@@ -195,6 +195,8 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["orders", "order_events"],
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            lanes=settings.topic_lanes(settings.ORDERS_TOPIC),
+            lane_ops=["orders__order_ledger"],
         ),
         build_topic_sensor(
             "events_topic_sensor",
@@ -203,6 +205,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["analytics", "raw_events"],
             settings.EVENTS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
         ),
     ]
     return dg.Definitions(

@@ -28,11 +28,14 @@ def build_media_pipeline_job(executor_def: dg.ExecutorDefinition | None = None):
 
 media_pipeline_job = build_media_pipeline_job()
 
+# The queue admits one run per `hub/lane` value. Sensor runs carry their lane's (`orders/0`, ...); a
+# run launched by hand lands any partition, so it carries `<topic>/all`: one at a time, beside the lanes
+# (overlapping landings and ledgers are exactly-once).
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(["orders", "order_events"]).downstream() - DAILY_ASSETS,
-    tags={"hub/workflow": "orders", "hub/topic": "orders"},
+    tags={"hub/workflow": "orders", "hub/topic": "orders", "hub/lane": "orders/all"},
     description="Land one offset range of the orders topic and carry it through the ledger.",
 )
 
@@ -40,6 +43,6 @@ analytics_pipeline_job = dg.define_asset_job(
     "analytics_pipeline",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(["analytics", "raw_events"]).downstream() - DAILY_ASSETS,
-    tags={"hub/workflow": "analytics", "hub/topic": "events"},
+    tags={"hub/workflow": "analytics", "hub/topic": "events", "hub/lane": "events/all"},
     description="Land one offset range of the events topic, update counters and score anomalies.",
 )

@@ -94,6 +94,27 @@ EVENTS_TOPIC = _env("HUB_EVENTS_TOPIC", "events")
 # Where the outbox relay announces order.created / order.paid / order.failed.
 ORDER_EVENTS_OUT_TOPIC = _env("HUB_ORDER_EVENTS_OUT_TOPIC", "order-events")
 TOPIC_PARTITIONS = int(_env("HUB_TOPIC_PARTITIONS", "3"))
+
+
+def _topic_lanes(text: str) -> dict[str, int]:
+    lanes = {}
+    for pair in filter(None, text.split(",")):
+        topic, _, count = pair.partition("=")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"HUB_TOPIC_LANES: {pair!r} is not 'topic=<lanes, at least 1>'")
+        lanes[topic.strip()] = int(count)
+    return lanes
+
+
+# Lanes per topic ('orders=4,events=2'; one lane for a topic not named): partition p is landed and
+# processed by lane p % lanes, each lane by runs of its own beside the other lanes' (landing/lanes.py).
+TOPIC_LANES = _topic_lanes(_env("HUB_TOPIC_LANES", ""))
+
+
+def topic_lanes(topic: str) -> int:
+    return TOPIC_LANES.get(topic, 1)
+
+
 # Topics whose landing stops (and pages) when messages were deleted upstream before they were landed;
 # other topics book the loss, page, and go on from the earliest offset still there.
 HALT_ON_UPSTREAM_LOSS = frozenset(filter(None, _env("HUB_HALT_ON_UPSTREAM_LOSS", "").split(",")))

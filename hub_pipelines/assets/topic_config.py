@@ -13,3 +13,11 @@ class TopicRangeConfig(dg.Config):
         "Empty: everything after the last landed offset of each partition, up to max_messages.",
     )
     max_messages: int = Field(default=100_000, description="Cap on messages when `ranges` is empty.")
+
+
+class LaneConfig(dg.Config):
+    """Which lane of the topic a step after the landing works for. Sensors fill it; the defaults
+    (lane 0 of 1) are the whole topic."""
+
+    lane: int = Field(default=0, ge=0, description="The lane: partitions p with p % lanes == lane.")
+    lanes: int = Field(default=1, ge=1, description="How many lanes the topic is split into.")

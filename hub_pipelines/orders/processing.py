@@ -162,7 +162,8 @@ class OrderLedger:
     most `reserve_concurrency` of them run a reserve transaction at a time, which
     keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
     collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`. Beyond one
-    core, run several ledgers (processes, Dagster runs) over disjoint `partitions` of the topic.
+    core, run one ledger per lane of the topic (processes, Dagster runs): `lane` of `lanes` takes the
+    events of the partitions p with p % lanes == lane (`hub_pipelines/landing/lanes.py`).
     """
 
     database: SqlDatabase
@@ -173,7 +174,8 @@ class OrderLedger:
     cipher: PiiCipher | None = None
     alert: AlertHook = log_alert
     topic: str = "orders"
-    partitions: frozenset[int] | None = None
+    lane: int = 0
+    lanes: int = 1
     min_in_flight: int = 2
     max_in_flight: int = 256
     reserve_concurrency: int = 8
@@ -352,8 +354,8 @@ class OrderLedger:
         return contextlib.nullcontext()
 
     def unprocessed_events(self, limit: int) -> list[InboxEvent]:
-        """Inbox events of the topic (of `partitions` only, when set, so several runs can split a
-        topic) that have no intake record yet, in partition and offset order."""
+        """Inbox events of the topic's partitions in this ledger's lane that have no intake record
+        yet, in partition and offset order."""
         with self.database.transaction() as connection:
             rows = connection.execute(
                 sa.select(
@@ -378,9 +380,7 @@ class OrderLedger:
                 .where(
                     topic_inbox.c.topic == self.topic,
                     order_intake.c.offset.is_(None),
-                    topic_inbox.c.partition.in_(sorted(self.partitions))
-                    if self.partitions is not None
-                    else sa.true(),
+                    topic_inbox.c.partition % self.lanes == self.lane if self.lanes > 1 else sa.true(),
                 )
                 .order_by(topic_inbox.c.partition, topic_inbox.c.offset)
                 .limit(limit)

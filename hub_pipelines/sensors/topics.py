@@ -1,5 +1,6 @@
-"""The topic sensors: one landing run per batch of offset ranges, with a cursor resynced from every
-landing of the topic (the sensor's runs, the CLI, the UI, backfills), and a page for a stuck range.
+"""The topic sensors: one landing run per batch of offset ranges and lane (landing/lanes.py), with a
+cursor resynced from every landing of the topic (the sensor's runs, the CLI, the UI, backfills), and a
+page for a stuck range.
 
 Sensors never open the warehouse or the SQL database: what has landed is read from the Dagster
 instance, where each landing asset's materialization names the ranges it landed.
@@ -8,23 +9,21 @@ instance, where each landing asset's materialization names the ranges it landed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 
 from hub_pipelines.analytics.alerting import Alert, Notifier
-from hub_pipelines.assets.topic_config import TopicRangeConfig
+from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.batches import (
     Landing,
     PendingRun,
-    RequestLanding,
     RunOutcome,
     StuckRange,
-    TopicCursor,
-    next_landing_step,
-    resync,
 )
+from hub_pipelines.landing.lanes import LaneCursors, next_lanes_step, relane, resync_lanes
 from hub_pipelines.landing.offsets import describe_ranges, parse_ranges
 from hub_pipelines.sensors.run_failures import run_error, run_url
 
@@ -34,10 +33,8 @@ LANDINGS_PER_TICK = 500
 SENSOR_NAME_TAG = "dagster/sensor_name"
 
 
-def pending_run(context: dg.SensorEvaluationContext, run_key: str | None) -> PendingRun | None:
+def pending_run(context: dg.SensorEvaluationContext, run_key: str) -> PendingRun:
     """How the newest run with this run key ended (a Dagster retry of it counts as the same run)."""
-    if run_key is None:
-        return None
     runs = context.instance.get_runs(
         filters=dg.RunsFilter(tags={"dagster/run_key": run_key, SENSOR_NAME_TAG: context.sensor_name}),
         limit=1,
@@ -106,8 +103,11 @@ def build_topic_sensor(
     landing_asset_key: list[str],
     max_messages: int,
     interval_seconds: int,
+    lanes: int = 1,
+    lane_ops: Sequence[str] = (),
 ) -> dg.SensorDefinition:
-    """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges."""
+    """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges
+    and lane; `lane_ops` are the steps after the landing that take the run's lane (`LaneConfig`)."""
     op_name = "__".join(landing_asset_key)
     asset_key = dg.AssetKey(landing_asset_key)
 
@@ -125,36 +125,43 @@ def build_topic_sensor(
         topics: dg.ResourceParam[Topics],
         pager: dg.ResourceParam[Notifier],
     ) -> dg.SensorResult | dg.SkipReason:
-        cursor = TopicCursor.from_json(context.cursor)
+        cursor = relane(LaneCursors.from_json(context.cursor), lanes)
         landings, last_seen, more = landings_since(context, asset_key, cursor.last_landing_seen)
-        cursor = resync(cursor, landings, last_seen)
+        cursor = resync_lanes(cursor, landings, last_seen)
         if more:
             context.update_cursor(cursor.to_json())
             return dg.SkipReason(
                 f"read {LANDINGS_PER_TICK} landings of {topic}, up to #{last_seen}; more next tick"
             )
-        pending = pending_run(context, cursor.pending_run_key)
-        step = next_landing_step(topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time())
-        if not isinstance(step, RequestLanding):
-            if step.newly_stuck is not None:
-                pager.send([stuck_range_alert(step.newly_stuck, pending.run_id if pending else None)])
-                context.log.error(step.newly_stuck.describe())
-            context.update_cursor(step.cursor.to_json())
+        pending = {key: pending_run(context, key) for key in cursor.run_keys()}
+        tick = next_lanes_step(topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time())
+        for lane, wait in tick.waits:
+            if wait.newly_stuck is not None:
+                stuck_run = pending.get(tick.cursor.lanes[lane.index].pending_run_key or "")
+                pager.send([stuck_range_alert(wait.newly_stuck, stuck_run.run_id if stuck_run else None)])
+                context.log.error(wait.newly_stuck.describe())
+        if not tick.requests:
+            context.update_cursor(tick.cursor.to_json())
             loss = latest_upstream_loss(context, asset_key)
-            return dg.SkipReason(
-                f"{step.reason}; last landing lost upstream: {loss}" if loss else step.reason
-            )
-        offsets = describe_ranges(step.ranges)
-        context.log.info(f"{topic}: requesting {offsets} ({step.note})")
-        return dg.SensorResult(
-            run_requests=[
+            reason = tick.reason()
+            return dg.SkipReason(f"{reason}; last landing lost upstream: {loss}" if loss else reason)
+        run_requests = []
+        for lane, step in tick.requests:
+            offsets = describe_ranges(step.ranges)
+            context.log.info(f"{lane.name}: requesting {offsets} ({step.note})")
+            lane_config = LaneConfig(lane=lane.index, lanes=lane.count)
+            run_requests.append(
                 dg.RunRequest(
                     run_key=step.run_key,
-                    run_config=dg.RunConfig(ops={op_name: TopicRangeConfig(ranges=offsets)}),
-                    tags={"hub/topic": topic, "hub/offsets": offsets[:200]},
+                    run_config=dg.RunConfig(
+                        ops={
+                            op_name: TopicRangeConfig(ranges=offsets),
+                            **dict.fromkeys(lane_ops, lane_config),
+                        }
+                    ),
+                    tags={"hub/topic": topic, "hub/lane": lane.tag, "hub/offsets": offsets[:200]},
                 )
-            ],
-            cursor=step.cursor.to_json(),
-        )
+            )
+        return dg.SensorResult(run_requests=run_requests, cursor=tick.cursor.to_json())
 
     return topic_sensor

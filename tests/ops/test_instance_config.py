@@ -191,7 +191,7 @@ def test_prod_instance_queues_runs_with_concurrency_limits_and_pools(
     limits = {
         (limit["key"], str(limit.get("value"))): limit["limit"] for limit in queue.tag_concurrency_limits
     }
-    assert limits[("hub/topic", str({"applyLimitPerUniqueValue": True}))] == 1
+    assert limits[("hub/lane", str({"applyLimitPerUniqueValue": True}))] == 1
     assert limits[("hub/workflow", "media")] == 20
     assert concurrency.pool_config.pool_granularity.value == "op"
     assert concurrency.pool_config.default_pool_limit == 4

@@ -9,6 +9,10 @@ python -m tests.orders.worker_process ledger <database url> <stripe base url> <r
     prints "ready", waits for a line on stdin, then runs one batch with the per-customer rate limit
     in Redis; SIGKILLs itself right after its <kill after>-th successful charge (0: never), else
     prints the batch's counts.
+python -m tests.orders.worker_process lane <database url> <stripe base url> <redis url> <namespace> <rate> <bootstrap> <topic> <lane> <lanes>
+    prints "ready", waits for a line on stdin, then lands the lane's partitions of the Kafka topic
+    `LANE_CHUNK` offsets at a time, running a ledger batch over the lane after each, as the lane's
+    runs would; prints the summed counts.
 """
 
 from __future__ import annotations
@@ -19,8 +23,13 @@ import signal
 import sys
 import threading
 import uuid
+from collections import Counter
 
 from hub_pipelines.core.rate_limit import RateLimiter
+from hub_pipelines.landing.lanes import Lane
+from hub_pipelines.landing.offsets import plan_next_ranges
+from hub_pipelines.landing.sql_inbox import SqlInboxSink
+from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.payments import (
     ChargeRequest,
@@ -29,6 +38,7 @@ from hub_pipelines.orders.payments import (
     PaymentOutcomeUnknown,
 )
 from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.support import authenticator
@@ -92,6 +102,49 @@ def ledger(
     print(json.dumps(order_ledger.process_batch().counts), flush=True)
 
 
+LANE_CHUNK = 10
+
+
+def lane(
+    database_url: str,
+    stripe_base: str,
+    redis_url: str,
+    namespace: str,
+    rate: str,
+    bootstrap: str,
+    topic: str,
+    index: str,
+    count: str,
+) -> None:
+    database = PostgresDatabase(url=database_url, pool_size=12, max_overflow=8)
+    topics = KafkaTopics(bootstrap_servers=bootstrap)
+    gateway = StripeGateway(
+        api_key="sk_test_hub", api_base=stripe_base, initial_backoff_s=0, backoff_jitter_s=0,
+        breaker_name=f"stripe-{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    own = Lane(topic, int(index), int(count))
+    order_ledger = OrderLedger(
+        database,
+        Catalog(database),
+        gateway,
+        authenticator(),
+        rate_limiter=RateLimiter(rate, redis_url, namespace=namespace),
+        topic=topic,
+        lane=own.index,
+        lanes=own.count,
+        max_in_flight=4,
+    )
+    ranges = [r for r in plan_next_ranges({}, topics.end_offsets(topic), 1_000_000) if own.holds(r.partition)]
+    chunks = [chunk for r in ranges for chunk in split_into_chunks(r, LANE_CHUNK)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    counts: Counter[str] = Counter()
+    for chunk in chunks:
+        land_ranges(topics, SqlInboxSink(database), topic, [chunk], f"lane-{own.name}", LANE_CHUNK)
+        counts.update(order_ledger.process_batch().counts)
+    print(json.dumps(counts), flush=True)
+
+
 def breaker(redis_url: str, name: str, stripe_base: str) -> None:
     gateway = StripeGateway(
         api_key="sk_test_hub",
@@ -113,4 +166,5 @@ def breaker(redis_url: str, name: str, stripe_base: str) -> None:
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"crash-after-charge": crash_after_charge, "breaker": breaker, "ledger": ledger}[command](*arguments)
+    commands = {"crash-after-charge": crash_after_charge, "breaker": breaker, "ledger": ledger, "lane": lane}
+    commands[command](*arguments)

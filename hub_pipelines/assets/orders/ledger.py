@@ -9,6 +9,7 @@ from opentelemetry import trace
 from hub_pipelines.assets.instrumented import instrumented, step_metrics
 from hub_pipelines.assets.orders.order_events import ORDER_EVENTS_KEY
 from hub_pipelines.assets.policies import ORDER_LEDGER_FRESHNESS
+from hub_pipelines.assets.topic_config import LaneConfig
 from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, SqlDatabase
@@ -131,12 +132,14 @@ class TracedOrderLedger(OrderLedger):
 @instrumented(records="events", failed_records=("orders_rejected",))
 def order_ledger(
     context: dg.AssetExecutionContext,
+    config: LaneConfig,
     database: dg.ResourceParam[SqlDatabase],
     cache: dg.ResourceParam[Cache],
     payment_gateway: dg.ResourceParam[PaymentGateway],
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
-    """Orders placed from the landed events: validated, price-checked, reserved, paid or compensated, booked."""
+    """Orders placed from the landed events of the run's lane: validated, price-checked, reserved, paid or
+    compensated, booked."""
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
@@ -149,6 +152,8 @@ def order_ledger(
         cipher=order_settings.cipher(),
         alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
         topic=order_settings.orders_topic,
+        lane=config.lane,
+        lanes=config.lanes,
         min_in_flight=order_settings.min_in_flight,
         max_in_flight=order_settings.max_in_flight,
         stale_after_s=order_settings.stale_after_s,
