@@ -28,6 +28,9 @@ BIN = Path(sys.executable).parent
 SIGNING_SECRET = "chaos-signing-secret"
 STRIPE_API_KEY = "sk_test_chaos"
 CODE_LOCATION = "hub_pipelines"
+# Runs in progress at once: a machine of a few cores, not a cluster (production allows 30, media 20).
+RUNS_AT_ONCE = 6
+MEDIA_RUNS_AT_ONCE = 3
 
 
 class DeploymentFailed(RuntimeError):
@@ -35,16 +38,24 @@ class DeploymentFailed(RuntimeError):
 
 
 def instance_config(postgres_port: int) -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load((settings.PROJECT_ROOT / "deploy" / "dagster.prod.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load(
+        (settings.PROJECT_ROOT / "deploy" / "dagster.prod.yaml").read_text()
+    )
     config.pop("run_launcher")
     config.pop("compute_logs")
     config["storage"]["postgres"]["postgres_db"]["params"] = {"application_name": "dagster"}
     config["concurrency"]["pools"] = {"granularity": "run", "default_limit": 1}
+    runs = config["concurrency"]["runs"]
+    runs["max_concurrent_runs"] = RUNS_AT_ONCE
+    for limit in runs["tag_concurrency_limits"]:
+        if limit.get("value") == "media":
+            limit["limit"] = MEDIA_RUNS_AT_ONCE
     monitoring = config["run_monitoring"]
     # No pod to resume: a run whose worker died is failed and retried (run_retries).
     monitoring["max_resume_run_attempts"] = 0
-    # A run's process starts in seconds here, not after a pod schedules; the machine may be loaded.
-    monitoring["start_timeout_seconds"] = 180
+    # Each run's process imports the code location; on a machine shared with other work that can take
+    # minutes, and a run failed for it is a cause of no interest here.
+    monitoring["start_timeout_seconds"] = 600
     monitoring["poll_interval_seconds"] = 5
     return config
 
@@ -77,7 +88,13 @@ class Deployment:
         self.webserver_port = free_port()
         workspace = {
             "load_from": [
-                {"grpc_server": {"host": "127.0.0.1", "port": self.code_server_port, "location_name": CODE_LOCATION}}
+                {
+                    "grpc_server": {
+                        "host": "127.0.0.1",
+                        "port": self.code_server_port,
+                        "location_name": CODE_LOCATION,
+                    }
+                }
             ]
         }
         (self.root / "workspace.yaml").write_text(yaml.safe_dump(workspace))
@@ -130,10 +147,21 @@ class Deployment:
 
     def run_cli(self, *args: str) -> None:
         done = subprocess.run(
-            [str(BIN / "hub-pipelines"), *args], env=self.environment, capture_output=True, text=True, check=False
+            [str(BIN / "hub-pipelines"), *args],
+            env=self.environment,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise DeploymentFailed(f"hub-pipelines {' '.join(args)}: {done.stdout}\n{done.stderr}")
+
+    def run_dagster(self, *args: str) -> None:
+        done = subprocess.run(
+            [str(BIN / "dagster"), *args], env=self.environment, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise DeploymentFailed(f"dagster {' '.join(args)}: {done.stdout}\n{done.stderr}")
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         process: subprocess.Popen[bytes] = start_process(
@@ -151,7 +179,9 @@ class Deployment:
                 "-h", "127.0.0.1", "-p", str(self.code_server_port),
             ],
         )  # fmt: skip
-        wait_until(lambda: port_open(self.code_server_port), "dagster code-server", timeout=300, process=process)
+        wait_until(
+            lambda: port_open(self.code_server_port), "dagster code-server", timeout=300, process=process
+        )
 
     def start_daemon(self) -> None:
         self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.root / "workspace.yaml")])
@@ -205,7 +235,9 @@ def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
 
     deployment.run_cli("migrate")
     database = PostgresDatabase(url=deployment.services.postgres.server.url, migrate_schema=False)
-    catalog = [(p, name, "USD", int(price.replace(".", "")), CATALOG_STOCK) for p, name, price in DEMO_PRODUCTS]
+    catalog = [
+        (p, name, "USD", int(price.replace(".", "")), CATALOG_STOCK) for p, name, price in DEMO_PRODUCTS
+    ]
     flash_price = int(FLASH_SALE_PRICE.replace(".", ""))
     catalog.append((FLASH_SALE_PRODUCT, "Flash sale kettle", "USD", flash_price, flash_sale_stock))
     add_missing_products(database, catalog)
@@ -224,12 +256,7 @@ def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
     deployment.services.kafka_topics_exist(
         [settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC]
     )
-    done = subprocess.run(
-        [str(BIN / "dagster"), "instance", "migrate"],
-        env=deployment.environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DeploymentFailed(f"dagster instance migrate: {done.stdout}\n{done.stderr}")
+    deployment.run_dagster("instance", "migrate")
+    # Pools count runs here (granularity: run); the warehouse pool keeps its default of one, since chdb
+    # opens its folder from one process at a time. Renditions are not limited beyond the media tag's.
+    deployment.run_dagster("instance", "concurrency", "set", "transcode", str(MEDIA_RUNS_AT_ONCE))

@@ -87,12 +87,21 @@ def running_postgres(root: Path) -> Iterator[Postgres]:
     _initdb(_postgres_bin_dir(), postgres.data)
     options = " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())
     postgres.pg_ctl(
-        "start", "-w", "-t", "60", "-l", str(root / "postgres.log"), "-o", f"-p {server.port} -k {root} {options}"
+        "start",
+        "-w",
+        "-t",
+        "60",
+        "-l",
+        str(root / "postgres.log"),
+        "-o",
+        f"-p {server.port} -k {root} {options}",
     )
     try:
         _create_user_and_database(root, server)
         with server.connect(autocommit=True) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE dagster OWNER {}").format(sql.Identifier(server.user)))
+            connection.execute(
+                sql.SQL("CREATE DATABASE dagster OWNER {}").format(sql.Identifier(server.user))
+            )
         yield postgres
     finally:
         with contextlib.suppress(ServiceFailed):
@@ -118,7 +127,9 @@ class Redis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise ServiceFailed("redis-server is not installed; install it with: apt-get install -y redis-server")
+            raise ServiceFailed(
+                "redis-server is not installed; install it with: apt-get install -y redis-server"
+            )
         self.process = start_process(
             [
                 binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
@@ -273,7 +284,9 @@ class Services:
         for topic in topics:
             found = producer.list_topics(topic, timeout=10).topics[topic]
             if len(found.partitions) != KAFKA_PARTITIONS:
-                raise ServiceFailed(f"the mock cluster made topic {topic!r} with {len(found.partitions)} partitions")
+                raise ServiceFailed(
+                    f"the mock cluster made topic {topic!r} with {len(found.partitions)} partitions"
+                )
 
 
 @contextlib.contextmanager
