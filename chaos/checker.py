@@ -102,8 +102,10 @@ def check_orders(
         position = {"partition": message.partition, "offset": message.offset, "event_id": message.event_id}
         letter = letter_at.get((message.partition, message.offset))
         booked = intake_at.get((message.partition, message.offset))
-        if booked is None and message.kind == DUPLICATE and message.event_id is not None:
-            booked = intake_of.get(message.event_id)
+        if message.kind == DUPLICATE and message.event_id is not None:
+            # An exact copy is not stored again: it ends where the first copy ended.
+            booked = booked or intake_of.get(message.event_id)
+            letter = letter or letter_of.get(message.event_id)
         if letter is None and booked is not None and booked.outcome == PARKED:
             letter = letter_of.get(message.event_id or "")
         if letter is not None:
@@ -399,10 +401,10 @@ def warehouse_facts(
             f"SELECT partition, offset FROM {tables.dead_letters} WHERE topic = {{topic:String}}",
             {"topic": settings.EVENTS_TOPIC},
         )
-        hours = warehouse.query_arrow(f"SELECT DISTINCT toStartOfHour(ts) AS hour FROM {tables.raw_events}")
-        hour_list = [
-            h.replace(tzinfo=UTC) if h.tzinfo is None else h for h in hours.column("hour").to_pylist()
-        ]
+        hours = warehouse.query_arrow(
+            f"SELECT DISTINCT toUnixTimestamp(toStartOfHour(ts)) AS hour FROM {tables.raw_events}"
+        )
+        hour_list = [datetime.fromtimestamp(int(h), UTC) for h in hours.column("hour").to_pylist()]
         minutes: dict[str, int] = {}
         for hour in hour_list:
             minutes.update(events_per_minute_in_warehouse(warehouse, tables, hour))

@@ -14,6 +14,8 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ class Deployment:
     code_server_port: int = 0
     webserver_port: int = 0
     daemon_restarts: int = 0
+    # Processes that exited on their own and were started again, as a pod's restart policy would.
+    supervisor_restarts: list[str] = field(default_factory=list)
 
     @property
     def dagster_home(self) -> Path:
@@ -201,6 +205,23 @@ class Deployment:
         stop_process(self.processes["daemon"], grace=0)
         self.start_daemon()
         self.daemon_restarts += 1
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Start again a Dagster process that exited (the daemon exits when its threads stop heartbeating,
+        say while PostgreSQL restarts), until `stop`."""
+        starters = {
+            "daemon": self.start_daemon,
+            "webserver": self.start_webserver,
+            "code-server": self.start_code_server,
+        }
+        while not stop.wait(2.0):
+            for name, start in starters.items():
+                process = self.processes.get(name)
+                if process is not None and process.poll() is not None:
+                    self.supervisor_restarts.append(
+                        f"{time.strftime('%H:%M:%S')} {name} exited {process.returncode}"
+                    )
+                    start()
 
     def start(self) -> None:
         self.start_code_server()

@@ -43,6 +43,7 @@ class Report:
     load_average: dict[str, Any]
     harness_errors: list[str] = field(default_factory=list)
     stock_samples: int = 0
+    supervisor_restarts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "anomalies": [asdict(a) for a in self.anomalies]}
@@ -59,6 +60,8 @@ class Report:
             lines.append(f"latency {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         lines.append("throughput per s: " + ", ".join(f"{k} {v}" for k, v in self.throughput_per_s.items()))
         lines.append(f"stock sampled {self.stock_samples} times; load average {self.load_average}")
+        if self.supervisor_restarts:
+            lines.append(f"processes restarted by the supervisor: {self.supervisor_restarts}")
         lines.append(f"anomalies: {len(self.anomalies)}")
         lines += [f"  ANOMALY {a.kind}: {a.detail} {a.evidence}" for a in self.anomalies[:50]]
         if self.harness_errors:
@@ -77,6 +80,7 @@ def build_report(
     stock_samples: int,
     timings: dict[str, float],
     load_average: dict[str, Any],
+    restarts: list[str],
 ) -> Report:
     operations = Counter({f"orders.{k}": v for k, v in Counter(m.kind for m in produced.orders).items()})
     operations.update({f"events.{k}": v for k, v in Counter(m.kind for m in produced.events).items()})
@@ -106,4 +110,5 @@ def build_report(
         load_average=load_average,
         harness_errors=seen_errors,
         stock_samples=stock_samples,
+        supervisor_restarts=restarts,
     )

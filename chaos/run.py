@@ -169,6 +169,9 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         ]
         if config.nemesis:
             threads.append(threading.Thread(target=nemesis.run, args=(stop,), name="nemesis"))
+        supervisor_stop = threading.Event()
+        supervisor = threading.Thread(target=deployment.supervise, args=(supervisor_stop,), name="supervisor")
+        supervisor.start()
         started = time.time()
         for thread in threads:
             thread.start()
@@ -198,6 +201,8 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
             else f"chaos: not drained: {waiting}"
         )
         workload.close()
+        supervisor_stop.set()
+        supervisor.join()
         deployment.stop()
         found = checker.check_everything(
             deployment, instance, workload.produced, nemesis.injected, nemesis.killed_runs, ends
@@ -219,6 +224,7 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         seen_errors=seen.errors,
         stock_samples=seen.stock_samples,
         timings={"load_s": load_ended - started, "drain_s": drained_at - load_ended},
+        restarts=deployment.supervisor_restarts,
         load_average={"before": load_load, "after": os.getloadavg()},
     )
     return report

@@ -192,7 +192,13 @@ class Workload:
                         json.dumps(
                             {"event_id": 7, "type": ["page_view"], "user_id": None, "ts": {"at": 1}}
                         ).encode(),
-                        json.dumps({**analytics_event(self.rng, now), "user_id": "u\x00"}).encode(),
+                        json.dumps(
+                            {
+                                **analytics_event(self.rng, now),
+                                "event_id": f"event\x00{partition}",
+                                "user_id": "u\x00",
+                            }
+                        ).encode(),
                         json.dumps({**analytics_event(self.rng, now), "ts": "yesterday-ish"}).encode(),
                     ]
                 )
