@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV ?= $(firstword $(wildcard $(HOME)/.local/bin/uv) $(shell command -v uv) $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: run test check install bootstrap-run bootstrap-test format bench clean
+.PHONY: run test check install bootstrap-run bootstrap-test format bench chaos clean
 
 run: bootstrap-run install
 	@scripts/run_local.sh
@@ -15,13 +15,13 @@ test: bootstrap-test install check
 	$(UV) run pytest $(PYTEST_ARGS)
 
 check: install
-	$(UV) run ruff check hub_pipelines tests bench
-	$(UV) run ruff format --check hub_pipelines tests bench
+	$(UV) run ruff check hub_pipelines chaos tests bench
+	$(UV) run ruff format --check hub_pipelines chaos tests bench
 	$(UV) run mypy
 
 format: install
-	$(UV) run ruff check --fix hub_pipelines tests bench
-	$(UV) run ruff format hub_pipelines tests bench
+	$(UV) run ruff check --fix hub_pipelines chaos tests bench
+	$(UV) run ruff format hub_pipelines chaos tests bench
 
 install:
 	@$(UV) sync --frozen --extra dev --quiet
@@ -37,6 +37,11 @@ bench: install
 	$(UV) run python bench/media_images.py
 	$(UV) run python bench/media_video.py
 	$(UV) run python bench/nab.py
+
+# The whole production wiring on this machine under a workload and a nemesis, checked after
+# (docs/operations.md, "Chaos run"). CHAOS_MINUTES (default 10) and CHAOS_SEED choose the run.
+chaos: bootstrap-test install
+	$(UV) run python -m chaos
 
 clean:
 	rm -rf .hub .pytest_cache .mypy_cache .ruff_cache

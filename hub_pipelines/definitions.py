@@ -38,7 +38,7 @@ from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
 from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
 from hub_pipelines.resources.local_cache import local_cache
 from hub_pipelines.resources.media_settings import MediaSettings
-from hub_pipelines.resources.notifier import LogNotifier, PagerDutySlackNotifier
+from hub_pipelines.resources.notifier import PAGERDUTY_EVENTS_URL, LogNotifier, PagerDutySlackNotifier
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway, StripeGateway
@@ -110,13 +110,7 @@ def prod_resources() -> dict[str, Any]:
             )
         ),
         "database": PostgresDatabase(url=dg.EnvVar("HUB_DATABASE_URL")),
-        "warehouse": ClickHouseWarehouse(
-            host=dg.EnvVar("HUB_CLICKHOUSE_HOST"),
-            port=int(os.environ.get("HUB_CLICKHOUSE_PORT", "8123")),
-            username=dg.EnvVar("HUB_CLICKHOUSE_USER"),
-            password=dg.EnvVar("HUB_CLICKHOUSE_PASSWORD"),
-            database=os.environ.get("HUB_CLICKHOUSE_DATABASE", "hub"),
-        ),
+        "warehouse": prod_warehouse(),
         "topics": KafkaTopics(bootstrap_servers=dg.EnvVar("HUB_KAFKA_BOOTSTRAP_SERVERS")),
         "cache": RedisCache(url=dg.EnvVar("HUB_REDIS_URL")),
         "scanner": ClamdScanner(
@@ -130,13 +124,17 @@ def prod_resources() -> dict[str, Any]:
         "pager": PagerDutySlackNotifier(
             pagerduty_routing_key=dg.EnvVar("HUB_PAGERDUTY_ROUTING_KEY"),
             slack_webhook_url=dg.EnvVar("HUB_SLACK_WEBHOOK_URL"),
+            pagerduty_url=os.environ.get("HUB_PAGERDUTY_EVENTS_URL") or PAGERDUTY_EVENTS_URL,
         ),
         "payment_gateway": StripeGateway(
-            api_key=dg.EnvVar("HUB_STRIPE_API_KEY"), breaker_redis_url=dg.EnvVar("HUB_REDIS_URL")
+            api_key=dg.EnvVar("HUB_STRIPE_API_KEY"),
+            api_base=os.environ.get("HUB_STRIPE_API_BASE") or None,
+            breaker_redis_url=dg.EnvVar("HUB_REDIS_URL"),
         ),
         "customer_notifier": CustomerNotifier(
             smtp_host=dg.EnvVar("HUB_SMTP_HOST"),
             smtp_port=int(os.environ.get("HUB_SMTP_PORT", "587")),
+            smtp_starttls=os.environ.get("HUB_SMTP_STARTTLS", "true").lower() != "false",
             smtp_username=dg.EnvVar("HUB_SMTP_USERNAME"),
             smtp_password=dg.EnvVar("HUB_SMTP_PASSWORD"),
             email_from=os.environ.get("HUB_ORDER_EMAIL_FROM", "orders@example.com"),
@@ -157,6 +155,18 @@ def prod_resources() -> dict[str, Any]:
             pushgateway_url=os.environ.get("HUB_PUSHGATEWAY_URL") or None,
         ),
     }
+
+
+def prod_warehouse() -> ChdbWarehouse | ClickHouseWarehouse:
+    if settings.PROD_WAREHOUSE_CHDB_PATH is not None:
+        return ChdbWarehouse(path=settings.PROD_WAREHOUSE_CHDB_PATH)
+    return ClickHouseWarehouse(
+        host=dg.EnvVar("HUB_CLICKHOUSE_HOST"),
+        port=int(os.environ.get("HUB_CLICKHOUSE_PORT", "8123")),
+        username=dg.EnvVar("HUB_CLICKHOUSE_USER"),
+        password=dg.EnvVar("HUB_CLICKHOUSE_PASSWORD"),
+        database=os.environ.get("HUB_CLICKHOUSE_DATABASE", "hub"),
+    )
 
 
 def prod_cdn() -> NoCdn | CloudFrontCdn:
@@ -239,4 +249,4 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
 # Every process that loads the code location (code server, daemon, each run worker) exports its own
 # spans; the sensor-to-run link travels in run tags (see assets/tracing.py).
 enable_tracing(os.environ.get("HUB_OTLP_ENDPOINT") or None)
-defs = build_definitions(RESOURCES_BY_ENV[settings.hub_env()](), local=settings.hub_env() == "local")
+defs = build_definitions(RESOURCES_BY_ENV[settings.hub_env()](), local=settings.runs_steps_in_one_process())

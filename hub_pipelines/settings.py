@@ -140,3 +140,14 @@ SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
 INBOX_RETENTION_DAYS = float(_env("HUB_INBOX_RETENTION_DAYS", "7"))
 DEAD_LETTER_RETENTION_DAYS = float(_env("HUB_DEAD_LETTER_RETENTION_DAYS", "30"))
 PII_RETENTION_CRON = _env("HUB_PII_RETENTION_CRON", "17 3 * * *")
+
+# A stand-in for production's ClickHouse server on a machine that cannot run one clickhouse-connect
+# speaks to (the chaos run, docs/operations.md): under HUB_ENV=prod the warehouse is then chdb on this
+# folder. chdb opens a folder from one process at a time, so every run then executes its steps in its
+# own process, one after another, as locally. Never set in a real deployment.
+PROD_WAREHOUSE_CHDB_PATH = os.environ.get("HUB_PROD_WAREHOUSE_CHDB_PATH") or None
+
+
+def runs_steps_in_one_process() -> bool:
+    """Whether each run executes its steps in its own process (local, or prod on chdb)."""
+    return hub_env() == "local" or PROD_WAREHOUSE_CHDB_PATH is not None

@@ -53,6 +53,11 @@ def products_key(hour: str) -> str:
     return f"{PREFIX}:products:h:{hour}"
 
 
+def events_key(minute: str) -> str:
+    """The exact number of events of the minute, beside its distinct-users HyperLogLog."""
+    return f"{PREFIX}:events:m:{minute}"
+
+
 def errors_key(minute: str) -> str:
     return f"{PREFIX}:errors:m:{minute}"
 
@@ -88,6 +93,7 @@ class CounterUpdate:
     errors: Counter[str]
     purchases: Counter[str]
     revenue_cents: Counter[str]
+    events: Counter[str]
 
     @property
     def empty(self) -> bool:
@@ -125,7 +131,7 @@ def counter_update(rows: pa.Table) -> CounterUpdate:
     Grouped by Arrow, so only the distinct buckets, users and products of the batch reach Python.
     """
     if rows.num_rows == 0:
-        return CounterUpdate({}, {}, {}, Counter(), Counter(), Counter())
+        return CounterUpdate({}, {}, {}, Counter(), Counter(), Counter(), Counter())
     seconds = pc.cast(pc.cast(rows.column("ts"), pa.timestamp("s", "UTC"), safe=False), pa.int64())
     table = pa.table(
         {
@@ -168,7 +174,8 @@ def counter_update(rows: pa.Table) -> CounterUpdate:
     ):
         purchases[minute_label[minute]] += n
         revenue[minute_label[minute]] += cents
-    return CounterUpdate(users_by_minute, dict(types), dict(products), errors, purchases, revenue)
+    events = Counter({minute_label[m]: n for m, n in _tally(table, ["minute"])})
+    return CounterUpdate(users_by_minute, dict(types), dict(products), errors, purchases, revenue, events)
 
 
 def write_counters(cache: Cache, batch_id: str, update: CounterUpdate) -> bool:
@@ -197,6 +204,8 @@ def _queue_counters(batch: CacheBatch, update: CounterUpdate) -> None:
         batch.zincr(types_key(hour), dict(counts), ttl=ttl)
     for hour, counts in update.products.items():
         batch.zincr(products_key(hour), dict(counts), ttl=ttl)
+    for minute, n in update.events.items():
+        batch.incr(events_key(minute), n, ttl=ttl)
     for minute, n in update.errors.items():
         batch.incr(errors_key(minute), n, ttl=ttl)
     for minute, n in update.purchases.items():
@@ -348,6 +357,27 @@ def numbers_from_cache(cache: Cache, hour_start: datetime) -> RealtimeNumbers:
         purchases=total(purchases_key),
         revenue_cents=total(revenue_key),
     )
+
+
+def events_per_minute_from_cache(cache: Cache, hour_start: datetime) -> dict[str, int]:
+    """The exact event count of each minute of the hour that has events, as the landing counted them."""
+    counts = {
+        minute: int(cache.get(events_key(minute)) or 0) for minute in _minutes_of(_hour_floor(hour_start))
+    }
+    return {minute: n for minute, n in counts.items() if n}
+
+
+def events_per_minute_in_warehouse(
+    warehouse: Warehouse, tables: AnalyticsTables, hour_start: datetime
+) -> dict[str, int]:
+    """The rows of each minute of the hour in `raw_events` as stored (no FINAL: a duplicate row counts)."""
+    start = _hour_floor(hour_start).replace(tzinfo=None)
+    rows = warehouse.query_arrow(
+        f"SELECT formatDateTime(toStartOfMinute(ts), '%Y%m%d%H%i') AS minute, count() AS n "
+        f"FROM {tables.raw_events} WHERE toStartOfHour(ts) = {{start:DateTime('UTC')}} GROUP BY minute",
+        {"start": start},
+    )
+    return dict(zip(rows.column("minute").to_pylist(), map(int, rows.column("n").to_pylist()), strict=True))
 
 
 def numbers_from_warehouse(

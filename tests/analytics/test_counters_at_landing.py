@@ -62,6 +62,9 @@ def assert_cache_matches_warehouse(cache: Cache, warehouse: ChdbWarehouse, table
         from_warehouse.revenue_cents,
     )
     assert abs(from_cache.active_users - from_warehouse.active_users) <= 0.02 * from_warehouse.active_users
+    exact = counters.events_per_minute_in_warehouse(warehouse, tables, HOUR)
+    assert sum(exact.values()) == EVENTS
+    assert counters.events_per_minute_from_cache(cache, HOUR) == exact
 
 
 def test_landing_counts_every_chunk_once_and_a_replay_adds_nothing(cache, tmp_path, warehouse, tables):

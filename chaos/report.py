@@ -1,0 +1,114 @@
+"""The chaos run's report: operations and faults by kind, anomalies with evidence, latencies, throughput."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chaos.checker import Anomaly, Findings
+from chaos.nemesis import Nemesis
+from chaos.workload import Produced
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        only = round(ordered[0], 2)
+        return {"n": 1, "p50": only, "p95": only, "p99": only, "max": only}
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "n": len(ordered),
+        "p50": round(cuts[49], 2),
+        "p95": round(cuts[94], 2),
+        "p99": round(cuts[98], 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    operations: dict[str, int]
+    faults: dict[str, int]
+    fault_log: list[dict[str, Any]]
+    anomalies: list[Anomaly]
+    outcomes: dict[str, dict[str, int]]
+    latency_s: dict[str, dict[str, float]]
+    throughput_per_s: dict[str, float]
+    timings: dict[str, float]
+    load_average: dict[str, Any]
+    harness_errors: list[str] = field(default_factory=list)
+    stock_samples: int = 0
+    supervisor_restarts: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "anomalies": [asdict(a) for a in self.anomalies]}
+
+    def render(self) -> str:
+        lines = [
+            f"chaos run: seed {self.config['seed']}, {self.config['minutes']} min, nemesis {'on' if self.config['nemesis'] else 'off'}"
+        ]
+        lines.append("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.operations.items())))
+        lines.append("faults: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"))
+        for name, counts in sorted(self.outcomes.items()):
+            lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for name, figures in self.latency_s.items():
+            lines.append(f"latency {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        lines.append("throughput per s: " + ", ".join(f"{k} {v}" for k, v in self.throughput_per_s.items()))
+        lines.append(f"stock sampled {self.stock_samples} times; load average {self.load_average}")
+        if self.supervisor_restarts:
+            lines.append(f"processes restarted by the supervisor: {self.supervisor_restarts}")
+        lines.append(f"anomalies: {len(self.anomalies)}")
+        lines += [f"  ANOMALY {a.kind}: {a.detail} {a.evidence}" for a in self.anomalies[:50]]
+        if self.harness_errors:
+            lines.append(
+                f"harness saw {len(self.harness_errors)} errors (faults at work), first: {self.harness_errors[:3]}"
+            )
+        return "\n".join(lines)
+
+
+def build_report(
+    config_summary: dict[str, Any],
+    produced: Produced,
+    nemesis: Nemesis,
+    found: Findings,
+    seen_errors: list[str],
+    stock_samples: int,
+    timings: dict[str, float],
+    load_average: dict[str, Any],
+    restarts: list[str],
+) -> Report:
+    operations = Counter({f"orders.{k}": v for k, v in Counter(m.kind for m in produced.orders).items()})
+    operations.update({f"events.{k}": v for k, v in Counter(m.kind for m in produced.events).items()})
+    operations.update({f"uploads.{k}": v for k, v in Counter(u.kind for u in produced.uploads).items()})
+    busy = timings["load_s"] + timings["drain_s"]
+    paid = sum(
+        counts.get("paid", 0)
+        for name, counts in found.outcomes.items()
+        if name.startswith("orders.") and name != "orders.duplicate"
+    )
+    events = len(found.latencies.get("event produced -> warehouse and Redis", []))
+    published = len(found.latencies.get("uploaded -> published", []))
+    return Report(
+        config=config_summary,
+        operations=dict(operations),
+        faults=nemesis.counts(),
+        fault_log=[asdict(fault) for fault in nemesis.injected] + [{"error": e} for e in nemesis.errors],
+        anomalies=found.anomalies,
+        outcomes={name: dict(counts) for name, counts in found.outcomes.items()},
+        latency_s={name: percentiles(values) for name, values in found.latencies.items()},
+        throughput_per_s={
+            "orders paid": round(paid / busy, 2),
+            "events landed": round(events / busy, 2),
+            "uploads published": round(published / busy, 3),
+        },
+        timings={k: round(v, 1) for k, v in timings.items()},
+        load_average=load_average,
+        harness_errors=seen_errors,
+        stock_samples=stock_samples,
+        supervisor_restarts=restarts,
+    )

@@ -1,0 +1,289 @@
+"""One chaos run: deploy, load, injure, drain, check, report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from chaos import checker
+from chaos.deployment import FLASH_SALE_PRODUCT, SIGNING_SECRET, Deployment, bootstrap
+from chaos.nemesis import Nemesis
+from chaos.report import Report, build_report
+from chaos.services import Services, running_services
+from chaos.workload import Rates, Workload
+from hub_pipelines import settings
+from hub_pipelines.orders.tables import FAILED, PAID, orders, products
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+FINAL_UPLOAD_STATUSES = {"published", "quarantined", "rejected"}
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    minutes: float
+    seed: int
+    rates: Rates = field(default_factory=Rates)
+    nemesis: bool = True
+    drain_timeout_s: float = 600.0
+    report_path: Path | None = None
+    keep_folder: bool = False
+
+
+@dataclass
+class Observations:
+    """What the harness saw while the run went on, beside what the stores hold after."""
+
+    errors: list[str] = field(default_factory=list)
+    stock_samples: int = 0
+    negative_stock: list[str] = field(default_factory=list)
+
+    def error(self, source: str, failure: BaseException) -> None:
+        self.errors.append(f"{time.strftime('%H:%M:%S')} {source}: {type(failure).__name__}: {failure}"[:500])
+
+
+def sample_stock(database_url: str, stop: threading.Event, seen: Observations) -> None:
+    """Stock is never negative, sampled while the run goes on (PostgreSQL may be restarting)."""
+    engine = sa.create_engine(database_url, pool_pre_ping=True)
+    try:
+        while not stop.wait(1.0):
+            try:
+                with engine.connect() as connection:
+                    negative = connection.execute(
+                        sa.select(products.c.product_id, products.c.stock).where(products.c.stock < 0)
+                    ).all()
+            except sa.exc.SQLAlchemyError:
+                continue
+            seen.stock_samples += 1
+            seen.negative_stock += [f"{time.strftime('%H:%M:%S')} {p}={s}" for p, s in negative]
+    finally:
+        engine.dispose()
+
+
+def drained(
+    instance: dg.DagsterInstance,
+    services: Services,
+    produced_uploads: set[str],
+    ends: dict[str, dict[int, int]],
+) -> str | None:
+    """None when the system has nothing left to do, else what it is still doing."""
+    found = checker.Findings()
+    checker.check_dagster_cursors(instance, ends, found)
+    if found.anomalies:
+        return found.anomalies[0].detail
+    unfinished = [run for run in instance.get_runs(limit=500) if run.status not in FINISHED]
+    if unfinished:
+        return f"{len(unfinished)} runs not finished"
+    engine = sa.create_engine(services.postgres.server.url)
+    try:
+        with engine.connect() as connection:
+            open_orders = connection.execute(
+                sa.select(sa.func.count()).select_from(orders).where(orders.c.status.not_in([PAID, FAILED]))
+            ).scalar_one()
+            statuses: dict[str, str] = {
+                key: status
+                for key, status in connection.execute(sa.text("SELECT object_key, status FROM media_uploads"))
+            }
+    finally:
+        engine.dispose()
+    if open_orders:
+        return f"{open_orders} orders not final"
+    waiting = [key for key in produced_uploads if statuses.get(key) not in FINAL_UPLOAD_STATUSES]
+    if waiting:
+        return f"{len(waiting)} uploads not final"
+    return None
+
+
+@contextlib.contextmanager
+def chaos_folder(keep: bool) -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="hub-chaos-"))
+    # PostgreSQL runs as `postgres` under a root harness and must reach its folder.
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_chaos(config: ChaosSettings, log: Any = print) -> Report:
+    with chaos_folder(config.keep_folder) as root, running_services(root, config.seed) as services:
+        log(f"chaos: seed {config.seed}, {config.minutes} min, folder {root}")
+        deployment = Deployment(root, services)
+        deployment.prepare()
+        bootstrap(deployment, config.rates.flash_sale_stock)
+        deployment.start()
+        for name in (
+            "DAGSTER_HOME",
+            "DAGSTER_PG_USERNAME",
+            "DAGSTER_PG_PASSWORD",
+            "DAGSTER_PG_HOST",
+            "DAGSTER_PG_DB",
+            "DAGSTER_PG_PORT",
+        ):
+            os.environ[name] = deployment.environment[name]
+        log(f"chaos: deployment up, UI at http://127.0.0.1:{deployment.webserver_port}")
+        try:
+            return _load_injure_check(config, deployment, log)
+        finally:
+            deployment.stop()
+
+
+def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) -> Report:
+    services = deployment.services
+    seen = Observations()
+    workload = Workload(
+        config.seed,
+        config.rates,
+        services.kafka.bootstrap_servers,
+        services.s3,
+        SIGNING_SECRET,
+        FLASH_SALE_PRODUCT,
+    )
+    load_load = os.getloadavg()
+    with dg.DagsterInstance.from_config(str(deployment.dagster_home)) as instance:
+        nemesis = Nemesis(deployment, instance, config.seed)
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=workload.run, args=(stop, config.minutes * 60, seen.error), name="workload"
+            ),
+            threading.Thread(
+                target=sample_stock, args=(services.postgres.server.url, stop, seen), name="stock"
+            ),
+        ]
+        if config.nemesis:
+            threads.append(threading.Thread(target=nemesis.run, args=(stop,), name="nemesis"))
+        supervisor_stop = threading.Event()
+        supervisor = threading.Thread(target=deployment.supervise, args=(supervisor_stop,), name="supervisor")
+        supervisor.start()
+        started = time.time()
+        for thread in threads:
+            thread.start()
+        threads[0].join()
+        stop.set()
+        for thread in threads[1:]:
+            thread.join()
+        load_ended = time.time()
+        log(f"chaos: load and nemesis stopped after {load_ended - started:.0f} s; draining")
+        ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
+        uploads = {upload.key for upload in workload.produced.uploads}
+        deadline = time.monotonic() + config.drain_timeout_s
+        waiting: str | None = "not looked yet"
+        while time.monotonic() < deadline:
+            try:
+                waiting = drained(instance, services, uploads, ends)
+            except Exception as failure:
+                seen.error("drain", failure)
+                waiting = str(failure)
+            if waiting is None:
+                break
+            time.sleep(3)
+        drained_at = time.time()
+        log(
+            f"chaos: drained in {drained_at - load_ended:.0f} s"
+            if waiting is None
+            else f"chaos: not drained: {waiting}"
+        )
+        workload.close()
+        supervisor_stop.set()
+        supervisor.join()
+        deployment.stop()
+        found = checker.check_everything(
+            deployment, instance, workload.produced, nemesis.injected, nemesis.killed_runs, ends
+        )
+    if waiting is not None:
+        found.add("system did not drain", f"after {config.drain_timeout_s:.0f} s: {waiting}")
+    if seen.negative_stock:
+        found.add("stock went negative during the run", "; ".join(seen.negative_stock[:20]))
+    report = build_report(
+        config_summary={
+            "seed": config.seed,
+            "minutes": config.minutes,
+            "rates": config.rates.__dict__,
+            "nemesis": config.nemesis,
+        },
+        produced=workload.produced,
+        nemesis=nemesis,
+        found=found,
+        seen_errors=seen.errors,
+        stock_samples=seen.stock_samples,
+        timings={"load_s": load_ended - started, "drain_s": drained_at - load_ended},
+        restarts=deployment.supervisor_restarts,
+        load_average={"before": load_load, "after": os.getloadavg()},
+    )
+    return report
+
+
+def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=float(os.environ.get("CHAOS_MINUTES", "10")))
+    parser.add_argument(
+        "--seed", type=int, default=int(os.environ.get("CHAOS_SEED") or random.randrange(1, 10**6))
+    )
+    parser.add_argument(
+        "--orders-per-s", type=float, default=float(os.environ.get("CHAOS_ORDERS_PER_S", "3"))
+    )
+    parser.add_argument(
+        "--events-per-s", type=float, default=float(os.environ.get("CHAOS_EVENTS_PER_S", "40"))
+    )
+    parser.add_argument(
+        "--uploads-per-min", type=float, default=float(os.environ.get("CHAOS_UPLOADS_PER_MIN", "4"))
+    )
+    parser.add_argument(
+        "--no-nemesis", action="store_true", default=os.environ.get("CHAOS_NEMESIS", "on") == "off"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path(os.environ.get("CHAOS_REPORT", str(settings.PROJECT_ROOT / ".hub" / "chaos"))),
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's folder (logs, data) for inspection"
+    )
+    args = parser.parse_args(argv)
+    return ChaosSettings(
+        minutes=args.minutes,
+        seed=args.seed,
+        rates=Rates(
+            orders_per_s=args.orders_per_s,
+            events_per_s=args.events_per_s,
+            uploads_per_min=args.uploads_per_min,
+        ),
+        nemesis=not args.no_nemesis,
+        report_path=args.report,
+        keep_folder=args.keep,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = settings_from_environment(argv)
+    report = run_chaos(config)
+    text = report.render()
+    print(text)
+    if config.report_path is not None:
+        config.report_path.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = config.report_path / f"chaos-{stamp}-seed{config.seed}.json"
+        path.write_text(json.dumps(report.as_json(), indent=2, default=str))
+        print(f"report: {path}")
+    return 0 if not report.anomalies else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
