@@ -56,6 +56,13 @@ def test_local_instance_admits_one_run_at_a_time_into_each_pool() -> None:
             assert not storage.claim_concurrency_slot(pool, second.run_id, "step").is_claimed
 
 
+def test_local_instance_evaluates_automation_conditions_through_sensors() -> None:
+    config = yaml.safe_load(LOCAL_INSTANCE.read_text())
+    with dg.instance_for_test(overrides={"auto_materialize": config["auto_materialize"]}) as instance:
+        assert instance.auto_materialize_enabled
+        assert instance.auto_materialize_use_sensors
+
+
 def test_the_code_location_uses_exactly_the_transcode_and_warehouse_pools() -> None:
     pools = {pool for node in defs.resolve_asset_graph().asset_nodes for pool in node.pools or ()}
     assert pools == {"transcode", "warehouse"}
