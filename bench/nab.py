@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, float | int]] = {
     "shipped": {},
     "score_average_10": {"score_average": 10},
     "score_history_8640": {"score_history": 8640},
+    "htm_likelihood": {"score_average": 10, "score_history": 8640},
     "range_tolerance_0.05": {"range_tolerance": 0.05},
     "shape_calibration_1000": {"shape_calibration": 1000},
 }
