@@ -3,7 +3,8 @@
 What is landed is learned from every writer, not only from the sensor's own runs: the CLI, the UI, a
 backfill or a run retry may land ranges too, and each landing says which ranges it landed. The cursor
 folds those in (`resync`), so a range someone else landed is never asked for again and the next batch
-starts past it. At most one landing run per topic is in flight, so each partition is landed in order.
+starts past it. At most one landing run per lane of a topic (`lanes.py`) is in flight, so each
+partition is landed in order.
 
 A failed run's ranges that nobody landed meanwhile are asked for again under a new run key, after a
 backoff that doubles up to a cap. A range that failed `STUCK_AFTER_FAILURES` times is stuck: the tick

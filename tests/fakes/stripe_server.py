@@ -67,6 +67,13 @@ class _Saved:
     body: bytes = b""
 
 
+class _Server(ThreadingHTTPServer):
+    # The constructor already listens: a backlog set on the instance afterwards is never used, and
+    # the default of 5 drops the SYNs of many clients connecting at once (retried after 1, 3, 7 s...).
+    request_queue_size = 256
+    daemon_threads = True
+
+
 @dataclass
 class FakeStripe:
     faults: Faults = field(default_factory=Faults)
@@ -108,9 +115,7 @@ class FakeStripe:
             def do_GET(self) -> None:
                 fake._handle_get(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
