@@ -164,16 +164,24 @@ class StripeGateway(dg.ConfigurableResource):
     def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
         """The PaymentIntent made for the order (by `metadata.order_id`), if the search shows one.
 
-        A succeeded one wins over others (there should be one only); a declined one is a decline."""
+        A succeeded one wins over others (there should be one only); a declined one is a decline. Through
+        the circuit breaker: while it is open, GatewayUnavailable."""
         import stripe
 
-        try:
-            response = self._client().raw_request(
+        from hub_pipelines.core.breaker import CircuitOpenError
+
+        def search() -> Any:
+            return self._client().raw_request(
                 "get",
                 "/v1/payment_intents/search",
                 query=f"metadata['order_id']:{_search_literal(request.order_id)}",
                 limit=100,
             )
+
+        try:
+            response = self._breaker().call(search)
+        except CircuitOpenError as refused:
+            raise GatewayUnavailable(f"order {request.order_id}: {refused}") from refused
         except stripe.StripeError as failed:
             raise PaymentOutcomeUnknown(
                 f"order {request.order_id}: looking its payment intent up failed: "
@@ -191,7 +199,11 @@ class StripeGateway(dg.ConfigurableResource):
     def _outcome_behind_replayed_error(
         self, request: ChargeRequest, replayed: stripe.StripeError, attempts: int
     ) -> ChargeResult:
-        found = self.find_charge(request)
+        try:
+            found = self.find_charge(request)
+        except GatewayUnavailable as refused:
+            # The charge itself was sent: its outcome is unknown, not certainly unattempted.
+            raise PaymentOutcomeUnknown(str(refused), attempts) from refused
         if found is not None:
             return ChargeResult(found.outcome, found.reference, found.reason, attempts)
         raise ChargeOutcomeHidden(

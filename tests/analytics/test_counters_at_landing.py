@@ -124,3 +124,18 @@ def test_counters_of_a_batch_cut_mid_connection_are_counted_exactly_once_after_c
         3 - counted_at_landing,
     )
     assert_cache_matches_warehouse(cache, warehouse, tables)
+
+
+def test_rerun_counts_chunks_a_killed_run_booked_without_their_counters_once(
+    cache, tmp_path, warehouse, tables
+):
+    topics = demo_topic(tmp_path)
+    # The killed run booked every chunk, and neither its counter thread nor its catch-up wrote them.
+    sink, landed = land(topics, warehouse, tables, CacheDown(), "killed")
+    assert landed.landed == EVENTS and sink.finish_counting() == 0
+
+    _, rerun = land(topics, warehouse, tables, cache, "rerun")
+    _, again = land(topics, warehouse, tables, cache, "again")
+
+    assert rerun.duplicates == again.duplicates == EVENTS
+    assert_cache_matches_warehouse(cache, warehouse, tables)

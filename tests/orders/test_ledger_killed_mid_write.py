@@ -8,7 +8,6 @@ as PAID (the test takes the order's row the moment the gateway makes the charge,
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,29 +26,11 @@ from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import CATALOG, Inbox, order_event
+from tests.orders.test_ledger_processes import go, start_ledger, wait_ready
 
-WORKER = [sys.executable, "-m", "tests.orders.worker_process", "ledger"]
 RATE = "1000/minute"
 BLOCKED_WITHIN_S = 120.0
 ORDERS = [("p-cup", 1, "12.50")] * 6 + [("p-espresso", 2, "24.90")] * 6
-
-
-def start_ledger(
-    database: PostgresDatabase, fake_stripe: FakeStripe, redis_server: str, namespace: str
-) -> subprocess.Popen[str]:
-    url = database.sqlalchemy_url.render_as_string(hide_password=False)
-    process = subprocess.Popen(
-        [*WORKER, url, fake_stripe.base_url, redis_server, namespace, RATE, "0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-    return process
-
-
-def go(process: subprocess.Popen[str]) -> None:
-    assert process.stdin is not None
-    process.stdin.write("go\n")
-    process.stdin.flush()
 
 
 @contextmanager
@@ -132,7 +113,8 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace)
+    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate=RATE)
+    wait_ready(worker)
     with holder(ledger_database) as (connection, pid):
         connection.execute(
             sa.select(products.c.stock).where(products.c.product_id == "p-cup").with_for_update()
@@ -161,22 +143,23 @@ def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace)
-    locked = threading.Event()
+    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate=RATE)
+    wait_ready(worker)
+    first_charge = threading.Lock()
     charged: list[str] = []
 
     with holder(ledger_database) as (connection, pid):
 
         def take_the_order_row(intent: dict[str, Any]) -> None:
             # Once, on the first charge: its order's row is locked before the ledger hears of the charge.
-            if locked.is_set():
-                return
-            order_id = intent["metadata"]["order_id"]
-            connection.execute(
-                sa.select(orders.c.status).where(orders.c.order_id == order_id).with_for_update()
-            )
-            charged.append(order_id)
-            locked.set()
+            with first_charge:
+                if charged:
+                    return
+                order_id = intent["metadata"]["order_id"]
+                connection.execute(
+                    sa.select(orders.c.status).where(orders.c.order_id == order_id).with_for_update()
+                )
+                charged.append(order_id)
 
         fake_stripe.on_charge = take_the_order_row
         go(worker)

@@ -307,3 +307,24 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
     assert len(fake_stripe.succeeded_intents()) == list(final.values()).count(PAID)
     assert fake_stripe.replays > 0
     assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
+
+
+def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
+    ledger = make_ledger(stripe_gateway.model_copy(update={"attempts": 1, "breaker_fail_max": 1}))
+    fake_stripe.fail_next(STALL)
+    ledger.process_batch()
+    ((order_id, status),) = statuses(ledger_database).items()
+    assert status == PAYMENT_UNKNOWN and ledger.gateway.breaker_state() == "open"
+    calls = (fake_stripe.requests, fake_stripe.searches)
+
+    report = ledger.process_batch()
+
+    assert report.reconciled == {"deferred": 1}
+    assert (fake_stripe.requests, fake_stripe.searches) == calls
+    assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}

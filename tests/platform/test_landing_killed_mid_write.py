@@ -33,27 +33,11 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange, describe_ranges
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.sql_database import PostgresDatabase
+from tests.platform.test_topic_landing import _analytics_event, _order
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = [sys.executable, "-m", "tests.platform.landing_worker"]
 BLOCKED_WITHIN_S = 120.0
-
-
-def _order(event_id: str) -> bytes:
-    return json.dumps({"event_id": event_id, "type": "order.placed"}).encode()
-
-
-def _analytics_event(event_id: str, at: datetime) -> bytes:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "type": "page_view",
-            "user_id": f"u-{event_id}",
-            "session_id": "s-1",
-            "ts": at.isoformat(),
-            "properties": {"path": "/"},
-        }
-    ).encode()
 
 
 def sensor_plan(
