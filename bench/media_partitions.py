@@ -314,7 +314,9 @@ def main() -> None:
     parser.add_argument("--tick-budget", type=float, default=120.0)
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--postgres", action="store_true", help="dagster-postgres instead of SQLite storage")
-    parser.add_argument("--listed-originals", action="store_true", help="all originals under the uploads prefix")
+    parser.add_argument(
+        "--listed-originals", action="store_true", help="all originals under the uploads prefix"
+    )
     parser.add_argument(
         "--only", choices=["with", "without"], help="only the scenarios with or without retention"
     )
