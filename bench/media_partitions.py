@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -207,8 +208,11 @@ def asset_page_query(url: str) -> tuple[float, int, int]:
     ).encode()
     request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
     began = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as response:
-        payload = response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"{url}/graphql answered {error.code}: {error.read()[:2000]!r}") from error
     seconds = time.perf_counter() - began
     node = json.loads(payload)["data"]["assetNodeOrError"]
     return seconds, len(node["partitionKeysByDimension"][0]["partitionKeys"]), len(payload)
@@ -217,7 +221,10 @@ def asset_page_query(url: str) -> tuple[float, int, int]:
 def instance_yaml(postgres_url: str | None) -> str:
     if postgres_url is None:
         return "telemetry:\n  enabled: false\n"
-    return f'telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_url: "{postgres_url}"\n'
+    # As deploy/dagster.prod.yaml: SQLAlchemy 2.1 maps a plain postgresql:// to psycopg 3, and the
+    # webserver's storage then fails every query with "the connection is closed".
+    psycopg2_url = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    return f'telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_url: "{psycopg2_url}"\n'
 
 
 def scenario(options: argparse.Namespace, uploads: int, retained: bool, postgres_url: str | None) -> dict:

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     uploads = commands.add_parser("uploads", help="media uploads kept in SQL after their partition retired")
     upload_commands = uploads.add_subparsers(dest="uploads_command", required=True)
     restore = upload_commands.add_parser(
-        "restore", help="add retired uploads' partitions (and originals) back for a re-run"
+        "restore", help="register retired uploads' partitions again for a re-run"
     )
     restore.add_argument("partition_keys", nargs="+", metavar="partition_key")
     restore.set_defaults(handler=uploads_restore)

@@ -5,7 +5,7 @@ again), then one terminal state with `status_reason` saying why: `published`, `q
 ("infected: ..." or "not scannable: ..."), or `rejected` (a breached limit, bytes no renderer
 accepts, or an object key that breaks the key rule, recorded by the uploads sensor without a run).
 `settled_at` is when it reached that state; `retired_at` when its Dagster partition was retired
-(`hub_pipelines/media/upload_retention.py`). A new run (landed again) clears both.
+(`hub_pipelines/landing/upload_retention.py`). A new run (landed again) clears both.
 """
 
 from __future__ import annotations

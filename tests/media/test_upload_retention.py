@@ -186,3 +186,13 @@ def test_retention_never_retires_an_upload_landed_but_not_settled(media_world: M
     assert partition in _held(media_world)
     row = _row(media_world, partition)
     assert (row["status"], row["settled_at"], row["retired_at"]) == ("landed", None, None)
+
+
+def test_the_code_location_schedules_the_uploads_retention_daily() -> None:
+    from hub_pipelines.definitions import defs
+
+    schedule = defs.resolve_schedule_def("media_uploads_retention_job_schedule")
+
+    assert schedule.job_name == "media_uploads_retention_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "47 3 * * *"

@@ -125,3 +125,37 @@ def test_retirement_pages_through_batches_and_a_second_pass_retires_nothing(prod
 
     assert prod_world.instance.get_dynamic_partitions(UPLOADS_PARTITIONS_NAME) == []
     assert all(prod_world.retired_at(key) is not None for key in keys)
+
+
+class _LandedAgainWhileRemoved(InstanceUploadPartitions):
+    """The instance's partitions, where a run lands each upload again the moment its partition goes:
+    the race between the retention's in-flight check and its delete."""
+
+    def __init__(self, world: ProdWorld) -> None:
+        super().__init__(world.instance)
+        self._world = world
+
+    def remove(self, partition_key: str) -> None:
+        super().remove(partition_key)
+        record_upload(
+            self._world.database,
+            UploadRecord(partition_key, partition_key, 1, "new", None, None, datetime.now(UTC)),
+        )
+
+
+def test_upload_landed_again_while_being_retired_keeps_its_partition(prod_world: ProdWorld) -> None:
+    partition_key = prod_world.settled_upload("racing.jpg")
+    as_of = datetime.now(UTC) + timedelta(days=settings.UPLOADS_RETENTION_DAYS, hours=1)
+
+    report = retire_settled_uploads(
+        prod_world.database,
+        prod_world.store,
+        _LandedAgainWhileRemoved(prod_world),
+        originals_layout(),
+        settled_before=as_of - timedelta(days=settings.UPLOADS_RETENTION_DAYS),
+        now=as_of,
+    )
+
+    assert (report.retired, report.left_in_flight) == (0, 1)
+    assert prod_world.instance.get_dynamic_partitions(UPLOADS_PARTITIONS_NAME) == [partition_key]
+    assert prod_world.retired_at(partition_key) is None
