@@ -189,6 +189,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["orders", "order_events"],
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            settings.ORDERS_FOLLOW_SECONDS,
         ),
         build_topic_sensor(
             "events_topic_sensor",
@@ -197,6 +198,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["analytics", "raw_events"],
             settings.EVENTS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            settings.EVENTS_FOLLOW_SECONDS,
         ),
     ]
     return dg.Definitions(

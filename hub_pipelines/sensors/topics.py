@@ -106,8 +106,11 @@ def build_topic_sensor(
     landing_asset_key: list[str],
     max_messages: int,
     interval_seconds: int,
+    follow_seconds: float = 0.0,
 ) -> dg.SensorDefinition:
-    """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges."""
+    """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges; each
+    run keeps following the topic for `follow_seconds` after its ranges (micro-batches it reports as
+    materializations, which the next tick folds in like any other landing)."""
     op_name = "__".join(landing_asset_key)
     asset_key = dg.AssetKey(landing_asset_key)
 
@@ -150,7 +153,9 @@ def build_topic_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_key=step.run_key,
-                    run_config=dg.RunConfig(ops={op_name: TopicRangeConfig(ranges=offsets)}),
+                    run_config=dg.RunConfig(
+                        ops={op_name: TopicRangeConfig(ranges=offsets, follow_seconds=follow_seconds)}
+                    ),
                     tags={"hub/topic": topic, "hub/offsets": offsets[:200]},
                 )
             ],

@@ -1,0 +1,86 @@
+"""Following a topic: land the requested ranges, then keep landing what arrives, in micro-batches, for a
+bounded time.
+
+A landing run costs a process start and a code location import before its first message; a run that
+follows its topic pays that once for many micro-batches. Each micro-batch is planned like a sensor's
+batch (from the offsets this follower landed, fairly across partitions, at most `max_messages`) and
+landed through the same sink and chunk booking as any range, so a follower killed mid-batch leaves whole
+chunks and the next landing counts them as duplicates. The time is bounded so the run ends: a new code
+version reaches the next run, and whoever waits for the run's pool (chdb's warehouse) gets its turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub_pipelines.core.ports import Topics
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.latency import LandingLatency
+from hub_pipelines.landing.offsets import OffsetRange, plan_next_ranges
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    """What landing one micro-batch did, as the landing reports it."""
+
+    counts: LandingCounts
+    latency: LandingLatency | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One landed micro-batch of a follower; `last` when the follower stops after it."""
+
+    ranges: tuple[OffsetRange, ...]
+    landed: LandedBatch
+    last: bool
+
+
+def advance(positions: Mapping[int, int], ranges: Sequence[OffsetRange]) -> dict[int, int]:
+    """Each partition's position after landing `ranges`."""
+    moved = dict(positions)
+    for r in ranges:
+        moved[r.partition] = max(moved.get(r.partition, 0), r.end)
+    return moved
+
+
+def follow_topic(
+    topics: Topics,
+    topic: str,
+    first_ranges: Sequence[OffsetRange],
+    positions: Mapping[int, int],
+    land: Callable[[tuple[OffsetRange, ...]], LandedBatch],
+    follow_seconds: float,
+    poll_seconds: float,
+    max_messages: int,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[MicroBatch]:
+    """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
+    past `positions` (the first ranges included). Yields each landed batch as soon as it has landed; the
+    last one yielded has `last` set (a batch with no ranges when the final polls found nothing)."""
+    ranges = tuple(first_ranges)
+    polled = clock()
+    landed = land(ranges)
+    position = advance(positions, ranges)
+    deadline = clock() + follow_seconds
+    while True:
+        if clock() >= deadline:
+            yield MicroBatch(ranges, landed, last=True)
+            return
+        yield MicroBatch(ranges, landed, last=False)
+        while True:
+            sleep(max(0.0, min(polled + poll_seconds, deadline) - clock()))
+            polled = clock()
+            ranges = tuple(plan_next_ranges(position, topics.end_offsets(topic), max_messages))
+            if ranges:
+                break
+            if polled >= deadline:
+                yield MicroBatch((), LandedBatch(LandingCounts()), last=True)
+                return
+        landed = land(ranges)
+        position = advance(position, ranges)
