@@ -4,6 +4,8 @@
 crash after N-1 chunks were landed, with no chance to clean up. Without it the run lands everything
 and prints its counts and what the sink then holds, as JSON. `--ranges` lands those ranges instead of
 everything; `--wait-for-go` reads one line from stdin first, so a test can start several at once.
+`--follow-seconds S` keeps landing what arrives for S seconds after the ranges, as a following landing
+run does, and prints one JSON line per landed micro-batch as it lands.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import sys
 from dataclasses import dataclass
 
 from hub_pipelines.core.ports import PartitionSpan, Topics
-from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.following import LandedBatch, follow_topic
+from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, find_gaps, parse_ranges, plan_next_ranges
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 
@@ -72,6 +76,7 @@ def main() -> int:
     parser.add_argument("--die-at-chunk", type=int, default=0)
     parser.add_argument("--ranges")
     parser.add_argument("--wait-for-go", action="store_true")
+    parser.add_argument("--follow-seconds", type=float, default=0.0)
     args = parser.parse_args()
     kafka = KafkaTopics(bootstrap_servers=args.bootstrap)
     topics: Topics = DyingTopics(kafka, args.die_at_chunk) if args.die_at_chunk else kafka  # type: ignore[assignment]
@@ -83,7 +88,20 @@ def main() -> int:
     )
     if args.wait_for_go:
         sys.stdin.readline()
-    counts = land_ranges(topics, sink, args.topic, ranges, f"worker-{os.getpid()}", args.chunk)
+    run_id = f"worker-{os.getpid()}"
+
+    def land(batch: tuple[OffsetRange, ...]) -> LandedBatch:
+        return LandedBatch(land_ranges(topics, sink, args.topic, batch, run_id, args.chunk))
+
+    counts = LandingCounts()
+    positions = sink.landed_positions(args.topic)
+    for batch in follow_topic(
+        kafka, args.topic, ranges, positions, land, args.follow_seconds, 0.2, 1_000_000
+    ):
+        counts += batch.landed.counts
+        if args.follow_seconds:
+            print(json.dumps({"batch": describe_ranges(batch.ranges), "landed": batch.landed.counts.landed}))
+            sys.stdout.flush()
     book = sink.landed_ranges(args.topic)
     report = {
         "counts": counts.as_metadata(),
