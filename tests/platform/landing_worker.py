@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from hub_pipelines.core.ports import PartitionSpan, Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, follow_topic
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, find_gaps, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.offsets import (
+    OffsetRange,
+    describe_ranges,
+    find_gaps,
+    parse_ranges,
+    plan_next_ranges,
+)
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 

@@ -195,7 +195,9 @@ def test_follower_killed_mid_micro_batch_then_rerun_lands_every_event_once(kafka
         topics.produce(
             topic,
             [
-                OutgoingMessage(value=_analytics_event(f"ev-{i}", now - timedelta(seconds=i)), partition=i % 2)
+                OutgoingMessage(
+                    value=_analytics_event(f"ev-{i}", now - timedelta(seconds=i)), partition=i % 2
+                )
                 for i in range(first, first + 40)
             ],
         )
@@ -204,9 +206,9 @@ def test_follower_killed_mid_micro_batch_then_rerun_lands_every_event_once(kafka
     common = ["--kind", "events", "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic]
     common += ["--chdb-path", str(tmp_path / "warehouse"), "--chunk", "10"]
     # The first batch reads 4 chunks of 10; the 6th read is in a micro-batch of the events produced next.
+    following = ["--follow-seconds", "300", "--die-at-chunk", "6"]
     follower = subprocess.Popen(
-        [sys.executable, "-m", "tests.platform.landing_worker", *common, "--follow-seconds", "300"]
-        + ["--die-at-chunk", "6"],
+        [sys.executable, "-m", "tests.platform.landing_worker", *common, *following],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
