@@ -13,7 +13,8 @@ of analytics/raw_events whose `ranges` cover its offset is in the Dagster instan
 batch's rows and counters are in: what the UI shows), and in Redis when the counters' marker of a chunk
 covering its offset exists (written in the same MULTI/EXEC as the chunk's counters). Landed = both.
 Probes produced before the first landing run started (the daemon's and code server's cold start) are
-not measured; they are counted apart. Runs' queued + launching (created -> started) and running times
+not measured; they are counted apart. Every `--rollup-every` seconds a daily rollup run is queued (it
+needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs' queued + launching (created -> started) and running times
 come from the run records. The machine's load average is printed at start and end: on a shared machine
 the figures move with it.
 """
@@ -50,6 +51,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RAW_EVENTS = dg.AssetKey(["analytics", "raw_events"])
 JOB = "analytics_pipeline"
+ROLLUP_JOB = "analytics_daily_rollups"
 
 
 @dataclass
@@ -135,9 +137,22 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
     raise SystemExit("redis-server did not open its socket")
 
 
-def _run_times(instance: dg.DagsterInstance) -> tuple[list[float], list[float]]:
+def _launch_rollup(environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Queue today's daily rollup as an operator would: it needs the warehouse pool the follower holds."""
+    tags = json.dumps({"dagster/partition": datetime.now(UTC).date().isoformat()})
+    return subprocess.Popen(
+        [str(BIN / "dagster"), "job", "launch", "-m", "hub_pipelines.definitions", "-j", ROLLUP_JOB,
+         "--tags", tags],
+        cwd=PROJECT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _run_times(instance: dg.DagsterInstance, job: str) -> tuple[list[float], list[float]]:
     queued_launching, running = [], []
-    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB)):
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
         if record.start_time is None:
             continue
         queued_launching.append(record.start_time - record.create_timestamp.timestamp())
@@ -154,7 +169,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10, help="probes per second")
     parser.add_argument("--follow", type=float, default=settings.EVENTS_FOLLOW_SECONDS)
     parser.add_argument("--drain-timeout", type=float, default=300)
+    parser.add_argument(
+        "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
+    )
     args = parser.parse_args()
+    # Stopped from outside, the deployment it started (its own session) is still stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     print(
@@ -215,8 +235,13 @@ def main() -> int:
             interval = 1 / args.rate
             began = time.monotonic()
             next_at = began
+            next_rollup = began + args.rollup_every / 2 if args.rollup_every else float("inf")
+            launches: list[subprocess.Popen[bytes]] = []
             while time.monotonic() - began < args.seconds:
                 probes.append(produce())
+                if time.monotonic() >= next_rollup:
+                    launches.append(_launch_rollup(environment))
+                    next_rollup += args.rollup_every
                 next_at += interval
                 watcher.look(probes)
                 time.sleep(max(0.0, next_at - time.monotonic()))
@@ -224,7 +249,10 @@ def main() -> int:
             while time.monotonic() < drain_until and any(p.landed_at is None for p in probes):
                 watcher.look(probes)
                 time.sleep(0.2)
-            queued_launching, running = _run_times(instance)
+            for launch in launches:
+                launch.wait()
+            queued_launching, running = _run_times(instance, JOB)
+            rollups_waited, rollups_ran = _run_times(instance, ROLLUP_JOB)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -256,6 +284,12 @@ def main() -> int:
     )
     if running:
         print(f"running median {statistics.median(running):.1f} s, max {max(running):.1f} s")
+    if rollups_waited:
+        print(
+            f"{ROLLUP_JOB} runs: {len(rollups_waited)}; queued + launching (waiting for the warehouse pool) "
+            f"median {statistics.median(rollups_waited):.1f} s, max {max(rollups_waited):.1f} s; "
+            f"running median {statistics.median(rollups_ran or [0]):.1f} s"
+        )
     print(f"load average at end {os.getloadavg()}")
     shutil.rmtree(root, ignore_errors=True)
     return 0 if len(landed) == len(probes) else 1

@@ -78,7 +78,8 @@ def raw_events(
         outcomes = sink.outcomes[landed_before:]
         days = {day for outcome in outcomes for day in outcome.event_days}
         today = datetime.now(UTC).date()
-        newest = max((o.newest_event_ts for o in outcomes if o.newest_event_ts), default=None)
+        # The newest event this run has landed so far: what the stream observer's freshness is measured from.
+        newest = max((o.newest_event_ts for o in sink.outcomes if o.newest_event_ts), default=None)
         details = {
             "chunks_counted": counted - counted_before,
             "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
