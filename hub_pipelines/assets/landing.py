@@ -142,43 +142,47 @@ def land_and_report(
         latency = landing_latency(stamps.take(), time.time())
         return LandedBatch(counts, latency, {**details, **describe_losses(losses.losses[seen:])})
 
-    first = ranges_to_land(config, topics, sink, topic)
-    positions = sink.landed_positions(topic) if config.follow_seconds > 0 else {}
-    batches = follow_topic(
-        topics,
-        topic,
-        first,
-        positions,
-        land_batch,
-        config.follow_seconds,
-        settings.FOLLOW_POLL_SECONDS,
-        config.max_messages,
-    )
     in_run = LandingCounts()
+    micro_batches = 0
     newest: LandingLatency | None = None
-    for number, batch in enumerate(batches, start=1):
+
+    def tally(batch: MicroBatch) -> dict[str, dg.RawMetadataValue]:
+        nonlocal in_run, micro_batches, newest
         in_run += batch.landed.counts
+        micro_batches += 1
         newest = batch.landed.latency or newest
         context.log.info(
             f"{topic}: landed {describe_ranges(batch.ranges) or 'nothing pending'}: {batch.landed.counts}"
         )
-        metadata = batch_metadata(topic, batch)
-        if not batch.last:
-            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata=metadata))
-            continue
-        record_landing_lag(topics, sink, topic)
-        return dg.MaterializeResult(
-            metadata={
-                **metadata,
-                "micro_batches": number,
-                **{f"run_{name}": value for name, value in in_run.as_metadata().items()},
-            },
-            check_results=[
-                *check_landed_book(sink, topic),
-                landing_latency_check(newest, settings.LANDING_LATENCY_WARN_SECONDS),
-            ],
-        )
-    raise AssertionError("follow_topic yields a last batch")
+        return batch_metadata(topic, batch)
+
+    def report(batch: MicroBatch) -> None:
+        context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata=tally(batch)))
+
+    last = follow_topic(
+        topics,
+        topic,
+        ranges_to_land(config, topics, sink, topic),
+        sink.landed_positions(topic) if config.follow_seconds > 0 else {},
+        land_batch,
+        report,
+        config.follow_seconds,
+        settings.FOLLOW_POLL_SECONDS,
+        config.max_messages,
+    )
+    metadata = tally(last)
+    record_landing_lag(topics, sink, topic)
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "micro_batches": micro_batches,
+            **{f"run_{name}": value for name, value in in_run.as_metadata().items()},
+        },
+        check_results=[
+            *check_landed_book(sink, topic),
+            landing_latency_check(newest, settings.LANDING_LATENCY_WARN_SECONDS),
+        ],
+    )
 
 
 def batch_metadata(topic: str, batch: MicroBatch) -> dict[str, dg.RawMetadataValue]:

@@ -12,7 +12,7 @@ version reaches the next run, and whoever waits for the run's pool (chdb's wareh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +33,10 @@ class LandedBatch:
 
 @dataclass(frozen=True)
 class MicroBatch:
-    """One landed micro-batch of a follower; `last` when the follower stops after it."""
+    """One landed micro-batch of a follower."""
 
     ranges: tuple[OffsetRange, ...]
     landed: LandedBatch
-    last: bool
 
 
 def advance(positions: Mapping[int, int], ranges: Sequence[OffsetRange]) -> dict[int, int]:
@@ -54,34 +53,30 @@ def follow_topic(
     first_ranges: Sequence[OffsetRange],
     positions: Mapping[int, int],
     land: Callable[[tuple[OffsetRange, ...]], LandedBatch],
+    report: Callable[[MicroBatch], None],
     follow_seconds: float,
     poll_seconds: float,
     max_messages: int,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[MicroBatch]:
+) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
-    past `positions` (the first ranges included). Yields each landed batch as soon as it has landed; the
-    last one yielded has `last` set (a batch with no ranges when the final polls found nothing)."""
+    past `positions` (the first ranges included). Each batch but the last is given to `report` as soon as
+    it has landed; the last one is returned (a batch with no ranges when the final polls found nothing).
+    """
     ranges = tuple(first_ranges)
     polled = clock()
-    landed = land(ranges)
+    batch = MicroBatch(ranges, land(ranges))
     position = advance(positions, ranges)
     deadline = clock() + follow_seconds
-    while True:
-        if clock() >= deadline:
-            yield MicroBatch(ranges, landed, last=True)
-            return
-        yield MicroBatch(ranges, landed, last=False)
-        while True:
+    while clock() < deadline:
+        ranges = ()
+        while not ranges and polled < deadline:
             sleep(max(0.0, min(polled + poll_seconds, deadline) - clock()))
             polled = clock()
             ranges = tuple(plan_next_ranges(position, topics.end_offsets(topic), max_messages))
-            if ranges:
-                break
-            if polled >= deadline:
-                # Landing nothing still reports where the landing stands (positions, newest event).
-                yield MicroBatch((), land(()), last=True)
-                return
-        landed = land(ranges)
+        report(batch)
+        # Landing nothing (the final polls found nothing) still reports where the landing stands.
+        batch = MicroBatch(ranges, land(ranges))
         position = advance(position, ranges)
+    return batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.following import LandedBatch, follow_topic
+from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
 from hub_pipelines.landing.offsets import OffsetRange
 
 
@@ -38,34 +38,37 @@ class ScriptedTopic:
         return LandedBatch(LandingCounts(read=sum(r.size for r in ranges)))
 
 
-def _follow(topic: ScriptedTopic, follow_seconds: float) -> list:
+def _follow(topic: ScriptedTopic, follow_seconds: float) -> tuple[list[MicroBatch], MicroBatch]:
+    """The batches reported while following, and the last one."""
     first = (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
-    return list(
-        follow_topic(
-            topic,  # type: ignore[arg-type]
-            "events",
-            first,
-            {},
-            topic.land,
-            follow_seconds,
-            poll_seconds=1.0,
-            max_messages=1000,
-            clock=topic.clock,
-            sleep=topic.sleep,
-        )
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        first,
+        {},
+        topic.land,
+        reported.append,
+        follow_seconds,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
     )
+    return reported, last
 
 
 def test_without_follow_seconds_the_ranges_land_once_and_the_topic_is_not_polled():
     topic = ScriptedTopic(arrivals=[(0.0, 0, 50)])
-    batches = _follow(topic, 0)
-    assert [(b.ranges, b.last) for b in batches] == [((OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)), True)]
+    reported, last = _follow(topic, 0)
+    assert reported == [] and last.ranges == (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
     assert topic.polls == []
 
 
 def test_follower_lands_arrivals_in_order_once_each_and_stops_after_its_time():
     topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (3.2, 1, 17), (3.2, 0, 20)])
-    batches = _follow(topic, 5)
+    reported, last = _follow(topic, 5)
+    batches = [*reported, last]
 
     assert [b.ranges for b in batches] == [
         (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
@@ -73,7 +76,6 @@ def test_follower_lands_arrivals_in_order_once_each_and_stops_after_its_time():
         (OffsetRange(0, 14, 20), OffsetRange(1, 10, 17)),
         (),
     ]
-    assert [b.last for b in batches] == [False, False, False, True]
     assert [b.landed.counts.read for b in batches] == [20, 4, 13, 0]
     # One poll a second from the first batch's start, and a last one when the 5 s after it are up.
     assert topic.polls == [1.0, 2.0, 3.0, 4.0, 5.0, 5.25]

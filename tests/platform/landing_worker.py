@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from hub_pipelines.core.ports import PartitionSpan, Topics
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.following import LandedBatch, follow_topic
+from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
 from hub_pipelines.landing.offsets import (
     OffsetRange,
     describe_ranges,
@@ -99,15 +99,19 @@ def main() -> int:
     def land(batch: tuple[OffsetRange, ...]) -> LandedBatch:
         return LandedBatch(land_ranges(topics, sink, args.topic, batch, run_id, args.chunk))
 
-    counts = LandingCounts()
+    landed = LandingCounts()
+
+    def report(batch: MicroBatch) -> None:
+        nonlocal landed
+        landed += batch.landed.counts
+        print(json.dumps({"batch": describe_ranges(batch.ranges), "landed": batch.landed.counts.landed}))
+        sys.stdout.flush()
+
     positions = sink.landed_positions(args.topic)
-    for batch in follow_topic(
-        kafka, args.topic, ranges, positions, land, args.follow_seconds, 0.2, 1_000_000
-    ):
-        counts += batch.landed.counts
-        if args.follow_seconds:
-            print(json.dumps({"batch": describe_ranges(batch.ranges), "landed": batch.landed.counts.landed}))
-            sys.stdout.flush()
+    last = follow_topic(
+        kafka, args.topic, ranges, positions, land, report, args.follow_seconds, 0.2, 1_000_000
+    )
+    counts = landed + last.landed.counts
     book = sink.landed_ranges(args.topic)
     report = {
         "counts": counts.as_metadata(),
