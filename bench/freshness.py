@@ -61,6 +61,8 @@ class Probe:
     produced_at: float
     in_warehouse_at: float | None = None
     in_redis_at: float | None = None
+    # Landed by the first batch of a run (it waited for a run to start), not by a follower's micro-batch.
+    by_first_batch: bool = False
 
     @property
     def landed_at(self) -> float | None:
@@ -77,7 +79,8 @@ class Watcher:
     counters: redis.Redis
     topic: str
     after_storage_id: int | None = None
-    landed_ranges: list[tuple[OffsetRange, float]] = field(default_factory=list)
+    landed_ranges: list[tuple[OffsetRange, float, bool]] = field(default_factory=list)
+    runs_seen: set[str] = field(default_factory=set)
     counted_chunks: set[OffsetRange] = field(default_factory=set)
 
     def look(self, probes: list[Probe]) -> None:
@@ -90,8 +93,10 @@ class Watcher:
             self.after_storage_id = record.storage_id
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             text = getattr(metadata.get("ranges"), "value", "none")
+            first_of_run = record.run_id not in self.runs_seen
+            self.runs_seen.add(record.run_id)
             for r in parse_ranges(text) if text and text != "none" else []:
-                self.landed_ranges.append((r, record.timestamp))
+                self.landed_ranges.append((r, record.timestamp, first_of_run))
         for key in self.counters.scan_iter(match=f"{PREFIX}:counted:{self.topic}/*", count=1000):
             partition, span = key.decode().rsplit("/", 1)[1].split(":")
             start, end = span.split("-")
