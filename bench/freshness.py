@@ -104,7 +104,9 @@ class Watcher:
         now = time.time()
         for probe in probes:
             if probe.in_warehouse_at is None:
-                probe.in_warehouse_at = next((at for r, at in self.landed_ranges if _covers(r, probe)), None)
+                found = next(((at, first) for r, at, first in self.landed_ranges if _covers(r, probe)), None)
+                if found is not None:
+                    probe.in_warehouse_at, probe.by_first_batch = found
             if probe.in_redis_at is None and any(_covers(r, probe) for r in self.counted_chunks):
                 probe.in_redis_at = now
 
