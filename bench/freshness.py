@@ -283,6 +283,11 @@ def main() -> int:
         "landed (both):                           ",
         _percentiles([p.landed_at - p.produced_at for p in landed if p.landed_at is not None]),
     )
+    for label, part in (
+        ("  by a running follower's micro-batch:  ", [p for p in landed if not p.by_first_batch]),
+        ("  by a run's first batch (waited a run):", [p for p in landed if p.by_first_batch]),
+    ):
+        print(label, _percentiles([p.landed_at - p.produced_at for p in part if p.landed_at is not None]))
     print(
         f"{JOB} runs: {len(queued_launching)}; queued + launching median "
         f"{statistics.median(queued_launching):.1f} s"

@@ -70,12 +70,12 @@ def follow_topic(
     position = advance(positions, ranges)
     deadline = clock() + follow_seconds
     while clock() < deadline:
+        report(batch)
         ranges = ()
         while not ranges and polled < deadline:
             sleep(max(0.0, min(polled + poll_seconds, deadline) - clock()))
             polled = clock()
             ranges = tuple(plan_next_ranges(position, topics.end_offsets(topic), max_messages))
-        report(batch)
         # Landing nothing (the final polls found nothing) still reports where the landing stands.
         batch = MicroBatch(ranges, land(ranges))
         position = advance(position, ranges)

@@ -79,3 +79,23 @@ def test_follower_lands_arrivals_in_order_once_each_and_stops_after_its_time():
     assert [b.landed.counts.read for b in batches] == [20, 4, 13, 0]
     # One poll a second from the first batch's start, and a last one when the 5 s after it are up.
     assert topic.polls == [1.0, 2.0, 3.0, 4.0, 5.0, 5.25]
+
+
+def test_each_batch_is_reported_as_soon_as_it_has_landed_not_when_the_next_arrives():
+    topic = ScriptedTopic(arrivals=[(3.2, 0, 12)])
+    reported_at: list[float] = []
+    follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        {},
+        topic.land,
+        lambda batch: reported_at.append(topic.now),
+        5,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+    )
+    # Landed at 0.25 (first batch) and 4.25 (the arrival, found by the poll at 4.0).
+    assert reported_at == [0.25, 4.25]
