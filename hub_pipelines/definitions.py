@@ -205,6 +205,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["orders", "order_events"],
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            follow_seconds=settings.ORDERS_FOLLOW_SECONDS,
             lanes=settings.topic_lanes(settings.ORDERS_TOPIC),
             lane_ops=["orders__order_ledger"],
         ),
@@ -215,6 +216,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             ["analytics", "raw_events"],
             settings.EVENTS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
+            follow_seconds=settings.EVENTS_FOLLOW_SECONDS,
             lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
         ),
     ]

@@ -135,6 +135,17 @@ UPLOADS_RETENTION_CRON = _env("HUB_UPLOADS_RETENTION_CRON", "47 3 * * *")
 ORDERS_PER_RUN = int(_env("HUB_ORDERS_PER_RUN", "20000"))
 EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))
 SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
+# How long a sensor's landing run keeps following its topic after its ranges, in micro-batches one poll
+# apart (docs/architecture.md, "Following a topic"). Events follow for two minutes: the run's process
+# start is paid once per ~120 micro-batches, and the warehouse pool (chdb: one process at a time) is
+# handed to a waiting rollup run at least that often. Orders do not follow by default: the ledger runs
+# after the landing step in the same run, so following would hold payments back by as long.
+EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
+ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "0"))
+FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
+# The landing assets warn (check severity WARN) when their newest batch's slowest message took longer
+# than this from its producer to landed.
+LANDING_LATENCY_WARN_SECONDS = float(_env("HUB_LANDING_LATENCY_WARN_SECONDS", "10"))
 
 # Processed inbox rows and dead letters hold raw order events (sealed); they are purged after these.
 INBOX_RETENTION_DAYS = float(_env("HUB_INBOX_RETENTION_DAYS", "7"))

@@ -1,18 +1,25 @@
-"""What the two topic landing assets share: choosing the ranges, landing them, reporting, checking."""
+"""What the two topic landing assets share: choosing the ranges, landing them (and following the topic),
+reporting each batch, checking."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.analytics.alerting import Alert, Notifier
 from hub_pipelines.assets.instrumented import step_metrics
+from hub_pipelines.assets.policies import landing_latency_check, landing_latency_check_spec
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ops_metrics import record_consumer_lag
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
+from hub_pipelines.landing.latency import LandingLatency, ProduceStamps, landing_latency
 from hub_pipelines.landing.offsets import (
     OffsetRange,
     describe_ranges,
@@ -28,6 +35,7 @@ CONTIGUOUS_CHECK = "landed_offsets_contiguous"
 
 def landing_check_specs(asset_key: list[str]) -> list[dg.AssetCheckSpec]:
     return [
+        landing_latency_check_spec(asset_key),
         dg.AssetCheckSpec(
             RECONCILES_CHECK,
             asset=asset_key,
@@ -47,7 +55,8 @@ def ranges_to_land(
 ) -> list[OffsetRange]:
     if config.ranges:
         return parse_ranges(config.ranges)
-    return plan_next_ranges(sink.landed_positions(topic), topics.end_offsets(topic), config.max_messages)
+    ends = {p: end for p, end in topics.end_offsets(topic).items() if config.holds(p)}
+    return plan_next_ranges(sink.landed_positions(topic), ends, config.max_messages)
 
 
 @dataclass
@@ -86,8 +95,8 @@ class UpstreamLossPager:
                 allow_retries=False,
             )
 
-    def metadata(self) -> dict[str, str]:
-        return {"upstream_loss": "; ".join(loss.describe() for loss in self.losses) or "none"}
+
+LandRanges = Callable[[tuple[OffsetRange, ...], ProduceStamps], tuple[LandingCounts, dict[str, Any]]]
 
 
 def land_topic_asset(
@@ -98,21 +107,99 @@ def land_topic_asset(
     topic: str,
     pager: Notifier,
 ) -> dg.MaterializeResult:
-    """Land the configured (or pending) ranges, then check the whole book of landed ranges."""
-    ranges = ranges_to_land(config, topics, sink, topic)
+    """Land the configured (or pending) ranges, following the topic when asked to, then check the book."""
     losses = UpstreamLossPager.for_topic(pager, topic)
-    counts = land_ranges(topics, sink, topic, ranges, context.run_id, on_upstream_loss=losses)
-    context.log.info(f"{topic}: landed {describe_ranges(ranges) or 'nothing pending'}: {counts}")
+
+    def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
+        counts = land_ranges(
+            topics, sink, topic, ranges, context.run_id, on_upstream_loss=losses, on_read=stamps
+        )
+        return counts, {}
+
+    return land_and_report(context, config, topics, sink, topic, losses, land)
+
+
+def land_and_report(
+    context: dg.AssetExecutionContext,
+    config: TopicRangeConfig,
+    topics: Topics,
+    sink: LandingSink,
+    topic: str,
+    losses: UpstreamLossPager,
+    land: LandRanges,
+) -> dg.MaterializeResult:
+    """Land the configured (or pending) ranges with `land`, then, for `config.follow_seconds`, what arrives.
+
+    Each micro-batch but the last is reported as a materialization of the asset the moment it has landed
+    (its ranges, counts and produce -> landed latency), so the UI shows what landed when and the topic
+    sensor folds its ranges in; the last one is the step's own materialization, with the checks.
+    """
+    stamps = ProduceStamps()
+
+    def land_batch(ranges: tuple[OffsetRange, ...]) -> LandedBatch:
+        seen = len(losses.losses)
+        stamps.take()
+        counts, details = land(ranges, stamps)
+        latency = landing_latency(stamps.take(), time.time())
+        return LandedBatch(counts, latency, {**details, **describe_losses(losses.losses[seen:])})
+
+    in_run = LandingCounts()
+    micro_batches = 0
+    newest: LandingLatency | None = None
+
+    def tally(batch: MicroBatch) -> dict[str, dg.RawMetadataValue]:
+        nonlocal in_run, micro_batches, newest
+        in_run += batch.landed.counts
+        micro_batches += 1
+        newest = batch.landed.latency or newest
+        context.log.info(
+            f"{topic}: landed {describe_ranges(batch.ranges) or 'nothing pending'}: {batch.landed.counts}"
+        )
+        return batch_metadata(topic, batch)
+
+    def report(batch: MicroBatch) -> None:
+        context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata=tally(batch)))
+
+    last = follow_topic(
+        topics,
+        topic,
+        ranges_to_land(config, topics, sink, topic),
+        sink.landed_positions(topic) if config.follow_seconds > 0 else {},
+        land_batch,
+        report,
+        config.follow_seconds,
+        settings.FOLLOW_POLL_SECONDS,
+        config.max_messages,
+        follows=config.holds,
+    )
+    metadata = tally(last)
     record_landing_lag(topics, sink, topic)
     return dg.MaterializeResult(
         metadata={
-            "topic": topic,
-            "ranges": describe_ranges(ranges) or "none",
-            **counts.as_metadata(),
-            **losses.metadata(),
+            **metadata,
+            "micro_batches": micro_batches,
+            **{f"run_{name}": value for name, value in in_run.as_metadata().items()},
         },
-        check_results=check_landed_book(sink, topic),
+        check_results=[
+            *check_landed_book(sink, topic),
+            landing_latency_check(newest, settings.LANDING_LATENCY_WARN_SECONDS),
+        ],
     )
+
+
+def batch_metadata(topic: str, batch: MicroBatch) -> dict[str, dg.RawMetadataValue]:
+    latency = batch.landed.latency
+    return {
+        "topic": topic,
+        "ranges": describe_ranges(batch.ranges) or "none",
+        **batch.landed.counts.as_metadata(),
+        **(latency.as_metadata() if latency else {}),
+        **batch.landed.details,
+    }
+
+
+def describe_losses(losses: Sequence[UpstreamLoss]) -> dict[str, str]:
+    return {"upstream_loss": "; ".join(loss.describe() for loss in losses) or "none"}
 
 
 def record_landing_lag(topics: Topics, sink: LandingSink, topic: str) -> dict[int, int]:

@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import dagster as dg
 
+from hub_pipelines.landing.latency import LandingLatency
+
 # A step that lost a connection or hit a timeout is rerun whole; every step is idempotent, so a rerun
 # yields the same state. Mirrors the in-process retry block: 3 tries, 1 s -> 2 s -> 4 s, with jitter.
 EXTERNAL_CALL_RETRY = dg.RetryPolicy(
@@ -40,3 +42,31 @@ DAILY_REVENUE_AUTOMATION: dg.AutomationCondition = (
     dg.AutomationCondition.on_cron(DAILY_REVENUE_REFRESH_CRON, "UTC").with_label("today, every 15 minutes")
     | (_YESTERDAY & _DAY_CLOSED.since_last_handled()).with_label("yesterday, once after it closed")
 ) & ~dg.AutomationCondition.in_progress()
+# Freshness of what the landing assets land, from the producer's stamp to landed (rows and, for events,
+# the Redis counters): each landing's newest batch carries its p50 and max as numbers the UI plots, and
+# this check turns WARN when that batch's slowest message passed HUB_LANDING_LATENCY_WARN_SECONDS.
+LANDING_LATENCY_CHECK = "produce_to_landed_within_budget"
+
+
+def landing_latency_check_spec(asset_key: list[str]) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        LANDING_LATENCY_CHECK,
+        asset=asset_key,
+        description="The newest landed batch's slowest message went from its producer to landed within "
+        "HUB_LANDING_LATENCY_WARN_SECONDS (warns otherwise).",
+    )
+
+
+def landing_latency_check(latency: LandingLatency | None, budget_seconds: float) -> dg.AssetCheckResult:
+    """PASS when the newest batch with messages landed them all within the budget (or none landed)."""
+    metadata: dict[str, dg.RawMetadataValue] = {"budget_s": budget_seconds}
+    if latency is None:
+        return dg.AssetCheckResult(
+            check_name=LANDING_LATENCY_CHECK, passed=True, metadata={**metadata, "messages": 0}
+        )
+    return dg.AssetCheckResult(
+        check_name=LANDING_LATENCY_CHECK,
+        passed=latency.max_seconds <= budget_seconds,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={**metadata, "messages": latency.messages, **latency.as_metadata()},
+    )

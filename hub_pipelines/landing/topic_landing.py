@@ -146,10 +146,16 @@ def group_chunks(chunks: Sequence[OffsetRange], messages: int) -> list[list[Offs
     return groups
 
 
-def _read_group(topics: Topics, topic: str, group: Sequence[OffsetRange]) -> _ChunkRead:
+def _read_group(
+    topics: Topics,
+    topic: str,
+    group: Sequence[OffsetRange],
+    on_read: Callable[[Sequence[TopicMessage]], None],
+) -> _ChunkRead:
     read = _ChunkRead([], [])
     for chunk in group:
         rest, messages, loss = _read_chunk(topics, topic, chunk)
+        on_read(messages)
         if loss is not None:
             read.losses.append(loss)
         if rest is not None:
@@ -195,6 +201,10 @@ def _go_on(loss: UpstreamLoss) -> None:
     """By default upstream loss is booked and the landing goes on."""
 
 
+def _ignore(messages: Sequence[TopicMessage]) -> None:
+    """By default nobody looks at the messages read besides the sink."""
+
+
 def land_ranges(
     topics: Topics,
     sink: LandingSink,
@@ -204,10 +214,12 @@ def land_ranges(
     chunk_messages: int = DEFAULT_CHUNK_MESSAGES,
     read_ahead: bool = False,
     on_upstream_loss: Callable[[UpstreamLoss], None] = _go_on,
+    on_read: Callable[[Sequence[TopicMessage]], None] = _ignore,
 ) -> LandingCounts:
     """Read every range from the topic and land it in the sink; returns the summed counts.
 
     `on_upstream_loss` hears of each loss before it is booked; raising stops the landing there.
+    `on_read` is given each chunk's messages as they are read (on the reader thread with `read_ahead`).
     """
     chunks = [chunk for r in ranges for chunk in split_into_chunks(r, chunk_messages)]
     groups = (
@@ -216,7 +228,7 @@ def land_ranges(
     total = LandingCounts()
     if not read_ahead:
         for group in groups:
-            prepared = _prepared(sink, _read_group(topics, topic, group))
+            prepared = _prepared(sink, _read_group(topics, topic, group, on_read))
             total += _land_group(sink, topic, prepared, run_id, on_upstream_loss)
         return total
     # Reading (the broker client's Python loop) and decoding (msgspec, Arrow) each get a thread, so the
@@ -229,7 +241,7 @@ def land_ranges(
         upcoming: deque[Future[Any]] = deque()
         for position in range(len(groups)):
             for ahead in groups[position + len(upcoming) : position + 1 + READ_AHEAD_GROUPS]:
-                read = reader.submit(_read_group, topics, topic, ahead)
+                read = reader.submit(_read_group, topics, topic, ahead, on_read)
                 upcoming.append(decoder.submit(_prepared_when_read, sink, read))
             total += _land_group(sink, topic, upcoming.popleft().result(), run_id, on_upstream_loss)
     return total

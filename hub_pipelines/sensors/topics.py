@@ -103,11 +103,14 @@ def build_topic_sensor(
     landing_asset_key: list[str],
     max_messages: int,
     interval_seconds: int,
+    follow_seconds: float = 0.0,
     lanes: int = 1,
     lane_ops: Sequence[str] = (),
 ) -> dg.SensorDefinition:
     """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges
-    and lane; `lane_ops` are the steps after the landing that take the run's lane (`LaneConfig`)."""
+    and lane; `lane_ops` are the steps after the landing that take the run's lane (`LaneConfig`). Each
+    run keeps following its lane's partitions for `follow_seconds` after its ranges (micro-batches it
+    reports as materializations, which the next tick folds in like any other landing)."""
     op_name = "__".join(landing_asset_key)
     asset_key = dg.AssetKey(landing_asset_key)
 
@@ -155,7 +158,12 @@ def build_topic_sensor(
                     run_key=step.run_key,
                     run_config=dg.RunConfig(
                         ops={
-                            op_name: TopicRangeConfig(ranges=offsets),
+                            op_name: TopicRangeConfig(
+                                ranges=offsets,
+                                follow_seconds=follow_seconds,
+                                lane=lane.index,
+                                lanes=lane.count,
+                            ),
                             **dict.fromkeys(lane_ops, lane_config),
                         }
                     ),

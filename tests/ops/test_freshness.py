@@ -1,4 +1,5 @@
-"""Freshness policies on the assets people depend on, evaluated the way Dagster's freshness daemon does."""
+"""Freshness policies on the assets people depend on, evaluated the way Dagster's freshness daemon does,
+and the produce -> landed latency check on the landing assets."""
 
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ from dagster._core.definitions.freshness import (
 from dagster._core.definitions.freshness_evaluator import FRESHNESS_EVALUATORS_BY_POLICY_TYPE
 from dagster._core.loader import LoadingContextForTest
 
+from hub_pipelines import settings
+from hub_pipelines.assets.policies import LANDING_LATENCY_CHECK, landing_latency_check
 from hub_pipelines.definitions import defs
+from hub_pipelines.landing.latency import MAX_METADATA, LandingLatency, landing_latency
 from tests.ops.prod_files import PROD_INSTANCE
 
 LEDGER = dg.AssetKey(["orders", "order_ledger"])
 ROLLUPS = dg.AssetKey(["analytics", "daily_rollups"])
 PUBLISHED = [dg.AssetKey(["media", "published"]), dg.AssetKey(["media", "media_record"])]
+LANDINGS = [dg.AssetKey(["analytics", "raw_events"]), dg.AssetKey(["orders", "order_events"])]
 LOCAL_INSTANCE = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 
@@ -77,3 +82,22 @@ def test_instance_files_turn_on_the_freshness_daemon(instance_file: Path) -> Non
     config = yaml.safe_load(instance_file.read_text())
     with dg.instance_for_test(overrides={"freshness": config["freshness"]}) as instance:
         assert instance.freshness_enabled
+
+
+def test_landing_latency_is_the_median_and_maximum_wait_from_producer_stamp_to_landing() -> None:
+    latency = landing_latency([1_000, 2_000, 4_000], landed_at=5.0)
+    assert latency == LandingLatency(messages=3, p50_seconds=3.0, max_seconds=4.0)
+    assert landing_latency([], landed_at=5.0) is None
+
+
+def test_landing_latency_check_warns_when_the_newest_batch_passes_the_setting() -> None:
+    budget = settings.LANDING_LATENCY_WARN_SECONDS
+    slow = landing_latency_check(LandingLatency(5, p50_seconds=budget / 2, max_seconds=budget + 0.5), budget)
+    fast = landing_latency_check(LandingLatency(5, p50_seconds=budget / 4, max_seconds=budget), budget)
+    idle = landing_latency_check(None, budget)
+    assert (slow.passed, slow.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert slow.metadata[MAX_METADATA] == dg.FloatMetadataValue(budget + 0.5)
+    assert fast.passed and idle.passed
+    check_keys = defs.resolve_asset_graph().asset_check_keys
+    for key in LANDINGS:
+        assert dg.AssetCheckKey(key, LANDING_LATENCY_CHECK) in check_keys

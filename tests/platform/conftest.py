@@ -87,13 +87,17 @@ class LocalEnvironment:
 def local_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chdb_path: str
 ) -> Iterator[LocalEnvironment]:
-    """The local environment's resources in a temporary folder.
+    """The local environment's resources in a temporary folder, its sensors' runs landing without
+    following their topics.
 
     chdb opens one data folder per process, so the warehouse is the session's shared chdb folder
     with a database of this test's own instead of a folder under HUB_DATA_DIR.
     """
     monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "hub"))
     monkeypatch.setenv("HUB_ANALYTICS_DATABASE", f"test_{uuid.uuid4().hex[:12]}")
+    # Runs executed here land their ranges once; tests of following ask for it in the run config.
+    monkeypatch.setattr(settings, "EVENTS_FOLLOW_SECONDS", 0.0)
+    monkeypatch.setattr(settings, "ORDERS_FOLLOW_SECONDS", 0.0)
     resources = local_resources()
     resources["warehouse"] = ChdbWarehouse(path=chdb_path)
     for bucket in [settings.UPLOADS_BUCKET, *resources["media_settings"].bucket_names()]:

@@ -8,6 +8,8 @@ once the counters of the chunks landed so far are in Redis (stored and counted, 
 them the run lands everything and prints its counts and what the sink then holds, as JSON. `--ranges`
 lands those ranges instead of everything; `--wait-for-go` reads one line from stdin first, so a test
 can start several at once. `--redis-url` (with `--redis-prefix`) counts landed events in Redis.
+`--follow-seconds S` keeps landing what arrives for S seconds after the ranges, as a following landing
+run does, and prints one JSON line per landed micro-batch as it lands.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub_pipelines.core.ports import PartitionSpan, Topics
-from hub_pipelines.landing.offsets import find_gaps, parse_ranges, plan_next_ranges
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
+from hub_pipelines.landing.offsets import (
+    OffsetRange,
+    describe_ranges,
+    find_gaps,
+    parse_ranges,
+    plan_next_ranges,
+)
 from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 
@@ -116,6 +126,7 @@ def main() -> int:
     parser.add_argument("--redis-prefix", default="")
     parser.add_argument("--ranges")
     parser.add_argument("--wait-for-go", action="store_true")
+    parser.add_argument("--follow-seconds", type=float, default=0.0)
     args = parser.parse_args()
     kafka = KafkaTopics(bootstrap_servers=args.bootstrap)
     topics: Topics = DyingTopics(kafka, args.die_at_chunk) if args.die_at_chunk else kafka  # type: ignore[assignment]
@@ -127,7 +138,24 @@ def main() -> int:
     )
     if args.wait_for_go:
         sys.stdin.readline()
-    counts = land_ranges(topics, sink, args.topic, ranges, f"worker-{os.getpid()}", args.chunk)
+    run_id = f"worker-{os.getpid()}"
+
+    def land(batch: tuple[OffsetRange, ...]) -> LandedBatch:
+        return LandedBatch(land_ranges(topics, sink, args.topic, batch, run_id, args.chunk))
+
+    landed = LandingCounts()
+
+    def report(batch: MicroBatch) -> None:
+        nonlocal landed
+        landed += batch.landed.counts
+        print(json.dumps({"batch": describe_ranges(batch.ranges), "landed": batch.landed.counts.landed}))
+        sys.stdout.flush()
+
+    positions = sink.landed_positions(args.topic)
+    last = follow_topic(
+        kafka, args.topic, ranges, positions, land, report, args.follow_seconds, 0.2, 1_000_000
+    )
+    counts = landed + last.landed.counts
     if args.kind == "events":
         sink.finish_counting()  # type: ignore[attr-defined]
     book = sink.landed_ranges(args.topic)

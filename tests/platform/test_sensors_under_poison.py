@@ -77,6 +77,9 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         # On a busy machine a run's launch through the code server can take longer than Dagster's
         # 60 s default; the run would then be failed from outside, a cause of no interest here.
         "DAGSTER_GRPC_TIMEOUT_SECONDS": "300",
+        # Landing runs follow their topics briefly, so followers meet the poison and the CLI landings too.
+        "HUB_EVENTS_FOLLOW_SECONDS": "3",
+        "HUB_ORDERS_FOLLOW_SECONDS": "3",
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
     topics = LocalTopicLog(root=str(data_dir / "topics"))

@@ -186,6 +186,53 @@ def test_events_landing_killed_mid_range_and_rerun_counts_each_event_once(kafka_
     assert counts["dead_lettered"] == 1
 
 
+def test_follower_killed_mid_micro_batch_then_rerun_lands_every_event_once(kafka_broker, tmp_path):
+    topic = kafka_broker.new_topic("events-follow-crash")
+    topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)
+    now = datetime.now(UTC)
+
+    def produce(first: int) -> None:
+        topics.produce(
+            topic,
+            [
+                OutgoingMessage(
+                    value=_analytics_event(f"ev-{i}", now - timedelta(seconds=i)), partition=i % 2
+                )
+                for i in range(first, first + 40)
+            ],
+        )
+
+    produce(0)
+    common = ["--kind", "events", "--bootstrap", kafka_broker.bootstrap_servers, "--topic", topic]
+    common += ["--chdb-path", str(tmp_path / "warehouse"), "--chunk", "10"]
+    # The first batch reads 4 chunks of 10; the 6th read is in a micro-batch of the events produced next.
+    following = ["--follow-seconds", "300", "--die-at-chunk", "6"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "tests.platform.landing_worker", *common, *following],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    first_batch = json.loads(follower.stdout.readline() or "{}")
+    assert first_batch == {"batch": "0:0-20,1:0-20", "landed": 40}, follower.stderr and follower.stderr.read()
+    produce(40)
+    later_batches = [json.loads(line) for line in follower.stdout]
+    assert follower.wait(timeout=300) == -9, follower.stderr and follower.stderr.read()
+
+    rerun = _worker(*common)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+
+    landed_by_follower = 40 + sum(batch["landed"] for batch in later_batches)
+    assert report["counts"]["landed"] + report["counts"]["duplicates"] == 80
+    assert report["counts"]["duplicates"] >= landed_by_follower
+    assert report["gaps"] == [] and report["unreconciled"] == []
+    assert report["booked_landed"] == 80
+    assert report["stored_rows"] == report["stored_ids"] == 80
+
+
 def test_events_landing_runs_overlapping_in_turn_count_each_event_once(kafka_broker, tmp_path):
     topic = kafka_broker.new_topic("events-overlap")
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers)

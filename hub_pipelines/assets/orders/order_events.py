@@ -19,7 +19,7 @@ ORDER_EVENTS_KEY = ["orders", "order_events"]
     retry_policy=EXTERNAL_CALL_RETRY,
     check_specs=landing_check_specs(ORDER_EVENTS_KEY),
 )
-@instrumented(records="read", failed_records=("dead_lettered",))
+@instrumented(records="run_read", failed_records=("run_dead_lettered",))
 def order_events(
     context: dg.AssetExecutionContext,
     config: TopicRangeConfig,

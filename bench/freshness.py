@@ -1,0 +1,311 @@
+"""Produce -> landed through Dagster: marked events at a steady rate into a real local deployment.
+
+    uv run python bench/freshness.py [--seconds 300] [--rate 10] [--follow 120]
+
+The deployment is `make run`'s: HUB_ENV=local under a temporary .hub with the repository's
+dagster.yaml, `dagster-daemon run` on the code location (sensors, run queue, launcher, monitoring), a
+redis-server on a Unix socket for the real-time counters, chdb for the warehouse. The events sensor's
+landing runs follow the topic for `--follow` seconds (HUB_EVENTS_FOLLOW_SECONDS; 0 is one run per batch).
+
+A probe is one analytics event, produced at a steady rate; its produce time is taken just before the
+append (the topic log stamps it then too). It counts as landed in the warehouse when a materialization
+of analytics/raw_events whose `ranges` cover its offset is in the Dagster instance (written after the
+batch's rows and counters are in: what the UI shows), and in Redis when the counters' marker of a chunk
+covering its offset exists (written in the same MULTI/EXEC as the chunk's counters). Landed = both.
+Probes produced before the first landing run started (the daemon's and code server's cold start) are
+not measured; they are counted apart. Every `--rollup-every` seconds a daily rollup run is queued (it
+needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs' queued + launching (created -> started) and running times
+come from the run records. The machine's load average is printed at start and end: on a shared machine
+the figures move with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import redis
+
+from hub_pipelines import settings
+from hub_pipelines.analytics.counters import PREFIX
+from hub_pipelines.core.ports import OutgoingMessage
+from hub_pipelines.demo.feeder import analytics_event
+from hub_pipelines.landing.offsets import OffsetRange, parse_ranges
+from hub_pipelines.resources.object_storage import LocalObjectStorage
+from hub_pipelines.resources.topics import LocalTopicLog
+
+PROJECT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RAW_EVENTS = dg.AssetKey(["analytics", "raw_events"])
+JOB = "analytics_pipeline"
+ROLLUP_JOB = "analytics_daily_rollups"
+
+
+@dataclass
+class Probe:
+    partition: int
+    offset: int
+    produced_at: float
+    in_warehouse_at: float | None = None
+    in_redis_at: float | None = None
+    # Landed by the first batch of a run (it waited for a run to start), not by a follower's micro-batch.
+    by_first_batch: bool = False
+
+    @property
+    def landed_at(self) -> float | None:
+        if self.in_warehouse_at is None or self.in_redis_at is None:
+            return None
+        return max(self.in_warehouse_at, self.in_redis_at)
+
+
+@dataclass
+class Watcher:
+    """Notices probes landing: materializations in the instance, counter markers in Redis."""
+
+    instance: dg.DagsterInstance
+    counters: redis.Redis
+    topic: str
+    after_storage_id: int | None = None
+    landed_ranges: list[tuple[OffsetRange, float, bool]] = field(default_factory=list)
+    runs_seen: set[str] = field(default_factory=set)
+    counted_chunks: set[OffsetRange] = field(default_factory=set)
+
+    def look(self, probes: list[Probe]) -> None:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_EVENTS, after_storage_id=self.after_storage_id),
+            limit=1000,
+            ascending=True,
+        ).records
+        for record in records:
+            self.after_storage_id = record.storage_id
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            text = getattr(metadata.get("ranges"), "value", "none")
+            first_of_run = record.run_id not in self.runs_seen
+            self.runs_seen.add(record.run_id)
+            for r in parse_ranges(text) if text and text != "none" else []:
+                self.landed_ranges.append((r, record.timestamp, first_of_run))
+        for key in self.counters.scan_iter(match=f"{PREFIX}:counted:{self.topic}/*", count=1000):
+            partition, span = key.decode().rsplit("/", 1)[1].split(":")
+            start, end = span.split("-")
+            self.counted_chunks.add(OffsetRange(int(partition), int(start), int(end)))
+        now = time.time()
+        for probe in probes:
+            if probe.in_warehouse_at is None:
+                found = next(((at, first) for r, at, first in self.landed_ranges if _covers(r, probe)), None)
+                if found is not None:
+                    probe.in_warehouse_at, probe.by_first_batch = found
+            if probe.in_redis_at is None and any(_covers(r, probe) for r in self.counted_chunks):
+                probe.in_redis_at = now
+
+
+def _covers(r: OffsetRange, probe: Probe) -> bool:
+    return r.partition == probe.partition and r.start <= probe.offset < r.end
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "none"
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return (
+        f"p50 {statistics.median(ordered):.2f} s, p95 {p95:.2f} s, max {ordered[-1]:.2f} s (n={len(ordered)})"
+    )
+
+
+def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    socket = folder / "redis.sock"
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700", "--dir", str(folder),
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(200):
+        if socket.exists():
+            return process, socket
+        time.sleep(0.05)
+    process.kill()
+    raise SystemExit("redis-server did not open its socket")
+
+
+def _launch_rollup(environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Queue today's daily rollup as an operator would: it needs the warehouse pool the follower holds."""
+    tags = json.dumps({"dagster/partition": datetime.now(UTC).date().isoformat()})
+    return subprocess.Popen(
+        [str(BIN / "dagster"), "job", "launch", "-m", "hub_pipelines.definitions", "-j", ROLLUP_JOB,
+         "--tags", tags],
+        cwd=PROJECT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _run_times(instance: dg.DagsterInstance, job: str) -> tuple[list[float], list[float]]:
+    queued_launching, running = [], []
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
+        if record.start_time is None:
+            continue
+        queued_launching.append(record.start_time - record.create_timestamp.timestamp())
+        if record.end_time is not None:
+            running.append(record.end_time - record.start_time)
+    return queued_launching, running
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=300, help="how long probes are produced")
+    parser.add_argument("--rate", type=float, default=10, help="probes per second")
+    parser.add_argument("--follow", type=float, default=settings.EVENTS_FOLLOW_SECONDS)
+    parser.add_argument("--drain-timeout", type=float, default=300)
+    parser.add_argument(
+        "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
+    )
+    args = parser.parse_args()
+    # Stopped from outside, the deployment it started (its own session) is still stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
+    print(
+        f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s"
+    )
+    root = Path(tempfile.mkdtemp(prefix="freshness-"))
+    data_dir, dagster_home = root / ".hub", root / ".hub" / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    (data_dir / "redis").mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
+    redis_process, socket = _start_redis(data_dir / "redis")
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
+        "HUB_ENV": "local",
+        "HUB_DATA_DIR": str(data_dir),
+        "HUB_REDIS_URL": f"unix://{socket}",
+        "HUB_EVENTS_FOLLOW_SECONDS": str(args.follow),
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
+    topics = LocalTopicLog(root=str(data_dir / "topics"))
+    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
+        topics.create_topic(topic, settings.TOPIC_PARTITIONS)
+    daemon_log = (root / "daemon.log").open("wb")
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-m", "hub_pipelines.definitions"],
+        cwd=PROJECT,
+        env=environment,
+        stdout=daemon_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    counters = redis.Redis(unix_socket_path=str(socket))
+    rng = random.Random(20)
+    probes: list[Probe] = []
+    cold: list[Probe] = []
+    try:
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            watcher = Watcher(instance, counters, settings.EVENTS_TOPIC)
+
+            def produce() -> Probe:
+                event = analytics_event(rng, datetime.now(UTC))
+                produced_at = time.time()
+                [(partition, offset)] = topics.produce(
+                    settings.EVENTS_TOPIC, [OutgoingMessage(value=json.dumps(event).encode())]
+                )
+                return Probe(partition, offset, produced_at)
+
+            started = time.monotonic()
+            while not any(
+                r.start_time for r in instance.get_run_records(filters=dg.RunsFilter(job_name=JOB))
+            ):
+                cold.append(produce())
+                time.sleep(1)
+                if time.monotonic() - started > 600:
+                    raise SystemExit(f"no landing run started in 10 minutes; see {root / 'daemon.log'}")
+            print(f"first landing run started {time.monotonic() - started:.0f} s after the daemon")
+            interval = 1 / args.rate
+            began = time.monotonic()
+            next_at = began
+            next_rollup = began + args.rollup_every / 2 if args.rollup_every else float("inf")
+            launches: list[subprocess.Popen[bytes]] = []
+            while time.monotonic() - began < args.seconds:
+                probes.append(produce())
+                if time.monotonic() >= next_rollup:
+                    launches.append(_launch_rollup(environment))
+                    next_rollup += args.rollup_every
+                next_at += interval
+                watcher.look(probes)
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            drain_until = time.monotonic() + args.drain_timeout
+            while time.monotonic() < drain_until and any(p.landed_at is None for p in probes):
+                watcher.look(probes)
+                time.sleep(0.2)
+            for launch in launches:
+                launch.wait()
+            queued_launching, running = _run_times(instance, JOB)
+            rollups_waited, rollups_ran = _run_times(instance, ROLLUP_JOB)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        redis_process.terminate()
+        redis_process.wait()
+
+    landed = [p for p in probes if p.landed_at is not None]
+    print(f"probes produced {len(probes)}, landed {len(landed)} (plus {len(cold)} during the cold start)")
+    print(
+        "warehouse (materialization covering it):",
+        _percentiles([p.in_warehouse_at - p.produced_at for p in probes if p.in_warehouse_at is not None]),
+    )
+    print(
+        "Redis counters (chunk marker):           ",
+        _percentiles([p.in_redis_at - p.produced_at for p in probes if p.in_redis_at is not None]),
+    )
+    print(
+        "landed (both):                           ",
+        _percentiles([p.landed_at - p.produced_at for p in landed if p.landed_at is not None]),
+    )
+    for label, part in (
+        ("  by a running follower's micro-batch:  ", [p for p in landed if not p.by_first_batch]),
+        ("  by a run's first batch (waited a run):", [p for p in landed if p.by_first_batch]),
+    ):
+        print(label, _percentiles([p.landed_at - p.produced_at for p in part if p.landed_at is not None]))
+    print(
+        f"{JOB} runs: {len(queued_launching)}; queued + launching median "
+        f"{statistics.median(queued_launching):.1f} s"
+        if queued_launching
+        else f"{JOB} runs: none"
+    )
+    if running:
+        print(f"running median {statistics.median(running):.1f} s, max {max(running):.1f} s")
+    if rollups_waited:
+        print(
+            f"{ROLLUP_JOB} runs: {len(rollups_waited)}; queued + launching (waiting for the warehouse pool) "
+            f"median {statistics.median(rollups_waited):.1f} s, max {max(rollups_waited):.1f} s; "
+            f"running median {statistics.median(rollups_ran or [0]):.1f} s"
+        )
+    print(f"load average at end {os.getloadavg()}")
+    shutil.rmtree(root, ignore_errors=True)
+    return 0 if len(landed) == len(probes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

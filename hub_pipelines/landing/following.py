@@ -1,0 +1,85 @@
+"""Following a topic: land the requested ranges, then keep landing what arrives, in micro-batches, for a
+bounded time.
+
+A landing run costs a process start and a code location import before its first message; a run that
+follows its topic pays that once for many micro-batches. Each micro-batch is planned like a sensor's
+batch (from the offsets this follower landed, fairly across partitions, at most `max_messages`) and
+landed through the same sink and chunk booking as any range, so a follower killed mid-batch leaves whole
+chunks and the next landing counts them as duplicates. The time is bounded so the run ends: a new code
+version reaches the next run, and whoever waits for the run's pool (chdb's warehouse) gets its turn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub_pipelines.core.ports import Topics
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.latency import LandingLatency
+from hub_pipelines.landing.offsets import OffsetRange, plan_next_ranges
+
+
+@dataclass(frozen=True)
+class LandedBatch:
+    """What landing one micro-batch did, as the landing reports it."""
+
+    counts: LandingCounts
+    latency: LandingLatency | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One landed micro-batch of a follower."""
+
+    ranges: tuple[OffsetRange, ...]
+    landed: LandedBatch
+
+
+def advance(positions: Mapping[int, int], ranges: Sequence[OffsetRange]) -> dict[int, int]:
+    """Each partition's position after landing `ranges`."""
+    moved = dict(positions)
+    for r in ranges:
+        moved[r.partition] = max(moved.get(r.partition, 0), r.end)
+    return moved
+
+
+def follow_topic(
+    topics: Topics,
+    topic: str,
+    first_ranges: Sequence[OffsetRange],
+    positions: Mapping[int, int],
+    land: Callable[[tuple[OffsetRange, ...]], LandedBatch],
+    report: Callable[[MicroBatch], None],
+    follow_seconds: float,
+    poll_seconds: float,
+    max_messages: int,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    follows: Callable[[int], bool] = lambda partition: True,
+) -> MicroBatch:
+    """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
+    past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
+    lane's run lands the others). Each batch but the last is given to `report` as soon as
+    it has landed; the last one is returned (a batch with no ranges when the final polls found nothing).
+    """
+    ranges = tuple(first_ranges)
+    polled = clock()
+    batch = MicroBatch(ranges, land(ranges))
+    position = advance(positions, ranges)
+    deadline = clock() + follow_seconds
+    while clock() < deadline:
+        report(batch)
+        ranges = ()
+        while not ranges and polled < deadline:
+            sleep(max(0.0, min(polled + poll_seconds, deadline) - clock()))
+            polled = clock()
+            ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p)}
+            ranges = tuple(plan_next_ranges(position, ends, max_messages))
+        # Landing nothing (the final polls found nothing) still reports where the landing stands.
+        batch = MicroBatch(ranges, land(ranges))
+        position = advance(position, ranges)
+    return batch

@@ -1,0 +1,101 @@
+"""The follow loop on a clock it is given: what it lands, in which order, and when it stops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
+from hub_pipelines.landing.offsets import OffsetRange
+
+
+@dataclass
+class ScriptedTopic:
+    """End offsets that grow at given times of a clock that moves only when the follower sleeps."""
+
+    arrivals: list[tuple[float, int, int]]  # (at, partition, new end)
+    now: float = 0.0
+    polls: list[float] = field(default_factory=list)
+    landed: list[tuple[OffsetRange, ...]] = field(default_factory=list)
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        self.polls.append(self.now)
+        ends = {0: 10, 1: 10}
+        for at, partition, end in self.arrivals:
+            if at <= self.now:
+                ends[partition] = end
+        return ends
+
+    def land(self, ranges: tuple[OffsetRange, ...]) -> LandedBatch:
+        self.landed.append(ranges)
+        self.now += 0.25
+        return LandedBatch(LandingCounts(read=sum(r.size for r in ranges)))
+
+
+def _follow(topic: ScriptedTopic, follow_seconds: float) -> tuple[list[MicroBatch], MicroBatch]:
+    """The batches reported while following, and the last one."""
+    first = (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        first,
+        {},
+        topic.land,
+        reported.append,
+        follow_seconds,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+    )
+    return reported, last
+
+
+def test_without_follow_seconds_the_ranges_land_once_and_the_topic_is_not_polled():
+    topic = ScriptedTopic(arrivals=[(0.0, 0, 50)])
+    reported, last = _follow(topic, 0)
+    assert reported == [] and last.ranges == (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
+    assert topic.polls == []
+
+
+def test_follower_lands_arrivals_in_order_once_each_and_stops_after_its_time():
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (3.2, 1, 17), (3.2, 0, 20)])
+    reported, last = _follow(topic, 5)
+    batches = [*reported, last]
+
+    assert [b.ranges for b in batches] == [
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        (OffsetRange(0, 10, 14),),
+        (OffsetRange(0, 14, 20), OffsetRange(1, 10, 17)),
+        (),
+    ]
+    assert [b.landed.counts.read for b in batches] == [20, 4, 13, 0]
+    # One poll a second from the first batch's start, and a last one when the 5 s after it are up.
+    assert topic.polls == [1.0, 2.0, 3.0, 4.0, 5.0, 5.25]
+
+
+def test_each_batch_is_reported_as_soon_as_it_has_landed_not_when_the_next_arrives():
+    topic = ScriptedTopic(arrivals=[(3.2, 0, 12)])
+    reported_at: list[float] = []
+    follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        {},
+        topic.land,
+        lambda batch: reported_at.append(topic.now),
+        5,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+    )
+    # Landed at 0.25 (first batch) and 4.25 (the arrival, found by the poll at 4.0).
+    assert reported_at == [0.25, 4.25]
