@@ -99,3 +99,24 @@ def test_each_batch_is_reported_as_soon_as_it_has_landed_not_when_the_next_arriv
     )
     # Landed at 0.25 (first batch) and 4.25 (the arrival, found by the poll at 4.0).
     assert reported_at == [0.25, 4.25]
+
+
+def test_follower_of_one_lane_never_lands_the_partitions_of_another_lane():
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (1.5, 1, 17), (3.2, 0, 20)])
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10),),
+        {1: 10},
+        topic.land,
+        reported.append,
+        5,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+        follows=lambda partition: partition % 2 == 0,
+    )
+    landed = [r for batch in [*reported, last] for r in batch.ranges]
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(0, 10, 14), OffsetRange(0, 14, 20)]
