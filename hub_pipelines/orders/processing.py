@@ -32,6 +32,7 @@ from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
+from hub_pipelines.core.sql import is_serialization_failure
 from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
@@ -183,6 +184,7 @@ class OrderLedger:
         self._reserving = HeldConnections(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
         self.in_flight_limit = VegasLimiter(self.min_in_flight, self.max_in_flight)
+        self._group_cap = max(2, self.max_reserve_group)
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
         """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
@@ -287,7 +289,7 @@ class OrderLedger:
         futures: list[Future[OrderOutcome]] = []
         taken = 0
         while taken < len(admitted):
-            size = min(max(2 * self.in_flight_limit.limit, 8), self.max_reserve_group)
+            size = min(max(2 * self.in_flight_limit.limit, 8), self._group_cap)
             group, taken = admitted[taken : taken + size], taken + size
             for placement in self._reserve_group(group):
                 if isinstance(placement, OrderOutcome):
@@ -324,13 +326,23 @@ class OrderLedger:
             with self._reserving.slot() as connection:
                 assert connection is not None
                 reservations = reserve_group(
-                    connection, [(priced, writes) for _, _, priced, writes, _ in grouped]
+                    connection, [(priced, writes) for _, _, priced, writes, _ in grouped], attempts=1
                 )
-        except outages():
-            raise
-        except Exception:
-            logger.exception("reserving a group of %d orders failed; each is placed on its own", len(grouped))
+        except Exception as failed:
+            # psycopg's SerializationFailure is an OperationalError, which otherwise says an outage.
+            lost_race = is_serialization_failure(failed)
+            if isinstance(failed, outages()) and not lost_race:
+                raise
+            # A group that lost a race (another ledger's group held its products) is not run again:
+            # it would mostly lose again to that ledger's next group. Its orders are placed one by
+            # one, and groups shrink until they stop colliding (and grow back by one per group).
+            self._group_cap = max(2, self._group_cap // 2)
+            if not lost_race:
+                logger.exception(
+                    "reserving %d orders as a group failed; each is placed on its own", len(grouped)
+                )
             return placements
+        self._group_cap = min(self.max_reserve_group, self._group_cap + 1)
         for (index, admitted, priced, _, started), reservation in zip(grouped, reservations, strict=True):
             if reservation is not None:
                 placements[index] = functools.partial(
