@@ -1,7 +1,7 @@
 """One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
 Each order runs its phases in a worker thread (as many at once as a `VegasLimiter` admits, so gateway
-latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (its own, SERIALIZABLE) commits before the gateway is
+latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (SERIALIZABLE; on PostgreSQL one for a group of orders) commits before the gateway is
 called, and the outcome is recorded in a later transaction (PAID ones group-committed with other
 orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
@@ -150,10 +150,11 @@ class OrderLedger:
     """One batch of orders: admit every event, warm the catalog once, then place the orders.
 
     On PostgreSQL the batch's thread reserves the admitted orders in groups, in offset order, each
-    group one SERIALIZABLE transaction (`reserve_group`; as many orders as the in-flight limit, at most
-    `max_reserve_group`), and hands each reserved order to a worker thread that charges and records it,
-    while it reserves the next group. An order the group did not reserve is placed on its own, as on
-    SQLite. Worker threads place orders (reserve -> charge -> record), as many at once as the limiter admits:
+    group one SERIALIZABLE transaction (`reserve_group`; twice the in-flight limit, at least 8 and at
+    most `max_reserve_group`, halved after a group lost a race), and hands each reserved order to a
+    worker thread that charges and records it, while it reserves the next group. An order the group
+    did not reserve is placed on its own, as every order is on SQLite. Worker threads place orders
+    (reserve -> charge -> record), as many at once as the limiter admits:
     between `min_in_flight` and `max_in_flight`, raised while per-order latency stays near the lowest
     seen (a slow gateway: more calls overlap) and lowered when it rises without more orders served
     (CPU-bound: more would only queue on the GIL); the limit carries over from batch to batch. At
