@@ -338,7 +338,14 @@ class OrderLedger:
             # it would mostly lose again to that ledger's next group. Its orders are placed one by
             # one, and groups shrink until they stop colliding (and grow back by one per group).
             self._group_cap = max(2, self._group_cap // 2)
-            if not lost_race:
+            if lost_race:
+                logger.info(
+                    "a group of %d orders lost a race (%s); each is placed on its own, groups of at most %d",
+                    len(grouped),
+                    failed,
+                    self._group_cap,
+                )
+            else:
                 logger.exception(
                     "reserving %d orders as a group failed; each is placed on its own", len(grouped)
                 )
