@@ -17,7 +17,8 @@ peak), and the CPU per order of the ledger, of the fake Stripe
 server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
 pgbench TPC-B tps (scale 10, 8 clients) and the ceilings: the ledger's own SQL run by pgbench's C
 client on the real schema, order by order (`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`), and
-in groups of 16 as the ledger now sends it (`reserve_orders`, then one `RECORD_PAID` for the group),
+in groups of 16 as the ledger now sends it, one group at a time (`reserve_orders`, then one
+`RECORD_PAID` for the group),
 which no implementation of that SQL on this server can beat. Without `--database-url` a throwaway cluster is
 started with Debian's binaries (as user postgres) and default durability settings.
 """

@@ -1,7 +1,7 @@
 """One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
 Each order runs its phases in a worker thread (as many at once as a `VegasLimiter` admits, so gateway
-latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (its own, SERIALIZABLE) commits before the gateway is
+latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (SERIALIZABLE; on PostgreSQL one for a group of orders) commits before the gateway is
 called, and the outcome is recorded in a later transaction (PAID ones group-committed with other
 orders' by `PaidRecorder`), so no row lock is ever held across a gateway call. A crash
 anywhere leaves each order in a recorded state the next batch resumes from: events without an intake
@@ -34,6 +34,7 @@ from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
+from hub_pipelines.core.sql import is_serialization_failure
 from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
@@ -152,10 +153,11 @@ class OrderLedger:
     """One batch of orders: admit every event, warm the catalog once, then place the orders.
 
     On PostgreSQL the batch's thread reserves the admitted orders in groups, in offset order, each
-    group one SERIALIZABLE transaction (`reserve_group`; as many orders as the in-flight limit, at most
-    `max_reserve_group`), and hands each reserved order to a worker thread that charges and records it,
-    while it reserves the next group. An order the group did not reserve is placed on its own, as on
-    SQLite. Worker threads place orders (reserve -> charge -> record), as many at once as the limiter admits:
+    group one SERIALIZABLE transaction (`reserve_group`; twice the in-flight limit, at least 8 and at
+    most `max_reserve_group`, halved after a group lost a race), and hands each reserved order to a
+    worker thread that charges and records it, while it reserves the next group. An order the group
+    did not reserve is placed on its own, as every order is on SQLite. Worker threads place orders
+    (reserve -> charge -> record), as many at once as the limiter admits:
     between `min_in_flight` and `max_in_flight`, raised while per-order latency stays near the lowest
     seen (a slow gateway: more calls overlap) and lowered when it rises without more orders served
     (CPU-bound: more would only queue on the GIL); the limit carries over from batch to batch. At
@@ -188,6 +190,7 @@ class OrderLedger:
         self._reserving = HeldConnections(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
         self.in_flight_limit = VegasLimiter(self.min_in_flight, self.max_in_flight)
+        self._group_cap = max(2, self.max_reserve_group)
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
         """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
@@ -292,7 +295,7 @@ class OrderLedger:
         futures: list[Future[OrderOutcome]] = []
         taken = 0
         while taken < len(admitted):
-            size = min(max(2 * self.in_flight_limit.limit, 8), self.max_reserve_group)
+            size = min(max(2 * self.in_flight_limit.limit, 8), self._group_cap)
             group, taken = admitted[taken : taken + size], taken + size
             for placement in self._reserve_group(group):
                 if isinstance(placement, OrderOutcome):
@@ -329,13 +332,30 @@ class OrderLedger:
             with self._reserving.slot() as connection:
                 assert connection is not None
                 reservations = reserve_group(
-                    connection, [(priced, writes) for _, _, priced, writes, _ in grouped]
+                    connection, [(priced, writes) for _, _, priced, writes, _ in grouped], attempts=1
                 )
-        except outages():
-            raise
-        except Exception:
-            logger.exception("reserving a group of %d orders failed; each is placed on its own", len(grouped))
+        except Exception as failed:
+            # psycopg's SerializationFailure is an OperationalError, which otherwise says an outage.
+            lost_race = is_serialization_failure(failed)
+            if isinstance(failed, outages()) and not lost_race:
+                raise
+            # A group that lost a race (another ledger's group held its products) is not run again:
+            # it would mostly lose again to that ledger's next group. Its orders are placed one by
+            # one, and groups shrink until they stop colliding (and grow back by one per group).
+            self._group_cap = max(2, self._group_cap // 2)
+            if lost_race:
+                logger.info(
+                    "a group of %d orders lost a race (%s); each is placed on its own, groups of at most %d",
+                    len(grouped),
+                    failed,
+                    self._group_cap,
+                )
+            else:
+                logger.exception(
+                    "reserving %d orders as a group failed; each is placed on its own", len(grouped)
+                )
             return placements
+        self._group_cap = min(self.max_reserve_group, self._group_cap + 1)
         for (index, admitted, priced, _, started), reservation in zip(grouped, reservations, strict=True):
             if reservation is not None:
                 placements[index] = functools.partial(
