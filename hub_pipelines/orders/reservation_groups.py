@@ -1,4 +1,4 @@
-"""A group of orders reserved in one SERIALIZABLE transaction: PostgreSQL's `reserve_orders` (0010).
+"""A group of orders reserved in one SERIALIZABLE transaction: PostgreSQL's `reserve_orders` (0011).
 
 The group costs one round trip and one commit (BEGIN, the call and COMMIT pipelined on a held
 connection) instead of one per order. The function decides each order in the group's order (the

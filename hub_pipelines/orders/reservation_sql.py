@@ -74,7 +74,7 @@ RESERVE_ORDER = sa.text(
 # The same call with psycopg's %(name)s placeholders, for the reserve run on a held connection.
 RESERVE_ORDER_PSYCOPG = str(RESERVE_ORDER.compile(dialect=psycopg_dialect()))
 
-# A group of orders, each as the named arguments of RESERVE_ORDER, in one JSON array (migration 0010).
+# A group of orders, each as the named arguments of RESERVE_ORDER, in one JSON array (migration 0011).
 RESERVE_ORDERS_PSYCOPG = "SELECT reserve_orders(CAST(%s AS jsonb))"
 
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write

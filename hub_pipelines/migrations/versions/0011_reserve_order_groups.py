@@ -1,7 +1,7 @@
 """`reserve_orders`: a group of orders reserved in one transaction, each decided on its own, in order.
 
-Revision ID: 0010_reserve_order_groups
-Revises: 0009_media_upload_outcomes
+Revision ID: 0011_reserve_order_groups
+Revises: 0010_media_upload_retirement
 Create Date: 2026-12-06
 
 The ledger reserves a group of orders (in inbox offset order) in one SERIALIZABLE transaction: one
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0010_reserve_order_groups"
-down_revision: str | Sequence[str] | None = "0009_media_upload_outcomes"
+revision: str = "0011_reserve_order_groups"
+down_revision: str | Sequence[str] | None = "0010_media_upload_retirement"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
