@@ -1,4 +1,4 @@
-"""PAID outcomes committed together, and ledgers split over inbox partitions."""
+"""PAID outcomes committed together, and ledgers split over inbox partitions by lane."""
 
 from __future__ import annotations
 
@@ -78,14 +78,14 @@ def test_recorder_answers_each_thread_whether_its_order_moved_to_paid(
     assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
 
 
-def test_ledgers_over_disjoint_partitions_each_take_only_their_own_events(
+def test_ledgers_of_two_lanes_each_take_only_their_own_partitions_events(
     ledger_database: PostgresDatabase, make_ledger: LedgerFactory
 ) -> None:
     Inbox(ledger_database, partition=0).land_events(order_event(customer=f"a-{n}") for n in range(3))
     Inbox(ledger_database, partition=1).land_events(order_event(customer=f"b-{n}") for n in range(2))
 
-    second = make_ledger(ApprovingLocalGateway(), partitions=frozenset({1})).process_batch()
-    first = make_ledger(ApprovingLocalGateway(), partitions=frozenset({0})).process_batch()
+    second = make_ledger(ApprovingLocalGateway(), lane=1, lanes=2).process_batch()
+    first = make_ledger(ApprovingLocalGateway(), lane=0, lanes=2).process_batch()
 
     assert second.count("paid") == 2 and first.count("paid") == 3
     with ledger_database.transaction() as connection:

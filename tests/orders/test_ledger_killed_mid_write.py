@@ -121,7 +121,7 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
         )
         go(worker)
         try:
-            wait_until_blocked_by(ledger_database, pid, worker, "SELECT reserve_order(%")
+            wait_until_blocked_by(ledger_database, pid, worker, "SELECT reserve_order%")
         finally:
             kill(worker)
         connection.rollback()
