@@ -10,8 +10,9 @@ import hashlib
 import re
 import subprocess
 import time
+import traceback
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -366,9 +367,18 @@ def event_latencies(instance: dg.DagsterInstance, produced: Produced, found: Fin
     """Produced -> landed (in raw_events, its minute rollup and the Redis counters, written together):
     the first landing materialization whose ranges cover the event's offset."""
     landings: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["analytics", "raw_events"])), limit=100_000
-    ).records
+    records: list[dg.EventLogRecord] = []
+    cursor: str | None = None
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(["analytics", "raw_events"])),
+            limit=1000,
+            cursor=cursor,
+        )
+        records += page.records
+        if not page.has_more:
+            break
+        cursor = page.cursor
     for record in records:
         materialization = record.asset_materialization
         value = materialization.metadata.get("ranges") if materialization else None
@@ -465,19 +475,40 @@ def check_everything(
     services = deployment.services
     found = Findings()
     database = PostgresDatabase(url=services.postgres.server.url, migrate_schema=False)
-    try:
+    refused: set[str] = set()
+
+    def orders_and_uploads() -> None:
+        nonlocal refused
         check_orders(database, produced, services.apis.stripe.succeeded_intents(), found)
         refused = check_uploads(database, services.s3.client(), produced, found)
+
+    def events() -> None:
+        rows, dead, warehouse_minutes, hours = warehouse_facts(deployment.warehouse_path)
+        cache = RedisCache(url=services.redis.url)
+        redis_minutes: dict[str, int] = {}
+        for hour in hours:
+            redis_minutes.update(events_per_minute_from_cache(cache, hour))
+        check_events(rows, warehouse_minutes, dead, redis_minutes, produced, found)
+
+    def pii() -> None:
+        found.outcomes["pii"]["haystacks searched"] = check_pii(deployment, produced.canaries, found)
+
+    sections: list[tuple[str, Callable[[], None]]] = [
+        ("orders and uploads", orders_and_uploads),
+        ("events", events),
+        ("sensor cursors", lambda: check_dagster_cursors(instance, ends, found)),
+        ("run failures", lambda: check_run_failures(instance, injected, killed_runs, refused, found)),
+        ("event latencies", lambda: event_latencies(instance, produced, found)),
+        ("canary PII", pii),
+    ]
+    try:
+        for name, section in sections:
+            try:
+                section()
+            except Exception as failure:
+                # A check that could not be made proves nothing: it counts against the run.
+                found.add("check could not be made", f"{name}: {type(failure).__name__}: {failure}"[:1000],
+                          traceback=traceback.format_exc()[-2000:])  # fmt: skip
     finally:
         database.dispose()
-    rows, dead, warehouse_minutes, hours = warehouse_facts(deployment.warehouse_path)
-    cache = RedisCache(url=services.redis.url)
-    redis_minutes: dict[str, int] = {}
-    for hour in hours:
-        redis_minutes.update(events_per_minute_from_cache(cache, hour))
-    check_events(rows, warehouse_minutes, dead, redis_minutes, produced, found)
-    check_dagster_cursors(instance, ends, found)
-    check_run_failures(instance, injected, killed_runs, refused, found)
-    event_latencies(instance, produced, found)
-    found.outcomes["pii"]["haystacks searched"] = check_pii(deployment, produced.canaries, found)
     return found
