@@ -7,7 +7,9 @@ order id, the upload's key, the store and the needle.
 from __future__ import annotations
 
 import hashlib
+import glob
 import re
+import shutil
 import subprocess
 import time
 import traceback
@@ -42,7 +44,6 @@ from hub_pipelines.resources.sql_database import PostgresDatabase
 from hub_pipelines.resources.warehouse import ChdbWarehouse
 from hub_pipelines.sensors.run_failures import run_error
 from tests.orders.pii_canaries import Canary
-from tests.services.postgres import _postgres_bin_dir
 
 TOPIC_SENSORS = {"orders_topic_sensor": settings.ORDERS_TOPIC, "events_topic_sensor": settings.EVENTS_TOPIC}
 
@@ -103,10 +104,11 @@ def check_orders(
         position = {"partition": message.partition, "offset": message.offset, "event_id": message.event_id}
         letter = letter_at.get((message.partition, message.offset))
         booked = intake_at.get((message.partition, message.offset))
-        if message.kind == DUPLICATE and message.event_id is not None:
-            # An exact copy is not stored again: it ends where the first copy ended.
-            booked = booked or intake_of.get(message.event_id)
-            letter = letter or letter_of.get(message.event_id)
+        if booked is None and letter is None and message.event_id is not None:
+            # Exact copies share the event id and only the first landed is stored (not always the first
+            # produced: copies sit on other partitions); the others end where it ended.
+            booked = intake_of.get(message.event_id)
+            letter = letter_of.get(message.event_id)
         if letter is None and booked is not None and booked.outcome == PARKED:
             letter = letter_of.get(message.event_id or "")
         if letter is not None:
@@ -430,7 +432,9 @@ def check_pii(deployment: Deployment, canaries: list[Canary], found: Findings) -
     bytes S3 and the warehouse keep on disk, Dagster's home (compute logs) and the processes' logs."""
     services = deployment.services
     server = services.postgres.server
-    pg_dump = _postgres_bin_dir() / "pg_dump"
+    # The server's own version (Debian's /usr/bin/pg_dump is a wrapper choosing one).
+    versioned = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))
+    pg_dump = Path(versioned[-1] if versioned else shutil.which("pg_dump") or "pg_dump")
     haystacks: list[tuple[str, bytes]] = [
         (
             "postgres hub",
