@@ -6,8 +6,8 @@ order id, the upload's key, the store and the needle.
 
 from __future__ import annotations
 
-import hashlib
 import glob
+import hashlib
 import re
 import shutil
 import subprocess
