@@ -264,6 +264,9 @@ def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
     parser.add_argument(
         "--keep", action="store_true", help="keep the run's folder (logs, data) for inspection"
     )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "600"))
+    )
     args = parser.parse_args(argv)
     return ChaosSettings(
         minutes=args.minutes,
@@ -276,6 +279,7 @@ def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
         nemesis=not args.no_nemesis,
         report_path=args.report,
         keep_folder=args.keep,
+        drain_timeout_s=args.drain_timeout,
     )
 
 
