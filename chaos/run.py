@@ -164,13 +164,18 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
                 target=workload.run, args=(stop, config.minutes * 60, seen.error), name="workload"
             ),
             threading.Thread(
-                target=sample_stock, args=(services.postgres.server.url, stop, seen), name="stock"
+                target=sample_stock,
+                args=(services.postgres.server.url, stop, seen),
+                name="stock",
+                daemon=True,
             ),
         ]
         if config.nemesis:
-            threads.append(threading.Thread(target=nemesis.run, args=(stop,), name="nemesis"))
+            threads.append(threading.Thread(target=nemesis.run, args=(stop,), name="nemesis", daemon=True))
         supervisor_stop = threading.Event()
-        supervisor = threading.Thread(target=deployment.supervise, args=(supervisor_stop,), name="supervisor")
+        supervisor = threading.Thread(
+            target=deployment.supervise, args=(supervisor_stop,), name="supervisor", daemon=True
+        )
         supervisor.start()
         started = time.time()
         for thread in threads:
@@ -178,7 +183,10 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         threads[0].join()
         stop.set()
         for thread in threads[1:]:
-            thread.join()
+            # A fault that is still being injected (a restart) ends within its own timeouts.
+            thread.join(timeout=300)
+            if thread.is_alive():
+                seen.errors.append(f"the {thread.name} thread did not stop within 300 s")
         load_ended = time.time()
         log(f"chaos: load and nemesis stopped after {load_ended - started:.0f} s; draining")
         ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
@@ -202,7 +210,7 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         )
         workload.close()
         supervisor_stop.set()
-        supervisor.join()
+        supervisor.join(timeout=300)
         deployment.stop()
         found = checker.check_everything(
             deployment, instance, workload.produced, nemesis.injected, nemesis.killed_runs, ends
@@ -256,6 +264,9 @@ def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
     parser.add_argument(
         "--keep", action="store_true", help="keep the run's folder (logs, data) for inspection"
     )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "600"))
+    )
     args = parser.parse_args(argv)
     return ChaosSettings(
         minutes=args.minutes,
@@ -268,6 +279,7 @@ def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
         nemesis=not args.no_nemesis,
         report_path=args.report,
         keep_folder=args.keep,
+        drain_timeout_s=args.drain_timeout,
     )
 
 

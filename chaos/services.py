@@ -71,7 +71,9 @@ class Postgres:
 
     def restart(self) -> None:
         """An immediate stop (crash recovery at start, like a lost node) and a start on the same port."""
-        self.pg_ctl("restart", "-m", "immediate", "-w", "-t", "120")
+        # With its log file named: a server started without one writes to pg_ctl's output, which
+        # would never close.
+        self.pg_ctl("restart", "-m", "immediate", "-w", "-t", "120", "-l", str(self.root / "postgres.log"))
         self.restarts += 1
 
 
