@@ -39,7 +39,7 @@ FAULTS = (
 )  # fmt: skip
 # The fault name the Stripe-protocol server gives a 5xx answered after the charge was made; a server
 # without it executes the request normally (the report says whether it was really injected).
-ERROR_AFTER_CHARGE = "error_after_charge"
+
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 STARTED = {dg.DagsterRunStatus.STARTED}
 
@@ -64,7 +64,6 @@ class Nemesis:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.stripe = self.deployment.services.apis.stripe
-        self.supports_error_after_charge = hasattr(stripe_server, "ERROR_AFTER_CHARGE")
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(fault.kind for fault in self.injected))
@@ -93,7 +92,7 @@ class Nemesis:
             RESTART_REDIS: self.restart_redis,
             RESTART_DAEMON: self.restart_daemon,
             GATEWAY_5XX_BEFORE: lambda: self.queue_gateway_faults(stripe_server.ERROR),
-            GATEWAY_5XX_AFTER: lambda: self.queue_gateway_faults(ERROR_AFTER_CHARGE),
+            GATEWAY_5XX_AFTER: lambda: self.queue_gateway_faults(stripe_server.ERROR_AFTER_CHARGE),
             GATEWAY_TIMEOUT_AFTER_CHARGE: lambda: self.queue_gateway_faults(stripe_server.STALL),
             GATEWAY_SLOW: self.slow_gateway,
         }
@@ -153,8 +152,7 @@ class Nemesis:
             # Longer than the gateway's call timeout: the client gives up not knowing the charge was made.
             self.stripe.faults.stall_s = 5.0
         self.stripe.fail_next(*[fault] * count)
-        supported = fault != ERROR_AFTER_CHARGE or self.supports_error_after_charge
-        return f"next {count} requests" + ("" if supported else " (this fake executes them normally)")
+        return f"next {count} requests"
 
     def slow_gateway(self) -> str:
         latency = self.rng.uniform(0.5, 2.5)
