@@ -37,9 +37,6 @@ FAULTS = (
     KILL_RUN_WORKER, RESTART_POSTGRES, KILL_REDIS_CONNECTIONS, RESTART_REDIS, RESTART_DAEMON,
     GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW,
 )  # fmt: skip
-# The fault name the Stripe-protocol server gives a 5xx answered after the charge was made; a server
-# without it executes the request normally (the report says whether it was really injected).
-
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 STARTED = {dg.DagsterRunStatus.STARTED}
 
