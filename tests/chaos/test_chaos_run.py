@@ -1,31 +1,43 @@
 """The chaos run's cut for `make test`: the whole production wiring (HUB_ENV=prod, Dagster's daemon,
 code server and webserver as processes, a process per run) under the workload and the nemesis for a
-few minutes, then the checker. `make chaos` is the same harness for longer (docs/operations.md).
+few minutes, then the checker. `make chaos` is the same command for longer (docs/operations.md).
+
+The harness runs as `make chaos` runs it, in a process of its own: its checker opens the run's chdb
+folder, and chdb opens one data folder per process (the suite's own is open in this one).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-
-from chaos.run import ChaosSettings, run_chaos
-from chaos.workload import Rates
 
 # Two minutes of load and faults; with the start, the drain and the checks the test takes about four
 # on a quiet machine (a loaded one stretches every run's start, and the drain with it).
 CUT_MINUTES = float(os.environ.get("CHAOS_TEST_MINUTES", "2"))
-CUT_RATES = Rates(orders_per_s=2, events_per_s=20, uploads_per_min=2)
+CUT_RATES = ["--orders-per-s", "2", "--events-per-s", "20", "--uploads-per-min", "2"]
 DRAIN_TIMEOUT_S = 600.0
 
 
 @pytest.mark.timeout(int(CUT_MINUTES * 60 + DRAIN_TIMEOUT_S + 600))
-def test_chaos_run_under_the_nemesis_ends_with_no_anomaly() -> None:
+def test_chaos_run_under_the_nemesis_ends_with_no_anomaly(tmp_path: Path) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1, 10**6))
-    report = run_chaos(
-        ChaosSettings(minutes=CUT_MINUTES, seed=seed, rates=CUT_RATES, drain_timeout_s=DRAIN_TIMEOUT_S)
+    command = [
+        sys.executable, "-m", "chaos", "--minutes", str(CUT_MINUTES), "--seed", str(seed),
+        *CUT_RATES, "--drain-timeout", str(DRAIN_TIMEOUT_S), "--report", str(tmp_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    reports = sorted(tmp_path.glob("chaos-*.json"))
+    assert reports, (
+        f"no report (exit {finished.returncode}):\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
     )
-    assert report.anomalies == [], report.render()
-    assert sum(report.faults.values()) >= int(CUT_MINUTES), report.render()
-    assert report.operations.get("orders.valid", 0) > 0 and report.operations.get("events.valid", 0) > 0
+    report = json.loads(reports[-1].read_text())
+    assert report["anomalies"] == [], finished.stdout[-6000:]
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    assert sum(report["faults"].values()) >= int(CUT_MINUTES), finished.stdout[-6000:]
+    assert report["operations"].get("orders.valid", 0) > 0 and report["operations"].get("events.valid", 0) > 0
