@@ -28,9 +28,10 @@ import pytest
 
 from hub_pipelines import settings
 from hub_pipelines.core.ports import OutgoingMessage
-from hub_pipelines.demo.feeder import SIGNATURE_HEADER, analytics_event, order_event, sign
+from hub_pipelines.demo.feeder import SIGNATURE_HEADER, analytics_event, order_event, seed_demo_catalog, sign
 from hub_pipelines.landing.batches import TopicCursor
 from hub_pipelines.resources.object_storage import LocalObjectStorage
+from hub_pipelines.resources.sql_database import SqliteDatabase
 from hub_pipelines.resources.topics import LocalTopicLog
 from hub_pipelines.sensors.run_failures import run_error
 
@@ -82,6 +83,8 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "HUB_ORDERS_FOLLOW_SECONDS": "3",
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
+    # The products the good orders buy, as `hub-pipelines demo` seeds them beside `make run`.
+    seed_demo_catalog(SqliteDatabase(path=str(data_dir / "hub.sqlite3"), migrate_schema=True))
     topics = LocalTopicLog(root=str(data_dir / "topics"))
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         topics.create_topic(topic, settings.TOPIC_PARTITIONS)
