@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import uuid
 from collections import Counter
 
 import sqlalchemy as sa
@@ -88,7 +89,6 @@ def assert_every_order_paid_once(database: PostgresDatabase, fake_stripe: FakeSt
 def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_the_limit_twice(
     ledger_database: PostgresDatabase,
     make_ledger: LedgerFactory,
-    stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
     redis_key_prefix: str,
@@ -103,9 +103,20 @@ def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_th
     # Charges the killed process had sent besides may still complete at the server.
     assert 7 <= len(fake_stripe.succeeded_intents()) < CUSTOMERS * ORDERS_PER_CUSTOMER
 
-    rerun = make_ledger(stripe_gateway, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
-    # A charge that timed out on a loaded machine leaves its order PAYMENT_UNKNOWN; the next batch asks
-    # the gateway again with the same key, as the next run would. Bounded: a lost order fails below.
+    # The rerun's calls get a production-like timeout and a breaker of their own: on a loaded machine the
+    # fixture's 0.5 s timeouts can open the breaker, and an open breaker rightly defers reconciliation
+    # for its reset time, longer than this test waits; the claim here is the exactly-once payment.
+    patient = StripeGateway(
+        api_key="sk_test_hub",
+        api_base=fake_stripe.base_url,
+        call_timeout_s=5.0,
+        initial_backoff_s=0.0,
+        backoff_jitter_s=0.0,
+        breaker_name=f"stripe-rerun-{uuid.uuid4().hex[:8]}",
+    )
+    rerun = make_ledger(patient, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
+    # A charge that timed out leaves its order PAYMENT_UNKNOWN; the next batch looks the charge up and
+    # asks the gateway again with the same key, as the next run would. Bounded: a lost order fails below.
     for _ in range(5):
         rerun.process_batch()
         if not awaiting_payment_outcome(ledger_database):
