@@ -48,7 +48,7 @@ from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE, ClamdScan
 from hub_pipelines.resources.warehouse import ChdbWarehouse, ClickHouseWarehouse
 from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
 from hub_pipelines.sensors.analytics import analytics_late_days_sensor, build_stream_observer
-from hub_pipelines.sensors.automation import orders_automation
+from hub_pipelines.sensors.automation import analytics_automation, orders_automation
 from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
 from hub_pipelines.sensors.uploads import media_uploads_sensor
@@ -240,6 +240,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             build_stream_observer(settings.EVENTS_TOPIC, settings.SENSOR_INTERVAL_SECONDS),
             run_failure_alerts,
             orders_automation,
+            analytics_automation,
         ],
         resources=resources,
         loggers=definitions_loggers(),

@@ -42,6 +42,18 @@ DAILY_REVENUE_AUTOMATION: dg.AutomationCondition = (
     dg.AutomationCondition.on_cron(DAILY_REVENUE_REFRESH_CRON, "UTC").with_label("today, every 15 minutes")
     | (_YESTERDAY & _DAY_CLOSED.since_last_handled()).with_label("yesterday, once after it closed")
 ) & ~dg.AutomationCondition.in_progress()
+# analytics/daily_rollups: today's rollups so far every 15 minutes, once events have landed since the
+# tick. Each rebuild queues for the `warehouse` pool behind a following landing run (locally chdb admits
+# one process), so a quarter hour leaves room for both. Closed days (yesterday once it closes, and any
+# day late events reach) are `analytics_late_days_sensor`'s: a condition for them too would rebuild
+# them twice.
+DAILY_ROLLUPS_REFRESH_CRON = "*/15 * * * *"
+DAILY_ROLLUPS_AUTOMATION: dg.AutomationCondition = (
+    dg.AutomationCondition.on_cron(DAILY_ROLLUPS_REFRESH_CRON, "UTC").with_label(
+        "today, every 15 minutes once events landed"
+    )
+    & ~dg.AutomationCondition.in_progress()
+)
 # Freshness of what the landing assets land, from the producer's stamp to landed (rows and, for events,
 # the Redis counters): each landing's newest batch carries its p50 and max as numbers the UI plots, and
 # this check turns WARN when that batch's slowest message passed HUB_LANDING_LATENCY_WARN_SECONDS.

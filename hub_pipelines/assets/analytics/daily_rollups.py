@@ -7,7 +7,11 @@ from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.assets.daily_partitions import daily_partitions
 from hub_pipelines.assets.instrumented import instrumented
-from hub_pipelines.assets.policies import DAILY_ROLLUPS_FRESHNESS, EXTERNAL_CALL_RETRY
+from hub_pipelines.assets.policies import (
+    DAILY_ROLLUPS_AUTOMATION,
+    DAILY_ROLLUPS_FRESHNESS,
+    EXTERNAL_CALL_RETRY,
+)
 from hub_pipelines.core.ports import Warehouse
 from hub_pipelines.json_logs import job_logs_config
 
@@ -20,6 +24,7 @@ TOTALS_CHECK = "rollup_totals_match_raw"
     freshness_policy=DAILY_ROLLUPS_FRESHNESS,
     deps=[RAW_EVENTS_KEY],
     partitions_def=daily_partitions,
+    automation_condition=DAILY_ROLLUPS_AUTOMATION,
     group_name="analytics",
     kinds={"clickhouse"},
     pool="warehouse",
