@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 # Only a type here: the detector module loads NumPy, and the pager resources import this one.
 if TYPE_CHECKING:
@@ -82,12 +82,6 @@ class Pager:
             f"{self.metric}: back to normal for {QUIET_MINUTES_TO_RESOLVE} minutes at {minute:%H:%M} UTC"
         )
         return [Alert("resolve", key, self.metric, summary)]
-
-
-class Notifier(Protocol):
-    def send(self, alerts: list[Alert]) -> int:
-        """Deliver the alerts; returns how many were delivered (rate limits may hold some back)."""
-        ...
 
 
 def pagerduty_event(alert: Alert, routing_key: str) -> dict[str, Any]:

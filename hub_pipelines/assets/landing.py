@@ -11,12 +11,12 @@ from typing import Any
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import Alert, Notifier
+from hub_pipelines.analytics.alerting import Alert
 from hub_pipelines.assets.instrumented import step_metrics
 from hub_pipelines.assets.policies import landing_latency_check, landing_latency_check_spec
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ops_metrics import record_consumer_lag
-from hub_pipelines.core.ports import Topics
+from hub_pipelines.core.ports import LandingSink, Notifier, Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
 from hub_pipelines.landing.latency import LandingLatency, ProduceStamps, landing_latency
@@ -27,7 +27,7 @@ from hub_pipelines.landing.offsets import (
     parse_ranges,
     plan_next_ranges,
 )
-from hub_pipelines.landing.topic_landing import LandingSink, UpstreamLoss, land_ranges
+from hub_pipelines.landing.topic_landing import UpstreamLoss, land_ranges
 
 RECONCILES_CHECK = "every_range_reconciles"
 CONTIGUOUS_CHECK = "landed_offsets_contiguous"

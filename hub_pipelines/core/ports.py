@@ -1,8 +1,11 @@
-"""The interfaces every workflow codes against: one small protocol per external service.
+"""Every interface in hub_pipelines, in one place: each `Protocol`, with the values and errors that cross it.
 
-Each protocol has a local implementation (embedded, no servers) and a real one (the production
-server) side by side in `hub_pipelines.resources`. Domain modules type against these protocols only,
-so they never import Dagster or a client library.
+An external service (object storage, SQL database, warehouse, topics, cache, virus scanner, payment
+gateway, customer channels, webhook, CDN, pager) has a local implementation (embedded, no servers) and
+a real one (the production server) side by side in `hub_pipelines.resources`; the landing sinks,
+the uploads' partitions and the rate limit's windows have theirs in `hub_pipelines.landing`,
+`hub_pipelines.housekeeping` and `hub_pipelines.core.rate_limit`. Domain modules type against these
+protocols only, so they never import Dagster or a client library. A new protocol goes here too.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -19,6 +22,10 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from sqlalchemy import Connection, Engine
+
+    from hub_pipelines.analytics.alerting import Alert
+    from hub_pipelines.landing.counts import LandingCounts
+    from hub_pipelines.landing.offsets import OffsetRange
 
 
 @dataclass(frozen=True)
@@ -344,3 +351,186 @@ class VirusScanner(Protocol):
     """Scans a stream of bytes and names the signature it matched."""
 
     def scan(self, chunks: Iterable[bytes], name: str) -> ScanVerdict: ...
+
+
+PAID: Final = "paid"
+DECLINED: Final = "declined"
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    order_id: str
+    amount_minor: int
+    currency: str
+    customer_id: str
+    payment_method: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.order_id
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """A definitive answer from the gateway: the money moved, or it never will for this attempt."""
+
+    outcome: Literal["paid", "declined"]
+    reference: str | None
+    reason: str | None = None
+    attempts: int = 1
+
+
+class PaymentOutcomeUnknown(Exception):
+    """The charge may or may not have happened (a timeout after sending, repeated 5xx, a concurrent
+    request with the same key): the order waits in PAYMENT_UNKNOWN and is reconciled with the same key."""
+
+    def __init__(self, message: str, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class ChargeOutcomeHidden(PaymentOutcomeUnknown):
+    """The gateway keeps replaying a server error it saved for the order's key after it began executing,
+    and finding the charge by the order id turned up none (yet: the gateway's search may lag). The
+    order waits in PAYMENT_UNKNOWN and an operator is paged; only the same key is ever sent again, so
+    the order is charged at most once."""
+
+
+class GatewayUnavailable(Exception):
+    """The charge was certainly not attempted (the circuit is open): the order stays RESERVED for later."""
+
+
+class PaymentGateway(Protocol):
+    """Charges an order (Stripe in production, a fake locally), keyed by the order id.
+
+    A repeated charge with the same key must be the same charge (Stripe's idempotency keys are), which
+    makes reconciliation safe: asking again with the same key returns the recorded outcome or makes the
+    one and only charge.
+    """
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charge once per key; raises PaymentOutcomeUnknown or GatewayUnavailable when not definitive."""
+        ...
+
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        """The final outcome of a charge already made for the order, found by its order id; None when
+        the gateway shows none. Raises PaymentOutcomeUnknown when it cannot tell."""
+        ...
+
+    def breaker_state(self) -> str:
+        """'closed', 'open' or 'half-open'."""
+        ...
+
+
+class NotificationNotSent(Exception):
+    """The message certainly did not leave (refused before handing it over); a later run may retry."""
+
+
+class NotificationChannel(Protocol):
+    def send(self, recipient: str, subject: str, body: str) -> None: ...
+
+
+class CustomerChannels(Protocol):
+    """How customers are reached (the `customer_notifier` resource); the on-call pager is
+    `Notifier`."""
+
+    def channels(self) -> Mapping[str, NotificationChannel]:
+        """The channels by name ('email', 'sms')."""
+        ...
+
+
+class WebhookUndeliverable(RuntimeError):
+    """The receiver refused the delivery, or did not take it after the last try."""
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    delivery_id: str
+    status_code: int
+    attempts: int
+
+
+class Webhook(Protocol):
+    """Announces what a workflow did to subscribers: signed HTTP POSTs, or a JSON-lines file locally."""
+
+    def deliver(self, event: str, payload: Mapping[str, Any], delivery_id: str) -> WebhookDelivery:
+        """Send one signed event; raises WebhookUndeliverable when it cannot be delivered."""
+        ...
+
+
+class Cdn(Protocol):
+    """The CDN in front of the published buckets: URLs per variant, invalidation of replaced paths."""
+
+    def urls_for(self, key: str, regions: Sequence[str]) -> dict[str, str]:
+        """The public URLs of `key`: {"cdn": url} for one domain, else one per region."""
+        ...
+
+    def invalidate(self, keys: Sequence[str], caller_reference: str) -> list[str]:
+        """Invalidate the paths of `keys`; returns the provider's invalidation ids (none for `none`)."""
+        ...
+
+
+class Notifier(Protocol):
+    """Pages the on-call (PagerDuty and Slack in production, the log locally)."""
+
+    def send(self, alerts: list[Alert]) -> int:
+        """Deliver the alerts; returns how many were delivered (rate limits may hold some back)."""
+        ...
+
+
+class LandingSink(Protocol):
+    """Where a topic's messages land, and the book of which offset ranges have landed."""
+
+    def land_chunk(
+        self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
+    ) -> LandingCounts:
+        """Land the messages of one chunk and record the chunk, atomically or idempotently.
+
+        The chunk's offsets without a message are gaps. The parts of a chunk already recorded (by this
+        or an overlapping landing) land nothing and count their messages as duplicates.
+        """
+        ...
+
+    def book_lost(self, topic: str, lost: OffsetRange, run_id: str) -> LandingCounts:
+        """Record offsets deleted upstream before they were read (the parts not recorded yet)."""
+        ...
+
+    def landed_positions(self, topic: str) -> dict[int, int]:
+        """Per partition, the end of the furthest landed range."""
+        ...
+
+    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
+        """The book, in offset order, each offset counted once."""
+        ...
+
+
+@runtime_checkable
+class ChunkGroupSink(LandingSink, Protocol):
+    """A sink that lands several chunks in one pass, each booked as `land_chunk` would book it.
+
+    Decoding is apart from landing, so the next chunks can be decoded while these land.
+    """
+
+    def decode_chunks(self, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]) -> Any:
+        """Everything about the chunks that does not depend on what has landed before them."""
+        ...
+
+    def land_decoded(self, topic: str, decoded: Any, run_id: str) -> list[LandingCounts]: ...
+
+
+class UploadPartitions(Protocol):
+    """The uploads' dynamic partitions as the Dagster instance holds them."""
+
+    def in_flight(self) -> set[str]:
+        """Partition keys of media runs queued or running now."""
+        ...
+
+    def remove(self, partition_key: str) -> None: ...
+
+    def add(self, partition_key: str) -> None: ...
+
+
+class SpendOnceWindows(Protocol):
+    """A sliding window per key that spends each token at most once (Redis in production)."""
+
+    def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool: ...

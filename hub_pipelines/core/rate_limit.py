@@ -17,11 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 # `limits` and redis-py load with the first limiter: resources that hold one are defined in every process.
 if TYPE_CHECKING:
     from limits import RateLimitItem, strategies
+
+    from hub_pipelines.core.ports import SpendOnceWindows
 
 Strategy = Literal["moving-window", "fixed-window", "sliding-window-counter"]
 
@@ -60,10 +62,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], now, 'EX', ARGV[4])
 return 1
 """
-
-
-class _OnceWindows(Protocol):
-    def spend_once(self, key: str, token: str, limit: int, window_s: int) -> bool: ...
 
 
 class _RedisOnceWindows:
@@ -140,7 +138,7 @@ class RateLimiter:
             options.setdefault("socket_connect_timeout", 2.0)
         self._storage = storage.storage_from_string(storage_uri, wrap_exceptions=True, **options)
         self._limiter = limiter_classes[strategy](self._storage)
-        self._once: _OnceWindows | None = None
+        self._once: SpendOnceWindows | None = None
         if storage_uri.startswith(("redis://", "rediss://")):
             self._once = _RedisOnceWindows(storage_uri, options)
         elif storage_uri.startswith("memory://"):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Mapping
+from typing import Any
 
 TIMESTAMP_HEADER = "X-Hub-Timestamp"
 SIGNATURE_HEADER = "X-Hub-Signature"
@@ -61,3 +63,7 @@ def verify_signature(
     if not hmac.compare_digest(signature_for(secret, timestamp, body), signature):
         raise InvalidSignature("signature does not match the body and timestamp")
     return timestamp
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -26,54 +26,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from hub_pipelines.core.ports import TopicMessage, Topics
+from hub_pipelines.core.ports import ChunkGroupSink, LandingSink, TopicMessage, Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 
 DEFAULT_CHUNK_MESSAGES = 5_000
 READ_AHEAD_GROUPS = 2
-
-
-class LandingSink(Protocol):
-    """Where a topic's messages land, and the book of which offset ranges have landed."""
-
-    def land_chunk(
-        self, topic: str, chunk: OffsetRange, messages: Sequence[TopicMessage], run_id: str
-    ) -> LandingCounts:
-        """Land the messages of one chunk and record the chunk, atomically or idempotently.
-
-        The chunk's offsets without a message are gaps. The parts of a chunk already recorded (by this
-        or an overlapping landing) land nothing and count their messages as duplicates.
-        """
-        ...
-
-    def book_lost(self, topic: str, lost: OffsetRange, run_id: str) -> LandingCounts:
-        """Record offsets deleted upstream before they were read (the parts not recorded yet)."""
-        ...
-
-    def landed_positions(self, topic: str) -> dict[int, int]:
-        """Per partition, the end of the furthest landed range."""
-        ...
-
-    def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
-        """The book, in offset order, each offset counted once."""
-        ...
-
-
-@runtime_checkable
-class ChunkGroupSink(LandingSink, Protocol):
-    """A sink that lands several chunks in one pass, each booked as `land_chunk` would book it.
-
-    Decoding is apart from landing, so the next chunks can be decoded while these land.
-    """
-
-    def decode_chunks(self, chunks: Sequence[tuple[OffsetRange, Sequence[TopicMessage]]]) -> Any:
-        """Everything about the chunks that does not depend on what has landed before them."""
-        ...
-
-    def land_decoded(self, topic: str, decoded: Any, run_id: str) -> list[LandingCounts]: ...
 
 
 def split_into_chunks(offset_range: OffsetRange, chunk_messages: int) -> Iterator[OffsetRange]:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
-from hub_pipelines.core.ports import ObjectStore, SqlDatabase
+from hub_pipelines.core.ports import ObjectStore, SqlDatabase, UploadPartitions
 from hub_pipelines.landing.upload_records import (
     mark_restored,
     mark_retired,
@@ -27,18 +26,6 @@ from hub_pipelines.landing.upload_records import (
     upload_etag,
 )
 from hub_pipelines.landing.uploads import OriginalsLayout, key_refusal
-
-
-class UploadPartitions(Protocol):
-    """The uploads' dynamic partitions as the Dagster instance holds them."""
-
-    def in_flight(self) -> set[str]:
-        """Partition keys of media runs queued or running now."""
-        ...
-
-    def remove(self, partition_key: str) -> None: ...
-
-    def add(self, partition_key: str) -> None: ...
 
 
 class UploadNotRecorded(LookupError):

@@ -17,11 +17,10 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import sqlalchemy as sa
 
-from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.ports import NotificationChannel, NotificationNotSent, SqlDatabase
 from hub_pipelines.core.sql import insert_ignoring_duplicates
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed, PiiKeyError, pii_context
@@ -33,23 +32,6 @@ EMAIL = "email"
 SMS = "sms"
 _RECIPIENT_COLUMN = {EMAIL: orders.c.email_ciphertext, SMS: orders.c.phone_ciphertext}
 _RECIPIENT_FIELD = {EMAIL: "email", SMS: "phone"}
-
-
-class NotificationNotSent(Exception):
-    """The message certainly did not leave (refused before handing it over); a later run may retry."""
-
-
-class NotificationChannel(Protocol):
-    def send(self, recipient: str, subject: str, body: str) -> None: ...
-
-
-class CustomerChannels(Protocol):
-    """How customers are reached (the `customer_notifier` resource); the on-call pager is
-    `analytics.alerting.Notifier`."""
-
-    def channels(self) -> Mapping[str, NotificationChannel]:
-        """The channels by name ('email', 'sms')."""
-        ...
 
 
 @dataclass(frozen=True)

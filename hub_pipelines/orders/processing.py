@@ -32,7 +32,15 @@ import sqlalchemy as sa
 
 from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.platform_tables import topic_inbox
-from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.ports import (
+    DECLINED,
+    ChargeOutcomeHidden,
+    ChargeRequest,
+    GatewayUnavailable,
+    PaymentGateway,
+    PaymentOutcomeUnknown,
+    SqlDatabase,
+)
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
 from hub_pipelines.core.sql import is_serialization_failure
 from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
@@ -42,14 +50,6 @@ from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
-from hub_pipelines.orders.payments import (
-    DECLINED,
-    ChargeOutcomeHidden,
-    ChargeRequest,
-    GatewayUnavailable,
-    PaymentGateway,
-    PaymentOutcomeUnknown,
-)
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder

@@ -18,9 +18,8 @@ import threading
 from concurrent.futures import Future
 from types import TracebackType
 
-from hub_pipelines.core.ports import SqlDatabase
+from hub_pipelines.core.ports import ChargeRequest, ChargeResult, SqlDatabase
 from hub_pipelines.orders.held_connections import HeldConnections
-from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.settlement import record_paid_many
 
 _Pending = tuple[ChargeRequest, ChargeResult, "Future[bool]"]

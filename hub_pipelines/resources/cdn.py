@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import dagster as dg
@@ -28,16 +28,6 @@ _CLIENT_CREATION = threading.Lock()
 
 class CdnNotConfigured(ValueError):
     """Neither a CDN base URL nor a base URL for the region was configured."""
-
-
-class Cdn(Protocol):
-    def urls_for(self, key: str, regions: Sequence[str]) -> dict[str, str]:
-        """The public URLs of `key`: {"cdn": url} for one domain, else one per region."""
-        ...
-
-    def invalidate(self, keys: Sequence[str], caller_reference: str) -> list[str]:
-        """Invalidate the paths of `keys`; returns the provider's invalidation ids (none for `none`)."""
-        ...
 
 
 class _CdnUrls(dg.ConfigurableResource):

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import PrivateAttr
 
-from hub_pipelines.orders.notifications import EMAIL, SMS, NotificationChannel, NotificationNotSent
+from hub_pipelines.core.ports import NotificationChannel, NotificationNotSent
+from hub_pipelines.orders.notifications import EMAIL, SMS
 
 # httpx loads with the first SMS channel: local runs write notifications to a file.
 if TYPE_CHECKING:

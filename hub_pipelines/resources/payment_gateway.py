@@ -1,6 +1,6 @@
 """The payment gateway: an approving fake for local runs, Stripe (PaymentIntents) in production.
 
-Both implement `hub_pipelines.orders.payments.PaymentGateway`. Stripe calls carry the order id as the
+Both implement `hub_pipelines.core.ports.PaymentGateway`. Stripe calls carry the order id as the
 idempotency key, time out after `call_timeout_s`, are retried (core.retry: 3 tries, 1 s -> 2 s -> 4 s
 with jitter) only for timeouts, connection failures, 409 (same key in flight), 429 and 5xx, and run
 through a circuit breaker whose state is shared in Redis by every run process. The SDK's own retries
@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from hub_pipelines.core.retry import RetryPolicy
-from hub_pipelines.orders.payments import (
+from hub_pipelines.core.ports import (
     DECLINED,
     PAID,
     ChargeOutcomeHidden,
@@ -31,6 +30,7 @@ from hub_pipelines.orders.payments import (
     GatewayUnavailable,
     PaymentOutcomeUnknown,
 )
+from hub_pipelines.core.retry import RetryPolicy
 
 # stripe, redis (through pybreaker too) and urllib3 load with the first Stripe call: local runs use the
 # approving gateway and never import them.

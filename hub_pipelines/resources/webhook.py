@@ -12,42 +12,21 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from hub_pipelines.core.ports import WebhookDelivery, WebhookUndeliverable
 from hub_pipelines.core.retry import RetryPolicy, transient_http_error
-from hub_pipelines.core.webhook_signing import DELIVERY_HEADER, EVENT_HEADER, signed_headers
+from hub_pipelines.core.webhook_signing import DELIVERY_HEADER, EVENT_HEADER, encode_payload, signed_headers
 
 # httpx loads with the first request: the local implementation beside this one never needs it.
 if TYPE_CHECKING:
     import httpx
 
 _FILE_LOCK = threading.Lock()
-
-
-class WebhookUndeliverable(RuntimeError):
-    """The receiver refused the delivery, or did not take it after the last try."""
-
-
-@dataclass(frozen=True)
-class WebhookDelivery:
-    delivery_id: str
-    status_code: int
-    attempts: int
-
-
-class Webhook(Protocol):
-    def deliver(self, event: str, payload: Mapping[str, Any], delivery_id: str) -> WebhookDelivery:
-        """Send one signed event; raises WebhookUndeliverable when it cannot be delivered."""
-        ...
-
-
-def encode_payload(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
 class HttpWebhook(dg.ConfigurableResource):

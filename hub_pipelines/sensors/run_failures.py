@@ -13,7 +13,8 @@ from collections.abc import Iterable
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import Alert, Notifier
+from hub_pipelines.analytics.alerting import Alert
+from hub_pipelines.core.ports import Notifier
 
 ERROR_CHARS = 600
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from hub_pipelines.analytics.alerting import Alert, Notifier
+from hub_pipelines.analytics.alerting import Alert
 from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
-from hub_pipelines.core.ports import Topics
+from hub_pipelines.core.ports import Notifier, Topics
 from hub_pipelines.landing.batches import (
     Landing,
     PendingRun,

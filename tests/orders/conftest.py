@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from hub_pipelines.core.ports import PaymentGateway
 from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.orders.catalog import Catalog
-from hub_pipelines.orders.payments import PaymentGateway
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.resources.customer_notifications import CustomerNotifier

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from hub_pipelines.core.ports import ChargeRequest, ChargeResult
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.settlement import record_paid_many
 from hub_pipelines.orders.tables import PAID, RESERVED, orders, outbox, payments
@@ -24,7 +24,7 @@ def reserved_charges(
 
     class Unreachable(ApprovingLocalGateway):
         def charge(self, request: ChargeRequest) -> ChargeResult:
-            from hub_pipelines.orders.payments import GatewayUnavailable
+            from hub_pipelines.core.ports import GatewayUnavailable
 
             raise GatewayUnavailable("circuit open")
 

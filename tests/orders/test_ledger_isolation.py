@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from hub_pipelines.core.platform_tables import dead_letters
+from hub_pipelines.core.ports import ChargeRequest, ChargeResult
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
 from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH_CLAIM
 from hub_pipelines.orders.catalog import Catalog, Product
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.payments import ChargeRequest, ChargeResult
 from hub_pipelines.orders.tables import PAID, RESERVED, ledger_attempts, order_intake, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase

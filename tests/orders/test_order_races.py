@@ -136,7 +136,7 @@ def test_breaker_opened_by_one_process_is_seen_by_another_and_closes_after_a_suc
 
 
 def _charge_outcome(gateway: StripeGateway) -> str:
-    from hub_pipelines.orders.payments import ChargeRequest, GatewayUnavailable, PaymentOutcomeUnknown
+    from hub_pipelines.core.ports import ChargeRequest, GatewayUnavailable, PaymentOutcomeUnknown
 
     try:
         return gateway.charge(ChargeRequest(str(uuid.uuid4()), 100, "USD", "c-1")).outcome

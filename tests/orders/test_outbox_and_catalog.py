@@ -11,15 +11,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hub_pipelines.core.ports import ChargeRequest, ChargeResult, GatewayUnavailable, PaymentOutcomeUnknown
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.outbox import EVENT_ID_HEADER, TRACEPARENT_HEADER, relay_outbox
-from hub_pipelines.orders.payments import (
-    ChargeRequest,
-    ChargeResult,
-    GatewayUnavailable,
-    PaymentOutcomeUnknown,
-)
 from hub_pipelines.orders.tables import FINAL_STATUSES, RESERVED, orders, outbox, products
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from hub_pipelines.core.ports import PAID as CHARGE_PAID
+from hub_pipelines.core.ports import ChargeOutcomeHidden, ChargeRequest
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.payments import PAID as CHARGE_PAID
-from hub_pipelines.orders.payments import ChargeOutcomeHidden, ChargeRequest
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, PAYMENT_UNKNOWN, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase

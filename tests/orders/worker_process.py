@@ -25,18 +25,13 @@ import threading
 import uuid
 from collections import Counter
 
+from hub_pipelines.core.ports import ChargeRequest, ChargeResult, GatewayUnavailable, PaymentOutcomeUnknown
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.landing.lanes import Lane
 from hub_pipelines.landing.offsets import plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.orders.catalog import Catalog
-from hub_pipelines.orders.payments import (
-    ChargeRequest,
-    ChargeResult,
-    GatewayUnavailable,
-    PaymentOutcomeUnknown,
-)
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.payment_gateway import StripeGateway

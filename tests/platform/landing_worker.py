@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from hub_pipelines.core.ports import PartitionSpan, Topics
+from hub_pipelines.core.ports import LandingSink, PartitionSpan, Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
 from hub_pipelines.landing.offsets import (
@@ -32,7 +32,7 @@ from hub_pipelines.landing.offsets import (
     parse_ranges,
     plan_next_ranges,
 )
-from hub_pipelines.landing.topic_landing import LandingSink, land_ranges
+from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 
 

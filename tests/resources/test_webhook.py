@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from hub_pipelines.core.ports import WebhookUndeliverable
 from hub_pipelines.core.webhook_signing import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -13,7 +14,7 @@ from hub_pipelines.core.webhook_signing import (
     signed_headers,
     verify_signature,
 )
-from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook, WebhookUndeliverable
+from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 
 SECRET = "test-secret"

@@ -5,13 +5,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from hub_pipelines.analytics.alerting import Notifier
 from hub_pipelines.analytics.dashboard import DashboardQueries, dashboard_snapshot, invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
-from hub_pipelines.core.ports import Cache, Warehouse
+from hub_pipelines.core.ports import Cache, Notifier, Warehouse
 
 REALTIME_COUNTERS_KEY = ["analytics", "realtime_counters"]
 ANOMALY_SCORES_KEY = ["analytics", "anomaly_scores"]

@@ -6,14 +6,13 @@ from typing import Any
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import Notifier
 from hub_pipelines.analytics.dashboard import invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
-from hub_pipelines.core.ports import Cache, Topics, Warehouse
+from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.latency import ProduceStamps
 from hub_pipelines.landing.offsets import OffsetRange

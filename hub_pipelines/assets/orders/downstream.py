@@ -8,8 +8,8 @@ from hub_pipelines.assets.daily_partitions import daily_partitions
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
 from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION
-from hub_pipelines.core.ports import SqlDatabase, Topics
-from hub_pipelines.orders.notifications import CustomerChannels, send_confirmations
+from hub_pipelines.core.ports import CustomerChannels, SqlDatabase, Topics
+from hub_pipelines.orders.notifications import send_confirmations
 from hub_pipelines.orders.outbox import relay_outbox
 from hub_pipelines.orders.reports import rebuild_daily_revenue, take_inventory_snapshot
 from hub_pipelines.resources.order_settings import OrderLedgerSettings

@@ -12,12 +12,11 @@ from hub_pipelines.assets.policies import ORDER_LEDGER_FRESHNESS
 from hub_pipelines.assets.topic_config import LaneConfig
 from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.ops_metrics import record_breaker_state
-from hub_pipelines.core.ports import Cache, SqlDatabase
+from hub_pipelines.core.ports import Cache, PaymentGateway, SqlDatabase
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport
-from hub_pipelines.orders.payments import PaymentGateway
 from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderLedger
 from hub_pipelines.resources.order_settings import OrderLedgerSettings
 

@@ -1,12 +1,11 @@
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import Notifier
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import land_topic_asset, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
-from hub_pipelines.core.ports import SqlDatabase, Topics
+from hub_pipelines.core.ports import Notifier, SqlDatabase, Topics
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 
 ORDER_EVENTS_KEY = ["orders", "order_events"]
