@@ -51,9 +51,9 @@ from hub_pipelines.demo.feeder import analytics_event
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 from hub_pipelines.settings import SENSOR_INTERVAL_SECONDS
 
 TOPIC = "bench-events"

@@ -41,8 +41,8 @@ from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import split_into_chunks
 from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.kafka_topics import KafkaTopics
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 # The typed tables copy raw_events' columns and sort key (from an AnalyticsTables database whose views
 # feed only its own raw_events), on a plain MergeTree: no replacing, no deduplication window, no views.

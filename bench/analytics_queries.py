@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hub_pipelines.analytics.dashboard import NAMED_QUERIES, DashboardQueries
 from hub_pipelines.analytics.rollups import rebuild_day
 from hub_pipelines.analytics.schema import AnalyticsTables
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import RedisCache
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
 def fill_for_queries(warehouse: ChdbWarehouse, count: int) -> AnalyticsTables:

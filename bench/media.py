@@ -37,8 +37,8 @@ from dagster_aws.s3 import S3Resource
 from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.media.manifests import StagedVariant
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL, publish_staged, transient_storage_error
+from hub_pipelines.resources.media.virus_scanner import ClamdScanner
 from hub_pipelines.resources.object_storage import S3ObjectStorage
-from hub_pipelines.resources.virus_scanner import ClamdScanner
 
 BENCH = Path(__file__).parent
 REGIONS = ("us-east", "eu-west", "ap-southeast")

@@ -59,7 +59,7 @@ from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME  # noq
 from hub_pipelines.landing.uploads import UploadCursor, partition_key_for  # noqa: E402
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage  # noqa: E402
 from hub_pipelines.resources.sql_database import SqliteDatabase  # noqa: E402
-from hub_pipelines.sensors.uploads import media_uploads_sensor  # noqa: E402
+from hub_pipelines.sensors.media import media_uploads_sensor  # noqa: E402
 
 PARTITION_HEALTH_QUERY = """
 query PartitionHealthQuery($assetKey: AssetKeyInput!) {

@@ -61,7 +61,7 @@ from hub_pipelines.orders.catalog import Catalog, add_missing_products  # noqa: 
 from hub_pipelines.orders.metrics import percentile  # noqa: E402
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting  # noqa: E402
 from hub_pipelines.orders.processing import OrderLedger  # noqa: E402
-from hub_pipelines.resources.payment_gateway import StripeGateway  # noqa: E402
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway  # noqa: E402
 from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
 

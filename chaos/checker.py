@@ -38,10 +38,10 @@ from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.reservation import ACCEPTED, PARKED, REJECTED
 from hub_pipelines.orders.reservation import DUPLICATE as INTAKE_DUPLICATE
 from hub_pipelines.orders.tables import FAILED, PAID, order_intake, orders
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import RedisCache
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 from hub_pipelines.sensors.run_failures import run_error
 from tests.orders.pii_canaries import Canary
 

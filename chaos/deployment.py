@@ -250,7 +250,7 @@ def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
 
     from hub_pipelines.demo.feeder import DEMO_PRODUCTS
     from hub_pipelines.orders.catalog import add_missing_products
-    from hub_pipelines.resources.media_settings import MediaSettings
+    from hub_pipelines.resources.media.media_settings import MediaSettings
     from hub_pipelines.resources.object_storage import S3ObjectStorage
     from hub_pipelines.resources.sql_database import PostgresDatabase
 

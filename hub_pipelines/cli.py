@@ -15,7 +15,7 @@ from hub_pipelines import settings
 
 def _local_feeder(seed: int | None):
     from hub_pipelines.demo.feeder import DemoFeeder, seed_demo_catalog
-    from hub_pipelines.resources.media_settings import MediaSettings
+    from hub_pipelines.resources.media.media_settings import MediaSettings
     from hub_pipelines.resources.object_storage import LocalObjectStorage
     from hub_pipelines.resources.sql_database import SqliteDatabase
     from hub_pipelines.resources.topics import LocalTopicLog
@@ -50,7 +50,7 @@ def _upload_pacer(bound: int):
     from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME
     from hub_pipelines.demo.pacing import UploadPacer
     from hub_pipelines.landing.uploads import partition_key_for
-    from hub_pipelines.sensors.uploads import unfinished_media_runs
+    from hub_pipelines.sensors.media import unfinished_media_runs
 
     instance = dg.DagsterInstance.get()
     return UploadPacer(

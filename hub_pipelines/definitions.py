@@ -33,25 +33,29 @@ from hub_pipelines.jobs import (
     orders_pipeline_job,
 )
 from hub_pipelines.json_logs import definitions_loggers
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse, ClickHouseWarehouse
 from hub_pipelines.resources.cache import RedisCache
-from hub_pipelines.resources.cdn import CloudFrontCdn, NoCdn
-from hub_pipelines.resources.customer_notifications import CustomerNotifier, LocalNotificationFile
 from hub_pipelines.resources.local_cache import local_cache
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.cdn import CloudFrontCdn, NoCdn
+from hub_pipelines.resources.media.media_settings import MediaSettings
+from hub_pipelines.resources.media.virus_scanner import EICAR_TEST_DATABASE, ClamdScanner, ClamscanScanner
+from hub_pipelines.resources.media.webhook import FileWebhook, HttpWebhook
 from hub_pipelines.resources.notifier import PAGERDUTY_EVENTS_URL, LogNotifier, PagerDutySlackNotifier
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
-from hub_pipelines.resources.order_settings import OrderLedgerSettings
-from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway, StripeGateway
+from hub_pipelines.resources.orders.customer_notifications import CustomerNotifier, LocalNotificationFile
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway, StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE, ClamdScanner, ClamscanScanner
-from hub_pipelines.resources.warehouse import ChdbWarehouse, ClickHouseWarehouse
-from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
-from hub_pipelines.sensors.analytics import analytics_late_days_sensor, build_stream_observer
-from hub_pipelines.sensors.automation import analytics_automation, orders_automation
+from hub_pipelines.sensors.analytics import (
+    analytics_automation,
+    analytics_late_days_sensor,
+    build_stream_observer,
+)
+from hub_pipelines.sensors.media import media_uploads_sensor
+from hub_pipelines.sensors.orders import orders_automation
 from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
-from hub_pipelines.sensors.uploads import media_uploads_sensor
 
 
 def local_signature_database() -> str:

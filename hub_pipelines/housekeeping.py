@@ -11,7 +11,7 @@ from hub_pipelines.assets.media.partitions import UPLOADS_PARTITIONS_NAME, origi
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
 from hub_pipelines.landing.upload_retention import retire_settled_uploads
 from hub_pipelines.orders.retention import purge_expired
-from hub_pipelines.sensors.uploads import UNFINISHED
+from hub_pipelines.sensors.media import UNFINISHED
 
 
 def _as_of(text: str) -> datetime:

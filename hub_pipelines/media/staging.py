@@ -44,20 +44,26 @@ class Staging:
         return f"{self.prefix}{partition_key}/{sha256}/{render_fingerprint}"
 
     def staged(self, partition_key: str) -> StagingManifest:
-        try:
-            return decode_staging(self.store.get(self.manifest_key(partition_key)))
-        except ObjectNotFound as error:
-            raise StepBlocked(
-                f"upload partition '{partition_key}' has no staged renditions; materialize media/renditions first"
-            ) from error
+        data = self._written_by_earlier_step(
+            self.manifest_key(partition_key),
+            partition_key,
+            "has no staged renditions; materialize media/renditions first",
+        )
+        return decode_staging(data)
 
     def publication(self, partition_key: str) -> PublicationManifest:
+        data = self._written_by_earlier_step(
+            self.publication_key(partition_key),
+            partition_key,
+            "has not been published; materialize media/published first",
+        )
+        return decode_publication(data)
+
+    def _written_by_earlier_step(self, key: str, partition_key: str, missing: str) -> bytes:
         try:
-            return decode_publication(self.store.get(self.publication_key(partition_key)))
+            return self.store.get(key)
         except ObjectNotFound as error:
-            raise StepBlocked(
-                f"upload partition '{partition_key}' has not been published; materialize media/published first"
-            ) from error
+            raise StepBlocked(f"upload partition '{partition_key}' {missing}") from error
 
     def put_manifest(self, key: str, manifest: StagingManifest | PublicationManifest) -> None:
         self.store.put(key, encode(manifest), content_type="application/json")

@@ -1,4 +1,5 @@
-"""Analytics sensors: rebuilding the days late events touched, and observing the stream's lag and freshness.
+"""Analytics sensors: rebuilding the days late events touched, keeping today's rollups current (the
+automation conditions' evaluator), and observing the stream's lag and freshness.
 
 Neither opens the warehouse (locally chdb admits one process per folder, and that process is the run's):
 both read what the landing runs reported in their materialization metadata, and end offsets from the
@@ -103,3 +104,13 @@ def build_stream_observer(topic: str, interval_seconds: int) -> dg.SensorDefinit
         return dg.SensorResult(asset_events=[dg.AssetObservation(asset_key=RAW_EVENTS, metadata=metadata)])
 
     return analytics_stream_observer
+
+
+analytics_automation = dg.AutomationConditionSensorDefinition(
+    "analytics_automation",
+    target=dg.AssetSelection.groups("analytics"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    run_tags={"hub/workflow": "analytics"},
+    description="Requests what the analytics assets' automation conditions ask for: today's daily rollups "
+    "every 15 minutes once events landed (closed days are analytics_late_days_sensor's).",
+)

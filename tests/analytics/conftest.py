@@ -10,8 +10,8 @@ import pytest
 
 from hub_pipelines.analytics.schema import AnalyticsTables
 from hub_pipelines.core.ports import Cache
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import InProcessCache, RedisCache
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 
 @pytest.fixture(scope="session")

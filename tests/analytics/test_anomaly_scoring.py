@@ -15,8 +15,8 @@ from hub_pipelines.demo.feeder import analytics_event
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 HOURS = 7
 FIRST_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS + 1)

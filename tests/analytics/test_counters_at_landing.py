@@ -16,9 +16,9 @@ from hub_pipelines.core.ports import Cache, CacheBatch
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import CacheUnavailable, InProcessCache, RedisCache
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 from tests.analytics.demo_events import demo_event_topic
 from tests.services.cutting_proxy import cutting_proxy
 

@@ -13,7 +13,7 @@ from hub_pipelines.assets.analytics.daily_rollups import DAILY_ROLLUPS_KEY, TOTA
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
-from hub_pipelines.resources.warehouse import ChdbWarehouse
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from tests.analytics.demo_events import demo_event_topic
 
 DAY = "2026-11-24"

@@ -10,23 +10,9 @@ import dagster as dg
 from hub_pipelines.assets.analytics.daily_rollups import DAILY_ROLLUPS_KEY
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.definitions import defs
+from tests.automation_conditions import Evaluations
 
 ROLLUPS = dg.AssetKey(DAILY_ROLLUPS_KEY)
-
-
-class Evaluations:
-    """Successive evaluations of the code location's automation conditions, as the daemon's sensor runs them."""
-
-    def __init__(self, instance: dg.DagsterInstance) -> None:
-        self.instance = instance
-        self.cursor = None
-
-    def requested_days(self, at: datetime) -> set[str]:
-        result = dg.evaluate_automation_conditions(
-            defs=defs, instance=self.instance, evaluation_time=at, cursor=self.cursor
-        )
-        self.cursor = result.cursor
-        return {str(day) for day in result.get_requested_partitions(ROLLUPS)}
 
 
 def events_landed(instance: dg.DagsterInstance) -> None:
@@ -35,7 +21,7 @@ def events_landed(instance: dg.DagsterInstance) -> None:
 
 def test_today_is_rebuilt_after_each_quarter_hour_once_events_landed() -> None:
     with dg.instance_for_test() as instance:
-        evaluations = Evaluations(instance)
+        evaluations = Evaluations(instance, ROLLUPS)
         assert evaluations.requested_days(datetime(2026, 12, 6, 10, 7, tzinfo=UTC)) == set()
         # 10:15 passed, but no event has landed since: nothing new to roll up.
         assert evaluations.requested_days(datetime(2026, 12, 6, 10, 16, tzinfo=UTC)) == set()
@@ -53,7 +39,7 @@ def test_today_is_rebuilt_after_each_quarter_hour_once_events_landed() -> None:
 
 def test_after_midnight_only_the_new_day_is_requested_the_closed_one_is_the_late_days_sensors() -> None:
     with dg.instance_for_test() as instance:
-        evaluations = Evaluations(instance)
+        evaluations = Evaluations(instance, ROLLUPS)
         assert evaluations.requested_days(datetime(2026, 12, 6, 23, 50, tzinfo=UTC)) == set()
         events_landed(instance)
         assert evaluations.requested_days(datetime(2026, 12, 7, 0, 1, tzinfo=UTC)) == set()

@@ -19,9 +19,9 @@ from hub_pipelines.core.ports import OutgoingMessage, TopicMessage
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 from tests.analytics.hostile_events import HostileMessage, hostile_messages, nested_too_deeply, plain_event
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

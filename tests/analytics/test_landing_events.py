@@ -15,8 +15,8 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -8,7 +8,7 @@ import pytest
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
-from hub_pipelines.resources.warehouse import WarehouseError
+from hub_pipelines.resources.analytics.warehouse import WarehouseError
 from tests.analytics.test_landing_events import count, event, topic_with
 
 

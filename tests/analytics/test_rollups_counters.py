@@ -16,9 +16,9 @@ from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.topic_landing import land_ranges
 from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from hub_pipelines.resources.cache import InProcessCache
 from hub_pipelines.resources.topics import LocalTopicLog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
 from tests.analytics.demo_events import demo_event_topic
 
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

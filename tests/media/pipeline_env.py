@@ -25,12 +25,12 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ObjectInfo, ObjectStore
 from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.landing.uploads import partition_key_for
-from hub_pipelines.resources.cdn import NoCdn
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.cdn import NoCdn
+from hub_pipelines.resources.media.media_settings import MediaSettings
+from hub_pipelines.resources.media.virus_scanner import ClamdScanner
+from hub_pipelines.resources.media.webhook import HttpWebhook
 from hub_pipelines.resources.object_storage import S3ObjectStorage
 from hub_pipelines.resources.sql_database import SqliteDatabase
-from hub_pipelines.resources.virus_scanner import ClamdScanner
-from hub_pipelines.resources.webhook import HttpWebhook
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 from tests.services.clamd import ClamdAddress
 from tests.services.seaweedfs import S3Server

@@ -28,10 +28,10 @@ from hub_pipelines.media.records import (
     media_variants,
     quarantined_uploads,
 )
-from hub_pipelines.resources.cdn import CloudFrontCdn
-from hub_pipelines.resources.scan_limits import ScanLimits
-from hub_pipelines.resources.virus_scanner import ClamdScanner
-from hub_pipelines.sensors.uploads import media_uploads_sensor
+from hub_pipelines.resources.media.cdn import CloudFrontCdn
+from hub_pipelines.resources.media.scan_limits import ScanLimits
+from hub_pipelines.resources.media.virus_scanner import ClamdScanner
+from hub_pipelines.sensors.media import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
 from tests.media.corpus import encode, exotic_images, photo_like, zero_png
 from tests.media.pdf_hostile import active_traces, open_action_javascript, script_and_embedded_file

@@ -9,7 +9,7 @@ from hub_pipelines.media.images import ImageVariantSpec
 from hub_pipelines.media.pdfs import ActiveContentPolicy
 from hub_pipelines.media.upload_limits import UploadLimits
 from hub_pipelines.media.video import VideoLimits
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 
 def test_media_settings_avif_speed_default_is_the_image_specs() -> None:

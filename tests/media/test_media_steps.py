@@ -11,9 +11,9 @@ from hub_pipelines.media.manifests import StagedVariant, StagingManifest
 from hub_pipelines.media.records import dead_letters_from
 from hub_pipelines.media.staging import Staging
 from hub_pipelines.media.step_failures import StepBlocked
+from hub_pipelines.resources.media.webhook import HttpWebhook
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 from hub_pipelines.resources.sql_database import SqliteDatabase
-from hub_pipelines.resources.webhook import HttpWebhook
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 
 PAYLOAD = {"event": "media.published", "upload": {"partition_key": "cat.jpg"}}
@@ -90,7 +90,9 @@ def test_staged_renditions_are_not_reused_when_a_file_is_gone_or_cut_short(stagi
 
 
 def test_reading_what_an_earlier_step_has_not_written_blocks_the_step_naming_it(staging: Staging) -> None:
-    with pytest.raises(StepBlocked, match="'cat.jpg' has no staged renditions; materialize media/renditions"):
+    with pytest.raises(
+        StepBlocked, match=r"'cat\.jpg' has no staged renditions; materialize media/renditions"
+    ):
         staging.staged("cat.jpg")
-    with pytest.raises(StepBlocked, match="'cat.jpg' has not been published; materialize media/published"):
+    with pytest.raises(StepBlocked, match=r"'cat\.jpg' has not been published; materialize media/published"):
         staging.publication("cat.jpg")

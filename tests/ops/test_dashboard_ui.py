@@ -23,7 +23,7 @@ import websockets.sync.client
 
 from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
-from hub_pipelines.resources.warehouse import ChdbWarehouse
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 from tests.platform.conftest import LocalEnvironment
 from tests.services import free_port, require_binary, start_process, stop_process, wait_until
 

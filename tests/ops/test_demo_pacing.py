@@ -17,7 +17,7 @@ from hub_pipelines.jobs import MEDIA_PIPELINE
 from hub_pipelines.landing.uploads import partition_key_for
 from hub_pipelines.resources.object_storage import LocalObjectStorage
 from hub_pipelines.resources.sql_database import SqliteDatabase
-from hub_pipelines.sensors.uploads import media_uploads_sensor, unfinished_media_runs
+from hub_pipelines.sensors.media import media_uploads_sensor, unfinished_media_runs
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting
 from hub_pipelines.orders.processing import OrderLedger
-from hub_pipelines.resources.customer_notifications import CustomerNotifier
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.customer_notifications import CustomerNotifier
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.sms_server import FakeSms
 from tests.fakes.stripe_server import FakeStripe, Faults

@@ -9,24 +9,21 @@ import dagster as dg
 from hub_pipelines.assets.orders.downstream import DAILY_REVENUE_KEY
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
 from hub_pipelines.definitions import defs
+from tests import automation_conditions
 
 REVENUE = dg.AssetKey(DAILY_REVENUE_KEY)
 
 
-class Evaluations:
-    """Successive evaluations of the code location's automation conditions, as the daemon's sensor runs them."""
+class Evaluations(automation_conditions.Evaluations):
+    """The conditions' evaluations, holding that only daily_revenue's days were requested."""
 
     def __init__(self, instance: dg.DagsterInstance) -> None:
-        self.instance = instance
-        self.cursor = None
+        super().__init__(instance, REVENUE)
 
     def requested_days(self, at: datetime) -> set[str]:
-        result = dg.evaluate_automation_conditions(
-            defs=defs, instance=self.instance, evaluation_time=at, cursor=self.cursor
-        )
-        self.cursor = result.cursor
-        assert result.total_requested == len(result.get_requested_partitions(REVENUE))
-        return {str(day) for day in result.get_requested_partitions(REVENUE)}
+        days = super().requested_days(at)
+        assert self.requested_elsewhere == 0
+        return days
 
 
 def ledger_batch_landed(instance: dg.DagsterInstance) -> None:

@@ -11,7 +11,7 @@ from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.settlement import record_paid_many
 from hub_pipelines.orders.tables import PAID, RESERVED, orders, outbox, payments
-from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
+from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import Inbox, order_event

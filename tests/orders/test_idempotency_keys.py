@@ -12,7 +12,7 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import PAID, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory

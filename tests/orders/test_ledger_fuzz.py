@@ -19,7 +19,7 @@ from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.orders.reservation import ACCEPTED, DUPLICATE, REJECTED
 from hub_pipelines.orders.tables import PAID, order_intake, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import JWT_SECRET, Inbox, encode, hmac_headers, jwt_headers, order_event

@@ -18,7 +18,7 @@ from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH
 from hub_pipelines.orders.catalog import Catalog, Product
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import PAID, RESERVED, ledger_attempts, order_intake, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory

@@ -21,7 +21,7 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, orders, products
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory

@@ -8,7 +8,7 @@ from aiosmtpd.controller import Controller
 from hub_pipelines.orders.notifications import send_confirmations
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.tables import notification_log
-from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
+from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.sms_server import FakeSms
 from tests.orders.conftest import LedgerFactory, Mailbox, notifier

@@ -13,9 +13,9 @@ from hub_pipelines.demo.feeder import seed_demo_catalog
 from hub_pipelines.orders.outbox import EVENT_ID_HEADER, TRACEPARENT_HEADER
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.resources.cache import InProcessCache
-from hub_pipelines.resources.customer_notifications import LocalNotificationFile
-from hub_pipelines.resources.order_settings import OrderLedgerSettings
-from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
+from hub_pipelines.resources.orders.customer_notifications import LocalNotificationFile
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import SqliteDatabase
 from hub_pipelines.resources.topics import LocalTopicLog
 from tests.orders.support import HMAC_SECRET, Inbox, order_event

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import PAID, orders, outbox
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory

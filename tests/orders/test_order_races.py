@@ -15,7 +15,7 @@ from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, orders, products
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
 from tests.orders.conftest import LedgerFactory

@@ -18,7 +18,7 @@ from hub_pipelines.orders.outbox import EVENT_ID_HEADER, TRACEPARENT_HEADER, rel
 from hub_pipelines.orders.tables import FINAL_STATUSES, RESERVED, orders, outbox, products
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
-from hub_pipelines.resources.payment_gateway import ApprovingLocalGateway
+from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import Inbox, order_event

@@ -30,8 +30,8 @@ from hub_pipelines.orders.tables import PAID, orders
 from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.notifier import LogNotifier
-from hub_pipelines.resources.order_settings import OrderLedgerSettings
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.sms_server import FakeSms
 from tests.fakes.stripe_server import FakeStripe

@@ -16,7 +16,7 @@ from hub_pipelines.orders.pii import PiiCipher, new_key_setting, pii_context
 from hub_pipelines.orders.retention import purge_expired
 from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload, open_inbox_payload
 from hub_pipelines.orders.tables import PAID, order_intake, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.pii_canaries import Canary

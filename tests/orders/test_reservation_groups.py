@@ -13,7 +13,7 @@ from hub_pipelines.orders.pricing import price_order
 from hub_pipelines.orders.reservation import IntakePosition, Reservation, reservation_writes
 from hub_pipelines.orders.reservation_groups import reserve_group
 from hub_pipelines.orders.tables import order_intake, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.support import Inbox, encode, order_event, seed_catalog

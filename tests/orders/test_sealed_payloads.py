@@ -13,7 +13,7 @@ from hub_pipelines.orders.sealed_payloads import (
     seal_dead_letter_payload,
     seal_inbox_payload,
 )
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.pii_canaries import Canary, stored_payloads

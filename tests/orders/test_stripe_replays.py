@@ -14,7 +14,7 @@ from hub_pipelines.core.ports import ChargeOutcomeHidden, ChargeRequest
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, PAYMENT_UNKNOWN, orders
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import (
     ERROR,

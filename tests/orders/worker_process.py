@@ -34,7 +34,7 @@ from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.resources.kafka_topics import KafkaTopics
-from hub_pipelines.resources.payment_gateway import StripeGateway
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.support import authenticator
 

@@ -14,7 +14,7 @@ import pytest
 from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
 from hub_pipelines.demo.feeder import DemoFeeder, seed_demo_catalog
-from hub_pipelines.resources.warehouse import ChdbWarehouse
+from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
 
 
 @dataclass

@@ -89,8 +89,8 @@ def _sink(args: argparse.Namespace) -> LandingSink:
 
         return SqlInboxSink(PostgresDatabase(url=args.db_url, migrate_schema=True))
     from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
+    from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
     from hub_pipelines.resources.cache import RedisCache
-    from hub_pipelines.resources.warehouse import ChdbWarehouse
 
     warehouse = DyingWarehouse(
         ChdbWarehouse(path=args.chdb_path), args.die_after_events_insert, args.die_before_booking

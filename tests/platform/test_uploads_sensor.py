@@ -19,7 +19,7 @@ from hub_pipelines.landing.uploads import object_key_for
 from hub_pipelines.media.printable import printable
 from hub_pipelines.resources.object_storage import S3ObjectStorage
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from hub_pipelines.sensors.uploads import media_uploads_sensor
+from hub_pipelines.sensors.media import media_uploads_sensor
 from tests.platform.conftest import LocalEnvironment
 from tests.services.postgres import PostgresServer
 from tests.services.seaweedfs import S3Server

@@ -3,7 +3,12 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from hub_pipelines.resources.cdn import MAX_PATHS_PER_INVALIDATION, CdnNotConfigured, CloudFrontCdn, NoCdn
+from hub_pipelines.resources.media.cdn import (
+    MAX_PATHS_PER_INVALIDATION,
+    CdnNotConfigured,
+    CloudFrontCdn,
+    NoCdn,
+)
 from tests.fakes.cloudfront_server import CloudFrontStub, running_cloudfront_stub
 
 DISTRIBUTION = "E2TESTDIST"

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from hub_pipelines.core.ports import ScannerUnavailable, VirusScanner
-from hub_pipelines.resources.scan_limits import ScanLimits, production_clamd_conf
-from hub_pipelines.resources.virus_scanner import (
+from hub_pipelines.resources.media.scan_limits import ScanLimits, production_clamd_conf
+from hub_pipelines.resources.media.virus_scanner import (
     EICAR_TEST_DATABASE,
     ClamdScanner,
     ClamscanScanner,
@@ -341,7 +341,7 @@ def test_clamscan_of_a_20000_pixel_square_png_of_zeros_stays_under_300_mb(tmp_pa
         f"""
         import json, resource
         from pathlib import Path
-        from hub_pipelines.resources.virus_scanner import ClamscanScanner
+        from hub_pipelines.resources.media.virus_scanner import ClamscanScanner
         verdict = ClamscanScanner(database={str(EICAR_TEST_DATABASE)!r}).scan([Path({str(png)!r}).read_bytes()], "zeros.png")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(json.dumps({{"clean": verdict.clean, "peak_kib": peak}}))

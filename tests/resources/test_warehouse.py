@@ -27,7 +27,7 @@ import pytest
 from clickhouse_connect.driver.external import ExternalData
 
 from hub_pipelines.core.ports import Warehouse
-from hub_pipelines.resources.warehouse import (
+from hub_pipelines.resources.analytics.warehouse import (
     ChdbWarehouse,
     ClickHouseWarehouse,
     WarehouseError,
@@ -283,7 +283,7 @@ def test_a_second_process_opening_the_same_folder_gets_warehouse_locked(
     chdb_warehouse.execute("SELECT 1")
     script = textwrap.dedent(
         f"""
-        from hub_pipelines.resources.warehouse import ChdbWarehouse, WarehouseLocked
+        from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse, WarehouseLocked
         try:
             ChdbWarehouse(path={chdb_path!r}).execute("SELECT 1")
         except WarehouseLocked as exc:

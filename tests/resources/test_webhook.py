@@ -14,7 +14,7 @@ from hub_pipelines.core.webhook_signing import (
     signed_headers,
     verify_signature,
 )
-from hub_pipelines.resources.webhook import FileWebhook, HttpWebhook
+from hub_pipelines.resources.media.webhook import FileWebhook, HttpWebhook
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 
 SECRET = "test-secret"

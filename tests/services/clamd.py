@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hub_pipelines.resources.scan_limits import ScanLimits
-from hub_pipelines.resources.virus_scanner import EICAR_TEST_DATABASE
+from hub_pipelines.resources.media.scan_limits import ScanLimits
+from hub_pipelines.resources.media.virus_scanner import EICAR_TEST_DATABASE
 from tests.services import free_port, require_binary, start_process, stop_process, wait_until
 
 CLAMD_INSTALL = "apt-get install -y clamav clamav-daemon"

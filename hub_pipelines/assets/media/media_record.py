@@ -7,7 +7,7 @@ from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import Cdn, ObjectStorage, SqlDatabase, Webhook
 from hub_pipelines.media.publication_record import record_published_upload
 from hub_pipelines.media.records import publications_without_clean_scan
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 CLEAN_SCAN_CHECK = "published_uploads_have_clean_scans"
 

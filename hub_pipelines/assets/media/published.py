@@ -8,7 +8,7 @@ from hub_pipelines.core.ports import Cdn, ObjectStorage, SqlDatabase
 from hub_pipelines.media.publication import Destinations, check_published_copies, publish_upload
 from hub_pipelines.media.publishing import transient_storage_error
 from hub_pipelines.media.step_failures import StepBlocked
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 EVERY_REGION_CHECK = "every_variant_in_every_region"
 

@@ -10,7 +10,7 @@ from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.media.manifests import StagingManifest
 from hub_pipelines.media.printable import printable
 from hub_pipelines.media.rendition_staging import stage_renditions
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 if TYPE_CHECKING:
     from hub_pipelines.media.rendering import Rendering

@@ -5,7 +5,7 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.steps import originals, reported_as_failures
 from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase, VirusScanner, Webhook
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 
 @dg.asset(

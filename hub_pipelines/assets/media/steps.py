@@ -11,7 +11,7 @@ from hub_pipelines.core.ports import ObjectStorage
 from hub_pipelines.media.originals import Originals
 from hub_pipelines.media.staging import Staging
 from hub_pipelines.media.step_failures import StepBlocked, StepRefused
-from hub_pipelines.resources.media_settings import MediaSettings
+from hub_pipelines.resources.media.media_settings import MediaSettings
 
 
 def originals(objects: ObjectStorage) -> Originals:

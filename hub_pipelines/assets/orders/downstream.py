@@ -12,7 +12,7 @@ from hub_pipelines.core.ports import CustomerChannels, SqlDatabase, Topics
 from hub_pipelines.orders.notifications import send_confirmations
 from hub_pipelines.orders.outbox import relay_outbox
 from hub_pipelines.orders.reports import rebuild_daily_revenue, take_inventory_snapshot
-from hub_pipelines.resources.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 
 OUTBOX_RELAY_KEY = ["orders", "outbox_relay"]
 OUTBOX_DRAINED_CHECK = "outbox_drained_within_bound"

@@ -18,7 +18,7 @@ from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderLedger
-from hub_pipelines.resources.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 
 ORDER_LEDGER_KEY = ["orders", "order_ledger"]
 STOCK_CHECK = "stock_never_negative"

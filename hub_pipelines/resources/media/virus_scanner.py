@@ -32,8 +32,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from hub_pipelines.core.ports import NOT_SCANNABLE, ScannerUnavailable, ScanVerdict
-from hub_pipelines.resources.pdf_decoded_copy import PDF_HEADER_WINDOW, decoded_pdf_copy, looks_like_pdf
-from hub_pipelines.resources.scan_limits import CLAMAV_LIMIT_SIGNATURE, ScanLimits
+from hub_pipelines.resources.media.pdf_decoded_copy import PDF_HEADER_WINDOW, decoded_pdf_copy, looks_like_pdf
+from hub_pipelines.resources.media.scan_limits import CLAMAV_LIMIT_SIGNATURE, ScanLimits
 
 EICAR_TEST_DATABASE = Path(__file__).parent / "clamav"
 CLAMAV_INSTALL = "apt-get install -y clamav"

@@ -246,7 +246,7 @@ class StripeGateway(dg.ConfigurableResource):
         # so calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
         import stripe
 
-        from hub_pipelines.resources.stripe_transport import PooledUrllib3Client
+        from hub_pipelines.resources.orders.stripe_transport import PooledUrllib3Client
 
         with self._client_lock:
             if self._stripe is None:

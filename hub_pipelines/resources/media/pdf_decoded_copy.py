@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 if TYPE_CHECKING:
     # Only for the annotation: the child process must start without importing Dagster (seconds).
-    from hub_pipelines.resources.scan_limits import ScanLimits
+    from hub_pipelines.resources.media.scan_limits import ScanLimits
 
 PDF_MAGIC = b"%PDF-"
 # ClamAV's own rule: a PDF header anywhere in the first 1024 bytes makes the file a PDF to a viewer too.

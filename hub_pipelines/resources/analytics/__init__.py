@@ -1,0 +1,1 @@
+"""The analytics workflow's own services."""

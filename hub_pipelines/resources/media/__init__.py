@@ -1,0 +1,1 @@
+"""The media workflow's own services and settings."""

@@ -1,0 +1,1 @@
+"""The orders workflow's own services and settings."""
