@@ -35,31 +35,54 @@ def _migrate_schema_field() -> Any:
     )
 
 
-class SqliteDatabase(dg.ConfigurableResource):
-    """A SQLite database file (created with its folder when missing), in WAL mode with foreign keys on."""
+class _CachedEngineDatabase(dg.ConfigurableResource):
+    """What both databases share: the engine made once per instance (migrated first when asked), and
+    closed when the step ends."""
 
-    path: str
-    busy_timeout_ms: int = 30_000
     echo: bool = False
     migrate_schema: bool = _migrate_schema_field()
 
     _engine: Engine | None = PrivateAttr(default=None)
 
     @property
-    def dialect(self) -> str:
-        return "sqlite"
-
-    @property
     def engine(self) -> Engine:
+        # Read without the lock once the engine exists: every order's transaction asks for it.
         if self._engine is not None:
             return self._engine
         with _ENGINE_CREATION:
             if self._engine is None:
-                engine = sqlite_engine(self.path, busy_timeout_ms=self.busy_timeout_ms, echo=self.echo)
+                engine = self._create_engine()
                 if self.migrate_schema:
                     upgrade_schema(engine)
                 self._engine = engine
             return self._engine
+
+    def _create_engine(self) -> Engine:
+        raise NotImplementedError
+
+    def dispose(self) -> None:
+        """Close the pooled connections; the next use opens new ones."""
+        with _ENGINE_CREATION:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.dispose()
+
+
+class SqliteDatabase(_CachedEngineDatabase):
+    """A SQLite database file (created with its folder when missing), in WAL mode with foreign keys on."""
+
+    path: str
+    busy_timeout_ms: int = 30_000
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite"
+
+    def _create_engine(self) -> Engine:
+        return sqlite_engine(self.path, busy_timeout_ms=self.busy_timeout_ms, echo=self.echo)
 
     @contextlib.contextmanager
     def transaction(self, isolation_level: str | None = None) -> Iterator[Connection]:
@@ -78,18 +101,8 @@ class SqliteDatabase(dg.ConfigurableResource):
             with connection.begin():
                 yield connection
 
-    def dispose(self) -> None:
-        """Close the pooled connections; the next use opens new ones."""
-        with _ENGINE_CREATION:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.dispose()
-
-
-class PostgresDatabase(dg.ConfigurableResource):
+class PostgresDatabase(_CachedEngineDatabase):
     """A PostgreSQL database reached through psycopg 3 with a pre-pinged connection pool.
 
     Either the separate connection fields or `url` (any `postgresql://` URL; its driver is
@@ -111,10 +124,6 @@ class PostgresDatabase(dg.ConfigurableResource):
     pool_size: int = 12
     max_overflow: int = 10
     pool_recycle_s: int = 1800
-    echo: bool = False
-    migrate_schema: bool = _migrate_schema_field()
-
-    _engine: Engine | None = PrivateAttr(default=None)
 
     @property
     def dialect(self) -> str:
@@ -133,26 +142,16 @@ class PostgresDatabase(dg.ConfigurableResource):
             database=self.database,
         )
 
-    @property
-    def engine(self) -> Engine:
-        # Read without the lock once the engine exists: every order's transaction asks for it.
-        if self._engine is not None:
-            return self._engine
-        with _ENGINE_CREATION:
-            if self._engine is None:
-                engine = sa.create_engine(
-                    self.sqlalchemy_url,
-                    connect_args=self._connect_args(),
-                    pool_size=self.pool_size,
-                    max_overflow=self.max_overflow,
-                    pool_recycle=self.pool_recycle_s,
-                    pool_pre_ping=True,
-                    echo=self.echo,
-                )
-                if self.migrate_schema:
-                    upgrade_schema(engine)
-                self._engine = engine
-            return self._engine
+    def _create_engine(self) -> Engine:
+        return sa.create_engine(
+            self.sqlalchemy_url,
+            connect_args=self._connect_args(),
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
+            pool_recycle=self.pool_recycle_s,
+            pool_pre_ping=True,
+            echo=self.echo,
+        )
 
     def _connect_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -176,13 +175,3 @@ class PostgresDatabase(dg.ConfigurableResource):
                 connection.execution_options(isolation_level=level)
             with connection.begin():
                 yield connection
-
-    def dispose(self) -> None:
-        """Close the pooled connections; the next use opens new ones."""
-        with _ENGINE_CREATION:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.dispose()
