@@ -1,8 +1,10 @@
-"""The jobs sensors start. Tags drive the run queue's per-workflow limits in dagster.yaml."""
+"""The jobs sensors start. Tags drive the run queue's per-workflow limits in dagster.yaml and its
+order (core/run_priority.py)."""
 
 import dagster as dg
 
 from hub_pipelines.assets.media.partitions import uploads_partitions
+from hub_pipelines.core.run_priority import LANDING_PRIORITY
 from hub_pipelines.json_logs import job_logs_config
 
 # Daily-partitioned derived assets (revenue, rollups) are rebuilt per day by their own runs and
@@ -35,7 +37,7 @@ orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(["orders", "order_events"]).downstream() - DAILY_ASSETS,
-    tags={"hub/workflow": "orders", "hub/topic": "orders", "hub/lane": "orders/all"},
+    tags={"hub/workflow": "orders", "hub/topic": "orders", "hub/lane": "orders/all", **LANDING_PRIORITY},
     description="Land one offset range of the orders topic and carry it through the ledger.",
 )
 
@@ -43,6 +45,11 @@ analytics_pipeline_job = dg.define_asset_job(
     "analytics_pipeline",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(["analytics", "raw_events"]).downstream() - DAILY_ASSETS,
-    tags={"hub/workflow": "analytics", "hub/topic": "events", "hub/lane": "events/all"},
+    tags={
+        "hub/workflow": "analytics",
+        "hub/topic": "events",
+        "hub/lane": "events/all",
+        **LANDING_PRIORITY,
+    },
     description="Land one offset range of the events topic, update counters and score anomalies.",
 )

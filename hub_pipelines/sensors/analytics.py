@@ -23,6 +23,7 @@ from hub_pipelines.assets.analytics.raw_events import (
 )
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
+from hub_pipelines.core.run_priority import CATCH_UP_PRIORITY
 
 RAW_EVENTS = dg.AssetKey(RAW_EVENTS_KEY)
 
@@ -110,7 +111,7 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
     target=dg.AssetSelection.groups("analytics"),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    run_tags={"hub/workflow": "analytics"},
+    run_tags={"hub/workflow": "analytics", **CATCH_UP_PRIORITY},
     description="Requests what the analytics assets' automation conditions ask for: today's daily rollups "
     "every 15 minutes once events landed (closed days are analytics_late_days_sensor's).",
 )

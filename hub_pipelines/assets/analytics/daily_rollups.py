@@ -13,6 +13,7 @@ from hub_pipelines.assets.policies import (
     EXTERNAL_CALL_RETRY,
 )
 from hub_pipelines.core.ports import Warehouse
+from hub_pipelines.core.run_priority import CATCH_UP_PRIORITY
 from hub_pipelines.json_logs import job_logs_config
 
 DAILY_ROLLUPS_KEY = ["analytics", "daily_rollups"]
@@ -74,5 +75,6 @@ daily_rollups_job = dg.define_asset_job(
     "analytics_daily_rollups",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(daily_rollups),
+    tags=CATCH_UP_PRIORITY,
     description="Rebuild the daily rollups of one day from raw events.",
 )
