@@ -22,6 +22,7 @@ the figures move with it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -61,8 +62,9 @@ class Probe:
     produced_at: float
     in_warehouse_at: float | None = None
     in_redis_at: float | None = None
-    # Landed by the first batch of a run (it waited for a run to start), not by a follower's micro-batch.
-    by_first_batch: bool = False
+    # Produced before the run that landed it had landed its first batch: it waited for a run to start
+    # (the queue, the launch, the step's warm-up), not for a running follower's next poll.
+    waited_for_run_start: bool = False
 
     @property
     def landed_at(self) -> float | None:
@@ -79,8 +81,8 @@ class Watcher:
     counters: redis.Redis
     topic: str
     after_storage_id: int | None = None
-    landed_ranges: list[tuple[OffsetRange, float, bool]] = field(default_factory=list)
-    runs_seen: set[str] = field(default_factory=set)
+    landed_ranges: list[tuple[OffsetRange, float, str]] = field(default_factory=list)
+    first_landing_of_run: dict[str, float] = field(default_factory=dict)
     counted_chunks: set[OffsetRange] = field(default_factory=set)
 
     def look(self, probes: list[Probe]) -> None:
@@ -93,10 +95,9 @@ class Watcher:
             self.after_storage_id = record.storage_id
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             text = getattr(metadata.get("ranges"), "value", "none")
-            first_of_run = record.run_id not in self.runs_seen
-            self.runs_seen.add(record.run_id)
+            self.first_landing_of_run.setdefault(record.run_id, record.timestamp)
             for r in parse_ranges(text) if text and text != "none" else []:
-                self.landed_ranges.append((r, record.timestamp, first_of_run))
+                self.landed_ranges.append((r, record.timestamp, record.run_id))
         for key in self.counters.scan_iter(match=f"{PREFIX}:counted:{self.topic}/*", count=1000):
             partition, span = key.decode().rsplit("/", 1)[1].split(":")
             start, end = span.split("-")
@@ -104,9 +105,10 @@ class Watcher:
         now = time.time()
         for probe in probes:
             if probe.in_warehouse_at is None:
-                found = next(((at, first) for r, at, first in self.landed_ranges if _covers(r, probe)), None)
+                found = next(((at, run) for r, at, run in self.landed_ranges if _covers(r, probe)), None)
                 if found is not None:
-                    probe.in_warehouse_at, probe.by_first_batch = found
+                    probe.in_warehouse_at = found[0]
+                    probe.waited_for_run_start = probe.produced_at < self.first_landing_of_run[found[1]]
             if probe.in_redis_at is None and any(_covers(r, probe) for r in self.counted_chunks):
                 probe.in_redis_at = now
 
@@ -157,6 +159,75 @@ def _launch_rollup(environment: dict[str, str]) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+PHASES = (
+    # (label, from event, to event): the run's way from its record to its first step, per event-log stamps.
+    ("submitted (created -> RUN_ENQUEUED)", None, dg.DagsterEventType.RUN_ENQUEUED),
+    # The daemon writes RUN_STARTING when it dequeues a run, just before the launch.
+    (
+        "queue wait, limits and pools (-> RUN_STARTING)",
+        dg.DagsterEventType.RUN_ENQUEUED,
+        dg.DagsterEventType.RUN_STARTING,
+    ),
+    (
+        "launch through the code server, process spawn, imports, instance (-> RUN_START)",
+        dg.DagsterEventType.RUN_STARTING,
+        dg.DagsterEventType.RUN_START,
+    ),
+    (
+        "executor, resources (-> first STEP_START)",
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.STEP_START,
+    ),
+    (
+        "step warm-up, first batch (-> first materialization)",
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+    ),
+)
+
+
+def _phases(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
+    """Per phase of a run's start, each run's seconds in it (from the run's event log)."""
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in PHASES}
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
+        stamps: dict[dg.DagsterEventType | None, float] = {None: record.create_timestamp.timestamp()}
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type={to for _, _, to in PHASES}):
+            if entry.dagster_event is not None and entry.dagster_event_type not in stamps:
+                stamps[entry.dagster_event_type] = entry.timestamp
+        for label, start, end in PHASES:
+            if start in stamps and end in stamps:
+                seconds[label].append(stamps[end] - stamps[start])
+    return seconds
+
+
+HANDOFF = (
+    "previous run's last landing -> its end (checks, downstream steps)",
+    "its end -> the next run created (the sensor's tick)",
+    "next run created -> its first landing (queue, launch, warm-up)",
+)
+
+
+def _handoffs(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
+    """Between consecutive landing runs, the time without a follower, in its parts."""
+    runs = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
+        landings = [
+            entry.timestamp
+            for entry in instance.all_logs(
+                record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+            if entry.dagster_event is not None and entry.dagster_event.asset_key == RAW_EVENTS
+        ]
+        if landings and record.end_time is not None:
+            runs.append((record.create_timestamp.timestamp(), min(landings), max(landings), record.end_time))
+    runs.sort()
+    seconds: dict[str, list[float]] = {label: [] for label in HANDOFF}
+    for (_, _, last, ended), (created, first, _, _) in itertools.pairwise(runs):
+        for label, value in zip(HANDOFF, (ended - last, created - ended, first - created), strict=True):
+            seconds[label].append(value)
+    return seconds
+
+
 def _run_times(instance: dg.DagsterInstance, job: str) -> tuple[list[float], list[float]]:
     queued_launching, running = [], []
     for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
@@ -178,6 +249,9 @@ def main() -> int:
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument(
         "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the deployment's folder (instance, daemon log) to look into"
     )
     args = parser.parse_args()
     # Stopped from outside, the deployment it started (its own session) is still stopped below.
@@ -259,6 +333,8 @@ def main() -> int:
             for launch in launches:
                 launch.wait()
             queued_launching, running = _run_times(instance, JOB)
+            phases = _phases(instance, JOB)
+            handoffs = _handoffs(instance, JOB)
             rollups_waited, rollups_ran = _run_times(instance, ROLLUP_JOB)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
@@ -284,8 +360,8 @@ def main() -> int:
         _percentiles([p.landed_at - p.produced_at for p in landed if p.landed_at is not None]),
     )
     for label, part in (
-        ("  by a running follower's micro-batch:  ", [p for p in landed if not p.by_first_batch]),
-        ("  by a run's first batch (waited a run):", [p for p in landed if p.by_first_batch]),
+        ("  by a running follower's next poll:    ", [p for p in landed if not p.waited_for_run_start]),
+        ("  waited for a run to start:            ", [p for p in landed if p.waited_for_run_start]),
     ):
         print(label, _percentiles([p.landed_at - p.produced_at for p in part if p.landed_at is not None]))
     print(
@@ -294,6 +370,14 @@ def main() -> int:
         if queued_launching
         else f"{JOB} runs: none"
     )
+    for label, values in phases.items():
+        if values:
+            print(f"  {label}: median {statistics.median(values):.2f} s, max {max(values):.2f} s")
+    for label, values in handoffs.items():
+        if values:
+            print(
+                f"  between runs, {label}: median {statistics.median(values):.2f} s, max {max(values):.2f} s"
+            )
     if running:
         print(f"running median {statistics.median(running):.1f} s, max {max(running):.1f} s")
     if rollups_waited:
@@ -303,7 +387,10 @@ def main() -> int:
             f"running median {statistics.median(rollups_ran or [0]):.1f} s"
         )
     print(f"load average at end {os.getloadavg()}")
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"kept {root} (DAGSTER_HOME {dagster_home}, daemon log {root / 'daemon.log'})")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return 0 if len(landed) == len(probes) else 1
 
 
