@@ -343,11 +343,11 @@ class AnalyticsTables:
 
     def _up_to_date(self, warehouse: Warehouse) -> bool:
         database = "{database:String}" if self.database else "currentDatabase()"
-        found = warehouse.query_arrow(
+        found = warehouse.query_df(
             f"SELECT name, create_table_query FROM system.tables WHERE database = {database}",
             {"database": self.database} if self.database else None,
         )
-        created = {row["name"]: row["create_table_query"] for row in found.to_pylist()}
+        created = dict(zip(found["name"], found["create_table_query"], strict=True))
         if not set(_OBJECTS) <= created.keys() or not created.keys().isdisjoint(_RETIRED_TABLES):
             return False
         return (

@@ -457,25 +457,24 @@ class WarehouseEventsSink:
         return self._booked[topic]
 
     def landed_positions(self, topic: str) -> dict[int, int]:
-        found = self.warehouse.query_arrow(
+        found = self.warehouse.query_df(
             f"SELECT partition, max(end_offset) AS end_offset FROM {self.tables.landed_ranges} FINAL "
             "WHERE topic = {topic:String} GROUP BY partition",
             {"topic": topic},
         )
-        return {int(row["partition"]): int(row["end_offset"]) for row in found.to_pylist()}
+        return {int(p): int(e) for p, e in found.itertuples(index=False)}
 
     def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:
         """The booked ranges, each offset counted once: a range that the ranges booked before it already
         cover is left out (a run beside another booked it again between reading the book and booking)."""
-        # Arrow rows, not pandas: the landing path never imports pandas (seconds of a follower's first batch).
-        found = self.warehouse.query_arrow(
+        found = self.warehouse.query_df(
             "SELECT partition, start_offset, end_offset, read, landed, duplicates, dead_lettered, gaps, lost "
             f"FROM {self.tables.landed_ranges} FINAL WHERE topic = {{topic:String}} ORDER BY landed_at",
             {"topic": topic},
         )
         kept: list[tuple[OffsetRange, LandingCounts]] = []
         covered: dict[int, list[OffsetRange]] = {}
-        for p, s, e, *counts in zip(*(column.to_pylist() for column in found.columns), strict=True):
+        for p, s, e, *counts in found.itertuples(index=False):
             booked = OffsetRange(int(p), int(s), int(e))
             if not uncovered_parts(booked, covered.get(booked.partition, [])):
                 continue

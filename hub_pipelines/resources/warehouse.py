@@ -264,14 +264,8 @@ class ChdbWarehouse(dg.ConfigurableResource):
         self._run(sql, parameters, "Null")
 
     def query_arrow(self, sql: str, parameters: Mapping[str, object] | None = None) -> pa.Table:
-        # chdb's own "ArrowTable" conversion imports pandas (only to check it is installed): over a second
-        # of a landing run's first batch. Its "Arrow" result is the same Arrow file, read here directly.
-        import pyarrow as pa
-
-        result = self._run(sql, parameters, "Arrow")
-        if len(result) == 0:
-            return pa.table({})
-        return pa.ipc.open_file(result.get_memview().view()).read_all()
+        table: pa.Table = self._run(sql, parameters, "ArrowTable")
+        return table
 
     def query_df(self, sql: str, parameters: Mapping[str, object] | None = None) -> pd.DataFrame:
         return self.query_arrow(sql, parameters).to_pandas()
