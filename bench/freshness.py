@@ -218,11 +218,13 @@ def _handoffs(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
             )
             if entry.dagster_event is not None and entry.dagster_event.asset_key == RAW_EVENTS
         ]
-        if landings and record.end_time is not None:
+        if landings:
             runs.append((record.create_timestamp.timestamp(), min(landings), max(landings), record.end_time))
     runs.sort()
     seconds: dict[str, list[float]] = {label: [] for label in HANDOFF}
     for (_, _, last, ended), (created, first, _, _) in itertools.pairwise(runs):
+        if ended is None:
+            continue
         for label, value in zip(HANDOFF, (ended - last, created - ended, first - created), strict=True):
             seconds[label].append(value)
     return seconds
