@@ -157,6 +157,14 @@ def test_follower_whose_time_is_up_follows_on_while_nothing_waits_up_to_its_long
     assert topic.polls[-1] == 12.25
 
 
+def test_follower_of_a_topic_quiet_for_a_window_stops_though_nothing_waits():
+    topic = ScriptedTopic(arrivals=[(3.5, 0, 12), (11.0, 0, 14)])
+    landed = _follow_longer(topic, [True, True])
+    # The second window (5.25-10.25) lands nothing: the run ends, the sensor starts the next one.
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 12)]
+    assert topic.polls[-1] == 10.25
+
+
 def test_follower_stops_when_its_time_is_up_and_another_run_waits():
     topic = ScriptedTopic(arrivals=[(7.5, 0, 14)])
     landed = _follow_longer(topic, [False])
