@@ -1,11 +1,13 @@
 """Produce -> landed through Dagster: marked events at a steady rate into a real local deployment.
 
-    uv run python bench/freshness.py [--seconds 300] [--rate 10] [--follow 120]
+    uv run python bench/freshness.py [--seconds 300] [--rate 10] [--follow 120] [--follow-longest 600]
+        [--rollup-every 90] [--keep]
 
 The deployment is `make run`'s: HUB_ENV=local under a temporary .hub with the repository's
 dagster.yaml, `dagster-daemon run` on the code location (sensors, run queue, launcher, monitoring), a
 redis-server on a Unix socket for the real-time counters, chdb for the warehouse. The events sensor's
-landing runs follow the topic for `--follow` seconds (HUB_EVENTS_FOLLOW_SECONDS; 0 is one run per batch).
+landing runs follow the topic for `--follow` seconds (HUB_EVENTS_FOLLOW_SECONDS; 0 is one run per batch),
+window after window up to `--follow-longest` while no other run is queued (a rollup ends that).
 
 A probe is one analytics event, produced at a steady rate; its produce time is taken just before the
 append (the topic log stamps it then too). It counts as landed in the warehouse when a materialization
@@ -14,9 +16,13 @@ batch's rows and counters are in: what the UI shows), and in Redis when the coun
 covering its offset exists (written in the same MULTI/EXEC as the chunk's counters). Landed = both.
 Probes produced before the first landing run started (the daemon's and code server's cold start) are
 not measured; they are counted apart. Every `--rollup-every` seconds a daily rollup run is queued (it
-needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs' queued + launching (created -> started) and running times
-come from the run records. The machine's load average is printed at start and end: on a shared machine
-the figures move with it.
+needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs'
+queued + launching (created -> started) and running times come from the run records, and each run's
+start in its phases (queue, launch and imports, resources, the step's warm-up to its first landing)
+and each gap between two followers in its parts from the event log: those move less with the load
+than the latencies. A probe "waited for a run to start" when it was produced before the run that
+landed it had landed its first batch. The machine's load average is printed at start and end: on a
+shared machine the figures move with it.
 """
 
 from __future__ import annotations
@@ -248,6 +254,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300, help="how long probes are produced")
     parser.add_argument("--rate", type=float, default=10, help="probes per second")
     parser.add_argument("--follow", type=float, default=settings.EVENTS_FOLLOW_SECONDS)
+    parser.add_argument(
+        "--follow-longest",
+        type=float,
+        default=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
+        help="how long a busy follower may follow while no other run is queued",
+    )
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument(
         "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
@@ -261,7 +273,8 @@ def main() -> int:
 
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     print(
-        f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s"
+        f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s "
+        f"windows, up to {args.follow_longest:.0f} s while no other run is queued"
     )
     root = Path(tempfile.mkdtemp(prefix="freshness-"))
     data_dir, dagster_home = root / ".hub", root / ".hub" / "dagster_home"
@@ -275,6 +288,7 @@ def main() -> int:
         "HUB_DATA_DIR": str(data_dir),
         "HUB_REDIS_URL": f"unix://{socket}",
         "HUB_EVENTS_FOLLOW_SECONDS": str(args.follow),
+        "HUB_EVENTS_FOLLOW_LONGEST_SECONDS": str(args.follow_longest),
         "DAGSTER_HOME": str(dagster_home),
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
