@@ -295,6 +295,13 @@ def main() -> int:
     topics = LocalTopicLog(root=str(data_dir / "topics"))
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         topics.create_topic(topic, settings.TOPIC_PARTITIONS)
+    # As scripts/run_local.sh does: the pool's row exists before the first dequeue pass counts it.
+    subprocess.run(
+        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "1"],
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     daemon_log = (root / "daemon.log").open("wb")
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-m", "hub_pipelines.definitions"],
