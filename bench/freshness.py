@@ -1,11 +1,13 @@
 """Produce -> landed through Dagster: marked events at a steady rate into a real local deployment.
 
-    uv run python bench/freshness.py [--seconds 300] [--rate 10] [--follow 120]
+    uv run python bench/freshness.py [--seconds 300] [--rate 10] [--follow 120] [--follow-longest 600]
+        [--rollup-every 90] [--keep]
 
 The deployment is `make run`'s: HUB_ENV=local under a temporary .hub with the repository's
 dagster.yaml, `dagster-daemon run` on the code location (sensors, run queue, launcher, monitoring), a
 redis-server on a Unix socket for the real-time counters, chdb for the warehouse. The events sensor's
-landing runs follow the topic for `--follow` seconds (HUB_EVENTS_FOLLOW_SECONDS; 0 is one run per batch).
+landing runs follow the topic for `--follow` seconds (HUB_EVENTS_FOLLOW_SECONDS; 0 is one run per batch),
+window after window up to `--follow-longest` while no other run is queued (a rollup ends that).
 
 A probe is one analytics event, produced at a steady rate; its produce time is taken just before the
 append (the topic log stamps it then too). It counts as landed in the warehouse when a materialization
@@ -14,14 +16,19 @@ batch's rows and counters are in: what the UI shows), and in Redis when the coun
 covering its offset exists (written in the same MULTI/EXEC as the chunk's counters). Landed = both.
 Probes produced before the first landing run started (the daemon's and code server's cold start) are
 not measured; they are counted apart. Every `--rollup-every` seconds a daily rollup run is queued (it
-needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs' queued + launching (created -> started) and running times
-come from the run records. The machine's load average is printed at start and end: on a shared machine
-the figures move with it.
+needs the warehouse pool the follower holds): its wait is reported beside the landing runs'. Runs'
+queued + launching (created -> started) and running times come from the run records, and each run's
+start in its phases (queue, launch and imports, resources, the step's warm-up to its first landing)
+and each gap between two followers in its parts from the event log: those move less with the load
+than the latencies. A probe "waited for a run to start" when it was produced before the run that
+landed it had landed its first batch. The machine's load average is printed at start and end: on a
+shared machine the figures move with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -61,8 +68,9 @@ class Probe:
     produced_at: float
     in_warehouse_at: float | None = None
     in_redis_at: float | None = None
-    # Landed by the first batch of a run (it waited for a run to start), not by a follower's micro-batch.
-    by_first_batch: bool = False
+    # Produced before the run that landed it had landed its first batch: it waited for a run to start
+    # (the queue, the launch, the step's warm-up), not for a running follower's next poll.
+    waited_for_run_start: bool = False
 
     @property
     def landed_at(self) -> float | None:
@@ -79,8 +87,8 @@ class Watcher:
     counters: redis.Redis
     topic: str
     after_storage_id: int | None = None
-    landed_ranges: list[tuple[OffsetRange, float, bool]] = field(default_factory=list)
-    runs_seen: set[str] = field(default_factory=set)
+    landed_ranges: list[tuple[OffsetRange, float, str]] = field(default_factory=list)
+    first_landing_of_run: dict[str, float] = field(default_factory=dict)
     counted_chunks: set[OffsetRange] = field(default_factory=set)
 
     def look(self, probes: list[Probe]) -> None:
@@ -93,10 +101,9 @@ class Watcher:
             self.after_storage_id = record.storage_id
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             text = getattr(metadata.get("ranges"), "value", "none")
-            first_of_run = record.run_id not in self.runs_seen
-            self.runs_seen.add(record.run_id)
+            self.first_landing_of_run.setdefault(record.run_id, record.timestamp)
             for r in parse_ranges(text) if text and text != "none" else []:
-                self.landed_ranges.append((r, record.timestamp, first_of_run))
+                self.landed_ranges.append((r, record.timestamp, record.run_id))
         for key in self.counters.scan_iter(match=f"{PREFIX}:counted:{self.topic}/*", count=1000):
             partition, span = key.decode().rsplit("/", 1)[1].split(":")
             start, end = span.split("-")
@@ -104,9 +111,10 @@ class Watcher:
         now = time.time()
         for probe in probes:
             if probe.in_warehouse_at is None:
-                found = next(((at, first) for r, at, first in self.landed_ranges if _covers(r, probe)), None)
+                found = next(((at, run) for r, at, run in self.landed_ranges if _covers(r, probe)), None)
                 if found is not None:
-                    probe.in_warehouse_at, probe.by_first_batch = found
+                    probe.in_warehouse_at = found[0]
+                    probe.waited_for_run_start = probe.produced_at < self.first_landing_of_run[found[1]]
             if probe.in_redis_at is None and any(_covers(r, probe) for r in self.counted_chunks):
                 probe.in_redis_at = now
 
@@ -157,6 +165,77 @@ def _launch_rollup(environment: dict[str, str]) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+PHASES = (
+    # (label, from event, to event): the run's way from its record to its first step, per event-log stamps.
+    ("submitted (created -> RUN_ENQUEUED)", None, dg.DagsterEventType.RUN_ENQUEUED),
+    # The daemon writes RUN_STARTING when it dequeues a run, just before the launch.
+    (
+        "queue wait, limits and pools (-> RUN_STARTING)",
+        dg.DagsterEventType.RUN_ENQUEUED,
+        dg.DagsterEventType.RUN_STARTING,
+    ),
+    (
+        "launch through the code server, process spawn, imports, instance (-> RUN_START)",
+        dg.DagsterEventType.RUN_STARTING,
+        dg.DagsterEventType.RUN_START,
+    ),
+    (
+        "executor, resources (-> first STEP_START)",
+        dg.DagsterEventType.RUN_START,
+        dg.DagsterEventType.STEP_START,
+    ),
+    (
+        "step warm-up, first batch (-> first materialization)",
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+    ),
+)
+
+
+def _phases(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
+    """Per phase of a run's start, each run's seconds in it (from the run's event log)."""
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in PHASES}
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
+        stamps: dict[dg.DagsterEventType | None, float] = {None: record.create_timestamp.timestamp()}
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type={to for _, _, to in PHASES}):
+            if entry.dagster_event is not None and entry.dagster_event_type not in stamps:
+                stamps[entry.dagster_event_type] = entry.timestamp
+        for label, start, end in PHASES:
+            if start in stamps and end in stamps:
+                seconds[label].append(stamps[end] - stamps[start])
+    return seconds
+
+
+HANDOFF = (
+    "previous run's last landing -> its end (checks, downstream steps)",
+    "its end -> the next run created (the sensor's tick)",
+    "next run created -> its first landing (queue, launch, warm-up)",
+)
+
+
+def _handoffs(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
+    """Between consecutive landing runs, the time without a follower, in its parts."""
+    runs = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
+        landings = [
+            entry.timestamp
+            for entry in instance.all_logs(
+                record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+            if entry.dagster_event is not None and entry.dagster_event.asset_key == RAW_EVENTS
+        ]
+        if landings:
+            runs.append((record.create_timestamp.timestamp(), min(landings), max(landings), record.end_time))
+    runs.sort()
+    seconds: dict[str, list[float]] = {label: [] for label in HANDOFF}
+    for (_, _, last, ended), (created, first, _, _) in itertools.pairwise(runs):
+        if ended is None:
+            continue
+        for label, value in zip(HANDOFF, (ended - last, created - ended, first - created), strict=True):
+            seconds[label].append(value)
+    return seconds
+
+
 def _run_times(instance: dg.DagsterInstance, job: str) -> tuple[list[float], list[float]]:
     queued_launching, running = [], []
     for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
@@ -175,9 +254,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300, help="how long probes are produced")
     parser.add_argument("--rate", type=float, default=10, help="probes per second")
     parser.add_argument("--follow", type=float, default=settings.EVENTS_FOLLOW_SECONDS)
+    parser.add_argument(
+        "--follow-longest",
+        type=float,
+        default=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
+        help="how long a busy follower may follow while no other run is queued",
+    )
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument(
         "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the deployment's folder (instance, daemon log) to look into"
     )
     args = parser.parse_args()
     # Stopped from outside, the deployment it started (its own session) is still stopped below.
@@ -185,7 +273,8 @@ def main() -> int:
 
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     print(
-        f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s"
+        f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s "
+        f"windows, up to {args.follow_longest:.0f} s while no other run is queued"
     )
     root = Path(tempfile.mkdtemp(prefix="freshness-"))
     data_dir, dagster_home = root / ".hub", root / ".hub" / "dagster_home"
@@ -199,12 +288,20 @@ def main() -> int:
         "HUB_DATA_DIR": str(data_dir),
         "HUB_REDIS_URL": f"unix://{socket}",
         "HUB_EVENTS_FOLLOW_SECONDS": str(args.follow),
+        "HUB_EVENTS_FOLLOW_LONGEST_SECONDS": str(args.follow_longest),
         "DAGSTER_HOME": str(dagster_home),
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
     topics = LocalTopicLog(root=str(data_dir / "topics"))
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         topics.create_topic(topic, settings.TOPIC_PARTITIONS)
+    # As scripts/run_local.sh does: the pool's row exists before the first dequeue pass counts it.
+    subprocess.run(
+        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "1"],
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     daemon_log = (root / "daemon.log").open("wb")
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-m", "hub_pipelines.definitions"],
@@ -259,6 +356,8 @@ def main() -> int:
             for launch in launches:
                 launch.wait()
             queued_launching, running = _run_times(instance, JOB)
+            phases = _phases(instance, JOB)
+            handoffs = _handoffs(instance, JOB)
             rollups_waited, rollups_ran = _run_times(instance, ROLLUP_JOB)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
@@ -284,8 +383,8 @@ def main() -> int:
         _percentiles([p.landed_at - p.produced_at for p in landed if p.landed_at is not None]),
     )
     for label, part in (
-        ("  by a running follower's micro-batch:  ", [p for p in landed if not p.by_first_batch]),
-        ("  by a run's first batch (waited a run):", [p for p in landed if p.by_first_batch]),
+        ("  by a running follower's next poll:    ", [p for p in landed if not p.waited_for_run_start]),
+        ("  waited for a run to start:            ", [p for p in landed if p.waited_for_run_start]),
     ):
         print(label, _percentiles([p.landed_at - p.produced_at for p in part if p.landed_at is not None]))
     print(
@@ -294,6 +393,14 @@ def main() -> int:
         if queued_launching
         else f"{JOB} runs: none"
     )
+    for label, values in phases.items():
+        if values:
+            print(f"  {label}: median {statistics.median(values):.2f} s, max {max(values):.2f} s")
+    for label, values in handoffs.items():
+        if values:
+            print(
+                f"  between runs, {label}: median {statistics.median(values):.2f} s, max {max(values):.2f} s"
+            )
     if running:
         print(f"running median {statistics.median(running):.1f} s, max {max(running):.1f} s")
     if rollups_waited:
@@ -303,7 +410,10 @@ def main() -> int:
             f"running median {statistics.median(rollups_ran or [0]):.1f} s"
         )
     print(f"load average at end {os.getloadavg()}")
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"kept {root} (DAGSTER_HOME {dagster_home}, daemon log {root / 'daemon.log'})")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return 0 if len(landed) == len(probes) else 1
 
 

@@ -221,6 +221,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             settings.EVENTS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
             follow_seconds=settings.EVENTS_FOLLOW_SECONDS,
+            follow_longest_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
             lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
         ),
     ]

@@ -141,6 +141,10 @@ SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
 # handed to a waiting rollup run at least that often. Orders do not follow by default: the ledger runs
 # after the landing step in the same run, so following would hold payments back by as long.
 EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
+# A follower whose time is up follows for another HUB_EVENTS_FOLLOW_SECONDS while no other analytics run
+# is queued (a rollup waiting for the warehouse pool, another lane, a replay), up to this long: each run
+# start leaves the topic unfollowed for its queue, launch and warm-up. New code reaches the next run.
+EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", "600"))
 ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "0"))
 FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
 # The landing assets warn (check severity WARN) when their newest batch's slowest message took longer

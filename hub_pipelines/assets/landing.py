@@ -127,6 +127,7 @@ def land_and_report(
     topic: str,
     losses: UpstreamLossPager,
     land: LandRanges,
+    keep_following: Callable[[], bool] = lambda: False,
 ) -> dg.MaterializeResult:
     """Land the configured (or pending) ranges with `land`, then, for `config.follow_seconds`, what arrives.
 
@@ -171,6 +172,8 @@ def land_and_report(
         settings.FOLLOW_POLL_SECONDS,
         config.max_messages,
         follows=config.holds,
+        longest_seconds=config.follow_longest_seconds,
+        keep_following=keep_following,
     )
     metadata = tally(last)
     record_landing_lag(topics, sink, topic)

@@ -32,3 +32,8 @@ class TopicRangeConfig(LaneConfig):
         description="After landing `ranges`, keep landing what arrives on the lane's partitions in "
         "micro-batches for this long (each reported as a materialization). 0: land once and stop.",
     )
+    follow_longest_seconds: float = Field(
+        default=0.0,
+        description="While no other run waits for the follower's pool when its time is up, follow for "
+        "another `follow_seconds`, up to this long in all. 0: stop after `follow_seconds`.",
+    )

@@ -7,6 +7,10 @@ batch (from the offsets this follower landed, fairly across partitions, at most 
 landed through the same sink and chunk booking as any range, so a follower killed mid-batch leaves whole
 chunks and the next landing counts them as duplicates. The time is bounded so the run ends: a new code
 version reaches the next run, and whoever waits for the run's pool (chdb's warehouse) gets its turn.
+While the topic is busy (the window landed something) and nobody waits (`keep_following`), a window
+that ends is followed by another, up to `longest_seconds`: a run start (queue, launch, warm-up) costs
+the events produced meanwhile tens of seconds of latency, so a busy follower stops only for a reason.
+A quiet topic's follower stops at its window's end, so a drained system has no run left.
 """
 
 from __future__ import annotations
@@ -60,18 +64,36 @@ def follow_topic(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     follows: Callable[[int], bool] = lambda partition: True,
+    longest_seconds: float = 0.0,
+    keep_following: Callable[[], bool] = lambda: False,
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
-    lane's run lands the others). Each batch but the last is given to `report` as soon as
-    it has landed; the last one is returned (a batch with no ranges when the final polls found nothing).
+    lane's run lands the others). When that window ends having landed something and `keep_following()`
+    says nothing waits for the follower to stop, another window follows, up to `longest_seconds` in all. Each batch but the
+    last is given to `report` as soon as it has landed; the last one is returned (a batch with no
+    ranges when the final polls found nothing).
     """
     ranges = tuple(first_ranges)
     polled = clock()
     batch = MicroBatch(ranges, land(ranges))
     position = advance(positions, ranges)
-    deadline = clock() + follow_seconds
-    while clock() < deadline:
+    started = clock()
+    deadline = started + follow_seconds
+    latest = started + max(follow_seconds, longest_seconds)
+    busy = bool(ranges)
+
+    def following() -> bool:
+        nonlocal deadline, busy
+        if clock() < deadline:
+            return True
+        if follow_seconds > 0 and deadline < latest and busy and keep_following():
+            deadline = min(latest, deadline + follow_seconds)
+            busy = False
+            return True
+        return False
+
+    while following():
         report(batch)
         ranges = ()
         while not ranges and polled < deadline:
@@ -82,4 +104,5 @@ def follow_topic(
         # Landing nothing (the final polls found nothing) still reports where the landing stands.
         batch = MicroBatch(ranges, land(ranges))
         position = advance(position, ranges)
+        busy = busy or bool(ranges)
     return batch

@@ -104,6 +104,7 @@ def build_topic_sensor(
     max_messages: int,
     interval_seconds: int,
     follow_seconds: float = 0.0,
+    follow_longest_seconds: float = 0.0,
     lanes: int = 1,
     lane_ops: Sequence[str] = (),
 ) -> dg.SensorDefinition:
@@ -161,6 +162,7 @@ def build_topic_sensor(
                             op_name: TopicRangeConfig(
                                 ranges=offsets,
                                 follow_seconds=follow_seconds,
+                                follow_longest_seconds=follow_longest_seconds,
                                 lane=lane.index,
                                 lanes=lane.count,
                             ),

@@ -120,3 +120,53 @@ def test_follower_of_one_lane_never_lands_the_partitions_of_another_lane():
     )
     landed = [r for batch in [*reported, last] for r in batch.ranges]
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(0, 10, 14), OffsetRange(0, 14, 20)]
+
+
+def _follow_longer(topic: ScriptedTopic, keep_following: list[bool]) -> list[OffsetRange]:
+    """Follow 5 s windows up to 12 s; `keep_following` answers the follower at each window's end."""
+    answers = iter(keep_following)
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        {},
+        topic.land,
+        reported.append,
+        5,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+        longest_seconds=12,
+        keep_following=lambda: next(answers),
+    )
+    return [r for batch in [*reported, last] for r in batch.ranges]
+
+
+def test_follower_whose_time_is_up_follows_on_while_nothing_waits_up_to_its_longest():
+    topic = ScriptedTopic(arrivals=[(7.5, 0, 14), (11.5, 1, 13), (12.8, 0, 30)])
+    landed = _follow_longer(topic, [True, True])
+    assert landed == [
+        OffsetRange(0, 0, 10),
+        OffsetRange(1, 0, 10),
+        OffsetRange(0, 10, 14),
+        OffsetRange(1, 10, 13),
+    ]
+    # Windows end at 5.25 and 10.25; the second is cut at the longest, 12.25 after the first batch.
+    assert topic.polls[-1] == 12.25
+
+
+def test_follower_of_a_topic_quiet_for_a_window_stops_though_nothing_waits():
+    topic = ScriptedTopic(arrivals=[(3.5, 0, 12), (11.0, 0, 14)])
+    landed = _follow_longer(topic, [True, True])
+    # The second window (5.25-10.25) lands nothing: the run ends, the sensor starts the next one.
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 12)]
+    assert topic.polls[-1] == 10.25
+
+
+def test_follower_stops_when_its_time_is_up_and_another_run_waits():
+    topic = ScriptedTopic(arrivals=[(7.5, 0, 14)])
+    landed = _follow_longer(topic, [False])
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)]
+    assert topic.polls[-1] == 5.25

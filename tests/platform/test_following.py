@@ -76,6 +76,8 @@ def test_following_run_books_each_micro_batch_once_and_the_sensor_folds_them_in(
     assert isinstance(result, dg.SensorResult) and result.run_requests
     request = result.run_requests[0]
     assert request.run_config["ops"]["analytics__raw_events"]["config"]["follow_seconds"] == 2.0
+    longest = request.run_config["ops"]["analytics__raw_events"]["config"]["follow_longest_seconds"]
+    assert longest == settings.EVENTS_FOLLOW_LONGEST_SECONDS
     topics.armed = True
     run = env.run("events_topic_sensor", "analytics_pipeline", request, asset_selection=[RAW_EVENTS])
     assert run.success

@@ -20,6 +20,18 @@ from hub_pipelines.landing.offsets import OffsetRange
 RAW_EVENTS_KEY = ["analytics", "raw_events"]
 LATE_DAYS_METADATA = "late_days"
 LANDED_POSITIONS_METADATA = "landed_positions"
+# Queued runs of these workflows never wait for the warehouse, so a follower need not stop for them.
+WORKFLOWS_WITHOUT_WAREHOUSE = frozenset({"media", "orders"})
+
+
+def may_wait_for_warehouse(run: dg.DagsterRun) -> bool:
+    """Whether a queued run may be waiting for the `warehouse` pool a follower holds: any run but the
+    media and orders workflows' (a rollup, another lane's follower, a replay, a launch from the UI)."""
+    return run.tags.get("hub/workflow") not in WORKFLOWS_WITHOUT_WAREHOUSE
+
+
+def queued_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=100))
 
 
 @dg.asset(
@@ -91,4 +103,13 @@ def raw_events(
         counted_before = counted
         return counts, details
 
-    return land_and_report(context, config, topics, sink, topic, losses, land)
+    return land_and_report(
+        context,
+        config,
+        topics,
+        sink,
+        topic,
+        losses,
+        land,
+        keep_following=lambda: not any(may_wait_for_warehouse(run) for run in queued_runs(context.instance)),
+    )
