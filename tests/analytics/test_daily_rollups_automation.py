@@ -52,5 +52,5 @@ def test_the_analytics_automation_sensor_is_on_by_default_and_covers_daily_rollu
     sensor = defs.resolve_sensor_def("analytics_automation")
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensor.run_tags == {"hub/workflow": "analytics"}
+    assert sensor.run_tags == {"hub/workflow": "analytics", "dagster/priority": "-10"}
     assert ROLLUPS in sensor.asset_selection.resolve(defs.resolve_asset_graph())
