@@ -89,7 +89,10 @@ def decode_event_id(message: TopicMessage) -> str:
 
 
 def headers_as_text(message: TopicMessage) -> dict[str, str]:
-    """Header values as text (bytes that are not UTF-8 shown as escapes); a NUL anywhere is refused."""
+    """Header values as text (bytes that are not UTF-8 shown as escapes); a NUL anywhere is refused,
+    and so are headers the reader could not read (an order's signature is among them)."""
+    if message.unreadable_headers is not None:
+        raise UndecodableMessage(f"{_position(message)}: {message.unreadable_headers}")
     text = {}
     for name, value in message.headers.items():
         problem = _storable_text_problem(name)
