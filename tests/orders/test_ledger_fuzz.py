@@ -3,7 +3,10 @@ reason, without an internal error, and the batch completes (hypothesis, against 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -20,7 +23,12 @@ from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges
-from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH_CLAIM, SIGNATURE_HEADER
+from hub_pipelines.orders.authenticity import (
+    AUTHORIZATION_HEADER,
+    PAYLOAD_HASH_CLAIM,
+    SIGNATURE_HEADER,
+    payload_sha256,
+)
 from hub_pipelines.orders.processing import OrderLedger
 from hub_pipelines.orders.reservation import ACCEPTED, DUPLICATE, REJECTED
 from hub_pipelines.orders.tables import PAID, order_intake, orders
@@ -111,6 +119,19 @@ PAYLOADS = st.one_of(
 )
 
 
+def forged_raw_claims(claims_json: str) -> str:
+    """An HS256 token over claims given as JSON text as it is (NaN, huge numbers)."""
+    segments = [
+        base64.urlsafe_b64encode(part).rstrip(b"=")
+        for part in (b'{"alg":"HS256","typ":"JWT"}', claims_json.encode())
+    ]
+    signing_input = b".".join(segments)
+    signature = base64.urlsafe_b64encode(
+        hmac.new(JWT_SECRET.encode(), signing_input, hashlib.sha256).digest()
+    ).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
 def forged_token(claimed_hash: Any) -> str:
     claims = {"iss": "hub-checkout", "aud": "hub-orders", "exp": int(time.time()) + 300}
     return jwt.encode({**claims, PAYLOAD_HASH_CLAIM: claimed_hash}, JWT_SECRET, algorithm="HS256")
@@ -152,6 +173,138 @@ KNOWN_POISON: list[Message] = [
 ]
 
 
+def signed_bytes(name: str, payload: bytes) -> Message:
+    return name, payload, {k: v.decode() for k, v in hmac_headers(payload).items()}
+
+
+def with_raw_field(field: str, raw: str, **overrides: Any) -> bytes:
+    """A signed-shape order event whose `field` is JSON text written as it is (NaN, 1e999, duplicates...)."""
+    event = order_event(**overrides)
+    event[field] = "\x00placeholder"
+    return encode(event).replace(b'"\\u0000placeholder"', raw.encode())
+
+
+def token(claims: dict[str, Any], **options: Any) -> dict[str, str]:
+    base = {"iss": "hub-checkout", "aud": "hub-orders", "exp": int(time.time()) + 300}
+    return {AUTHORIZATION_HEADER: f"Bearer {jwt.encode({**base, **claims}, **options)}"}
+
+
+def jwt_signed(payload: bytes, **options: Any) -> dict[str, str]:
+    return token(
+        {PAYLOAD_HASH_CLAIM: payload_sha256(payload)}, **{"key": JWT_SECRET, "algorithm": "HS256", **options}
+    )
+
+
+def item(quantity: Any, price: Any = "12.50", product: str = "p-cup") -> dict[str, Any]:
+    return {"product_id": product, "quantity": quantity, "unit_price": price}
+
+
+# What a hostile producer tries beyond the fuzzed fields: JSON edge cases, quantities and prices out of
+# range, currency mismatch, empty and oversize item lists, tokens of every wrong kind.
+_JWT_EVENT = encode(order_event())
+HOSTILE_SHAPES: list[Message] = [
+    signed_bytes("duplicate keys", encode(order_event())[:-1] + b', "event_id": "dup-2", "items": []}'),
+    signed_bytes(
+        "NaN quantity",
+        with_raw_field("items", '[{"product_id": "p-cup", "quantity": NaN, "unit_price": "12.50"}]'),
+    ),
+    signed_bytes(
+        "Infinity price",
+        with_raw_field("items", '[{"product_id": "p-cup", "quantity": 1, "unit_price": Infinity}]'),
+    ),
+    signed_bytes(
+        "huge integer",
+        with_raw_field(
+            "items", '[{"product_id": "p-cup", "quantity": 1' + "0" * 400 + ', "unit_price": "12.50"}]'
+        ),
+    ),
+    signed_bytes(
+        "huge exponent",
+        with_raw_field("items", '[{"product_id": "p-cup", "quantity": 1e999, "unit_price": "12.50"}]'),
+    ),
+    signed_bytes("deep customer", with_raw_field("customer", '{"id": ' * 5000 + '"c"' + "}" * 5000)),
+    signed_bytes("escaped lone surrogate", with_raw_field("customer", '{"id": "c-\\ud800"}')),
+    signed_bytes("BOM", b"\xef\xbb\xbf" + encode(order_event())),
+    signed_bytes("UTF-16", json.dumps(order_event()).encode("utf-16")),
+    *(
+        signed(order_event() | {"items": [item(quantity)]})
+        for quantity in (0, -1, 10**6, 2**63, 1.5, "1", True)
+    ),
+    *(
+        signed(order_event() | {"items": [item(1, price)]})
+        for price in (
+            "1.25E+1",
+            "1250e-2",
+            "0.1250E2",
+            "1e-3",
+            "12.50e0",
+            "+12.50",
+            " 12.50",
+            "12,50",
+            "0x1p3",
+        )
+    ),
+    signed(order_event(currency="EUR")),
+    signed(order_event(currency="usd")),
+    signed(order_event() | {"items": []}),
+    signed(order_event() | {"items": [item(1, product=f"p-{n}") for n in range(101)]}),
+    signed(order_event() | {"items": [item(1), item(1)]}),
+    ("alg none", _JWT_EVENT, jwt_signed(_JWT_EVENT, key=None, algorithm="none")),
+    ("alg HS512", _JWT_EVENT, jwt_signed(_JWT_EVENT, algorithm="HS512")),
+    ("unknown kid", _JWT_EVENT, jwt_signed(_JWT_EVENT, headers={"kid": "k-unknown\x00"})),
+    (
+        "expired",
+        _JWT_EVENT,
+        token({PAYLOAD_HASH_CLAIM: payload_sha256(_JWT_EVENT), "exp": 1}, key=JWT_SECRET, algorithm="HS256"),
+    ),
+    (
+        "not yet",
+        _JWT_EVENT,
+        token(
+            {PAYLOAD_HASH_CLAIM: payload_sha256(_JWT_EVENT), "nbf": 2**40}, key=JWT_SECRET, algorithm="HS256"
+        ),
+    ),
+    (
+        "issued in the future",
+        _JWT_EVENT,
+        token(
+            {PAYLOAD_HASH_CLAIM: payload_sha256(_JWT_EVENT), "iat": 2**40}, key=JWT_SECRET, algorithm="HS256"
+        ),
+    ),
+    (
+        "exp huge",
+        _JWT_EVENT,
+        token(
+            {PAYLOAD_HASH_CLAIM: payload_sha256(_JWT_EVENT), "exp": 10**400},
+            key=JWT_SECRET,
+            algorithm="HS256",
+        ),
+    ),
+    (
+        "exp NaN",
+        _JWT_EVENT,
+        {
+            AUTHORIZATION_HEADER: "Bearer "
+            + forged_raw_claims(
+                '{"iss": "hub-checkout", "aud": "hub-orders", "exp": NaN, "payload_sha256": "'
+                + payload_sha256(_JWT_EVENT)
+                + '"}'
+            )
+        },
+    ),
+    (
+        "huge token",
+        _JWT_EVENT,
+        token(
+            {PAYLOAD_HASH_CLAIM: payload_sha256(_JWT_EVENT), "pad": "x" * 300_000},
+            key=JWT_SECRET,
+            algorithm="HS256",
+        ),
+    ),
+    ("two schemes", _JWT_EVENT, {**jwt_signed(_JWT_EVENT), SIGNATURE_HEADER: "sha256=" + "0" * 64}),
+]
+
+
 def well_formed() -> Message:
     return signed(order_event(customer=f"c-{uuid.uuid4().hex[:8]}"))
 
@@ -173,6 +326,7 @@ def fuzzed(make_ledger: LedgerFactory, stripe_gateway: StripeGateway) -> tuple[O
 )
 @given(hostile=st.lists(hostile_message(), min_size=1, max_size=5))
 @example(hostile=KNOWN_POISON)
+@example(hostile=HOSTILE_SHAPES)
 def test_any_order_event_ends_as_an_order_or_a_rejection_with_a_reason_and_the_batch_completes(
     fuzzed: tuple[OrderLedger, Inbox], ledger_database: PostgresDatabase, hostile: list[Message]
 ) -> None:
