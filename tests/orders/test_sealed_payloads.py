@@ -223,3 +223,25 @@ def test_inbox_row_under_a_key_id_the_keyring_lacks_stops_the_batch_naming_the_k
     with ledger_database.transaction() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0
         assert connection.execute(sa.select(sa.func.count()).select_from(order_intake)).scalar_one() == 0
+
+
+def test_key_listed_with_other_bytes_than_the_ones_that_sealed_stops_the_batch_instead_of_dead_lettering_it(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUB_PII_KEYS", new_key_setting("k7"))
+    Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(3))
+    monkeypatch.setenv("HUB_PII_KEYS", new_key_setting("k7"))
+
+    with pytest.raises(
+        PiiKeyError,
+        match=r"PII key 'k7' opens none of the 3 inbox rows sealed under it in this batch "
+        r"\(the first: orders partition 0 offset 0\): its bytes in HUB_PII_KEYS are not the ones",
+    ):
+        make_ledger(stripe_gateway).process_batch()
+
+    with ledger_database.transaction() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0
+        assert connection.execute(sa.select(sa.func.count()).select_from(order_intake)).scalar_one() == 0
