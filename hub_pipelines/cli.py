@@ -219,6 +219,13 @@ def rotate_keys(args: argparse.Namespace) -> int:
         f"rotate-keys: re-sealed {report.inbox_rows} inbox rows, {report.dead_letters} dead letters, "
         f"{report.orders} orders under the newest key"
     )
+    if report.unreadable:
+        print(
+            f"rotate-keys: {len(report.unreadable)} rows do not open under their key and keep it "
+            f"(corrupted at rest; keep the old key until they are dealt with): {', '.join(report.unreadable)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

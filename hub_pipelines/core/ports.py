@@ -165,7 +165,8 @@ class WarehouseRowsRefused(RuntimeError):
 # frozen dataclass's __init__ (object.__setattr__ per field) cost about 3 us each, more than decoding
 # the event in it; a struct is built in C in a tenth of that.
 class TopicMessage(msgspec.Struct, frozen=True, gc=False):
-    """One message read from a topic partition."""
+    """One message read from a topic partition. `unreadable_headers` says why its headers could not
+    be read (then `headers` is empty): a sink that needs them dead-letters the message with it."""
 
     topic: str
     partition: int
@@ -174,6 +175,7 @@ class TopicMessage(msgspec.Struct, frozen=True, gc=False):
     key: bytes | None = None
     headers: Mapping[str, bytes] = msgspec.field(default_factory=dict)
     timestamp_ms: int | None = None
+    unreadable_headers: str | None = None
 
 
 @dataclass(frozen=True)

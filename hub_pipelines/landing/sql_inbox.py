@@ -25,7 +25,13 @@ from hub_pipelines.core.ports import SqlDatabase, TopicMessage
 from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange, uncovered_parts
-from hub_pipelines.orders.sealed_payloads import seal_dead_letter_payload, seal_inbox_payload
+from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, SIGNATURE_HEADER
+from hub_pipelines.orders.pii import PiiDecryptionFailed
+from hub_pipelines.orders.sealed_payloads import (
+    open_inbox_payload,
+    seal_dead_letter_payload,
+    seal_inbox_payload,
+)
 
 # The unique index on (topic, event_id) is a B-tree: PostgreSQL refuses an index row past ~2.7 kB.
 MAX_EVENT_ID_BYTES = 512
@@ -89,7 +95,10 @@ def decode_event_id(message: TopicMessage) -> str:
 
 
 def headers_as_text(message: TopicMessage) -> dict[str, str]:
-    """Header values as text (bytes that are not UTF-8 shown as escapes); a NUL anywhere is refused."""
+    """Header values as text (bytes that are not UTF-8 shown as escapes); a NUL anywhere is refused,
+    and so are headers the reader could not read (an order's signature is among them)."""
+    if message.unreadable_headers is not None:
+        raise UndecodableMessage(f"{_position(message)}: {message.unreadable_headers}")
     text = {}
     for name, value in message.headers.items():
         problem = _storable_text_problem(name)
@@ -99,6 +108,17 @@ def headers_as_text(message: TopicMessage) -> dict[str, str]:
             raise UndecodableMessage(f"{_position(message)}: header {name!r} holds a NUL byte")
         text[name] = value.decode("utf-8", "backslashreplace")
     return text
+
+
+def _signature(headers: Any) -> dict[str, Any]:
+    """The headers an order's authenticity rests on, by lower-case name."""
+    if not isinstance(headers, dict):
+        return {}
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if isinstance(name, str) and name.lower() in (SIGNATURE_HEADER, AUTHORIZATION_HEADER)
+    }
 
 
 def _printable_reason(reason: str) -> str:
@@ -169,6 +189,9 @@ class SqlInboxSink:
             new_rejects = [reject for reject in rejects if new(reject)]
             landed, refused = self._insert_isolating(connection, new_rows)
             by_offset = {message.offset: message for message in messages}
+            settled = landed | {int(row["offset"]) for row, _ in refused}
+            duplicates = [row for row in new_rows if row["offset"] not in settled]
+            refused += self._impostors(connection, topic, duplicates, by_offset)
             new_rejects += [
                 self._dead_letter(by_offset[row["offset"]], _refused_reason(row, reason), now)
                 for row, reason in refused
@@ -189,6 +212,61 @@ class SqlInboxSink:
             dead_lettered=dead_lettered,
             gaps=chunk.size - len(messages),
         )
+
+    @staticmethod
+    def _impostors(
+        connection: sa.Connection,
+        topic: str,
+        duplicates: list[dict[str, Any]],
+        by_offset: dict[int, TopicMessage],
+    ) -> list[tuple[dict[str, Any], str]]:
+        """The rows not inserted because their event id had landed at another position, whose payload
+        or signature headers differ from the landed one's, each with its reason.
+
+        A true duplicate (a producer's retry) carries the same bytes and signature. Another message
+        under a landed event id is not one: counted as a duplicate, it would vanish, and a forged copy
+        landed first (from another partition, say) would make the real event vanish so. It is
+        dead-lettered instead, naming the position that holds the event id."""
+        if not duplicates:
+            return []
+        landed = {
+            row.event_id: row
+            for row in connection.execute(
+                sa.select(
+                    topic_inbox.c.event_id,
+                    topic_inbox.c.partition,
+                    topic_inbox.c.offset,
+                    topic_inbox.c.payload,
+                    topic_inbox.c.payload_key_id,
+                    topic_inbox.c.headers,
+                ).where(
+                    topic_inbox.c.topic == topic,
+                    topic_inbox.c.event_id.in_({row["event_id"] for row in duplicates}),
+                )
+            )
+        }
+        impostors = []
+        for row in duplicates:
+            first = landed.get(row["event_id"])
+            if first is None:
+                continue
+            message = by_offset[row["offset"]]
+            try:
+                same_payload = message.value == open_inbox_payload(
+                    topic, int(first.partition), int(first.offset), first.payload, first.payload_key_id
+                )
+            except PiiDecryptionFailed:
+                same_payload = False
+            if same_payload and _signature(row["headers"]) == _signature(first.headers or {}):
+                continue
+            impostors.append(
+                (
+                    row,
+                    f"event_id {row['event_id']!r} already landed at partition {first.partition} offset "
+                    f"{first.offset} with another payload or signature; this message is not its duplicate",
+                )
+            )
+        return impostors
 
     def _lock_partition(self, connection: sa.Connection, topic: str, partition: int) -> None:
         """Serialise landings of one partition until commit (SQLite's BEGIN IMMEDIATE already does)."""

@@ -7,6 +7,12 @@ media and XFA forms (a second, scriptable document inside the first). None of it
 CDN hands to the public, so it is removed, and what was removed is counted per category so the media
 record says what the author's file carried.
 
+Links and form actions that reach outside the document are active content too: a link is kept only
+when its URI is http(s) or mailto once read as a browser reads it (the string decoded, controls and
+spaces dropped: `java\tscript:` is `javascript:`); a form submission or data import (`SubmitForm`,
+`ImportData`) would send or load data elsewhere, and a link into another file (`GoToR`, to a UNC path
+say) makes a viewer fetch it, handing over the reader's network credentials on the way.
+
 Counts are of elements removed: an action, a trigger (`/AA`) dictionary, an embedded file, an
 annotation, an XFA form. The walk visits every object qpdf parsed, object streams included, so a script hidden in a
 compressed object stream or reached only by an odd key is found too; actions are recognised by their
@@ -16,11 +22,16 @@ more are not written (qpdf writes only what is reachable).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Literal
 
 import pikepdf
 from pikepdf import Array, Dictionary, Name
+
+INERT_RULES_VERSION = 2
+"""Raised whenever what is removed grows, so staged PDFs made inert under older rules are rendered again
+(it is part of the render fingerprint). 2: unsafe links, form submission, remote documents, renditions."""
 
 ActiveContentCategory = Literal[
     "javascript",
@@ -30,6 +41,9 @@ ActiveContentCategory = Literal[
     "file_attachment_annotations",
     "rich_media",
     "xfa",
+    "form_submission",
+    "external_documents",
+    "unsafe_links",
 ]
 
 _ACTIONS: dict[Name, ActiveContentCategory] = {
@@ -37,7 +51,19 @@ _ACTIONS: dict[Name, ActiveContentCategory] = {
     Name.Launch: "launch",
     Name.GoToE: "embedded_files",
     Name.RichMediaExecute: "rich_media",
+    Name.Rendition: "rich_media",
+    Name.Movie: "rich_media",
+    Name.Sound: "rich_media",
+    Name.SubmitForm: "form_submission",
+    Name.ImportData: "form_submission",
+    Name.GoToR: "external_documents",
 }
+_SAFE_URI_SCHEMES = frozenset({"http", "https", "mailto"})
+_SCRIPT_URI_SCHEMES = frozenset({"javascript", "vbscript"})
+# A browser drops these from a URL before it reads the scheme (WHATWG URL: C0 controls and space at
+# the ends, tab and newlines anywhere); dropping them everywhere only ever refuses more.
+_URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
+_SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):")
 # Screen, Movie, Sound and 3D annotations play media through the same machinery as RichMedia.
 _ANNOTATIONS: dict[Name, ActiveContentCategory] = {
     Name.FileAttachment: "file_attachment_annotations",
@@ -141,10 +167,18 @@ def _action_category(dictionary: pikepdf.Object) -> ActiveContentCategory | None
     if not isinstance(kind, Name):
         return None
     if kind == Name.URI:
-        target = dictionary.get(Name.URI)
-        scheme = bytes(target).strip().lower() if isinstance(target, pikepdf.String) else b""
-        return "javascript" if scheme.startswith(b"javascript:") else None
+        return _uri_category(dictionary.get(Name.URI))
     return _ACTIONS.get(kind)
+
+
+def _uri_category(target: object) -> ActiveContentCategory | None:
+    """None for a link a browser opens as an http(s) or mailto URL; what it is otherwise."""
+    if not isinstance(target, pikepdf.String):
+        return "unsafe_links"
+    scheme = _SCHEME.match(_URL_IGNORED.sub("", str(target)).lower())
+    if scheme is None or scheme.group(1) not in _SAFE_URI_SCHEMES:
+        return "javascript" if scheme and scheme.group(1) in _SCRIPT_URI_SCHEMES else "unsafe_links"
+    return None
 
 
 def _unlink_emptied_actions(dictionary: pikepdf.Object) -> None:

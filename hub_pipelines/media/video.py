@@ -191,7 +191,9 @@ def render_renditions(
                         path, rung, width, height, rate, shared_audio, spec, interpolation, scale_lock
                     )
                 )
-            last_time = _transcode(container, name, video, audio, info.rotation, rate, encoders, shared_audio)
+            last_time = _transcode(
+                container, name, video, audio, info, spec.limits, rate, encoders, shared_audio
+            )
         except BaseException:
             for encoder in encoders:
                 encoder.abandon()
@@ -397,17 +399,35 @@ def _transcode(
     name: str,
     video: VideoStream,
     audio: AudioStream | None,
-    rotation: int,
+    info: VideoInfo,
+    limits: VideoLimits,
     rate: Fraction,
     encoders: list[_RungEncoder],
     shared_audio: _SharedAudio | None,
 ) -> Fraction:
-    """Feed every decoded frame to every encoder; return where the video ends, in seconds."""
-    upright = Uprighter(rotation)
+    """Feed every decoded frame to every encoder; return where the video ends, in seconds.
+
+    The limits are held again on what is decoded, not only on what the header declared: a container
+    may declare no duration (a live-written Matroska file) or a small size, and a timestamp jump is
+    filled with repeated frames, so a few bytes could otherwise make hours of output."""
+    upright = Uprighter(info.rotation)
     constant = ConstantRate(rate)
+    last_tick = limits.max_duration_seconds * rate
     for frame in decode_frames(container, name, video, audio):
         if isinstance(frame, VideoFrame):
+            if frame.width * frame.height > limits.max_pixels:
+                raise VideoRejected(
+                    name,
+                    f"a frame of {frame.width}x{frame.height} exceeds the limit of {limits.max_pixels} "
+                    f"pixels (the header declared {info.width}x{info.height})",
+                )
             for ready, pts in constant.push(upright(frame)):
+                if pts > last_tick:
+                    raise VideoRejected(
+                        name,
+                        f"runs past the limit of {limits.max_duration_seconds:g} s "
+                        f"(the header declared {info.duration_seconds:.1f} s)",
+                    )
                 for encoder in encoders:
                     encoder.send_video(ready, pts)
         elif shared_audio is not None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.attempts import event_subject
-from hub_pipelines.orders.pii import PiiCipher
+from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed
 from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, PARKED, REJECTED
 from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload
 from hub_pipelines.orders.tables import ledger_attempts, order_intake
@@ -40,6 +40,8 @@ class DeadLetter:
     created_at: datetime
     payload_key_id: str | None
     payload: bytes | None
+    payload_error: str | None = None
+    """Why the payload is None although one is stored: it does not open (corrupted at rest)."""
 
     def describe(self) -> dict[str, object]:
         """JSON-ready, the payload as text (invalid UTF-8 escaped)."""
@@ -54,6 +56,7 @@ class DeadLetter:
             "created_at": self.created_at.isoformat(),
             "payload_key_id": self.payload_key_id,
             "payload": None if self.payload is None else self.payload.decode("utf-8", "backslashreplace"),
+            **({"payload_error": self.payload_error} if self.payload_error else {}),
         }
 
 
@@ -124,16 +127,22 @@ def replay_dead_letter(
 
 
 def _dead_letter(row: sa.RowMapping, keyring: PiiCipher | None) -> DeadLetter:
-    opened = open_dead_letter_payload(
-        row["source"],
-        row["topic"],
-        row["partition"],
-        row["offset"],
-        row["event_id"],
-        row["payload"],
-        row["payload_key_id"],
-        keyring,
-    )
+    """The dead letter with its payload opened; one whose payload does not open under a key the
+    keyring holds is still shown (and replayable), without it. An unknown key id raises."""
+    error = None
+    try:
+        opened = open_dead_letter_payload(
+            row["source"],
+            row["topic"],
+            row["partition"],
+            row["offset"],
+            row["event_id"],
+            row["payload"],
+            row["payload_key_id"],
+            keyring,
+        )
+    except PiiDecryptionFailed as unreadable:
+        opened, error = None, f"the stored payload does not open (corrupted at rest): {unreadable}"
     return DeadLetter(
         id=int(row["id"]),
         source=row["source"],
@@ -145,4 +154,5 @@ def _dead_letter(row: sa.RowMapping, keyring: PiiCipher | None) -> DeadLetter:
         created_at=row["created_at"],
         payload_key_id=row["payload_key_id"],
         payload=opened,
+        payload_error=error,
     )

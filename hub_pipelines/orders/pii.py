@@ -64,6 +64,8 @@ class PiiCipher:
         key = self.keys.get(key_id)
         if key is None:
             raise PiiKeyError(f"no PII key {key_id!r} is configured; it is needed to decrypt {context}")
+        if len(blob) < _NONCE_BYTES:
+            raise PiiDecryptionFailed(f"{context} is {len(blob)} bytes, shorter than its nonce")
         try:
             return AESGCM(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], context.encode())
         except InvalidTag:

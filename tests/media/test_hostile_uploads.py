@@ -8,7 +8,9 @@ limit checks, typing and rendering functions `media/scan_verdict` and `media/ren
 
 from __future__ import annotations
 
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,27 @@ def clip() -> bytes:
         return write_clip(Path(folder) / "clip.mp4", 64, 48, seconds=0.4, fps=10).read_bytes()
 
 
+def zlib_bomb(megabytes: int) -> bytes:
+    """`megabytes` MiB of zeros, deflated to about a thousandth of that."""
+    deflate = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    return b"".join(deflate.compress(block) for _ in range(megabytes)) + deflate.flush()
+
+
+# Ancillary PNG chunks whose deflated body inflates to 64 MiB: text (zTXt, iTXt) and the ICC profile.
+BOMB_CHUNKS = [
+    (b"zTXt", b"Comment\x00\x00" + zlib_bomb(64)),
+    (b"iTXt", b"Comment\x00\x01\x00\x00\x00" + zlib_bomb(64)),
+    (b"iCCP", b"icc\x00\x00" + zlib_bomb(64)),
+]
+
+
+def png_with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """`png` with one more chunk right after its IHDR (signature 8 bytes, IHDR 25)."""
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + chunk + png[33:]
+
+
 def corpus() -> list[tuple[str, bytes, str | None]]:
     """(file name, bytes, claimed Content-Type) of every hostile or awkward upload."""
     valid = {**exotic_images(), "brochure.pdf": simple_pdf(2), "clip.mp4": clip()}
@@ -57,6 +80,21 @@ def corpus() -> list[tuple[str, bytes, str | None]]:
         ("script.jpg", b"#!/bin/sh\nrm -rf /\n", "image/jpeg"),
         ("empty.png", b"", "image/png"),
         ("empty", b"", None),
+        ("html-then-pdf.pdf", b"<html><script>alert(1)</script><!--\n" + pdf + b"-->", "application/pdf"),
+        (
+            "pdf-with-html.pdf",
+            pdf.replace(b"\n", b"\n%<html><script>alert(1)</script>\n", 1),
+            "application/pdf",
+        ),
+        (
+            "svg-with-script.svg",
+            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+            "image/svg+xml",
+        ),
+        *(
+            (f"{kind.decode().lower()}-bomb.png", png_with_chunk(png, kind, body), "image/png")
+            for kind, body in BOMB_CHUNKS
+        ),
     ]
     rng = np.random.default_rng(13)
     for size in (1, 7, 512, 65_537):
@@ -99,6 +137,8 @@ def assert_names_the_upload(outcome: Rendering | ValueError, key: str, workdir: 
         assert " object at 0x" not in message, message
     else:
         assert outcome.files, key
+        for file in outcome.files:
+            assert b"<script" not in file.data.lower(), (key, file.label)
 
 
 @pytest.mark.parametrize(("name", "data", "claimed"), CORPUS, ids=[case[0] for case in CORPUS])

@@ -279,6 +279,68 @@ def test_video_over_a_limit_is_rejected(
         render_renditions(source, tmp_path / "out", VideoSpec(limits=limits))
 
 
+def write_live_matroska(
+    path: Path, frame_times: list[float], sizes: list[tuple[int, int]] | None = None
+) -> Path:
+    """Matroska as a live recorder writes it: no duration in the header, only in the frames' times.
+    With `sizes`, each frame is encoded at its own size (a new SPS in the stream) and muxed as one
+    stream whose header states the first size."""
+    sizes = sizes or [(64, 48)] * len(frame_times)
+    packets = []
+    for index, (at, (width, height)) in enumerate(zip(frame_times, sizes, strict=True)):
+        encoder = av.CodecContext.create("libx264", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+        encoder.time_base = Fraction(1, 1000)
+        encoder.options = {"repeat-headers": "1"} if sizes[0] != (width, height) else {}
+        picture = np.full((height, width, 3), 40 * index % 255, np.uint8)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = round(at * 1000), Fraction(1, 1000)
+        packets += [(at, bytes(packet)) for packet in [*encoder.encode(frame), *encoder.encode(None)]]
+        if index == 0:
+            extradata = encoder.extradata
+    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as out:
+        stream = out.add_stream("h264", rate=10)
+        stream.width, stream.height = sizes[0]
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.extradata = extradata
+        for at, data in packets:
+            packet = av.Packet(data)
+            packet.stream = stream
+            packet.pts = packet.dts = round(at * 1000)
+            packet.time_base = Fraction(1, 1000)
+            packet.is_keyframe = True
+            out.mux(packet)
+    return path
+
+
+def test_video_whose_header_declares_no_duration_is_rejected_when_its_frames_run_past_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Four frames, the last a minute on: without the check the gap was filled with repeated frames
+    (hours of output for a few bytes, with a larger jump)."""
+    source = write_live_matroska(tmp_path / "live.mkv", [0.0, 0.1, 0.2, 60.0])
+    assert probe_video(source).duration_seconds == 0.0
+    spec = VideoSpec(ladder=SMALL_LADDER, limits=VideoLimits(max_duration_seconds=5))
+
+    with pytest.raises(
+        VideoRejected, match=r"'live.mkv': runs past the limit of 5 s \(the header declared 0.0 s\)"
+    ):
+        render_renditions(source, tmp_path / "out", spec)
+    assert not list((tmp_path / "out").glob("*.mp4"))
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("encode-")]
+
+
+def test_video_whose_frames_grow_past_the_pixel_limit_mid_stream_is_rejected(tmp_path: Path) -> None:
+    source = write_live_matroska(tmp_path / "grows.mkv", [0.0, 0.1, 0.2], [(64, 48), (64, 48), (1280, 720)])
+    spec = VideoSpec(ladder=SMALL_LADDER, limits=VideoLimits(max_pixels=64 * 48))
+
+    with pytest.raises(
+        VideoRejected,
+        match=r"'grows.mkv': a frame of 1280x720 exceeds the limit of 3072 pixels \(the header declared 64x48\)",
+    ):
+        render_renditions(source, tmp_path / "out", spec)
+
+
 def test_thumbnail_skips_black_opening_frames(clip: Callable[..., Path]) -> None:
     source = clip(320, 180, seconds=2.0, black_seconds=0.6)
     assert first_frame(source).to_ndarray(format="gray").mean() < 5

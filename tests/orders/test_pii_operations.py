@@ -76,6 +76,25 @@ def test_dead_letters_show_prints_the_decrypted_event_and_replay_places_it_after
         assert connection.execute(sa.select(orders.c.status)).scalars().all() == [PAID]
 
 
+def test_dead_letters_show_lists_a_dead_letter_corrupted_at_rest_without_its_payload_and_the_others_in_full(
+    prod_cli: str, postgres_database: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = PostgresDatabase(url=postgres_database.url, migrate_schema=True)
+    Inbox(database).land([(b'{"customer": 1', {}), (b'{"customer": 2', {})])
+    first, second = _dead_letter_ids(database, "orders-landing")
+    with database.transaction() as connection:
+        connection.execute(
+            sa.update(dead_letters).where(dead_letters.c.id == first).values(payload=b"\x00" * 5)
+        )
+
+    assert main(["dead-letters", "show"]) == 0
+
+    shown = {letter["id"]: letter for letter in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert shown[second]["payload"] == '{"customer": 2' and "payload_error" not in shown[second]
+    assert shown[first]["payload"] is None
+    assert shown[first]["payload_error"].startswith("the stored payload does not open (corrupted at rest): ")
+
+
 def test_an_event_the_landing_could_not_decode_is_refused_for_replay(
     prod_cli: str, postgres_database: PostgresServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -150,6 +169,72 @@ def test_rotate_keys_reseals_every_row_under_the_newest_key_and_a_second_run_fin
         for r in order_rows
     }
     assert emails == {event["customer"]["email"] for event in events[:5]}
+
+
+def test_rotate_keys_leaves_rows_corrupted_at_rest_under_their_key_naming_them_and_reseals_the_rest(
+    prod_cli: str,
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = ledger_database
+    old = PiiCipher.from_setting(prod_cli)
+    payloads = [encode(Canary.new().order_event(f"c-{i}")) for i in range(4)]
+    Inbox(database).land([(payload, hmac_headers(payload)) for payload in payloads] + [(b"not json", {})])
+    assert make_ledger(stripe_gateway, cipher=old).process_batch().count("paid") == 4
+    garble = "set_byte({0}, 20, get_byte({0}, 20) # 1)"
+    with database.transaction() as connection:
+        connection.execute(
+            sa.text(f'UPDATE topic_inbox SET payload = {garble.format("payload")} WHERE "offset" = 1')
+        )
+        connection.execute(sa.text(f"UPDATE dead_letters SET payload = {garble.format('payload')}"))
+        corrupted_order = connection.execute(
+            sa.text(
+                f"UPDATE orders SET email_ciphertext = {garble.format('email_ciphertext')} "
+                "WHERE order_id = (SELECT min(order_id) FROM orders) RETURNING order_id"
+            )
+        ).scalar_one()
+    monkeypatch.setenv("HUB_PII_KEYS", f"{new_key_setting('k2')},{prod_cli}")
+
+    assert main(["rotate-keys", "--batch-size", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "re-sealed 3 inbox rows, 0 dead letters, 3 orders" in out
+    unreadable = [
+        "topic_inbox:orders:0:1",
+        "dead_letters:orders-landing:orders:0:4",
+        f"order:{corrupted_order}",
+    ]
+    assert "3 rows do not open under their key and keep it" in err and all(row in err for row in unreadable)
+    assert main(["rotate-keys", "--batch-size", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "re-sealed 0 inbox rows, 0 dead letters, 0 orders" in out and all(row in err for row in unreadable)
+    with database.transaction() as connection:
+        kept = (
+            connection.execute(
+                sa.text(
+                    'SELECT payload_key_id FROM topic_inbox WHERE "offset" = 1 UNION ALL '
+                    "SELECT payload_key_id FROM dead_letters UNION ALL "
+                    "SELECT pii_key_id FROM orders WHERE order_id = :order_id"
+                ),
+                {"order_id": corrupted_order},
+            )
+            .scalars()
+            .all()
+        )
+        others = (
+            connection.execute(
+                sa.text(
+                    'SELECT DISTINCT payload_key_id FROM topic_inbox WHERE "offset" <> 1 UNION '
+                    "SELECT DISTINCT pii_key_id FROM orders WHERE order_id <> :order_id"
+                ),
+                {"order_id": corrupted_order},
+            )
+            .scalars()
+            .all()
+        )
+    assert kept == ["k1", "k1", "k1"] and others == ["k2"]
 
 
 def test_retention_purges_processed_inbox_rows_and_old_dead_letters_only_once_expired(

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import uuid
+
 import pytest
-from hypothesis import given, settings
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
+from hub_pipelines.orders.dead_letters import DeadLetter, read_dead_letters
 from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed, PiiKeyError, new_key_setting
+from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE
 from hub_pipelines.orders.sealed_payloads import (
     open_dead_letter_payload,
     open_inbox_payload,
+    payload_keyring,
     seal_dead_letter_payload,
     seal_inbox_payload,
 )
+from hub_pipelines.orders.tables import order_intake
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import LedgerFactory
 from tests.orders.pii_canaries import Canary, stored_payloads
-from tests.orders.support import Inbox, encode, hmac_headers
+from tests.orders.support import TOPIC, Inbox, encode, hmac_headers, order_event
 
 KEYRING = PiiCipher.from_setting(new_key_setting("k2") + "," + new_key_setting("k1"))
 
@@ -85,3 +95,153 @@ def test_inbox_and_dead_letters_store_no_plaintext_email_or_phone_in_postgresql(
     assert len(rows) == 4
     for table, stored in rows:
         assert canary.hits(stored) == [], table
+
+
+Corruption = tuple[str, str, dict[str, int]]
+"""A way to damage a stored inbox payload: a name, SQL over `payload`, and its parameters."""
+
+CORRUPTIONS = st.one_of(
+    st.integers(0, 11).map(lambda n: ("cut inside the nonce", "substring(payload from 1 for :n)", {"n": n})),
+    st.integers(12, 40).map(lambda n: ("cut after the nonce", "substring(payload from 1 for :n)", {"n": n})),
+    st.integers(0, 40).map(
+        lambda i: ("one bit flipped", "set_byte(payload, :i, get_byte(payload, :i) # 1)", {"i": i})
+    ),
+    st.integers(1, 64).map(
+        lambda n: ("bytes appended", "payload || decode(repeat('00', :n), 'hex')", {"n": n})
+    ),
+    st.just(("emptied", "''::bytea", {})),
+)
+
+
+def corrupt_stored_payload(
+    database: PostgresDatabase, partition: int, offset: int, corruption: Corruption
+) -> bytes:
+    """Damage one inbox row's stored bytes in PostgreSQL, as a bad disk or a bad hand would; returns them."""
+    _, expression, parameters = corruption
+    with database.transaction() as connection:
+        return bytes(
+            connection.execute(
+                sa.text(
+                    f"UPDATE topic_inbox SET payload = {expression} "
+                    'WHERE topic = :topic AND "partition" = :partition AND "offset" = :offset RETURNING payload'
+                ),
+                {**parameters, "topic": TOPIC, "partition": partition, "offset": offset},
+            ).scalar_one()
+        )
+
+
+def intake_dead_letter(database: PostgresDatabase, partition: int, offset: int) -> DeadLetter:
+    with database.transaction() as connection:
+        (letter_id,) = connection.execute(
+            sa.select(dead_letters.c.id).where(
+                dead_letters.c.source == DEAD_LETTER_SOURCE,
+                dead_letters.c.partition == partition,
+                dead_letters.c.offset == offset,
+            )
+        ).one()
+    (letter,) = read_dead_letters(database, [letter_id])
+    return letter
+
+
+EXAMPLE_PARTITIONS = itertools.count(100)
+"""Each example's own partition: hypothesis runs every example on the test's one database."""
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(corruption=CORRUPTIONS)
+def test_inbox_row_corrupted_at_rest_is_dead_lettered_with_its_position_and_sealed_bytes_and_the_batch_goes_on(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    corruption: Corruption,
+) -> None:
+    inbox = Inbox(ledger_database, partition=next(EXAMPLE_PARTITIONS))
+    events = [order_event(customer=f"c-{uuid.uuid4().hex[:8]}") for _ in range(3)]
+    inbox.land_events(events)
+    corrupted_offset = 1
+    key_id = payload_keyring().active_key_id
+    stored = corrupt_stored_payload(ledger_database, inbox.partition, corrupted_offset, corruption)
+    alerts: list[tuple[str, str]] = []
+    ledger = make_ledger(stripe_gateway, alert=lambda *alert: alerts.append(alert))
+
+    report = ledger.process_batch()
+
+    assert report.counts == {"paid": 2, "rejected": 1}, report.outcomes
+    where = f"{TOPIC} partition {inbox.partition} offset {corrupted_offset}"
+    letter = intake_dead_letter(ledger_database, inbox.partition, corrupted_offset)
+    assert letter.reason.startswith(f"{where}: the stored payload does not open with key {key_id!r}"), letter
+    assert letter.payload == stored
+    assert alerts == [(f"event {where}", letter.reason)]
+    with ledger_database.transaction() as connection:
+        kept = connection.execute(
+            sa.select(topic_inbox.c.payload).where(
+                topic_inbox.c.partition == inbox.partition, topic_inbox.c.offset == corrupted_offset
+            )
+        ).scalar_one()
+    assert bytes(kept) == stored
+    assert ledger.process_batch().counts == {}
+
+
+def test_inbox_row_whose_stored_headers_are_not_text_is_dead_lettered_and_the_batch_goes_on(
+    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+) -> None:
+    inbox = Inbox(ledger_database)
+    inbox.land_events(order_event(customer=f"c-{n}") for n in range(3))
+    with ledger_database.transaction() as connection:
+        for offset, headers in [(0, {"x-signature": 7}), (1, [1, 2])]:
+            connection.execute(
+                sa.text('UPDATE topic_inbox SET headers = CAST(:headers AS jsonb) WHERE "offset" = :offset'),
+                {"headers": json.dumps(headers), "offset": offset},
+            )
+
+    report = make_ledger(stripe_gateway).process_batch()
+
+    assert report.counts == {"paid": 1, "rejected": 2}, report.outcomes
+    for offset in (0, 1):
+        assert intake_dead_letter(ledger_database, 0, offset).reason == (
+            f"{TOPIC} partition 0 offset {offset}: the stored headers are not a map of text to text"
+        )
+
+
+def test_inbox_row_under_a_key_id_the_keyring_lacks_stops_the_batch_naming_the_key_and_the_row(
+    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+) -> None:
+    inbox = Inbox(ledger_database)
+    inbox.land_events(order_event(customer=f"c-{n}") for n in range(3))
+    with ledger_database.transaction() as connection:
+        connection.execute(
+            sa.text("""UPDATE topic_inbox SET payload_key_id = 'k-retired' WHERE "offset" = 1""")
+        )
+
+    with pytest.raises(PiiKeyError, match=r"no PII key 'k-retired' is configured; .* topic_inbox:orders:0:1"):
+        make_ledger(stripe_gateway).process_batch()
+
+    with ledger_database.transaction() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0
+        assert connection.execute(sa.select(sa.func.count()).select_from(order_intake)).scalar_one() == 0
+
+
+def test_key_listed_with_other_bytes_than_the_ones_that_sealed_stops_the_batch_instead_of_dead_lettering_it(
+    ledger_database: PostgresDatabase,
+    make_ledger: LedgerFactory,
+    stripe_gateway: StripeGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HUB_PII_KEYS", new_key_setting("k7"))
+    Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(3))
+    monkeypatch.setenv("HUB_PII_KEYS", new_key_setting("k7"))
+
+    with pytest.raises(
+        PiiKeyError,
+        match=r"PII key 'k7' opens none of the 3 inbox rows sealed under it in this batch "
+        r"\(the first: orders partition 0 offset 0\): its bytes in HUB_PII_KEYS are not the ones",
+    ):
+        make_ledger(stripe_gateway).process_batch()
+
+    with ledger_database.transaction() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0
+        assert connection.execute(sa.select(sa.func.count()).select_from(order_intake)).scalar_one() == 0

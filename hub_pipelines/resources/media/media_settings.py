@@ -127,9 +127,11 @@ class MediaSettings(dg.ConfigurableResource):
 
     def render_fingerprint(self) -> str:
         """Changes whenever the renditions would: staged renditions are reused only for the same one."""
+        from hub_pipelines.media.pdf_active_content import INERT_RULES_VERSION
+
         settings = self.render_settings()
         described = repr((dataclasses.replace(settings.images, max_workers=1), settings.video.ladder, settings.video.preset, settings.video.limits,
                           settings.video.keyframe_interval_seconds, settings.video.audio_bitrate,
                           settings.thumbnail_width, settings.still_quality, settings.pdf_downsample_dpi,
-                          settings.pdf_active_content))  # fmt: skip
+                          settings.pdf_active_content, INERT_RULES_VERSION))  # fmt: skip
         return hashlib.sha256(described.encode()).hexdigest()[:16]
