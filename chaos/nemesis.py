@@ -1,10 +1,17 @@
 """The nemesis: faults at random moments drawn from the run's seed, at least one a minute.
 
-A run worker is killed with SIGKILL while its run is executing its steps (after a step started,
-after a random delay, so in the middle of its reads and writes); PostgreSQL is stopped in immediate
-mode and started again; Redis loses its client connections (CLIENT KILL) or is restarted; the daemon
-is killed and started again; the Stripe-protocol server answers 5xx before execution or after it,
-holds the connection after charging until the client times out, or answers slowly.
+A run worker is killed with SIGKILL while it is inside a write: the harness watches PostgreSQL for a
+transaction that has written and not committed, traces its connection to a run worker's process and
+kills that process, then reads the transaction's fate (aborted, so the kill cut the write). PostgreSQL
+is stopped in immediate mode and started again; Redis loses its client connections (CLIENT KILL) or is
+restarted; the daemon is killed and started again; the broker goes down for a window of seconds; the
+Stripe-protocol server answers 5xx before execution or after it, holds the connection after charging
+until the client times out, or answers slowly.
+
+Kinds are dealt from a shuffled deck, each kind once per deck, so a run of ten minutes draws every
+kind at least twice; the first fault of a run is always the kill of a run worker mid-write. A fault
+that could not be made (no run worker inside a write within its search window) is recorded as not
+fired, with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
+import sqlalchemy as sa
 
+from chaos import writes
 from chaos.deployment import Deployment
 from tests.fakes import stripe_server
 
@@ -33,12 +42,18 @@ GATEWAY_5XX_BEFORE = "gateway 5xx before execution"
 GATEWAY_5XX_AFTER = "gateway 5xx after execution"
 GATEWAY_TIMEOUT_AFTER_CHARGE = "gateway timeout after charge"
 GATEWAY_SLOW = "gateway slow"
+BROKER_OUTAGE = "broker outage"
 FAULTS = (
     KILL_RUN_WORKER, RESTART_POSTGRES, KILL_REDIS_CONNECTIONS, RESTART_REDIS, RESTART_DAEMON,
-    GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW,
+    GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW, BROKER_OUTAGE,
 )  # fmt: skip
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
-STARTED = {dg.DagsterRunStatus.STARTED}
+# How long the kill looks for a run worker inside a write: runs start slowly on a loaded machine.
+WRITE_SEARCH_S = 90.0
+WRITE_POLL_S = 0.05
+# A backend notices its client died when it next reads from the socket: at once when idle in its
+# transaction, after the statement when active.
+BACKEND_GONE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,17 @@ class Fault:
     detail: str
 
 
+@dataclass(frozen=True)
+class Fired:
+    detail: str
+    kind: str | None = None  # when the fault turned out other than drawn
+
+
+@dataclass(frozen=True)
+class NotFired:
+    reason: str
+
+
 @dataclass
 class Nemesis:
     deployment: Deployment
@@ -55,15 +81,30 @@ class Nemesis:
     seed: int
     mean_interval_s: float = 25.0
     injected: list[Fault] = field(default_factory=list)
+    # Faults drawn that could not be made, with the reason (kind, at, why).
+    not_fired: list[Fault] = field(default_factory=list)
     killed_runs: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.stripe = self.deployment.services.apis.stripe
+        self.deck: list[str] = [KILL_RUN_WORKER]
+        self.worker_pids: dict[str, int] = {}
+        self.broker_lock = threading.Lock()
+        self.broker_is_down = False
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(fault.kind for fault in self.injected))
+
+    def not_fired_counts(self) -> dict[str, int]:
+        return dict(Counter(fault.kind for fault in self.not_fired))
+
+    def draw(self) -> str:
+        if not self.deck:
+            self.deck = list(FAULTS)
+            self.rng.shuffle(self.deck)
+        return self.deck.pop(0)
 
     def run(self, stop: threading.Event) -> None:
         """Inject faults until `stop`: waits drawn from an exponential, never longer than 60 s."""
@@ -71,18 +112,22 @@ class Nemesis:
             wait = min(self.rng.expovariate(1 / self.mean_interval_s), 55.0)
             if stop.wait(wait):
                 return
-            kind = self.rng.choice(FAULTS)
+            kind = self.draw()
             try:
                 detail = self.inject(kind)
             except Exception as failure:
                 self.errors.append(f"{kind}: {type(failure).__name__}: {failure}")
+                self.not_fired.append(Fault(kind, time.time(), f"{type(failure).__name__}: {failure}"))
                 continue
-            if detail is not None:
-                self.injected.append(Fault(kind, time.time(), detail))
+            if isinstance(detail, NotFired):
+                self.not_fired.append(Fault(kind, time.time(), detail.reason))
+            else:
+                self.injected.append(Fault(detail.kind or kind, time.time(), detail.detail))
         self.calm_gateway()
+        self.broker_up()
 
-    def inject(self, kind: str) -> str | None:
-        actions: dict[str, Callable[[], str | None]] = {
+    def inject(self, kind: str) -> Fired | NotFired:
+        actions: dict[str, Callable[[], str | Fired | NotFired]] = {
             KILL_RUN_WORKER: self.kill_run_worker,
             RESTART_POSTGRES: self.restart_postgres,
             KILL_REDIS_CONNECTIONS: self.kill_redis_connections,
@@ -92,40 +137,82 @@ class Nemesis:
             GATEWAY_5XX_AFTER: lambda: self.queue_gateway_faults(stripe_server.ERROR_AFTER_CHARGE),
             GATEWAY_TIMEOUT_AFTER_CHARGE: lambda: self.queue_gateway_faults(stripe_server.STALL),
             GATEWAY_SLOW: self.slow_gateway,
+            BROKER_OUTAGE: self.broker_outage,
         }
-        return actions[kind]()
+        outcome = actions[kind]()
+        return Fired(outcome) if isinstance(outcome, str) else outcome
 
-    def worker_pid(self, run_id: str) -> int | None:
-        for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            found = WORKER_PID.search(entry.user_message or "")
-            if found:
-                return int(found.group(1))
-        return None
+    def run_workers(self) -> dict[int, dg.DagsterRun]:
+        """The process of every run executing now, by pid."""
+        workers: dict[int, dg.DagsterRun] = {}
+        for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            pid = self.worker_pids.get(run.run_id)
+            if pid is None:
+                for entry in self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                    found = WORKER_PID.search(entry.user_message or "")
+                    if found:
+                        pid = self.worker_pids[run.run_id] = int(found.group(1))
+                        break
+            if pid is not None:
+                workers[pid] = run
+        return workers
 
-    def kill_run_worker(self) -> str | None:
-        """SIGKILL a run's process some time after one of its steps started: mid-read or mid-write."""
-        deadline = time.monotonic() + 30
+    def kill_run_worker(self) -> Fired | NotFired:
+        """SIGKILL the process of a run while its PostgreSQL transaction holds uncommitted writes."""
+        engine = sa.create_engine(self.deployment.services.postgres.server.url, pool_pre_ping=True)
+        try:
+            return self._kill_inside_a_write(engine)
+        finally:
+            engine.dispose()
+
+    def _kill_inside_a_write(self, engine: sa.Engine) -> Fired | NotFired:
+        deadline = time.monotonic() + WRITE_SEARCH_S
+        workers: dict[int, dg.DagsterRun] = {}
+        workers_seen_at = 0.0
         while time.monotonic() < deadline:
-            runs = self.instance.get_runs(filters=dg.RunsFilter(statuses=list(STARTED)))
-            candidates = [
-                run
-                for run in runs
-                if self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-            ]
-            if candidates:
-                run = self.rng.choice(candidates)
-                pid = self.worker_pid(run.run_id)
+            try:
+                if time.monotonic() - workers_seen_at > 1.0:
+                    workers, workers_seen_at = self.run_workers(), time.monotonic()
+                if not workers:
+                    time.sleep(WRITE_POLL_S)
+                    continue
+                with engine.connect() as connection:
+                    in_flight = writes.open_writes(connection)
+            except sa.exc.SQLAlchemyError:
+                # PostgreSQL restarting: look again.
+                time.sleep(WRITE_POLL_S)
+                continue
+            owners = writes.port_owners(set(workers)) if in_flight else {}
+            for write in in_flight:
+                pid = owners.get(write.client_port)
                 if pid is None:
-                    return None
-                time.sleep(self.rng.uniform(0.0, 2.0))
+                    continue
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
-                    return None
+                    continue
+                run = workers[pid]
                 self.killed_runs.add(run.run_id)
-                return f"run {run.run_id} ({run.job_name}) pid {pid}"
-            time.sleep(0.5)
-        return None
+                fate = self._fate_of(engine, write)
+                kind = KILL_RUN_WORKER if fate == "aborted" else f"{KILL_RUN_WORKER} (write {fate} first)"
+                return Fired(
+                    f"run {run.run_id} ({run.job_name}) pid {pid} in transaction {write.xid} "
+                    f"({write.state}: {write.query[:100]!r}): {fate}",
+                    kind,
+                )
+            time.sleep(WRITE_POLL_S)
+        return NotFired(
+            f"no run worker inside a PostgreSQL write within {WRITE_SEARCH_S:.0f} s "
+            f"({len(workers)} runs executing at the end)"
+        )
+
+    def _fate_of(self, engine: sa.Engine, write: writes.OpenWrite) -> str:
+        """The killed transaction's outcome, once its backend has noticed the client is gone."""
+        deadline = time.monotonic() + BACKEND_GONE_S
+        with engine.connect() as connection:
+            while writes.backend_alive(connection, write.backend_pid) and time.monotonic() < deadline:
+                time.sleep(WRITE_POLL_S)
+            return writes.transaction_status(connection, write.xid)
 
     def restart_postgres(self) -> str:
         self.deployment.services.postgres.restart()
@@ -158,6 +245,24 @@ class Nemesis:
         timer.daemon = True
         timer.start()
         return f"{latency:.1f} s per request for a while"
+
+    def broker_outage(self) -> str | NotFired:
+        seconds = self.rng.uniform(5, 20)
+        with self.broker_lock:
+            if self.broker_is_down:
+                return NotFired("the broker is already down")
+            self.deployment.services.kafka.set_down()
+            self.broker_is_down = True
+        timer = threading.Timer(seconds, self.broker_up)
+        timer.daemon = True
+        timer.start()
+        return f"broker 1 down for {seconds:.0f} s"
+
+    def broker_up(self) -> None:
+        with self.broker_lock:
+            if self.broker_is_down:
+                self.deployment.services.kafka.set_up()
+                self.broker_is_down = False
 
     def calm_gateway(self) -> None:
         self.stripe.faults.latency_s = 0.0

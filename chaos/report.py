@@ -34,6 +34,8 @@ class Report:
     config: dict[str, Any]
     operations: dict[str, int]
     faults: dict[str, int]
+    # Faults drawn that could not be made, by kind (their reasons are in the fault log).
+    faults_not_fired: dict[str, int]
     fault_log: list[dict[str, Any]]
     anomalies: list[Anomaly]
     outcomes: dict[str, dict[str, int]]
@@ -53,7 +55,14 @@ class Report:
             f"chaos run: seed {self.config['seed']}, {self.config['minutes']} min, nemesis {'on' if self.config['nemesis'] else 'off'}"
         ]
         lines.append("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.operations.items())))
-        lines.append("faults: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"))
+        lines.append(
+            "faults fired: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none")
+        )
+        if self.faults_not_fired:
+            lines.append(
+                "faults drawn but not fired: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_not_fired.items()))
+            )
         for name, counts in sorted(self.outcomes.items()):
             lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         for name, figures in self.latency_s.items():
@@ -97,7 +106,10 @@ def build_report(
         config=config_summary,
         operations=dict(operations),
         faults=nemesis.counts(),
-        fault_log=[asdict(fault) for fault in nemesis.injected] + [{"error": e} for e in nemesis.errors],
+        faults_not_fired=nemesis.not_fired_counts(),
+        fault_log=[{**asdict(fault), "fired": True} for fault in nemesis.injected]
+        + [{**asdict(fault), "fired": False} for fault in nemesis.not_fired]
+        + [{"error": e} for e in nemesis.errors],
         anomalies=found.anomalies,
         outcomes={name: dict(counts) for name, counts in found.outcomes.items()},
         latency_s={name: percentiles(values) for name, values in found.latencies.items()},
