@@ -51,8 +51,7 @@ WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 # How long the kill looks for a run worker inside a write: runs start slowly on a loaded machine.
 WRITE_SEARCH_S = 90.0
 WRITE_POLL_S = 0.05
-# A backend notices its client died when it next reads from the socket: at once when idle in its
-# transaction, after the statement when active.
+# How long a killed worker's backend may take to notice (an active statement runs to its end first).
 BACKEND_GONE_S = 60.0
 
 
@@ -207,12 +206,8 @@ class Nemesis:
         )
 
     def _fate_of(self, engine: sa.Engine, write: writes.OpenWrite) -> str:
-        """The killed transaction's outcome, once its backend has noticed the client is gone."""
-        deadline = time.monotonic() + BACKEND_GONE_S
         with engine.connect() as connection:
-            while writes.backend_alive(connection, write.backend_pid) and time.monotonic() < deadline:
-                time.sleep(WRITE_POLL_S)
-            return writes.transaction_status(connection, write.xid)
+            return writes.fate_once_gone(connection, write, BACKEND_GONE_S)
 
     def restart_postgres(self) -> str:
         self.deployment.services.postgres.restart()

@@ -9,6 +9,7 @@ inode among the process's file descriptors).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,14 @@ class OpenWrite:
     query: str
 
 
+def _fresh_activity(connection: sa.Connection) -> None:
+    """pg_stat_activity is read once per transaction; drop that snapshot so each look is current."""
+    connection.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+
+
 def open_writes(connection: sa.Connection) -> list[OpenWrite]:
     """Transactions of this database, other than the asking one's, holding uncommitted writes."""
+    _fresh_activity(connection)
     rows = connection.execute(
         sa.text(
             "SELECT pid, client_port, backend_xid::text AS xid, state, left(query, 160) AS query "
@@ -39,6 +46,7 @@ def open_writes(connection: sa.Connection) -> list[OpenWrite]:
 
 
 def backend_alive(connection: sa.Connection, backend_pid: int) -> bool:
+    _fresh_activity(connection)
     return bool(
         connection.execute(
             sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend_pid}
@@ -54,6 +62,15 @@ def transaction_status(connection: sa.Connection, xid: int) -> str:
             sa.text("SELECT pg_xact_status(CAST(CAST(:xid AS text) AS xid8))"), {"xid": xid}
         ).scalar_one()
     )
+
+
+def fate_once_gone(connection: sa.Connection, write: OpenWrite, timeout_s: float) -> str:
+    """The transaction's outcome after its client was killed, once the backend has noticed (at once
+    when idle in its transaction, after the statement when active), or as it stands after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while backend_alive(connection, write.backend_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return transaction_status(connection, write.xid)
 
 
 def _socket_inodes(pid: int) -> set[int]:
