@@ -90,6 +90,7 @@ class Nemesis:
         self.stripe = self.deployment.services.apis.stripe
         self.deck: list[str] = [KILL_RUN_WORKER]
         self.worker_pids: dict[str, int] = {}
+        self.stopping = threading.Event()
         self.broker_lock = threading.Lock()
         self.broker_is_down = False
 
@@ -107,6 +108,7 @@ class Nemesis:
 
     def run(self, stop: threading.Event) -> None:
         """Inject faults until `stop`: waits drawn from an exponential, never longer than 60 s."""
+        self.stopping = stop
         while not stop.is_set():
             wait = min(self.rng.expovariate(1 / self.mean_interval_s), 55.0)
             if stop.wait(wait):
@@ -168,7 +170,7 @@ class Nemesis:
         deadline = time.monotonic() + WRITE_SEARCH_S
         workers: dict[int, dg.DagsterRun] = {}
         workers_seen_at = 0.0
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping.is_set():
             try:
                 if time.monotonic() - workers_seen_at > 1.0:
                     workers, workers_seen_at = self.run_workers(), time.monotonic()
@@ -200,6 +202,8 @@ class Nemesis:
                     kind,
                 )
             time.sleep(WRITE_POLL_S)
+        if self.stopping.is_set():
+            return NotFired("the load ended before a run worker was seen inside a PostgreSQL write")
         return NotFired(
             f"no run worker inside a PostgreSQL write within {WRITE_SEARCH_S:.0f} s "
             f"({len(workers)} runs executing at the end)"
