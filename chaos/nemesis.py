@@ -9,9 +9,9 @@ Stripe-protocol server answers 5xx before execution or after it, holds the conne
 until the client times out, or answers slowly.
 
 Kinds are dealt from a shuffled deck, each kind once per deck, so a run of ten minutes draws every
-kind at least twice; the first fault of a run is always the kill of a run worker mid-write. A fault
-that could not be made (no run worker inside a write within its search window) is recorded as not
-fired, with the reason.
+kind at least twice; the first fault of a run is always the kill of a run worker mid-write, drawn
+again as the fault after next until one has fired. A fault that could not be made (no run worker
+inside a write within its search window) is recorded as not fired, with the reason.
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ class Nemesis:
                 continue
             if isinstance(detail, NotFired):
                 self.not_fired.append(Fault(kind, time.time(), detail.reason))
+                if kind == KILL_RUN_WORKER and KILL_RUN_WORKER not in self.counts():
+                    # Until one has fired, the kill comes back as the fault after next.
+                    self.deck.insert(1, KILL_RUN_WORKER)
             else:
                 self.injected.append(Fault(detail.kind or kind, time.time(), detail.detail))
         self.calm_gateway()
