@@ -10,8 +10,9 @@ until the client times out, or answers slowly.
 
 Kinds are dealt from a shuffled deck, each kind once per deck, so a run of ten minutes draws every
 kind at least twice; the first fault of a run is always the kill of a run worker mid-write, drawn
-again as the fault after next until one has fired. A fault that could not be made (no run worker
-inside a write within its search window) is recorded as not fired, with the reason.
+again as the fault after next until one has fired, and tried once more as the drain begins if none
+fired during the load. A fault that could not be made (no run worker inside a write within its
+search window) is recorded as not fired, with the reason.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ FAULTS = (
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 # How long the kill looks for a run worker inside a write: runs start slowly on a loaded machine.
 WRITE_SEARCH_S = 90.0
+# A run whose load ended before any mid-write kill looks once more while the queued runs drain.
+LAST_KILL_SEARCH_S = 300.0
 WRITE_POLL_S = 0.05
 # How long a killed worker's backend may take to notice (an active statement runs to its end first).
 BACKEND_GONE_S = 60.0
@@ -161,16 +164,28 @@ class Nemesis:
                 workers[pid] = run
         return workers
 
-    def kill_run_worker(self) -> Fired | NotFired:
+    def kill_before_the_drain(self) -> None:
+        """When no mid-write kill fired during the load (on a loaded machine runs may barely have begun
+        executing), one more try while the queued runs execute at the start of the drain."""
+        if KILL_RUN_WORKER in self.counts():
+            return
+        self.stopping = threading.Event()
+        outcome = self.kill_run_worker(LAST_KILL_SEARCH_S)
+        if isinstance(outcome, NotFired):
+            self.not_fired.append(Fault(KILL_RUN_WORKER, time.time(), f"before the drain: {outcome.reason}"))
+        else:
+            self.injected.append(Fault(outcome.kind or KILL_RUN_WORKER, time.time(), outcome.detail))
+
+    def kill_run_worker(self, search_s: float = WRITE_SEARCH_S) -> Fired | NotFired:
         """SIGKILL the process of a run while its PostgreSQL transaction holds uncommitted writes."""
         engine = sa.create_engine(self.deployment.services.postgres.server.url, pool_pre_ping=True)
         try:
-            return self._kill_inside_a_write(engine)
+            return self._kill_inside_a_write(engine, search_s)
         finally:
             engine.dispose()
 
-    def _kill_inside_a_write(self, engine: sa.Engine) -> Fired | NotFired:
-        deadline = time.monotonic() + WRITE_SEARCH_S
+    def _kill_inside_a_write(self, engine: sa.Engine, search_s: float) -> Fired | NotFired:
+        deadline = time.monotonic() + search_s
         workers: dict[int, dg.DagsterRun] = {}
         workers_seen_at = 0.0
         while time.monotonic() < deadline and not self.stopping.is_set():
@@ -208,7 +223,7 @@ class Nemesis:
         if self.stopping.is_set():
             return NotFired("the load ended before a run worker was seen inside a PostgreSQL write")
         return NotFired(
-            f"no run worker inside a PostgreSQL write within {WRITE_SEARCH_S:.0f} s "
+            f"no run worker inside a PostgreSQL write within {search_s:.0f} s "
             f"({len(workers)} runs executing at the end)"
         )
 

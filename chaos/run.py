@@ -247,6 +247,8 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
                 seen.errors.append(f"the {thread.name} thread did not stop within 300 s")
         load_ended = time.time()
         log(f"chaos: load and nemesis stopped after {load_ended - started:.0f} s; draining")
+        if config.nemesis:
+            nemesis.kill_before_the_drain()
         ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
         uploads = {upload.key for upload in workload.produced.uploads}
         moving, drain_ended = drain(instance, services, uploads, ends, config.drain_timeout_s, seen)
