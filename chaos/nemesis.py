@@ -65,6 +65,17 @@ class Fault:
     detail: str
 
 
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid of a run's process, from the engine event its process logs as it starts. The text is
+    the event's `message`: Dagster's own events leave `user_message` empty (which is why the kill never
+    found a worker before)."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        found = WORKER_PID.search(entry.message)
+        if found:
+            return int(found.group(1))
+    return None
+
+
 @dataclass(frozen=True)
 class Fired:
     detail: str
@@ -153,14 +164,9 @@ class Nemesis:
         """The process of every run executing now, by pid."""
         workers: dict[int, dg.DagsterRun] = {}
         for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-            pid = self.worker_pids.get(run.run_id)
-            if pid is None:
-                for entry in self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-                    found = WORKER_PID.search(entry.user_message or "")
-                    if found:
-                        pid = self.worker_pids[run.run_id] = int(found.group(1))
-                        break
+            pid = self.worker_pids.get(run.run_id) or worker_pid(self.instance, run.run_id)
             if pid is not None:
+                self.worker_pids[run.run_id] = pid
                 workers[pid] = run
         return workers
 
