@@ -1,8 +1,8 @@
 """The nemesis: faults at random moments drawn from the run's seed, at least one a minute.
 
 A run worker is killed with SIGKILL while it is inside a write: the harness watches PostgreSQL for a
-transaction that has written and not committed, traces its connection to a run worker's process and
-kills that process, then reads the transaction's fate (aborted, so the kill cut the write). PostgreSQL
+transaction that has written and not committed, its client between two statements (idle in
+transaction), traces its connection to a run worker's process and kills that process, then reads the transaction's fate (aborted, so the kill cut the write). PostgreSQL
 is stopped in immediate mode and started again; Redis loses its client connections (CLIENT KILL) or is
 restarted; the daemon is killed and started again; the broker goes down for a window of seconds; the
 Stripe-protocol server answers 5xx before execution or after it, holds the connection after charging
@@ -10,7 +10,7 @@ until the client times out, or answers slowly.
 
 Kinds are dealt from a shuffled deck, each kind once per deck, so a run of ten minutes draws every
 kind at least twice; the first fault of a run is always the kill of a run worker mid-write, drawn
-again as the fault after next until one has fired, and tried once more as the drain begins if none
+again as the fault after next until one has cut a write, and tried once more as the drain begins if none
 fired during the load. A fault that could not be made (no run worker inside a write within its
 search window) is recorded as not fired, with the reason.
 """
@@ -56,6 +56,7 @@ LAST_KILL_SEARCH_S = 300.0
 WRITE_POLL_S = 0.05
 # How long a killed worker's backend may take to notice (an active statement runs to its end first).
 BACKEND_GONE_S = 60.0
+IDLE_IN_TRANSACTION = "idle in transaction"
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,11 @@ class Nemesis:
                 continue
             if isinstance(detail, NotFired):
                 self.not_fired.append(Fault(kind, time.time(), detail.reason))
-                if kind == KILL_RUN_WORKER and KILL_RUN_WORKER not in self.counts():
-                    # Until one has fired, the kill comes back as the fault after next.
-                    self.deck.insert(1, KILL_RUN_WORKER)
             else:
                 self.injected.append(Fault(detail.kind or kind, time.time(), detail.detail))
+            if kind == KILL_RUN_WORKER and KILL_RUN_WORKER not in self.counts():
+                # Until one has cut a write, the kill comes back as the fault after next.
+                self.deck.insert(1, KILL_RUN_WORKER)
         self.calm_gateway()
         self.broker_up()
 
@@ -193,11 +194,15 @@ class Nemesis:
     def _kill_inside_a_write(self, engine: sa.Engine, search_s: float) -> Fired | NotFired:
         deadline = time.monotonic() + search_s
         workers: dict[int, dg.DagsterRun] = {}
+        owners: dict[int, int] = {}
         workers_seen_at = 0.0
         while time.monotonic() < deadline and not self.stopping.is_set():
             try:
                 if time.monotonic() - workers_seen_at > 1.0:
+                    # A worker's pooled connections last; their ports are looked up once a second, so
+                    # the kill follows the sighting of a write within milliseconds.
                     workers, workers_seen_at = self.run_workers(), time.monotonic()
+                    owners = writes.port_owners(set(workers))
                 if not workers:
                     time.sleep(WRITE_POLL_S)
                     continue
@@ -207,10 +212,11 @@ class Nemesis:
                 # PostgreSQL restarting: look again.
                 time.sleep(WRITE_POLL_S)
                 continue
-            owners = writes.port_owners(set(workers)) if in_flight else {}
             for write in in_flight:
                 pid = owners.get(write.client_port)
-                if pid is None:
+                # Only a client between statements of its open transaction: an active statement of an
+                # autocommit transaction runs to its commit even when its client is gone.
+                if pid is None or write.state != IDLE_IN_TRANSACTION:
                     continue
                 try:
                     os.kill(pid, signal.SIGKILL)
