@@ -68,7 +68,7 @@ def clamd() -> Iterator[tuple[str, int]]:
 @contextlib.contextmanager
 def seaweedfs() -> Iterator[S3ObjectStorage]:
     from tests.services import free_port, start_process, stop_process, wait_until
-    from tests.services.seaweedfs import S3Server, _accepts_encrypted_put, _weed_arguments
+    from tests.services.seaweedfs import S3Server, accepts_encrypted_put, weed_arguments
 
     weed = str(Path(sys.executable).parent / "weed")
     with tempfile.TemporaryDirectory(prefix="bench-weed-") as root:
@@ -83,10 +83,10 @@ def seaweedfs() -> Iterator[S3ObjectStorage]:
         (folder / "s3.json").write_text(json.dumps({"identities": [identity]}))
         environment = {**os.environ, "TMPDIR": str(folder / "tmp"), "WEED_S3_SSE_KEK": secrets.token_hex(32),
                        "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}  # fmt: skip
-        process = start_process(_weed_arguments(weed, folder, folder / "s3.json", ports), folder / "weed.log",
+        process = start_process(weed_arguments(weed, folder, folder / "s3.json", ports), folder / "weed.log",
                                 env=environment, cwd=folder)  # fmt: skip
         try:
-            wait_until(lambda: _accepts_encrypted_put(server), "seaweedfs", timeout=60, process=process)
+            wait_until(lambda: accepts_encrypted_put(server), "seaweedfs", timeout=60, process=process)
             yield S3ObjectStorage(
                 s3=S3Resource(
                     endpoint_url=server.endpoint_url,

@@ -60,6 +60,8 @@ class Findings:
     anomalies: list[Anomaly] = field(default_factory=list)
     outcomes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # Seconds each finished run spent requested -> executing (queue, launch, process start) and executing.
+    run_phases: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, kind: str, detail: str, **evidence: Any) -> None:
         self.anomalies.append(Anomaly(kind, detail, evidence))
@@ -308,16 +310,20 @@ def check_run_failures(
     runs of refused uploads, which fail their partition by design."""
     service_faults = [fault.at for fault in injected if not fault.kind.startswith("gateway")]
     causes: Counter[tuple[str, str]] = Counter()
-    for run in instance.get_runs():
+    for record in instance.get_run_records():
+        run = record.dagster_run
         found.outcomes["runs"][f"{run.job_name} {run.status.value}"] += 1
+        if record.start_time and record.end_time:
+            requested = record.create_timestamp.timestamp()
+            found.run_phases[f"{run.job_name} requested -> executing"].append(record.start_time - requested)
+            found.run_phases[f"{run.job_name} executing"].append(record.end_time - record.start_time)
         if run.status != dg.DagsterRunStatus.FAILURE:
             continue
         if run.tags.get("dagster/partition") in refused_uploads:
             found.outcomes["failed runs (upload refused)"][run.job_name] += 1
             continue
         cause = failure_cause(run_error(instance, run.run_id))
-        record = instance.get_run_record_by_id(run.run_id)
-        ended = record.end_time if record is not None and record.end_time else time.time()
+        ended = record.end_time or time.time()
         injured = run.run_id in killed_runs or any(at - 5 <= ended <= at + 60 for at in service_faults)
         found.outcomes["failed runs (nemesis)" if injured else "failed runs"][
             f"{run.job_name}: {cause}"[:200]

@@ -1,10 +1,18 @@
 """The nemesis: faults at random moments drawn from the run's seed, at least one a minute.
 
-A run worker is killed with SIGKILL while its run is executing its steps (after a step started,
-after a random delay, so in the middle of its reads and writes); PostgreSQL is stopped in immediate
-mode and started again; Redis loses its client connections (CLIENT KILL) or is restarted; the daemon
-is killed and started again; the Stripe-protocol server answers 5xx before execution or after it,
-holds the connection after charging until the client times out, or answers slowly.
+A run worker is killed with SIGKILL while it is inside a write: the harness watches PostgreSQL for a
+transaction that has written and not committed, its client between two statements (idle in
+transaction), traces its connection to a run worker's process and kills that process, then reads the transaction's fate (aborted, so the kill cut the write). PostgreSQL
+is stopped in immediate mode and started again; Redis loses its client connections (CLIENT KILL) or is
+restarted; the daemon is killed and started again; the broker goes down for a window of seconds; the
+Stripe-protocol server answers 5xx before execution or after it, holds the connection after charging
+until the client times out, or answers slowly.
+
+Kinds are dealt from a shuffled deck, each kind once per deck, so a run of ten minutes draws every
+kind at least twice; the first fault of a run is always the kill of a run worker mid-write, drawn
+again as the fault after next until one has cut a write, and tried once more as the drain begins if none
+fired during the load. A fault that could not be made (no run worker inside a write within its
+search window) is recorded as not fired, with the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
+import sqlalchemy as sa
 
+from chaos import writes
 from chaos.deployment import Deployment
 from tests.fakes import stripe_server
 
@@ -33,12 +43,20 @@ GATEWAY_5XX_BEFORE = "gateway 5xx before execution"
 GATEWAY_5XX_AFTER = "gateway 5xx after execution"
 GATEWAY_TIMEOUT_AFTER_CHARGE = "gateway timeout after charge"
 GATEWAY_SLOW = "gateway slow"
+BROKER_OUTAGE = "broker outage"
 FAULTS = (
     KILL_RUN_WORKER, RESTART_POSTGRES, KILL_REDIS_CONNECTIONS, RESTART_REDIS, RESTART_DAEMON,
-    GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW,
+    GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW, BROKER_OUTAGE,
 )  # fmt: skip
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
-STARTED = {dg.DagsterRunStatus.STARTED}
+# How long the kill looks for a run worker inside a write: runs start slowly on a loaded machine.
+WRITE_SEARCH_S = 90.0
+# A run whose load ended before any mid-write kill looks once more while the queued runs drain.
+LAST_KILL_SEARCH_S = 300.0
+WRITE_POLL_S = 0.05
+# How long a killed worker's backend may take to notice (an active statement runs to its end first).
+BACKEND_GONE_S = 60.0
+IDLE_IN_TRANSACTION = "idle in transaction"
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,28 @@ class Fault:
     detail: str
 
 
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid of a run's process, from the engine event its process logs as it starts. The text is
+    the event's `message`: Dagster's own events leave `user_message` empty (which is why the kill never
+    found a worker before)."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        found = WORKER_PID.search(entry.message)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+@dataclass(frozen=True)
+class Fired:
+    detail: str
+    kind: str | None = None  # when the fault turned out other than drawn
+
+
+@dataclass(frozen=True)
+class NotFired:
+    reason: str
+
+
 @dataclass
 class Nemesis:
     deployment: Deployment
@@ -55,34 +95,58 @@ class Nemesis:
     seed: int
     mean_interval_s: float = 25.0
     injected: list[Fault] = field(default_factory=list)
+    # Faults drawn that could not be made, with the reason (kind, at, why).
+    not_fired: list[Fault] = field(default_factory=list)
     killed_runs: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.stripe = self.deployment.services.apis.stripe
+        self.deck: list[str] = [KILL_RUN_WORKER]
+        self.worker_pids: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self.broker_lock = threading.Lock()
+        self.broker_is_down = False
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(fault.kind for fault in self.injected))
 
+    def not_fired_counts(self) -> dict[str, int]:
+        return dict(Counter(fault.kind for fault in self.not_fired))
+
+    def draw(self) -> str:
+        if not self.deck:
+            self.deck = list(FAULTS)
+            self.rng.shuffle(self.deck)
+        return self.deck.pop(0)
+
     def run(self, stop: threading.Event) -> None:
         """Inject faults until `stop`: waits drawn from an exponential, never longer than 60 s."""
+        self.stopping = stop
         while not stop.is_set():
             wait = min(self.rng.expovariate(1 / self.mean_interval_s), 55.0)
             if stop.wait(wait):
                 return
-            kind = self.rng.choice(FAULTS)
+            kind = self.draw()
             try:
                 detail = self.inject(kind)
             except Exception as failure:
                 self.errors.append(f"{kind}: {type(failure).__name__}: {failure}")
+                self.not_fired.append(Fault(kind, time.time(), f"{type(failure).__name__}: {failure}"))
                 continue
-            if detail is not None:
-                self.injected.append(Fault(kind, time.time(), detail))
+            if isinstance(detail, NotFired):
+                self.not_fired.append(Fault(kind, time.time(), detail.reason))
+            else:
+                self.injected.append(Fault(detail.kind or kind, time.time(), detail.detail))
+            if kind == KILL_RUN_WORKER and KILL_RUN_WORKER not in self.counts():
+                # Until one has cut a write, the kill comes back as the fault after next.
+                self.deck.insert(1, KILL_RUN_WORKER)
         self.calm_gateway()
+        self.broker_up()
 
-    def inject(self, kind: str) -> str | None:
-        actions: dict[str, Callable[[], str | None]] = {
+    def inject(self, kind: str) -> Fired | NotFired:
+        actions: dict[str, Callable[[], str | Fired | NotFired]] = {
             KILL_RUN_WORKER: self.kill_run_worker,
             RESTART_POSTGRES: self.restart_postgres,
             KILL_REDIS_CONNECTIONS: self.kill_redis_connections,
@@ -92,40 +156,92 @@ class Nemesis:
             GATEWAY_5XX_AFTER: lambda: self.queue_gateway_faults(stripe_server.ERROR_AFTER_CHARGE),
             GATEWAY_TIMEOUT_AFTER_CHARGE: lambda: self.queue_gateway_faults(stripe_server.STALL),
             GATEWAY_SLOW: self.slow_gateway,
+            BROKER_OUTAGE: self.broker_outage,
         }
-        return actions[kind]()
+        outcome = actions[kind]()
+        return Fired(outcome) if isinstance(outcome, str) else outcome
 
-    def worker_pid(self, run_id: str) -> int | None:
-        for entry in self.instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            found = WORKER_PID.search(entry.user_message or "")
-            if found:
-                return int(found.group(1))
-        return None
+    def run_workers(self) -> dict[int, dg.DagsterRun]:
+        """The process of every run executing now, by pid."""
+        workers: dict[int, dg.DagsterRun] = {}
+        for run in self.instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+            pid = self.worker_pids.get(run.run_id) or worker_pid(self.instance, run.run_id)
+            if pid is not None:
+                self.worker_pids[run.run_id] = pid
+                workers[pid] = run
+        return workers
 
-    def kill_run_worker(self) -> str | None:
-        """SIGKILL a run's process some time after one of its steps started: mid-read or mid-write."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            runs = self.instance.get_runs(filters=dg.RunsFilter(statuses=list(STARTED)))
-            candidates = [
-                run
-                for run in runs
-                if self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-            ]
-            if candidates:
-                run = self.rng.choice(candidates)
-                pid = self.worker_pid(run.run_id)
-                if pid is None:
-                    return None
-                time.sleep(self.rng.uniform(0.0, 2.0))
+    def kill_before_the_drain(self) -> None:
+        """When no mid-write kill fired during the load (on a loaded machine runs may barely have begun
+        executing), one more try while the queued runs execute at the start of the drain."""
+        if KILL_RUN_WORKER in self.counts():
+            return
+        self.stopping = threading.Event()
+        outcome = self.kill_run_worker(LAST_KILL_SEARCH_S)
+        if isinstance(outcome, NotFired):
+            self.not_fired.append(Fault(KILL_RUN_WORKER, time.time(), f"before the drain: {outcome.reason}"))
+        else:
+            self.injected.append(Fault(outcome.kind or KILL_RUN_WORKER, time.time(), outcome.detail))
+
+    def kill_run_worker(self, search_s: float = WRITE_SEARCH_S) -> Fired | NotFired:
+        """SIGKILL the process of a run while its PostgreSQL transaction holds uncommitted writes."""
+        engine = sa.create_engine(self.deployment.services.postgres.server.url, pool_pre_ping=True)
+        try:
+            return self._kill_inside_a_write(engine, search_s)
+        finally:
+            engine.dispose()
+
+    def _kill_inside_a_write(self, engine: sa.Engine, search_s: float) -> Fired | NotFired:
+        deadline = time.monotonic() + search_s
+        workers: dict[int, dg.DagsterRun] = {}
+        owners: dict[int, int] = {}
+        workers_seen_at = 0.0
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            try:
+                if time.monotonic() - workers_seen_at > 1.0:
+                    # A worker's pooled connections last; their ports are looked up once a second, so
+                    # the kill follows the sighting of a write within milliseconds.
+                    workers, workers_seen_at = self.run_workers(), time.monotonic()
+                    owners = writes.port_owners(set(workers))
+                if not workers:
+                    time.sleep(WRITE_POLL_S)
+                    continue
+                with engine.connect() as connection:
+                    in_flight = writes.open_writes(connection)
+            except sa.exc.SQLAlchemyError:
+                # PostgreSQL restarting: look again.
+                time.sleep(WRITE_POLL_S)
+                continue
+            for write in in_flight:
+                pid = owners.get(write.client_port)
+                # Only a client between statements of its open transaction: an active statement of an
+                # autocommit transaction runs to its commit even when its client is gone.
+                if pid is None or write.state != IDLE_IN_TRANSACTION:
+                    continue
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
-                    return None
+                    continue
+                run = workers[pid]
                 self.killed_runs.add(run.run_id)
-                return f"run {run.run_id} ({run.job_name}) pid {pid}"
-            time.sleep(0.5)
-        return None
+                fate = self._fate_of(engine, write)
+                kind = KILL_RUN_WORKER if fate == "aborted" else f"{KILL_RUN_WORKER} (write {fate} first)"
+                return Fired(
+                    f"run {run.run_id} ({run.job_name}) pid {pid} in transaction {write.xid} "
+                    f"({write.state}: {write.query[:100]!r}): {fate}",
+                    kind,
+                )
+            time.sleep(WRITE_POLL_S)
+        if self.stopping.is_set():
+            return NotFired("the load ended before a run worker was seen inside a PostgreSQL write")
+        return NotFired(
+            f"no run worker inside a PostgreSQL write within {search_s:.0f} s "
+            f"({len(workers)} runs executing at the end)"
+        )
+
+    def _fate_of(self, engine: sa.Engine, write: writes.OpenWrite) -> str:
+        with engine.connect() as connection:
+            return writes.fate_once_gone(connection, write, BACKEND_GONE_S)
 
     def restart_postgres(self) -> str:
         self.deployment.services.postgres.restart()
@@ -158,6 +274,24 @@ class Nemesis:
         timer.daemon = True
         timer.start()
         return f"{latency:.1f} s per request for a while"
+
+    def broker_outage(self) -> str | NotFired:
+        seconds = self.rng.uniform(5, 20)
+        with self.broker_lock:
+            if self.broker_is_down:
+                return NotFired("the broker is already down")
+            self.deployment.services.kafka.set_down()
+            self.broker_is_down = True
+        timer = threading.Timer(seconds, self.broker_up)
+        timer.daemon = True
+        timer.start()
+        return f"broker 1 down for {seconds:.0f} s"
+
+    def broker_up(self) -> None:
+        with self.broker_lock:
+            if self.broker_is_down:
+                self.deployment.services.kafka.set_up()
+                self.broker_is_down = False
 
     def calm_gateway(self) -> None:
         self.stripe.faults.latency_s = 0.0

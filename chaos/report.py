@@ -11,6 +11,13 @@ from chaos.checker import Anomaly, Findings
 from chaos.nemesis import Nemesis
 from chaos.workload import Produced
 
+# What the same work does in one process with no orchestration, from docs/benchmarks.md's quiet runs.
+BENCH_IN_PROCESS = {
+    "orders paid": "203-224 (bench/orders.py, full ledger path, gateway 0 ms)",
+    "events landed": "107,000-150,000 (bench/analytics.py, broker -> ClickHouse + Redis counters)",
+    "uploads published": "36-70 MB/s (bench/media.py, origin + 3 regions, verified)",
+}
+
 
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
@@ -34,11 +41,16 @@ class Report:
     config: dict[str, Any]
     operations: dict[str, int]
     faults: dict[str, int]
+    # Faults drawn that could not be made, by kind (their reasons are in the fault log).
+    faults_not_fired: dict[str, int]
     fault_log: list[dict[str, Any]]
     anomalies: list[Anomaly]
     outcomes: dict[str, dict[str, int]]
     latency_s: dict[str, dict[str, float]]
     throughput_per_s: dict[str, float]
+    # The same work measured in process by bench/ (docs/benchmarks.md), beside the figures above.
+    bench_in_process_per_s: dict[str, str]
+    run_phases_s: dict[str, dict[str, float]]
     timings: dict[str, float]
     load_average: dict[str, Any]
     harness_errors: list[str] = field(default_factory=list)
@@ -53,12 +65,28 @@ class Report:
             f"chaos run: seed {self.config['seed']}, {self.config['minutes']} min, nemesis {'on' if self.config['nemesis'] else 'off'}"
         ]
         lines.append("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.operations.items())))
-        lines.append("faults: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"))
+        lines.append(
+            "faults fired: " + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none")
+        )
+        if self.faults_not_fired:
+            lines.append(
+                "faults drawn but not fired: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_not_fired.items()))
+            )
         for name, counts in sorted(self.outcomes.items()):
             lines.append(f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         for name, figures in self.latency_s.items():
             lines.append(f"latency {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
-        lines.append("throughput per s: " + ", ".join(f"{k} {v}" for k, v in self.throughput_per_s.items()))
+        lines.append(
+            "throughput through Dagster per s (load and drain): "
+            + ", ".join(f"{k} {v}" for k, v in self.throughput_per_s.items())
+        )
+        lines.append(
+            "in process (bench/, docs/benchmarks.md): "
+            + ", ".join(f"{k} {v}" for k, v in self.bench_in_process_per_s.items())
+        )
+        for name, figures in sorted(self.run_phases_s.items()):
+            lines.append(f"run {name} s: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         lines.append(f"stock sampled {self.stock_samples} times; load average {self.load_average}")
         if self.supervisor_restarts:
             lines.append(f"processes restarted by the supervisor: {self.supervisor_restarts}")
@@ -97,7 +125,10 @@ def build_report(
         config=config_summary,
         operations=dict(operations),
         faults=nemesis.counts(),
-        fault_log=[asdict(fault) for fault in nemesis.injected] + [{"error": e} for e in nemesis.errors],
+        faults_not_fired=nemesis.not_fired_counts(),
+        fault_log=[{**asdict(fault), "fired": True} for fault in nemesis.injected]
+        + [{**asdict(fault), "fired": False} for fault in nemesis.not_fired]
+        + [{"error": e} for e in nemesis.errors],
         anomalies=found.anomalies,
         outcomes={name: dict(counts) for name, counts in found.outcomes.items()},
         latency_s={name: percentiles(values) for name, values in found.latencies.items()},
@@ -106,6 +137,8 @@ def build_report(
             "events landed": round(events / busy, 2),
             "uploads published": round(published / busy, 3),
         },
+        bench_in_process_per_s=BENCH_IN_PROCESS,
+        run_phases_s={name: percentiles(values) for name, values in found.run_phases.items()},
         timings={k: round(v, 1) for k, v in timings.items()},
         load_average=load_average,
         harness_errors=seen_errors,

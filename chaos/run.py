@@ -31,6 +31,7 @@ from hub_pipelines import settings
 from hub_pipelines.orders.tables import FAILED, PAID, orders, products
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+UNFINISHED = set(dg.DagsterRunStatus) - FINISHED
 FINAL_UPLOAD_STATUSES = {"published", "quarantined", "rejected"}
 
 
@@ -40,7 +41,8 @@ class ChaosSettings:
     seed: int
     rates: Rates = field(default_factory=Rates)
     nemesis: bool = True
-    drain_timeout_s: float = 600.0
+    # The drain gives up when nothing moved for this long (twice this in all).
+    drain_timeout_s: float = 900.0
     report_path: Path | None = None
     keep_folder: bool = False
 
@@ -75,20 +77,30 @@ def sample_stock(database_url: str, stop: threading.Event, seen: Observations) -
         engine.dispose()
 
 
-def drained(
+def still_moving(
     instance: dg.DagsterInstance,
     services: Services,
     produced_uploads: set[str],
     ends: dict[str, dict[int, int]],
-) -> str | None:
-    """None when the system has nothing left to do, else what it is still doing."""
+) -> tuple[list[str], tuple[Any, ...]]:
+    """What the system is still doing (empty when drained: no run queued, starting or executing, both
+    topic cursors at the topic ends with no run pending, every order and upload final), and a
+    fingerprint of its state that changes whenever something moved."""
+    moving: list[str] = []
     found = checker.Findings()
     checker.check_dagster_cursors(instance, ends, found)
-    if found.anomalies:
-        return found.anomalies[0].detail
-    unfinished = [run for run in instance.get_runs(limit=500) if run.status not in FINISHED]
-    if unfinished:
-        return f"{len(unfinished)} runs not finished"
+    moving += [anomaly.detail for anomaly in found.anomalies]
+    now = time.time()
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=list(UNFINISHED)), limit=500)
+    for record in records:
+        run = record.dagster_run
+        since = record.start_time or record.create_timestamp.timestamp()
+        partition = run.tags.get("dagster/partition")
+        moving.append(
+            f"{run.job_name} run {run.run_id[:8]}{f' partition {partition}' if partition else ''} "
+            f"{run.status.value} ({now - since:.0f} s since {'start' if record.start_time else 'creation'}"
+            f"{', ' + last_engine_event(instance, run.run_id) if run.status != dg.DagsterRunStatus.STARTED else ''})"
+        )
     engine = sa.create_engine(services.postgres.server.url)
     try:
         with engine.connect() as connection:
@@ -102,11 +114,57 @@ def drained(
     finally:
         engine.dispose()
     if open_orders:
-        return f"{open_orders} orders not final"
-    waiting = [key for key in produced_uploads if statuses.get(key) not in FINAL_UPLOAD_STATUSES]
+        moving.append(f"{open_orders} orders not final")
+    waiting = sorted(key for key in produced_uploads if statuses.get(key) not in FINAL_UPLOAD_STATUSES)
     if waiting:
-        return f"{len(waiting)} uploads not final"
-    return None
+        moving.append(f"{len(waiting)} uploads not final: {', '.join(waiting[:5])}")
+    finished = instance.get_runs_count(filters=dg.RunsFilter(statuses=list(FINISHED)))
+    fingerprint = (
+        tuple(sorted((r.dagster_run.run_id, r.dagster_run.status.value) for r in records)),
+        tuple(found.anomalies),
+        finished,
+        open_orders,
+        len(waiting),
+    )
+    return moving, fingerprint
+
+
+def last_engine_event(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The last word Dagster logged about a run that has not begun executing (why it waits)."""
+    entries = instance.all_logs(run_id)
+    return f"last event: {entries[-1].message[:160]!r}" if entries else "no event yet"
+
+
+def drain(
+    instance: dg.DagsterInstance,
+    services: Services,
+    produced_uploads: set[str],
+    ends: dict[str, dict[int, int]],
+    stall_timeout_s: float,
+    seen: Observations,
+) -> tuple[list[str], str]:
+    """Waits until nothing is moving. Gives up when nothing changed for `stall_timeout_s` (longer than the
+    run monitor's start timeout, so a run stuck starting is failed and retried first), or after twice
+    that in all. Returns what was still moving (empty when drained) and why the wait ended."""
+    began = last_change = time.monotonic()
+    previous: tuple[Any, ...] | None = None
+    moving = ["not looked yet"]
+    while True:
+        try:
+            moving, fingerprint = still_moving(instance, services, produced_uploads, ends)
+        except Exception as failure:
+            seen.error("drain", failure)
+            moving, fingerprint = [f"could not look: {failure}"], ("error",)
+        if not moving:
+            return [], "drained"
+        now = time.monotonic()
+        if fingerprint != previous:
+            previous, last_change = fingerprint, now
+        if now - last_change >= stall_timeout_s:
+            return moving, f"nothing moved for {now - last_change:.0f} s"
+        if now - began >= 2 * stall_timeout_s:
+            return moving, f"still moving after {now - began:.0f} s"
+        time.sleep(3)
 
 
 @contextlib.contextmanager
@@ -189,24 +247,16 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
                 seen.errors.append(f"the {thread.name} thread did not stop within 300 s")
         load_ended = time.time()
         log(f"chaos: load and nemesis stopped after {load_ended - started:.0f} s; draining")
+        if config.nemesis:
+            nemesis.kill_before_the_drain()
         ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
         uploads = {upload.key for upload in workload.produced.uploads}
-        deadline = time.monotonic() + config.drain_timeout_s
-        waiting: str | None = "not looked yet"
-        while time.monotonic() < deadline:
-            try:
-                waiting = drained(instance, services, uploads, ends)
-            except Exception as failure:
-                seen.error("drain", failure)
-                waiting = str(failure)
-            if waiting is None:
-                break
-            time.sleep(3)
+        moving, drain_ended = drain(instance, services, uploads, ends, config.drain_timeout_s, seen)
         drained_at = time.time()
         log(
             f"chaos: drained in {drained_at - load_ended:.0f} s"
-            if waiting is None
-            else f"chaos: not drained: {waiting}"
+            if not moving
+            else f"chaos: not drained ({drain_ended}): {'; '.join(moving[:10])}"
         )
         workload.close()
         supervisor_stop.set()
@@ -215,8 +265,8 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         found = checker.check_everything(
             deployment, instance, workload.produced, nemesis.injected, nemesis.killed_runs, ends
         )
-    if waiting is not None:
-        found.add("system did not drain", f"after {config.drain_timeout_s:.0f} s: {waiting}")
+    if moving:
+        found.add("system did not drain", f"{drain_ended}: {'; '.join(moving[:10])}", still_moving=moving)
     if seen.negative_stock:
         found.add("stock went negative during the run", "; ".join(seen.negative_stock[:20]))
     report = build_report(
@@ -265,7 +315,10 @@ def settings_from_environment(argv: list[str] | None = None) -> ChaosSettings:
         "--keep", action="store_true", help="keep the run's folder (logs, data) for inspection"
     )
     parser.add_argument(
-        "--drain-timeout", type=float, default=float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "600"))
+        "--drain-timeout",
+        type=float,
+        default=float(os.environ.get("CHAOS_DRAIN_TIMEOUT_S", "900")),
+        help="give up draining when nothing moved for this many seconds (twice this in all)",
     )
     args = parser.parse_args(argv)
     return ChaosSettings(

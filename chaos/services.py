@@ -1,7 +1,8 @@
 """The real servers a production deployment talks to, started on free loopback ports under one folder.
 
 The suite's own starters (`tests/services/`) are reused; what the chaos run adds is a handle on each
-server the nemesis restarts (PostgreSQL, Redis) and the stand-ins for paid APIs (Stripe, SMTP, SMS,
+server the nemesis restarts or takes down (PostgreSQL, Redis, and the broker: librdkafka's mock
+cluster driven through its C API). The broker and the stand-ins for paid APIs (Stripe, SMTP, SMS,
 PagerDuty and Slack, the media webhook) run in this process, which outlives every Dagster process.
 """
 
@@ -25,7 +26,6 @@ from typing import Any
 import redis
 from aiosmtpd.controller import Controller
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from tests.fakes.sms_server import FakeSms
@@ -33,15 +33,16 @@ from tests.fakes.stripe_server import FakeStripe
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 from tests.services import free_port, start_process, stop_process, wait_until
 from tests.services.clamd import ClamdAddress, start_clamd
+from tests.services.kafka_mock_cluster import MockCluster
 from tests.services.postgres import (
     SERVER_SETTINGS,
     PostgresServer,
-    _as_postgres,
-    _create_user_and_database,
-    _initdb,
-    _postgres_bin_dir,
+    as_postgres,
+    create_user_and_database,
+    initdb,
+    postgres_bin_dir,
 )
-from tests.services.seaweedfs import S3Server, _accepts_encrypted_put, _remove_grpc_sockets, _weed_arguments
+from tests.services.seaweedfs import S3Server, accepts_encrypted_put, remove_grpc_sockets, weed_arguments
 
 KAFKA_PARTITIONS = 4  # librdkafka's mock cluster makes every topic with 4 partitions
 
@@ -63,7 +64,7 @@ class Postgres:
         return self.root / "data"
 
     def pg_ctl(self, *args: str) -> None:
-        command = _as_postgres(_postgres_bin_dir() / "pg_ctl", *args, "-D", self.data)
+        command = as_postgres(postgres_bin_dir() / "pg_ctl", *args, "-D", self.data)
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             log = (self.root / "postgres.log").read_text(errors="replace")[-3000:]
@@ -86,7 +87,7 @@ def running_postgres(root: Path) -> Iterator[Postgres]:
         host="127.0.0.1", port=free_port(), user="hub", password=secrets.token_hex(12), database="hub"
     )
     postgres = Postgres(root, server)
-    _initdb(_postgres_bin_dir(), postgres.data)
+    initdb(postgres_bin_dir(), postgres.data)
     options = " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())
     postgres.pg_ctl(
         "start",
@@ -99,7 +100,7 @@ def running_postgres(root: Path) -> Iterator[Postgres]:
         f"-p {server.port} -k {root} {options}",
     )
     try:
-        _create_user_and_database(root, server)
+        create_user_and_database(root, server)
         with server.connect(autocommit=True) as connection:
             connection.execute(
                 sql.SQL("CREATE DATABASE dagster OWNER {}").format(sql.Identifier(server.user))
@@ -201,14 +202,14 @@ def running_seaweedfs(folder: Path) -> Iterator[S3Server]:
         "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1",
     }
     process = start_process(
-        _weed_arguments(binary, folder, config, ports), folder / "weed.log", env=environment, cwd=folder
+        weed_arguments(binary, folder, config, ports), folder / "weed.log", env=environment, cwd=folder
     )
     try:
-        wait_until(lambda: _accepts_encrypted_put(server), "seaweedfs S3", timeout=120, process=process)
+        wait_until(lambda: accepts_encrypted_put(server), "seaweedfs S3", timeout=120, process=process)
         yield server
     finally:
         stop_process(process, grace=1.0)
-        _remove_grpc_sockets(ports)
+        remove_grpc_sockets(ports)
 
 
 class Mailbox:
@@ -256,28 +257,12 @@ def running_paid_apis(stripe_seed: int) -> Iterator[PaidApis]:
 
 
 @dataclass
-class KafkaMockCluster:
-    """librdkafka's mock cluster, alive as long as its owning client in this process."""
-
-    bootstrap_servers: str
-    owner: AdminClient
-
-
-def start_kafka_mock_cluster() -> KafkaMockCluster:
-    owner = AdminClient({"test.mock.num.brokers": 1, "log_level": 3})
-    brokers = list(owner.list_topics(timeout=10).brokers.values())
-    if len(brokers) != 1:
-        raise ServiceFailed(f"the mock cluster reported brokers {brokers}")
-    return KafkaMockCluster(f"{brokers[0].host}:{brokers[0].port}", owner)
-
-
-@dataclass
 class Services:
     postgres: Postgres
     redis: Redis
     s3: S3Server
     clamd: ClamdAddress
-    kafka: KafkaMockCluster
+    kafka: MockCluster
     apis: PaidApis
 
     def kafka_topics_exist(self, topics: list[str]) -> None:
@@ -300,4 +285,6 @@ def running_services(root: Path, seed: int) -> Iterator[Services]:
         s3 = stack.enter_context(running_seaweedfs(root / "seaweedfs"))
         clamd = stack.enter_context(start_clamd(root / "clamd"))
         apis = stack.enter_context(running_paid_apis(seed))
-        yield Services(postgres, redis_server, s3, clamd, start_kafka_mock_cluster(), apis)
+        kafka = MockCluster.start()
+        stack.callback(kafka.stop)
+        yield Services(postgres, redis_server, s3, clamd, kafka, apis)

@@ -43,6 +43,8 @@ class TopicWriteRejected(RuntimeError):
 
 
 _UNASSIGNED = -1
+# How often a read asks again for a partition whose leader is away (a broker restarting).
+_LEADER_RETRY_S = 0.25
 _NO_HEADERS: Mapping[str, bytes] = MappingProxyType({})
 
 # The reader only fetches ranges known to exist (below the high watermark), so a broker never has to hold
@@ -284,12 +286,7 @@ class KafkaTopics(dg.ConfigurableResource):
         _, _, reader = self._clients()
         where = f"topic {topic!r} partition {partition} offsets {start}..{end}"
         with self._read_lock:
-            try:
-                low, high = reader.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self.timeout_seconds, cached=False
-                )
-            except KafkaException as exc:
-                raise _unavailable(f"reading {where} from {self.bootstrap_servers}", exc) from exc
+            low, high = self._watermarks(reader, topic, partition, where)
             first = max(start, low)
             if first >= min(end, high):
                 return PartitionSpan([], low, max(low, min(end, high)))
@@ -302,6 +299,25 @@ class KafkaTopics(dg.ConfigurableResource):
             finally:
                 reader.unassign()
             return PartitionSpan(found, low, read_through)
+
+    def _watermarks(self, reader: Consumer, topic: str, partition: int, where: str) -> tuple[int, int]:
+        """The partition's watermarks, asked again while the broker is briefly away: with its leader
+        lost, librdkafka answers at once with an unknown partition or a transport error instead of
+        waiting, and a broker restart would fail the whole landing step."""
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            try:
+                return reader.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self.timeout_seconds, cached=False
+                )
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                leader_lost = error is not None and (
+                    _is_transient(error) or error.code() == KafkaError._UNKNOWN_PARTITION
+                )
+                if not leader_lost or time.monotonic() >= deadline:
+                    raise _unavailable(f"reading {where} from {self.bootstrap_servers}", exc) from exc
+            time.sleep(_LEADER_RETRY_S)
 
     def _consume(
         self, reader: Consumer, topic: str, partition: int, start: int, end: int, where: str

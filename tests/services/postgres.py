@@ -84,13 +84,13 @@ class PostgresServer:
         return dataclasses.replace(self, database=database)
 
 
-def _postgres_bin_dir() -> Path:
+def postgres_bin_dir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    initdb = require_binary("initdb", install=INSTALL, search=[str(Path(c).parent) for c in candidates[-1:]])
-    return Path(initdb).parent
+    found = require_binary("initdb", install=INSTALL, search=[str(Path(c).parent) for c in candidates[-1:]])
+    return Path(found).parent
 
 
-def _as_postgres(*args: str | Path) -> list[str]:
+def as_postgres(*args: str | Path) -> list[str]:
     command = list(map(str, args))
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
@@ -109,7 +109,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
         return
 
-    bin_dir = _postgres_bin_dir()
+    bin_dir = postgres_bin_dir()
     root = Path(tempfile.mkdtemp(prefix="hub-postgres-"))
     if os.geteuid() == 0:
         shutil.chown(root, user="postgres", group="postgres")
@@ -120,10 +120,10 @@ def postgres_server() -> Iterator[PostgresServer]:
         host="127.0.0.1", port=free_port(), user="hub", password="hub-test-password", database="hub"
     )
     try:
-        _initdb(bin_dir, data)
+        initdb(bin_dir, data)
         options = " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())
         started = subprocess.run(
-            _as_postgres(
+            as_postgres(
                 pg_ctl,
                 "start",
                 "-w",
@@ -145,18 +145,18 @@ def postgres_server() -> Iterator[PostgresServer]:
             raise RuntimeError(
                 f"pg_ctl start failed with code {started.returncode}:\n{started.stderr}\n{server_log}"
             )
-        _create_user_and_database(root, server)
+        create_user_and_database(root, server)
         yield server
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(
-                _as_postgres(pg_ctl, "stop", "-m", "fast", "-D", data), capture_output=True, check=False
+                as_postgres(pg_ctl, "stop", "-m", "fast", "-D", data), capture_output=True, check=False
             )
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _initdb(bin_dir: Path, data: Path) -> None:
-    initdb = _as_postgres(
+def initdb(bin_dir: Path, data: Path) -> None:
+    command = as_postgres(
         bin_dir / "initdb",
         "-D",
         data,
@@ -168,12 +168,12 @@ def _initdb(bin_dir: Path, data: Path) -> None:
         "--locale=C",
         "--no-sync",
     )
-    result = subprocess.run(initdb, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed with code {result.returncode}:\n{result.stdout}\n{result.stderr}")
 
 
-def _create_user_and_database(socket_dir: Path, server: PostgresServer) -> None:
+def create_user_and_database(socket_dir: Path, server: PostgresServer) -> None:
     """The test user logs in with a password over TCP; the superuser only through the local socket."""
     with psycopg.connect(
         host=str(socket_dir), port=server.port, user="postgres", dbname="postgres", autocommit=True

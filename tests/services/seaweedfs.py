@@ -62,7 +62,7 @@ class S3Server:
         )
 
 
-def _accepts_encrypted_put(server: S3Server) -> bool:
+def accepts_encrypted_put(server: S3Server) -> bool:
     client = server.client(connect_timeout=0.5, read_timeout=5, retries={"max_attempts": 1})
     try:
         try:
@@ -77,7 +77,7 @@ def _accepts_encrypted_put(server: S3Server) -> bool:
         return False
 
 
-def _weed_arguments(binary: str, folder: Path, config: Path, ports: dict[str, int]) -> list[str]:
+def weed_arguments(binary: str, folder: Path, config: Path, ports: dict[str, int]) -> list[str]:
     return [
         binary, "server",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -96,7 +96,7 @@ def _weed_arguments(binary: str, folder: Path, config: Path, ports: dict[str, in
     ]  # fmt: skip
 
 
-def _remove_grpc_sockets(ports: dict[str, int]) -> None:
+def remove_grpc_sockets(ports: dict[str, int]) -> None:
     for folder in WEED_SOCKET_FOLDERS:
         for port in ports.values():
             for socket_file in Path(folder).glob(f"seaweedfs-*-{port}.sock"):
@@ -114,7 +114,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             secret_key=os.environ.get(SECRET_KEY_ENV, ""),
             region=os.environ.get(REGION_ENV, "us-east-1"),
         )
-        if not _accepts_encrypted_put(server):
+        if not accepts_encrypted_put(server):
             pytest.fail(f"{ENDPOINT_ENV}={existing} does not accept an SSE-S3 put", pytrace=False)
         yield server
         return
@@ -142,7 +142,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     config.write_text(json.dumps({"identities": [identity]}))
-    arguments = _weed_arguments(binary, folder, config, ports)
+    arguments = weed_arguments(binary, folder, config, ports)
     environment = {
         **os.environ,
         "TMPDIR": str(folder / "tmp"),
@@ -153,7 +153,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     process = start_process(arguments, folder / "weed.log", env=environment, cwd=folder)
     try:
         try:
-            wait_until(lambda: _accepts_encrypted_put(server), "seaweedfs S3", timeout=60, process=process)
+            wait_until(lambda: accepts_encrypted_put(server), "seaweedfs S3", timeout=60, process=process)
         except (RuntimeError, TimeoutError) as error:
             log_tail = (folder / "weed.log").read_text(errors="replace")[-3000:]
             pytest.fail(f"{error}; last lines of {folder / 'weed.log'}:\n{log_tail}", pytrace=False)
@@ -161,4 +161,4 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     finally:
         # A clean SIGTERM shutdown takes weed 15-30 s; the data is thrown away, so a short grace will do.
         stop_process(process, grace=1.0)
-        _remove_grpc_sockets(ports)
+        remove_grpc_sockets(ports)
