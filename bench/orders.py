@@ -5,7 +5,7 @@
                                   [--lanes 1,2,4] [--gateway-ms 0,50,300] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
-from a 1,000-product catalog) in the SQL inbox, then times `OrderLedger.process_batch`:
+from a 1,000-product catalog) in the SQL inbox, then times `OrderBatchProcessor.process_batch`:
 authenticity, validation, cached catalog, the SERIALIZABLE reserve transaction, the Stripe SDK call
 to the fake Stripe server (another process, at 0 ms and 50 ms added latency), and the PAID
 transaction. The events go to 4 inbox partitions; with N lanes, N processes run one ledger each over
@@ -60,7 +60,7 @@ from hub_pipelines.core.schema import upgrade_schema  # noqa: E402
 from hub_pipelines.orders.catalog import Catalog, add_missing_products  # noqa: E402
 from hub_pipelines.orders.metrics import percentile  # noqa: E402
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting  # noqa: E402
-from hub_pipelines.orders.processing import OrderLedger  # noqa: E402
+from hub_pipelines.orders.processing import OrderBatchProcessor  # noqa: E402
 from hub_pipelines.resources.payment_gateway import StripeGateway  # noqa: E402
 from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
@@ -186,7 +186,7 @@ def run_ledger(
         breaker_name=f"bench-{uuid.uuid4()}",
         max_connections=min(max_in_flight, 128),
     )
-    ledger = OrderLedger(
+    ledger = OrderBatchProcessor(
         database,
         Catalog(database),
         gateway,

@@ -1,4 +1,4 @@
-"""One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
+"""The order batch processor: one batch of inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
 Each order runs its phases in a worker thread (as many at once as a `VegasLimiter` admits, so gateway
 latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (SERIALIZABLE; on PostgreSQL one for a group of orders) commits before the gateway is
@@ -149,8 +149,9 @@ class AdmittedOrder:
 
 
 @dataclass
-class OrderLedger:
-    """One batch of orders: admit every event, warm the catalog once, then place the orders.
+class OrderBatchProcessor:
+    """Processes the order inbox in batches into the ledger: admit every event, warm the catalog
+    once, then place the orders (the ledger itself is the tables it writes, `orders/ledger.py`).
 
     On PostgreSQL the batch's thread reserves the admitted orders in groups, in offset order, each
     group one SERIALIZABLE transaction (`reserve_group`; twice the in-flight limit, at least 8 and at

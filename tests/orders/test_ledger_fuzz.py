@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.orders.authenticity import AUTHORIZATION_HEADER, PAYLOAD_HASH_CLAIM, SIGNATURE_HEADER
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.orders.reservation import ACCEPTED, DUPLICATE, REJECTED
 from hub_pipelines.orders.tables import PAID, order_intake, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import JWT_SECRET, Inbox, encode, hmac_headers, jwt_headers, order_event
 
 Message = tuple[str, bytes, dict[str, str]]
@@ -149,8 +149,10 @@ def well_formed() -> Message:
 
 
 @pytest.fixture
-def fuzzed(make_ledger: LedgerFactory, stripe_gateway: StripeGateway) -> tuple[OrderLedger, Inbox]:
-    ledger = make_ledger(stripe_gateway)
+def fuzzed(
+    make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> tuple[OrderBatchProcessor, Inbox]:
+    ledger = make_processor(stripe_gateway)
     return ledger, Inbox(ledger.database)
 
 
@@ -166,7 +168,7 @@ def fuzzed(make_ledger: LedgerFactory, stripe_gateway: StripeGateway) -> tuple[O
 @given(hostile=st.lists(hostile_message(), min_size=1, max_size=5))
 @example(hostile=KNOWN_POISON)
 def test_any_order_event_ends_as_an_order_or_a_rejection_with_a_reason_and_the_batch_completes(
-    fuzzed: tuple[OrderLedger, Inbox], ledger_database: PostgresDatabase, hostile: list[Message]
+    fuzzed: tuple[OrderBatchProcessor, Inbox], ledger_database: PostgresDatabase, hostile: list[Message]
 ) -> None:
     ledger, inbox = fuzzed
     offsets = inbox.store([*hostile, well_formed()])

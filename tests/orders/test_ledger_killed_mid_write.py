@@ -24,7 +24,7 @@ from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, orders,
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import CATALOG, Inbox, order_event
 from tests.orders.test_ledger_processes import go, start_ledger, wait_ready
 
@@ -63,13 +63,13 @@ def kill(worker: subprocess.Popen[str]) -> None:
 
 
 def rerun_until_settled(
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     gateway: StripeGateway,
     redis_server: str,
     namespace: str,
     database: PostgresDatabase,
 ) -> None:
-    ledger = make_ledger(gateway, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
+    ledger = make_processor(gateway, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
     # Bounded: an order left open fails the assertions below.
     for _ in range(5):
         ledger.process_batch()
@@ -105,7 +105,7 @@ def land_orders(database: PostgresDatabase) -> None:
 
 def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid_once(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -127,7 +127,7 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
         connection.rollback()
     charged_before_rerun = len(fake_stripe.succeeded_intents())
 
-    rerun_until_settled(make_ledger, stripe_gateway, redis_server, namespace, ledger_database)
+    rerun_until_settled(make_processor, stripe_gateway, redis_server, namespace, ledger_database)
 
     assert charged_before_rerun < len(ORDERS)
     assert_every_order_paid_once_with_its_stock(ledger_database, fake_stripe)
@@ -135,7 +135,7 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
 
 def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_charging_it_again(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -171,7 +171,7 @@ def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_
         connection.rollback()
     (order_id,) = charged
 
-    rerun_until_settled(make_ledger, stripe_gateway, redis_server, namespace, ledger_database)
+    rerun_until_settled(make_processor, stripe_gateway, redis_server, namespace, ledger_database)
 
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
     assert_every_order_paid_once_with_its_stock(ledger_database, fake_stripe)

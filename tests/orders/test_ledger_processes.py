@@ -21,7 +21,7 @@ from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, order_i
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event, seed_catalog
 
 WORKER = [sys.executable, "-m", "tests.orders.worker_process", "ledger"]
@@ -88,7 +88,7 @@ def assert_every_order_paid_once(database: PostgresDatabase, fake_stripe: FakeSt
 
 def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_the_limit_twice(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     fake_stripe: FakeStripe,
     redis_server: str,
     redis_key_prefix: str,
@@ -114,7 +114,7 @@ def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_th
         backoff_jitter_s=0.0,
         breaker_name=f"stripe-rerun-{uuid.uuid4().hex[:8]}",
     )
-    rerun = make_ledger(patient, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
+    rerun = make_processor(patient, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
     # A charge that timed out leaves its order PAYMENT_UNKNOWN; the next batch looks the charge up and
     # asks the gateway again with the same key, as the next run would. Bounded: a lost order fails below.
     for _ in range(5):

@@ -15,7 +15,7 @@ from hub_pipelines.orders.reservation_groups import reserve_group
 from hub_pipelines.orders.tables import order_intake, orders
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, encode, order_event, seed_catalog
 from tests.orders.test_order_races import stock_of
 
@@ -77,7 +77,7 @@ def test_order_refused_inside_a_group_rolls_back_its_own_writes_only(
 
 
 def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event_was_refused(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Catalog(ledger_database).upsert("p-limited", "Limited print", "USD", 5000, 5)
     repeated = order_event(customer="c-repeat", items=[("p-cup", 1, "12.50")])
@@ -89,7 +89,7 @@ def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event
     events += [order_event(customer="c-late", items=[("p-cup", 1, "12.50")])]
     Inbox(ledger_database).land_events(events)
 
-    report = make_ledger(stripe_gateway, max_reserve_group=32).process_batch()
+    report = make_processor(stripe_gateway, max_reserve_group=32).process_batch()
 
     assert report.count("paid") == 5 + 1 + 1
     assert report.count("duplicate") == 1

@@ -15,7 +15,7 @@ from hub_pipelines.orders.sealed_payloads import (
 )
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.pii_canaries import Canary, stored_payloads
 from tests.orders.support import Inbox, encode, hmac_headers
 
@@ -67,7 +67,7 @@ def test_payload_sealed_under_a_retired_key_needs_that_key_to_open() -> None:
 
 
 def test_inbox_and_dead_letters_store_no_plaintext_email_or_phone_in_postgresql(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     canary = Canary.new()
     accepted = encode(canary.order_event("c-1"))
@@ -77,7 +77,7 @@ def test_inbox_and_dead_letters_store_no_plaintext_email_or_phone_in_postgresql(
     inbox = Inbox(ledger_database)
     inbox.land([(payload, hmac_headers(payload)) for payload in (accepted, unknown_product, undecodable)])
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     assert report.count("paid") == 1 and report.count("rejected") == 1
     rows = stored_payloads(ledger_database)

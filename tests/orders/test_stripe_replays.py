@@ -24,7 +24,7 @@ from tests.fakes.stripe_server import (
     STALL,
     FakeStripe,
 )
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event
 from tests.orders.test_ledger_processes import (
     CUSTOMERS,
@@ -158,13 +158,13 @@ def test_gateway_leaves_a_replayed_500_with_no_charge_found_unknown_never_declin
 
 def test_replayed_500_while_search_lags_keeps_the_order_unknown_and_pages_then_resolves_to_the_one_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
     alerts: list[tuple[str, str]] = []
-    ledger = make_ledger(stripe_gateway, alert=lambda subject, reason: alerts.append((subject, reason)))
+    ledger = make_processor(stripe_gateway, alert=lambda subject, reason: alerts.append((subject, reason)))
     fake_stripe.pause_indexing()
     fake_stripe.fail_next(ERROR_AFTER_CHARGE)
 
@@ -191,12 +191,12 @@ def test_replayed_500_while_search_lags_keeps_the_order_unknown_and_pages_then_r
 
 def test_replayed_500_without_a_charge_is_charged_with_the_same_key_only_once_the_key_expired(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway)
+    ledger = make_processor(stripe_gateway)
     fake_stripe.fail_next(ERROR_IN_EXECUTION)
 
     ledger.process_batch()
@@ -215,12 +215,12 @@ def test_replayed_500_without_a_charge_is_charged_with_the_same_key_only_once_th
 
 def test_order_reconciled_after_its_key_expired_finds_its_charge_instead_of_charging_again(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway.model_copy(update={"attempts": 1}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"attempts": 1}))
     fake_stripe.fail_next(STALL)
 
     ledger.process_batch()
@@ -235,7 +235,7 @@ def test_order_reconciled_after_its_key_expired_finds_its_charge_instead_of_char
 
 def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
@@ -248,7 +248,7 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
     Inbox(ledger_database).land_events(
         order_event(customer=f"c-{n}", items=[("p-cup", 1, "12.50")]) for n in range(60)
     )
-    ledger = make_ledger(stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}))
 
     for _ in range(8):
         ledger.process_batch()
@@ -269,7 +269,7 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
 
 def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the_paid_orders(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -290,7 +290,7 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
     for process in ledgers:
         assert process.wait(timeout=300) == 0
 
-    rerun = make_ledger(
+    rerun = make_processor(
         stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}),
         rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace),
     )
@@ -311,12 +311,12 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
 
 def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway.model_copy(update={"attempts": 1, "breaker_fail_max": 1}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"attempts": 1, "breaker_fail_max": 1}))
     fake_stripe.fail_next(STALL)
     ledger.process_batch()
     ((order_id, status),) = statuses(ledger_database).items()
