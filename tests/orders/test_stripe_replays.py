@@ -25,16 +25,8 @@ from tests.fakes.stripe_server import (
     FakeStripe,
 )
 from tests.orders.conftest import ProcessorFactory
-from tests.orders.support import Inbox, order_event
-from tests.orders.test_ledger_processes import (
-    CUSTOMERS,
-    ORDERS_PER_CUSTOMER,
-    RATE,
-    go,
-    land_orders,
-    start_ledger,
-    wait_ready,
-)
+from tests.orders.support import Inbox, ledger_worker, order_event, rerun_until_settled, run_to_the_end
+from tests.orders.test_ledger_processes import CUSTOMERS, ORDERS_PER_CUSTOMER, RATE, land_orders
 
 INTENT = {
     "amount": "1250",
@@ -250,12 +242,8 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
     )
     ledger = make_processor(stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}))
 
-    for _ in range(8):
-        ledger.process_batch()
-        if set(statuses(ledger_database).values()) <= FINAL_STATUSES:
-            break
-        # A day passes between batches: keys with a saved 500 and no charge behind it expire.
-        fake_stripe.age_keys(KEY_TTL_S)
+    # A day passes between batches: keys with a saved 500 and no charge behind it expire.
+    rerun_until_settled(ledger, ledger_database, batches=8, between=lambda: fake_stripe.age_keys(KEY_TTL_S))
 
     final = statuses(ledger_database)
     assert len(final) == 60 and set(final.values()) <= FINAL_STATUSES
@@ -282,23 +270,17 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
     faults.decline_rate = 0.1
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    ledgers = [start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0) for _ in range(2)]
-    for process in ledgers:
-        wait_ready(process)
-    for process in ledgers:
-        go(process)
-    for process in ledgers:
-        assert process.wait(timeout=300) == 0
+    ledgers = [
+        ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE) for _ in range(2)
+    ]
+    run_to_the_end(ledgers)
 
     rerun = make_processor(
         stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}),
         rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace),
     )
-    for _ in range(8):
-        if set(statuses(ledger_database).values()) <= FINAL_STATUSES:
-            break
-        fake_stripe.age_keys(KEY_TTL_S)
-        rerun.process_batch()
+    # A day passes between batches: keys with a saved 500 and no charge behind it expire.
+    rerun_until_settled(rerun, ledger_database, batches=8, between=lambda: fake_stripe.age_keys(KEY_TTL_S))
 
     final = statuses(ledger_database)
     assert len(final) == CUSTOMERS * ORDERS_PER_CUSTOMER and set(final.values()) <= FINAL_STATUSES
@@ -328,3 +310,4 @@ def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
     assert report.reconciled == {"deferred": 1}
     assert (fake_stripe.requests, fake_stripe.searches) == calls
     assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
+
