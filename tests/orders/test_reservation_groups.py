@@ -1,6 +1,8 @@
-"""Groups of orders reserved in one SERIALIZABLE transaction (`reserve_orders`, migration 0010)."""
+"""Groups of orders reserved in one SERIALIZABLE transaction (`reserve_orders`, migration 0011)."""
 
 from __future__ import annotations
+
+import threading
 
 import sqlalchemy as sa
 
@@ -8,15 +10,16 @@ from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.intake import parse_order_event
 from hub_pipelines.orders.invariants import check_invariants
+from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import price_order
 from hub_pipelines.orders.reservation import IntakePosition, Reservation, reservation_writes
 from hub_pipelines.orders.reservation_groups import reserve_group
-from hub_pipelines.orders.tables import order_intake, orders
+from hub_pipelines.orders.tables import order_intake, orders, products
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import ProcessorFactory
-from tests.orders.support import Inbox, encode, order_event, seed_catalog
+from tests.orders.support import Inbox, encode, order_event, row_holder, seed_catalog, wait_until_blocked_by
 from tests.orders.test_order_races import stock_of
 
 
@@ -101,3 +104,26 @@ def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event
     assert reasons[10].startswith(f"idempotency key {repeated['idempotency_key']!r} of customer 'c-repeat'")
     assert stock_of(ledger_database, "p-limited") == 0
     assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
+
+
+def test_group_that_loses_a_serialization_race_is_counted_in_the_batch_report(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> None:
+    Inbox(ledger_database).land_events([order_event(customer="c-race", items=[("p-cup", 1, "12.50")])])
+    processor = make_processor(stripe_gateway)
+    reports: list[BatchReport] = []
+    batch = threading.Thread(target=lambda: reports.append(processor.process_batch()))
+    with row_holder(ledger_database) as (connection, pid):
+        # Updated and committed while the group's SERIALIZABLE transaction waits on the row: it loses.
+        connection.execute(
+            sa.update(products).where(products.c.product_id == "p-cup").values(stock=products.c.stock)
+        )
+        batch.start()
+        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "SELECT reserve_orders%")
+        connection.commit()
+    batch.join()
+
+    (report,) = reports
+    assert report.count("paid") == 1
+    assert report.serialization_retries == 1
+    assert stock_of(ledger_database, "p-cup") == 1000 - 1
