@@ -15,6 +15,7 @@ from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import price_order
 from hub_pipelines.orders.reservation import IntakePosition, Reservation, reservation_writes
 from hub_pipelines.orders.reservation_groups import reserve_group
+from hub_pipelines.orders.reservation_sql import LOCK_RESERVE_GROUPS
 from hub_pipelines.orders.tables import order_intake, orders, products
 from hub_pipelines.resources.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -127,3 +128,27 @@ def test_group_that_loses_a_serialization_race_is_counted_in_the_batch_report(
     assert report.count("paid") == 1
     assert report.serialization_retries == 1
     assert stock_of(ledger_database, "p-cup") == 1000 - 1
+
+
+def test_group_that_waits_for_another_lanes_group_reserves_after_it_without_losing_a_race(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> None:
+    Inbox(ledger_database).land_events([order_event(customer="c-queue", items=[("p-cup", 1, "12.50")])])
+    processor = make_processor(stripe_gateway)
+    reports: list[BatchReport] = []
+    batch = threading.Thread(target=lambda: reports.append(processor.process_batch()))
+    with row_holder(ledger_database) as (connection, pid):
+        # Another lane's group: it holds the groups' lock and sells the same product.
+        connection.execute(sa.text(LOCK_RESERVE_GROUPS))
+        connection.execute(
+            sa.update(products).where(products.c.product_id == "p-cup").values(stock=products.c.stock - 1)
+        )
+        batch.start()
+        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "LOCK TABLE products%")
+        connection.commit()
+    batch.join()
+
+    (report,) = reports
+    assert report.count("paid") == 1
+    assert report.serialization_retries == 0
+    assert stock_of(ledger_database, "p-cup") == 1000 - 2
