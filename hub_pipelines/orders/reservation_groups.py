@@ -6,8 +6,9 @@ inbox's offset order) within its own block, so an order refused for any reason r
 writes only. For each order the answer is its `Reservation`, or None: the caller then places that
 order on its own with `reserve_order`, which names the reason (stock, price, a duplicate or a reused
 key, an event another ledger booked, a row the database refuses). Groups of every lane take one table
-lock first, before their snapshot, so they queue behind each other instead of aborting each other on
-the products they all sell; a race still lost (to an order reserved on its own) aborts the group.
+lock first (`reserve_group_lock`, 0012), before their snapshot, so they queue behind each other
+instead of aborting each other on the products they all sell; a race still lost (to an order
+reserved on its own) aborts the group.
 """
 
 from __future__ import annotations

@@ -79,9 +79,9 @@ RESERVE_ORDERS_PSYCOPG = "SELECT reserve_orders(CAST(%s AS jsonb))"
 
 # Sent first in a group's transaction: LOCK takes no snapshot, so a group that waits here for another
 # (every lane's groups reserve the best sellers) starts after it committed instead of losing a race to
-# it. The mode conflicts only with itself and (auto)vacuum's: orders reserved one by one, payments
-# and the catalog's writes never wait on it.
-LOCK_RESERVE_GROUPS = "LOCK TABLE products IN SHARE UPDATE EXCLUSIVE MODE"
+# it. An empty table no one writes (migration 0012): orders reserved one by one, payments, the
+# catalog's writes and vacuum never wait on it.
+LOCK_RESERVE_GROUPS = "LOCK TABLE reserve_group_lock IN EXCLUSIVE MODE"
 
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write
 # each one's successful payment, its balanced "payment captured" posting (gateway clearing debited,

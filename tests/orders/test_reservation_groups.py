@@ -144,7 +144,7 @@ def test_group_that_waits_for_another_lanes_group_reserves_after_it_without_losi
             sa.update(products).where(products.c.product_id == "p-cup").values(stock=products.c.stock - 1)
         )
         batch.start()
-        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "LOCK TABLE products%")
+        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "LOCK TABLE reserve_group_lock%")
         connection.commit()
     batch.join()
 
