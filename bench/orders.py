@@ -5,14 +5,14 @@
                                   [--lanes 1,2,4] [--gateway-ms 0,50,300] [--database-url postgresql://...]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
-from a 1,000-product catalog) in the SQL inbox, then times `OrderLedger.process_batch`:
+from a 1,000-product catalog) in the SQL inbox, then times `OrderBatchProcessor.process_batch`:
 authenticity, validation, cached catalog, the SERIALIZABLE reserve transaction, the Stripe SDK call
 to the fake Stripe server (another process, at 0 ms and 50 ms added latency), and the PAID
 transaction. The events go to 4 inbox partitions; with N lanes, N processes run one ledger each over
 its lane's partitions (partition p in lane p % N, `hub_pipelines/landing/lanes.py`), as the N lanes'
 runs would, each in its own pod. One scenario per lane count and gateway latency.
 
-It prints orders/s, per-order p50/p95/p99, the speed-up of each lane count over one lane, the in-flight limit the ledger ended at (and its
+It prints orders/s, per-order p50/p95/p99, serialization and payment retries, the speed-up of each lane count over one lane, the in-flight limit the ledger ended at (and its
 peak), and the CPU per order of the ledger, of the fake Stripe
 server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
 pgbench TPC-B tps (scale 10, 8 clients) and the ceilings: the ledger's own SQL run by pgbench's C
@@ -60,7 +60,7 @@ from hub_pipelines.core.schema import upgrade_schema  # noqa: E402
 from hub_pipelines.orders.catalog import Catalog, add_missing_products  # noqa: E402
 from hub_pipelines.orders.metrics import percentile  # noqa: E402
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting  # noqa: E402
-from hub_pipelines.orders.processing import OrderLedger  # noqa: E402
+from hub_pipelines.orders.processing import OrderBatchProcessor  # noqa: E402
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway  # noqa: E402
 from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
@@ -163,6 +163,7 @@ def run_scenario(
         "in_flight_limit": max(result["in_flight_limit"] for result in results),
         "in_flight_limit_peak": max(result["in_flight_limit_peak"] for result in results),
         "serialization_retries": sum(result["serialization_retries"] for result in results),
+        "payment_retries": sum(result["payment_retries"] for result in results),
         "cpu_ms_per_order": sum(result["cpu_s"] for result in results) / orders * 1000,
         "stripe_cpu_ms_per_order": stripe_cpu / orders * 1000,
         "postgres_cpu_ms_per_order": (
@@ -186,7 +187,7 @@ def run_ledger(
         breaker_name=f"bench-{uuid.uuid4()}",
         max_connections=min(max_in_flight, 128),
     )
-    ledger = OrderLedger(
+    ledger = OrderBatchProcessor(
         database,
         Catalog(database),
         gateway,
@@ -210,6 +211,7 @@ def run_ledger(
         "in_flight_limit": report.in_flight_limit,
         "in_flight_limit_peak": report.in_flight_limit_peak,
         "serialization_retries": report.serialization_retries,
+        "payment_retries": report.payment_retries,
         "cpu_s": cpu_s,
         "started": started,
         "ended": ended,
@@ -255,7 +257,7 @@ def main() -> None:
         )
         print(
             f"{'lanes':>5} {'gateway':>8} {'orders/s':>9} {'x 1 lane':>9} {'p50 ms':>8} {'p95 ms':>8} "
-            f"{'p99 ms':>8} {'hit rate':>9} {'retries':>8} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} "
+            f"{'p99 ms':>8} {'hit rate':>9} {'retries':>8} {'pay retries':>11} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} "
             f"{'stripe fake':>12} {'postgres':>9}"
         )
         tps: dict[tuple[int, float], float] = {}
@@ -273,7 +275,8 @@ def main() -> None:
                     f"{lanes:>5} {latency * 1000:>6.0f}ms {result['orders_per_s']:>9.0f} "
                     f"{result['orders_per_s'] / one_lane:>8.2f}x {result['p50_ms']:>8.1f} "
                     f"{result['p95_ms']:>8.1f} {result['p99_ms']:>8.1f} {result['cache_hit_rate']:>9.3f} "
-                    f"{result['serialization_retries']:>8.0f} {result['in_flight_limit']:>6.0f} "
+                    f"{result['serialization_retries']:>8.0f} {result['payment_retries']:>11.0f} "
+                    f"{result['in_flight_limit']:>6.0f} "
                     f"{result['in_flight_limit_peak']:>5.0f} {result['cpu_ms_per_order']:>13.2f} "
                     f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}",
                     flush=True,

@@ -9,6 +9,7 @@ amount, currency or payment method: Stripe's rule for a key reused with other pa
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class BookedOrder:
     request_sha256: str | None
 
 
+# Cached: admission and the reservation's rows both ask for every order's id, once each per batch.
+@functools.lru_cache(maxsize=16_384)
 def order_id_for(customer_id: str, idempotency_key: str) -> str:
     """A customer's idempotency key always names the same order (and so the same payment key);
     another customer's same key names another."""

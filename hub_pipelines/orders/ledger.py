@@ -9,7 +9,7 @@ UPDATE and DELETE).
 from __future__ import annotations
 
 import json
-import secrets
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +105,8 @@ def current_traceparent() -> str:
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # Trace ids must be unique, not secret: the process's PRNG, not two reads of os.urandom per event.
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
 
 
 def outbox_row(order_id: str, event_type: str, body: dict[str, object]) -> dict[str, object]:

@@ -69,7 +69,10 @@ class BatchReport:
         elapsed_s: float,
         in_flight_limit: int = 0,
         in_flight_limit_peak: int = 0,
+        groups_lost_to_races: int = 0,
     ) -> BatchReport:
+        """`groups_lost_to_races`: group reservations that lost a serialization race (their orders were
+        then placed one by one), each one serialization retry beside the orders' own."""
         everything = [*outcomes, *reconciled]
         value: Counter[str] = Counter()
         for outcome in everything:
@@ -89,7 +92,7 @@ class BatchReport:
             cache=cache,
             payment_calls=sum(1 for o in everything if o.payment_attempts),
             payment_retries=sum(max(0, o.payment_attempts - 1) for o in everything),
-            serialization_retries=sum(o.serialization_retries for o in outcomes),
+            serialization_retries=groups_lost_to_races + sum(o.serialization_retries for o in outcomes),
             breaker_state=breaker_state,
             elapsed_s=elapsed_s,
             in_flight_limit=in_flight_limit,

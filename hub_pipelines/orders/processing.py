@@ -1,4 +1,4 @@
-"""One batch of the order ledger: inbox events -> validated -> priced -> reserved -> paid -> recorded.
+"""The order batch processor: one batch of inbox events -> validated -> priced -> reserved -> paid -> recorded.
 
 Each order runs its phases in a worker thread (as many at once as a `VegasLimiter` admits, so gateway
 latency overlaps instead of adding up, and a fast gateway does not pile threads onto the GIL): the reserve transaction (SERIALIZABLE; on PostgreSQL one for a group of orders) commits before the gateway is
@@ -65,7 +65,13 @@ from hub_pipelines.orders.reservation import (
 )
 from hub_pipelines.orders.reservation_groups import reserve_group
 from hub_pipelines.orders.sealed_payloads import open_inbox_payload
-from hub_pipelines.orders.settlement import compensate, pending_payments, record_paid, record_unknown
+from hub_pipelines.orders.settlement import (
+    compensate,
+    pending_payments,
+    record_hidden,
+    record_paid,
+    record_unknown,
+)
 from hub_pipelines.orders.tables import order_intake
 
 logger = logging.getLogger(__name__)
@@ -128,6 +134,11 @@ CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 """Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
 
 
+def hidden_dedup_key(order_id: str) -> str:
+    """The one page an order whose charge outcome stays hidden gets, whichever batch sends it."""
+    return f"charge-outcome-hidden/{order_id}"
+
+
 def log_alert(subject: str, reason: str) -> None:
     logger.error("ALERT %s: %s", subject, reason)
 
@@ -158,8 +169,9 @@ class AdmittedOrder:
 
 
 @dataclass
-class OrderLedger:
-    """One batch of orders: admit every event, warm the catalog once, then place the orders.
+class OrderBatchProcessor:
+    """Processes the order inbox in batches into the ledger: admit every event, warm the catalog
+    once, then place the orders (the ledger itself is the tables it writes, `orders/ledger.py`).
 
     On PostgreSQL the batch's thread reserves the admitted orders in groups, in offset order, each
     group one SERIALIZABLE transaction (`reserve_group`; twice the in-flight limit, at least 8 and at
@@ -200,10 +212,12 @@ class OrderLedger:
         self._recorder: PaidRecorder | None = None
         self.in_flight_limit = VegasLimiter(self.min_in_flight, self.max_in_flight)
         self._group_cap = max(2, self.max_reserve_group)
+        self._groups_lost = 0
 
     def process_batch(self, limit: int = 5000) -> BatchReport:
         """Reconcile orders left without a payment outcome, then take up to `limit` new inbox events."""
         started = self.clock()
+        self._groups_lost = 0
         self.catalog.refresh()
         self.catalog.reset_stats()
         pending = pending_payments(self.database, stale_after_s=self.stale_after_s, limit=limit)
@@ -233,6 +247,7 @@ class OrderLedger:
             elapsed_s=self.clock() - started,
             in_flight_limit=self.in_flight_limit.limit,
             in_flight_limit_peak=self.in_flight_limit.peak_limit,
+            groups_lost_to_races=self._groups_lost,
         )
 
     def _admit_all(
@@ -353,6 +368,7 @@ class OrderLedger:
             # one, and groups shrink until they stop colliding (and grow back by one per group).
             self._group_cap = max(2, self._group_cap // 2)
             if lost_race:
+                self._groups_lost += 1
                 logger.info(
                     "a group of %d orders lost a race (%s); each is placed on its own, groups of at most %d",
                     len(grouped),
@@ -572,9 +588,14 @@ class OrderLedger:
                 "deferred", self.clock() - started, order_id=charge.order_id, reason=str(unavailable)
             )
         except PaymentOutcomeUnknown as unknown:
-            record_unknown(self.database, charge.order_id, str(unknown))
-            if isinstance(unknown, ChargeOutcomeHidden):
-                self._raise_alert(charge.order_id, str(unknown))
+            if not isinstance(unknown, ChargeOutcomeHidden):
+                record_unknown(self.database, charge.order_id, str(unknown))
+            elif record_hidden(self.database, charge.order_id, str(unknown)):
+                self._raise_alert(
+                    charge.order_id,
+                    f"{unknown} (paged once for this order, dedup key {hidden_dedup_key(charge.order_id)}: "
+                    f"later batches that still find its charge hidden do not page again)",
+                )
             return OrderOutcome(
                 "payment_unknown",
                 self.clock() - started,

@@ -5,8 +5,10 @@ connection) instead of one per order. The function decides each order in the gro
 inbox's offset order) within its own block, so an order refused for any reason rolls back its own
 writes only. For each order the answer is its `Reservation`, or None: the caller then places that
 order on its own with `reserve_order`, which names the reason (stock, price, a duplicate or a reused
-key, an event another ledger booked, a row the database refuses). A lost race aborts the group, which
-runs again with the same rows.
+key, an event another ledger booked, a row the database refuses). Groups of every lane take one table
+lock first (`reserve_group_lock`, 0012), before their snapshot, so they queue behind each other
+instead of aborting each other on the products they all sell; a race still lost (to an order
+reserved on its own) aborts the group.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hub_pipelines.orders.reservation import (
     reserve_parameters,
     serializable_retrying,
 )
-from hub_pipelines.orders.reservation_sql import RESERVE_ORDERS_PSYCOPG
+from hub_pipelines.orders.reservation_sql import LOCK_RESERVE_GROUPS, RESERVE_ORDERS_PSYCOPG
 from hub_pipelines.orders.tables import RESERVED
 
 # psycopg (the PostgreSQL driver) loads with the first reservation, never with the code location.
@@ -55,6 +57,7 @@ def reserve_group(
         tries += 1
         try:
             with connection.pipeline():
+                connection.execute(LOCK_RESERVE_GROUPS)
                 cursor = connection.execute(RESERVE_ORDERS_PSYCOPG, (document,))
                 connection.commit()
             row = cursor.fetchone()

@@ -77,6 +77,12 @@ RESERVE_ORDER_PSYCOPG = str(RESERVE_ORDER.compile(dialect=psycopg_dialect()))
 # A group of orders, each as the named arguments of RESERVE_ORDER, in one JSON array (migration 0011).
 RESERVE_ORDERS_PSYCOPG = "SELECT reserve_orders(CAST(%s AS jsonb))"
 
+# Sent first in a group's transaction: LOCK takes no snapshot, so a group that waits here for another
+# (every lane's groups reserve the best sellers) starts after it committed instead of losing a race to
+# it. An empty table no one writes (migration 0012): orders reserved one by one, payments, the
+# catalog's writes and vacuum never wait on it.
+LOCK_RESERVE_GROUPS = "LOCK TABLE reserve_group_lock IN EXCLUSIVE MODE"
+
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write
 # each one's successful payment, its balanced "payment captured" posting (gateway clearing debited,
 # receivable credited) and its `order.paid` outbox row. Returns the orders it moved.

@@ -264,6 +264,32 @@ def record_unknown(database: SqlDatabase, order_id: str, reason: str) -> bool:
     return bool(moved)
 
 
+HIDDEN_OUTCOME = "charge outcome hidden"
+"""How the failure reason of an order whose charge outcome the gateway hides begins."""
+
+
+def record_hidden(database: SqlDatabase, order_id: str, reason: str) -> bool:
+    """PAYMENT_UNKNOWN as `record_unknown`, the reason starting with `HIDDEN_OUTCOME`; True only for the
+    batch that first records the order hidden (of all batches and processes: the row's update decides),
+    so an order that stays hidden is paged once."""
+    with database.transaction() as connection:
+        first = connection.execute(
+            sa.update(orders)
+            .where(
+                orders.c.order_id == order_id,
+                orders.c.status.in_([RESERVED, PAYMENT_UNKNOWN]),
+                sa.or_(
+                    orders.c.failure_reason.is_(None),
+                    sa.not_(orders.c.failure_reason.startswith(HIDDEN_OUTCOME, autoescape=True)),
+                ),
+            )
+            .values(
+                status=PAYMENT_UNKNOWN, failure_reason=f"{HIDDEN_OUTCOME}: {reason}", updated_at=sa.func.now()
+            )
+        ).rowcount
+    return bool(first)
+
+
 def compensate(
     database: SqlDatabase, charge: ChargeRequest, reason: str, reference: str | None = None
 ) -> bool:

@@ -14,7 +14,7 @@ from hub_pipelines.core.ports import PaymentGateway
 from hub_pipelines.core.schema import upgrade_schema
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.pii import PiiCipher, new_key_setting
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.resources.orders.customer_notifications import CustomerNotifier
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -70,15 +70,15 @@ def cipher() -> PiiCipher:
     return PiiCipher.from_setting(new_key_setting("k1"))
 
 
-LedgerFactory = Callable[..., OrderLedger]
+ProcessorFactory = Callable[..., OrderBatchProcessor]
 
 
 @pytest.fixture
-def make_ledger(ledger_database: PostgresDatabase, cipher: PiiCipher) -> LedgerFactory:
-    """An OrderLedger on the test database with the seeded catalog; keyword arguments override parts."""
+def make_processor(ledger_database: PostgresDatabase, cipher: PiiCipher) -> ProcessorFactory:
+    """An OrderBatchProcessor on the test database with the seeded catalog; keyword arguments override parts."""
     seed_catalog(Catalog(ledger_database))
 
-    def build(gateway: PaymentGateway, **overrides: Any) -> OrderLedger:
+    def build(gateway: PaymentGateway, **overrides: Any) -> OrderBatchProcessor:
         settings: dict[str, Any] = {
             "database": ledger_database,
             "catalog": Catalog(ledger_database),
@@ -89,7 +89,7 @@ def make_ledger(ledger_database: PostgresDatabase, cipher: PiiCipher) -> LedgerF
             "stale_after_s": 0.0,
         }
         settings.update(overrides)
-        return OrderLedger(**settings)
+        return OrderBatchProcessor(**settings)
 
     return build
 

@@ -1,14 +1,20 @@
-"""Building blocks for the order tests: signed events, a seeded catalog, an inbox filled through the landing code."""
+"""Building blocks for the order tests: signed events, a seeded catalog, an inbox filled through the
+landing code, run processes of the batch processor (`worker_process.py`) started, held on a row lock,
+killed, and the reruns that settle what they left."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import sqlalchemy as sa
@@ -26,6 +32,10 @@ from hub_pipelines.orders.authenticity import (
     payload_sha256,
 )
 from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.tables import PAYMENT_UNKNOWN, RESERVED, orders
+
+if TYPE_CHECKING:
+    from hub_pipelines.orders.processing import OrderBatchProcessor
 
 HMAC_SECRET = "test-signing-secret"
 JWT_SECRET = "test-jwt-secret-of-at-least-32-bytes!!"
@@ -140,3 +150,116 @@ class Inbox:
 def seed_catalog(catalog: Catalog, products: Sequence[tuple[str, str, str, int, int]] = CATALOG) -> None:
     for product in products:
         catalog.upsert(*product)
+
+
+WORKER = [sys.executable, "-m", "tests.orders.worker_process"]
+BLOCKED_WITHIN_S = 120.0
+
+
+class WorkerProcess:
+    """A run process of `worker_process.py` (one of its commands), driven over stdin/stdout: it
+    prints "ready", waits for `go`, runs, and prints its batch's counts."""
+
+    def __init__(self, command: str, *arguments: str) -> None:
+        self.process = subprocess.Popen(
+            [*WORKER, command, *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "ready"
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.close()
+
+    def counts(self, timeout_s: float = 300) -> Counter[str]:
+        """The counts it printed, once it exited cleanly."""
+        assert self.process.stdout is not None
+        counts = Counter[str](json.loads(self.process.stdout.readline()))
+        assert self.process.wait(timeout=timeout_s) == 0
+        return counts
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.wait_killed()
+
+    def wait_killed(self, timeout_s: float = 120) -> None:
+        assert self.process.wait(timeout=timeout_s) == -9
+
+
+def ledger_worker(
+    database: SqlDatabase,
+    stripe_base_url: str,
+    redis_server: str,
+    namespace: str,
+    rate: str,
+    kill_after: int = 0,
+) -> WorkerProcess:
+    """A batch processor's run process (`worker_process.py ledger`), ready for `go`; with `kill_after`,
+    it SIGKILLs itself right after that many successful charges."""
+    url = database.engine.url.render_as_string(hide_password=False)
+    worker = WorkerProcess("ledger", url, stripe_base_url, redis_server, namespace, rate, str(kill_after))
+    worker.wait_ready()
+    return worker
+
+
+def run_to_the_end(workers: Sequence[WorkerProcess], timeout_s: float = 300) -> Counter[str]:
+    """Start every worker at once, then sum the counts they print."""
+    for worker in workers:
+        worker.go()
+    counts: Counter[str] = Counter()
+    for worker in workers:
+        counts.update(worker.counts(timeout_s))
+    return counts
+
+
+@contextmanager
+def row_holder(database: SqlDatabase) -> Iterator[tuple[sa.Connection, int]]:
+    """A connection of the test's own, in a transaction (to take row locks in), and its backend pid."""
+    with database.engine.connect() as connection:
+        connection.begin()
+        yield connection, connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def wait_until_blocked_by(
+    database: SqlDatabase, holder_pid: int, running: Callable[[], bool], statement_like: str
+) -> None:
+    """Until a backend's statement like `statement_like` waits on a lock the holder has (a condition,
+    not a delay); `running` says whether the process or thread that sends it still runs."""
+    blocked = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid)) AND query LIKE :like"
+    )
+    deadline = time.monotonic() + BLOCKED_WITHIN_S
+    with database.engine.connect() as watcher:
+        while watcher.execute(blocked, {"holder": holder_pid, "like": statement_like}).scalar_one() == 0:
+            watcher.rollback()
+            assert running(), "the batch ended before it met the lock"
+            assert time.monotonic() < deadline, "the batch never reached the held row"
+
+
+def awaiting_payment_outcome(database: SqlDatabase) -> int:
+    """Orders still RESERVED or PAYMENT_UNKNOWN."""
+    with database.transaction() as connection:
+        return connection.execute(
+            sa.select(sa.func.count()).where(orders.c.status.in_([RESERVED, PAYMENT_UNKNOWN]))
+        ).scalar_one()
+
+
+def rerun_until_settled(
+    processor: OrderBatchProcessor,
+    database: SqlDatabase,
+    *,
+    batches: int = 5,
+    between: Callable[[], object] = lambda: None,
+) -> None:
+    """Batches until no order awaits its payment outcome, as the next runs would; `between` runs after
+    each batch that left one. Bounded: an order left open fails the caller's assertions."""
+    for _ in range(batches):
+        processor.process_batch()
+        if not awaiting_payment_outcome(database):
+            return
+        between()

@@ -13,12 +13,12 @@ from hub_pipelines.orders.settlement import record_paid_many
 from hub_pipelines.orders.tables import PAID, RESERVED, orders, outbox, payments
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event
 
 
 def reserved_charges(
-    database: PostgresDatabase, make_ledger: LedgerFactory, count: int
+    database: PostgresDatabase, make_processor: ProcessorFactory, count: int
 ) -> list[ChargeRequest]:
     """`count` orders left RESERVED (the gateway was never reached), as charges to record."""
 
@@ -29,7 +29,7 @@ def reserved_charges(
             raise GatewayUnavailable("circuit open")
 
     Inbox(database).land_events(order_event(customer=f"c-{n}") for n in range(count))
-    make_ledger(Unreachable()).process_batch()
+    make_processor(Unreachable()).process_batch()
     with database.transaction() as connection:
         rows = connection.execute(
             sa.select(orders.c.order_id, orders.c.total_minor, orders.c.currency, orders.c.customer_id).where(
@@ -44,9 +44,9 @@ def reserved_charges(
 
 
 def test_paid_outcomes_of_many_orders_are_recorded_once_in_one_transaction(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory
 ) -> None:
-    charges = reserved_charges(ledger_database, make_ledger, 6)
+    charges = reserved_charges(ledger_database, make_processor, 6)
     first = [(charge, ChargeResult("paid", f"pi_{n}")) for n, charge in enumerate(charges[:2])]
     assert record_paid_many(ledger_database, first) == {charge.order_id for charge, _ in first}
 
@@ -66,9 +66,9 @@ def test_paid_outcomes_of_many_orders_are_recorded_once_in_one_transaction(
 
 
 def test_recorder_answers_each_thread_whether_its_order_moved_to_paid(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory
 ) -> None:
-    charges = reserved_charges(ledger_database, make_ledger, 8)
+    charges = reserved_charges(ledger_database, make_processor, 8)
     twice = charges + charges[:3]
 
     with PaidRecorder(ledger_database) as recorder, ThreadPoolExecutor(max_workers=len(twice)) as pool:
@@ -79,13 +79,13 @@ def test_recorder_answers_each_thread_whether_its_order_moved_to_paid(
 
 
 def test_ledgers_of_two_lanes_each_take_only_their_own_partitions_events(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory
 ) -> None:
     Inbox(ledger_database, partition=0).land_events(order_event(customer=f"a-{n}") for n in range(3))
     Inbox(ledger_database, partition=1).land_events(order_event(customer=f"b-{n}") for n in range(2))
 
-    second = make_ledger(ApprovingLocalGateway(), lane=1, lanes=2).process_batch()
-    first = make_ledger(ApprovingLocalGateway(), lane=0, lanes=2).process_batch()
+    second = make_processor(ApprovingLocalGateway(), lane=1, lanes=2).process_batch()
+    first = make_processor(ApprovingLocalGateway(), lane=0, lanes=2).process_batch()
 
     assert second.count("paid") == 2 and first.count("paid") == 3
     with ledger_database.transaction() as connection:

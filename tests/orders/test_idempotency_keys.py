@@ -15,7 +15,7 @@ from hub_pipelines.orders.tables import PAID, orders
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event
 
 
@@ -31,7 +31,7 @@ from tests.orders.support import Inbox, order_event
 )
 def test_same_idempotency_key_with_other_contents_is_one_order_one_conflict_dead_letter_and_one_alert(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     other: dict[str, Any],
@@ -41,7 +41,7 @@ def test_same_idempotency_key_with_other_contents_is_one_order_one_conflict_dead
     Inbox(ledger_database).land_events([first, reused])
     alerts: list[tuple[str, str]] = []
 
-    make_ledger(stripe_gateway, alert=lambda *alert: alerts.append(alert)).process_batch()
+    make_processor(stripe_gateway, alert=lambda *alert: alerts.append(alert)).process_batch()
 
     with ledger_database.transaction() as connection:
         booked = connection.execute(sa.select(orders.c.order_id, orders.c.event_id, orders.c.status)).all()
@@ -57,7 +57,7 @@ def test_same_idempotency_key_with_other_contents_is_one_order_one_conflict_dead
 
 
 def test_same_idempotency_key_of_two_customers_is_two_orders(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Inbox(ledger_database).land_events(
         [
@@ -66,7 +66,7 @@ def test_same_idempotency_key_of_two_customers_is_two_orders(
         ]
     )
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     with ledger_database.transaction() as connection:
         booked = dict(connection.execute(sa.select(orders.c.customer_id, orders.c.status)).all())
@@ -83,7 +83,7 @@ def test_same_idempotency_key_of_two_customers_is_two_orders(
 )
 def test_reused_key_whose_other_contents_fail_pricing_or_stock_is_still_a_conflict(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     other: dict[str, Any],
 ) -> None:
@@ -92,7 +92,7 @@ def test_reused_key_whose_other_contents_fail_pricing_or_stock_is_still_a_confli
     reused = order_event(**{"idempotency_key": "checkout-7", **other})
     inbox = Inbox(ledger_database)
     alerts: list[tuple[str, str]] = []
-    ledger = make_ledger(stripe_gateway, alert=lambda *alert: alerts.append(alert))
+    ledger = make_processor(stripe_gateway, alert=lambda *alert: alerts.append(alert))
     inbox.land_events([first])
     ledger.process_batch()
     inbox.land_events([reused])

@@ -5,9 +5,6 @@ once, the stock is sold exactly, never below zero, and every PAID order has exac
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
 from collections import Counter
 
@@ -21,10 +18,16 @@ from hub_pipelines.orders.tables import FINAL_STATUSES, PAID, order_intake, orde
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.support import encode, hmac_headers, order_event, seed_catalog
+from tests.orders.support import (
+    WorkerProcess,
+    encode,
+    hmac_headers,
+    order_event,
+    run_to_the_end,
+    seed_catalog,
+)
 from tests.services.kafka import KafkaBroker
 
-WORKER = [sys.executable, "-m", "tests.orders.worker_process", "lane"]
 PARTITIONS = 4
 SCARCE_STOCK = 40
 SCARCE_ORDERS = 120
@@ -71,25 +74,11 @@ def run_lanes(
     bootstrap: str,
 ) -> Counter[str]:
     url = database.sqlalchemy_url.render_as_string(hide_password=False)
-    command = [*WORKER, url, stripe.base_url, redis_server, namespace, RATE, bootstrap, topic]
-    processes = [
-        subprocess.Popen(
-            [*command, str(lane), str(lanes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        for lane in range(lanes)
-    ]
-    for process in processes:
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.close()
-    counts: Counter[str] = Counter()
-    for process in processes:
-        assert process.stdout is not None
-        counts.update(json.loads(process.stdout.readline()))
-        assert process.wait(timeout=300) == 0
-    return counts
+    command = [url, stripe.base_url, redis_server, namespace, RATE, bootstrap, topic]
+    workers = [WorkerProcess("lane", *command, str(lane), str(lanes)) for lane in range(lanes)]
+    for worker in workers:
+        worker.wait_ready()
+    return run_to_the_end(workers)
 
 
 @pytest.mark.parametrize("lanes", [2, 4])

@@ -29,13 +29,13 @@ from hub_pipelines.orders.authenticity import (
     SIGNATURE_HEADER,
     payload_sha256,
 )
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.orders.reservation import ACCEPTED, DUPLICATE, REJECTED
 from hub_pipelines.orders.tables import PAID, order_intake, orders
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import JWT_SECRET, Inbox, encode, hmac_headers, jwt_headers, order_event
 from tests.services.kafka import KafkaBroker
 from tests.services.raw_kafka_records import RawRecord, hostile_records, produce_raw
@@ -310,8 +310,10 @@ def well_formed() -> Message:
 
 
 @pytest.fixture
-def fuzzed(make_ledger: LedgerFactory, stripe_gateway: StripeGateway) -> tuple[OrderLedger, Inbox]:
-    ledger = make_ledger(stripe_gateway)
+def fuzzed(
+    make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> tuple[OrderBatchProcessor, Inbox]:
+    ledger = make_processor(stripe_gateway)
     return ledger, Inbox(ledger.database)
 
 
@@ -328,7 +330,7 @@ def fuzzed(make_ledger: LedgerFactory, stripe_gateway: StripeGateway) -> tuple[O
 @example(hostile=KNOWN_POISON)
 @example(hostile=HOSTILE_SHAPES)
 def test_any_order_event_ends_as_an_order_or_a_rejection_with_a_reason_and_the_batch_completes(
-    fuzzed: tuple[OrderLedger, Inbox], ledger_database: PostgresDatabase, hostile: list[Message]
+    fuzzed: tuple[OrderBatchProcessor, Inbox], ledger_database: PostgresDatabase, hostile: list[Message]
 ) -> None:
     ledger, inbox = fuzzed
     offsets = inbox.store([*hostile, well_formed()])
@@ -422,7 +424,7 @@ def kafka_topics(kafka_broker: KafkaBroker) -> Iterator[KafkaTopics]:
 def test_any_record_on_the_wire_ends_landed_and_decided_or_dead_lettered_and_the_order_behind_it_is_paid(
     kafka_broker: KafkaBroker,
     kafka_topics: KafkaTopics,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     ledger_database: PostgresDatabase,
     records: list[RawRecord],
@@ -440,7 +442,7 @@ def test_any_record_on_the_wire_ends_landed_and_decided_or_dead_lettered_and_the
     counts = land_ranges(
         kafka_topics, SqlInboxSink(ledger_database), topic, [OffsetRange(0, 0, end)], "raw", chunk_messages=4
     )
-    report = make_ledger(stripe_gateway, topic=topic).process_batch()
+    report = make_processor(stripe_gateway, topic=topic).process_batch()
 
     assert counts.read == end == counts.landed + counts.duplicates + counts.dead_lettered
     assert not {"retry", "parked"} & set(report.counts), report.outcomes

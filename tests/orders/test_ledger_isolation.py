@@ -21,7 +21,7 @@ from hub_pipelines.orders.tables import PAID, RESERVED, ledger_attempts, order_i
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import JWT_SECRET, Inbox, encode, hmac_headers, order_event
 
 Alerts = list[tuple[str, str]]
@@ -52,7 +52,7 @@ def statuses(database: PostgresDatabase) -> dict[str, str]:
 
 
 def test_poison_from_the_issue_is_dead_lettered_by_name_and_the_order_behind_it_is_paid(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     unsigned_hash = encode(order_event())
     token = jwt.encode(
@@ -84,7 +84,7 @@ def test_poison_from_the_issue_is_dead_lettered_by_name_and_the_order_behind_it_
     offsets = inbox.store(message for message, _ in cases)
     inbox.store([signed(order_event(customer="c-behind-the-poison"))])
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     letters = intake_dead_letters(ledger_database)
     for offset, (_, reason) in zip(offsets, cases, strict=True):
@@ -104,7 +104,7 @@ class CursedCatalog(Catalog):
 
 
 def test_unexpected_error_of_one_event_is_retried_then_parked_with_an_alert_while_others_are_paid(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Catalog(ledger_database).upsert("p-cursed", "Cursed mug", "USD", 900, 10)
     inbox = Inbox(ledger_database)
@@ -113,7 +113,7 @@ def test_unexpected_error_of_one_event_is_retried_then_parked_with_an_alert_whil
     )
     inbox.store(signed(order_event(customer=f"c-{n}")) for n in range(5))
     alerts: Alerts = []
-    ledger = make_ledger(
+    ledger = make_processor(
         stripe_gateway, catalog=CursedCatalog(ledger_database), alert=lambda *alert: alerts.append(alert)
     )
 
@@ -145,19 +145,19 @@ REPLAY_PARKED_EVENT = [
 
 
 def test_parked_event_replayed_as_the_runbook_says_after_the_fix_is_paid(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Catalog(ledger_database).upsert("p-cursed", "Cursed mug", "USD", 900, 10)
     (offset,) = Inbox(ledger_database).store(
         [signed(order_event(customer="c-cursed", items=[("p-cursed", 1, "9.00")]))]
     )
-    broken = make_ledger(stripe_gateway, catalog=CursedCatalog(ledger_database), max_attempts=1)
+    broken = make_processor(stripe_gateway, catalog=CursedCatalog(ledger_database), max_attempts=1)
     assert broken.process_batch().counts == {"parked": 1}
 
     with ledger_database.transaction() as connection:
         for statement in REPLAY_PARKED_EVENT:
             connection.execute(sa.text(statement), {"partition": 0, "offset": offset})
-    fixed = make_ledger(stripe_gateway)
+    fixed = make_processor(stripe_gateway)
 
     assert fixed.process_batch().counts == {"paid": 1}
     assert statuses(ledger_database) == {"c-cursed": PAID}
@@ -190,13 +190,13 @@ class NulReferenceGateway:
 
 def test_database_refusing_one_orders_paid_row_fails_only_that_order_which_is_parked_after_retries(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(12))
     alerts: Alerts = []
-    ledger = make_ledger(
+    ledger = make_processor(
         NulReferenceGateway(stripe_gateway, "c-7"),
         max_in_flight=8,
         alert=lambda *alert: alerts.append(alert),
@@ -217,12 +217,12 @@ def test_database_refusing_one_orders_paid_row_fails_only_that_order_which_is_pa
 
 
 def test_rate_limit_store_outage_fails_the_batch_and_parks_nothing(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(3))
     # Port 1 on loopback: nothing listens, every call is refused.
     unreachable = RateLimiter("10/minute", "redis://127.0.0.1:1/0", namespace="outage")
-    ledger = make_ledger(stripe_gateway, rate_limiter=unreachable)
+    ledger = make_processor(stripe_gateway, rate_limiter=unreachable)
 
     with pytest.raises(RateLimitStoreUnavailable, match="rate limit store did not answer for 'outage:c-"):
         ledger.process_batch()

@@ -7,12 +7,8 @@ as PAID (the test takes the order's row the moment the gateway makes the charge,
 
 from __future__ import annotations
 
-import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,65 +16,34 @@ import sqlalchemy as sa
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, orders, products
+from hub_pipelines.orders.tables import PAID, orders, products
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
-from tests.orders.support import CATALOG, Inbox, order_event
-from tests.orders.test_ledger_processes import go, start_ledger, wait_ready
+from tests.orders.conftest import ProcessorFactory
+from tests.orders.support import (
+    CATALOG,
+    Inbox,
+    ledger_worker,
+    order_event,
+    rerun_until_settled,
+    row_holder,
+    wait_until_blocked_by,
+)
 
 RATE = "1000/minute"
-BLOCKED_WITHIN_S = 120.0
 ORDERS = [("p-cup", 1, "12.50")] * 6 + [("p-espresso", 2, "24.90")] * 6
 
 
-@contextmanager
-def holder(database: PostgresDatabase) -> Iterator[tuple[sa.Connection, int]]:
-    """A connection of the test's own, in a transaction, and its backend pid."""
-    with database.engine.connect() as connection:
-        connection.begin()
-        yield connection, connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-
-
-def wait_until_blocked_by(
-    database: PostgresDatabase, holder_pid: int, worker: subprocess.Popen[str], statement_like: str
-) -> None:
-    """Until a backend's statement like `statement_like` waits on a lock the holder has (a condition,
-    not a delay)."""
-    blocked = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid)) AND query LIKE :like"
-    )
-    deadline = time.monotonic() + BLOCKED_WITHIN_S
-    with database.engine.connect() as watcher:
-        while watcher.execute(blocked, {"holder": holder_pid, "like": statement_like}).scalar_one() == 0:
-            watcher.rollback()
-            assert worker.poll() is None, f"the ledger ended ({worker.returncode}) before it met the lock"
-            assert time.monotonic() < deadline, "the ledger never reached the held row"
-
-
-def kill(worker: subprocess.Popen[str]) -> None:
-    worker.kill()
-    assert worker.wait(timeout=60) == -9
-
-
-def rerun_until_settled(
-    make_ledger: LedgerFactory,
+def rerun(
+    make_processor: ProcessorFactory,
     gateway: StripeGateway,
     redis_server: str,
     namespace: str,
     database: PostgresDatabase,
 ) -> None:
-    ledger = make_ledger(gateway, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
-    # Bounded: an order left open fails the assertions below.
-    for _ in range(5):
-        ledger.process_batch()
-        with database.transaction() as connection:
-            open_orders = connection.execute(
-                sa.select(sa.func.count()).where(orders.c.status.in_([RESERVED, PAYMENT_UNKNOWN]))
-            ).scalar_one()
-        if not open_orders:
-            return
+    limiter = RateLimiter(RATE, redis_server, namespace=namespace)
+    rerun_until_settled(make_processor(gateway, rate_limiter=limiter), database)
 
 
 def assert_every_order_paid_once_with_its_stock(database: PostgresDatabase, fake_stripe: FakeStripe) -> None:
@@ -105,7 +70,7 @@ def land_orders(database: PostgresDatabase) -> None:
 
 def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid_once(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -113,21 +78,20 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate=RATE)
-    wait_ready(worker)
-    with holder(ledger_database) as (connection, pid):
+    worker = ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE)
+    with row_holder(ledger_database) as (connection, pid):
         connection.execute(
             sa.select(products.c.stock).where(products.c.product_id == "p-cup").with_for_update()
         )
-        go(worker)
+        worker.go()
         try:
-            wait_until_blocked_by(ledger_database, pid, worker, "SELECT reserve_order%")
+            wait_until_blocked_by(ledger_database, pid, worker.running, "SELECT reserve_order%")
         finally:
-            kill(worker)
+            worker.kill()
         connection.rollback()
     charged_before_rerun = len(fake_stripe.succeeded_intents())
 
-    rerun_until_settled(make_ledger, stripe_gateway, redis_server, namespace, ledger_database)
+    rerun(make_processor, stripe_gateway, redis_server, namespace, ledger_database)
 
     assert charged_before_rerun < len(ORDERS)
     assert_every_order_paid_once_with_its_stock(ledger_database, fake_stripe)
@@ -135,7 +99,7 @@ def test_ledger_killed_inside_its_reserve_transaction_reruns_to_every_order_paid
 
 def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_charging_it_again(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -143,12 +107,11 @@ def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    worker = start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate=RATE)
-    wait_ready(worker)
+    worker = ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE)
     first_charge = threading.Lock()
     charged: list[str] = []
 
-    with holder(ledger_database) as (connection, pid):
+    with row_holder(ledger_database) as (connection, pid):
 
         def take_the_order_row(intent: dict[str, Any]) -> None:
             # Once, on the first charge: its order's row is locked before the ledger hears of the charge.
@@ -162,16 +125,16 @@ def test_ledger_killed_inside_the_transaction_recording_a_charge_reruns_without_
                 charged.append(order_id)
 
         fake_stripe.on_charge = take_the_order_row
-        go(worker)
+        worker.go()
         try:
-            wait_until_blocked_by(ledger_database, pid, worker, "%UPDATE orders AS o%SET%")
+            wait_until_blocked_by(ledger_database, pid, worker.running, "%UPDATE orders AS o%SET%")
         finally:
-            kill(worker)
+            worker.kill()
             fake_stripe.on_charge = None
         connection.rollback()
     (order_id,) = charged
 
-    rerun_until_settled(make_ledger, stripe_gateway, redis_server, namespace, ledger_database)
+    rerun(make_processor, stripe_gateway, redis_server, namespace, ledger_database)
 
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
     assert_every_order_paid_once_with_its_stock(ledger_database, fake_stripe)

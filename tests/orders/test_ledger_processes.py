@@ -4,10 +4,7 @@ three processes, each with its own engine, on products they all sell, sell exact
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 import uuid
 from collections import Counter
 
@@ -17,14 +14,20 @@ from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, RESERVED, order_items, orders, products
+from hub_pipelines.orders.tables import PAID, order_items, orders, products
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
-from tests.orders.support import Inbox, order_event, seed_catalog
+from tests.orders.conftest import ProcessorFactory
+from tests.orders.support import (
+    Inbox,
+    ledger_worker,
+    order_event,
+    rerun_until_settled,
+    run_to_the_end,
+    seed_catalog,
+)
 
-WORKER = [sys.executable, "-m", "tests.orders.worker_process", "ledger"]
 CUSTOMERS = 4
 ORDERS_PER_CUSTOMER = 10
 RATE = f"{ORDERS_PER_CUSTOMER}/minute"
@@ -38,39 +41,6 @@ def land_orders(database: PostgresDatabase) -> None:
         for _ in range(ORDERS_PER_CUSTOMER)
         for customer in range(CUSTOMERS)
     )
-
-
-def start_ledger(
-    database: PostgresDatabase,
-    fake_stripe: FakeStripe,
-    redis_server: str,
-    namespace: str,
-    kill_after: int,
-    rate: str = RATE,
-) -> subprocess.Popen[str]:
-    url = database.sqlalchemy_url.render_as_string(hide_password=False)
-    process = subprocess.Popen(
-        [*WORKER, url, fake_stripe.base_url, redis_server, namespace, rate, str(kill_after)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    return process
-
-
-def wait_ready(process: subprocess.Popen[str]) -> None:
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-
-
-def go(process: subprocess.Popen[str]) -> None:
-    assert process.stdin is not None
-    process.stdin.write("go\n")
-    process.stdin.close()
-
-
-def awaiting_payment_outcome(database: PostgresDatabase) -> int:
-    with database.transaction() as connection:
-        return connection.execute(
-            sa.select(sa.func.count()).where(orders.c.status.in_([RESERVED, PAYMENT_UNKNOWN]))
-        ).scalar_one()
 
 
 def assert_every_order_paid_once(database: PostgresDatabase, fake_stripe: FakeStripe) -> None:
@@ -88,18 +58,17 @@ def assert_every_order_paid_once(database: PostgresDatabase, fake_stripe: FakeSt
 
 def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_the_limit_twice(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     fake_stripe: FakeStripe,
     redis_server: str,
     redis_key_prefix: str,
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    killed = start_ledger(ledger_database, fake_stripe, redis_server, namespace, kill_after=7)
-    wait_ready(killed)
-    go(killed)
+    killed = ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE, kill_after=7)
+    killed.go()
 
-    assert killed.wait(timeout=120) == -9
+    killed.wait_killed()
     # Charges the killed process had sent besides may still complete at the server.
     assert 7 <= len(fake_stripe.succeeded_intents()) < CUSTOMERS * ORDERS_PER_CUSTOMER
 
@@ -114,13 +83,10 @@ def test_rerun_after_sigkill_mid_batch_pays_every_order_once_without_spending_th
         backoff_jitter_s=0.0,
         breaker_name=f"stripe-rerun-{uuid.uuid4().hex[:8]}",
     )
-    rerun = make_ledger(patient, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
+    rerun = make_processor(patient, rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace))
     # A charge that timed out leaves its order PAYMENT_UNKNOWN; the next batch looks the charge up and
-    # asks the gateway again with the same key, as the next run would. Bounded: a lost order fails below.
-    for _ in range(5):
-        rerun.process_batch()
-        if not awaiting_payment_outcome(ledger_database):
-            break
+    # asks the gateway again with the same key, as the next run would.
+    rerun_until_settled(rerun, ledger_database)
 
     assert_every_order_paid_once(ledger_database, fake_stripe)
 
@@ -133,17 +99,11 @@ def test_two_overlapping_ledger_processes_pay_every_order_once_under_a_shared_li
 ) -> None:
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    ledgers = [start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0) for _ in range(2)]
-    for process in ledgers:
-        wait_ready(process)
-    for process in ledgers:
-        go(process)
+    ledgers = [
+        ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE) for _ in range(2)
+    ]
 
-    counts: Counter[str] = Counter()
-    for process in ledgers:
-        assert process.stdout is not None
-        counts.update(json.loads(process.stdout.readline()))
-        assert process.wait(timeout=120) == 0
+    counts = run_to_the_end(ledgers)
 
     assert counts["paid"] == CUSTOMERS * ORDERS_PER_CUSTOMER
     assert counts["rejected"] == 0
@@ -175,19 +135,11 @@ def test_three_ledger_processes_with_their_own_engines_sell_exactly_the_stock_of
     Inbox(ledger_database).land_events(events)
     namespace = f"{redis_key_prefix}orders"
     ledgers = [
-        start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0, rate="1000/minute")
+        ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, "1000/minute")
         for _ in range(3)
     ]
-    for process in ledgers:
-        wait_ready(process)
-    for process in ledgers:
-        go(process)
 
-    counts: Counter[str] = Counter()
-    for process in ledgers:
-        assert process.stdout is not None
-        counts.update(json.loads(process.stdout.readline()))
-        assert process.wait(timeout=120) == 0
+    counts = run_to_the_end(ledgers)
 
     with ledger_database.transaction() as connection:
         stock = dict(connection.execute(sa.select(products.c.product_id, products.c.stock)).all())

@@ -11,20 +11,20 @@ from hub_pipelines.orders.tables import notification_log
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.sms_server import FakeSms
-from tests.orders.conftest import LedgerFactory, Mailbox, notifier
+from tests.orders.conftest import Mailbox, ProcessorFactory, notifier
 from tests.orders.support import Inbox, order_event
 
 
 def test_confirmation_email_and_sms_arrive_once_per_paid_order(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     cipher: PiiCipher,
     smtp_server: tuple[Controller, Mailbox],
     sms_server: FakeSms,
 ) -> None:
     controller, mailbox = smtp_server
     Inbox(ledger_database).land_events([order_event(customer="ada")])
-    make_ledger(ApprovingLocalGateway()).process_batch()
+    make_processor(ApprovingLocalGateway()).process_batch()
     channels = notifier(controller.port, sms_server).channels()
 
     first = send_confirmations(ledger_database, channels, cipher)
@@ -39,14 +39,14 @@ def test_confirmation_email_and_sms_arrive_once_per_paid_order(
 
 def test_refused_sms_is_retried_by_a_later_run_and_never_fails_the_order(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     cipher: PiiCipher,
     smtp_server: tuple[Controller, Mailbox],
     sms_server: FakeSms,
 ) -> None:
     controller, _ = smtp_server
     Inbox(ledger_database).land_events([order_event(customer="bob")])
-    make_ledger(ApprovingLocalGateway()).process_batch()
+    make_processor(ApprovingLocalGateway()).process_batch()
     channels = notifier(controller.port, sms_server).channels()
     sms_server.fail_next(400)
 

@@ -11,13 +11,13 @@ from hub_pipelines.orders.tables import PAID, orders, outbox
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, encode, hmac_headers, jwt_headers, order_event
 
 
 def test_duplicate_order_event_creates_one_order_and_one_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
@@ -28,7 +28,7 @@ def test_duplicate_order_event_creates_one_order_and_one_charge(
     inbox.land([(payload, hmac_headers(payload))])
     inbox.land([(payload, hmac_headers(payload))])
     inbox.land([(redelivered_with_new_event_id, hmac_headers(redelivered_with_new_event_id))])
-    ledger = make_ledger(stripe_gateway)
+    ledger = make_processor(stripe_gateway)
 
     first = ledger.process_batch()
     second = ledger.process_batch()
@@ -49,7 +49,7 @@ def test_duplicate_order_event_creates_one_order_and_one_charge(
 
 
 def test_bad_input_is_dead_lettered_with_a_clear_reason_and_counts_reconcile(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     good = encode(order_event())
     cases: list[tuple[bytes, dict[str, bytes], str]] = []
@@ -85,7 +85,7 @@ def test_bad_input_is_dead_lettered_with_a_clear_reason_and_counts_reconcile(
     inbox = Inbox(ledger_database)
     inbox.land((payload, headers) for payload, headers, _ in cases)
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     with ledger_database.transaction() as connection:
         letters = connection.execute(

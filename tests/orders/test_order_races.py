@@ -13,12 +13,12 @@ import sqlalchemy as sa
 
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, orders, products
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import FakeStripe
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event
 
 WORKER = [sys.executable, "-m", "tests.orders.worker_process"]
@@ -39,17 +39,17 @@ def stock_of(database: PostgresDatabase, product_id: str) -> int:
 
 
 def test_two_parallel_workers_sell_exactly_the_stock_and_reject_the_rest(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Catalog(ledger_database).upsert("p-limited", "Limited print", "USD", 5000, 50)
     Inbox(ledger_database).land_events(
         order_event(customer=f"c-{n}", items=[("p-limited", 1, "50.00")]) for n in range(200)
     )
-    workers = [make_ledger(stripe_gateway, max_in_flight=4) for _ in range(2)]
+    workers = [make_processor(stripe_gateway, max_in_flight=4) for _ in range(2)]
     start = threading.Barrier(2)
     reports = []
 
-    def run(ledger: OrderLedger) -> None:
+    def run(ledger: OrderBatchProcessor) -> None:
         start.wait()
         reports.append(ledger.process_batch())
 
@@ -72,7 +72,7 @@ def test_two_parallel_workers_sell_exactly_the_stock_and_reject_the_rest(
 
 def test_payment_chaos_never_charges_twice_and_every_order_ends_final(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
@@ -83,7 +83,7 @@ def test_payment_chaos_never_charges_twice_and_every_order_ends_final(
     Inbox(ledger_database).land_events(
         order_event(customer=f"c-{n}", items=[("p-cup", 1, "12.50")]) for n in range(40)
     )
-    ledger = make_ledger(
+    ledger = make_processor(
         stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}),
         alert=lambda order_id, reason: alerts.append((order_id, reason)),
     )
@@ -155,7 +155,7 @@ def _ask(process: subprocess.Popen) -> str:
 
 def test_crash_after_charge_before_paid_commit_resumes_with_one_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
@@ -169,7 +169,7 @@ def test_crash_after_charge_before_paid_commit_resumes_with_one_charge(
     assert status == "RESERVED"
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     assert report.reconciled == {"paid": 1}
     assert statuses(ledger_database) == {order_id: PAID}

@@ -20,7 +20,7 @@ from hub_pipelines.resources.cache import RedisCache
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import Inbox, order_event
 from tests.services.kafka import MOCK_CLUSTER_PARTITIONS, KafkaBroker
 
@@ -28,13 +28,13 @@ TRACEPARENT = re.compile(rb"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def test_outbox_relay_publishes_each_event_with_its_id_and_traceparent_and_marks_it_sent(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, kafka_broker: KafkaBroker
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, kafka_broker: KafkaBroker
 ) -> None:
     topic = f"order-events-{uuid.uuid4().hex[:8]}"
     kafka_broker.ensure_topic(topic, MOCK_CLUSTER_PARTITIONS)
     topics = KafkaTopics(bootstrap_servers=kafka_broker.bootstrap_servers, timeout_seconds=15)
     Inbox(ledger_database).land_events([order_event(customer="c-1"), order_event(customer="c-2")])
-    make_ledger(ApprovingLocalGateway()).process_batch()
+    make_processor(ApprovingLocalGateway()).process_batch()
     try:
         report = relay_outbox(ledger_database, topics, topic)
         again = relay_outbox(ledger_database, topics, topic)
@@ -137,7 +137,7 @@ class FlakyGateway:
 )
 def test_any_mix_of_duplicates_and_gateway_failures_keeps_the_ledger_invariants(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     keys: list[int],
     quantities: list[int],
     script: list[str],
@@ -153,7 +153,7 @@ def test_any_mix_of_duplicates_and_gateway_failures_keeps_the_ledger_invariants(
     )
     assert landed == len(keys)
     gateway = FlakyGateway(script)
-    ledger = make_ledger(gateway)
+    ledger = make_processor(gateway)
     for _ in range(3):
         ledger.process_batch()
     gateway.script = ["paid"]

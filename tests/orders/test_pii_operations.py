@@ -18,7 +18,7 @@ from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload, open_
 from hub_pipelines.orders.tables import PAID, order_intake, orders
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.pii_canaries import Canary
 from tests.orders.support import Inbox, encode, hmac_headers
 from tests.services.postgres import PostgresServer
@@ -48,7 +48,7 @@ def _dead_letter_ids(database: PostgresDatabase, source: str) -> list[int]:
 def test_dead_letters_show_prints_the_decrypted_event_and_replay_places_it_after_the_fix(
     prod_cli: str,
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -57,7 +57,7 @@ def test_dead_letters_show_prints_the_decrypted_event_and_replay_places_it_after
     event = canary.order_event("c-1", items=[("p-new", 1, "3.00")])
     payload = encode(event)
     Inbox(database).land([(payload, hmac_headers(payload))])
-    ledger = make_ledger(stripe_gateway)
+    ledger = make_processor(stripe_gateway)
     assert ledger.process_batch().count("rejected") == 1
     [letter_id] = _dead_letter_ids(database, "orders-intake")
 
@@ -111,7 +111,7 @@ def test_an_event_the_landing_could_not_decode_is_refused_for_replay(
 def test_rotate_keys_reseals_every_row_under_the_newest_key_and_a_second_run_finds_nothing(
     prod_cli: str,
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -123,7 +123,7 @@ def test_rotate_keys_reseals_every_row_under_the_newest_key_and_a_second_run_fin
     payloads = [encode(event) for event in events]
     inbox = Inbox(database)
     inbox.land([(payload, hmac_headers(payload)) for payload in payloads] + [(b"not json", {})])
-    ledger = make_ledger(stripe_gateway, cipher=old)
+    ledger = make_processor(stripe_gateway, cipher=old)
     assert ledger.process_batch().count("paid") == 5
     with database.transaction() as connection:
         connection.execute(  # a row landed before payloads were sealed
@@ -174,7 +174,7 @@ def test_rotate_keys_reseals_every_row_under_the_newest_key_and_a_second_run_fin
 def test_rotate_keys_leaves_rows_corrupted_at_rest_under_their_key_naming_them_and_reseals_the_rest(
     prod_cli: str,
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -183,7 +183,7 @@ def test_rotate_keys_leaves_rows_corrupted_at_rest_under_their_key_naming_them_a
     old = PiiCipher.from_setting(prod_cli)
     payloads = [encode(Canary.new().order_event(f"c-{i}")) for i in range(4)]
     Inbox(database).land([(payload, hmac_headers(payload)) for payload in payloads] + [(b"not json", {})])
-    assert make_ledger(stripe_gateway, cipher=old).process_batch().count("paid") == 4
+    assert make_processor(stripe_gateway, cipher=old).process_batch().count("paid") == 4
     garble = "set_byte({0}, 20, get_byte({0}, 20) # 1)"
     with database.transaction() as connection:
         connection.execute(
@@ -238,13 +238,13 @@ def test_rotate_keys_leaves_rows_corrupted_at_rest_under_their_key_naming_them_a
 
 
 def test_retention_purges_processed_inbox_rows_and_old_dead_letters_only_once_expired(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     events = [Canary.new().order_event("c-1"), Canary.new().order_event("c-2", items=[("p-nope", 1, "1.00")])]
     payloads = [encode(event) for event in events]
     inbox = Inbox(ledger_database)
     inbox.land([(payload, hmac_headers(payload)) for payload in payloads])
-    make_ledger(stripe_gateway).process_batch()
+    make_processor(stripe_gateway).process_batch()
     inbox.land([(encode(Canary.new().order_event("c-3")), {})])  # landed, not processed yet
     week, month = timedelta(days=7), timedelta(days=30)
     now = datetime.now(UTC)

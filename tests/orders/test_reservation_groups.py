@@ -1,6 +1,8 @@
-"""Groups of orders reserved in one SERIALIZABLE transaction (`reserve_orders`, migration 0010)."""
+"""Groups of orders reserved in one SERIALIZABLE transaction (`reserve_orders`, migration 0011)."""
 
 from __future__ import annotations
+
+import threading
 
 import sqlalchemy as sa
 
@@ -8,15 +10,17 @@ from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.intake import parse_order_event
 from hub_pipelines.orders.invariants import check_invariants
+from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.pii import PiiCipher
 from hub_pipelines.orders.pricing import price_order
 from hub_pipelines.orders.reservation import IntakePosition, Reservation, reservation_writes
 from hub_pipelines.orders.reservation_groups import reserve_group
-from hub_pipelines.orders.tables import order_intake, orders
+from hub_pipelines.orders.reservation_sql import LOCK_RESERVE_GROUPS
+from hub_pipelines.orders.tables import order_intake, orders, products
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
-from tests.orders.support import Inbox, encode, order_event, seed_catalog
+from tests.orders.conftest import ProcessorFactory
+from tests.orders.support import Inbox, encode, order_event, row_holder, seed_catalog, wait_until_blocked_by
 from tests.orders.test_order_races import stock_of
 
 
@@ -77,7 +81,7 @@ def test_order_refused_inside_a_group_rolls_back_its_own_writes_only(
 
 
 def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event_was_refused(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     Catalog(ledger_database).upsert("p-limited", "Limited print", "USD", 5000, 5)
     repeated = order_event(customer="c-repeat", items=[("p-cup", 1, "12.50")])
@@ -89,7 +93,7 @@ def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event
     events += [order_event(customer="c-late", items=[("p-cup", 1, "12.50")])]
     Inbox(ledger_database).land_events(events)
 
-    report = make_ledger(stripe_gateway, max_reserve_group=32).process_batch()
+    report = make_processor(stripe_gateway, max_reserve_group=32).process_batch()
 
     assert report.count("paid") == 5 + 1 + 1
     assert report.count("duplicate") == 1
@@ -101,3 +105,50 @@ def test_batch_reserving_in_groups_pays_the_stock_and_names_why_each_other_event
     assert reasons[10].startswith(f"idempotency key {repeated['idempotency_key']!r} of customer 'c-repeat'")
     assert stock_of(ledger_database, "p-limited") == 0
     assert check_invariants(ledger_database).holds(outbox_bound_s=3600)
+
+
+def test_group_that_loses_a_serialization_race_is_counted_in_the_batch_report(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> None:
+    Inbox(ledger_database).land_events([order_event(customer="c-race", items=[("p-cup", 1, "12.50")])])
+    processor = make_processor(stripe_gateway)
+    reports: list[BatchReport] = []
+    batch = threading.Thread(target=lambda: reports.append(processor.process_batch()))
+    with row_holder(ledger_database) as (connection, pid):
+        # Updated and committed while the group's SERIALIZABLE transaction waits on the row: it loses.
+        connection.execute(
+            sa.update(products).where(products.c.product_id == "p-cup").values(stock=products.c.stock)
+        )
+        batch.start()
+        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "SELECT reserve_orders%")
+        connection.commit()
+    batch.join()
+
+    (report,) = reports
+    assert report.count("paid") == 1
+    assert report.serialization_retries == 1
+    assert stock_of(ledger_database, "p-cup") == 1000 - 1
+
+
+def test_group_that_waits_for_another_lanes_group_reserves_after_it_without_losing_a_race(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
+) -> None:
+    Inbox(ledger_database).land_events([order_event(customer="c-queue", items=[("p-cup", 1, "12.50")])])
+    processor = make_processor(stripe_gateway)
+    reports: list[BatchReport] = []
+    batch = threading.Thread(target=lambda: reports.append(processor.process_batch()))
+    with row_holder(ledger_database) as (connection, pid):
+        # Another lane's group: it holds the groups' lock and sells the same product.
+        connection.execute(sa.text(LOCK_RESERVE_GROUPS))
+        connection.execute(
+            sa.update(products).where(products.c.product_id == "p-cup").values(stock=products.c.stock - 1)
+        )
+        batch.start()
+        wait_until_blocked_by(ledger_database, pid, batch.is_alive, "LOCK TABLE reserve_group_lock%")
+        connection.commit()
+    batch.join()
+
+    (report,) = reports
+    assert report.count("paid") == 1
+    assert report.serialization_retries == 0
+    assert stock_of(ledger_database, "p-cup") == 1000 - 2

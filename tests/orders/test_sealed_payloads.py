@@ -25,7 +25,7 @@ from hub_pipelines.orders.sealed_payloads import (
 from hub_pipelines.orders.tables import order_intake
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
-from tests.orders.conftest import LedgerFactory
+from tests.orders.conftest import ProcessorFactory
 from tests.orders.pii_canaries import Canary, stored_payloads
 from tests.orders.support import TOPIC, Inbox, encode, hmac_headers, order_event
 
@@ -77,7 +77,7 @@ def test_payload_sealed_under_a_retired_key_needs_that_key_to_open() -> None:
 
 
 def test_inbox_and_dead_letters_store_no_plaintext_email_or_phone_in_postgresql(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     canary = Canary.new()
     accepted = encode(canary.order_event("c-1"))
@@ -87,7 +87,7 @@ def test_inbox_and_dead_letters_store_no_plaintext_email_or_phone_in_postgresql(
     inbox = Inbox(ledger_database)
     inbox.land([(payload, hmac_headers(payload)) for payload in (accepted, unknown_product, undecodable)])
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     assert report.count("paid") == 1 and report.count("rejected") == 1
     rows = stored_payloads(ledger_database)
@@ -155,7 +155,7 @@ EXAMPLE_PARTITIONS = itertools.count(100)
 @given(corruption=CORRUPTIONS)
 def test_inbox_row_corrupted_at_rest_is_dead_lettered_with_its_position_and_sealed_bytes_and_the_batch_goes_on(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     corruption: Corruption,
 ) -> None:
@@ -166,7 +166,7 @@ def test_inbox_row_corrupted_at_rest_is_dead_lettered_with_its_position_and_seal
     key_id = payload_keyring().active_key_id
     stored = corrupt_stored_payload(ledger_database, inbox.partition, corrupted_offset, corruption)
     alerts: list[tuple[str, str]] = []
-    ledger = make_ledger(stripe_gateway, alert=lambda *alert: alerts.append(alert))
+    ledger = make_processor(stripe_gateway, alert=lambda *alert: alerts.append(alert))
 
     report = ledger.process_batch()
 
@@ -187,7 +187,7 @@ def test_inbox_row_corrupted_at_rest_is_dead_lettered_with_its_position_and_seal
 
 
 def test_inbox_row_whose_stored_headers_are_not_text_is_dead_lettered_and_the_batch_goes_on(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     inbox = Inbox(ledger_database)
     inbox.land_events(order_event(customer=f"c-{n}") for n in range(3))
@@ -198,7 +198,7 @@ def test_inbox_row_whose_stored_headers_are_not_text_is_dead_lettered_and_the_ba
                 {"headers": json.dumps(headers), "offset": offset},
             )
 
-    report = make_ledger(stripe_gateway).process_batch()
+    report = make_processor(stripe_gateway).process_batch()
 
     assert report.counts == {"paid": 1, "rejected": 2}, report.outcomes
     for offset in (0, 1):
@@ -208,7 +208,7 @@ def test_inbox_row_whose_stored_headers_are_not_text_is_dead_lettered_and_the_ba
 
 
 def test_inbox_row_under_a_key_id_the_keyring_lacks_stops_the_batch_naming_the_key_and_the_row(
-    ledger_database: PostgresDatabase, make_ledger: LedgerFactory, stripe_gateway: StripeGateway
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, stripe_gateway: StripeGateway
 ) -> None:
     inbox = Inbox(ledger_database)
     inbox.land_events(order_event(customer=f"c-{n}") for n in range(3))
@@ -218,7 +218,7 @@ def test_inbox_row_under_a_key_id_the_keyring_lacks_stops_the_batch_naming_the_k
         )
 
     with pytest.raises(PiiKeyError, match=r"no PII key 'k-retired' is configured; .* topic_inbox:orders:0:1"):
-        make_ledger(stripe_gateway).process_batch()
+        make_processor(stripe_gateway).process_batch()
 
     with ledger_database.transaction() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0
@@ -227,7 +227,7 @@ def test_inbox_row_under_a_key_id_the_keyring_lacks_stops_the_batch_naming_the_k
 
 def test_key_listed_with_other_bytes_than_the_ones_that_sealed_stops_the_batch_instead_of_dead_lettering_it(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -240,7 +240,7 @@ def test_key_listed_with_other_bytes_than_the_ones_that_sealed_stops_the_batch_i
         match=r"PII key 'k7' opens none of the 3 inbox rows sealed under it in this batch "
         r"\(the first: orders partition 0 offset 0\): its bytes in HUB_PII_KEYS are not the ones",
     ):
-        make_ledger(stripe_gateway).process_batch()
+        make_processor(stripe_gateway).process_batch()
 
     with ledger_database.transaction() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one() == 0

@@ -13,6 +13,7 @@ from hub_pipelines.core.ports import PAID as CHARGE_PAID
 from hub_pipelines.core.ports import ChargeOutcomeHidden, ChargeRequest
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
+from hub_pipelines.orders.processing import hidden_dedup_key
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, PAYMENT_UNKNOWN, orders
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -24,17 +25,9 @@ from tests.fakes.stripe_server import (
     STALL,
     FakeStripe,
 )
-from tests.orders.conftest import LedgerFactory
-from tests.orders.support import Inbox, order_event
-from tests.orders.test_ledger_processes import (
-    CUSTOMERS,
-    ORDERS_PER_CUSTOMER,
-    RATE,
-    go,
-    land_orders,
-    start_ledger,
-    wait_ready,
-)
+from tests.orders.conftest import ProcessorFactory
+from tests.orders.support import Inbox, ledger_worker, order_event, rerun_until_settled, run_to_the_end
+from tests.orders.test_ledger_processes import CUSTOMERS, ORDERS_PER_CUSTOMER, RATE, land_orders
 
 INTENT = {
     "amount": "1250",
@@ -158,13 +151,13 @@ def test_gateway_leaves_a_replayed_500_with_no_charge_found_unknown_never_declin
 
 def test_replayed_500_while_search_lags_keeps_the_order_unknown_and_pages_then_resolves_to_the_one_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
     alerts: list[tuple[str, str]] = []
-    ledger = make_ledger(stripe_gateway, alert=lambda subject, reason: alerts.append((subject, reason)))
+    ledger = make_processor(stripe_gateway, alert=lambda subject, reason: alerts.append((subject, reason)))
     fake_stripe.pause_indexing()
     fake_stripe.fail_next(ERROR_AFTER_CHARGE)
 
@@ -174,6 +167,7 @@ def test_replayed_500_while_search_lags_keeps_the_order_unknown_and_pages_then_r
     assert [subject for subject, _ in alerts] == [order_id]
     ledger.process_batch()
     assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
+    assert len(alerts) == 1
 
     fake_stripe.resume_indexing()
     report = ledger.process_batch()
@@ -191,12 +185,12 @@ def test_replayed_500_while_search_lags_keeps_the_order_unknown_and_pages_then_r
 
 def test_replayed_500_without_a_charge_is_charged_with_the_same_key_only_once_the_key_expired(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway)
+    ledger = make_processor(stripe_gateway)
     fake_stripe.fail_next(ERROR_IN_EXECUTION)
 
     ledger.process_batch()
@@ -215,12 +209,12 @@ def test_replayed_500_without_a_charge_is_charged_with_the_same_key_only_once_th
 
 def test_order_reconciled_after_its_key_expired_finds_its_charge_instead_of_charging_again(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway.model_copy(update={"attempts": 1}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"attempts": 1}))
     fake_stripe.fail_next(STALL)
 
     ledger.process_batch()
@@ -235,7 +229,7 @@ def test_order_reconciled_after_its_key_expired_finds_its_charge_instead_of_char
 
 def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_charge(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
@@ -248,14 +242,10 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
     Inbox(ledger_database).land_events(
         order_event(customer=f"c-{n}", items=[("p-cup", 1, "12.50")]) for n in range(60)
     )
-    ledger = make_ledger(stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}))
 
-    for _ in range(8):
-        ledger.process_batch()
-        if set(statuses(ledger_database).values()) <= FINAL_STATUSES:
-            break
-        # A day passes between batches: keys with a saved 500 and no charge behind it expire.
-        fake_stripe.age_keys(KEY_TTL_S)
+    # A day passes between batches: keys with a saved 500 and no charge behind it expire.
+    rerun_until_settled(ledger, ledger_database, batches=8, between=lambda: fake_stripe.age_keys(KEY_TTL_S))
 
     final = statuses(ledger_database)
     assert len(final) == 60 and set(final.values()) <= FINAL_STATUSES
@@ -269,7 +259,7 @@ def test_charges_equal_paid_orders_under_5xx_after_execution_and_timeouts_after_
 
 def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the_paid_orders(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
     redis_server: str,
@@ -282,23 +272,17 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
     faults.decline_rate = 0.1
     land_orders(ledger_database)
     namespace = f"{redis_key_prefix}orders"
-    ledgers = [start_ledger(ledger_database, fake_stripe, redis_server, namespace, 0) for _ in range(2)]
-    for process in ledgers:
-        wait_ready(process)
-    for process in ledgers:
-        go(process)
-    for process in ledgers:
-        assert process.wait(timeout=300) == 0
+    ledgers = [
+        ledger_worker(ledger_database, fake_stripe.base_url, redis_server, namespace, RATE) for _ in range(2)
+    ]
+    run_to_the_end(ledgers)
 
-    rerun = make_ledger(
+    rerun = make_processor(
         stripe_gateway.model_copy(update={"breaker_fail_max": 10_000}),
         rate_limiter=RateLimiter(RATE, redis_server, namespace=namespace),
     )
-    for _ in range(8):
-        if set(statuses(ledger_database).values()) <= FINAL_STATUSES:
-            break
-        fake_stripe.age_keys(KEY_TTL_S)
-        rerun.process_batch()
+    # A day passes between batches: keys with a saved 500 and no charge behind it expire.
+    rerun_until_settled(rerun, ledger_database, batches=8, between=lambda: fake_stripe.age_keys(KEY_TTL_S))
 
     final = statuses(ledger_database)
     assert len(final) == CUSTOMERS * ORDERS_PER_CUSTOMER and set(final.values()) <= FINAL_STATUSES
@@ -311,12 +295,12 @@ def test_two_ledger_processes_under_replayed_5xx_and_timeouts_charge_exactly_the
 
 def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
     ledger_database: PostgresDatabase,
-    make_ledger: LedgerFactory,
+    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
     Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    ledger = make_ledger(stripe_gateway.model_copy(update={"attempts": 1, "breaker_fail_max": 1}))
+    ledger = make_processor(stripe_gateway.model_copy(update={"attempts": 1, "breaker_fail_max": 1}))
     fake_stripe.fail_next(STALL)
     ledger.process_batch()
     ((order_id, status),) = statuses(ledger_database).items()
@@ -328,3 +312,28 @@ def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
     assert report.reconciled == {"deferred": 1}
     assert (fake_stripe.requests, fake_stripe.searches) == calls
     assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
+
+
+def test_order_whose_charge_stays_hidden_is_paged_once_across_batches_and_runs_under_its_dedup_key(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
+    alerts: list[tuple[str, str]] = []
+
+    def page(subject: str, reason: str) -> None:
+        alerts.append((subject, reason))
+
+    fake_stripe.pause_indexing()
+    fake_stripe.fail_next(ERROR_AFTER_CHARGE)
+    for _ in range(3):
+        # A processor per batch, as each run builds its own.
+        make_processor(stripe_gateway, alert=page).process_batch()
+
+    ((order_id, status),) = statuses(ledger_database).items()
+    assert status == PAYMENT_UNKNOWN and fake_stripe.replays >= 3
+    ((subject, reason),) = alerts
+    assert subject == order_id
+    assert f"paged once for this order, dedup key {hidden_dedup_key(order_id)}" in reason

@@ -32,7 +32,7 @@ from hub_pipelines.landing.offsets import plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.orders.catalog import Catalog
-from hub_pipelines.orders.processing import OrderLedger
+from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -65,7 +65,7 @@ def crash_after_charge(database_url: str, stripe_base: str) -> None:
     gateway = StripeGateway(
         api_key="sk_test_hub", api_base=stripe_base, initial_backoff_s=0, backoff_jitter_s=0
     )
-    ledger = OrderLedger(
+    ledger = OrderBatchProcessor(
         database,
         Catalog(database),
         KillAfterCharge(gateway),
@@ -84,7 +84,7 @@ def ledger(
         api_key="sk_test_hub", api_base=stripe_base, initial_backoff_s=0, backoff_jitter_s=0,
         breaker_name=f"stripe-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
-    order_ledger = OrderLedger(
+    order_ledger = OrderBatchProcessor(
         database,
         Catalog(database),
         KillAfterCharge(gateway, int(kill_after)) if int(kill_after) else gateway,
@@ -118,7 +118,7 @@ def lane(
         breaker_name=f"stripe-{uuid.uuid4().hex[:8]}",
     )  # fmt: skip
     own = Lane(topic, int(index), int(count))
-    order_ledger = OrderLedger(
+    order_ledger = OrderBatchProcessor(
         database,
         Catalog(database),
         gateway,

@@ -17,7 +17,7 @@ from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport
-from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderLedger
+from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderBatchProcessor
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 
 ORDER_LEDGER_KEY = ["orders", "order_ledger"]
@@ -97,8 +97,8 @@ def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> No
 
 
 @dataclass
-class TracedOrderLedger(OrderLedger):
-    """The ledger placing each order in a span that continues the trace its producer put in the
+class TracedOrderBatchProcessor(OrderBatchProcessor):
+    """The batch processor placing each order in a span that continues the trace its producer put in the
     message headers (linked to the step's span), so the order's outbox events carry that trace on."""
 
     step_span: trace.SpanContext = field(default=trace.INVALID_SPAN_CONTEXT, init=False, repr=False)
@@ -142,7 +142,7 @@ def order_ledger(
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
-    ledger = TracedOrderLedger(
+    ledger = TracedOrderBatchProcessor(
         database=database,
         catalog=Catalog(database, cache),
         gateway=payment_gateway,
