@@ -75,6 +75,6 @@ daily_rollups_job = dg.define_asset_job(
     "analytics_daily_rollups",
     config=job_logs_config(),
     selection=dg.AssetSelection.assets(daily_rollups),
-    tags=CATCH_UP_PRIORITY,
+    tags={"hub/workflow": "analytics", **CATCH_UP_PRIORITY},
     description="Rebuild the daily rollups of one day from raw events.",
 )
