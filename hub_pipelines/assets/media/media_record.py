@@ -3,7 +3,7 @@ import dagster as dg
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.steps import originals, reported_as_failures, staging
-from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY, PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import Cdn, ObjectStorage, SqlDatabase, Webhook
 from hub_pipelines.media.publication_record import record_published_upload
 from hub_pipelines.media.records import publications_without_clean_scan
@@ -17,6 +17,7 @@ CLEAN_SCAN_CHECK = "published_uploads_have_clean_scans"
     freshness_policy=PUBLISHED_MEDIA_FRESHNESS,
     group_name="media",
     partitions_def=uploads_partitions,
+    retry_policy=EXTERNAL_CALL_RETRY,
     deps=[dg.AssetKey(["media", "published"])],
     kinds={"sql", "cloudfront"},
 )

@@ -3,7 +3,7 @@ import dagster as dg
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.steps import reported_as_failures, staging
-from hub_pipelines.assets.policies import PUBLISHED_MEDIA_FRESHNESS
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY, PUBLISHED_MEDIA_FRESHNESS
 from hub_pipelines.core.ports import Cdn, ObjectStorage, SqlDatabase
 from hub_pipelines.media.publication import Destinations, check_published_copies, publish_upload
 from hub_pipelines.media.publishing import transient_storage_error
@@ -18,6 +18,7 @@ EVERY_REGION_CHECK = "every_variant_in_every_region"
     freshness_policy=PUBLISHED_MEDIA_FRESHNESS,
     group_name="media",
     partitions_def=uploads_partitions,
+    retry_policy=EXTERNAL_CALL_RETRY,
     deps=[dg.AssetKey(["media", "renditions"])],
     kinds={"s3", "cloudfront"},
 )

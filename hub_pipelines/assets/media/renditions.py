@@ -5,6 +5,7 @@ import dagster as dg
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.steps import originals, reported_as_failures, staging
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase
 from hub_pipelines.deploy_k8s import TRANSCODE_STEP_TAGS
 from hub_pipelines.media.manifests import StagingManifest
@@ -22,6 +23,7 @@ TRANSCODE_POOL = "transcode"
     key=["media", "renditions"],
     group_name="media",
     partitions_def=uploads_partitions,
+    retry_policy=EXTERNAL_CALL_RETRY,
     deps=[dg.AssetKey(["media", "scan_verdict"])],
     kinds={"python", "s3", "sql"},
     pool=TRANSCODE_POOL,

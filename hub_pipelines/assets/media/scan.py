@@ -3,6 +3,7 @@ import dagster as dg
 from hub_pipelines.assets.instrumented import instrumented, step_metrics
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.assets.media.steps import originals, reported_as_failures
+from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ops_metrics import record_quarantine
 from hub_pipelines.core.ports import ObjectStorage, SqlDatabase, VirusScanner, Webhook
 from hub_pipelines.resources.media.media_settings import MediaSettings
@@ -12,6 +13,7 @@ from hub_pipelines.resources.media.media_settings import MediaSettings
     key=["media", "scan_verdict"],
     group_name="media",
     partitions_def=uploads_partitions,
+    retry_policy=EXTERNAL_CALL_RETRY,
     deps=[dg.AssetKey(["media", "uploads"])],
     kinds={"s3", "sql", "clamav"},
 )
