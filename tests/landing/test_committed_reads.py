@@ -137,6 +137,34 @@ def test_committed_transactions_beside_plain_producers_land_once_and_markers_are
     assert inbox.landed_positions(topic) == ends
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_of_an_idempotent_producer_land_once_each(kafka_broker, topics, inbox, codec):
+    """Producers in production batch (linger), compress and run idempotent: each stored batch holds many
+    records under one compressed payload, and every record of it lands once with its own offset."""
+    topic = kafka_broker.new_topic(f"orders-{codec}")
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_broker.bootstrap_servers,
+            "compression.type": codec,
+            "enable.idempotence": True,
+            "linger.ms": 50,
+            "batch.num.messages": 500,
+        }
+    )
+    sent = [f"{codec}-{i}" for i in range(400)]
+    for i, event_id in enumerate(sent):
+        producer.produce(topic, _order(event_id) + b" " * 200, key=str(i % 7).encode(), partition=i % 4)
+    assert producer.flush(15) == 0
+
+    first = _land_everything(topics, inbox, topic, "run-1")
+    replay = _land_everything(topics, inbox, topic, "run-2")
+
+    assert first == LandingCounts(read=len(sent), landed=len(sent))
+    assert replay == LandingCounts(read=len(sent), duplicates=len(sent))
+    assert sorted(_stored_ids(inbox, topic)) == sorted(sent)
+    assert _book_totals(inbox, topic) == first
+
+
 def test_records_a_read_committed_broker_withholds_never_land_and_are_booked_as_gaps(
     kafka_broker, topics, inbox
 ):
