@@ -20,18 +20,20 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub_pipelines.assets.tracing import context_from_traceparent
 from hub_pipelines.core import telemetry
+from hub_pipelines.core.ports import TopicMessage
 from hub_pipelines.core.telemetry import (
     JsonLogFormatter,
     MetricsPushFailed,
     RunMetrics,
     build_tracer_provider,
     configure_tracing,
-    extract_trace_context,
     inject_trace_headers,
     json_log_handler,
     push_metrics,
 )
+from hub_pipelines.landing.sql_inbox import headers_as_text
 from hub_pipelines.settings import json_logs_enabled
 from tests.services import free_port
 
@@ -135,7 +137,10 @@ def test_trace_headers_round_trip_keeps_the_trace_and_parent_span(local_tracer: 
 
     assert headers["event_type"] == b"order_created"
     assert isinstance(headers["traceparent"], bytes)
-    context = extract_trace_context(headers)
+    # As production carries them: the landing stores the message's headers as text, the ledger's step
+    # continues the trace from that text.
+    landed = headers_as_text(TopicMessage("orders", 0, 0, b"{}", headers=headers))
+    context = context_from_traceparent(landed["traceparent"])
     with local_tracer.start_as_current_span("consume_order_event", context=context) as consumer_span:
         consumed = consumer_span.get_span_context()
     assert consumed.trace_id == produced.trace_id
@@ -143,10 +148,10 @@ def test_trace_headers_round_trip_keeps_the_trace_and_parent_span(local_tracer: 
     assert consumer_span.parent.span_id == produced.span_id  # type: ignore[attr-defined]
 
 
-def test_headers_without_traceparent_extract_no_trace() -> None:
-    context = extract_trace_context({"event_type": b"order_created"})
+def test_headers_without_traceparent_continue_no_trace() -> None:
+    headers = {"event_type": "order_created"}
 
-    assert not trace.get_current_span(context).get_span_context().is_valid
+    assert context_from_traceparent(headers.get("traceparent")) is None
 
 
 def read_gateway_samples(url: str, job: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
