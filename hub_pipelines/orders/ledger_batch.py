@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hub_pipelines.core.ops_metrics import (
+    ORDER_PROCESSING_SECONDS,
+    ORDERS_BREAKER_STATE,
+    ORDERS_CACHE_HIT_RATE,
+    ORDERS_IN_FLIGHT_LIMIT,
+    ORDERS_OUTCOMES,
+    ORDERS_PAYMENT_RETRIES,
+)
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport
@@ -31,20 +39,20 @@ def push_batch_metrics(report: BatchReport, pushgateway_url: str | None) -> None
     from hub_pipelines.core.breaker import STATE_VALUES
 
     metrics = RunMetrics()
-    outcomes = metrics.counter("orders_outcomes_total", "Order events by outcome", ["outcome"])
+    outcomes = metrics.counter(ORDERS_OUTCOMES, "Order events by outcome", ["outcome"])
     for status, count in report.counts.items():
         outcomes.labels(status).inc(count)
     timing = metrics.histogram(
-        "order_processing_seconds", "Per-order processing time", buckets=ORDER_SECONDS_BUCKETS
+        ORDER_PROCESSING_SECONDS, "Per-order processing time", buckets=ORDER_SECONDS_BUCKETS
     )
     for seconds in report.order_seconds:
         timing.observe(seconds)
-    metrics.gauge("orders_cache_hit_rate", "Catalog cache hit rate of the batch").set(report.cache.hit_rate)
-    metrics.counter("orders_payment_retries_total", "Gateway calls retried").inc(report.payment_retries)
-    metrics.gauge("orders_breaker_state", "Payment breaker: 0 closed, 1 half-open, 2 open").set(
+    metrics.gauge(ORDERS_CACHE_HIT_RATE, "Catalog cache hit rate of the batch").set(report.cache.hit_rate)
+    metrics.counter(ORDERS_PAYMENT_RETRIES, "Gateway calls retried").inc(report.payment_retries)
+    metrics.gauge(ORDERS_BREAKER_STATE, "Payment breaker: 0 closed, 1 half-open, 2 open").set(
         STATE_VALUES.get(report.breaker_state, 0)
     )
-    metrics.gauge("orders_in_flight_limit", "Orders the ledger admitted at once at the batch's end").set(
+    metrics.gauge(ORDERS_IN_FLIGHT_LIMIT, "Orders the ledger admitted at once at the batch's end").set(
         report.in_flight_limit
     )
     push_metrics(metrics.registry, pushgateway_url, job="orders_ledger")

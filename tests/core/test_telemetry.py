@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hub_pipelines.assets.tracing import context_from_traceparent
 from hub_pipelines.core import telemetry
+from hub_pipelines.core.ops_metrics import ORDERS_LEDGER_METRIC_NAMES
 from hub_pipelines.core.ports import TopicMessage
 from hub_pipelines.core.telemetry import (
     JsonLogFormatter,
@@ -34,6 +35,9 @@ from hub_pipelines.core.telemetry import (
     push_metrics,
 )
 from hub_pipelines.landing.sql_inbox import headers_as_text
+from hub_pipelines.orders.catalog import CacheStats
+from hub_pipelines.orders.ledger_batch import push_batch_metrics
+from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.settings import json_logs_enabled
 from tests.services import free_port
 
@@ -295,3 +299,24 @@ def test_json_logs_are_enabled_only_by_hub_log_format_json() -> None:
     assert json_logs_enabled({"HUB_LOG_FORMAT": "JSON"})
     assert not json_logs_enabled({"HUB_LOG_FORMAT": "text"})
     assert not json_logs_enabled({})
+
+
+def test_a_ledger_batch_pushes_exactly_the_series_the_alerts_and_dashboard_know(pushgateway_url: str) -> None:
+    paid = OrderOutcome(
+        "paid", 0.02, order_id="o-1", amount_minor=1200, currency="EUR", items=2, payment_attempts=2
+    )
+    report = BatchReport.of([paid], [], cache=CacheStats(local_hits=3), breaker_state="closed", elapsed_s=0.1)
+
+    push_batch_metrics(report, pushgateway_url)
+
+    histogram_suffixes = ("_bucket", "_sum", "_count")
+    # prometheus_client adds a `<name>_created` timestamp beside each counter and histogram.
+    names = {
+        name
+        for name, _ in read_gateway_samples(pushgateway_url, "orders_ledger")
+        if not name.endswith("_created")
+    }
+    pushed = {
+        next((name.removesuffix(s) for s in histogram_suffixes if name.endswith(s)), name) for name in names
+    }
+    assert pushed - {"push_time_seconds", "push_failure_time_seconds"} == set(ORDERS_LEDGER_METRIC_NAMES)
