@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -229,11 +228,3 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
-
-
-def json_log_handler(stream: IO[str] | None = None, level: int = logging.NOTSET) -> logging.Handler:
-    """A handler writing JSON lines to `stream` (stderr by default)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    handler.setLevel(level)
-    return handler

@@ -31,7 +31,6 @@ from hub_pipelines.core.telemetry import (
     build_tracer_provider,
     configure_tracing,
     inject_trace_headers,
-    json_log_handler,
     push_metrics,
 )
 from hub_pipelines.landing.sql_inbox import headers_as_text
@@ -240,7 +239,9 @@ def test_json_log_line_carries_message_context_and_the_active_trace(local_tracer
     stream = io.StringIO()
     logger = logging.getLogger(f"tests.telemetry.{uuid.uuid4().hex}")
     logger.propagate = False
-    logger.addHandler(json_log_handler(stream))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     context = {"run_id": "run-3", "asset_key": "media/scanned_uploads", "partition": "cat.jpg"}
 
