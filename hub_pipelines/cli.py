@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -43,7 +42,7 @@ def _local_feeder(seed: int | None):
 
 def _upload_pacer(bound: int):
     """Paced by the Dagster instance of DAGSTER_HOME (the one `make run` serves); None without one."""
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.dagster_home():
         return None
     import dagster as dg
 
@@ -117,12 +116,13 @@ def _object_storage():
 
         from hub_pipelines.resources.object_storage import S3ObjectStorage
 
+        s3 = settings.s3_connection()
         return S3ObjectStorage(
             s3=S3Resource(
-                endpoint_url=os.environ.get("HUB_S3_ENDPOINT_URL") or None,
-                region_name=os.environ.get("HUB_S3_REGION", "us-east-1"),
-                aws_access_key_id=os.environ.get("HUB_S3_ACCESS_KEY_ID"),
-                aws_secret_access_key=os.environ.get("HUB_S3_SECRET_ACCESS_KEY"),
+                endpoint_url=s3.endpoint_url,
+                region_name=s3.region_name,
+                aws_access_key_id=s3.access_key_id,
+                aws_secret_access_key=s3.secret_access_key,
             )
         )
     from hub_pipelines.resources.object_storage_local import LocalObjectStorage

@@ -104,11 +104,12 @@ def prod_resources() -> dict[str, Any]:
     from hub_pipelines.resources.kafka_topics import KafkaTopics
     from hub_pipelines.resources.object_storage import S3ObjectStorage
 
+    s3 = settings.s3_connection()
     return {
         "objects": S3ObjectStorage(
             s3=S3Resource(
-                endpoint_url=os.environ.get("HUB_S3_ENDPOINT_URL") or None,
-                region_name=os.environ.get("HUB_S3_REGION", "us-east-1"),
+                endpoint_url=s3.endpoint_url,
+                region_name=s3.region_name,
                 aws_access_key_id=dg.EnvVar("HUB_S3_ACCESS_KEY_ID"),
                 aws_secret_access_key=dg.EnvVar("HUB_S3_SECRET_ACCESS_KEY"),
             )

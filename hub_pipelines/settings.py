@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,31 @@ def data_dir() -> Path:
 def database_url() -> str | None:
     """HUB_DATABASE_URL: the production SQL database, for the operator commands outside Dagster."""
     return os.environ.get("HUB_DATABASE_URL") or None
+
+
+@dataclass(frozen=True)
+class S3Connection:
+    endpoint_url: str | None
+    region_name: str
+    access_key_id: str | None
+    secret_access_key: str | None
+
+
+def s3_connection() -> S3Connection:
+    """HUB_S3_ENDPOINT_URL, HUB_S3_REGION and the HUB_S3_* keys: production's object storage, for the
+    operator commands outside Dagster (definitions.py feeds the resource the same variables, the keys
+    as `dg.EnvVar`)."""
+    return S3Connection(
+        endpoint_url=os.environ.get("HUB_S3_ENDPOINT_URL") or None,
+        region_name=_env("HUB_S3_REGION", "us-east-1"),
+        access_key_id=os.environ.get("HUB_S3_ACCESS_KEY_ID"),
+        secret_access_key=os.environ.get("HUB_S3_SECRET_ACCESS_KEY"),
+    )
+
+
+def dagster_home() -> str | None:
+    """DAGSTER_HOME: the Dagster instance an operator command works on (the one `make run` serves)."""
+    return os.environ.get("DAGSTER_HOME") or None
 
 
 def order_signing_secret() -> str:

@@ -19,7 +19,7 @@ from hub_pipelines.analytics.alerting import Alert, IncidentState, Pager
 from hub_pipelines.analytics.anomaly import AnomalyDetector, DetectorSettings, Finding
 from hub_pipelines.analytics.events import EVENT_TYPES
 from hub_pipelines.analytics.schema import DISTINCT_MERGE, AnalyticsTables
-from hub_pipelines.core.ports import Warehouse
+from hub_pipelines.core.ports import Notifier, Warehouse
 
 METRICS: tuple[str, ...] = (
     *(f"events.{t}" for t in EVENT_TYPES),
@@ -156,3 +156,12 @@ def score_new_minutes(
     outcome.minutes_scored = len([m for m in values if m >= min(starts)])
     save_states(warehouse, tables, rows)
     return outcome
+
+
+def score_and_page(
+    warehouse: Warehouse, tables: AnalyticsTables, pager: Notifier
+) -> tuple[ScoringOutcome, int]:
+    """Score the minutes not scored yet and send their alerts to the on-call; returns the outcome and how
+    many alerts the pager delivered."""
+    outcome = score_new_minutes(warehouse, tables)
+    return outcome, pager.send(outcome.alerts) if outcome.alerts else 0

@@ -17,13 +17,13 @@ from hub_pipelines.assets.policies import landing_latency_check, landing_latency
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ops_metrics import record_consumer_lag
 from hub_pipelines.core.ports import LandingSink, Notifier, Topics
+from hub_pipelines.landing.book import audit_landed_book, landing_lag
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
 from hub_pipelines.landing.latency import LandingLatency, ProduceStamps, landing_latency
 from hub_pipelines.landing.offsets import (
     OffsetRange,
     describe_ranges,
-    find_gaps,
     parse_ranges,
     plan_next_ranges,
 )
@@ -112,7 +112,7 @@ def land_topic_asset(
 
     def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
         counts = land_ranges(
-            topics, sink, topic, ranges, context.run_id, on_upstream_loss=losses, on_read=stamps
+            topics, sink, topic, ranges, context.run.run_id, on_upstream_loss=losses, on_read=stamps
         )
         return counts, {}
 
@@ -205,35 +205,26 @@ def describe_losses(losses: Sequence[UpstreamLoss]) -> dict[str, str]:
     return {"upstream_loss": "; ".join(loss.describe() for loss in losses) or "none"}
 
 
-def record_landing_lag(topics: Topics, sink: LandingSink, topic: str) -> dict[int, int]:
+def record_landing_lag(topics: Topics, sink: LandingSink, topic: str) -> None:
     """Messages past the landed position of each partition, into the step's metrics."""
-    landed = sink.landed_positions(topic)
-    lag = {
-        partition: max(0, end - landed.get(partition, 0))
-        for partition, end in topics.end_offsets(topic).items()
-    }
-    record_consumer_lag(step_metrics(), topic, lag)
-    return lag
+    record_consumer_lag(step_metrics(), topic, landing_lag(topics, sink, topic))
 
 
 def check_landed_book(sink: LandingSink, topic: str) -> list[dg.AssetCheckResult]:
-    book = sink.landed_ranges(topic)
-    unreconciled = [(r, c) for r, c in book if not c.reconciles or c.offsets != r.size]
-    gaps = find_gaps(r for r, _ in book)
-    totals = sum((c for _, c in book), LandingCounts())
+    audit = audit_landed_book(sink, topic)
     return [
         dg.AssetCheckResult(
             check_name=RECONCILES_CHECK,
-            passed=not unreconciled,
+            passed=not audit.unreconciled,
             metadata={
-                "ranges": len(book),
-                "unreconciled": ", ".join(f"{r.label()} {c}" for r, c in unreconciled[:20]) or "none",
-                **{f"total_{name}": value for name, value in totals.as_metadata().items()},
+                "ranges": audit.ranges,
+                "unreconciled": ", ".join(f"{r.label()} {c}" for r, c in audit.unreconciled[:20]) or "none",
+                **{f"total_{name}": value for name, value in audit.totals.as_metadata().items()},
             },
         ),
         dg.AssetCheckResult(
             check_name=CONTIGUOUS_CHECK,
-            passed=not gaps,
-            metadata={"gaps": "; ".join(gap.describe() for gap in gaps[:20]) or "none"},
+            passed=not audit.gaps,
+            metadata={"gaps": "; ".join(gap.describe() for gap in audit.gaps[:20]) or "none"},
         ),
     ]

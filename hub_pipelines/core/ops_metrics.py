@@ -43,14 +43,25 @@ METRIC_NAMES = tuple(
 )
 """Every series name these helpers push (namespace included)."""
 
-# Pushed by assets/orders/ledger.py under job="orders_ledger", one group per push: like the gauges
+ORDERS_OUTCOMES = "orders_outcomes_total"
+ORDER_PROCESSING_SECONDS = "order_processing_seconds"
+ORDERS_CACHE_HIT_RATE = "orders_cache_hit_rate"
+ORDERS_PAYMENT_RETRIES = "orders_payment_retries_total"
+ORDERS_BREAKER_STATE = "orders_breaker_state"
+ORDERS_IN_FLIGHT_LIMIT = "orders_in_flight_limit"
+
+# Pushed by orders/ledger_batch.py under job="orders_ledger", one group per push: like the gauges
 # above they describe the latest batch, so the dashboard plots them as they are.
-ORDERS_LEDGER_METRIC_NAMES = (
-    "hub_orders_outcomes_total",
-    "hub_order_processing_seconds",
-    "hub_orders_cache_hit_rate",
-    "hub_orders_payment_retries_total",
-    "hub_orders_breaker_state",
+ORDERS_LEDGER_METRIC_NAMES = tuple(
+    f"hub_{name}"
+    for name in (
+        ORDERS_OUTCOMES,
+        ORDER_PROCESSING_SECONDS,
+        ORDERS_CACHE_HIT_RATE,
+        ORDERS_PAYMENT_RETRIES,
+        ORDERS_BREAKER_STATE,
+        ORDERS_IN_FLIGHT_LIMIT,
+    )
 )
 
 

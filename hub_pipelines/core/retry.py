@@ -139,13 +139,3 @@ def retry(
 ) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """Decorator form with the default schedule: `@retry(retry_on=(transient_http_error,))`."""
     return RetryPolicy(attempts=attempts, retry_on=tuple(retry_on), sleep=sleep)
-
-
-def call_with_retry(
-    fn: Callable[..., T],
-    *args: Any,
-    retry_on: Sequence[RetryPredicate] = (),
-    **kwargs: Any,
-) -> T:
-    """fn(*args, **kwargs) under the default policy plus the given predicates."""
-    return RetryPolicy(retry_on=tuple(retry_on)).call(fn, *args, **kwargs)

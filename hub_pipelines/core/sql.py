@@ -8,7 +8,6 @@ and recognises the errors after which a whole transaction is worth running again
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,7 +20,6 @@ from sqlalchemy.exc import DBAPIError
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from hub_pipelines.core.ports import SqlDatabase
 
 T = TypeVar("T")
 
@@ -79,29 +77,16 @@ def is_serialization_failure(exc: BaseException) -> bool:
     return False
 
 
-def run_transaction(
-    database: SqlDatabase,
-    work: Callable[[Connection], T],
-    *,
-    isolation_level: str | None = "SERIALIZABLE",
-    attempts: int = 5,
-) -> T:
-    """Run `work` in one transaction, again from the start (with jittered backoff) while it loses races.
-
-    `work` must be safe to repeat: everything it did in a failed attempt was rolled back.
-    """
-
-    def attempt() -> T:
-        with database.transaction(isolation_level) as connection:
-            return work(connection)
-
-    retrying = tenacity.Retrying(
+def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
+    """Retries a whole transaction (a callable that opens, runs and commits it) from the start while it
+    loses serialization races, with short jittered waits; anything else propagates at once. The callable
+    must be safe to repeat: everything a failed attempt did was rolled back."""
+    return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_serialization_failure),
         stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_random_exponential(multiplier=0.02, max=1.0),
+        wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.25),
         reraise=True,
     )
-    return retrying(attempt)
 
 
 def sqlite_engine(path: str | Path, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> Engine:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.propagators.textmap import Setter
 
 # The tracing SDK with its OTLP exporter, and the Prometheus client, load when a provider is built or
 # a metric made: every process imports this module, few export traces, and only runs push metrics.
@@ -85,19 +84,7 @@ class _BytesHeaderSetter(Setter[MutableMapping[str, bytes]]):
         carrier[key] = value.encode("ascii")
 
 
-class _BytesHeaderGetter(Getter[Mapping[str, bytes]]):
-    def get(self, carrier: Mapping[str, bytes], key: str) -> list[str] | None:
-        value = carrier.get(key)
-        if value is None:
-            return None
-        return [value.decode("ascii", errors="replace")]
-
-    def keys(self, carrier: Mapping[str, bytes]) -> list[str]:
-        return list(carrier)
-
-
 _SETTER = _BytesHeaderSetter()
-_GETTER = _BytesHeaderGetter()
 
 
 def inject_trace_headers(
@@ -107,11 +94,6 @@ def inject_trace_headers(
     carrier: dict[str, bytes] = dict(headers or {})
     propagate.inject(carrier, context=context, setter=_SETTER)
     return carrier
-
-
-def extract_trace_context(headers: Mapping[str, bytes]) -> Context:
-    """The trace context a producer put in message headers, to parent the consumer's spans."""
-    return propagate.extract(headers, getter=_GETTER)
 
 
 class MetricsPushFailed(ConnectionError):
@@ -246,11 +228,3 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
-
-
-def json_log_handler(stream: IO[str] | None = None, level: int = logging.NOTSET) -> logging.Handler:
-    """A handler writing JSON lines to `stream` (stderr by default)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    handler.setLevel(level)
-    return handler

@@ -107,16 +107,6 @@ def rejected_upload(database: SqlDatabase, partition_key: str) -> bool:
         return connection.execute(query).scalar_one_or_none() == REJECTED
 
 
-def upload_outcome(database: SqlDatabase, partition_key: str) -> tuple[str, str | None] | None:
-    """(status, reason) of the upload's row, or None when it was never recorded."""
-    query = sa.select(media_uploads.c.status, media_uploads.c.status_reason).where(
-        media_uploads.c.partition_key == partition_key
-    )
-    with database.transaction() as connection:
-        row = connection.execute(query).first()
-    return (row.status, row.status_reason) if row else None
-
-
 @dataclass(frozen=True)
 class SettledUpload:
     partition_key: str

@@ -137,11 +137,6 @@ class WarehouseEventsSink:
         if self.counters is not None:
             self._counter = ChunkCounter(self.counters)
 
-    @property
-    def touched_days(self) -> set[date]:
-        """Every day that received events from the chunks this sink landed."""
-        return {day for outcome in self.outcomes for day in outcome.event_days}
-
     def finish_counting(self) -> int:
         """Wait for the counters still being written (at most the counter's timeout); how many of the
         chunks this sink landed have their counters in the cache."""

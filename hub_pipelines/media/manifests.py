@@ -30,7 +30,9 @@ class StagedVariant(msgspec.Struct, frozen=True, kw_only=True):
     active_content_removed: dict[str, int] | None = None
 
 
-class StagingManifest(msgspec.Struct, frozen=True, kw_only=True):
+class UploadManifest(msgspec.Struct, frozen=True, kw_only=True):
+    """The upload a manifest is about: what both steps' manifests say of their source."""
+
     partition_key: str
     object_key: str
     source_sha256: str
@@ -38,6 +40,9 @@ class StagingManifest(msgspec.Struct, frozen=True, kw_only=True):
     mime: str
     bytes_in: int
     duration_seconds: float | None
+
+
+class StagingManifest(UploadManifest, frozen=True, kw_only=True):
     variants: list[StagedVariant]
 
     @property
@@ -53,14 +58,7 @@ class PublishedVariant(msgspec.Struct, frozen=True, kw_only=True):
     urls: dict[str, str]
 
 
-class PublicationManifest(msgspec.Struct, frozen=True, kw_only=True):
-    partition_key: str
-    object_key: str
-    source_sha256: str
-    kind: str
-    mime: str
-    bytes_in: int
-    duration_seconds: float | None
+class PublicationManifest(UploadManifest, frozen=True, kw_only=True):
     origin_bucket: str
     region_buckets: dict[str, str]
     variants: list[PublishedVariant]

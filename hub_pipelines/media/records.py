@@ -304,9 +304,3 @@ def dead_letter(database: SqlDatabase, source: str, event_id: str, reason: str, 
     )
     with database.transaction() as connection:
         connection.execute(statement)
-
-
-def dead_letters_from(database: SqlDatabase, source: str) -> list[dict[str, Any]]:
-    query = sa.text("SELECT event_id, reason, payload FROM dead_letters WHERE source = :source")
-    with database.transaction() as connection:
-        return [dict(row) for row in connection.execute(query, {"source": source}).mappings()]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.landing.upload_records import REJECTED
-from hub_pipelines.media.content_type import UnsupportedMediaType, detect_content_type
+from hub_pipelines.media.content_type import UnsupportedMediaType, classify_upload
 from hub_pipelines.media.manifests import StagingManifest
 from hub_pipelines.media.originals import Originals
 from hub_pipelines.media.printable import printable
@@ -71,15 +71,19 @@ def stage_renditions(
                 f"refusing to render upload {object_key!r} (sha256 {sha256}): these bytes have no clean scan "
                 "verdict; materialize media/scan_verdict for the partition first"
             )
-        detected = detect_content_type(downloaded.head, info.content_type)
+        unsupported: UnsupportedMediaType | None = None
+        try:
+            detected = classify_upload(downloaded.head, object_key, info.content_type)
+        except UnsupportedMediaType as refused:
+            detected, unsupported = refused.detected, refused
+        # Recorded whatever the type: an unsupported upload's row says what its bytes were.
         record_content_type(
             database,
             ContentTypeRecord(
                 partition_key, sha256, detected.kind, detected.mime, detected.claimed_mime, detected.mismatch
             ),
         )
-        if detected.kind == "other":
-            unsupported = UnsupportedMediaType(object_key, detected)
+        if unsupported is not None:
             originals.settle(database, partition_key, REJECTED, unsupported.reason)
             raise StepRefused(printable(str(unsupported)))
 

@@ -15,7 +15,7 @@ ledger dead-letters a corrupted inbox row; the dead letter keeps the bytes), the
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,30 @@ def _open(keyring: PiiCipher, blob: Any, key_id: str | None, context: str) -> by
     return bytes(blob) if key_id is None else keyring.open(bytes(blob), key_id, context)
 
 
+def _reseal_payloads(
+    keyring: PiiCipher,
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: Iterable[tuple[sa.ColumnElement[bool], str, Any, str | None]],
+) -> tuple[int, list[str]]:
+    """Re-seal the `payload` of each (row's identity, sealing context, payload, key id) under the active
+    key, only while the row still holds that key; returns the rows updated and the contexts that did not
+    open."""
+    updated, unreadable = 0, []
+    for identity, context, payload, key_id in rows:
+        try:
+            opened = _open(keyring, payload, key_id, context)
+        except PiiDecryptionFailed:
+            unreadable.append(context)
+            continue
+        updated += connection.execute(
+            sa.update(table)
+            .where(identity, table.c.payload_key_id.is_not_distinct_from(key_id))
+            .values(payload=keyring.seal(opened, context), payload_key_id=keyring.active_key_id)
+        ).rowcount
+    return updated, unreadable
+
+
 def _reseal_inbox(
     keyring: PiiCipher, connection: sa.Connection, limit: int, after: Any
 ) -> tuple[int, int, Any, list[str]]:
@@ -95,24 +119,20 @@ def _reseal_inbox(
         .order_by(inbox.topic, inbox.partition, inbox.offset)
         .limit(limit)
     ).all()
-    updated, unreadable = 0, []
-    for topic, partition, offset, payload, key_id in rows:
-        context = inbox_context(topic, partition, offset)
-        try:
-            opened = _open(keyring, payload, key_id, context)
-        except PiiDecryptionFailed:
-            unreadable.append(context)
-            continue
-        updated += connection.execute(
-            sa.update(topic_inbox)
-            .where(
-                inbox.topic == topic,
-                inbox.partition == partition,
-                inbox.offset == offset,
-                inbox.payload_key_id.is_not_distinct_from(key_id),
+    updated, unreadable = _reseal_payloads(
+        keyring,
+        connection,
+        topic_inbox,
+        (
+            (
+                sa.and_(inbox.topic == topic, inbox.partition == partition, inbox.offset == offset),
+                inbox_context(topic, partition, offset),
+                payload,
+                key_id,
             )
-            .values(payload=keyring.seal(opened, context), payload_key_id=keyring.active_key_id)
-        ).rowcount
+            for topic, partition, offset, payload, key_id in rows
+        ),
+    )
     last = (rows[-1][0], int(rows[-1][1]), int(rows[-1][2])) if rows else after
     return len(rows), updated, last, unreadable
 
@@ -145,19 +165,20 @@ def _reseal_dead_letters(
         .order_by(letters.id)
         .limit(limit)
     ).all()
-    updated, unreadable = 0, []
-    for letter_id, source, topic, partition, offset, event_id, payload, key_id in rows:
-        context = dead_letter_context(source, topic, partition, offset, event_id)
-        try:
-            opened = _open(keyring, payload, key_id, context)
-        except PiiDecryptionFailed:
-            unreadable.append(context)
-            continue
-        updated += connection.execute(
-            sa.update(dead_letters)
-            .where(letters.id == letter_id, letters.payload_key_id.is_not_distinct_from(key_id))
-            .values(payload=keyring.seal(opened, context), payload_key_id=keyring.active_key_id)
-        ).rowcount
+    updated, unreadable = _reseal_payloads(
+        keyring,
+        connection,
+        dead_letters,
+        (
+            (
+                letters.id == letter_id,
+                dead_letter_context(source, topic, partition, offset, event_id),
+                payload,
+                key_id,
+            )
+            for letter_id, source, topic, partition, offset, event_id, payload, key_id in rows
+        ),
+    )
     return len(rows), updated, rows[-1][0] if rows else after, unreadable
 
 

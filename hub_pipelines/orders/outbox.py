@@ -65,6 +65,17 @@ def relay_outbox(database: SqlDatabase, topics: Topics, topic: str, *, limit: in
     return RelayReport(len(rows), unsent, oldest_age)
 
 
+def relay_until_drained(database: SqlDatabase, topics: Topics, topic: str) -> RelayReport:
+    """Relay batch after batch until the outbox is empty or a batch publishes nothing (rows another relay
+    holds); the report counts every row this call published."""
+    published = 0
+    while True:
+        report = relay_outbox(database, topics, topic)
+        published += report.published
+        if not report.published or not report.still_unsent:
+            return RelayReport(published, report.still_unsent, report.oldest_unsent_age_s)
+
+
 def outbox_backlog(database: SqlDatabase) -> tuple[int, float]:
     """How many rows wait to be published, and the age in seconds of the oldest (0 when none)."""
     with database.transaction() as connection:

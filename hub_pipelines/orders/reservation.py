@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-import tenacity
 from sqlalchemy import Connection
 
 from hub_pipelines.core.platform_tables import dead_letters
 from hub_pipelines.core.ports import SqlDatabase
-from hub_pipelines.core.sql import insert_ignoring_duplicates, is_serialization_failure
+from hub_pipelines.core.sql import insert_ignoring_duplicates, serializable_retrying
 from hub_pipelines.orders.attempts import storable_text
 from hub_pipelines.orders.idempotency import booked_order, conflict_with, order_id_for
 from hub_pipelines.orders.intake import format_minor
@@ -80,15 +79,6 @@ class Reservation:
 # items' keys too) or this very inbox position was booked already. Which one a duplicate trips first
 # is up to the planner when all writes are one statement.
 _TAKEN_KEYS = frozenset({"orders", "order_items", "order_intake"})
-
-
-def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_serialization_failure),
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.25),
-        reraise=True,
-    )
 
 
 def reserve_order(

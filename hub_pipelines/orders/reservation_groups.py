@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from hub_pipelines.core.sql import serializable_retrying
 from hub_pipelines.orders.pricing import PricedOrder
 from hub_pipelines.orders.reservation import (
     Reservation,
     ReservationWrites,
     reserve_parameters,
-    serializable_retrying,
 )
 from hub_pipelines.orders.reservation_sql import LOCK_RESERVE_GROUPS, RESERVE_ORDERS_PSYCOPG
 from hub_pipelines.orders.tables import RESERVED

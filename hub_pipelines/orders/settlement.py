@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import ChargeRequest, ChargeResult, SqlDatabase
+from hub_pipelines.core.sql import serializable_retrying
 from hub_pipelines.orders.attempts import order_subject_sql
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import (
@@ -29,7 +30,6 @@ from hub_pipelines.orders.ledger import (
     post_order_failed,
     posting_rows,
 )
-from hub_pipelines.orders.reservation import serializable_retrying
 from hub_pipelines.orders.reservation_sql import RECORD_PAID, RECORD_PAID_PSYCOPG
 from hub_pipelines.orders.tables import (
     FAILED,

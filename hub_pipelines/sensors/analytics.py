@@ -23,7 +23,7 @@ from hub_pipelines.assets.analytics.raw_events import (
 )
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
-from hub_pipelines.core.run_priority import CATCH_UP_PRIORITY
+from hub_pipelines.sensors.automation import workflow_automation
 
 RAW_EVENTS = dg.AssetKey(RAW_EVENTS_KEY)
 
@@ -129,11 +129,8 @@ def build_stream_observer(topic: str, interval_seconds: int) -> dg.SensorDefinit
     return analytics_stream_observer
 
 
-analytics_automation = dg.AutomationConditionSensorDefinition(
-    "analytics_automation",
-    target=dg.AssetSelection.groups("analytics"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    run_tags={"hub/workflow": "analytics", **CATCH_UP_PRIORITY},
-    description="Requests what the analytics assets' automation conditions ask for: today's daily rollups "
-    "every 15 minutes once events landed (closed days are analytics_late_days_sensor's).",
+analytics_automation = workflow_automation(
+    "analytics",
+    "Requests what the analytics assets' automation conditions ask for: today's daily rollups every 15 "
+    "minutes once events landed (closed days are analytics_late_days_sensor's).",
 )

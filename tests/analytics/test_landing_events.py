@@ -90,7 +90,10 @@ def test_late_event_lands_in_the_partition_of_its_own_day(tmp_path, warehouse, t
         "late": three_days_ago.strftime("%Y%m%d"),
         "today": NOW.strftime("%Y%m%d"),
     }
-    assert sink.touched_days == {NOW.date(), three_days_ago.date()}
+    assert {day for outcome in sink.outcomes for day in outcome.event_days} == {
+        NOW.date(),
+        three_days_ago.date(),
+    }
 
 
 def test_malformed_and_oversized_events_are_dead_lettered_with_reason_and_raw_bytes(

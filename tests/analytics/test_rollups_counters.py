@@ -77,7 +77,7 @@ def test_rebuilding_a_day_after_late_events_includes_them(tmp_path, warehouse, t
     topics.produce("events-late", [OutgoingMessage(json.dumps(late).encode(), partition=0)])
     sink = WarehouseEventsSink(warehouse, tables)
     land_ranges(topics, sink, "events-late", [OffsetRange(0, 0, 1)], "r2")
-    assert sink.touched_days == {closed_day.date()}
+    assert {day for outcome in sink.outcomes for day in outcome.event_days} == {closed_day.date()}
     totals = rebuild_day(warehouse, tables, closed_day.date())
     assert totals.matches and totals.rollup_events == 301
 

@@ -15,7 +15,6 @@ import sqlalchemy.exc
 from hub_pipelines.core.retry import (
     RetryableError,
     RetryPolicy,
-    call_with_retry,
     retry,
     transient_database_error,
     transient_http_error,
@@ -132,10 +131,10 @@ def test_predicates_make_other_errors_retryable(waits: list[float]) -> None:
     assert service.calls == 2
 
 
-def test_call_with_retry_without_predicates_does_not_retry_plain_errors() -> None:
+def test_a_policy_without_predicates_does_not_retry_plain_errors() -> None:
     service = FlakyService(ConnectionResetError("peer reset"))
     with pytest.raises(ConnectionResetError):
-        call_with_retry(service)
+        RetryPolicy().call(service)
     assert service.calls == 1
 
 

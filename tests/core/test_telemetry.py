@@ -20,18 +20,23 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub_pipelines.assets.tracing import context_from_traceparent
 from hub_pipelines.core import telemetry
+from hub_pipelines.core.ops_metrics import ORDERS_LEDGER_METRIC_NAMES
+from hub_pipelines.core.ports import TopicMessage
 from hub_pipelines.core.telemetry import (
     JsonLogFormatter,
     MetricsPushFailed,
     RunMetrics,
     build_tracer_provider,
     configure_tracing,
-    extract_trace_context,
     inject_trace_headers,
-    json_log_handler,
     push_metrics,
 )
+from hub_pipelines.landing.sql_inbox import headers_as_text
+from hub_pipelines.orders.catalog import CacheStats
+from hub_pipelines.orders.ledger_batch import push_batch_metrics
+from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.settings import json_logs_enabled
 from tests.services import free_port
 
@@ -135,7 +140,10 @@ def test_trace_headers_round_trip_keeps_the_trace_and_parent_span(local_tracer: 
 
     assert headers["event_type"] == b"order_created"
     assert isinstance(headers["traceparent"], bytes)
-    context = extract_trace_context(headers)
+    # As production carries them: the landing stores the message's headers as text, the ledger's step
+    # continues the trace from that text.
+    landed = headers_as_text(TopicMessage("orders", 0, 0, b"{}", headers=headers))
+    context = context_from_traceparent(landed["traceparent"])
     with local_tracer.start_as_current_span("consume_order_event", context=context) as consumer_span:
         consumed = consumer_span.get_span_context()
     assert consumed.trace_id == produced.trace_id
@@ -143,10 +151,10 @@ def test_trace_headers_round_trip_keeps_the_trace_and_parent_span(local_tracer: 
     assert consumer_span.parent.span_id == produced.span_id  # type: ignore[attr-defined]
 
 
-def test_headers_without_traceparent_extract_no_trace() -> None:
-    context = extract_trace_context({"event_type": b"order_created"})
+def test_headers_without_traceparent_continue_no_trace() -> None:
+    headers = {"event_type": "order_created"}
 
-    assert not trace.get_current_span(context).get_span_context().is_valid
+    assert context_from_traceparent(headers.get("traceparent")) is None
 
 
 def read_gateway_samples(url: str, job: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -231,7 +239,9 @@ def test_json_log_line_carries_message_context_and_the_active_trace(local_tracer
     stream = io.StringIO()
     logger = logging.getLogger(f"tests.telemetry.{uuid.uuid4().hex}")
     logger.propagate = False
-    logger.addHandler(json_log_handler(stream))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     context = {"run_id": "run-3", "asset_key": "media/scanned_uploads", "partition": "cat.jpg"}
 
@@ -290,3 +300,24 @@ def test_json_logs_are_enabled_only_by_hub_log_format_json() -> None:
     assert json_logs_enabled({"HUB_LOG_FORMAT": "JSON"})
     assert not json_logs_enabled({"HUB_LOG_FORMAT": "text"})
     assert not json_logs_enabled({})
+
+
+def test_a_ledger_batch_pushes_exactly_the_series_the_alerts_and_dashboard_know(pushgateway_url: str) -> None:
+    paid = OrderOutcome(
+        "paid", 0.02, order_id="o-1", amount_minor=1200, currency="EUR", items=2, payment_attempts=2
+    )
+    report = BatchReport.of([paid], [], cache=CacheStats(local_hits=3), breaker_state="closed", elapsed_s=0.1)
+
+    push_batch_metrics(report, pushgateway_url)
+
+    histogram_suffixes = ("_bucket", "_sum", "_count")
+    # prometheus_client adds a `<name>_created` timestamp beside each counter and histogram.
+    names = {
+        name
+        for name, _ in read_gateway_samples(pushgateway_url, "orders_ledger")
+        if not name.endswith("_created")
+    }
+    pushed = {
+        next((name.removesuffix(s) for s in histogram_suffixes if name.endswith(s)), name) for name in names
+    }
+    assert pushed - {"push_time_seconds", "push_failure_time_seconds"} == set(ORDERS_LEDGER_METRIC_NAMES)

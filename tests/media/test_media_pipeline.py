@@ -19,10 +19,8 @@ from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.ports import ScanVerdict
 from hub_pipelines.core.webhook_signing import EVENT_HEADER, verify_signature
 from hub_pipelines.jobs import media_pipeline_job
-from hub_pipelines.landing.upload_records import upload_outcome
 from hub_pipelines.media.publishing import IMMUTABLE_CACHE_CONTROL
 from hub_pipelines.media.records import (
-    dead_letters_from,
     media_publications,
     media_scan_verdicts,
     media_variants,
@@ -44,6 +42,7 @@ from tests.media.pipeline_env import (
     failure_messages,
     materialized,
 )
+from tests.media.read_back import dead_letters_from, upload_outcome
 from tests.media.test_video import write_clip
 from tests.services import free_port
 from tests.services.clamd import ClamdAddress, start_clamd

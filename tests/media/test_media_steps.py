@@ -8,13 +8,13 @@ import pytest
 from hub_pipelines.core.webhook_signing import encode_payload
 from hub_pipelines.media.announcements import WEBHOOK_DEAD_LETTER_SOURCE, announce
 from hub_pipelines.media.manifests import StagedVariant, StagingManifest
-from hub_pipelines.media.records import dead_letters_from
 from hub_pipelines.media.staging import Staging
 from hub_pipelines.media.step_failures import StepBlocked
 from hub_pipelines.resources.media.webhook import HttpWebhook
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 from hub_pipelines.resources.sql_database import SqliteDatabase
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
+from tests.media.read_back import dead_letters_from
 
 PAYLOAD = {"event": "media.published", "upload": {"partition_key": "cat.jpg"}}
 

@@ -19,7 +19,7 @@ from hub_pipelines.core.sql import (
     UnknownIsolationLevel,
     insert_ignoring_duplicates,
     is_serialization_failure,
-    run_transaction,
+    serializable_retrying,
 )
 from hub_pipelines.resources.sql_database import PostgresDatabase, SqliteDatabase
 from tests.services.postgres import PostgresServer
@@ -288,10 +288,14 @@ def test_concurrent_increments_all_land_when_retried_on_serialization_failure(
             sa.text("UPDATE counters SET value = :v WHERE name = :n"), {"v": value + 1, "n": counter}
         )
 
+    def transaction(work: Callable[[sa.Connection], None]) -> None:
+        with database.transaction("SERIALIZABLE") as connection:
+            work(connection)
+
     def worker() -> None:
         try:
             start.wait()
-            run_transaction(database, increment, isolation_level="SERIALIZABLE", attempts=2 * workers)
+            serializable_retrying(2 * workers)(transaction, increment)
         except BaseException as error:
             errors.append(error)
 

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from hub_pipelines.analytics.dashboard import DashboardQueries, dashboard_snapshot, invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.analytics.raw_events import RAW_EVENTS_KEY
 from hub_pipelines.assets.instrumented import instrumented
@@ -35,17 +34,18 @@ def realtime_counters(
     not); cached dashboard answers are invalidated. The dashboard of the last 24 hours (active users, funnel,
     revenue, top products, error rate) is in each materialization's metadata: see Metadata > Plots."""
     # Counting and scoring work in Arrow and NumPy: imported by the run, not with the code location.
-    from hub_pipelines.analytics.counters import count_uncounted_chunks
+    from hub_pipelines.analytics.realtime import refresh_realtime_counters
 
-    counted = count_uncounted_chunks(warehouse, configured_tables(), cache, context.run.run_id)
-    generation = invalidate(cache)
-    dashboard = dashboard_snapshot(DashboardQueries(warehouse, cache, configured_tables()), datetime.now(UTC))
+    refresh = refresh_realtime_counters(
+        warehouse, configured_tables(), cache, context.run.run_id, datetime.now(UTC)
+    )
+    counted, dashboard = refresh.counted, refresh.dashboard
     return dg.MaterializeResult(
         metadata={
             "chunks_counted_at_landing": counted.counted_at_landing,
             "chunks_counted_here": counted.counted_now,
             "events_counted": counted.events_counted,
-            "dashboard_generation": generation,
+            "dashboard_generation": refresh.dashboard_generation,
             **dashboard.numbers,
             **{name: dg.MetadataValue.md(table) for name, table in dashboard.tables.items()},
         }
@@ -68,10 +68,9 @@ def anomaly_scores(
 ) -> dg.MaterializeResult:
     """Anomaly scores in [0, 1] per minute for event rates per type, error rate, purchase volume and active
     users, from detectors that continue across runs; findings page the on-call through the pager."""
-    from hub_pipelines.analytics.scoring import score_new_minutes
+    from hub_pipelines.analytics.scoring import score_and_page
 
-    outcome = score_new_minutes(warehouse, configured_tables())
-    delivered = pager.send(outcome.alerts) if outcome.alerts else 0
+    outcome, delivered = score_and_page(warehouse, configured_tables(), pager)
     for alert in outcome.alerts:
         context.log.warning(f"{alert.action} {alert.dedup_key}: {alert.summary}")
     return dg.MaterializeResult(

@@ -1,12 +1,9 @@
 import json
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.dashboard import invalidate
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, landing_check_specs
@@ -56,52 +53,24 @@ def raw_events(
     A sensor's run keeps following the topic in micro-batches, each one a materialization."""
     # The events sink works in Arrow (pyarrow, and pandas with it): the landing run imports it, the
     # code location not.
-    from hub_pipelines.landing.topic_landing import land_ranges
-    from hub_pipelines.landing.warehouse_events import EVENTS_CHUNK_MESSAGES, WarehouseEventsSink
+    from hub_pipelines.landing.events_landing import EventsLanding
+    from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
 
     topic = settings.EVENTS_TOPIC
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     losses = UpstreamLossPager.for_topic(pager, topic)
-    counted_before = 0
+    landing = EventsLanding(topics, sink, cache, topic, context.run.run_id, losses)
 
     def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
-        nonlocal counted_before
-        landed_before = len(sink.outcomes)
-        started = time.perf_counter()
-        # The same landing as orders/order_events, in larger chunks (see EVENTS_CHUNK_MESSAGES).
-        counts = land_ranges(
-            topics,
-            sink,
-            topic,
-            ranges,
-            context.run.run_id,
-            EVENTS_CHUNK_MESSAGES,
-            read_ahead=True,
-            on_upstream_loss=losses,
-            on_read=stamps,
-        )
-        # The batch has landed once its counters are in Redis too; cached dashboard answers go stale.
-        counted = sink.finish_counting()
-        if counts.landed:
-            invalidate(cache)
-        seconds = time.perf_counter() - started
-        outcomes = sink.outcomes[landed_before:]
-        days = {day for outcome in outcomes for day in outcome.event_days}
-        today = datetime.now(UTC).date()
-        # The newest event this run has landed so far: what the stream observer's freshness is measured from.
-        newest = max((o.newest_event_ts for o in sink.outcomes if o.newest_event_ts), default=None)
-        details = {
-            "chunks_counted": counted - counted_before,
-            "events_per_second": round(counts.read / seconds) if seconds > 0 and counts.read else 0,
-            "days_touched": ",".join(str(day) for day in sorted(days)) or "none",
-            LATE_DAYS_METADATA: ",".join(str(day) for day in sorted(days) if day < today),
-            "newest_event_ts": newest.isoformat() if newest else "none",
-            LANDED_POSITIONS_METADATA: json.dumps(
-                {str(p): end for p, end in sink.landed_positions(topic).items()}
-            ),
+        batch = landing.land(ranges, stamps)
+        return batch.counts, {
+            "chunks_counted": batch.chunks_counted,
+            "events_per_second": batch.events_per_second,
+            "days_touched": ",".join(map(str, batch.days_touched)) or "none",
+            LATE_DAYS_METADATA: ",".join(map(str, batch.late_days)),
+            "newest_event_ts": batch.newest_event_ts.isoformat() if batch.newest_event_ts else "none",
+            LANDED_POSITIONS_METADATA: json.dumps({str(p): end for p, end in batch.landed_positions.items()}),
         }
-        counted_before = counted
-        return counts, details
 
     return land_and_report(
         context,

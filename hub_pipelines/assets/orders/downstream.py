@@ -10,7 +10,7 @@ from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
 from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION
 from hub_pipelines.core.ports import CustomerChannels, SqlDatabase, Topics
 from hub_pipelines.orders.notifications import send_confirmations
-from hub_pipelines.orders.outbox import relay_outbox
+from hub_pipelines.orders.outbox import relay_until_drained
 from hub_pipelines.orders.reports import rebuild_daily_revenue, take_inventory_snapshot
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 
@@ -34,21 +34,15 @@ DAILY_REVENUE_KEY = ["orders", "daily_revenue"]
 )
 @instrumented(records="published")
 def outbox_relay(
-    context: dg.AssetExecutionContext,
     database: dg.ResourceParam[SqlDatabase],
     topics: dg.ResourceParam[Topics],
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """order.created / order.paid / order.failed events published from the outbox to the order-events topic."""
-    published = 0
-    while True:
-        report = relay_outbox(database, topics, order_settings.order_events_topic)
-        published += report.published
-        if not report.published or not report.still_unsent:
-            break
+    report = relay_until_drained(database, topics, order_settings.order_events_topic)
     return dg.MaterializeResult(
         metadata={
-            "published": published,
+            "published": report.published,
             "still_unsent": report.still_unsent,
             "oldest_unsent_s": round(report.oldest_unsent_age_s, 3),
         },

@@ -13,9 +13,9 @@ from hub_pipelines.assets.topic_config import LaneConfig
 from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, PaymentGateway, SqlDatabase
-from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.catalog import Catalog
-from hub_pipelines.orders.invariants import Invariants, check_invariants
+from hub_pipelines.orders.invariants import Invariants
+from hub_pipelines.orders.ledger_batch import run_ledger_batch
 from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderBatchProcessor
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
@@ -71,31 +71,6 @@ def invariant_results(invariants: Invariants) -> list[dg.AssetCheckResult]:
     ]
 
 
-def push_batch_metrics(report: BatchReport, settings: OrderLedgerSettings) -> None:
-    from hub_pipelines.core.breaker import STATE_VALUES
-
-    metrics = RunMetrics()
-    outcomes = metrics.counter("orders_outcomes_total", "Order events by outcome", ["outcome"])
-    for status, count in report.counts.items():
-        outcomes.labels(status).inc(count)
-    timing = metrics.histogram(
-        "order_processing_seconds",
-        "Per-order processing time",
-        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    )
-    for seconds in report.order_seconds:
-        timing.observe(seconds)
-    metrics.gauge("orders_cache_hit_rate", "Catalog cache hit rate of the batch").set(report.cache.hit_rate)
-    metrics.counter("orders_payment_retries_total", "Gateway calls retried").inc(report.payment_retries)
-    metrics.gauge("orders_breaker_state", "Payment breaker: 0 closed, 1 half-open, 2 open").set(
-        STATE_VALUES.get(report.breaker_state, 0)
-    )
-    metrics.gauge("orders_in_flight_limit", "Orders the ledger admitted at once at the batch's end").set(
-        report.in_flight_limit
-    )
-    push_metrics(metrics.registry, settings.pushgateway_url, job="orders_ledger")
-
-
 @dataclass
 class TracedOrderBatchProcessor(OrderBatchProcessor):
     """The batch processor placing each order in a span that continues the trace its producer put in the
@@ -142,7 +117,7 @@ def order_ledger(
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
-    ledger = TracedOrderBatchProcessor(
+    processor = TracedOrderBatchProcessor(
         database=database,
         catalog=Catalog(database, cache),
         gateway=payment_gateway,
@@ -157,10 +132,10 @@ def order_ledger(
         max_in_flight=order_settings.max_in_flight,
         stale_after_s=order_settings.stale_after_s,
     )
-    report = ledger.process_batch(order_settings.batch_limit)
+    batch = run_ledger_batch(processor, order_settings.batch_limit, order_settings.pushgateway_url)
+    report = batch.report
     context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
-    push_batch_metrics(report, order_settings)
     record_breaker_state(step_metrics(), "payments", STATE_VALUES.get(report.breaker_state, 0))
     return dg.MaterializeResult(
-        metadata=report.as_metadata(), check_results=invariant_results(check_invariants(database))
+        metadata=report.as_metadata(), check_results=invariant_results(batch.invariants)
     )
