@@ -3,6 +3,7 @@
     uv run python bench/orders.py [--orders 2000] [--min-in-flight 2] [--max-in-flight 256]
                                   [--workers N (a fixed N in flight)] [--reserve-concurrency 8]
                                   [--lanes 1,2,4] [--gateway-ms 0,50,300] [--database-url postgresql://...]
+                                  [--profile DIR (cProfile of every ledger thread, one file per scenario and lane)]
 
 Each scenario lands `--orders` signed events (1-3 distinct lines each, products drawn Zipf-skewed
 from a 1,000-product catalog) in the SQL inbox, then times `OrderBatchProcessor.process_batch`:
@@ -14,7 +15,9 @@ runs would, each in its own pod. One scenario per lane count and gateway latency
 
 It prints orders/s, per-order p50/p95/p99, serialization and payment retries, the speed-up of each lane count over one lane, the in-flight limit the ledger ended at (and its
 peak), and the CPU per order of the ledger, of the fake Stripe
-server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), then
+server and of PostgreSQL (all three share the machine's cores, so their sum bounds orders/s), and the
+CPU of the imports of the ledger's first charge, paid once per lane process before its clock starts
+and not counted per order (`FIRST_CHARGE_IMPORTS`), then
 pgbench TPC-B tps (scale 10, 8 clients) and the ceilings: the ledger's own SQL run by pgbench's C
 client on the real schema, order by order (`RESERVE_ORDER` at SERIALIZABLE, then `RECORD_PAID`), and
 in groups of 16 as the ledger now sends it, one group at a time (`reserve_orders`, then one
@@ -27,12 +30,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
+import importlib
 import multiprocessing
 import os
+import pstats
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,6 +73,15 @@ from hub_pipelines.resources.sql_database import PostgresDatabase  # noqa: E402
 from tests.orders.support import HMAC_SECRET, Inbox, authenticator, order_event  # noqa: E402
 
 PARTITIONS = 4
+FIRST_CHARGE_IMPORTS = (
+    "stripe",
+    "hub_pipelines.core.breaker",
+    "hub_pipelines.resources.orders.stripe_transport",
+)
+"""What the ledger imports at its first charge (the Stripe SDK with httpx and requests, pybreaker with
+redis): about a second of CPU that a run process pays once, whatever its batch's size. Each lane's
+process loads them before the clock starts and reports their CPU apart, so that `cpu ms/order` is the
+cost of an order, not a share of the imports that shrinks as the scenario grows."""
 
 
 def cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
@@ -121,6 +137,7 @@ def run_scenario(
     in_flight: tuple[int, int],
     lanes: int,
     reserve_concurrency: int,
+    profile_dir: str | None = None,
 ) -> dict[str, float]:
     url = fresh_database(admin_url, f"bench_orders_{lanes}lanes_{int(latency_s * 1000)}ms")
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
@@ -143,7 +160,10 @@ def run_scenario(
     postgres_cpu = postgres_cpu_seconds(admin_url)
     with fake_stripe(latency_s) as (base_url, stripe_pid):
         stripe_cpu = cpu_seconds(stripe_pid)
-        settings = (url, base_url, pii_keys, in_flight, reserve_concurrency, lanes)
+        profile = (
+            str(Path(profile_dir) / f"ledger_{lanes}lanes_{int(latency_s * 1000)}ms") if profile_dir else None
+        )
+        settings = (url, base_url, pii_keys, in_flight, reserve_concurrency, lanes, profile)
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager, ProcessPoolExecutor(lanes, mp_context=context) as pool:
             start = manager.Barrier(lanes)
@@ -165,6 +185,7 @@ def run_scenario(
         "serialization_retries": sum(result["serialization_retries"] for result in results),
         "payment_retries": sum(result["payment_retries"] for result in results),
         "cpu_ms_per_order": sum(result["cpu_s"] for result in results) / orders * 1000,
+        "imports_cpu_s": max(result["imports_cpu_s"] for result in results),
         "stripe_cpu_ms_per_order": stripe_cpu / orders * 1000,
         "postgres_cpu_ms_per_order": (
             (postgres_after - postgres_cpu) / orders * 1000
@@ -175,11 +196,12 @@ def run_scenario(
 
 
 def run_ledger(
-    settings: tuple[str, str, str, tuple[int, int], int, int], lane: int, start: Any
+    settings: tuple[str, str, str, tuple[int, int], int, int, str | None], lane: int, start: Any
 ) -> dict[str, Any]:
     """One lane's run of the ledger, in a process of its own; the clock starts when every lane's
-    process is ready (`start` is a shared barrier)."""
-    url, base_url, pii_keys, (min_in_flight, max_in_flight), reserve_concurrency, lanes = settings
+    process is ready (`start` is a shared barrier). With a profile path, every thread of the batch is
+    profiled (cProfile, which slows the process: read the shares, not the rates)."""
+    url, base_url, pii_keys, (min_in_flight, max_in_flight), reserve_concurrency, lanes, profile = settings
     database = PostgresDatabase(url=url, pool_size=reserve_concurrency + 4, max_overflow=8)
     gateway = StripeGateway(
         api_key="sk_test_bench",
@@ -199,9 +221,14 @@ def run_ledger(
         max_in_flight=max_in_flight,
         reserve_concurrency=reserve_concurrency,
     )
+    imports_cpu = time.process_time()
+    for module in FIRST_CHARGE_IMPORTS:
+        importlib.import_module(module)
+    imports_cpu = time.process_time() - imports_cpu
     start.wait()
     started, cpu = time.time(), time.process_time()
-    report = ledger.process_batch(1_000_000)
+    with profiled_threads(f"{profile}_lane{lane}.pstats" if profile else None):
+        report = ledger.process_batch(1_000_000)
     ended, cpu_s = time.time(), time.process_time() - cpu
     database.dispose()
     return {
@@ -213,9 +240,37 @@ def run_ledger(
         "serialization_retries": report.serialization_retries,
         "payment_retries": report.payment_retries,
         "cpu_s": cpu_s,
+        "imports_cpu_s": imports_cpu,
         "started": started,
         "ended": ended,
     }
+
+
+@contextlib.contextmanager
+def profiled_threads(path: str | None) -> Iterator[None]:
+    """cProfile every thread that runs meanwhile (this one and those it starts), merged into `path`;
+    each thread's CPU time (time.thread_time), so waits on locks, sockets and the GIL count nothing."""
+    if path is None:
+        yield
+        return
+    profiles = [cProfile.Profile(time.thread_time)]
+
+    def profile_new_thread(*_: object) -> None:
+        profile = cProfile.Profile(time.thread_time)
+        profiles.append(profile)
+        profile.enable()
+
+    threading.setprofile(profile_new_thread)
+    profiles[0].enable()
+    try:
+        yield
+    finally:
+        profiles[0].disable()
+        threading.setprofile(None)
+        stats = pstats.Stats(profiles[0])
+        for profile in profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(path)
 
 
 def main() -> None:
@@ -234,6 +289,9 @@ def main() -> None:
     )
     parser.add_argument("--database-url", help="an existing server (superuser) instead of a throwaway one")
     parser.add_argument("--pgbench-seconds", type=int, default=15)
+    parser.add_argument(
+        "--profile", help="a directory: cProfile every ledger thread, one .pstats file per scenario and lane"
+    )
     parser.add_argument(
         "--gateway-ms",
         default="0,50,300",
@@ -258,14 +316,20 @@ def main() -> None:
         print(
             f"{'lanes':>5} {'gateway':>8} {'orders/s':>9} {'x 1 lane':>9} {'p50 ms':>8} {'p95 ms':>8} "
             f"{'p99 ms':>8} {'hit rate':>9} {'retries':>8} {'pay retries':>11} {'limit':>6} {'peak':>5} {'cpu ms/order':>13} "
-            f"{'stripe fake':>12} {'postgres':>9}"
+            f"{'stripe fake':>12} {'postgres':>9} {'imports s':>10}"
         )
         tps: dict[tuple[int, float], float] = {}
         spent: dict[tuple[int, float], float] = {}
         for latency in latencies:
             for lanes in lane_counts:
                 result = run_scenario(
-                    admin_url, latency, options.orders, in_flight, lanes, options.reserve_concurrency
+                    admin_url,
+                    latency,
+                    options.orders,
+                    in_flight,
+                    lanes,
+                    options.reserve_concurrency,
+                    options.profile,
                 )
                 tps[lanes, latency] = result["orders_per_s"]
                 spent[lanes, latency] = sum(result[k] for k in ("cpu_ms_per_order", "stripe_cpu_ms_per_order",
@@ -278,7 +342,8 @@ def main() -> None:
                     f"{result['serialization_retries']:>8.0f} {result['payment_retries']:>11.0f} "
                     f"{result['in_flight_limit']:>6.0f} "
                     f"{result['in_flight_limit_peak']:>5.0f} {result['cpu_ms_per_order']:>13.2f} "
-                    f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f}",
+                    f"{result['stripe_cpu_ms_per_order']:>12.2f} {result['postgres_cpu_ms_per_order']:>9.2f} "
+                    f"{result['imports_cpu_s']:>10.2f}",
                     flush=True,
                 )
         anchor = pgbench_tps(admin_url, clients=8, seconds=options.pgbench_seconds)

@@ -5,7 +5,8 @@ reserve transactions: more would only queue inside PostgreSQL and collide on the
 PostgreSQL each slot keeps one psycopg connection from the engine's pool, at the slots' isolation
 level, for the whole batch: a transaction then costs its own statements only, not a pool checkout
 and its liveness ping, its prepared statements stay prepared, and pipeline mode can send BEGIN, the
-statement (and COMMIT) together. A connection that broke is handed back to the pool as invalid and
+statement (and COMMIT) together; slots in autocommit run a single statement as its own transaction,
+with no BEGIN or COMMIT at all. A connection that broke is handed back to the pool as invalid and
 the slot takes a fresh one at its next use. `close()` returns every connection at its former level.
 """
 
@@ -27,14 +28,16 @@ class _Slot:
     def __init__(self) -> None:
         self.pooled: Any = None
         self.isolation_level: psycopg.IsolationLevel | None = None
+        self.autocommit = False
 
-    def connect(self, database: SqlDatabase, level: psycopg.IsolationLevel) -> None:
+    def connect(self, database: SqlDatabase, level: psycopg.IsolationLevel, *, autocommit: bool) -> None:
         self.pooled = database.engine.raw_connection()
         connection = self.pooled.driver_connection
         # Set on the connection, not per transaction: psycopg sends it with each BEGIN. Put back on
-        # release, so the pool's next user gets the level the pool gave out.
-        self.isolation_level = connection.isolation_level
+        # release, so the pool's next user gets the level (and the autocommit) the pool gave out.
+        self.isolation_level, self.autocommit = connection.isolation_level, connection.autocommit
         connection.isolation_level = level
+        connection.autocommit = autocommit
 
     @property
     def connection(self) -> psycopg.Connection[Any] | None:
@@ -49,6 +52,7 @@ class _Slot:
             try:
                 self.pooled.driver_connection.rollback()
                 self.pooled.driver_connection.isolation_level = self.isolation_level
+                self.pooled.driver_connection.autocommit = self.autocommit
             except psycopg.Error:
                 broken = True
         if broken:
@@ -65,12 +69,17 @@ class HeldConnections:
         database: SqlDatabase,
         size: int,
         isolation_level: psycopg.IsolationLevel | None = None,
+        *,
+        autocommit: bool = False,
     ) -> None:
-        """`isolation_level` defaults to SERIALIZABLE."""
+        """`isolation_level` defaults to SERIALIZABLE; with `autocommit`, each statement is a
+        transaction of its own, at the server's default isolation level (`isolation_level` then
+        applies only to transactions the caller opens explicitly)."""
         import psycopg
 
         self.database = database
         self.size = max(1, size)
+        self.autocommit = autocommit
         self.isolation_level = (
             psycopg.IsolationLevel.SERIALIZABLE if isolation_level is None else isolation_level
         )
@@ -85,7 +94,7 @@ class HeldConnections:
         slot = self._free.get()
         try:
             if self.database.dialect == "postgresql" and slot.pooled is None:
-                slot.connect(self.database, self.isolation_level)
+                slot.connect(self.database, self.isolation_level, autocommit=self.autocommit)
             yield slot.connection
         finally:
             connection = slot.connection

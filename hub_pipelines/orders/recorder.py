@@ -38,7 +38,9 @@ class PaidRecorder:
         self.transactions = 0
         import psycopg
 
-        self._connection = HeldConnections(database, 1, psycopg.IsolationLevel.READ_COMMITTED)
+        self._connection = HeldConnections(
+            database, 1, psycopg.IsolationLevel.READ_COMMITTED, autocommit=True
+        )
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._closed = False
         self._writer = threading.Thread(target=self._write, name="paid-recorder", daemon=True)

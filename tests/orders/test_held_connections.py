@@ -35,6 +35,26 @@ def test_a_slot_keeps_its_connection_at_serializable_and_gives_it_back_at_its_fo
         assert first.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
 
 
+def test_an_autocommit_slot_commits_each_statement_and_gives_the_connection_back_as_it_was(
+    ledger_database: PostgresDatabase,
+) -> None:
+    slots = HeldConnections(ledger_database, 1, autocommit=True)
+    with slots.slot() as held:
+        assert held is not None
+        held.execute("CREATE TABLE autocommit_probe (n integer)")
+        held.execute("INSERT INTO autocommit_probe VALUES (1)")
+        status = held.info.transaction_status
+        with ledger_database.transaction() as other:
+            seen_by_another_connection = other.execute(sa.text("SELECT n FROM autocommit_probe")).all()
+    slots.close()
+    with ledger_database.transaction() as cleanup:
+        cleanup.execute(sa.text("DROP TABLE autocommit_probe"))
+
+    assert status == psycopg.pq.TransactionStatus.IDLE
+    assert seen_by_another_connection == [(1,)]
+    assert not held.autocommit and not held.closed
+
+
 def test_a_slot_whose_connection_broke_connects_again(ledger_database: PostgresDatabase) -> None:
     slots = HeldConnections(ledger_database, 1)
     with slots.slot() as first:

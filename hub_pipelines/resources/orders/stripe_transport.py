@@ -15,7 +15,10 @@ class PooledUrllib3Client(stripe.HTTPClient):
     The SDK's httpx client costs ~1.9 ms of CPU per PaymentIntent against ~1.2 ms for this one (the
     SDK's own encoding and objects are ~0.3 ms of either), and CPU is what bounds the ledger. The
     pool keeps connections alive and checks a kept one is still open before reusing it; urllib3's
-    own retries are off, so the gateway's retry policy is the only one.
+    own retries are off, so the gateway's retry policy is the only one. A request goes straight to
+    its host's connection pool: the pool manager's way there (its request methods, redirect
+    handling and a pool key per call) cost ~130k instructions (~5%) per call, and Stripe does not
+    redirect.
     """
 
     name = "urllib3"
@@ -42,7 +45,16 @@ class PooledUrllib3Client(stripe.HTTPClient):
         _usage: list[str] | None = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
-            response = self._pool.request(method, url, headers=dict(headers or {}), body=post_data)
+            target = urllib3.util.parse_url(url)
+            host = self._pool.connection_from_host(target.host, port=target.port, scheme=target.scheme)
+            response = host.urlopen(
+                method.upper(),
+                target.request_uri,
+                body=post_data,
+                headers=dict(headers or {}),
+                redirect=False,
+                assert_same_host=False,
+            )
         except urllib3.exceptions.SSLError as untrusted:
             raise stripe.APIConnectionError(
                 f"could not verify the certificate of {url}: {untrusted}", should_retry=False
