@@ -211,6 +211,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
             follow_seconds=settings.ORDERS_FOLLOW_SECONDS,
+            follow_longest_seconds=settings.ORDERS_FOLLOW_LONGEST_SECONDS,
             lanes=settings.topic_lanes(settings.ORDERS_TOPIC),
             lane_ops=["orders__order_ledger"],
         ),

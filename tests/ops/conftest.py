@@ -21,8 +21,10 @@ DOWNSTREAM_SENSOR = "orders_downstream_sensor"
 
 @pytest.fixture
 def orders_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalEnvironment]:
-    """The local environment's resources in a temporary folder (orders only: no warehouse is opened)."""
+    """The local environment's resources in a temporary folder (orders only: no warehouse is opened), its
+    sensor's runs landing without following the topic."""
     monkeypatch.setenv("HUB_DATA_DIR", str(tmp_path / "hub"))
+    monkeypatch.setattr(settings, "ORDERS_FOLLOW_SECONDS", 0.0)
     monkeypatch.delenv("HUB_PUSHGATEWAY_URL", raising=False)
     resources = local_resources()
     for topic in (settings.ORDERS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):

@@ -120,6 +120,42 @@ class TracedOrderBatchProcessor(OrderBatchProcessor):
         return continue_trace(admitted.event.headers, name, self.step_span, attributes)
 
 
+def lane_ledger(
+    context: dg.AssetExecutionContext,
+    lane: LaneConfig,
+    database: SqlDatabase,
+    cache: Cache,
+    payment_gateway: PaymentGateway,
+    order_settings: OrderLedgerSettings,
+) -> TracedOrderBatchProcessor:
+    """The batch processor of one lane of the orders topic, alerting through the step's log."""
+    return TracedOrderBatchProcessor(
+        database=database,
+        catalog=Catalog(database, cache),
+        gateway=payment_gateway,
+        authenticator=order_settings.authenticator(),
+        rate_limiter=order_settings.rate_limiter(),
+        cipher=order_settings.cipher(),
+        alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
+        topic=order_settings.orders_topic,
+        lane=lane.lane,
+        lanes=lane.lanes,
+        min_in_flight=order_settings.min_in_flight,
+        max_in_flight=order_settings.max_in_flight,
+        stale_after_s=order_settings.stale_after_s,
+    )
+
+
+def place_lane_batch(
+    context: dg.AssetExecutionContext, ledger: OrderBatchProcessor, order_settings: OrderLedgerSettings
+) -> BatchReport:
+    """One ledger batch over what the lane has landed and not placed, logged and pushed as metrics."""
+    report = ledger.process_batch(order_settings.batch_limit)
+    context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
+    push_batch_metrics(report, order_settings)
+    return report
+
+
 @dg.asset(
     key=ORDER_LEDGER_KEY,
     freshness_policy=ORDER_LEDGER_FRESHNESS,
@@ -142,24 +178,8 @@ def order_ledger(
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
-    ledger = TracedOrderBatchProcessor(
-        database=database,
-        catalog=Catalog(database, cache),
-        gateway=payment_gateway,
-        authenticator=order_settings.authenticator(),
-        rate_limiter=order_settings.rate_limiter(),
-        cipher=order_settings.cipher(),
-        alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
-        topic=order_settings.orders_topic,
-        lane=config.lane,
-        lanes=config.lanes,
-        min_in_flight=order_settings.min_in_flight,
-        max_in_flight=order_settings.max_in_flight,
-        stale_after_s=order_settings.stale_after_s,
-    )
-    report = ledger.process_batch(order_settings.batch_limit)
-    context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
-    push_batch_metrics(report, order_settings)
+    ledger = lane_ledger(context, config, database, cache, payment_gateway, order_settings)
+    report = place_lane_batch(context, ledger, order_settings)
     record_breaker_state(step_metrics(), "payments", STATE_VALUES.get(report.breaker_state, 0))
     return dg.MaterializeResult(
         metadata=report.as_metadata(), check_results=invariant_results(check_invariants(database))
