@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import dagster as dg
 
@@ -23,18 +24,26 @@ from hub_pipelines.resources.sql_database import PostgresDatabase
 
 
 class PausingAfterFirst:
-    """The real channel; after its first message it tells the test and waits for the word to go on."""
+    """The real channel; once its first message has gone out it tells the test, and no other message
+    leaves until the test says to go on."""
 
     def __init__(self, channel: NotificationChannel) -> None:
         self.channel = channel
         self.sent = 0
+        self.lock = threading.Lock()
+        self.go_on = threading.Event()
 
     def send(self, recipient: str, subject: str, body: str) -> None:
+        with self.lock:
+            first = self.sent == 0
+            self.sent += 1
+        if not first:
+            self.go_on.wait()
         self.channel.send(recipient, subject, body)
-        self.sent += 1
-        if self.sent == 1:
+        if first:
             print("delivering", flush=True)
             sys.stdin.readline()
+            self.go_on.set()
 
 
 class PausingNotifier(CustomerNotifier):

@@ -82,6 +82,7 @@ def order_notifications(
         customer_notifier.channels(),
         order_settings.cipher(),
         max_attempts=order_settings.notification_max_attempts,
+        concurrency=order_settings.notification_concurrency,
     )
     return dg.MaterializeResult(metadata={"notifications": sum(counts.values()), **counts})
 
