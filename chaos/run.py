@@ -23,6 +23,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from chaos import checker
+from chaos.confirmations import confirmations_due
 from chaos.deployment import FLASH_SALE_PRODUCT, SIGNING_SECRET, Deployment, bootstrap
 from chaos.nemesis import Nemesis
 from chaos.report import Report, build_report
@@ -108,6 +109,7 @@ def still_moving(
             open_orders = connection.execute(
                 sa.select(sa.func.count()).select_from(orders).where(orders.c.status.not_in([PAID, FAILED]))
             ).scalar_one()
+            unconfirmed = confirmations_due(connection)
             statuses: dict[str, str] = {
                 key: status
                 for key, status in connection.execute(sa.text("SELECT object_key, status FROM media_uploads"))
@@ -116,6 +118,8 @@ def still_moving(
         engine.dispose()
     if open_orders:
         moving.append(f"{open_orders} orders not final")
+    if unconfirmed:
+        moving.append(f"{unconfirmed} confirmations of PAID orders not sent yet")
     waiting = sorted(key for key in produced_uploads if statuses.get(key) not in FINAL_UPLOAD_STATUSES)
     if waiting:
         moving.append(f"{len(waiting)} uploads not final: {', '.join(waiting[:5])}")
@@ -125,6 +129,7 @@ def still_moving(
         tuple(found.anomalies),
         finished,
         open_orders,
+        unconfirmed,
         len(waiting),
     )
     return moving, fingerprint

@@ -30,6 +30,7 @@ from hub_pipelines.jobs import (
     analytics_pipeline_job,
     build_media_pipeline_job,
     media_pipeline_job,
+    orders_downstream_job,
     orders_pipeline_job,
 )
 from hub_pipelines.json_logs import definitions_loggers
@@ -53,7 +54,7 @@ from hub_pipelines.sensors.analytics import (
     build_stream_observer,
 )
 from hub_pipelines.sensors.media import media_uploads_sensor
-from hub_pipelines.sensors.orders import orders_automation
+from hub_pipelines.sensors.orders import orders_automation, orders_downstream_sensor
 from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
 
@@ -211,6 +212,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             settings.ORDERS_PER_RUN,
             settings.SENSOR_INTERVAL_SECONDS,
             follow_seconds=settings.ORDERS_FOLLOW_SECONDS,
+            follow_longest_seconds=settings.ORDERS_FOLLOW_LONGEST_SECONDS,
             lanes=settings.topic_lanes(settings.ORDERS_TOPIC),
             lane_ops=["orders__order_ledger"],
         ),
@@ -233,6 +235,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             # In production each media step (a transcode above all) gets its own sized pod.
             media_pipeline_job if local else build_media_pipeline_job(build_media_k8s_job_executor()),
             orders_pipeline_job,
+            orders_downstream_job,
             analytics_pipeline_job,
             daily_rollups_job,
             order_events_retention_job,
@@ -242,6 +245,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         sensors=[
             media_uploads_sensor,
             *topic_sensors,
+            orders_downstream_sensor,
             analytics_late_days_sensor,
             build_stream_observer(settings.EVENTS_TOPIC, settings.SENSOR_INTERVAL_SECONDS),
             run_failure_alerts,

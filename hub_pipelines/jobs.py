@@ -36,9 +36,22 @@ media_pipeline_job = build_media_pipeline_job()
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
     config=job_logs_config(),
-    selection=dg.AssetSelection.assets(["orders", "order_events"]).downstream() - DAILY_ASSETS,
+    selection=dg.AssetSelection.assets(["orders", "order_events"], ["orders", "order_ledger"]),
     tags={"hub/workflow": "orders", "hub/topic": "orders", "hub/lane": "orders/all", **LANDING_PRIORITY},
     description="Land one offset range of the orders topic and carry it through the ledger.",
+)
+
+# What follows the ledger decides no order's outcome, so it is kept out of the landing lanes' runs (an
+# order is PAID once its lane's ledger placed it, not once the batch's confirmations went out) and runs
+# one at a time in a lane of its own (hub_pipelines/orders/downstream_runs.py).
+orders_downstream_job = dg.define_asset_job(
+    "orders_downstream",
+    config=job_logs_config(),
+    selection=dg.AssetSelection.assets(["orders", "order_ledger"]).downstream(include_self=False)
+    - DAILY_ASSETS,
+    tags={"hub/workflow": "orders", "hub/lane": "orders/downstream"},
+    description="Relay the outbox, send the customers' confirmations and snapshot the inventory after "
+    "the ledger's batches.",
 )
 
 analytics_pipeline_job = dg.define_asset_job(

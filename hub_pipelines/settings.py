@@ -164,14 +164,17 @@ SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
 # How long a sensor's landing run keeps following its topic after its ranges, in micro-batches one poll
 # apart (docs/architecture.md, "Following a topic"). Events follow for two minutes: the run's process
 # start is paid once per ~120 micro-batches, and the warehouse pool (chdb: one process at a time) is
-# handed to a waiting rollup run at least that often. Orders do not follow by default: the ledger runs
-# after the landing step in the same run, so following would hold payments back by as long.
+# handed to a waiting rollup run at least that often.
 EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
 # A follower whose time is up follows for another HUB_EVENTS_FOLLOW_SECONDS while no other analytics run
 # is queued (a rollup waiting for the warehouse pool, another lane, a replay), up to this long: each run
 # start leaves the topic unfollowed for its queue, launch and warm-up. New code reaches the next run.
 EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", "600"))
-ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "0"))
+# Orders follow too, and their runs place each micro-batch's orders through the lane's ledger as soon as
+# it landed: a run per batch would put a sensor tick, the queue and a process start before every payment.
+# A busy follower follows on, window after window, up to the longest time (no pool waits for it).
+ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "120"))
+ORDERS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_ORDERS_FOLLOW_LONGEST_SECONDS", "600"))
 FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
 # The landing assets warn (check severity WARN) when their newest batch's slowest message took longer
 # than this from its producer to landed.

@@ -2,7 +2,8 @@
 
 The notification log is claimed (status 'sending', committed) before a message goes out and marked
 'sent' after. A crash between the two leaves 'sending', which is never retried: a customer may miss
-a confirmation but never gets two. A channel that raises `NotificationNotSent` (the message surely
+a confirmation but never gets two (a run sends a few messages at once, so a crash leaves at most that
+many). A channel that raises `NotificationNotSent` (the message surely
 did not leave, e.g. connection refused) is retried by later runs up to `max_attempts`; any other error
 marks the row 'unknown' and it is not retried. No failure here ever changes the order.
 
@@ -16,6 +17,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -58,20 +60,26 @@ def send_confirmations(
     *,
     max_attempts: int = 3,
     limit: int = 500,
+    concurrency: int = 8,
 ) -> dict[str, int]:
-    """Send what is due on every channel; returns counts by '<channel>_<status>'."""
+    """Send what is due on every channel, `concurrency` messages at a time (each claimed, sent and
+    marked on its own, so overlapping senders still send each once); returns counts by
+    '<channel>_<status>'."""
     counts: Counter[str] = Counter()
-    for channel_name, channel in channels.items():
-        for order_id, blob, key_id, total_minor, currency in _due(
-            database, channel_name, max_attempts, limit
-        ):
-            if not _claim(database, order_id, channel_name, max_attempts):
-                continue
-            status, error = _deliver(
-                channel, channel_name, order_id, blob, key_id, total_minor, currency, cipher
-            )
-            _finish(database, order_id, channel_name, status, error)
-            counts[f"{channel_name}_{status}"] += 1
+
+    def confirm(channel_name: str, channel: NotificationChannel, due: sa.Row) -> str | None:
+        order_id, blob, key_id, total_minor, currency = due
+        if not _claim(database, order_id, channel_name, max_attempts):
+            return None
+        status, error = _deliver(channel, channel_name, order_id, blob, key_id, total_minor, currency, cipher)
+        _finish(database, order_id, channel_name, status, error)
+        return f"{channel_name}_{status}"
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm") as pool:
+        for channel_name, channel in channels.items():
+            due = _due(database, channel_name, max_attempts, limit)
+            outcomes = pool.map(lambda row, n=channel_name, c=channel: confirm(n, c, row), due)
+            counts.update(outcome for outcome in outcomes if outcome is not None)
     return dict(counts)
 
 

@@ -75,6 +75,7 @@ def _serve(
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("HUB_REDIS_URL", raising=False)
     monkeypatch.setattr(settings, "EVENTS_FOLLOW_SECONDS", 0.0)
+    monkeypatch.setattr(settings, "ORDERS_FOLLOW_SECONDS", 0.0)
     resources = local_resources()
     resources["warehouse"] = ChdbWarehouse(path=chdb_path)
     with dg.DagsterInstance.get() as instance:

@@ -76,7 +76,13 @@ def test_text_logs_stay_the_default() -> None:
 
 
 def test_json_log_format_applies_to_a_sensor_requested_run(tmp_path: Path) -> None:
-    environment = {**os.environ, "HUB_LOG_FORMAT": "json", "HUB_DATA_DIR": str(tmp_path / "hub")}
+    # The run lands its range once: a following run would poll the quiet topic for its whole window.
+    environment = {
+        **os.environ,
+        "HUB_LOG_FORMAT": "json",
+        "HUB_DATA_DIR": str(tmp_path / "hub"),
+        "HUB_ORDERS_FOLLOW_SECONDS": "0",
+    }
     environment.pop("HUB_OTLP_ENDPOINT", None)
     environment.pop("HUB_PUSHGATEWAY_URL", None)
     finished = subprocess.run(

@@ -7,7 +7,7 @@ import dagster as dg
 from hub_pipelines.assets.daily_partitions import daily_partitions
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.orders.ledger import ORDER_LEDGER_KEY
-from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION
+from hub_pipelines.assets.policies import DAILY_REVENUE_AUTOMATION, EXTERNAL_CALL_RETRY
 from hub_pipelines.core.ports import CustomerChannels, SqlDatabase, Topics
 from hub_pipelines.orders.notifications import send_confirmations
 from hub_pipelines.orders.outbox import relay_until_drained
@@ -22,6 +22,7 @@ DAILY_REVENUE_KEY = ["orders", "daily_revenue"]
 @dg.asset(
     key=OUTBOX_RELAY_KEY,
     deps=[ORDER_LEDGER_KEY],
+    retry_policy=EXTERNAL_CALL_RETRY,
     group_name="orders",
     kinds={"sql", "kafka"},
     check_specs=[
@@ -59,6 +60,7 @@ def outbox_relay(
 @dg.asset(
     key=["orders", "notifications"],
     deps=[ORDER_LEDGER_KEY],
+    retry_policy=EXTERNAL_CALL_RETRY,
     group_name="orders",
     kinds={"python", "sql"},
 )
@@ -74,6 +76,7 @@ def order_notifications(
         customer_notifier.channels(),
         order_settings.cipher(),
         max_attempts=order_settings.notification_max_attempts,
+        concurrency=order_settings.notification_concurrency,
     )
     return dg.MaterializeResult(metadata={"notifications": sum(counts.values()), **counts})
 
@@ -102,6 +105,7 @@ def daily_revenue(
 @dg.asset(
     key=["orders", "inventory_snapshot"],
     deps=[ORDER_LEDGER_KEY],
+    retry_policy=EXTERNAL_CALL_RETRY,
     group_name="orders",
     kinds={"sql"},
 )

@@ -15,7 +15,7 @@ from hub_pipelines.core.ops_metrics import record_breaker_state
 from hub_pipelines.core.ports import Cache, PaymentGateway, SqlDatabase
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants
-from hub_pipelines.orders.ledger_batch import run_ledger_batch
+from hub_pipelines.orders.ledger_batch import push_batch_metrics, run_ledger_batch
 from hub_pipelines.orders.metrics import BatchReport
 from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderBatchProcessor
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
@@ -95,6 +95,42 @@ class TracedOrderBatchProcessor(OrderBatchProcessor):
         return continue_trace(admitted.event.headers, name, self.step_span, attributes)
 
 
+def lane_ledger(
+    context: dg.AssetExecutionContext,
+    lane: LaneConfig,
+    database: SqlDatabase,
+    cache: Cache,
+    payment_gateway: PaymentGateway,
+    order_settings: OrderLedgerSettings,
+) -> TracedOrderBatchProcessor:
+    """The batch processor of one lane of the orders topic, alerting through the step's log."""
+    return TracedOrderBatchProcessor(
+        database=database,
+        catalog=Catalog(database, cache),
+        gateway=payment_gateway,
+        authenticator=order_settings.authenticator(),
+        rate_limiter=order_settings.rate_limiter(),
+        cipher=order_settings.cipher(),
+        alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
+        topic=order_settings.orders_topic,
+        lane=lane.lane,
+        lanes=lane.lanes,
+        min_in_flight=order_settings.min_in_flight,
+        max_in_flight=order_settings.max_in_flight,
+        stale_after_s=order_settings.stale_after_s,
+    )
+
+
+def place_lane_batch(
+    context: dg.AssetExecutionContext, ledger: OrderBatchProcessor, order_settings: OrderLedgerSettings
+) -> BatchReport:
+    """One ledger batch over what the lane has landed and not placed, logged and pushed as metrics."""
+    report = ledger.process_batch(order_settings.batch_limit)
+    context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
+    push_batch_metrics(report, order_settings.pushgateway_url)
+    return report
+
+
 @dg.asset(
     key=ORDER_LEDGER_KEY,
     freshness_policy=ORDER_LEDGER_FRESHNESS,
@@ -117,22 +153,8 @@ def order_ledger(
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
-    processor = TracedOrderBatchProcessor(
-        database=database,
-        catalog=Catalog(database, cache),
-        gateway=payment_gateway,
-        authenticator=order_settings.authenticator(),
-        rate_limiter=order_settings.rate_limiter(),
-        cipher=order_settings.cipher(),
-        alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
-        topic=order_settings.orders_topic,
-        lane=config.lane,
-        lanes=config.lanes,
-        min_in_flight=order_settings.min_in_flight,
-        max_in_flight=order_settings.max_in_flight,
-        stale_after_s=order_settings.stale_after_s,
-    )
-    batch = run_ledger_batch(processor, order_settings.batch_limit, order_settings.pushgateway_url)
+    ledger = lane_ledger(context, config, database, cache, payment_gateway, order_settings)
+    batch = run_ledger_batch(ledger, order_settings.batch_limit, order_settings.pushgateway_url)
     report = batch.report
     context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
     record_breaker_state(step_metrics(), "payments", STATE_VALUES.get(report.breaker_state, 0))

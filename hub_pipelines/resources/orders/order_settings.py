@@ -41,6 +41,9 @@ class OrderLedgerSettings(dg.ConfigurableResource):
     stale_after_s: float = 60.0
     outbox_bound_s: float = 300.0
     notification_max_attempts: int = 3
+    # Confirmations sent at once by a downstream run: each message waits on an SMTP connection or an SMS
+    # API call, so one at a time spent a batch's seconds waiting; a crash leaves at most this many unsent.
+    notification_concurrency: int = 8
     pushgateway_url: str | None = None
 
     _limiter: RateLimiter | None = PrivateAttr(default=None)
