@@ -145,6 +145,15 @@ EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
 # is queued (a rollup waiting for the warehouse pool, another lane, a replay), up to this long: each run
 # start leaves the topic unfollowed for its queue, launch and warm-up. New code reaches the next run.
 EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", "600"))
+# The events sensor starts a follower's successor this long before the follower's window ends; the
+# successor takes over once it is up (its launch and imports take seconds to tens of seconds under load),
+# so the topic is never left unfollowed for a run start (docs/architecture.md, "A handoff").
+EVENTS_HANDOFF_LEAD_SECONDS = float(_env("HUB_EVENTS_HANDOFF_LEAD_SECONDS", "30"))
+# A successor waits at most this long for its predecessor (and, on chdb, for rollups queued before it)
+# to end: a local run killed outright is never marked ended, and the chunk booking makes going on safe.
+HANDOFF_WAIT_SECONDS = float(_env("HUB_HANDOFF_WAIT_SECONDS", "60"))
+# chdb admits one process per data folder: a run opening it waits this long for the holder to let go.
+WAREHOUSE_LOCK_WAIT_SECONDS = float(_env("HUB_WAREHOUSE_LOCK_WAIT_SECONDS", "300"))
 ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "0"))
 FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
 # The landing assets warn (check severity WARN) when their newest batch's slowest message took longer
@@ -161,6 +170,12 @@ PII_RETENTION_CRON = _env("HUB_PII_RETENTION_CRON", "17 3 * * *")
 # folder. chdb opens a folder from one process at a time, so every run then executes its steps in its
 # own process, one after another, as locally. Never set in a real deployment.
 PROD_WAREHOUSE_CHDB_PATH = os.environ.get("HUB_PROD_WAREHOUSE_CHDB_PATH") or None
+
+
+def warehouse_admits_one_process() -> bool:
+    """Whether the warehouse is chdb (local, or prod's stand-in), which opens its folder from one
+    process at a time."""
+    return hub_env() == "local" or PROD_WAREHOUSE_CHDB_PATH is not None
 
 
 def runs_steps_in_one_process() -> bool:

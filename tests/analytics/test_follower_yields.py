@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from hub_pipelines.assets.analytics.raw_events import may_wait_for_warehouse
+from hub_pipelines.assets.analytics.following_runs import may_wait_for_warehouse
 from hub_pipelines.definitions import defs
 
 
