@@ -212,9 +212,10 @@ def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_q
         clock=topic.clock,
         sleep=topic.sleep,
         longest_seconds=12,
+        keep_following=lambda: True,
         successor_coming=lambda: True,
     )
     landed = [r for batch in [*reported, last] for r in batch.ranges]
-    # Nothing arrived in the second window, yet the follower waited on for its successor.
+    # Nothing arrived in the second window and nobody else waited: the follower waited for its successor.
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
     assert topic.polls[-1] == 12.25
