@@ -14,8 +14,8 @@ A quiet topic's follower stops at its window's end, so a drained system has no r
 
 Followers hand over (`handoff.py`): the next run of the lane is started before this one's window ends,
 and once it is up this one stops at its next poll (`relieved`) instead of at its window's end; while a
-successor is on its way (`successor_coming`) and nobody waits, a window that ends is followed by
-another, busy or not.
+successor is on its way (`successor_coming`) a window that ends is followed by another, busy or not:
+stopping then would leave the topic unfollowed until the successor is up.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def follow_topic(
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
-    lane's run lands the others). When that window ends having landed something, or while
-    `successor_coming()` says the run taking over is not up yet, and `keep_following()` says nothing
-    waits for the follower to stop, another window follows, up to `longest_seconds` in all. Once `relieved()` (asked at each
+    lane's run lands the others). When that window ends having landed something and `keep_following()`
+    says nothing waits for the follower to stop, or while `successor_coming()` says the run taking over
+    is not up yet (a run waiting for the warehouse then gets it at the handoff: the successor lets it
+    go first), another window follows, up to `longest_seconds` in all. Once `relieved()` (asked at each
     poll) says the successor is up, the follower stops there without landing more. Each batch but the
     last is given to `report` as soon as it has landed; the last one is returned (a batch with no
     ranges when the final polls found nothing).
@@ -96,7 +97,7 @@ def follow_topic(
         nonlocal deadline, busy
         if clock() < deadline:
             return True
-        if follow_seconds > 0 and deadline < latest and (busy or successor_coming()) and keep_following():
+        if follow_seconds > 0 and deadline < latest and (successor_coming() or (busy and keep_following())):
             deadline = min(latest, deadline + follow_seconds)
             busy = False
             return True

@@ -196,7 +196,7 @@ def test_follower_stops_at_its_next_poll_once_its_successor_is_up_and_lands_noth
     assert topic.polls[-1] < 4.0
 
 
-def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_quiet():
+def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_quiet_and_others_wait():
     topic = ScriptedTopic(arrivals=[(11.0, 0, 14)])
     reported: list[MicroBatch] = []
     last = follow_topic(
@@ -212,10 +212,11 @@ def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_q
         clock=topic.clock,
         sleep=topic.sleep,
         longest_seconds=12,
-        keep_following=lambda: True,
+        keep_following=lambda: False,
         successor_coming=lambda: True,
     )
     landed = [r for batch in [*reported, last] for r in batch.ranges]
-    # Nothing arrived in the second window and nobody else waited: the follower waited for its successor.
+    # Nothing arrived in the second window and another run waits for the warehouse, yet the follower
+    # waits for its successor, which lets that run go first.
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
     assert topic.polls[-1] == 12.25
