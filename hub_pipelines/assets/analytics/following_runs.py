@@ -77,16 +77,22 @@ class FollowingRun:
 
     def to_let_go_first(self, predecessor: str, warehouse_admits_one_process: bool) -> list[str]:
         """The runs this successor waits for: its predecessor until it has ended and, when the warehouse
-        admits one process at a time, the runs outside any lane (rollups, CLI runs) that asked for the
-        warehouse before this run did, so they get it within one window."""
+        admits one process at a time, the started runs outside any lane (rollups, CLI runs, waiting for
+        chdb in their step) that were created before this run, so they get it within one window. A run
+        still queued or launching is not waited for: its start would leave the topic unfollowed; it is
+        started, and let go first, at the next handoff."""
         waiting = []
         before = self.instance.get_run_by_id(predecessor)
         if before is not None and before.status in UNFINISHED:
             waiting.append(predecessor)
         if warehouse_admits_one_process:
+            started = self.instance.get_runs(
+                filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], created_before=self.created),
+                limit=100,
+            )
             waiting += [
                 run.run_id
-                for run in self._unfinished(created_before=self.created)
+                for run in started
                 if may_wait_for_warehouse(run) and FOLLOWING_LANE_TAG not in run.tags
             ]
         return waiting
