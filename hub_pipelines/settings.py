@@ -149,7 +149,7 @@ EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", 
 # successor takes over once it is up (its launch and imports take seconds to tens of seconds under load),
 # so the topic is never left unfollowed for a run start (docs/architecture.md, "A handoff").
 EVENTS_HANDOFF_LEAD_SECONDS = float(_env("HUB_EVENTS_HANDOFF_LEAD_SECONDS", "30"))
-# A successor waits at most this long for its predecessor (and, on chdb, for rollups queued before it)
+# A successor waits at most this long for its predecessor (and, on chdb, for rollups started before it)
 # to end: a local run killed outright is never marked ended, and the chunk booking makes going on safe.
 HANDOFF_WAIT_SECONDS = float(_env("HUB_HANDOFF_WAIT_SECONDS", "60"))
 # chdb admits one process per data folder: a run opening it waits this long for the holder to let go.

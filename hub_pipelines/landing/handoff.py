@@ -4,8 +4,8 @@ run start.
 The topic sensor starts the successor before the follower's window ends. The successor warms up (its
 process, imports, resources), says it is up (`announce`), then waits until the runs it must let go
 first have ended: its predecessor, and where the warehouse admits one process at a time (chdb) the
-runs that asked for the warehouse before it did (a day rollup, a CLI run), so those get it within one
-window. The predecessor hears the announcement at its next poll and stops there (`follow_topic`'s
+started runs that asked for the warehouse before it did and wait for it (a day rollup, a CLI run), so
+those get it within about one window. The predecessor hears the announcement at its next poll and stops there (`follow_topic`'s
 `relieved`). The successor then plans its first batch from the book (`sink.landed_positions`), not
 from ranges the sensor chose, so whatever the predecessor landed or left is accounted for exactly
 once, and the lane's partitions still land in order.
