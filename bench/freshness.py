@@ -21,7 +21,8 @@ queued + launching (created -> started) and running times come from the run reco
 start in its phases (queue, launch and imports, resources, the step's warm-up to its first landing)
 and each gap between two followers in its parts from the event log: those move less with the load
 than the latencies. A probe "waited for a run to start" when it was produced before the run that
-landed it had landed its first batch. The machine's load average is printed at start and end: on a
+landed it had landed its first batch (with the handoff: produced after the previous follower's last
+poll). The machine's load average is printed at start and end: on a
 shared machine the figures move with it.
 """
 
@@ -207,14 +208,16 @@ def _phases(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
 
 
 HANDOFF = (
+    "previous run's last landing -> the next one's first (the lane unfollowed)",
     "previous run's last landing -> its end (checks, downstream steps)",
-    "its end -> the next run created (the sensor's tick)",
-    "next run created -> its first landing (queue, launch, warm-up)",
+    "the next run created -> the previous one's end (negative: after it)",
+    "next run created -> its first landing (queue, launch, warm-up, taking over)",
 )
 
 
 def _handoffs(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
-    """Between consecutive landing runs, the time without a follower, in its parts."""
+    """Between consecutive landing runs (a follower and its successor), the time without a follower, and
+    how the two runs overlapped."""
     runs = []
     for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job)):
         landings = [
@@ -231,7 +234,8 @@ def _handoffs(instance: dg.DagsterInstance, job: str) -> dict[str, list[float]]:
     for (_, _, last, ended), (created, first, _, _) in itertools.pairwise(runs):
         if ended is None:
             continue
-        for label, value in zip(HANDOFF, (ended - last, created - ended, first - created), strict=True):
+        parts = (first - last, ended - last, ended - created, first - created)
+        for label, value in zip(HANDOFF, parts, strict=True):
             seconds[label].append(value)
     return seconds
 
@@ -260,6 +264,12 @@ def main() -> int:
         default=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
         help="how long a busy follower may follow while no other run is queued",
     )
+    parser.add_argument(
+        "--handoff-lead",
+        type=float,
+        default=settings.EVENTS_HANDOFF_LEAD_SECONDS,
+        help="start a follower's successor this long before its window ends (0: after it ended)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=300)
     parser.add_argument(
         "--rollup-every", type=float, default=90, help="queue a daily rollup run this often (0: never)"
@@ -274,7 +284,8 @@ def main() -> int:
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}, {os.cpu_count()} CPUs")
     print(
         f"probes: {args.rate}/s for {args.seconds:.0f} s; events landing runs follow for {args.follow:.0f} s "
-        f"windows, up to {args.follow_longest:.0f} s while no other run is queued"
+        f"windows, up to {args.follow_longest:.0f} s while no other run waits; successors start "
+        f"{args.handoff_lead:.0f} s before a window ends"
     )
     root = Path(tempfile.mkdtemp(prefix="freshness-"))
     data_dir, dagster_home = root / ".hub", root / ".hub" / "dagster_home"
@@ -289,15 +300,16 @@ def main() -> int:
         "HUB_REDIS_URL": f"unix://{socket}",
         "HUB_EVENTS_FOLLOW_SECONDS": str(args.follow),
         "HUB_EVENTS_FOLLOW_LONGEST_SECONDS": str(args.follow_longest),
+        "HUB_EVENTS_HANDOFF_LEAD_SECONDS": str(args.handoff_lead),
         "DAGSTER_HOME": str(dagster_home),
     }
     LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
     topics = LocalTopicLog(root=str(data_dir / "topics"))
     for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
         topics.create_topic(topic, settings.TOPIC_PARTITIONS)
-    # As scripts/run_local.sh does: the pool's row exists before the first dequeue pass counts it.
+    # As scripts/run_local.sh does: a follower, its successor and a rollup may hold the pool together.
     subprocess.run(
-        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "1"],
+        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "3"],
         env=environment,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -384,7 +396,7 @@ def main() -> int:
     )
     for label, part in (
         ("  by a running follower's next poll:    ", [p for p in landed if not p.waited_for_run_start]),
-        ("  waited for a run to start:            ", [p for p in landed if p.waited_for_run_start]),
+        ("  waited for a run to start or take over:", [p for p in landed if p.waited_for_run_start]),
     ):
         print(label, _percentiles([p.landed_at - p.produced_at for p in part if p.landed_at is not None]))
     print(
@@ -405,9 +417,10 @@ def main() -> int:
         print(f"running median {statistics.median(running):.1f} s, max {max(running):.1f} s")
     if rollups_waited:
         print(
-            f"{ROLLUP_JOB} runs: {len(rollups_waited)}; queued + launching (waiting for the warehouse pool) "
+            f"{ROLLUP_JOB} runs: {len(rollups_waited)}; queued + launching "
             f"median {statistics.median(rollups_waited):.1f} s, max {max(rollups_waited):.1f} s; "
-            f"running median {statistics.median(rollups_ran or [0]):.1f} s"
+            f"running (waiting for chdb, then the rebuild) median {statistics.median(rollups_ran or [0]):.1f} s, "
+            f"max {max(rollups_ran or [0]):.1f} s"
         )
     print(f"load average at end {os.getloadavg()}")
     if args.keep:

@@ -278,9 +278,9 @@ def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
         [settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC]
     )
     deployment.run_dagster("instance", "migrate")
-    # Pools count runs here (granularity: run). The warehouse pool admits one run, since chdb opens its
-    # folder from one process at a time. Set before the first run, not left to default_limit: the queue
-    # writes the default for a pool during a dequeue pass, and the first pass that saw the pool let an
-    # analytics run and a rollups run start together. Renditions are not limited beyond the media tag's.
-    deployment.run_dagster("instance", "concurrency", "set", "warehouse", "1")
+    # Pools count runs here (granularity: run). The warehouse pool admits three runs, as `make run`'s
+    # does: an events follower, the successor that takes over from it, and one rollup or replay; chdb
+    # opens its folder from one process at a time, and each run opening it waits for the holder
+    # (ChdbWarehouse.lock_wait_seconds). Renditions are not limited beyond the media tag's.
+    deployment.run_dagster("instance", "concurrency", "set", "warehouse", "3")
     deployment.run_dagster("instance", "concurrency", "set", "transcode", str(MEDIA_RUNS_AT_ONCE))

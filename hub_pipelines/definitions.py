@@ -78,7 +78,9 @@ def local_resources() -> dict[str, Any]:
     return {
         "objects": LocalObjectStorage(root=str(root / "objects")),
         "database": SqliteDatabase(path=str(root / "hub.sqlite3"), migrate_schema=True),
-        "warehouse": ChdbWarehouse(path=str(root / "warehouse")),
+        "warehouse": ChdbWarehouse(
+            path=str(root / "warehouse"), lock_wait_seconds=settings.WAREHOUSE_LOCK_WAIT_SECONDS
+        ),
         "topics": LocalTopicLog(root=str(root / "topics")),
         "cache": local_cache(),
         "scanner": ClamscanScanner(database=local_signature_database()),
@@ -165,7 +167,9 @@ def prod_resources() -> dict[str, Any]:
 
 def prod_warehouse() -> ChdbWarehouse | ClickHouseWarehouse:
     if settings.PROD_WAREHOUSE_CHDB_PATH is not None:
-        return ChdbWarehouse(path=settings.PROD_WAREHOUSE_CHDB_PATH)
+        return ChdbWarehouse(
+            path=settings.PROD_WAREHOUSE_CHDB_PATH, lock_wait_seconds=settings.WAREHOUSE_LOCK_WAIT_SECONDS
+        )
     return ClickHouseWarehouse(
         host=dg.EnvVar("HUB_CLICKHOUSE_HOST"),
         port=int(os.environ.get("HUB_CLICKHOUSE_PORT", "8123")),
@@ -225,6 +229,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             settings.SENSOR_INTERVAL_SECONDS,
             follow_seconds=settings.EVENTS_FOLLOW_SECONDS,
             follow_longest_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
+            handoff_lead_seconds=settings.EVENTS_HANDOFF_LEAD_SECONDS,
             lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
         ),
     ]

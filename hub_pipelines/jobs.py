@@ -6,6 +6,7 @@ import dagster as dg
 from hub_pipelines.assets.media.partitions import uploads_partitions
 from hub_pipelines.core.run_priority import LANDING_PRIORITY
 from hub_pipelines.json_logs import job_logs_config
+from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 # Daily-partitioned derived assets (revenue, rollups) are rebuilt per day by their own runs and
 # backfills, never inside a landing run: a job cannot mix unpartitioned and daily assets.
@@ -32,7 +33,8 @@ media_pipeline_job = build_media_pipeline_job()
 
 # The queue admits one run per `hub/lane` value. Sensor runs carry their lane's (`orders/0`, ...); a
 # run launched by hand lands any partition, so it carries `<topic>/all`: one at a time, beside the lanes
-# (overlapping landings and ledgers are exactly-once).
+# (overlapping landings and ledgers are exactly-once). The events lanes hand over from one following run
+# to the next (landing/handoff.py), so they carry `hub/following-lane`, which the queue admits two of.
 orders_pipeline_job = dg.define_asset_job(
     "orders_pipeline",
     config=job_logs_config(),
@@ -61,7 +63,7 @@ analytics_pipeline_job = dg.define_asset_job(
     tags={
         "hub/workflow": "analytics",
         "hub/topic": "events",
-        "hub/lane": "events/all",
+        FOLLOWING_LANE_TAG: "events/all",
         **LANDING_PRIORITY,
     },
     description="Land one offset range of the events topic, update counters and score anomalies.",

@@ -170,6 +170,15 @@ EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
 # is queued (a rollup waiting for the warehouse pool, another lane, a replay), up to this long: each run
 # start leaves the topic unfollowed for its queue, launch and warm-up. New code reaches the next run.
 EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", "600"))
+# The events sensor starts a follower's successor this long before the follower's window ends; the
+# successor takes over once it is up (its launch and imports take seconds to tens of seconds under load),
+# so the topic is never left unfollowed for a run start (docs/architecture.md, "A handoff").
+EVENTS_HANDOFF_LEAD_SECONDS = float(_env("HUB_EVENTS_HANDOFF_LEAD_SECONDS", "30"))
+# A successor waits at most this long for its predecessor (and, on chdb, for rollups started before it)
+# to end: a local run killed outright is never marked ended, and the chunk booking makes going on safe.
+HANDOFF_WAIT_SECONDS = float(_env("HUB_HANDOFF_WAIT_SECONDS", "60"))
+# chdb admits one process per data folder: a run opening it waits this long for the holder to let go.
+WAREHOUSE_LOCK_WAIT_SECONDS = float(_env("HUB_WAREHOUSE_LOCK_WAIT_SECONDS", "300"))
 # Orders follow too, and their runs place each micro-batch's orders through the lane's ledger as soon as
 # it landed: a run per batch would put a sensor tick, the queue and a process start before every payment.
 # A busy follower follows on, window after window, up to the longest time (no pool waits for it).
@@ -190,6 +199,12 @@ PII_RETENTION_CRON = _env("HUB_PII_RETENTION_CRON", "17 3 * * *")
 # folder. chdb opens a folder from one process at a time, so every run then executes its steps in its
 # own process, one after another, as locally. Never set in a real deployment.
 PROD_WAREHOUSE_CHDB_PATH = os.environ.get("HUB_PROD_WAREHOUSE_CHDB_PATH") or None
+
+
+def warehouse_admits_one_process() -> bool:
+    """Whether the warehouse is chdb (local, or prod's stand-in), which opens its folder from one
+    process at a time."""
+    return hub_env() == "local" or PROD_WAREHOUSE_CHDB_PATH is not None
 
 
 def runs_steps_in_one_process() -> bool:

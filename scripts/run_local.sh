@@ -14,11 +14,10 @@ export HUB_UI_PORT="${HUB_UI_PORT:-3000}"
 mkdir -p "$DAGSTER_HOME" "$HUB_DATA_DIR/redis"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 bin=.venv/bin
-# The queue counts a pool only once its row exists, and Dagster creates it from `default_limit` during
-# the first dequeue pass that meets it, after reading which pools exist: on a fresh instance that pass
-# would launch the first landing run and the late-days sensor's rollup side by side, and the rollup
-# would find chdb held. Creating the row first closes that window.
-"$bin/dagster" instance concurrency set warehouse 1 >/dev/null
+# Three runs may hold the warehouse pool: an events follower, the successor that takes over from it,
+# and one rollup or replay (dagster.yaml, `pools`); chdb's folder lock, waited for, lets one use it at a
+# time.
+"$bin/dagster" instance concurrency set warehouse 3 >/dev/null
 
 # Job control puts each background job in its own process group: Ctrl-C reaches only this script, and
 # `stop` signals each group whole, run workers and code servers that Dagster started included.

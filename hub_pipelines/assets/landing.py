@@ -128,6 +128,8 @@ def land_and_report(
     losses: UpstreamLossPager,
     land: LandRanges,
     keep_following: Callable[[], bool] = lambda: False,
+    relieved: Callable[[], bool] = lambda: False,
+    successor_coming: Callable[[], bool] = lambda: False,
 ) -> dg.MaterializeResult:
     """Land the configured (or pending) ranges with `land`, then, for `config.follow_seconds`, what arrives.
 
@@ -174,6 +176,8 @@ def land_and_report(
         follows=config.holds,
         longest_seconds=config.follow_longest_seconds,
         keep_following=keep_following,
+        relieved=relieved,
+        successor_coming=successor_coming,
     )
     metadata = tally(last)
     record_landing_lag(topics, sink, topic)

@@ -37,3 +37,8 @@ class TopicRangeConfig(LaneConfig):
         description="While no other run waits for the follower's pool when its time is up, follow for "
         "another `follow_seconds`, up to this long in all. 0: stop after `follow_seconds`.",
     )
+    takes_over_from: str = Field(
+        default="",
+        description="The following run this run takes over from (set by the sensor for a successor, "
+        "whose `ranges` are empty): once up, it tells that run to stop and waits for it to end.",
+    )

@@ -47,6 +47,8 @@ class PendingRun:
     outcome: RunOutcome
     error: str = ""
     run_id: str | None = None
+    # When its process started (seconds since the epoch); None until then.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,14 @@ class StuckRange:
 
 @dataclass(frozen=True)
 class RequestLanding:
-    """Start a landing run for these ranges."""
+    """Start a landing run for these ranges; a successor (`takes_over_from` a following run) has none
+    and plans from the book."""
 
     run_key: str
     ranges: tuple[OffsetRange, ...]
     cursor: TopicCursor
     note: str
+    takes_over_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,11 +183,25 @@ def next_landing_step(
     pending: PendingRun | None,
     max_messages: int,
     now: float,
+    hand_over_after: float | None = None,
 ) -> RequestLanding | Wait:
-    """Decide this tick: wait for the run in flight, retry what it left unlanded, or request the next batch."""
+    """Decide this tick: wait for the run in flight, retry what it left unlanded, or request the next batch.
+
+    With `hand_over_after`, a run in flight that started that long ago is a follower near its window's
+    end: its successor is requested now (landing/handoff.py) and becomes the lane's pending run. What
+    the follower lands is folded in from its materializations like any landing, and what it leaves
+    (killed, failed) the successor lands, since it plans from the book.
+    """
     if cursor.pending_run_key is not None:
         pending = pending or PendingRun(RunOutcome.MISSING)
         if pending.outcome is RunOutcome.IN_FLIGHT:
+            if (
+                hand_over_after is not None
+                and pending.run_id is not None
+                and pending.started_at is not None
+                and now >= pending.started_at + hand_over_after
+            ):
+                return _successor(topic, cursor, pending.run_id)
             return Wait(_in_flight_reason(topic, cursor), cursor)
         if pending.outcome is RunOutcome.SUCCEEDED:
             landed, ahead = _fold(cursor.landed, cursor.landed_ahead, cursor.pending_ranges)
@@ -228,6 +246,17 @@ def next_landing_step(
         last_landing_seen=cursor.last_landing_seen,
     )
     return RequestLanding(run_key, ranges, requested, note)
+
+
+def _successor(topic: str, cursor: TopicCursor, run_id: str) -> RequestLanding:
+    run_key = f"{topic}:after {run_id}#0"
+    successor = TopicCursor(
+        cursor.landed,
+        run_key,
+        landed_ahead=cursor.landed_ahead,
+        last_landing_seen=cursor.last_landing_seen,
+    )
+    return RequestLanding(run_key, (), successor, f"taking over from run {run_id}", takes_over_from=run_id)
 
 
 def _after_failure(

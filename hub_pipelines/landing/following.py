@@ -11,6 +11,11 @@ While the topic is busy (the window landed something) and nobody waits (`keep_fo
 that ends is followed by another, up to `longest_seconds`: a run start (queue, launch, warm-up) costs
 the events produced meanwhile tens of seconds of latency, so a busy follower stops only for a reason.
 A quiet topic's follower stops at its window's end, so a drained system has no run left.
+
+Followers hand over (`handoff.py`): the next run of the lane is started before this one's window ends,
+and once it is up this one stops at its next poll (`relieved`) instead of at its window's end; while a
+successor is on its way (`successor_coming`) a window that ends is followed by another, busy or not:
+stopping then would leave the topic unfollowed until the successor is up.
 """
 
 from __future__ import annotations
@@ -66,11 +71,16 @@ def follow_topic(
     follows: Callable[[int], bool] = lambda partition: True,
     longest_seconds: float = 0.0,
     keep_following: Callable[[], bool] = lambda: False,
+    relieved: Callable[[], bool] = lambda: False,
+    successor_coming: Callable[[], bool] = lambda: False,
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
     lane's run lands the others). When that window ends having landed something and `keep_following()`
-    says nothing waits for the follower to stop, another window follows, up to `longest_seconds` in all. Each batch but the
+    says nothing waits for the follower to stop, or while `successor_coming()` says the run taking over
+    is not up yet (a run waiting for the warehouse then gets it at the handoff: the successor lets it
+    go first), another window follows, up to `longest_seconds` in all. Once `relieved()` (asked at each
+    poll) says the successor is up, the follower stops there without landing more. Each batch but the
     last is given to `report` as soon as it has landed; the last one is returned (a batch with no
     ranges when the final polls found nothing).
     """
@@ -87,7 +97,7 @@ def follow_topic(
         nonlocal deadline, busy
         if clock() < deadline:
             return True
-        if follow_seconds > 0 and deadline < latest and busy and keep_following():
+        if follow_seconds > 0 and deadline < latest and (successor_coming() or (busy and keep_following())):
             deadline = min(latest, deadline + follow_seconds)
             busy = False
             return True
@@ -99,6 +109,10 @@ def follow_topic(
         while not ranges and polled < deadline:
             sleep(max(0.0, min(polled + poll_seconds, deadline) - clock()))
             polled = clock()
+            if relieved():
+                # The successor plans from the book once this run has ended: landing more here would
+                # only make it wait longer.
+                return MicroBatch((), land(()))
             ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p)}
             ranges = tuple(plan_next_ranges(position, ends, max_messages))
         # Landing nothing (the final polls found nothing) still reports where the landing stands.

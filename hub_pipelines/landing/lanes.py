@@ -31,6 +31,11 @@ from hub_pipelines.landing.batches import (
 )
 from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges
 
+# The run queue admits one run per value of LANE_TAG, and two per value of FOLLOWING_LANE_TAG: a
+# following lane's run and the successor that takes over from it (handoff.py).
+LANE_TAG = "hub/lane"
+FOLLOWING_LANE_TAG = "hub/following-lane"
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -51,7 +56,7 @@ class Lane:
 
     @property
     def tag(self) -> str:
-        """The `hub/lane` run tag: the run queue admits one run per value."""
+        """The lane's run tag value (LANE_TAG, or FOLLOWING_LANE_TAG for a following lane)."""
         return f"{self.topic}/{self.index}"
 
 
@@ -173,9 +178,11 @@ def next_lanes_step(
     pending: Mapping[str, PendingRun],
     max_messages: int,
     now: float,
+    hand_over_after: float | None = None,
 ) -> LanesTick:
     """Settle the draining runs that ended, then decide each lane's tick as one topic's
-    (`next_landing_step`) over the lane's partitions that no draining run still holds."""
+    (`next_landing_step`, which starts a following run's successor `hand_over_after` seconds after it
+    started) over the lane's partitions that no draining run still holds."""
     lanes = lanes_of(topic, len(cursors.lanes))
     lane_cursors = list(cursors.lanes)
     draining = []
@@ -201,7 +208,13 @@ def next_lanes_step(
         cursor = lane_cursors[lane.index]
         ends = {p: end for p, end in end_offsets.items() if lane.holds(p) and p not in held}
         step = next_landing_step(
-            lane.name, cursor, ends, pending.get(cursor.pending_run_key or ""), max_messages, now
+            lane.name,
+            cursor,
+            ends,
+            pending.get(cursor.pending_run_key or ""),
+            max_messages,
+            now,
+            hand_over_after,
         )
         lane_cursors[lane.index] = step.cursor
         if isinstance(step, RequestLanding):

@@ -23,7 +23,14 @@ from hub_pipelines.landing.batches import (
     RunOutcome,
     StuckRange,
 )
-from hub_pipelines.landing.lanes import LaneCursors, next_lanes_step, relane, resync_lanes
+from hub_pipelines.landing.lanes import (
+    FOLLOWING_LANE_TAG,
+    LANE_TAG,
+    LaneCursors,
+    next_lanes_step,
+    relane,
+    resync_lanes,
+)
 from hub_pipelines.landing.offsets import describe_ranges, parse_ranges
 from hub_pipelines.sensors.run_failures import run_error, run_url
 
@@ -34,19 +41,21 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 
 
 def pending_run(context: dg.SensorEvaluationContext, run_key: str) -> PendingRun:
-    """How the newest run with this run key ended (a Dagster retry of it counts as the same run)."""
-    runs = context.instance.get_runs(
+    """How the newest run with this run key ended (a Dagster retry of it counts as the same run), or when
+    it started if it is in flight."""
+    records = context.instance.get_run_records(
         filters=dg.RunsFilter(tags={"dagster/run_key": run_key, SENSOR_NAME_TAG: context.sensor_name}),
         limit=1,
     )
-    if not runs:
+    if not records:
         return PendingRun(RunOutcome.MISSING)
-    run = runs[0]
+    run = records[0].dagster_run
     if run.status == dg.DagsterRunStatus.SUCCESS:
         return PendingRun(RunOutcome.SUCCEEDED, run_id=run.run_id)
     if run.status in _FINISHED_BADLY:
         return PendingRun(RunOutcome.FAILED, run_error(context.instance, run.run_id), run.run_id)
-    return PendingRun(RunOutcome.IN_FLIGHT, run_id=run.run_id)
+    started_at = records[0].start_time if run.status == dg.DagsterRunStatus.STARTED else None
+    return PendingRun(RunOutcome.IN_FLIGHT, run_id=run.run_id, started_at=started_at)
 
 
 def landings_since(
@@ -105,15 +114,22 @@ def build_topic_sensor(
     interval_seconds: int,
     follow_seconds: float = 0.0,
     follow_longest_seconds: float = 0.0,
+    handoff_lead_seconds: float = 0.0,
     lanes: int = 1,
     lane_ops: Sequence[str] = (),
 ) -> dg.SensorDefinition:
     """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges
     and lane; `lane_ops` are the steps after the landing that take the run's lane (`LaneConfig`). Each
     run keeps following its lane's partitions for `follow_seconds` after its ranges (micro-batches it
-    reports as materializations, which the next tick folds in like any other landing)."""
+    reports as materializations, which the next tick folds in like any other landing). With
+    `handoff_lead_seconds`, a follower's successor is requested that long before its window ends, and
+    takes over once it is up (landing/handoff.py); the lanes then carry FOLLOWING_LANE_TAG, which the
+    queue admits two runs of."""
     op_name = "__".join(landing_asset_key)
     asset_key = dg.AssetKey(landing_asset_key)
+    hands_over = follow_seconds > 0 and handoff_lead_seconds > 0
+    hand_over_after = max(0.0, follow_seconds - handoff_lead_seconds) if hands_over else None
+    lane_tag = FOLLOWING_LANE_TAG if hands_over else LANE_TAG
 
     @dg.sensor(
         name=name,
@@ -138,7 +154,9 @@ def build_topic_sensor(
                 f"read {LANDINGS_PER_TICK} landings of {topic}, up to #{last_seen}; more next tick"
             )
         pending = {key: pending_run(context, key) for key in cursor.run_keys()}
-        tick = next_lanes_step(topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time())
+        tick = next_lanes_step(
+            topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time(), hand_over_after
+        )
         for lane, wait in tick.waits:
             if wait.newly_stuck is not None:
                 stuck_run = pending.get(tick.cursor.lanes[lane.index].pending_run_key or "")
@@ -152,7 +170,9 @@ def build_topic_sensor(
         run_requests = []
         for lane, step in tick.requests:
             offsets = describe_ranges(step.ranges)
-            context.log.info(f"{lane.name}: requesting {offsets} ({step.note})")
+            context.log.info(
+                f"{lane.name}: requesting {offsets or 'the next ranges by the book'} ({step.note})"
+            )
             lane_config = LaneConfig(lane=lane.index, lanes=lane.count)
             run_requests.append(
                 dg.RunRequest(
@@ -165,11 +185,16 @@ def build_topic_sensor(
                                 follow_longest_seconds=follow_longest_seconds,
                                 lane=lane.index,
                                 lanes=lane.count,
+                                takes_over_from=step.takes_over_from or "",
                             ),
                             **dict.fromkeys(lane_ops, lane_config),
                         }
                     ),
-                    tags={"hub/topic": topic, "hub/lane": lane.tag, "hub/offsets": offsets[:200]},
+                    tags={
+                        "hub/topic": topic,
+                        lane_tag: lane.tag,
+                        "hub/offsets": offsets[:200] or "from the book",
+                    },
                 )
             )
         return dg.SensorResult(run_requests=run_requests, cursor=tick.cursor.to_json())

@@ -170,3 +170,53 @@ def test_follower_stops_when_its_time_is_up_and_another_run_waits():
     landed = _follow_longer(topic, [False])
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)]
     assert topic.polls[-1] == 5.25
+
+
+def test_follower_stops_at_its_next_poll_once_its_successor_is_up_and_lands_nothing_more():
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (3.5, 0, 20)])
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        {},
+        topic.land,
+        reported.append,
+        30,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+        relieved=lambda: topic.now >= 3.0,
+    )
+    landed = [r for batch in [*reported, last] for r in batch.ranges]
+    # The arrival at 3.5 is the successor's: it plans from the book once this run has ended.
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
+    assert last.ranges == ()
+    assert topic.polls[-1] < 4.0
+
+
+def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_quiet_and_others_wait():
+    topic = ScriptedTopic(arrivals=[(11.0, 0, 14)])
+    reported: list[MicroBatch] = []
+    last = follow_topic(
+        topic,  # type: ignore[arg-type]
+        "events",
+        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
+        {},
+        topic.land,
+        reported.append,
+        5,
+        poll_seconds=1.0,
+        max_messages=1000,
+        clock=topic.clock,
+        sleep=topic.sleep,
+        longest_seconds=12,
+        keep_following=lambda: False,
+        successor_coming=lambda: True,
+    )
+    landed = [r for batch in [*reported, last] for r in batch.ranges]
+    # Nothing arrived in the second window and another run waits for the warehouse, yet the follower
+    # waits for its successor, which lets that run go first.
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
+    assert topic.polls[-1] == 12.25

@@ -82,6 +82,33 @@ def test_topic_cursor_waits_for_the_run_in_flight():
     assert step.cursor == cursor
 
 
+def test_follower_near_its_window_end_gets_a_successor_with_no_ranges_of_its_own():
+    cursor = TopicCursor({0: 40}, "events:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
+    running = PendingRun(RunOutcome.IN_FLIGHT, run_id="run-1", started_at=NOW - 95)
+    step = next_landing_step("events", cursor, {0: 50}, running, 100, NOW, hand_over_after=90)
+    assert isinstance(step, RequestLanding)
+    assert step.ranges == () and step.takes_over_from == "run-1"
+    assert step.cursor.pending_run_key == step.run_key == "events:after run-1#0"
+    assert step.cursor.landed == {0: 40}
+
+
+def test_follower_before_its_handoff_time_or_not_started_is_waited_for():
+    cursor = TopicCursor({0: 40}, "events:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
+    for running in (
+        PendingRun(RunOutcome.IN_FLIGHT, run_id="run-1", started_at=NOW - 30),
+        PendingRun(RunOutcome.IN_FLIGHT, run_id="run-1"),
+    ):
+        step = next_landing_step("events", cursor, {0: 50}, running, 100, NOW, hand_over_after=90)
+        assert isinstance(step, Wait), running
+
+
+def test_failed_successor_is_followed_at_once_by_a_run_of_what_the_cursor_has_not_landed():
+    cursor = TopicCursor({0: 40}, "events:after run-1#0", (), 0)
+    step = next_landing_step("events", cursor, {0: 50}, PendingRun(RunOutcome.FAILED, "SIGKILL"), 100, NOW)
+    assert isinstance(step, RequestLanding)
+    assert step.ranges == (OffsetRange(0, 40, 50),) and step.takes_over_from is None
+
+
 def test_topic_cursor_advances_only_after_success():
     cursor = TopicCursor({0: 0}, "orders:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
     step = next_landing_step("orders", cursor, {0: 50}, PendingRun(RunOutcome.SUCCEEDED), 100, NOW)

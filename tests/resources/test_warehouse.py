@@ -312,3 +312,54 @@ def test_opening_another_folder_in_a_process_holding_one_gets_warehouse_locked(
 
     assert str(tmp_path / "other") in str(raised.value)
     assert chdb_warehouse.query_df("SELECT 41 + 1 AS answer")["answer"].tolist() == [42]
+
+
+def test_a_process_waiting_for_the_folder_opens_it_once_its_holder_is_killed(tmp_path: Path) -> None:
+    folder = str(tmp_path / "held")
+    holder_script = textwrap.dedent(
+        f"""
+        import sys
+        from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
+        warehouse = ChdbWarehouse(path={folder!r})
+        warehouse.execute("CREATE TABLE written (n UInt8) ENGINE = MergeTree ORDER BY n")
+        warehouse.execute("INSERT INTO written VALUES (1)")
+        print("held", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    waiter_script = textwrap.dedent(
+        f"""
+        from hub_pipelines.resources.analytics import warehouse as module
+        seen = module._holder_of
+
+        def holder_of(folder):
+            holder = seen(folder)
+            if holder is not None:
+                print("waiting for", holder, flush=True)
+            return holder
+
+        module._holder_of = holder_of
+        waiter = module.ChdbWarehouse(path={folder!r}, lock_wait_seconds=300)
+        print("read", waiter.query_df("SELECT count() AS n FROM written")["n"].tolist(), flush=True)
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    waiter: subprocess.Popen[str] | None = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        waiter = subprocess.Popen([sys.executable, "-c", waiter_script], stdout=subprocess.PIPE, text=True)
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == f"waiting for pid {holder.pid}\n"
+        holder.kill()
+        assert holder.wait(timeout=60) == -9
+        out, _ = waiter.communicate(timeout=300)
+    finally:
+        for process in (holder, waiter):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+    assert waiter.returncode == 0
+    assert out.splitlines()[-1] == "read [1]"

@@ -1,3 +1,4 @@
+import importlib
 import json
 from typing import Any
 
@@ -5,30 +6,49 @@ import dagster as dg
 
 from hub_pipelines import settings
 from hub_pipelines.analytics.schema import configured_tables
+from hub_pipelines.assets.analytics.following_runs import FollowingRun
 from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
+from hub_pipelines.landing.handoff import HANDOFF_POLL_SECONDS, take_over
 from hub_pipelines.landing.latency import ProduceStamps
 from hub_pipelines.landing.offsets import OffsetRange
 
 RAW_EVENTS_KEY = ["analytics", "raw_events"]
 LATE_DAYS_METADATA = "late_days"
 LANDED_POSITIONS_METADATA = "landed_positions"
-# Queued runs of these workflows never wait for the warehouse, so a follower need not stop for them.
-WORKFLOWS_WITHOUT_WAREHOUSE = frozenset({"media", "orders"})
 
 
-def may_wait_for_warehouse(run: dg.DagsterRun) -> bool:
-    """Whether a queued run may be waiting for the `warehouse` pool a follower holds: any run but the
-    media and orders workflows' (a rollup, another lane's follower, a replay, a launch from the UI)."""
-    return run.tags.get("hub/workflow") not in WORKFLOWS_WITHOUT_WAREHOUSE
+def warm_up() -> None:
+    """Import what the first batch would otherwise import while the topic waits for it: pandas (pyarrow
+    converts Python values through it) and the warehouse's client, seconds each under load."""
+    importlib.import_module("pandas")
+    importlib.import_module(
+        "chdb.session" if settings.warehouse_admits_one_process() else "clickhouse_connect"
+    )
 
 
-def queued_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=100))
+def take_over_from(context: dg.AssetExecutionContext, follower: FollowingRun, predecessor: str) -> None:
+    """Once this successor is up, stop its predecessor and wait for the runs it lets go first."""
+    warm_up()
+    started = time.monotonic()
+    still = take_over(
+        lambda: follower.announce_taking_over(predecessor),
+        lambda: follower.to_let_go_first(predecessor, settings.warehouse_admits_one_process()),
+        settings.HANDOFF_WAIT_SECONDS,
+        HANDOFF_POLL_SECONDS,
+    )
+    waited = time.monotonic() - started
+    if still:
+        context.log.warning(
+            f"taking over from run {predecessor}: runs {', '.join(still)} had not ended after {waited:.0f} s; "
+            "going on (the chunk booking lands each offset once, chdb's folder lock is waited for)"
+        )
+    else:
+        context.log.info(f"taking over from run {predecessor} after waiting {waited:.1f} s for it to end")
 
 
 @dg.asset(
@@ -50,13 +70,17 @@ def raw_events(
 ) -> dg.MaterializeResult:
     """Site events from the events topic, landed once each in ClickHouse by the day of their own timestamp
     (and counted in the real-time counters as they land); invalid ones dead-lettered with the reason.
-    A sensor's run keeps following the topic in micro-batches, each one a materialization."""
+    A sensor's run keeps following the topic in micro-batches, each one a materialization, and hands
+    over to the next run without a pause."""
     # The events sink works in Arrow (pyarrow, and pandas with it): the landing run imports it, the
     # code location not.
     from hub_pipelines.landing.events_landing import EventsLanding
     from hub_pipelines.landing.warehouse_events import WarehouseEventsSink
 
     topic = settings.EVENTS_TOPIC
+    follower = FollowingRun.of(context)
+    if config.takes_over_from:
+        take_over_from(context, follower, config.takes_over_from)
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     losses = UpstreamLossPager.for_topic(pager, topic)
     landing = EventsLanding(topics, sink, cache, topic, context.run.run_id, losses)
@@ -80,5 +104,7 @@ def raw_events(
         topic,
         losses,
         land,
-        keep_following=lambda: not any(may_wait_for_warehouse(run) for run in queued_runs(context.instance)),
+        keep_following=lambda: not follower.others_wait_for_warehouse(),
+        relieved=follower.relieved,
+        successor_coming=follower.successor_coming,
     )

@@ -24,7 +24,9 @@ rows from separate inserts anyway).
 
 chdb runs one data folder per process: a second process cannot open a folder another one holds, and one
 process cannot switch folders while it has one open. `ChdbWarehouse` detects both and raises
-`WarehouseLocked` naming the folder; runs that touch the local warehouse share one concurrency slot.
+`WarehouseLocked` naming the folder. A process held elsewhere is waited for up to `lock_wait_seconds`
+(the kernel releases the folder's lock when its holder exits, killed or not): locally the runs that
+touch the warehouse take turns at the folder itself, not only at the `warehouse` pool.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import functools
 import os
 import re
 import threading
+import time
 from collections.abc import Collection, Mapping
 from datetime import UTC
 from pathlib import Path
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from chdb.session import Session
     from clickhouse_connect.driver.client import Client
 
+LOCK_POLL_SECONDS = 0.1
 _OTHER_FOLDER = re.compile(r"initialized with path '([^']*)'")
 _STATUS_PID = re.compile(r"^PID: (\d+)", re.MULTILINE)
 _ENGINE_CODE = re.compile(r"\bCode: (\d+)\.")
@@ -208,6 +212,9 @@ class ChdbWarehouse(dg.ConfigurableResource):
     """The warehouse as chdb in this process, its tables stored under `path`."""
 
     path: str
+    # Runs that touch the local warehouse wait this long for the process holding the folder to let it
+    # go (a follower ends its window when another run waits for it); 0 fails at once.
+    lock_wait_seconds: float = 0.0
 
     _session: Session | None = PrivateAttr(default=None)
     _opening: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -222,12 +229,23 @@ class ChdbWarehouse(dg.ConfigurableResource):
             return self._session
 
     def _open(self) -> Session:
+        folder = Path(self.path).resolve()
+        deadline = time.monotonic() + self.lock_wait_seconds
+        while True:
+            holder = _holder_of(folder)
+            if holder is None:
+                session = self._open_unless_taken(folder)
+                if session is not None:
+                    return session
+                holder = _holder_of(folder) or "an unknown process"
+            if time.monotonic() >= deadline:
+                raise _locked_by_other_process(folder, holder)
+            time.sleep(LOCK_POLL_SECONDS)
+
+    def _open_unless_taken(self, folder: Path) -> Session | None:
+        """A session on the folder; None when another process took the folder first."""
         from chdb.session import Session
 
-        folder = Path(self.path).resolve()
-        holder = _holder_of(folder)
-        if holder is not None:
-            raise _locked_by_other_process(folder, holder)
         folder.mkdir(parents=True, exist_ok=True)
         try:
             return Session(str(folder))
@@ -238,9 +256,8 @@ class ChdbWarehouse(dg.ConfigurableResource):
                     f"chdb data folder {str(folder)!r} cannot be opened: this process already has chdb open "
                     f"on {other.group(1)!r}, and chdb runs one data folder per process"
                 ) from exc
-            holder = _holder_of(folder)
-            if holder is not None:
-                raise _locked_by_other_process(folder, holder) from exc
+            if _holder_of(folder) is not None:
+                return None
             raise WarehouseError(f"chdb data folder {str(folder)!r} could not be opened: {exc}") from exc
 
     def close(self) -> None:
