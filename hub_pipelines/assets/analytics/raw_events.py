@@ -1,5 +1,6 @@
 import importlib
 import json
+import time
 from typing import Any
 
 import dagster as dg
