@@ -112,7 +112,13 @@ def land_topic_asset(
 
     def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
         counts = land_ranges(
-            topics, sink, topic, ranges, context.run.run_id, on_upstream_loss=losses, on_read=stamps
+            topics,
+            sink,
+            topic,
+            ranges,
+            context.op_execution_context.run_id,
+            on_upstream_loss=losses,
+            on_read=stamps,
         )
         return counts, {}
 
