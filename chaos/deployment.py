@@ -114,6 +114,8 @@ class Deployment:
             "DAGSTER_PG_PORT": str(pg.port),
             # A run's launch through the code server can take long on a loaded machine.
             "DAGSTER_GRPC_TIMEOUT_SECONDS": "300",
+            # As deploy/helm/values.yaml sets for the code server (seeds 13 and 14 lost theirs at 30 s).
+            "DAGSTER_GRPC_PROXY_HEARTBEAT_TTL_SECONDS": "300",
             "HUB_DATABASE_URL": pg.url,
             "HUB_PROD_WAREHOUSE_CHDB_PATH": str(self.warehouse_path),
             "HUB_S3_ENDPOINT_URL": services.s3.endpoint_url,

@@ -253,6 +253,7 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
                 seen.errors.append(f"the {thread.name} thread did not stop within 300 s")
         load_ended = time.time()
         log(f"chaos: load and nemesis stopped after {load_ended - started:.0f} s; draining")
+        faults_during_load = len(nemesis.injected)
         if config.nemesis:
             nemesis.kill_before_the_drain()
         ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
@@ -290,6 +291,7 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         timings={"load_s": load_ended - started, "drain_s": drained_at - load_ended},
         restarts=deployment.supervisor_restarts,
         load_average={"before": load_load, "after": os.getloadavg()},
+        faults_during_load=faults_during_load,
     )
     return report
 

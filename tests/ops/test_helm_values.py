@@ -297,3 +297,10 @@ def test_helm_concurrency_matches_the_prod_instance_file(values: dict[str, Any])
         "defaultLimit": instance["pools"]["default_limit"],
         "opGranularityRunBuffer": instance["pools"]["op_granularity_run_buffer"],
     }
+
+
+def test_code_servers_api_process_waits_five_minutes_for_a_heartbeat(values: dict[str, Any]) -> None:
+    """At Dagster's 30 s a busy code server's API process shut itself down and nothing started another:
+    every sensor tick and run launch failed from then on (chaos seeds 13 and 14)."""
+    env = {item["name"]: item for item in user_code(values)["env"]}
+    assert env["DAGSTER_GRPC_PROXY_HEARTBEAT_TTL_SECONDS"]["value"] == "300"

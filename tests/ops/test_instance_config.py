@@ -217,6 +217,17 @@ def test_prod_instance_dequeues_every_second_and_launches_side_by_side(
     )
 
 
+def test_prod_run_queue_is_set_to_requeue_a_run_whose_dequeue_cannot_reach_the_code_server(
+    prod_instance: dg.DagsterInstance,
+) -> None:
+    """Dagster's default fails such a run at once, and its retry, made through the same unreachable
+    code server, fails too: the upload it was for stayed 'landed' for good (chaos seeds 13 and 14)."""
+    queue = prod_instance.get_concurrency_config().run_queue_config
+    assert queue is not None
+    assert queue.max_user_code_failure_retries == 10
+    assert queue.user_code_failure_retry_delay == 60
+
+
 def test_prod_instance_ticks_sensors_on_their_own_threads_and_watches_runs_every_15_seconds(
     prod_instance: dg.DagsterInstance,
 ) -> None:
