@@ -54,7 +54,11 @@ from hub_pipelines.sensors.analytics import (
     build_stream_observer,
 )
 from hub_pipelines.sensors.media import media_uploads_sensor
-from hub_pipelines.sensors.orders import orders_automation, orders_downstream_sensor
+from hub_pipelines.sensors.orders import (
+    build_orders_reconcile_sensor,
+    orders_automation,
+    orders_downstream_sensor,
+)
 from hub_pipelines.sensors.run_failures import run_failure_alerts
 from hub_pipelines.sensors.topics import build_topic_sensor
 
@@ -251,6 +255,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             media_uploads_sensor,
             *topic_sensors,
             orders_downstream_sensor,
+            build_orders_reconcile_sensor(settings.ORDERS_RECONCILE_AFTER_SECONDS),
             analytics_late_days_sensor,
             build_stream_observer(settings.EVENTS_TOPIC, settings.SENSOR_INTERVAL_SECONDS),
             run_failure_alerts,

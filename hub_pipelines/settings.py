@@ -185,6 +185,10 @@ WAREHOUSE_LOCK_WAIT_SECONDS = float(_env("HUB_WAREHOUSE_LOCK_WAIT_SECONDS", "300
 ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "120"))
 ORDERS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_ORDERS_FOLLOW_LONGEST_SECONDS", "600"))
 FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
+# A ledger batch that left orders open (gateway unavailable, outcome unknown) gets a catch-up run this
+# long after it when no orders run comes: not below the ledger's `stale_after_s` (60), since the
+# reconciliation takes only orders untouched that long.
+ORDERS_RECONCILE_AFTER_SECONDS = float(_env("HUB_ORDERS_RECONCILE_AFTER_SECONDS", "60"))
 # The landing assets warn (check severity WARN) when their newest batch's slowest message took longer
 # than this from its producer to landed.
 LANDING_LATENCY_WARN_SECONDS = float(_env("HUB_LANDING_LATENCY_WARN_SECONDS", "10"))
