@@ -188,7 +188,8 @@ def next_landing_step(
     """Decide this tick: wait for the run in flight, retry what it left unlanded, or request the next batch.
 
     With `hand_over_after`, a run in flight that started that long ago is a follower near its window's
-    end: its successor is requested now (landing/handoff.py) and becomes the lane's pending run. What
+    end: while messages wait past what it landed, its successor is requested now (landing/handoff.py)
+    and becomes the lane's pending run. What
     the follower lands is folded in from its materializations like any landing, and what it leaves
     (killed, failed) the successor lands, since it plans from the book.
     """
@@ -200,6 +201,7 @@ def next_landing_step(
                 and pending.run_id is not None
                 and pending.started_at is not None
                 and now >= pending.started_at + hand_over_after
+                and _messages_pending(cursor, end_offsets)
             ):
                 return _successor(topic, cursor, pending.run_id)
             return Wait(_in_flight_reason(topic, cursor), cursor)
@@ -356,6 +358,13 @@ def _unlanded(r: OffsetRange, landed: Mapping[int, int], ahead: Sequence[OffsetR
     if start >= r.end:
         return []
     return uncovered_parts(OffsetRange(r.partition, start, r.end), ahead)
+
+
+def _messages_pending(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> bool:
+    """Whether the topic holds messages past what the cursor has landed (the follower's micro-batches
+    folded in). A quiet topic's follower gets no successor: it ends at its window, a drained system
+    holds no run, and the next message is requested the usual way."""
+    return any(end > cursor.landed.get(p, 0) for p, end in _plannable_ends(cursor, end_offsets).items())
 
 
 def _plannable_ends(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> dict[int, int]:

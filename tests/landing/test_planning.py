@@ -92,6 +92,14 @@ def test_follower_near_its_window_end_gets_a_successor_with_no_ranges_of_its_own
     assert step.cursor.landed == {0: 40}
 
 
+def test_follower_of_a_quiet_topic_gets_no_successor_so_a_drained_system_holds_no_run():
+    cursor = TopicCursor({0: 50}, "events:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
+    running = PendingRun(RunOutcome.IN_FLIGHT, run_id="run-1", started_at=NOW - 95)
+    step = next_landing_step("events", cursor, {0: 50}, running, 100, NOW, hand_over_after=90)
+    assert isinstance(step, Wait), step
+    assert step.cursor == cursor
+
+
 def test_follower_before_its_handoff_time_or_not_started_is_waited_for():
     cursor = TopicCursor({0: 40}, "events:0:0-10#0", (OffsetRange(0, 0, 10),), 0)
     for running in (
