@@ -259,7 +259,7 @@ def test_local_instance_dequeues_every_second_and_fails_a_run_that_never_started
         )
         assert create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), instance).interval_seconds == 1
         assert instance.get_sensor_settings() == {"use_threads": True, "num_workers": 8}
-        assert instance.run_monitoring_start_timeout_seconds == 60
+        assert instance.run_monitoring_start_timeout_seconds == 180
         assert create_daemon_of_type(MonitoringDaemon.daemon_type(), instance).interval_seconds == 5
 
 
