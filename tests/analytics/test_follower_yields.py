@@ -89,3 +89,17 @@ def test_follower_yields_to_a_rollup_waiting_for_the_warehouse_not_to_its_own_su
         assert not follower.others_wait_for_warehouse()
         _add(instance, "analytics_daily_rollups", STARTED)
         assert follower.others_wait_for_warehouse()
+
+
+def test_a_successor_still_in_the_queue_is_not_followed_on_for_so_waiting_rollups_get_the_warehouse():
+    """A queued successor may be held by the warehouse pool that rollups waiting for this follower fill:
+    following on for it would leave all of them waiting (a chaos cut sat there until the longest time)."""
+    with dg.instance_for_test() as instance:
+        follower = _following(instance, _add(instance, "analytics_pipeline", STARTED, **LANE))
+        successor = _add(instance, "analytics_pipeline", WAITING, **LANE)
+        assert not follower.successor_coming()
+        instance.handle_run_event(
+            successor.run_id,
+            dg.DagsterEvent(dg.DagsterEventType.RUN_STARTING.value, successor.job_name),
+        )
+        assert follower.successor_coming()

@@ -22,6 +22,7 @@ UNFINISHED = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+LAUNCHED = frozenset({dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED})
 
 
 def may_wait_for_warehouse(run: dg.DagsterRun) -> bool:
@@ -61,10 +62,15 @@ class FollowingRun:
         )
 
     def successor_coming(self) -> bool:
-        """Whether a later run of this lane is queued or started (the sensor started the handoff)."""
+        """Whether a later run of this lane has left the queue (launching or started). One still queued
+        may be held by the warehouse pool, which runs waiting for this follower's chdb fill (rollups);
+        following on for it would keep all three waiting until `follow_longest_seconds`."""
         if self.lane is None:
             return False
-        return bool(self._unfinished(tags={FOLLOWING_LANE_TAG: self.lane}, created_after=self.created))
+        return any(
+            run.status in LAUNCHED
+            for run in self._unfinished(tags={FOLLOWING_LANE_TAG: self.lane}, created_after=self.created)
+        )
 
     def relieved(self) -> bool:
         """Whether a successor has said it is up and takes over from this run."""
