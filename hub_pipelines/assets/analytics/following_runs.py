@@ -16,7 +16,8 @@ from hub_pipelines.landing.handoff import TAKES_OVER_TAG, InstanceRun
 from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 
-def seen(run: dg.DagsterRun) -> InstanceRun:
+def instance_run(run: dg.DagsterRun) -> InstanceRun:
+    """The run as landing/handoff.py decides from it: its id, its status's name, its tags."""
     return InstanceRun(run.run_id, run.status.value, run.tags)
 
 
@@ -43,7 +44,7 @@ class FollowingRun:
         runs = self.instance.get_runs(
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus(s) for s in statuses], **filters), limit=100
         )
-        return [seen(run) for run in runs if run.run_id != self.run.run_id]
+        return [instance_run(run) for run in runs if run.run_id != self.run.run_id]
 
     def others_wait_for_warehouse(self) -> bool:
         return handoff.others_wait_for_warehouse(self.lane, self._others(handoff.UNFINISHED))
@@ -68,7 +69,7 @@ class FollowingRun:
     def to_let_go_first(self, predecessor: str, warehouse_admits_one_process: bool) -> list[str]:
         before = self.instance.get_run_by_id(predecessor)
         return handoff.runs_to_let_go_first(
-            seen(before) if before is not None else None,
+            instance_run(before) if before is not None else None,
             lambda: self._others([handoff.STARTED], created_before=self.created),
             warehouse_admits_one_process,
         )
