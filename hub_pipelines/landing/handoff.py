@@ -3,42 +3,142 @@ run start.
 
 The topic sensor starts the successor before the follower's window ends. The successor warms up (its
 process, imports, resources), says it is up (`announce`), then waits until the runs it must let go
-first have ended: its predecessor, and where the warehouse admits one process at a time (chdb) the
-started runs that asked for the warehouse before it did and wait for it (a day rollup, a CLI run), so
-those get it within about one window. The predecessor hears the announcement at its next poll and stops there (`follow_topic`'s
-`relieved`). The successor then plans its first batch from the book (`sink.landed_positions`), not
-from ranges the sensor chose, so whatever the predecessor landed or left is accounted for exactly
-once, and the lane's partitions still land in order.
+first have ended (`runs_to_let_go_first`): its predecessor, and where the warehouse admits one process
+at a time (chdb) the started runs that asked for the warehouse before it did and wait for it (a day
+rollup, a CLI run), so those get it within about one window. The predecessor hears the announcement
+at its next poll and stops there (`follow_topic`'s `relieved`). The successor then plans its first
+batch from the book (`sink.landed_positions`), not from ranges the sensor chose, so whatever the
+predecessor landed or left is accounted for exactly once, and the lane's partitions still land in
+order.
 
 The wait is bounded: a predecessor killed without its run being marked ended (run monitoring cannot
 see a local run's process) is waited for `timeout` seconds at most. Going on then is safe: the chunk
 booking makes any overlap land each offset once, and chdb's own folder lock, waited for when the
 warehouse is opened, keeps two processes out of it.
+
+A follower decides from the same runs whether to follow past its window: on for a successor that has
+left the queue (`successor_coming`), not while another run may wait for its warehouse
+(`others_wait_for_warehouse`). The runs come in as plain values; reading them from the Dagster
+instance is `assets/analytics/following_runs.py`'s.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 # The successor asks whether the runs before it have ended this often: one query on the run table.
 HANDOFF_POLL_SECONDS = 0.25
+# A successor sets this tag on its own run, naming the run it takes over from, once it is up.
+TAKES_OVER_TAG = "hub/takes-over-from"
+# Queued runs of these workflows never wait for the warehouse, so a follower need not stop for them.
+WORKFLOWS_WITHOUT_WAREHOUSE = frozenset({"media", "orders"})
+# Run statuses by their Dagster names (`DagsterRunStatus.value`).
+UNFINISHED = ("NOT_STARTED", "QUEUED", "STARTING", "STARTED", "CANCELING")
+LAUNCHED = frozenset({"STARTING", "STARTED"})
+STARTED = "STARTED"
+
+
+@dataclass(frozen=True)
+class InstanceRun:
+    """A run the instance holds, as the handoff sees it."""
+
+    run_id: str
+    status: str
+    tags: Mapping[str, str]
+
+    @property
+    def following_lane(self) -> str | None:
+        return self.tags.get(FOLLOWING_LANE_TAG)
+
+
+def may_wait_for_warehouse(tags: Mapping[str, str]) -> bool:
+    """Whether a run with these tags may be waiting for the warehouse a follower holds: any run but the
+    media and orders workflows' (a rollup, another lane's follower, a replay, a launch from the UI or
+    the CLI)."""
+    return tags.get("hub/workflow") not in WORKFLOWS_WITHOUT_WAREHOUSE
+
+
+def others_wait_for_warehouse(lane: str | None, others: Iterable[InstanceRun]) -> bool:
+    """Whether one of the other runs, queued or started and outside this follower's lane, may wait for
+    the warehouse."""
+    return any(
+        run.status in UNFINISHED and may_wait_for_warehouse(run.tags) and run.following_lane != lane
+        for run in others
+    )
+
+
+def successor_coming(lane: str | None, later_runs_of: Callable[[str], Iterable[InstanceRun]]) -> bool:
+    """Whether a run of this follower's lane created after it (`later_runs_of(lane)`) has left the queue
+    (launching or started). One still queued may be held by the warehouse pool, which runs waiting for
+    this follower's chdb fill (rollups); following on for it would keep all three waiting until
+    `follow_longest_seconds`."""
+    if lane is None:
+        return False
+    return any(run.status in LAUNCHED for run in later_runs_of(lane))
+
+
+def runs_to_let_go_first(
+    predecessor: InstanceRun | None,
+    started_before: Callable[[], Iterable[InstanceRun]],
+    warehouse_admits_one_process: bool,
+) -> list[str]:
+    """The runs a successor waits for: its predecessor until it has ended and, when the warehouse admits
+    one process at a time, the started runs outside any lane (rollups, CLI runs, waiting for chdb in
+    their step) created before the successor (`started_before()`), so they get it within one window. A
+    run still queued or launching is not waited for: its start would leave the topic unfollowed; it is
+    started, and let go first, at the next handoff."""
+    waiting = [predecessor.run_id] if predecessor is not None and predecessor.status in UNFINISHED else []
+    if warehouse_admits_one_process:
+        waiting += [
+            run.run_id
+            for run in started_before()
+            if run.status == STARTED and may_wait_for_warehouse(run.tags) and run.following_lane is None
+        ]
+    return waiting
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """How a successor's wait for the runs before it ended."""
+
+    predecessor: str
+    not_ended: list[str]
+    waited_seconds: float
+
+    def describe(self) -> str:
+        if self.not_ended:
+            return (
+                f"taking over from run {self.predecessor}: runs {', '.join(self.not_ended)} had not ended "
+                f"after {self.waited_seconds:.0f} s; going on (the chunk booking lands each offset once, "
+                "chdb's folder lock is waited for)"
+            )
+        return (
+            f"taking over from run {self.predecessor} after waiting {self.waited_seconds:.1f} s for it to end"
+        )
 
 
 def take_over(
+    predecessor: str,
+    warm_up: Callable[[], None],
     announce: Callable[[], None],
     waiting_for: Callable[[], list[str]],
     timeout: float,
-    poll_seconds: float,
+    poll_seconds: float = HANDOFF_POLL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> list[str]:
-    """Announce that this run is up, then wait until `waiting_for()` names no run, `timeout` seconds at
-    most. Returns the runs still named when the wait gave up (empty when they all ended)."""
+) -> TakeOver:
+    """Warm up, announce that this run is up, then wait until `waiting_for()` names no run, `timeout`
+    seconds at most (counted from the announcement)."""
+    warm_up()
+    started = clock()
     announce()
     deadline = clock() + timeout
     pending = waiting_for()
     while pending and clock() < deadline:
         sleep(min(poll_seconds, max(0.0, deadline - clock())))
         pending = waiting_for()
-    return pending
+    return TakeOver(predecessor, pending, clock() - started)

@@ -7,24 +7,25 @@ import uuid
 
 import dagster as dg
 
-from hub_pipelines.assets.analytics.following_runs import FollowingRun, may_wait_for_warehouse
+from hub_pipelines.assets.analytics.following_runs import FollowingRun
 from hub_pipelines.definitions import defs
+from hub_pipelines.landing.handoff import may_wait_for_warehouse
 from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 
-def _run_of(job_name: str) -> dg.DagsterRun:
-    """A run as its job's sensor or the launchpad would create it: with the job's tags."""
-    return dg.DagsterRun(job_name=job_name, tags=dict(defs.resolve_job_def(job_name).tags))
+def _tags_of(job_name: str) -> dict[str, str]:
+    """A run's tags as its job's sensor or the launchpad would create it: the job's."""
+    return dict(defs.resolve_job_def(job_name).tags)
 
 
 def test_queued_rollup_and_analytics_runs_make_the_follower_stop_at_its_window():
-    assert may_wait_for_warehouse(_run_of("analytics_daily_rollups"))
-    assert may_wait_for_warehouse(_run_of("analytics_pipeline"))
+    assert may_wait_for_warehouse(_tags_of("analytics_daily_rollups"))
+    assert may_wait_for_warehouse(_tags_of("analytics_pipeline"))
 
 
 def test_queued_media_and_orders_runs_let_the_follower_follow_on():
-    assert not may_wait_for_warehouse(_run_of("media_pipeline"))
-    assert not may_wait_for_warehouse(_run_of("orders_pipeline"))
+    assert not may_wait_for_warehouse(_tags_of("media_pipeline"))
+    assert not may_wait_for_warehouse(_tags_of("orders_pipeline"))
 
 
 def _add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
@@ -16,7 +17,7 @@ class ScriptedTopic:
     arrivals: list[tuple[float, int, int]]  # (at, partition, new end)
     now: float = 0.0
     polls: list[float] = field(default_factory=list)
-    landed: list[tuple[OffsetRange, ...]] = field(default_factory=list)
+    reported_at: list[float] = field(default_factory=list)
 
     def clock(self) -> float:
         return self.now
@@ -33,29 +34,46 @@ class ScriptedTopic:
         return ends
 
     def land(self, ranges: tuple[OffsetRange, ...]) -> LandedBatch:
-        self.landed.append(ranges)
         self.now += 0.25
         return LandedBatch(LandingCounts(read=sum(r.size for r in ranges)))
 
 
-def _follow(topic: ScriptedTopic, follow_seconds: float) -> tuple[list[MicroBatch], MicroBatch]:
-    """The batches reported while following, and the last one."""
-    first = (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
+FIRST = (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10))
+
+
+def _follow(
+    topic: ScriptedTopic,
+    follow_seconds: float,
+    first: tuple[OffsetRange, ...] = FIRST,
+    landed_positions: dict[int, int] | None = None,
+    **options: Any,
+) -> tuple[list[MicroBatch], MicroBatch]:
+    """The batches reported while following (each at `topic.reported_at`), and the last one."""
     reported: list[MicroBatch] = []
+
+    def report(batch: MicroBatch) -> None:
+        reported.append(batch)
+        topic.reported_at.append(topic.now)
+
     last = follow_topic(
         topic,  # type: ignore[arg-type]
         "events",
         first,
-        {},
+        landed_positions or {},
         topic.land,
-        reported.append,
+        report,
         follow_seconds,
         poll_seconds=1.0,
         max_messages=1000,
         clock=topic.clock,
         sleep=topic.sleep,
+        **options,
     )
     return reported, last
+
+
+def _landed(reported: list[MicroBatch], last: MicroBatch) -> list[OffsetRange]:
+    return [r for batch in [*reported, last] for r in batch.ranges]
 
 
 def test_without_follow_seconds_the_ranges_land_once_and_the_topic_is_not_polled():
@@ -83,65 +101,23 @@ def test_follower_lands_arrivals_in_order_once_each_and_stops_after_its_time():
 
 def test_each_batch_is_reported_as_soon_as_it_has_landed_not_when_the_next_arrives():
     topic = ScriptedTopic(arrivals=[(3.2, 0, 12)])
-    reported_at: list[float] = []
-    follow_topic(
-        topic,  # type: ignore[arg-type]
-        "events",
-        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
-        {},
-        topic.land,
-        lambda batch: reported_at.append(topic.now),
-        5,
-        poll_seconds=1.0,
-        max_messages=1000,
-        clock=topic.clock,
-        sleep=topic.sleep,
-    )
+    _follow(topic, 5)
     # Landed at 0.25 (first batch) and 4.25 (the arrival, found by the poll at 4.0).
-    assert reported_at == [0.25, 4.25]
+    assert topic.reported_at == [0.25, 4.25]
 
 
 def test_follower_of_one_lane_never_lands_the_partitions_of_another_lane():
     topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (1.5, 1, 17), (3.2, 0, 20)])
-    reported: list[MicroBatch] = []
-    last = follow_topic(
-        topic,  # type: ignore[arg-type]
-        "events",
-        (OffsetRange(0, 0, 10),),
-        {1: 10},
-        topic.land,
-        reported.append,
-        5,
-        poll_seconds=1.0,
-        max_messages=1000,
-        clock=topic.clock,
-        sleep=topic.sleep,
-        follows=lambda partition: partition % 2 == 0,
+    landed = _landed(
+        *_follow(topic, 5, (OffsetRange(0, 0, 10),), {1: 10}, follows=lambda partition: partition % 2 == 0)
     )
-    landed = [r for batch in [*reported, last] for r in batch.ranges]
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(0, 10, 14), OffsetRange(0, 14, 20)]
 
 
 def _follow_longer(topic: ScriptedTopic, keep_following: list[bool]) -> list[OffsetRange]:
     """Follow 5 s windows up to 12 s; `keep_following` answers the follower at each window's end."""
     answers = iter(keep_following)
-    reported: list[MicroBatch] = []
-    last = follow_topic(
-        topic,  # type: ignore[arg-type]
-        "events",
-        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
-        {},
-        topic.land,
-        reported.append,
-        5,
-        poll_seconds=1.0,
-        max_messages=1000,
-        clock=topic.clock,
-        sleep=topic.sleep,
-        longest_seconds=12,
-        keep_following=lambda: next(answers),
-    )
-    return [r for batch in [*reported, last] for r in batch.ranges]
+    return _landed(*_follow(topic, 5, longest_seconds=12, keep_following=lambda: next(answers)))
 
 
 def test_follower_whose_time_is_up_follows_on_while_nothing_waits_up_to_its_longest():
@@ -174,48 +150,18 @@ def test_follower_stops_when_its_time_is_up_and_another_run_waits():
 
 def test_follower_stops_at_its_next_poll_once_its_successor_is_up_and_lands_nothing_more():
     topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (3.5, 0, 20)])
-    reported: list[MicroBatch] = []
-    last = follow_topic(
-        topic,  # type: ignore[arg-type]
-        "events",
-        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
-        {},
-        topic.land,
-        reported.append,
-        30,
-        poll_seconds=1.0,
-        max_messages=1000,
-        clock=topic.clock,
-        sleep=topic.sleep,
-        relieved=lambda: topic.now >= 3.0,
-    )
-    landed = [r for batch in [*reported, last] for r in batch.ranges]
+    reported, last = _follow(topic, 30, relieved=lambda: topic.now >= 3.0)
     # The arrival at 3.5 is the successor's: it plans from the book once this run has ended.
-    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
+    assert _landed(reported, last) == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
     assert last.ranges == ()
     assert topic.polls[-1] < 4.0
 
 
 def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_quiet_and_others_wait():
     topic = ScriptedTopic(arrivals=[(11.0, 0, 14)])
-    reported: list[MicroBatch] = []
-    last = follow_topic(
-        topic,  # type: ignore[arg-type]
-        "events",
-        (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)),
-        {},
-        topic.land,
-        reported.append,
-        5,
-        poll_seconds=1.0,
-        max_messages=1000,
-        clock=topic.clock,
-        sleep=topic.sleep,
-        longest_seconds=12,
-        keep_following=lambda: False,
-        successor_coming=lambda: True,
+    landed = _landed(
+        *_follow(topic, 5, longest_seconds=12, keep_following=lambda: False, successor_coming=lambda: True)
     )
-    landed = [r for batch in [*reported, last] for r in batch.ranges]
     # Nothing arrived in the second window and another run waits for the warehouse, yet the follower
     # waits for its successor, which lets that run go first.
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]

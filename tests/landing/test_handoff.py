@@ -1,9 +1,10 @@
-"""A successor taking over: it says it is up before it waits, and waits for the runs before it only so
-long."""
+"""A successor taking over: it warms up and says it is up before it waits, waits for the runs before it
+only so long, and which runs it waits for; a follower's reading of the runs around it."""
 
 from __future__ import annotations
 
-from hub_pipelines.landing.handoff import take_over
+from hub_pipelines.landing.handoff import InstanceRun, runs_to_let_go_first, successor_coming, take_over
+from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 
 class Clock:
@@ -18,23 +19,57 @@ class Clock:
         self.now += seconds
 
 
-def test_successor_announces_itself_before_waiting_and_waits_until_the_runs_before_it_end():
+def test_successor_warms_up_and_announces_itself_before_waiting_until_the_runs_before_it_end():
     time = Clock()
 
     def waiting_for() -> list[str]:
         time.events.append("asked")
         return ["predecessor"] if time.now < 2.0 else []
 
-    still = take_over(
-        lambda: time.events.append("announced"), waiting_for, 60, 0.25, clock=time.clock, sleep=time.sleep
+    handoff = take_over(
+        "predecessor",
+        lambda: time.events.append("warmed up"),
+        lambda: time.events.append("announced"),
+        waiting_for,
+        60,
+        0.25,
+        clock=time.clock,
+        sleep=time.sleep,
     )
-    assert still == []
-    assert time.events[0] == "announced"
-    assert time.now == 2.0
+    assert handoff.not_ended == [] and handoff.waited_seconds == 2.0
+    assert time.events[:3] == ["warmed up", "announced", "asked"]
+    assert handoff.describe() == "taking over from run predecessor after waiting 2.0 s for it to end"
 
 
 def test_successor_goes_on_after_its_wait_names_the_runs_that_never_ended():
     time = Clock()
-    still = take_over(lambda: None, lambda: ["killed-run"], 5, 0.25, clock=time.clock, sleep=time.sleep)
-    assert still == ["killed-run"]
+    handoff = take_over(
+        "predecessor", lambda: None, lambda: None, lambda: ["killed-run"], 5, 0.25, time.clock, time.sleep
+    )
+    assert handoff.not_ended == ["killed-run"]
     assert time.now == 5.0
+    assert "runs killed-run had not ended after 5 s; going on" in handoff.describe()
+
+
+LANE = {FOLLOWING_LANE_TAG: "events/0"}
+ROLLUPS = {"hub/workflow": "analytics"}
+
+
+def test_successor_lets_go_first_an_unfinished_predecessor_and_started_runs_outside_lanes_on_chdb_only():
+    predecessor = InstanceRun("follower", "STARTED", LANE)
+    earlier = [
+        InstanceRun("rollup", "STARTED", ROLLUPS),
+        InstanceRun("launching-rollup", "STARTING", ROLLUPS),
+        InstanceRun("other-lane", "STARTED", {FOLLOWING_LANE_TAG: "events/1"}),
+        InstanceRun("media", "STARTED", {"hub/workflow": "media"}),
+    ]
+    assert runs_to_let_go_first(predecessor, lambda: earlier, True) == ["follower", "rollup"]
+    assert runs_to_let_go_first(predecessor, lambda: earlier, False) == ["follower"]
+    ended = InstanceRun("follower", "FAILURE", LANE)
+    assert runs_to_let_go_first(ended, lambda: earlier, False) == []
+
+
+def test_only_a_successor_that_left_the_queue_counts_as_coming():
+    assert not successor_coming("events/0", lambda lane: [InstanceRun("queued", "QUEUED", LANE)])
+    assert successor_coming("events/0", lambda lane: [InstanceRun("launching", "STARTING", LANE)])
+    assert not successor_coming(None, lambda lane: [InstanceRun("launching", "STARTING", LANE)])

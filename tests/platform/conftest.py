@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from hub_pipelines import settings
 from hub_pipelines.definitions import build_definitions, local_resources
 from hub_pipelines.demo.feeder import DemoFeeder, seed_demo_catalog
 from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse
+from hub_pipelines.resources.topics import LocalTopicLog
 
 
 @dataclass
@@ -38,6 +39,13 @@ class LocalEnvironment:
             signing_secret=self.resources["order_settings"].hmac_secret,
             partitions=settings.TOPIC_PARTITIONS,
             seed=seed,
+        )
+
+    def with_topics(self, topics: Any) -> LocalEnvironment:
+        """This environment on other topics: its resources and instance, definitions built on them."""
+        resources = {**self.resources, "topics": topics}
+        return LocalEnvironment(
+            self.data_dir, resources, build_definitions(resources, local=True), self.instance
         )
 
     def tick(
@@ -81,6 +89,26 @@ class LocalEnvironment:
             asset_selection=asset_selection,
             raise_on_error=False,
         )
+
+
+@dataclass
+class ArrivalsWhileFollowing:
+    """The local topics, where more messages arrive on `topic` the first time a follower asks for its
+    ends once `armed` (the sensor's tick before the run asks too, and must not see them)."""
+
+    inner: LocalTopicLog
+    topic: str
+    arrive: Callable[[], int]
+    armed: bool = False
+    arrived: int = 0
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        if self.armed and not self.arrived and topic == self.topic:
+            self.arrived = self.arrive()
+        return self.inner.end_offsets(topic)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 @pytest.fixture

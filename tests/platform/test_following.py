@@ -4,8 +4,6 @@ lands once, and the topic sensor's next tick folds the micro-batches in from tho
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -14,34 +12,13 @@ import pytest
 from hub_pipelines import settings
 from hub_pipelines.analytics.schema import configured_tables
 from hub_pipelines.assets.policies import LANDING_LATENCY_CHECK
-from hub_pipelines.definitions import build_definitions
 from hub_pipelines.landing.batches import TopicCursor
 from hub_pipelines.landing.latency import MAX_METADATA, P50_METADATA
 from hub_pipelines.landing.offsets import OffsetRange, parse_ranges
-from hub_pipelines.resources.topics import LocalTopicLog
-from tests.platform.conftest import LocalEnvironment
+from tests.platform.conftest import ArrivalsWhileFollowing, LocalEnvironment
 
 RAW_EVENTS = dg.AssetKey(["analytics", "raw_events"])
 ORDER_EVENTS = dg.AssetKey(["orders", "order_events"])
-
-
-@dataclass
-class TrafficWhileFollowing:
-    """The local topics, where more events arrive the first time a follower asks for the topic's ends
-    once `armed` (the sensor's tick before the run asks too, and must not see them)."""
-
-    inner: LocalTopicLog
-    arrive: Callable[[], int]
-    armed: bool = False
-    arrived: int = 0
-
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        if self.armed and not self.arrived and topic == settings.EVENTS_TOPIC:
-            self.arrived = self.arrive()
-        return self.inner.end_offsets(topic)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _value(metadata: dict[str, dg.MetadataValue], name: str) -> Any:
@@ -62,15 +39,11 @@ def test_following_run_books_each_micro_batch_once_and_the_sensor_folds_them_in(
 ):
     feeder = local_environment.demo_feeder(seed=31)
     first = feeder.send_events(120)
-    topics = TrafficWhileFollowing(local_environment.resources["topics"], lambda: feeder.send_events(90))
-    monkeypatch.setattr(settings, "EVENTS_FOLLOW_SECONDS", 2.0)
-    resources = {**local_environment.resources, "topics": topics}
-    env = LocalEnvironment(
-        local_environment.data_dir,
-        resources,
-        build_definitions(resources, local=True),
-        local_environment.instance,
+    topics = ArrivalsWhileFollowing(
+        local_environment.resources["topics"], settings.EVENTS_TOPIC, lambda: feeder.send_events(90)
     )
+    monkeypatch.setattr(settings, "EVENTS_FOLLOW_SECONDS", 2.0)
+    env = local_environment.with_topics(topics)
 
     result, cursor = env.tick("events_topic_sensor", None)
     assert isinstance(result, dg.SensorResult) and result.run_requests

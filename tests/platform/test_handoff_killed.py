@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from hub_pipelines import settings
-from hub_pipelines.assets.analytics.following_runs import TAKES_OVER_TAG
 from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.landing.batches import PendingRun, RunOutcome, TopicCursor
+from hub_pipelines.landing.handoff import TAKES_OVER_TAG
 from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges
 from hub_pipelines.resources.topics import LocalTopicLog
 from tests.platform.test_landing_killed_mid_write import redis_counted, sensor_plan

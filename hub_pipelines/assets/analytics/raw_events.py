@@ -1,6 +1,5 @@
 import importlib
 import json
-import time
 from typing import Any
 
 import dagster as dg
@@ -14,7 +13,7 @@ from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse
 from hub_pipelines.landing.counts import LandingCounts
-from hub_pipelines.landing.handoff import HANDOFF_POLL_SECONDS, take_over
+from hub_pipelines.landing.handoff import take_over
 from hub_pipelines.landing.latency import ProduceStamps
 from hub_pipelines.landing.offsets import OffsetRange
 
@@ -30,26 +29,6 @@ def warm_up() -> None:
     importlib.import_module(
         "chdb.session" if settings.warehouse_admits_one_process() else "clickhouse_connect"
     )
-
-
-def take_over_from(context: dg.AssetExecutionContext, follower: FollowingRun, predecessor: str) -> None:
-    """Once this successor is up, stop its predecessor and wait for the runs it lets go first."""
-    warm_up()
-    started = time.monotonic()
-    still = take_over(
-        lambda: follower.announce_taking_over(predecessor),
-        lambda: follower.to_let_go_first(predecessor, settings.warehouse_admits_one_process()),
-        settings.HANDOFF_WAIT_SECONDS,
-        HANDOFF_POLL_SECONDS,
-    )
-    waited = time.monotonic() - started
-    if still:
-        context.log.warning(
-            f"taking over from run {predecessor}: runs {', '.join(still)} had not ended after {waited:.0f} s; "
-            "going on (the chunk booking lands each offset once, chdb's folder lock is waited for)"
-        )
-    else:
-        context.log.info(f"taking over from run {predecessor} after waiting {waited:.1f} s for it to end")
 
 
 @dg.asset(
@@ -80,8 +59,17 @@ def raw_events(
 
     topic = settings.EVENTS_TOPIC
     follower = FollowingRun.of(context)
-    if config.takes_over_from:
-        take_over_from(context, follower, config.takes_over_from)
+    if predecessor := config.takes_over_from:
+        handoff = take_over(
+            predecessor,
+            warm_up,
+            announce=lambda: follower.announce_taking_over(predecessor),
+            waiting_for=lambda: follower.to_let_go_first(
+                predecessor, settings.warehouse_admits_one_process()
+            ),
+            timeout=settings.HANDOFF_WAIT_SECONDS,
+        )
+        (context.log.warning if handoff.not_ended else context.log.info)(handoff.describe())
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     losses = UpstreamLossPager.for_topic(pager, topic)
     landing = EventsLanding(topics, sink, cache, topic, context.run.run_id, losses)
