@@ -31,6 +31,9 @@ STUCK_AFTER_FAILURES = 3
 RETRY_BACKOFF_SECONDS = 10.0
 RETRY_BACKOFF_CAP_SECONDS = 300.0
 ERROR_CHARS = 300
+# The metadata key under which a following landing reports the book's landed position per partition
+# (JSON: {"partition": offset}) with each micro-batch.
+BOOK_POSITIONS_METADATA = "landed_positions"
 
 
 class RunOutcome(enum.Enum):
@@ -54,10 +57,24 @@ class PendingRun:
 @dataclass(frozen=True)
 class Landing:
     """Ranges one run reported landed; `by_other_writer` when that run was not the sensor's own, so
-    the work downstream of the landing (the ledger, the counters) has not run for them yet."""
+    the work downstream of the landing (the ledger, the counters) has not run for them yet.
+
+    `book_positions`, when the run reported them, are the book's landed position per partition as the
+    run read it: every offset below is booked, since a lane lands its partitions in order and a
+    follower plans from that position (the `landed_offsets_contiguous` check guards it). They close
+    what a report lost would leave open: a follower SIGKILLed after booking a micro-batch and before
+    its materialization was written reports nothing for it, and its successor, planning from the
+    book, never lands it again. Without them the sensor's cursor kept that hole for good, saw messages
+    waiting below the topic's end, and requested a successor for every window of a drained topic.
+    """
 
     ranges: tuple[OffsetRange, ...]
     by_other_writer: bool
+    book_positions: Mapping[int, int] = field(default_factory=dict)
+
+    def booked(self) -> tuple[OffsetRange, ...]:
+        """The ranges reported, and what the book held landed from each partition's start."""
+        return (*self.ranges, *(OffsetRange(p, 0, end) for p, end in self.book_positions.items()))
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,7 @@ def retry_backoff_seconds(failures: int) -> float:
 def resync(cursor: TopicCursor, landings: Iterable[Landing], last_landing_seen: int | None) -> TopicCursor:
     """The cursor after folding in ranges landed by any writer, up to the landing `last_landing_seen`."""
     landings = list(landings)
-    landed, ahead = _fold(cursor.landed, cursor.landed_ahead, (r for x in landings for r in x.ranges))
+    landed, ahead = _fold(cursor.landed, cursor.landed_ahead, (r for x in landings for r in x.booked()))
     return replace(
         cursor,
         landed=landed,

@@ -231,6 +231,10 @@ def next_lanes_step(
 
 def _in_lane(landings: list[Landing], lane: Lane) -> list[Landing]:
     return [
-        replace(landing, ranges=tuple(r for r in landing.ranges if lane.holds(r.partition)))
+        replace(
+            landing,
+            ranges=tuple(r for r in landing.ranges if lane.holds(r.partition)),
+            book_positions={p: end for p, end in landing.book_positions.items() if lane.holds(p)},
+        )
         for landing in landings
     ]

@@ -8,6 +8,7 @@ instance, where each landing asset's materialization names the ranges it landed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Notifier, Topics
 from hub_pipelines.landing.batches import (
+    BOOK_POSITIONS_METADATA,
     Landing,
     PendingRun,
     RunOutcome,
@@ -82,8 +84,28 @@ def landings_since(
         if record.run_id not in own_runs:
             run = context.instance.get_run_by_id(record.run_id)
             own_runs[record.run_id] = run is not None and run.tags.get(SENSOR_NAME_TAG) == context.sensor_name
-        landings.append(Landing(ranges, by_other_writer=not own_runs[record.run_id]))
+        landings.append(
+            Landing(
+                ranges,
+                by_other_writer=not own_runs[record.run_id],
+                book_positions=book_positions(context, record.run_id, materialization),
+            )
+        )
     return landings, records[-1].storage_id if records else None, len(records) == LANDINGS_PER_TICK
+
+
+def book_positions(
+    context: dg.SensorEvaluationContext, run_id: str, materialization: dg.AssetMaterialization | None
+) -> dict[int, int]:
+    """The book's landed position per partition a landing reported with its batch (`Landing`)."""
+    value = materialization.metadata.get(BOOK_POSITIONS_METADATA) if materialization else None
+    if not isinstance(value, dg.TextMetadataValue) or not value.value:
+        return {}
+    try:
+        return {int(p): int(end) for p, end in json.loads(value.value).items()}
+    except (ValueError, TypeError, AttributeError):
+        context.log.warning(f"run {run_id}: book positions {value.value!r} are unreadable; ignored")
+        return {}
 
 
 def latest_upstream_loss(context: dg.SensorEvaluationContext, asset_key: dg.AssetKey) -> str | None:

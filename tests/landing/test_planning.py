@@ -20,6 +20,7 @@ from hub_pipelines.landing.batches import (
     resync,
     retry_backoff_seconds,
 )
+from hub_pipelines.landing.lanes import LaneCursors, relane, resync_lanes
 from hub_pipelines.landing.offsets import (
     OffsetRange,
     describe_ranges,
@@ -98,6 +99,30 @@ def test_follower_of_a_quiet_topic_gets_no_successor_so_a_drained_system_holds_n
     step = next_landing_step("events", cursor, {0: 50}, running, 100, NOW, hand_over_after=90)
     assert isinstance(step, Wait), step
     assert step.cursor == cursor
+
+
+def test_batch_whose_report_was_lost_is_folded_in_from_the_book_so_a_drained_topic_gets_no_successor():
+    # A follower was SIGKILLed after booking 40-45 and before reporting it; its successor, planning
+    # from the book, landed and reported 45-50 with the book's position.
+    cursor = TopicCursor({0: 40}, "events:after run-1#0", (), 0)
+    successor_report = Landing(
+        (OffsetRange(0, 45, 50), OffsetRange(1, 0, 0)), False, book_positions={0: 50, 1: 7}
+    )
+    without_book = resync(cursor, [Landing(successor_report.ranges, False)], 1)
+    assert without_book.landed == {0: 40} and without_book.landed_ahead == (OffsetRange(0, 45, 50),)
+
+    cursor = resync(cursor, [successor_report], 1)
+    assert cursor.landed == {0: 50, 1: 7} and cursor.landed_ahead == ()
+    running = PendingRun(RunOutcome.IN_FLIGHT, run_id="run-2", started_at=NOW - 95)
+    step = next_landing_step("events", cursor, {0: 50, 1: 7}, running, 100, NOW, hand_over_after=90)
+    assert isinstance(step, Wait), step
+
+
+def test_book_positions_fold_into_the_lane_that_holds_each_partition():
+    cursors = resync_lanes(
+        relane(LaneCursors(), 2), [Landing((), False, book_positions={0: 30, 1: 20, 2: 10})], 4
+    )
+    assert [lane.landed for lane in cursors.lanes] == [{0: 30, 2: 10}, {1: 20}]
 
 
 def test_follower_before_its_handoff_time_or_not_started_is_waited_for():

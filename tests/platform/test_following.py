@@ -90,6 +90,13 @@ def test_following_run_books_each_micro_batch_once_and_the_sensor_folds_them_in(
     assert isinstance(after, dg.SkipReason), after
     assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
 
+    # A cursor that saw every report but the last one's ranges (as when a follower was killed between
+    # booking its batches and reporting them) is brought to the book's positions by that last report.
+    only_last = TopicCursor(last_landing_seen=records[-2].storage_id).to_json()
+    after, cursor = env.tick("events_topic_sensor", only_last)
+    assert isinstance(after, dg.SkipReason), after
+    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
+
 
 def test_orders_landing_reports_produce_to_landed_latency_as_numbers(local_environment: LocalEnvironment):
     local_environment.demo_feeder(seed=5).send_orders(12)

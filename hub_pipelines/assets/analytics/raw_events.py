@@ -12,6 +12,7 @@ from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, lan
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse
+from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.handoff import take_over
 from hub_pipelines.landing.latency import ProduceStamps
@@ -19,7 +20,6 @@ from hub_pipelines.landing.offsets import OffsetRange
 
 RAW_EVENTS_KEY = ["analytics", "raw_events"]
 LATE_DAYS_METADATA = "late_days"
-LANDED_POSITIONS_METADATA = "landed_positions"
 
 
 def warm_up() -> None:
@@ -82,7 +82,7 @@ def raw_events(
             "days_touched": ",".join(map(str, batch.days_touched)) or "none",
             LATE_DAYS_METADATA: ",".join(map(str, batch.late_days)),
             "newest_event_ts": batch.newest_event_ts.isoformat() if batch.newest_event_ts else "none",
-            LANDED_POSITIONS_METADATA: json.dumps({str(p): end for p, end in batch.landed_positions.items()}),
+            BOOK_POSITIONS_METADATA: json.dumps({str(p): end for p, end in batch.landed_positions.items()}),
         }
 
     return land_and_report(
