@@ -61,3 +61,27 @@ def test_refused_sms_is_retried_by_a_later_run_and_never_fails_the_order(
             sa.select(notification_log.c.channel, notification_log.c.status, notification_log.c.attempts)
         ).all()
     assert sorted(log) == [("email", "sent", 1), ("sms", "sent", 2)]
+
+
+def test_a_backlog_past_one_page_is_confirmed_whole_by_one_call(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    cipher: PiiCipher,
+    smtp_server: tuple[Controller, Mailbox],
+    sms_server: FakeSms,
+) -> None:
+    controller, mailbox = smtp_server
+    customers = [f"c{n}" for n in range(7)]
+    Inbox(ledger_database).land_events([order_event(customer=name) for name in customers])
+    make_processor(ApprovingLocalGateway()).process_batch()
+    channels = notifier(controller.port, sms_server).channels()
+
+    first = send_confirmations(ledger_database, channels, cipher, limit=3)
+    second = send_confirmations(ledger_database, channels, cipher, limit=3)
+
+    assert first == {"email_sent": 7, "sms_sent": 7}
+    assert second == {}
+    assert sorted(message["To"] for message in mailbox.messages) == sorted(
+        f"{n}@example.com" for n in customers
+    )
+    assert len(sms_server.messages) == 7
