@@ -62,9 +62,9 @@ class Landing:
     `book_positions`, when the run reported them, are the book's landed position per partition as the
     run read it: every offset below is booked, since a lane lands its partitions in order and a
     follower plans from that position (the `landed_offsets_contiguous` check guards it). They close
-    what a report lost would leave open: a follower SIGKILLed after booking a micro-batch and before
-    its materialization was written reports nothing for it, and its successor, planning from the
-    book, never lands it again. Without them the sensor's cursor kept that hole for good, saw messages
+    what a lost report would leave open: a micro-batch booked whose materialization never reached
+    the instance (its run killed between the two; in chaos seed 31 the run went on, around a
+    PostgreSQL restart) is reported by no one, since later batches and successors plan from the book. Without them the sensor's cursor kept that hole for good, saw messages
     waiting below the topic's end, and requested a successor for every window of a drained topic.
     """
 
