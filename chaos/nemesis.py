@@ -49,8 +49,14 @@ FAULTS = (
     GATEWAY_5XX_BEFORE, GATEWAY_5XX_AFTER, GATEWAY_TIMEOUT_AFTER_CHARGE, GATEWAY_SLOW, BROKER_OUTAGE,
 )  # fmt: skip
 WORKER_PID = re.compile(r"Started process for run \(pid: (\d+)\)")
-# How long the kill looks for a run worker inside a write: runs start slowly on a loaded machine.
-WRITE_SEARCH_S = 90.0
+# How long the kill looks for a run worker inside a write during the load. Runs start slowly on a
+# loaded machine, but a longer search held every other fault back: in a 2-minute cut at load 16 the
+# first kill searched until the load ended and no fault fired during it (the kill comes back as the
+# fault after next, and once more as the drain begins).
+WRITE_SEARCH_S = 40.0
+# After a fault that could not be made, the next one comes this soon at the latest: the search used
+# up the minute's wait.
+AFTER_NOT_FIRED_S = 10.0
 # A run whose load ended before any mid-write kill looks once more while the queued runs drain.
 LAST_KILL_SEARCH_S = 300.0
 WRITE_POLL_S = 0.05
@@ -136,8 +142,9 @@ class Nemesis:
     def run(self, stop: threading.Event) -> None:
         """Inject faults until `stop`: waits drawn from an exponential, never longer than 60 s."""
         self.stopping = stop
+        longest_wait = 55.0
         while not stop.is_set():
-            wait = min(self.rng.expovariate(1 / self.mean_interval_s), 55.0)
+            wait = min(self.rng.expovariate(1 / self.mean_interval_s), longest_wait)
             if stop.wait(wait):
                 return
             kind = self.draw()
@@ -149,8 +156,10 @@ class Nemesis:
                 continue
             if isinstance(detail, NotFired):
                 self.not_fired.append(Fault(kind, time.time(), detail.reason))
+                longest_wait = AFTER_NOT_FIRED_S
             else:
                 self.injected.append(Fault(detail.kind or kind, time.time(), detail.detail))
+                longest_wait = 55.0
             if kind == KILL_RUN_WORKER and KILL_RUN_WORKER not in self.counts():
                 self.kill_again_after_next()
         self.calm_gateway()
