@@ -54,6 +54,14 @@ class PendingRun:
     started_at: float | None = None
 
 
+def parse_book_positions(text: str) -> dict[int, int]:
+    """The book positions a landing reported under BOOK_POSITIONS_METADATA; ValueError when unreadable."""
+    try:
+        return {int(p): int(end) for p, end in json.loads(text).items()} if text else {}
+    except (TypeError, AttributeError) as unreadable:
+        raise ValueError(f"book positions {text!r} are unreadable") from unreadable
+
+
 @dataclass(frozen=True)
 class Landing:
     """Ranges one run reported landed; `by_other_writer` when that run was not the sensor's own, so

@@ -19,7 +19,7 @@ from hub_pipelines.assets.analytics.daily_rollups import daily_partitions, daily
 from hub_pipelines.assets.analytics.raw_events import LATE_DAYS_METADATA, RAW_EVENTS_KEY
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Topics
-from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA
+from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA, parse_book_positions
 from hub_pipelines.sensors.automation import workflow_automation
 
 RAW_EVENTS = dg.AssetKey(RAW_EVENTS_KEY)
@@ -111,7 +111,7 @@ def build_stream_observer(topic: str, interval_seconds: int) -> dg.SensorDefinit
         if latest and latest[0].asset_materialization is not None:
             reported = latest[0].asset_materialization.metadata
             positions = _text(reported, BOOK_POSITIONS_METADATA)
-            landed = {int(p): int(end) for p, end in json.loads(positions).items()} if positions else {}
+            landed = parse_book_positions(positions)
             newest_text = _text(reported, "newest_event_ts")
             newest = datetime.fromisoformat(newest_text) if newest_text not in ("", "none") else None
         lag = {partition: end - landed.get(partition, 0) for partition, end in sorted(ends.items())}

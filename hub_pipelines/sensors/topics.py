@@ -8,7 +8,6 @@ instance, where each landing asset's materialization names the ranges it landed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ from hub_pipelines.landing.batches import (
     PendingRun,
     RunOutcome,
     StuckRange,
+    parse_book_positions,
 )
 from hub_pipelines.landing.lanes import (
     FOLLOWING_LANE_TAG,
@@ -102,8 +102,8 @@ def book_positions(
     if not isinstance(value, dg.TextMetadataValue) or not value.value:
         return {}
     try:
-        return {int(p): int(end) for p, end in json.loads(value.value).items()}
-    except (ValueError, TypeError, AttributeError):
+        return parse_book_positions(value.value)
+    except ValueError:
         context.log.warning(f"run {run_id}: book positions {value.value!r} are unreadable; ignored")
         return {}
 
