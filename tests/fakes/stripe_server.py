@@ -4,7 +4,9 @@ Idempotency (https://docs.stripe.com/api/idempotent_requests): once the endpoint
 the status and body of the first request with a key are saved; the same key with the same parameters
 replays them (500s included, with `Idempotent-Replayed: true`); the same key with different parameters
 gets 400 `idempotency_error`; the same key while the first request is still executing gets 409 and
-nothing is saved. A 5xx *before* the endpoint executes is not saved (and says
+nothing is saved. A request that fails validation (a required parameter missing) gets 400
+`parameter_missing` and nothing is saved; a request whose body never fully arrived (the client died
+mid-send) is not executed at all. A 5xx *before* the endpoint executes is not saved (and says
 `Stripe-Should-Retry: true`). Saved keys are pruned once `key_ttl_s` (24 h) old: the same key then
 makes a new request. `age_keys` moves the clock of the saved keys forward.
 
@@ -43,6 +45,7 @@ ERROR_IN_EXECUTION = "error_in_execution"
 STALL = "stall"
 DECLINE = "decline"
 KEY_TTL_S = 24 * 3600.0
+REQUIRED_PARAMS = ("amount", "currency")
 SEARCH_CLAUSE = re.compile(r"""\s*(?:metadata\['([^']+)'\]|(status)):'((?:[^'\\]|\\.)*)'\s*""")
 
 
@@ -186,10 +189,28 @@ class FakeStripe:
 
     def _handle_post(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
-        params = sorted(parse_qsl(handler.rfile.read(length).decode(), keep_blank_values=True))
+        body = handler.rfile.read(length)
+        if len(body) < length:
+            # The client went away mid-request (killed between its headers and its body): an HTTP
+            # server never hands an incomplete request to the API, so nothing executes or is saved.
+            handler.close_connection = True
+            return
+        params = sorted(parse_qsl(body.decode(), keep_blank_values=True))
         key = handler.headers.get("Idempotency-Key") or str(uuid.uuid4())
         if handler.path.rstrip("/") != "/v1/payment_intents":
             self._respond(handler, 404, _error("invalid_request_error", f"no such route {handler.path}"))
+            return
+        given = {name for name, _ in params}
+        missing = [name for name in REQUIRED_PARAMS if name not in given]
+        if missing:
+            # Validation fails before the endpoint executes: Stripe saves no result for the key.
+            self._respond(
+                handler,
+                400,
+                _error(
+                    "invalid_request_error", f"Missing required param: {missing[0]}.", code="parameter_missing"
+                ),
+            )
             return
         with self._lock:
             self.requests += 1

@@ -3,7 +3,9 @@ truth behind it by the order id, charging every order at most once and losing no
 
 from __future__ import annotations
 
+import socket
 import uuid
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -106,6 +108,38 @@ def test_fake_stripe_answers_409_to_the_same_key_while_its_first_request_execute
     assert first.status_code == 200 and after.headers["Idempotent-Replayed"] == "true"
     assert after.json()["id"] == first.json()["id"]
     assert len(fake_stripe.succeeded_intents("o-1")) == 1
+
+
+def test_fake_stripe_executes_no_request_whose_body_never_fully_arrived(fake_stripe: FakeStripe) -> None:
+    body = urlencode(INTENT).encode()
+    host, port = fake_stripe.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(
+            b"POST /v1/payment_intents HTTP/1.1\r\nHost: stripe\r\nIdempotency-Key: k-6\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1) == b""
+
+    complete = post(fake_stripe, "k-6")
+
+    assert complete.status_code == 200 and "Idempotent-Replayed" not in complete.headers
+    assert len(fake_stripe.intents) == 1 and len(fake_stripe.succeeded_intents("o-1")) == 1
+
+
+def test_fake_stripe_saves_nothing_for_a_request_missing_a_required_parameter(fake_stripe: FakeStripe) -> None:
+    incomplete = httpx.post(
+        f"{fake_stripe.base_url}/v1/payment_intents",
+        data={name: value for name, value in INTENT.items() if name != "amount"},
+        headers={"Idempotency-Key": "k-7", "Authorization": "Bearer sk_test_hub"},
+    )
+    complete = post(fake_stripe, "k-7")
+
+    assert incomplete.status_code == 400 and incomplete.json()["error"]["code"] == "parameter_missing"
+    assert complete.status_code == 200 and "Idempotent-Replayed" not in complete.headers
+    assert fake_stripe.intents.keys() == {complete.json()["id"]}
 
 
 def test_fake_stripe_search_finds_intents_by_metadata_once_indexed(fake_stripe: FakeStripe) -> None:
