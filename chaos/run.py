@@ -31,6 +31,7 @@ from chaos.services import Services, running_services
 from chaos.workload import Rates, Workload
 from hub_pipelines import settings
 from hub_pipelines.orders.tables import FAILED, PAID, orders, products
+from tests.services import wait_until
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 UNFINISHED = set(dg.DagsterRunStatus) - FINISHED
@@ -191,6 +192,7 @@ def run_chaos(config: ChaosSettings, log: Any = print) -> Report:
         deployment = Deployment(root, services)
         deployment.prepare()
         bootstrap(deployment, config.rates.flash_sale_stock)
+        processes_started = time.time()
         deployment.start()
         for name in (
             "DAGSTER_HOME",
@@ -203,12 +205,35 @@ def run_chaos(config: ChaosSettings, log: Any = print) -> Report:
             os.environ[name] = deployment.environment[name]
         log(f"chaos: deployment up, UI at http://127.0.0.1:{deployment.webserver_port}")
         try:
-            return _load_injure_check(config, deployment, log)
+            return _load_injure_check(config, deployment, log, processes_started)
         finally:
             deployment.stop()
 
 
-def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) -> Report:
+# The sensors that take the workload's input in.
+INPUT_SENSORS = (*checker.TOPIC_SENSORS, "media_uploads_sensor")
+
+
+def wait_until_serving(instance: dg.DagsterInstance, since: float, timeout_s: float = 600) -> float:
+    """Until the daemon has evaluated every input sensor once since `since`, as a readiness probe gates
+    traffic to a new deployment; the seconds from `since`. The latency figures then measure a serving
+    deployment, not its processes' start (which the report prints apart as `ready_s`)."""
+
+    def ticked() -> bool:
+        last = {
+            state.instigator_name: getattr(state.instigator_data, "last_tick_timestamp", None) or 0.0
+            for state in instance.all_instigator_state()
+            if state.instigator_name in INPUT_SENSORS
+        }
+        return all(last.get(name, 0.0) >= since for name in INPUT_SENSORS)
+
+    wait_until(ticked, "every input sensor's first tick", timeout=timeout_s)
+    return time.time() - since
+
+
+def _load_injure_check(
+    config: ChaosSettings, deployment: Deployment, log: Any, processes_started: float
+) -> Report:
     services = deployment.services
     seen = Observations()
     workload = Workload(
@@ -221,6 +246,8 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
     )
     load_load = os.getloadavg()
     with dg.DagsterInstance.from_config(str(deployment.dagster_home)) as instance:
+        ready_s = wait_until_serving(instance, processes_started)
+        log(f"chaos: serving {ready_s:.0f} s after the deployment's processes started; load begins")
         nemesis = Nemesis(deployment, instance, config.seed)
         stop = threading.Event()
         threads = [
@@ -288,7 +315,7 @@ def _load_injure_check(config: ChaosSettings, deployment: Deployment, log: Any) 
         found=found,
         seen_errors=seen.errors,
         stock_samples=seen.stock_samples,
-        timings={"load_s": load_ended - started, "drain_s": drained_at - load_ended},
+        timings={"ready_s": ready_s, "load_s": load_ended - started, "drain_s": drained_at - load_ended},
         restarts=deployment.supervisor_restarts,
         load_average={"before": load_load, "after": os.getloadavg()},
         faults_during_load=faults_during_load,
