@@ -208,7 +208,9 @@ class FakeStripe:
                 handler,
                 400,
                 _error(
-                    "invalid_request_error", f"Missing required param: {missing[0]}.", code="parameter_missing"
+                    "invalid_request_error",
+                    f"Missing required param: {missing[0]}.",
+                    code="parameter_missing",
                 ),
             )
             return

@@ -129,7 +129,9 @@ def test_fake_stripe_executes_no_request_whose_body_never_fully_arrived(fake_str
     assert len(fake_stripe.intents) == 1 and len(fake_stripe.succeeded_intents("o-1")) == 1
 
 
-def test_fake_stripe_saves_nothing_for_a_request_missing_a_required_parameter(fake_stripe: FakeStripe) -> None:
+def test_fake_stripe_saves_nothing_for_a_request_missing_a_required_parameter(
+    fake_stripe: FakeStripe,
+) -> None:
     incomplete = httpx.post(
         f"{fake_stripe.base_url}/v1/payment_intents",
         data={name: value for name, value in INTENT.items() if name != "amount"},
