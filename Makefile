@@ -5,6 +5,11 @@ SHELL := /bin/bash
 # Expanded when used, so after the bootstrap target has run; a uv already on PATH (CI) is used otherwise.
 UV ?= $(firstword $(wildcard $(HOME)/.local/bin/uv) $(shell command -v uv) $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
+# The suite mostly waits (on services, subprocesses and the chaos cut's deployment), so `make test` runs
+# it on xdist workers, each with services of its own on free ports, its own chdb folder and temporary
+# Dagster instances; work stealing keeps every worker busy however long each test takes, so the chaos
+# cut runs beside the rest. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test check install bootstrap-run bootstrap-test format bench chaos clean
 
@@ -12,7 +17,7 @@ run: bootstrap-run install
 	@scripts/run_local.sh
 
 test: bootstrap-test install check
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 check: install
 	$(UV) run ruff check hub_pipelines chaos tests bench
