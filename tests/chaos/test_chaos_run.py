@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-# Two minutes of load and faults; with the start, the drain and the checks the test takes about four
-# on a quiet machine (a loaded one stretches every run's start, and the drain with it).
-CUT_MINUTES = float(os.environ.get("CHAOS_TEST_MINUTES", "2"))
+# Three minutes of load and faults (issue 15's cut); with the start, the drain and the checks the test
+# takes 6-13 minutes (a loaded machine stretches every run's start, and the drain with it), on one xdist
+# worker while the other runs the rest of the suite.
+CUT_MINUTES = float(os.environ.get("CHAOS_TEST_MINUTES", "3"))
 CUT_RATES = ["--orders-per-s", "2", "--events-per-s", "20", "--uploads-per-min", "2"]
 # The drain gives up when nothing moved for this long, or after twice this in all.
 DRAIN_TIMEOUT_S = 900.0
