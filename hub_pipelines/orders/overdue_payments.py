@@ -88,7 +88,9 @@ def page_overdue_payments(
     an order settled meanwhile is never paged. A page the pager did not deliver (its rate limit held it
     back, PagerDuty unreachable) gives the claim back: a later batch pages the order again."""
     now = datetime.now(UTC)
-    claimable = sa.and_(_overdue(now - timedelta(seconds=bound_s)), orders.c.outcome_overdue_paged_at.is_(None))
+    claimable = sa.and_(
+        _overdue(now - timedelta(seconds=bound_s)), orders.c.outcome_overdue_paged_at.is_(None)
+    )
     oldest = (
         sa.select(orders.c.order_id)
         .where(claimable)

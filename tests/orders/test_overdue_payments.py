@@ -1,0 +1,169 @@
+"""An order that stays without a payment outcome past the bound fails the ledger's check and pages once;
+once it settles the check passes and nothing pages again. Stripe is the fake server on its protocol,
+the ledger PostgreSQL, the pager the local `LogNotifier` (the same `Notifier` PagerDuty's implements)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import sqlalchemy as sa
+
+from hub_pipelines.assets.orders import ledger
+from hub_pipelines.orders.idempotency import order_id_for
+from hub_pipelines.orders.ledger_batch import LedgerBatch, run_ledger_batch
+from hub_pipelines.orders.overdue_payments import outcome_overdue_dedup_key
+from hub_pipelines.orders.pii import new_key_setting
+from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, orders
+from hub_pipelines.resources.cache import InProcessCache
+from hub_pipelines.resources.notifier import LogNotifier
+from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
+from hub_pipelines.resources.sql_database import PostgresDatabase
+from tests.fakes.stripe_server import KEY_TTL_S, FakeStripe
+from tests.orders.conftest import ProcessorFactory
+from tests.orders.support import HMAC_SECRET, Inbox, order_event
+from tests.orders.test_stripe_replays import post, statuses
+
+BOUND_S = 900.0
+CUSTOMER = "c-stuck"
+
+
+def order_stripe_refuses(database: PostgresDatabase, fake_stripe: FakeStripe) -> str:
+    """Land an order whose payment key Stripe already holds for another request (other amount, other
+    order in its metadata): every charge with it gets 400 idempotency_error until Stripe forgets it."""
+    order_id = order_id_for(CUSTOMER, "k-stuck")
+    assert post(fake_stripe, order_id, amount="999").status_code == 200
+    Inbox(database).land_events(
+        [order_event(idempotency_key="k-stuck", customer=CUSTOMER, items=[("p-cup", 1, "12.50")])]
+    )
+    return order_id
+
+
+def reserved_earlier(database: PostgresDatabase, seconds: float) -> None:
+    with database.transaction() as connection:
+        connection.execute(
+            sa.update(orders).values(created_at=orders.c.created_at - timedelta(seconds=seconds))
+        )
+
+
+def ledger_batch(make_processor: ProcessorFactory, gateway: StripeGateway, pager: LogNotifier) -> LedgerBatch:
+    # A processor per batch, as each run builds its own.
+    return run_ledger_batch(make_processor(gateway), 100, None, pager, BOUND_S)
+
+
+def settle_check(batch: LedgerBatch) -> dg.AssetCheckResult:
+    return ledger.overdue_result(batch.overdue)
+
+
+def test_order_refused_with_idempotency_error_every_time_stays_unknown_fails_the_check_and_pages_once(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    pager = LogNotifier()
+
+    young = ledger_batch(make_processor, stripe_gateway, pager)
+    assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
+    assert settle_check(young).passed and pager.sent == []
+
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    overdue = ledger_batch(make_processor, stripe_gateway, pager)
+    again = ledger_batch(make_processor, stripe_gateway, pager)
+
+    assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
+    for batch in (overdue, again):
+        assert batch.report.reconciled == {"payment_unknown": 1}
+        check = settle_check(batch)
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        assert check.metadata["overdue"].value == 1 and check.metadata["oldest_age_s"].value >= 2 * BOUND_S
+        (named,) = check.metadata["oldest"].value
+        assert named.startswith(f"order {order_id} (PAYMENT_UNKNOWN") and "idempotency" in named.lower()
+    (page,) = pager.sent
+    assert (page.action, page.dedup_key) == ("trigger", outcome_overdue_dedup_key(order_id))
+    assert order_id in page.summary and "metadata.order_id" in page.summary
+    assert fake_stripe.succeeded_intents(order_id) == []
+
+
+def test_overdue_order_that_settles_later_passes_the_check_and_pages_no_more(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    pager = LogNotifier()
+    ledger_batch(make_processor, stripe_gateway, pager)
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    assert not settle_check(ledger_batch(make_processor, stripe_gateway, pager)).passed
+    assert len(pager.sent) == 1
+
+    # Stripe forgets the key after 24 h: the same key, sent again, charges the order once.
+    fake_stripe.age_keys(KEY_TTL_S)
+    settled = ledger_batch(make_processor, stripe_gateway, pager)
+    after = ledger_batch(make_processor, stripe_gateway, pager)
+
+    assert settled.report.reconciled == {"paid": 1}
+    assert statuses(ledger_database) == {order_id: PAID}
+    assert len(fake_stripe.succeeded_intents(order_id)) == 1
+    for batch in (settled, after):
+        check = settle_check(batch)
+        assert check.passed and check.metadata["overdue"].value == 0
+    assert len(pager.sent) == 1
+
+
+def test_old_paid_orders_pass_the_settle_check_and_page_nobody(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    Inbox(ledger_database).land_events(
+        order_event(customer=f"c-{n}", items=[("p-cup", 1, "12.50")]) for n in range(3)
+    )
+    pager = LogNotifier()
+    ledger_batch(make_processor, stripe_gateway, pager)
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+
+    batch = ledger_batch(make_processor, stripe_gateway, pager)
+
+    assert set(statuses(ledger_database).values()) == {PAID}
+    assert settle_check(batch).passed and pager.sent == []
+
+
+def test_order_ledger_asset_reports_the_overdue_order_in_its_settle_check(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    make_processor(stripe_gateway).process_batch()
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    resources = {
+        "database": ledger_database,
+        "cache": InProcessCache(),
+        "payment_gateway": stripe_gateway,
+        "pager": LogNotifier(),
+        "order_settings": OrderLedgerSettings(
+            hmac_secret=HMAC_SECRET, pii_keys=new_key_setting(), payment_outcome_bound_s=BOUND_S
+        ),
+    }
+
+    result = dg.materialize([ledger.order_ledger], resources=resources)
+
+    assert result.success
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    settle = checks[ledger.SETTLE_CHECK]
+    assert not settle.passed and settle.severity == dg.AssetCheckSeverity.ERROR
+    assert settle.metadata["overdue"].value == 1
+    (named,) = settle.metadata["oldest"].value
+    assert named.startswith(f"order {order_id} (PAYMENT_UNKNOWN")
+    assert all(check.passed for name, check in checks.items() if name != ledger.SETTLE_CHECK)
+    with ledger_database.transaction() as connection:
+        paged_at = connection.execute(
+            sa.select(orders.c.outcome_overdue_paged_at).where(orders.c.order_id == order_id)
+        ).scalar_one()
+    assert paged_at is not None
