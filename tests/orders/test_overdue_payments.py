@@ -16,7 +16,7 @@ from hub_pipelines.orders.overdue_payments import outcome_overdue_dedup_key
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.orders.tables import PAID, PAYMENT_UNKNOWN, orders
 from hub_pipelines.resources.cache import InProcessCache
-from hub_pipelines.resources.notifier import LogNotifier
+from hub_pipelines.resources.notifier import LogNotifier, PagerDutySlackNotifier
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -24,6 +24,7 @@ from tests.fakes.stripe_server import KEY_TTL_S, FakeStripe
 from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import HMAC_SECRET, Inbox, order_event
 from tests.orders.test_stripe_replays import post, statuses
+from tests.services import free_port
 
 BOUND_S = 900.0
 CUSTOMER = "c-stuck"
@@ -112,6 +113,29 @@ def test_overdue_order_that_settles_later_passes_the_check_and_pages_no_more(
         check = settle_check(batch)
         assert check.passed and check.metadata["overdue"].value == 0
     assert len(pager.sent) == 1
+
+
+def test_overdue_page_pagerduty_did_not_take_is_sent_by_a_later_batch(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    make_processor(stripe_gateway).process_batch()
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    # Nothing listens there: the PagerDuty client's POST is refused.
+    unreachable = PagerDutySlackNotifier(
+        pagerduty_routing_key="routing-key", pagerduty_url=f"http://127.0.0.1:{free_port()}/v2/enqueue"
+    )
+    pager = LogNotifier()
+
+    undelivered = run_ledger_batch(make_processor(stripe_gateway), 100, None, unreachable, BOUND_S)
+    delivered = ledger_batch(make_processor, stripe_gateway, pager)
+    ledger_batch(make_processor, stripe_gateway, pager)
+
+    assert not settle_check(undelivered).passed and not settle_check(delivered).passed
+    assert [page.dedup_key for page in pager.sent] == [outcome_overdue_dedup_key(order_id)]
 
 
 def test_old_paid_orders_pass_the_settle_check_and_page_nobody(
