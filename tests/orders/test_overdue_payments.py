@@ -4,6 +4,7 @@ the ledger PostgreSQL, the pager the local `LogNotifier` (the same `Notifier` Pa
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import dagster as dg
@@ -22,7 +23,14 @@ from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.fakes.stripe_server import KEY_TTL_S, FakeStripe
 from tests.orders.conftest import ProcessorFactory
-from tests.orders.support import HMAC_SECRET, Inbox, order_event
+from tests.orders.support import (
+    HMAC_SECRET,
+    Inbox,
+    WorkerProcess,
+    order_event,
+    row_holder,
+    wait_until_blocked_by,
+)
 from tests.orders.test_stripe_replays import post, statuses
 from tests.services import free_port
 
@@ -30,15 +38,17 @@ BOUND_S = 900.0
 CUSTOMER = "c-stuck"
 
 
-def order_stripe_refuses(database: PostgresDatabase, fake_stripe: FakeStripe) -> str:
-    """Land an order whose payment key Stripe already holds for another request (other amount, other
-    order in its metadata): every charge with it gets 400 idempotency_error until Stripe forgets it."""
-    order_id = order_id_for(CUSTOMER, "k-stuck")
-    assert post(fake_stripe, order_id, amount="999").status_code == 200
+def orders_stripe_refuses(database: PostgresDatabase, fake_stripe: FakeStripe, count: int = 1) -> list[str]:
+    """Land orders whose payment keys Stripe already holds for other requests (another amount, another
+    order in the metadata): every charge with one gets 400 idempotency_error until Stripe forgets it."""
+    keys = [f"k-stuck-{n}" for n in range(count)]
+    order_ids = [order_id_for(CUSTOMER, key) for key in keys]
+    for order_id in order_ids:
+        assert post(fake_stripe, order_id, amount="999").status_code == 200
     Inbox(database).land_events(
-        [order_event(idempotency_key="k-stuck", customer=CUSTOMER, items=[("p-cup", 1, "12.50")])]
+        order_event(idempotency_key=key, customer=CUSTOMER, items=[("p-cup", 1, "12.50")]) for key in keys
     )
-    return order_id
+    return order_ids
 
 
 def reserved_earlier(database: PostgresDatabase, seconds: float) -> None:
@@ -63,7 +73,7 @@ def test_order_refused_with_idempotency_error_every_time_stays_unknown_fails_the
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
-    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
     pager = LogNotifier()
 
     young = ledger_batch(make_processor, stripe_gateway, pager)
@@ -94,7 +104,7 @@ def test_overdue_order_that_settles_later_passes_the_check_and_pages_no_more(
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
-    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
     pager = LogNotifier()
     ledger_batch(make_processor, stripe_gateway, pager)
     reserved_earlier(ledger_database, 2 * BOUND_S)
@@ -121,7 +131,7 @@ def test_overdue_page_pagerduty_did_not_take_is_sent_by_a_later_batch(
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
-    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
     make_processor(stripe_gateway).process_batch()
     reserved_earlier(ledger_database, 2 * BOUND_S)
     # Nothing listens there: the PagerDuty client's POST is refused.
@@ -136,6 +146,39 @@ def test_overdue_page_pagerduty_did_not_take_is_sent_by_a_later_batch(
 
     assert not settle_check(undelivered).passed and not settle_check(delivered).passed
     assert [page.dedup_key for page in pager.sent] == [outcome_overdue_dedup_key(order_id)]
+
+
+def test_two_lane_processes_paging_at_once_page_each_overdue_order_once(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    order_ids = orders_stripe_refuses(ledger_database, fake_stripe, count=6)
+    make_processor(stripe_gateway).process_batch()
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    url = ledger_database.engine.url.render_as_string(hide_password=False)
+    lanes = [WorkerProcess("page-overdue", url, str(BOUND_S)) for _ in range(2)]
+    for lane in lanes:
+        lane.wait_ready()
+
+    with row_holder(ledger_database) as (holder, pid):
+        # Both claims wait on the same held rows, then race for them once they are let go.
+        holder.execute(sa.select(orders.c.order_id).with_for_update())
+        for lane in lanes:
+            lane.go()
+        wait_until_blocked_by(
+            ledger_database,
+            pid,
+            lambda: all(lane.running() for lane in lanes),
+            "UPDATE orders SET outcome_overdue_paged_at%",
+            backends=2,
+        )
+        holder.rollback()
+    paged = [lane.counts() for lane in lanes]
+
+    assert sum(paged, Counter()) == Counter(dict.fromkeys(order_ids, 1))
+    assert statuses(ledger_database) == dict.fromkeys(order_ids, PAYMENT_UNKNOWN)
 
 
 def test_old_paid_orders_pass_the_settle_check_and_page_nobody(
@@ -163,7 +206,7 @@ def test_order_ledger_asset_reports_the_overdue_order_in_its_settle_check(
     stripe_gateway: StripeGateway,
     fake_stripe: FakeStripe,
 ) -> None:
-    order_id = order_stripe_refuses(ledger_database, fake_stripe)
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
     make_processor(stripe_gateway).process_batch()
     reserved_earlier(ledger_database, 2 * BOUND_S)
     resources = {
