@@ -11,6 +11,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from hub_pipelines.assets.orders import ledger
+from hub_pipelines.orders.attempts import order_subject, record_failure
 from hub_pipelines.orders.idempotency import order_id_for
 from hub_pipelines.orders.ledger_batch import LedgerBatch, run_ledger_batch
 from hub_pipelines.orders.overdue_payments import outcome_overdue_dedup_key
@@ -197,6 +198,24 @@ def test_old_paid_orders_pass_the_settle_check_and_page_nobody(
     batch = ledger_batch(make_processor, stripe_gateway, pager)
 
     assert set(statuses(ledger_database).values()) == {PAID}
+    assert settle_check(batch).passed and pager.sent == []
+
+
+def test_parked_overdue_order_is_left_to_its_parking_alert_neither_counted_nor_paged(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> None:
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
+    make_processor(stripe_gateway).process_batch()
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    assert record_failure(ledger_database, order_subject(order_id), RuntimeError("a bug"), max_attempts=1)
+    pager = LogNotifier()
+
+    batch = ledger_batch(make_processor, stripe_gateway, pager)
+
+    assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
     assert settle_check(batch).passed and pager.sent == []
 
 
