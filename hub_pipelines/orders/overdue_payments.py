@@ -28,8 +28,8 @@ PAGES_PER_BATCH = 50
 """Overdue orders one batch pages at most: after a long gateway outage the rest follow batch by
 batch, so the pager's rate limit is not spent on one batch's flood."""
 
-# A claimed order is updated only here, and neither `updated_at` nor the status moves: the
-# reconciliation's view of the order stays as the ledger left it.
+# A claim that waited on a row re-reads it as committed (paged, or settled, by another) instead of
+# failing to serialize. Only the page column moves, not `updated_at`: reconciliation's view is unchanged.
 _CLAIM_ISOLATION = "READ COMMITTED"
 
 
@@ -85,8 +85,9 @@ def page_overdue_payments(
 
     An order is claimed by setting its `outcome_overdue_paged_at` in one UPDATE that holds only while
     the column is empty and the order still open, so of all batches and lanes exactly one pages it, and
-    an order settled meanwhile is never paged. A page the pager did not deliver (its rate limit held it
-    back, PagerDuty unreachable) gives the claim back: a later batch pages the order again."""
+    an order settled before the claim is never paged. A page the pager did not deliver (its rate limit
+    held it back, PagerDuty unreachable) gives the claim back: a later batch pages the order again. A
+    crash between the claim and the send loses that page; the check still fails after every batch."""
     now = datetime.now(UTC)
     claimable = sa.and_(
         _overdue(now - timedelta(seconds=bound_s)), orders.c.outcome_overdue_paged_at.is_(None)
