@@ -34,6 +34,13 @@ def order_subject_sql(order_id: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
     return sa.literal("order ") + order_id
 
 
+def order_parked(order_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """Whether the order was parked after repeated internal errors (kept out of reconciliation)."""
+    return sa.exists().where(
+        ledger_attempts.c.subject == order_subject_sql(order_id), ledger_attempts.c.parked_at.is_not(None)
+    )
+
+
 def storable_text(text: str, limit: int = MAX_REASON_CHARS) -> str:
     """`text` as PostgreSQL text can hold it: NUL and unpaired surrogates escaped, at most `limit` chars."""
     escaped = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,4 +1,5 @@
-"""One batch of the order ledger as a step runs it: place the orders, push their metrics, check the books."""
+"""One batch of the order ledger as a step runs it: place the orders, push their metrics, check the books,
+page the orders whose payment outcome is overdue."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from hub_pipelines.core.ops_metrics import (
     ORDERS_OUTCOMES,
     ORDERS_PAYMENT_RETRIES,
 )
+from hub_pipelines.core.ports import Notifier
 from hub_pipelines.core.telemetry import RunMetrics, push_metrics
 from hub_pipelines.orders.invariants import Invariants, check_invariants
 from hub_pipelines.orders.metrics import BatchReport
+from hub_pipelines.orders.overdue_payments import OverduePayments, overdue_payments, page_overdue_payments
 from hub_pipelines.orders.processing import OrderBatchProcessor
 
 ORDER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -24,14 +27,28 @@ ORDER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 class LedgerBatch:
     report: BatchReport
     invariants: Invariants
+    overdue: OverduePayments
 
 
-def run_ledger_batch(processor: OrderBatchProcessor, limit: int, pushgateway_url: str | None) -> LedgerBatch:
+def run_ledger_batch(
+    processor: OrderBatchProcessor,
+    limit: int,
+    pushgateway_url: str | None,
+    pager: Notifier,
+    payment_outcome_bound_s: float,
+) -> LedgerBatch:
     """Process up to `limit` inbox events, push the batch's order metrics, then check the ledger's
-    invariants (stock, charges, postings, duplicates) over the whole ledger."""
+    invariants (stock, charges, postings, duplicates) over the whole ledger and page, once each, the
+    orders still without a payment outcome after `payment_outcome_bound_s` (also raised through the
+    processor's alert hook, into the step's log)."""
     report = processor.process_batch(limit)
     push_batch_metrics(report, pushgateway_url)
-    return LedgerBatch(report, check_invariants(processor.database))
+    database = processor.database
+    for paged in page_overdue_payments(database, pager, payment_outcome_bound_s):
+        processor.alert(paged.order_id, f"paged: payment outcome overdue: {paged.describe()}")
+    return LedgerBatch(
+        report, check_invariants(database), overdue_payments(database, payment_outcome_bound_s)
+    )
 
 
 def push_batch_metrics(report: BatchReport, pushgateway_url: str | None) -> None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from hub_pipelines.core.ports import ChargeRequest, ChargeResult, SqlDatabase
 from hub_pipelines.core.sql import serializable_retrying
-from hub_pipelines.orders.attempts import order_subject_sql
+from hub_pipelines.orders.attempts import order_parked
 from hub_pipelines.orders.intake import format_minor
 from hub_pipelines.orders.ledger import (
     GATEWAY_CLEARING,
@@ -33,10 +33,10 @@ from hub_pipelines.orders.ledger import (
 from hub_pipelines.orders.reservation_sql import RECORD_PAID, RECORD_PAID_PSYCOPG
 from hub_pipelines.orders.tables import (
     FAILED,
+    OPEN_STATUSES,
     PAID,
     PAYMENT_UNKNOWN,
     RESERVED,
-    ledger_attempts,
     ledger_entries,
     order_items,
     orders,
@@ -49,7 +49,6 @@ from hub_pipelines.orders.tables import (
 if TYPE_CHECKING:
     import psycopg
 
-_OPEN = (RESERVED, PAYMENT_UNKNOWN)
 # Each settlement is one guarded UPDATE of the order row (status still open) plus inserts: the row lock
 # and READ COMMITTED's re-check of the WHERE after a wait already let exactly one transition win, and
 # stock is released with relative updates. SERIALIZABLE would only add aborts from SSI's page locks.
@@ -70,10 +69,6 @@ def pending_payments(
     `stale_after_s` (younger ones are most likely being paid by the worker that reserved them); not
     those parked after repeated internal errors."""
     cutoff = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-    parked = sa.exists().where(
-        ledger_attempts.c.subject == order_subject_sql(orders.c.order_id),
-        ledger_attempts.c.parked_at.is_not(None),
-    )
     with database.transaction() as connection:
         rows = connection.execute(
             sa.select(
@@ -89,7 +84,7 @@ def pending_payments(
                     orders.c.status == PAYMENT_UNKNOWN,
                     sa.and_(orders.c.status == RESERVED, orders.c.updated_at <= cutoff),
                 ),
-                ~parked,
+                ~order_parked(orders.c.order_id),
             )
             .order_by(orders.c.created_at)
             .limit(limit)
@@ -102,7 +97,7 @@ _MARK_PAID = (
     .where(
         orders.c.order_id == sa.bindparam("key"),
         # Not IN (...): an expanding parameter cannot be sent as executemany.
-        sa.or_(*(orders.c.status == status for status in _OPEN)),
+        sa.or_(*(orders.c.status == status for status in OPEN_STATUSES)),
     )
     .values(
         status=PAID,
@@ -116,7 +111,7 @@ _MARK_PAID = (
 def _move(connection: sa.Connection, order_id: str, to: str, **values: object) -> bool:
     moved = connection.execute(
         sa.update(orders)
-        .where(orders.c.order_id == order_id, orders.c.status.in_(_OPEN))
+        .where(orders.c.order_id == order_id, orders.c.status.in_(OPEN_STATUSES))
         .values(status=to, updated_at=sa.func.now(), **values)
     ).rowcount
     return bool(moved)
@@ -154,7 +149,7 @@ def record_paid_many(
             open_ids = (
                 connection.execute(
                     sa.select(orders.c.order_id)
-                    .where(orders.c.order_id.in_(sorted(by_order)), orders.c.status.in_(_OPEN))
+                    .where(orders.c.order_id.in_(sorted(by_order)), orders.c.status.in_(OPEN_STATUSES))
                     .order_by(orders.c.order_id)
                     .with_for_update()
                 )
@@ -275,7 +270,7 @@ def record_hidden(database: SqlDatabase, order_id: str, reason: str) -> bool:
             sa.update(orders)
             .where(
                 orders.c.order_id == order_id,
-                orders.c.status.in_([RESERVED, PAYMENT_UNKNOWN]),
+                orders.c.status.in_(OPEN_STATUSES),
                 sa.or_(
                     orders.c.failure_reason.is_(None),
                     sa.not_(orders.c.failure_reason.startswith(HIDDEN_OUTCOME, autoescape=True)),

@@ -19,6 +19,8 @@ PAID = "PAID"
 PAYMENT_UNKNOWN = "PAYMENT_UNKNOWN"
 FAILED = "FAILED"
 FINAL_STATUSES = frozenset({PAID, FAILED})
+OPEN_STATUSES = (RESERVED, PAYMENT_UNKNOWN)
+"""An order in these still awaits its payment outcome; every other status is final."""
 
 
 def _utc_timestamp(name: str, nullable: bool = False) -> sa.Column:
@@ -63,6 +65,8 @@ orders = sa.Table(
     _utc_timestamp("paid_at", nullable=True),
     # What the order asked for (`OrderRequest.request_sha256`): a reused key with another is a conflict.
     sa.Column("request_sha256", sa.Text),
+    # When the order, still without a payment outcome past the bound, was paged (`overdue_payments.py`).
+    _utc_timestamp("outcome_overdue_paged_at", nullable=True),
     # An idempotency key is the customer's own: another customer's same key is another order.
     sa.UniqueConstraint("customer_id", "idempotency_key"),
     sa.Index("ix_orders_status", "status"),

@@ -226,16 +226,28 @@ def row_holder(database: SqlDatabase) -> Iterator[tuple[sa.Connection, int]]:
 
 
 def wait_until_blocked_by(
-    database: SqlDatabase, holder_pid: int, running: Callable[[], bool], statement_like: str
+    database: SqlDatabase,
+    holder_pid: int,
+    running: Callable[[], bool],
+    statement_like: str,
+    backends: int = 1,
 ) -> None:
-    """Until a backend's statement like `statement_like` waits on a lock the holder has (a condition,
-    not a delay); `running` says whether the process or thread that sends it still runs."""
+    """Until `backends` statements like `statement_like` wait on a lock, one of them on the holder's (a
+    condition, not a delay: PostgreSQL queues a second waiter for a row behind the first, not behind
+    the holder); `running` says whether the processes or threads that send them still run."""
     blocked = sa.text(
-        "SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid)) AND query LIKE :like"
+        "SELECT count(*) FILTER (WHERE :holder = ANY(pg_blocking_pids(pid))), "
+        "count(*) FILTER (WHERE cardinality(pg_blocking_pids(pid)) > 0) "
+        "FROM pg_stat_activity WHERE query LIKE :like"
     )
     deadline = time.monotonic() + BLOCKED_WITHIN_S
     with database.engine.connect() as watcher:
-        while watcher.execute(blocked, {"holder": holder_pid, "like": statement_like}).scalar_one() == 0:
+        while True:
+            on_holder, waiting = watcher.execute(
+                blocked, {"holder": holder_pid, "like": statement_like}
+            ).one()
+            if on_holder and waiting >= backends:
+                return
             watcher.rollback()
             assert running(), "the batch ended before it met the lock"
             assert time.monotonic() < deadline, "the batch never reached the held row"

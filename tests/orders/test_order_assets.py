@@ -13,6 +13,7 @@ from hub_pipelines.demo.feeder import seed_demo_catalog
 from hub_pipelines.orders.outbox import EVENT_ID_HEADER, TRACEPARENT_HEADER
 from hub_pipelines.orders.pii import new_key_setting
 from hub_pipelines.resources.cache import InProcessCache
+from hub_pipelines.resources.notifier import LogNotifier
 from hub_pipelines.resources.orders.customer_notifications import LocalNotificationFile
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
@@ -40,6 +41,7 @@ def test_order_assets_process_a_batch_locally_and_every_check_passes(tmp_path: P
         "cache": InProcessCache(),
         "topics": topics,
         "payment_gateway": ApprovingLocalGateway(),
+        "pager": LogNotifier(),
         "customer_notifier": LocalNotificationFile(path=str(notifications)),
         "order_settings": OrderLedgerSettings(hmac_secret=HMAC_SECRET, pii_keys=new_key_setting()),
     }

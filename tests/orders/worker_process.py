@@ -13,6 +13,9 @@ python -m tests.orders.worker_process lane <database url> <stripe base url> <red
     prints "ready", waits for a line on stdin, then lands the lane's partitions of the Kafka topic
     `LANE_CHUNK` offsets at a time, running a ledger batch over the lane after each, as the lane's
     runs would; prints the summed counts.
+python -m tests.orders.worker_process page-overdue <database url> <bound s>
+    prints "ready", waits for a line on stdin, then pages the overdue orders (`page_overdue_payments`,
+    the local pager) as a lane's ledger step does after its batch; prints {order id: 1} of those it paged.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from hub_pipelines.landing.offsets import plan_next_ranges
 from hub_pipelines.landing.sql_inbox import SqlInboxSink
 from hub_pipelines.landing.topic_landing import land_ranges, split_into_chunks
 from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.overdue_payments import page_overdue_payments
 from hub_pipelines.orders.processing import OrderBatchProcessor
 from hub_pipelines.resources.kafka_topics import KafkaTopics
+from hub_pipelines.resources.notifier import LogNotifier
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.support import authenticator
@@ -159,7 +164,21 @@ def breaker(redis_url: str, name: str, stripe_base: str) -> None:
         print(outcome, gateway.breaker_state(), flush=True)
 
 
+def page_overdue(database_url: str, bound_s: str) -> None:
+    database = PostgresDatabase(url=database_url)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    paged = page_overdue_payments(database, LogNotifier(), float(bound_s))
+    print(json.dumps({overdue.order_id: 1 for overdue in paged}), flush=True)
+
+
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    commands = {"crash-after-charge": crash_after_charge, "breaker": breaker, "ledger": ledger, "lane": lane}
+    commands = {
+        "crash-after-charge": crash_after_charge,
+        "breaker": breaker,
+        "ledger": ledger,
+        "lane": lane,
+        "page-overdue": page_overdue,
+    }
     commands[command](*arguments)

@@ -12,11 +12,12 @@ from hub_pipelines.assets.policies import ORDER_LEDGER_FRESHNESS
 from hub_pipelines.assets.topic_config import LaneConfig
 from hub_pipelines.assets.tracing import continue_trace
 from hub_pipelines.core.ops_metrics import record_breaker_state
-from hub_pipelines.core.ports import Cache, PaymentGateway, SqlDatabase
+from hub_pipelines.core.ports import Cache, Notifier, PaymentGateway, SqlDatabase
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.invariants import Invariants
 from hub_pipelines.orders.ledger_batch import push_batch_metrics, run_ledger_batch
 from hub_pipelines.orders.metrics import BatchReport
+from hub_pipelines.orders.overdue_payments import OverduePayments
 from hub_pipelines.orders.processing import PLACE_ORDER, AdmittedOrder, OrderBatchProcessor
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
 
@@ -25,6 +26,7 @@ STOCK_CHECK = "stock_never_negative"
 CHARGE_CHECK = "one_successful_charge_per_paid_order"
 BALANCE_CHECK = "ledger_balances"
 DUPLICATES_CHECK = "duplicates_rejected_equal_duplicates_sent"
+SETTLE_CHECK = "payments_settle_within_bound"
 
 
 def _checks() -> list[dg.AssetCheckSpec]:
@@ -33,11 +35,28 @@ def _checks() -> list[dg.AssetCheckSpec]:
         CHARGE_CHECK: "Every PAID order has exactly one successful charge, and no other order has one.",
         BALANCE_CHECK: "Every posting balances, and every final order's receivable is zero.",
         DUPLICATES_CHECK: "Events rejected as duplicates = events that repeated an idempotency key.",
+        SETTLE_CHECK: "No order (not parked) has waited longer than payment_outcome_bound_s for its payment "
+        "outcome; each one past it is paged once.",
     }
     return [
         dg.AssetCheckSpec(name, asset=ORDER_LEDGER_KEY, description=text)
         for name, text in descriptions.items()
     ]
+
+
+def overdue_result(overdue: OverduePayments) -> dg.AssetCheckResult:
+    """ERROR like the invariants: an order past the bound holds stock and perhaps the customer's money."""
+    return dg.AssetCheckResult(
+        check_name=SETTLE_CHECK,
+        passed=not overdue.count,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "bound_s": overdue.bound_s,
+            "overdue": overdue.count,
+            "oldest_age_s": round(overdue.oldest_age_s, 1),
+            "oldest": [payment.describe()[:300] for payment in overdue.oldest],
+        },
+    )
 
 
 def invariant_results(invariants: Invariants) -> list[dg.AssetCheckResult]:
@@ -146,6 +165,7 @@ def order_ledger(
     database: dg.ResourceParam[SqlDatabase],
     cache: dg.ResourceParam[Cache],
     payment_gateway: dg.ResourceParam[PaymentGateway],
+    pager: dg.ResourceParam[Notifier],
     order_settings: OrderLedgerSettings,
 ) -> dg.MaterializeResult:
     """Orders placed from the landed events of the run's lane: validated, price-checked, reserved, paid or
@@ -154,10 +174,17 @@ def order_ledger(
     from hub_pipelines.core.breaker import STATE_VALUES
 
     ledger = lane_ledger(context, config, database, cache, payment_gateway, order_settings)
-    batch = run_ledger_batch(ledger, order_settings.batch_limit, order_settings.pushgateway_url)
+    batch = run_ledger_batch(
+        ledger,
+        order_settings.batch_limit,
+        order_settings.pushgateway_url,
+        pager,
+        order_settings.payment_outcome_bound_s,
+    )
     report = batch.report
     context.log.info(f"order ledger batch: {report.counts}, reconciled {report.reconciled}")
     record_breaker_state(step_metrics(), "payments", STATE_VALUES.get(report.breaker_state, 0))
     return dg.MaterializeResult(
-        metadata=report.as_metadata(), check_results=invariant_results(batch.invariants)
+        metadata=report.as_metadata(),
+        check_results=[*invariant_results(batch.invariants), overdue_result(batch.overdue)],
     )

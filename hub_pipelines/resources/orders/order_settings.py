@@ -40,6 +40,13 @@ class OrderLedgerSettings(dg.ConfigurableResource):
     batch_limit: int = 20_000
     stale_after_s: float = 60.0
     outbox_bound_s: float = 300.0
+    # An order without a payment outcome this long after its reservation fails the ledger's check and
+    # pages once. Well above the normal way to an outcome: a RESERVED order waits `stale_after_s` (60 s)
+    # before reconciliation takes it, a catch-up run comes HUB_ORDERS_RECONCILE_AFTER_SECONDS (60 s)
+    # after the batch on a 30 s sensor tick, an open breaker refuses calls for 60 s at a time, and
+    # Stripe's search shows a hidden charge within about a minute. A gateway outage pages by itself
+    # (HubCircuitBreakerOpen, after 5 min); this is for the orders that stay open after it, or without one.
+    payment_outcome_bound_s: float = 900.0
     notification_max_attempts: int = 3
     # Confirmations sent at once by a downstream run: each message waits on an SMTP connection or an SMS
     # API call, so one at a time spent a batch's seconds waiting; a crash leaves at most this many unsent.
