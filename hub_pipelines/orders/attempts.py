@@ -83,6 +83,16 @@ def park(database: SqlDatabase, subject: str) -> None:
         )
 
 
+def unpark(database: SqlDatabase, subject: str) -> None:
+    """Give `subject` back to the ledger's work, its attempts kept: its next failure parks it again."""
+    with database.transaction() as connection:
+        connection.execute(
+            sa.update(ledger_attempts)
+            .where(ledger_attempts.c.subject == subject)
+            .values(parked_at=None, updated_at=sa.func.now())
+        )
+
+
 def record_failure(database: SqlDatabase, subject: str, error: Exception, max_attempts: int) -> str | None:
     """Count one more failure of `subject`; at `max_attempts` park it and return the reason to
     dead-letter and alert with (`internal: <ExceptionType> ...`), else None: try again next batch."""

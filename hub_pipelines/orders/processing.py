@@ -12,7 +12,7 @@ same key, never another.
 One order never stops the others: a rejection is dead-lettered; any other error of one event or one
 order (a bug, a row the database refuses) is counted in `ledger_attempts` and the batch goes on; after
 `max_attempts` failures, across batches and processes, the event is dead-lettered (the order kept
-out of reconciliation) with `internal: <ExceptionType>` and an alert. Only an outage of the database
+out of reconciliation) with `internal: <ExceptionType>` and a page (`ledger_pages`). Only an outage of the database
 or of the rate limit's store fails the batch: every order would fail alike, and none should be parked.
 """
 
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
@@ -37,18 +37,25 @@ from hub_pipelines.core.ports import (
     ChargeOutcomeHidden,
     ChargeRequest,
     GatewayUnavailable,
+    Notifier,
     PaymentGateway,
     PaymentOutcomeUnknown,
     SqlDatabase,
 )
 from hub_pipelines.core.rate_limit import RateLimiter, RateLimitStoreUnavailable
 from hub_pipelines.core.sql import is_serialization_failure
-from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure
+from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure, unpark
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
+from hub_pipelines.orders.ledger_pages import (
+    corrupted_row_page,
+    hidden_outcome_page,
+    parked_event_page,
+    parked_order_page,
+)
 from hub_pipelines.orders.metrics import BatchReport, OrderOutcome
 from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed, PiiKeyError
 from hub_pipelines.orders.pricing import PricedOrder, PriceRejected, price_order
@@ -67,12 +74,16 @@ from hub_pipelines.orders.reservation_groups import reserve_group
 from hub_pipelines.orders.sealed_payloads import open_inbox_payload
 from hub_pipelines.orders.settlement import (
     compensate,
+    forget_hidden,
     pending_payments,
     record_hidden,
     record_paid,
     record_unknown,
 )
 from hub_pipelines.orders.tables import order_intake
+
+if TYPE_CHECKING:
+    from hub_pipelines.analytics.alerting import Alert
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +94,9 @@ Placement = Callable[[], OrderOutcome] | OrderOutcome
 """What is left to do for one admitted order: its outcome, or the work that ends in it."""
 
 AlertHook = Callable[[str, str], None]
-"""Called with (order id, or the position of an event that never became an order; reason) when an
-order was compensated, or an event or order was parked after repeated internal errors."""
+"""Called with (order id, or the position of an event that never became an order; reason) for every
+alert, paged or not: an order compensated, an idempotency conflict, a corrupted inbox row, a hidden
+charge outcome, an event or order parked after repeated internal errors."""
 
 
 class RateLimitExceeded(ValueError):
@@ -132,11 +144,6 @@ RESERVE_ORDER_ROWS = "reserve order"
 
 CHARGED = frozenset({"paid", "failed", "payment_unknown"})
 """Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
-
-
-def hidden_dedup_key(order_id: str) -> str:
-    """The one page an order whose charge outcome stays hidden gets, whichever batch sends it."""
-    return f"charge-outcome-hidden/{order_id}"
 
 
 def log_alert(subject: str, reason: str) -> None:
@@ -196,6 +203,8 @@ class OrderBatchProcessor:
     rate_limiter: RateLimiter | None = None
     cipher: PiiCipher | None = None
     alert: AlertHook = log_alert
+    pager: Notifier | None = None
+    """Where the alerts that need a person are paged (`ledger_pages`); without one they are only logged."""
     topic: str = "orders"
     lane: int = 0
     lanes: int = 1
@@ -532,9 +541,12 @@ class OrderBatchProcessor:
         self, event: InboxEvent, why: Exception, idempotency_key: str | None, started: float
     ) -> OrderOutcome:
         claimed = record_rejection(self.database, event.position, str(why), event.payload, idempotency_key)
-        if claimed and isinstance(why, IdempotencyConflict | CorruptedInboxRow):
-            position = event.position
-            self._raise_alert(event_subject(position.topic, position.partition, position.offset), str(why))
+        position = event.position
+        subject = event_subject(position.topic, position.partition, position.offset)
+        if claimed and isinstance(why, CorruptedInboxRow):
+            self._raise_alert(subject, str(why), corrupted_row_page(position, str(why)))
+        elif claimed and isinstance(why, IdempotencyConflict):
+            self._raise_alert(subject, str(why))
         return OrderOutcome(
             "rejected" if claimed else "skipped",
             self.clock() - started,
@@ -551,7 +563,7 @@ class OrderBatchProcessor:
             return _retry(error, self.clock() - started)
         claimed = record_rejection(self.database, position, reason, event.payload, outcome=PARKED)
         if claimed:
-            self._raise_alert(subject, reason)
+            self._raise_alert(subject, reason, parked_event_page(position, reason))
         return OrderOutcome(
             "parked" if claimed else "skipped", self.clock() - started, reason=reason, reason_kind="internal"
         )
@@ -567,7 +579,10 @@ class OrderBatchProcessor:
             reason = record_failure(self.database, order_subject(charge.order_id), error, self.max_attempts)
             if reason is None:
                 return _retry(error, self.clock() - started, charge.order_id)
-            self._raise_alert(charge.order_id, reason)
+            if not self._raise_alert(charge.order_id, reason, parked_order_page(charge.order_id, reason)):
+                # Undelivered: the next batch reconciles the order again (same key), and parks and pages
+                # it again if it fails again.
+                unpark(self.database, order_subject(charge.order_id))
             return OrderOutcome(
                 "parked",
                 self.clock() - started,
@@ -591,11 +606,7 @@ class OrderBatchProcessor:
             if not isinstance(unknown, ChargeOutcomeHidden):
                 record_unknown(self.database, charge.order_id, str(unknown))
             elif record_hidden(self.database, charge.order_id, str(unknown)):
-                self._raise_alert(
-                    charge.order_id,
-                    f"{unknown} (paged once for this order, dedup key {hidden_dedup_key(charge.order_id)}: "
-                    f"later batches that still find its charge hidden do not page again)",
-                )
+                self._page_hidden(charge.order_id, str(unknown))
             return OrderOutcome(
                 "payment_unknown",
                 self.clock() - started,
@@ -622,11 +633,37 @@ class OrderBatchProcessor:
             reason=reason,
         )
 
-    def _raise_alert(self, subject: str, reason: str) -> None:
+    def _page_hidden(self, order_id: str, reason: str) -> None:
+        """Page the order `record_hidden` just recorded hidden; a page the pager did not take is given
+        back, so the next batch that still finds the charge hidden records it, and pages, again."""
+        if not self._raise_alert(order_id, reason, hidden_outcome_page(order_id, reason)):
+            forget_hidden(self.database, order_id, reason)
+
+    def _raise_alert(self, subject: str, reason: str, page: Alert | None = None) -> bool:
+        """Log the alert through the hook, and send its `page` (if any) to the pager first, the log line
+        saying whether the pager took it; False when a page was not delivered."""
+        delivered = True
+        if page is not None and self.pager is not None:
+            delivered = _page(self.pager, subject, page)
+            reason = (
+                f"{reason} [paged, dedup key {page.dedup_key}]"
+                if delivered
+                else f"{reason} [NOT paged: the pager did not take {page.dedup_key}]"
+            )
         try:
             self.alert(subject, reason)
         except Exception:
             logger.exception("alert hook failed for %s", subject)
+        return delivered
+
+
+def _page(pager: Notifier, subject: str, page: Alert) -> bool:
+    """Whether the pager took the page; a pager that raises (its failures should answer 0) is logged."""
+    try:
+        return pager.send([page]) == 1
+    except Exception:
+        logger.exception("paging %s (%s) failed", subject, page.dedup_key)
+        return False
 
 
 def _inbox_event(row: sa.Row) -> tuple[InboxEvent, str | None, bool]:

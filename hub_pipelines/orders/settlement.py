@@ -283,6 +283,17 @@ def record_hidden(database: SqlDatabase, order_id: str, reason: str) -> bool:
     return bool(first)
 
 
+def forget_hidden(database: SqlDatabase, order_id: str, reason: str) -> None:
+    """Undo what `record_hidden` decided for `reason` (its page was not delivered), so the next batch that
+    still finds the charge hidden records it, and pages, again; an order settled since is left alone."""
+    with database.transaction() as connection:
+        connection.execute(
+            sa.update(orders)
+            .where(orders.c.order_id == order_id, orders.c.failure_reason == f"{HIDDEN_OUTCOME}: {reason}")
+            .values(failure_reason=reason, updated_at=sa.func.now())
+        )
+
+
 def compensate(
     database: SqlDatabase, charge: ChargeRequest, reason: str, reference: str | None = None
 ) -> bool:

@@ -120,9 +120,11 @@ def lane_ledger(
     database: SqlDatabase,
     cache: Cache,
     payment_gateway: PaymentGateway,
+    pager: Notifier,
     order_settings: OrderLedgerSettings,
 ) -> TracedOrderBatchProcessor:
-    """The batch processor of one lane of the orders topic, alerting through the step's log."""
+    """The batch processor of one lane of the orders topic: every alert in the step's log, those that
+    need a person also paged."""
     return TracedOrderBatchProcessor(
         database=database,
         catalog=Catalog(database, cache),
@@ -131,6 +133,7 @@ def lane_ledger(
         rate_limiter=order_settings.rate_limiter(),
         cipher=order_settings.cipher(),
         alert=lambda subject, reason: context.log.error(f"ALERT {subject}: {reason}"),
+        pager=pager,
         topic=order_settings.orders_topic,
         lane=lane.lane,
         lanes=lane.lanes,
@@ -173,7 +176,7 @@ def order_ledger(
     # Imported per run, not with the code location: the breaker module loads pybreaker and redis.
     from hub_pipelines.core.breaker import STATE_VALUES
 
-    ledger = lane_ledger(context, config, database, cache, payment_gateway, order_settings)
+    ledger = lane_ledger(context, config, database, cache, payment_gateway, pager, order_settings)
     batch = run_ledger_batch(
         ledger,
         order_settings.batch_limit,

@@ -67,7 +67,7 @@ def follow_and_place(
 
     topic = settings.ORDERS_TOPIC
     losses = UpstreamLossPager.for_topic(pager, topic)
-    ledger = lane_ledger(context, config, sink.database, cache, payment_gateway, order_settings)
+    ledger = lane_ledger(context, config, sink.database, cache, payment_gateway, pager, order_settings)
 
     def land_then_place(
         ranges: tuple[OffsetRange, ...], stamps: ProduceStamps
