@@ -15,7 +15,6 @@ from hub_pipelines.core.ports import PAID as CHARGE_PAID
 from hub_pipelines.core.ports import ChargeOutcomeHidden, ChargeRequest
 from hub_pipelines.core.rate_limit import RateLimiter
 from hub_pipelines.orders.invariants import check_invariants
-from hub_pipelines.orders.processing import hidden_dedup_key
 from hub_pipelines.orders.tables import FAILED, FINAL_STATUSES, PAID, PAYMENT_UNKNOWN, orders
 from hub_pipelines.resources.orders.payment_gateway import StripeGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
@@ -348,28 +347,3 @@ def test_reconciliation_while_the_breaker_is_open_defers_without_calling_stripe(
     assert report.reconciled == {"deferred": 1}
     assert (fake_stripe.requests, fake_stripe.searches) == calls
     assert statuses(ledger_database) == {order_id: PAYMENT_UNKNOWN}
-
-
-def test_order_whose_charge_stays_hidden_is_paged_once_across_batches_and_runs_under_its_dedup_key(
-    ledger_database: PostgresDatabase,
-    make_processor: ProcessorFactory,
-    stripe_gateway: StripeGateway,
-    fake_stripe: FakeStripe,
-) -> None:
-    Inbox(ledger_database).land_events([order_event(items=[("p-cup", 1, "12.50")])])
-    alerts: list[tuple[str, str]] = []
-
-    def page(subject: str, reason: str) -> None:
-        alerts.append((subject, reason))
-
-    fake_stripe.pause_indexing()
-    fake_stripe.fail_next(ERROR_AFTER_CHARGE)
-    for _ in range(3):
-        # A processor per batch, as each run builds its own.
-        make_processor(stripe_gateway, alert=page).process_batch()
-
-    ((order_id, status),) = statuses(ledger_database).items()
-    assert status == PAYMENT_UNKNOWN and fake_stripe.replays >= 3
-    ((subject, reason),) = alerts
-    assert subject == order_id
-    assert f"paged once for this order, dedup key {hidden_dedup_key(order_id)}" in reason
