@@ -12,8 +12,9 @@ same key, never another.
 One order never stops the others: a rejection is dead-lettered; any other error of one event or one
 order (a bug, a row the database refuses) is counted in `ledger_attempts` and the batch goes on; after
 `max_attempts` failures, across batches and processes, the event is dead-lettered (the order kept
-out of reconciliation) with `internal: <ExceptionType>` and a page (`ledger_pages`). Only an outage of the database
-or of the rate limit's store fails the batch: every order would fail alike, and none should be parked.
+out of reconciliation) with `internal: <ExceptionType>` and a page (`ledger_pages`). Only an outage of
+the database or of the rate limit's store fails the batch: every order would fail alike, and none
+should be parked.
 """
 
 from __future__ import annotations
@@ -555,7 +556,7 @@ class OrderBatchProcessor:
         )
 
     def _event_failed(self, event: InboxEvent, error: Exception, started: float) -> OrderOutcome:
-        """Count the event's failure; at `max_attempts`, dead-letter it as internal and alert."""
+        """Count the event's failure; at `max_attempts`, dead-letter it as internal and page."""
         position = event.position
         subject = event_subject(position.topic, position.partition, position.offset)
         reason = record_failure(self.database, subject, error, self.max_attempts)
@@ -570,7 +571,9 @@ class OrderBatchProcessor:
 
     def _settle(self, charge: ChargeRequest, started: float, *, reconciling: bool = False) -> OrderOutcome:
         """`_settle_charge`, with an unexpected error of this order counted: the order stays open and
-        the next batch reconciles it with the same key; at `max_attempts` it is parked, with an alert."""
+        the next batch reconciles it with the same key; at `max_attempts` it is parked and paged (a page
+        the pager did not take gives the order back: the next batch reconciles it, and a failure there
+        parks and pages it again)."""
         try:
             return self._settle_charge(charge, started, reconciling=reconciling)
         except outages():
@@ -580,9 +583,8 @@ class OrderBatchProcessor:
             if reason is None:
                 return _retry(error, self.clock() - started, charge.order_id)
             if not self._raise_alert(charge.order_id, reason, parked_order_page(charge.order_id, reason)):
-                # Undelivered: the next batch reconciles the order again (same key), and parks and pages
-                # it again if it fails again.
                 unpark(self.database, order_subject(charge.order_id))
+                return _retry(error, self.clock() - started, charge.order_id)
             return OrderOutcome(
                 "parked",
                 self.clock() - started,

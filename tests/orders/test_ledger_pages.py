@@ -156,7 +156,7 @@ def test_parked_order_page_pagerduty_refused_is_sent_when_a_later_batch_parks_it
 
     reports = [processor.process_batch() for _ in range(3)]
 
-    assert reports[0].counts == {"parked": 1}
+    assert reports[0].counts == {"retry": 1}
     assert [report.reconciled for report in reports[1:]] == [{"parked": 1}, {}]
     (order_id,) = statuses(ledger_database)
     assert [request.answered for request in pagerduty.received] == [503, 200]
