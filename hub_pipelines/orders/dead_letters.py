@@ -19,7 +19,7 @@ from hub_pipelines.core.platform_tables import dead_letters, topic_inbox
 from hub_pipelines.core.ports import SqlDatabase
 from hub_pipelines.orders.attempts import event_subject
 from hub_pipelines.orders.pii import PiiCipher, PiiDecryptionFailed
-from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, PARKED, REJECTED
+from hub_pipelines.orders.reservation import DEAD_LETTER_SOURCE, PARKED, REJECTED, IntakePosition
 from hub_pipelines.orders.sealed_payloads import open_dead_letter_payload
 from hub_pipelines.orders.tables import ledger_attempts, order_intake
 
@@ -124,6 +124,29 @@ def replay_dead_letter(
         connection.execute(sa.delete(ledger_attempts).where(ledger_attempts.c.subject == subject))
         connection.execute(sa.delete(dead_letters).where(dead_letters.c.id == dead_letter_id))
     return replayed
+
+
+def take_back_parked(database: SqlDatabase, position: IntakePosition) -> None:
+    """Undo the ledger's parking of the event at `position` (its intake record and dead letter), its
+    failure count kept: the next batch takes the event again, and one more failure parks it again.
+    For a parked event whose page the pager did not take."""
+    with database.transaction() as connection:
+        connection.execute(
+            sa.delete(order_intake).where(
+                order_intake.c.topic == position.topic,
+                order_intake.c.partition == position.partition,
+                order_intake.c.offset == position.offset,
+                order_intake.c.outcome == PARKED,
+            )
+        )
+        connection.execute(
+            sa.delete(dead_letters).where(
+                dead_letters.c.source == DEAD_LETTER_SOURCE,
+                dead_letters.c.topic == position.topic,
+                dead_letters.c.partition == position.partition,
+                dead_letters.c.offset == position.offset,
+            )
+        )
 
 
 def _dead_letter(row: sa.RowMapping, keyring: PiiCipher | None) -> DeadLetter:

@@ -48,6 +48,7 @@ from hub_pipelines.core.sql import is_serialization_failure
 from hub_pipelines.orders.attempts import event_subject, order_subject, record_failure, unpark
 from hub_pipelines.orders.authenticity import EventAuthenticator, UnauthenticEvent
 from hub_pipelines.orders.catalog import Catalog
+from hub_pipelines.orders.dead_letters import take_back_parked
 from hub_pipelines.orders.held_connections import HeldConnections
 from hub_pipelines.orders.idempotency import IdempotencyConflict, conflict_of, order_id_for
 from hub_pipelines.orders.intake import InvalidOrderEvent, OrderRequest, parse_order_event
@@ -556,15 +557,18 @@ class OrderBatchProcessor:
         )
 
     def _event_failed(self, event: InboxEvent, error: Exception, started: float) -> OrderOutcome:
-        """Count the event's failure; at `max_attempts`, dead-letter it as internal and page."""
+        """Count the event's failure; at `max_attempts`, dead-letter it as internal and page (a page the
+        pager did not take takes the dead letter back: the next batch tries the event, and parks and
+        pages it again)."""
         position = event.position
         subject = event_subject(position.topic, position.partition, position.offset)
         reason = record_failure(self.database, subject, error, self.max_attempts)
         if reason is None:
             return _retry(error, self.clock() - started)
         claimed = record_rejection(self.database, position, reason, event.payload, outcome=PARKED)
-        if claimed:
-            self._raise_alert(subject, reason, parked_event_page(position, reason))
+        if claimed and not self._raise_alert(subject, reason, parked_event_page(position, reason)):
+            take_back_parked(self.database, position)
+            return _retry(error, self.clock() - started)
         return OrderOutcome(
             "parked" if claimed else "skipped", self.clock() - started, reason=reason, reason_kind="internal"
         )

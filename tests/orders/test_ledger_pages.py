@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from hub_pipelines.assets.orders import ledger
+from hub_pipelines.orders.catalog import Catalog
 from hub_pipelines.orders.idempotency import order_id_for
 from hub_pipelines.orders.ledger_pages import hidden_dedup_key
 from hub_pipelines.orders.pii import new_key_setting
@@ -27,7 +28,12 @@ from tests.fakes.stripe_server import ERROR_AFTER_CHARGE, FakeStripe
 from tests.fakes.webhook_receiver import WebhookReceiver, running_webhook_receiver
 from tests.orders.conftest import ProcessorFactory
 from tests.orders.support import HMAC_SECRET, Inbox, order_event
-from tests.orders.test_ledger_isolation import NulReferenceGateway
+from tests.orders.test_ledger_isolation import (
+    CursedCatalog,
+    NulReferenceGateway,
+    intake_dead_letters,
+    signed,
+)
 from tests.orders.test_stripe_replays import statuses
 
 ROUTING_KEY = "orders-routing-key"
@@ -162,6 +168,43 @@ def test_parked_order_page_pagerduty_refused_is_sent_when_a_later_batch_parks_it
     assert [request.answered for request in pagerduty.received] == [503, 200]
     assert [page["dedup_key"] for page in pages(pagerduty)] == [f"order-parked/{order_id}"]
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
+
+
+def test_parked_event_page_pagerduty_refused_is_sent_when_a_later_batch_parks_it_again(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    pagerduty: WebhookReceiver,
+) -> None:
+    Catalog(ledger_database).upsert("p-cursed", "Cursed mug", "USD", 900, 10)
+    (offset,) = Inbox(ledger_database).store(
+        [signed(order_event(customer="c-cursed", items=[("p-cursed", 1, "9.00")]))]
+    )
+    pagerduty.fail_next(503, 1)
+    alerts: Alerts = []
+    processor = make_processor(
+        stripe_gateway,
+        catalog=CursedCatalog(ledger_database),
+        max_attempts=1,
+        pager=pager_at(pagerduty),
+        alert=lambda *alert: alerts.append(alert),
+    )
+
+    refused = processor.process_batch()
+    assert refused.counts == {"retry": 1} and offset not in intake_dead_letters(ledger_database)
+    reports = [processor.process_batch() for _ in range(2)]
+
+    assert [report.counts for report in reports] == [{"parked": 1}, {}]
+    assert intake_dead_letters(ledger_database)[offset].startswith(
+        "internal: ZeroDivisionError after 2 attempts"
+    )
+    key = f"event-parked/orders/0/{offset}"
+    assert [request.answered for request in pagerduty.received] == [503, 200]
+    assert [page["dedup_key"] for page in pages(pagerduty)] == [key]
+    assert [reason.rsplit("[", 1)[1] for _, reason in alerts] == [
+        f"NOT paged: the pager did not take {key}]",
+        f"paged, dedup key {key}]",
+    ]
 
 
 def test_declined_payment_and_idempotency_conflict_page_nothing_but_log_their_alerts(
