@@ -5,7 +5,8 @@ signature headers it arrived with) loses its `rejected` or `parked` intake recor
 event its failure count), and the dead letter goes, so
 the next ledger batch takes the event again and a new rejection can dead-letter it again. Nothing is
 produced to the topic: the inbox keeps one row per event id, so a re-produced copy would land as a
-duplicate and never reach the ledger, and it would put the plaintext event back on the broker.
+duplicate and never reach the ledger, and it would put the plaintext event back on the broker. The
+ledger takes a parked event back the same way, its failure count kept, when its page was not delivered.
 """
 
 from __future__ import annotations
