@@ -34,6 +34,7 @@ from tests.orders.test_ledger_isolation import (
     intake_dead_letters,
     signed,
 )
+from tests.orders.test_sealed_payloads import corrupt_stored_payload
 from tests.orders.test_stripe_replays import statuses
 
 ROUTING_KEY = "orders-routing-key"
@@ -205,6 +206,35 @@ def test_parked_event_page_pagerduty_refused_is_sent_when_a_later_batch_parks_it
         f"NOT paged: the pager did not take {key}]",
         f"paged, dedup key {key}]",
     ]
+
+
+def test_inbox_row_corrupted_at_rest_pages_once_under_its_position(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    pagerduty: WebhookReceiver,
+) -> None:
+    Inbox(ledger_database).land_events(order_event(customer=f"c-{n}") for n in range(2))
+    corrupt_stored_payload(
+        ledger_database, 0, 1, ("one bit flipped", "set_byte(payload, 20, get_byte(payload, 20) # 1)", {})
+    )
+    alerts: Alerts = []
+    processor = make_processor(
+        stripe_gateway, pager=pager_at(pagerduty), alert=lambda *alert: alerts.append(alert)
+    )
+
+    reports = [processor.process_batch() for _ in range(2)]
+
+    assert [report.counts for report in reports] == [{"paid": 1, "rejected": 1}, {}]
+    (page,) = pages(pagerduty)
+    assert page["dedup_key"] == "inbox-row-corrupted/orders/0/1"
+    assert page["payload"]["summary"].startswith(
+        "orders partition 0 offset 1: the stored payload does not open"
+    )
+    ((subject, reason),) = alerts
+    assert subject == "event orders partition 0 offset 1" and reason.endswith(
+        "[paged, dedup key inbox-row-corrupted/orders/0/1]"
+    )
 
 
 def test_declined_payment_and_idempotency_conflict_page_nothing_but_log_their_alerts(
