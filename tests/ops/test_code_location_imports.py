@@ -1,9 +1,9 @@
 """What a process imports when it loads the code location: every run pays it before its first step.
 
 Production-only integrations (cloud, cluster, broker and server clients) must load only under
-HUB_ENV=prod, and heavy libraries only where they are used, never at definition time. Each check
-imports the code location in a fresh interpreter and reads `sys.modules`; the time it takes is a
-bench figure (bench/import_time.py), not an assertion.
+HUB_ENV=prod, and there, like heavy libraries, only where they are used, never at definition time.
+Each check imports the code location in a fresh interpreter and reads `sys.modules`; the time it
+takes is a bench figure (bench/import_time.py), not an assertion.
 """
 
 from __future__ import annotations
@@ -54,11 +54,27 @@ HEAVY = (
 )
 
 
-def modules_loaded_by_code_location(hub_env: str, tmp_path: Path, candidates: tuple[str, ...]) -> list[str]:
-    """Which of `candidates` are in sys.modules after importing the code location under `hub_env`."""
+# What a production run does before it needs them: the media run makes its k8s executor, and a step
+# opens an S3 bucket and its client.
+USE_PRODUCTION_CLIENTS = """
+from hub_pipelines.deploy_k8s import configured_k8s_job_executor
+from hub_pipelines.resources.object_storage import S3ObjectStorage
+configured_k8s_job_executor()
+storage = S3ObjectStorage(endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
+storage.bucket("probe")
+storage.client
+"""
+
+
+def modules_loaded_by_code_location(
+    hub_env: str, tmp_path: Path, candidates: tuple[str, ...], then: str = ""
+) -> list[str]:
+    """Which of `candidates` are in sys.modules after importing the code location under `hub_env`,
+    and after running `then`."""
     program = (
         "import json, sys\n"
         "import hub_pipelines.definitions\n"
+        f"{then}\n"
         f"print(json.dumps(sorted(name for name in {list(candidates)!r} if name in sys.modules)))\n"
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_")}
@@ -83,8 +99,20 @@ def test_local_code_location_imports_no_production_client_or_heavy_library(
     )
 
 
-def test_prod_code_location_loads_its_production_integrations(tmp_path: Path) -> None:
-    """The same probe sees production's integrations when they are wired, so an empty list above means absent."""
-    loaded = modules_loaded_by_code_location("prod", tmp_path, PRODUCTION_ONLY)
+@pytest.mark.parametrize("forbidden", [PRODUCTION_ONLY, HEAVY], ids=["production_only", "heavy"])
+def test_prod_code_location_imports_no_production_client_or_heavy_library(
+    forbidden: tuple[str, ...], tmp_path: Path
+) -> None:
+    loaded = modules_loaded_by_code_location("prod", tmp_path, forbidden)
 
-    assert {"dagster_aws", "dagster_k8s", "kubernetes", "boto3", "confluent_kafka"} <= set(loaded)
+    assert loaded == [], (
+        f"HUB_ENV=prod imports {loaded} at definition time; import them where a run uses them "
+        "(`HUB_ENV=prod python -X importtime -c 'import hub_pipelines.definitions'` shows who pulls them in)"
+    )
+
+
+def test_prod_cluster_and_cloud_clients_load_when_a_run_uses_them(tmp_path: Path) -> None:
+    """The same probe sees production's integrations once used, so an empty list above means absent."""
+    loaded = modules_loaded_by_code_location("prod", tmp_path, PRODUCTION_ONLY, then=USE_PRODUCTION_CLIENTS)
+
+    assert {"dagster_aws", "dagster_k8s", "kubernetes", "boto3", "botocore"} <= set(loaded)
