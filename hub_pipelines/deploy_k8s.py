@@ -66,8 +66,6 @@ MEDIA_EXECUTOR_CONFIG: Mapping[str, Any] = {
     "step_k8s_config": {"container_config": {"resources": dict(DEFAULT_STEP_RESOURCES)}},
     "labels": {"app.kubernetes.io/part-of": "hub-pipelines", "hub/workflow": "media"},
 }
-
-
 MEDIA_EXECUTOR_NAME = "media_k8s_job_executor"
 
 
@@ -90,17 +88,18 @@ def media_k8s_job_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
     rather than at definition time: the schema lives in dagster_k8s, which imports the kubernetes client.
     """
     k8s_executor = configured_k8s_job_executor()
-    config = k8s_executor.apply_config_mapping({})
-    if not config.success or k8s_executor.executor_creation_fn is None:
+    mapped = k8s_executor.apply_config_mapping({})
+    creation_fn = k8s_executor.executor_creation_fn
+    if not mapped.success or mapped.value is None or creation_fn is None:
         raise MediaExecutorConfigInvalid(
             f"{MEDIA_EXECUTOR_NAME}: dagster-k8s's k8s_job_executor refused {dict(MEDIA_EXECUTOR_CONFIG)}: "
-            + "; ".join(error.message for error in config.errors or [])
+            + "; ".join(error.message for error in mapped.errors or [])
         )
-    return k8s_executor.executor_creation_fn(
+    return creation_fn(
         dg.InitExecutorContext(
             job=init_context.job,
             executor_def=k8s_executor,
-            executor_config=config.value["config"],
+            executor_config=mapped.value["config"],
             instance=init_context.instance,
         )
     )

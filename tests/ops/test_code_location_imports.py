@@ -54,26 +54,33 @@ HEAVY = (
 )
 
 
-# What a production run does before it needs them: the media run makes its k8s executor, and a step
-# opens an S3 bucket and its client.
+# What a production run does when it needs them: the media run makes its k8s executor, a step opens an
+# S3 bucket and its client, a landing asks a topic for its partitions (no broker listens: it gives up).
 USE_PRODUCTION_CLIENTS = """
+import contextlib
+from hub_pipelines.core.ports import TopicUnavailable
 from hub_pipelines.deploy_k8s import configured_k8s_job_executor
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.object_storage import S3ObjectStorage
 configured_k8s_job_executor()
 storage = S3ObjectStorage(endpoint_url="http://127.0.0.1:9", region_name="us-east-1")
 storage.bucket("probe")
 storage.client
+with contextlib.suppress(TopicUnavailable):
+    KafkaTopics(bootstrap_servers="127.0.0.1:9", timeout_seconds=0.5).partitions("probe")
 """
 
 
 def modules_loaded_by_code_location(
     hub_env: str, tmp_path: Path, candidates: tuple[str, ...], then: str = ""
 ) -> list[str]:
-    """Which of `candidates` are in sys.modules after importing the code location under `hub_env`,
-    and after running `then`."""
+    """Which of `candidates` are in sys.modules after loading the code location under `hub_env` as a
+    code server does (import, then resolve and validate every definition), and after running `then`."""
     program = (
         "import json, sys\n"
+        "import dagster as dg\n"
         "import hub_pipelines.definitions\n"
+        "dg.Definitions.validate_loadable(hub_pipelines.definitions.defs)\n"
         f"{then}\n"
         f"print(json.dumps(sorted(name for name in {list(candidates)!r} if name in sys.modules)))\n"
     )
@@ -82,7 +89,7 @@ def modules_loaded_by_code_location(
     done = subprocess.run(
         [sys.executable, "-c", program], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=240
     )
-    assert done.returncode == 0, f"importing the code location under HUB_ENV={hub_env} failed:\n{done.stderr}"
+    assert done.returncode == 0, f"loading the code location under HUB_ENV={hub_env} failed:\n{done.stderr}"
     loaded: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
     return loaded
 
@@ -111,8 +118,8 @@ def test_prod_code_location_imports_no_production_client_or_heavy_library(
     )
 
 
-def test_prod_cluster_and_cloud_clients_load_when_a_run_uses_them(tmp_path: Path) -> None:
+def test_prod_cluster_cloud_and_broker_clients_load_when_a_run_uses_them(tmp_path: Path) -> None:
     """The same probe sees production's integrations once used, so an empty list above means absent."""
     loaded = modules_loaded_by_code_location("prod", tmp_path, PRODUCTION_ONLY, then=USE_PRODUCTION_CLIENTS)
 
-    assert {"dagster_aws", "dagster_k8s", "kubernetes", "boto3", "botocore"} <= set(loaded)
+    assert {"dagster_aws", "dagster_k8s", "kubernetes", "boto3", "botocore", "confluent_kafka"} <= set(loaded)
