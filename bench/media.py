@@ -32,7 +32,6 @@ from pathlib import Path
 
 import boto3
 import numpy as np
-from dagster_aws.s3 import S3Resource
 
 from hub_pipelines.core.retry import RetryPolicy
 from hub_pipelines.media.manifests import StagedVariant
@@ -88,12 +87,10 @@ def seaweedfs() -> Iterator[S3ObjectStorage]:
         try:
             wait_until(lambda: accepts_encrypted_put(server), "seaweedfs", timeout=60, process=process)
             yield S3ObjectStorage(
-                s3=S3Resource(
-                    endpoint_url=server.endpoint_url,
-                    aws_access_key_id=server.access_key,
-                    aws_secret_access_key=server.secret_key,
-                    region_name="us-east-1",
-                )
+                endpoint_url=server.endpoint_url,
+                aws_access_key_id=server.access_key,
+                aws_secret_access_key=server.secret_key,
+                region_name="us-east-1",
             )
         finally:
             stop_process(process, grace=1.0)
@@ -137,8 +134,8 @@ def bench_publish(repeat: int, concurrency: int) -> None:
         for name in names.values():
             storage.create_bucket(name)
         staging = storage.bucket(names["staging"])
-        client = boto3.client("s3", endpoint_url=storage.s3.endpoint_url, aws_access_key_id=storage.s3.aws_access_key_id,
-                              aws_secret_access_key=storage.s3.aws_secret_access_key, region_name="us-east-1")  # fmt: skip
+        client = boto3.client("s3", endpoint_url=storage.endpoint_url, aws_access_key_id=storage.aws_access_key_id,
+                              aws_secret_access_key=storage.aws_secret_access_key, region_name="us-east-1")  # fmt: skip
         policy = RetryPolicy(attempts=3, initial_wait=0.1, retry_on=(transient_storage_error,))
         print(
             f"{'round':6} {'variants':>8} {'MB':>6} {'ours s':>7} {'MB/s':>7} {'bare s':>7} {'MB/s':>7} {'ratio':>6}"

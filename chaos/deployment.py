@@ -248,8 +248,6 @@ FLASH_SALE_PRICE = "9.99"
 
 def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
     """What a deploy does before the processes start: schema, catalog, buckets, topics, Dagster's tables."""
-    from dagster_aws.s3 import S3Resource
-
     from hub_pipelines.demo.feeder import DEMO_PRODUCTS
     from hub_pipelines.orders.catalog import add_missing_products
     from hub_pipelines.resources.media.media_settings import MediaSettings
@@ -267,12 +265,10 @@ def bootstrap(deployment: Deployment, flash_sale_stock: int) -> None:
     database.dispose()
     s3 = deployment.services.s3
     storage = S3ObjectStorage(
-        s3=S3Resource(
-            endpoint_url=s3.endpoint_url,
-            region_name=s3.region,
-            aws_access_key_id=s3.access_key,
-            aws_secret_access_key=s3.secret_key,
-        )
+        endpoint_url=s3.endpoint_url,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
     )
     for bucket in [settings.UPLOADS_BUCKET, *MediaSettings().bucket_names()]:
         storage.create_bucket(bucket)

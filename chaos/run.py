@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     # The workload's Kafka clients log each failed reconnect while the nemesis holds the broker down
     # (thousands of lines a window); the outage is counted in the report, and a message the broker did
     # not take reaches the workload as the exception `produce` raises.
-    logging.getLogger("hub_pipelines.resources.kafka_topics").setLevel(logging.CRITICAL)
+    logging.getLogger("hub_pipelines.resources.kafka_cluster").setLevel(logging.CRITICAL)
     report = run_chaos(config)
     text = report.render()
     print(text)

@@ -112,18 +112,14 @@ def _database():
 def _object_storage():
     """The object storage of HUB_ENV: S3 from the HUB_S3_* variables in prod, the local folders otherwise."""
     if settings.hub_env() == "prod":
-        from dagster_aws.s3 import S3Resource
-
         from hub_pipelines.resources.object_storage import S3ObjectStorage
 
         s3 = settings.s3_connection()
         return S3ObjectStorage(
-            s3=S3Resource(
-                endpoint_url=s3.endpoint_url,
-                region_name=s3.region_name,
-                aws_access_key_id=s3.access_key_id,
-                aws_secret_access_key=s3.secret_access_key,
-            )
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region_name,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=s3.secret_access_key,
         )
     from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 

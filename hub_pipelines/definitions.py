@@ -19,7 +19,7 @@ from hub_pipelines import assets, settings
 from hub_pipelines.assets.analytics.daily_rollups import daily_rollups_job
 from hub_pipelines.assets.catalog import cataloged
 from hub_pipelines.assets.tracing import enable_tracing
-from hub_pipelines.deploy_k8s import build_media_k8s_job_executor
+from hub_pipelines.deploy_k8s import media_k8s_job_executor
 from hub_pipelines.housekeeping import (
     media_uploads_retention_job,
     media_uploads_retention_schedule,
@@ -36,12 +36,14 @@ from hub_pipelines.jobs import (
 from hub_pipelines.json_logs import definitions_loggers
 from hub_pipelines.resources.analytics.warehouse import ChdbWarehouse, ClickHouseWarehouse
 from hub_pipelines.resources.cache import RedisCache
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.local_cache import local_cache
 from hub_pipelines.resources.media.cdn import CloudFrontCdn, NoCdn
 from hub_pipelines.resources.media.media_settings import MediaSettings
 from hub_pipelines.resources.media.virus_scanner import EICAR_TEST_DATABASE, ClamdScanner, ClamscanScanner
 from hub_pipelines.resources.media.webhook import FileWebhook, HttpWebhook
 from hub_pipelines.resources.notifier import PAGERDUTY_EVENTS_URL, LogNotifier, PagerDutySlackNotifier
+from hub_pipelines.resources.object_storage import S3ObjectStorage
 from hub_pipelines.resources.object_storage_local import LocalObjectStorage
 from hub_pipelines.resources.orders.customer_notifications import CustomerNotifier, LocalNotificationFile
 from hub_pipelines.resources.orders.order_settings import OrderLedgerSettings
@@ -104,22 +106,13 @@ def local_resources() -> dict[str, Any]:
 
 
 def prod_resources() -> dict[str, Any]:
-    # boto3 with dagster-aws, and confluent-kafka: a local code location (and each of its runs) never
-    # imports them.
-    from dagster_aws.s3 import S3Resource
-
-    from hub_pipelines.resources.kafka_topics import KafkaTopics
-    from hub_pipelines.resources.object_storage import S3ObjectStorage
-
     s3 = settings.s3_connection()
     return {
         "objects": S3ObjectStorage(
-            s3=S3Resource(
-                endpoint_url=s3.endpoint_url,
-                region_name=s3.region_name,
-                aws_access_key_id=dg.EnvVar("HUB_S3_ACCESS_KEY_ID"),
-                aws_secret_access_key=dg.EnvVar("HUB_S3_SECRET_ACCESS_KEY"),
-            )
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region_name,
+            aws_access_key_id=dg.EnvVar("HUB_S3_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("HUB_S3_SECRET_ACCESS_KEY"),
         ),
         "database": PostgresDatabase(url=dg.EnvVar("HUB_DATABASE_URL")),
         "warehouse": prod_warehouse(),
@@ -242,7 +235,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_package_module(assets),
         jobs=[
             # In production each media step (a transcode above all) gets its own sized pod.
-            media_pipeline_job if local else build_media_pipeline_job(build_media_k8s_job_executor()),
+            media_pipeline_job if local else build_media_pipeline_job(media_k8s_job_executor),
             orders_pipeline_job,
             orders_downstream_job,
             analytics_pipeline_job,

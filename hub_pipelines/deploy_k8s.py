@@ -1,14 +1,15 @@
 """Kubernetes execution for production: every media step in its own pod, sized by its op tags.
 
 The K8sRunLauncher (deploy/dagster.prod.yaml) starts one Job per run. For the media job, the
-executor `build_media_k8s_job_executor()` returns then starts one Job per step, so a 4 GiB transcode
+executor `media_k8s_job_executor` then starts one Job per step, so a 4 GiB transcode
 does not share a pod with thirty thumbnail steps. Each step's pod takes the run launcher's settings (image, env from
 the ConfigMap and Secret, service account), then the executor's defaults, then the step's own
 `dagster-k8s/config` tag: put `TRANSCODE_STEP_TAGS` or `IMAGE_STEP_TAGS` in an asset's `op_tags`.
 
 Wire this in prod only (definitions.py): locally there is no cluster, and the executor would fail
 to load the in-cluster configuration. dagster-k8s (with the kubernetes client, over a second to import)
-is imported only when the executor is built, so the step tags cost a local code location nothing.
+is imported only when a media run starts its executor: every other process that loads the code location
+(the code server, the daemon, each orders or analytics run, each step pod) never needs it.
 """
 
 from __future__ import annotations
@@ -65,10 +66,40 @@ MEDIA_EXECUTOR_CONFIG: Mapping[str, Any] = {
     "step_k8s_config": {"container_config": {"resources": dict(DEFAULT_STEP_RESOURCES)}},
     "labels": {"app.kubernetes.io/part-of": "hub-pipelines", "hub/workflow": "media"},
 }
+MEDIA_EXECUTOR_NAME = "media_k8s_job_executor"
 
 
-def build_media_k8s_job_executor() -> dg.ExecutorDefinition:
-    """`k8s_job_executor` with the media job's step pod defaults, named `media_k8s_job_executor`."""
+class MediaExecutorConfigInvalid(ValueError):
+    """dagster-k8s refused the media job's executor settings (a field renamed or removed upstream)."""
+
+
+def configured_k8s_job_executor() -> dg.ExecutorDefinition:
+    """dagster-k8s's `k8s_job_executor` with the media job's step pod defaults."""
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured(dict(MEDIA_EXECUTOR_CONFIG), name="media_k8s_job_executor")
+    return k8s_job_executor.configured(dict(MEDIA_EXECUTOR_CONFIG), name=MEDIA_EXECUTOR_NAME)
+
+
+@dg.executor(name=MEDIA_EXECUTOR_NAME, requirements=dg.multiple_process_executor_requirements())
+def media_k8s_job_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """dagster-k8s's `k8s_job_executor` with the media job's step pod defaults, made when a run starts.
+
+    The settings are checked against dagster-k8s's own config schema, and take its defaults, here
+    rather than at definition time: the schema lives in dagster_k8s, which imports the kubernetes client.
+    """
+    k8s_executor = configured_k8s_job_executor()
+    mapped = k8s_executor.apply_config_mapping({})
+    creation_fn = k8s_executor.executor_creation_fn
+    if not mapped.success or mapped.value is None or creation_fn is None:
+        raise MediaExecutorConfigInvalid(
+            f"{MEDIA_EXECUTOR_NAME}: dagster-k8s's k8s_job_executor refused {dict(MEDIA_EXECUTOR_CONFIG)}: "
+            + "; ".join(error.message for error in mapped.errors or [])
+        )
+    return creation_fn(
+        dg.InitExecutorContext(
+            job=init_context.job,
+            executor_def=k8s_executor,
+            executor_config=mapped.value["config"],
+            instance=init_context.instance,
+        )
+    )

@@ -8,7 +8,8 @@ group positions are the next offset to read, per partition; `committed` lists on
 group has committed (the others start at 0).
 
 The local log's on-disk format is described in `hub_pipelines.core.partition_log`; KafkaTopics lives
-in `hub_pipelines.resources.kafka_topics`, apart, so a local code location never imports confluent-kafka.
+in `hub_pipelines.resources.kafka_topics`, and its calls in `kafka_cluster`, which a process imports on
+its first use of a topic: no code location imports confluent-kafka to define itself.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from typing import IO, Any
 import dagster as dg
 import pytest
 from botocore.exceptions import ClientError
-from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media import media_record, published, renditions, scan, uploads
@@ -52,12 +51,10 @@ class MediaBuckets:
 
 def storage_for(server: S3Server) -> S3ObjectStorage:
     return S3ObjectStorage(
-        s3=S3Resource(
-            endpoint_url=server.endpoint_url,
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-            region_name=server.region,
-        )
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name=server.region,
     )
 
 

@@ -19,6 +19,7 @@ import yaml
 from dagster._serdes import ConfigurableClassData
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.executor import K8sStepHandler
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY as DAGSTER_K8S_CONFIG_KEY
 from dagster_k8s.job import (
     UserDefinedDagsterK8sConfig,
@@ -32,11 +33,13 @@ from hub_pipelines.deploy_k8s import (
     DEFAULT_STEP_RESOURCES,
     IMAGE_STEP_TAGS,
     MAX_STEP_PODS_PER_RUN,
+    MEDIA_EXECUTOR_CONFIG,
     TRANSCODE_DEADLINE_SECONDS,
     TRANSCODE_STEP_RESOURCES,
     TRANSCODE_STEP_TAGS,
     USER_DEFINED_K8S_CONFIG_KEY,
-    build_media_k8s_job_executor,
+    configured_k8s_job_executor,
+    media_k8s_job_executor,
 )
 from tests.ops.prod_files import offline_run_launcher
 
@@ -60,7 +63,7 @@ def media_run(tags: Mapping[str, str] | None = None) -> dg.DagsterRun:
 
 def executor_config() -> Mapping[str, Any]:
     """The config k8s_job_executor receives from `media_k8s_job_executor`, as Dagster maps it."""
-    mapped = build_media_k8s_job_executor().apply_config_mapping({})
+    mapped = configured_k8s_job_executor().apply_config_mapping({})
     assert mapped.success, mapped.errors
     return mapped.value["config"]
 
@@ -169,3 +172,40 @@ def test_media_executor_config_is_valid_for_k8s_job_executor() -> None:
 def test_step_tags_use_the_key_dagster_k8s_reads() -> None:
     assert USER_DEFINED_K8S_CONFIG_KEY == DAGSTER_K8S_CONFIG_KEY
     assert set(TRANSCODE_STEP_TAGS) == set(IMAGE_STEP_TAGS) == {DAGSTER_K8S_CONFIG_KEY}
+
+
+@dg.op
+def probe_step() -> None:
+    """A step for the executor to be made for; it never runs."""
+
+
+@dg.job
+def probe_job() -> None:
+    probe_step()
+
+
+def test_media_executor_made_at_run_start_delegates_steps_to_k8s_jobs_with_the_media_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_K8S_JOB_NAMESPACE", "hub")
+    creation_fn = media_k8s_job_executor.executor_creation_fn
+    assert creation_fn is not None
+    with dg.instance_for_test(overrides={"run_launcher": offline_run_launcher(tmp_path)}) as instance:
+        executor = creation_fn(
+            dg.InitExecutorContext(
+                job=dg.reconstructable(probe_job),
+                executor_def=media_k8s_job_executor,
+                executor_config={},
+                instance=instance,
+            )
+        )
+
+    # What the run worker would start steps with; dagster exposes no public view of a built executor.
+    step_handler = executor._step_handler  # type: ignore[attr-defined]
+    assert isinstance(step_handler, K8sStepHandler)
+    assert executor._max_concurrent == MAX_STEP_PODS_PER_RUN  # type: ignore[attr-defined]
+    # The executor context the step pod tests above merge in (step_container_context), built by hand.
+    assert step_handler._executor_container_context == K8sContainerContext(
+        labels=MEDIA_EXECUTOR_CONFIG["labels"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(MEDIA_EXECUTOR_CONFIG["step_k8s_config"]),
+    )

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster_aws.s3 import S3Resource
 
 from hub_pipelines import settings
 from hub_pipelines.assets.media.partitions import uploads_partitions
@@ -151,12 +150,10 @@ def test_keys_the_stores_refuse_are_recorded_rejected_and_never_run(
     s3_server: S3Server, postgres_database: PostgresServer, hostile_bucket: str
 ) -> None:
     storage = S3ObjectStorage(
-        s3=S3Resource(
-            endpoint_url=s3_server.endpoint_url,
-            aws_access_key_id=s3_server.access_key,
-            aws_secret_access_key=s3_server.secret_key,
-            region_name=s3_server.region,
-        )
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=s3_server.region,
     )
     database = PostgresDatabase(url=postgres_database.url, migrate_schema=True)
     resources = {"objects": storage, "database": database}

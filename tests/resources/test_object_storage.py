@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from dagster_aws.s3 import S3Resource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,12 +41,10 @@ def new_bucket_name() -> str:
 
 def s3_object_storage(server: S3Server) -> S3ObjectStorage:
     return S3ObjectStorage(
-        s3=S3Resource(
-            endpoint_url=server.endpoint_url,
-            region_name=server.region,
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-        ),
+        endpoint_url=server.endpoint_url,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
         # The smallest part size S3 allows, so a multipart upload needs only a few MiB.
         multipart_threshold_mb=5,
         multipart_chunk_mb=5,
