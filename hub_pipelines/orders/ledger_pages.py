@@ -24,49 +24,41 @@ def _at(position: IntakePosition) -> str:
     return f"{position.topic}/{position.partition}/{position.offset}"
 
 
+def _trigger(dedup_key: str, metric: str, summary: str) -> Alert:
+    return Alert(action="trigger", dedup_key=dedup_key, metric=f"orders/{metric}", summary=summary)
+
+
 def hidden_outcome_page(order_id: str, reason: str) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=hidden_dedup_key(order_id),
-        metric="orders/charge_outcome_hidden",
-        summary=(
-            f"order {order_id}: {reason}. It waits in PAYMENT_UNKNOWN with its stock reserved; the customer "
-            f"may have been charged. Never charge it by hand ({RUNBOOK}, 'A hidden charge outcome')"
-        ),
+    return _trigger(
+        hidden_dedup_key(order_id),
+        "charge_outcome_hidden",
+        f"order {order_id}: {reason}. It waits in PAYMENT_UNKNOWN with its stock reserved; the customer "
+        f"may have been charged. Never charge it by hand ({RUNBOOK}, 'A hidden charge outcome')",
     )
 
 
 def parked_order_page(order_id: str, reason: str) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=f"order-parked/{order_id}",
-        metric="orders/order_parked",
-        summary=(
-            f"order {order_id} parked: {reason}. It is out of reconciliation, its stock reserved, and may "
-            f"have been charged: look the charge up by the order id ({RUNBOOK}, 'A parked order')"
-        ),
+    return _trigger(
+        f"order-parked/{order_id}",
+        "order_parked",
+        f"order {order_id} parked: {reason}. It is out of reconciliation, its stock reserved, and may "
+        f"have been charged: look the charge up by the order id ({RUNBOOK}, 'A parked order')",
     )
 
 
 def parked_event_page(position: IntakePosition, reason: str) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=f"event-parked/{_at(position)}",
-        metric="orders/event_parked",
-        summary=(
-            f"order event {position.topic} partition {position.partition} offset {position.offset} "
-            f"parked: {reason}. It is dead-lettered until the fix is deployed and it is replayed ({RUNBOOK})"
-        ),
+    return _trigger(
+        f"event-parked/{_at(position)}",
+        "event_parked",
+        f"order event {position.topic} partition {position.partition} offset {position.offset} "
+        f"parked: {reason}. It is dead-lettered until the fix is deployed and it is replayed ({RUNBOOK})",
     )
 
 
 def corrupted_row_page(position: IntakePosition, reason: str) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=f"inbox-row-corrupted/{_at(position)}",
-        metric="orders/inbox_row_corrupted",
-        summary=(
-            f"{reason}. The order event is dead-lettered with its stored bytes "
-            "(docs/operations.md, 'Rotate the PII key')"
-        ),
+    return _trigger(
+        f"inbox-row-corrupted/{_at(position)}",
+        "inbox_row_corrupted",
+        f"{reason}. The order event is dead-lettered with its stored bytes "
+        "(docs/operations.md, 'Rotate the PII key')",
     )

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from hub_pipelines.assets.orders import ledger
@@ -66,6 +67,20 @@ def ledger_batch(make_processor: ProcessorFactory, gateway: StripeGateway, pager
 
 def settle_check(batch: LedgerBatch) -> dg.AssetCheckResult:
     return ledger.overdue_result(batch.overdue)
+
+
+@pytest.fixture
+def overdue_order(
+    ledger_database: PostgresDatabase,
+    make_processor: ProcessorFactory,
+    stripe_gateway: StripeGateway,
+    fake_stripe: FakeStripe,
+) -> str:
+    """An order one batch left PAYMENT_UNKNOWN (its key refused), reserved twice the bound ago."""
+    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
+    make_processor(stripe_gateway).process_batch()
+    reserved_earlier(ledger_database, 2 * BOUND_S)
+    return order_id
 
 
 def test_order_refused_with_idempotency_error_every_time_stays_unknown_fails_the_check_and_pages_once(
@@ -127,14 +142,11 @@ def test_overdue_order_that_settles_later_passes_the_check_and_pages_no_more(
 
 
 def test_overdue_page_pagerduty_did_not_take_is_sent_by_a_later_batch(
-    ledger_database: PostgresDatabase,
     make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
-    fake_stripe: FakeStripe,
+    overdue_order: str,
 ) -> None:
-    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
-    make_processor(stripe_gateway).process_batch()
-    reserved_earlier(ledger_database, 2 * BOUND_S)
+    order_id = overdue_order
     # Nothing listens there: the PagerDuty client's POST is refused.
     unreachable = PagerDutySlackNotifier(
         pagerduty_routing_key="routing-key", pagerduty_url=f"http://127.0.0.1:{free_port()}/v2/enqueue"
@@ -205,11 +217,9 @@ def test_parked_overdue_order_is_left_to_its_parking_alert_neither_counted_nor_p
     ledger_database: PostgresDatabase,
     make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
-    fake_stripe: FakeStripe,
+    overdue_order: str,
 ) -> None:
-    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
-    make_processor(stripe_gateway).process_batch()
-    reserved_earlier(ledger_database, 2 * BOUND_S)
+    order_id = overdue_order
     assert record_failure(ledger_database, order_subject(order_id), RuntimeError("a bug"), max_attempts=1)
     pager = LogNotifier()
 
@@ -221,13 +231,10 @@ def test_parked_overdue_order_is_left_to_its_parking_alert_neither_counted_nor_p
 
 def test_order_ledger_asset_reports_the_overdue_order_in_its_settle_check(
     ledger_database: PostgresDatabase,
-    make_processor: ProcessorFactory,
     stripe_gateway: StripeGateway,
-    fake_stripe: FakeStripe,
+    overdue_order: str,
 ) -> None:
-    (order_id,) = orders_stripe_refuses(ledger_database, fake_stripe)
-    make_processor(stripe_gateway).process_batch()
-    reserved_earlier(ledger_database, 2 * BOUND_S)
+    order_id = overdue_order
     resources = {
         "database": ledger_database,
         "cache": InProcessCache(),
