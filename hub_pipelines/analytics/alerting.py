@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUIET_MINUTES_TO_RESOLVE = 5
-SOURCE = "hub-pipelines/analytics"
+ANALYTICS = "analytics"
+LANDING = "landing"
+"""The group of the pages about a topic's landing (upstream loss, a stuck range), whichever workflow
+reads the topic: the data platform's on-call acts on them."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Alert:
     metric: str
     summary: str
     finding: Finding | None = None
+    group: str = ANALYTICS
+    """Who the page is for (PagerDuty's `group`, and the `source` beside it): the workflow or platform
+    part whose on-call acts on it, so an event orchestration can route orders pages to commerce."""
 
 
 def dedup_key(metric: str, window_start: datetime) -> str:
@@ -95,10 +101,10 @@ def pagerduty_event(alert: Alert, routing_key: str) -> dict[str, Any]:
         finding = alert.finding
         event["payload"] = {
             "summary": alert.summary[:1024],
-            "source": SOURCE,
+            "source": f"hub-pipelines/{alert.group}",
             "severity": "critical",
             "component": alert.metric,
-            "group": "analytics",
+            "group": alert.group,
             "class": finding.type if finding else "anomaly",
             "custom_details": finding.to_dict() if finding else {},
         }

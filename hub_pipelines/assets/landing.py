@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import Alert
+from hub_pipelines.analytics.alerting import LANDING, Alert
 from hub_pipelines.assets.instrumented import step_metrics
 from hub_pipelines.assets.policies import landing_latency_check, landing_latency_check_spec
 from hub_pipelines.assets.topic_config import TopicRangeConfig
@@ -85,6 +85,7 @@ class UpstreamLossPager:
                     dedup_key=f"upstream-loss/{loss.topic}/{loss.lost.partition}/{loss.lost.start}",
                     metric=f"{loss.topic}/upstream_loss",
                     summary=f"{loss.describe()}: {consequence}",
+                    group=LANDING,
                 )
             ]
         )

@@ -25,7 +25,9 @@ def _at(position: IntakePosition) -> str:
 
 
 def _trigger(dedup_key: str, metric: str, summary: str) -> Alert:
-    return Alert(action="trigger", dedup_key=dedup_key, metric=f"orders/{metric}", summary=summary)
+    return Alert(
+        action="trigger", dedup_key=dedup_key, metric=f"orders/{metric}", summary=summary, group="orders"
+    )
 
 
 def hidden_outcome_page(order_id: str, reason: str) -> Alert:

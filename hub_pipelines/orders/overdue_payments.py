@@ -140,6 +140,7 @@ def _page(overdue: OverduePayment, bound_s: float) -> Alert:
             "reserved and the customer may have been charged: look the PaymentIntent up at Stripe by "
             "metadata.order_id (docs/operations.md, 'Payment outcome overdue')"
         ),
+        group="orders",
     )
 
 

@@ -30,7 +30,13 @@ def run_failure_alert(job_name: str, run_id: str, error: str, url: str, workflow
     first_line = error.strip().splitlines()[0] if error.strip() else "no error message"
     where = f"{workflow} workflow, " if workflow else ""
     summary = f"Dagster run failed: {job_name} ({where}run {run_id[:8]}): {first_line[:ERROR_CHARS]} {url}"
-    return Alert(action="trigger", dedup_key=f"dagster-run/{run_id}", metric=job_name, summary=summary)
+    return Alert(
+        action="trigger",
+        dedup_key=f"dagster-run/{run_id}",
+        metric=job_name,
+        summary=summary,
+        group=workflow or "dagster",
+    )
 
 
 def first_step_error(events: Iterable[dg.DagsterEvent]) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from hub_pipelines.analytics.alerting import Alert
+from hub_pipelines.analytics.alerting import LANDING, Alert
 from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Notifier, Topics
@@ -124,6 +124,7 @@ def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
         dedup_key=stuck.dedup_key,
         metric=f"{stuck.topic} landing",
         summary=f"Landing {stuck.describe()}{where}",
+        group=LANDING,
     )
 
 

@@ -81,6 +81,10 @@ def test_trigger_and_resolve_reach_pagerduty_and_slack_with_the_api_payloads(rec
     trigger = paged[0]
     assert trigger["routing_key"] == "routing-key-1"
     assert trigger["payload"]["severity"] == "critical"
+    assert (trigger["payload"]["group"], trigger["payload"]["source"]) == (
+        "analytics",
+        "hub-pipelines/analytics",
+    )
     assert trigger["payload"]["custom_details"]["type"] == "spike"
     assert {p["dedup_key"] for p in paged} == {"analytics/error_rate/2026-03-10T12:00"}
     assert len(slack) == 2 and "error_rate" in slack[0]["text"]

@@ -99,6 +99,7 @@ def test_failed_run_pages_pagerduty_and_posts_slack_with_link_and_error(
     )
     assert link in summary
     assert "media workflow" in summary
+    assert (event["payload"]["group"], event["payload"]["source"]) == ("media", "hub-pipelines/media")
     [slack] = receiver.bodies("/slack/hook")
     assert link in slack["text"]
     assert "invalid NAL unit" in slack["text"]

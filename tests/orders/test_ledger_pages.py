@@ -88,6 +88,7 @@ def test_hidden_charge_outcome_pages_pagerduty_once_across_two_batches_under_its
         page["payload"]["summary"].startswith(f"order {order_id}: ")
         and "Never charge" in page["payload"]["summary"]
     )
+    assert (page["payload"]["group"], page["payload"]["source"]) == ("orders", "hub-pipelines/orders")
     ((subject, reason),) = alerts
     assert subject == order_id and reason.endswith(f"[paged, dedup key {hidden_dedup_key(order_id)}]")
 
