@@ -61,6 +61,10 @@ def test_interrupt_stops_dagster_its_code_servers_redis_and_the_feeder_within_10
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As from a terminal: nothing blocked. A library's thread start-up in this test process may
+            # have left signals blocked, and the mask is inherited: the interrupt would never reach
+            # the script.
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),
         )
     try:
         wait_until(lambda: location_loaded(f"http://127.0.0.1:{port}"), "make run's UI", 240, script)
