@@ -33,6 +33,28 @@ def processes_in_session(session: int) -> dict[int, str]:
     return found
 
 
+def as_from_a_terminal() -> None:
+    """Run in the child before exec: nothing blocked, INT and TERM at their defaults. A mask and an
+    ignored disposition are both inherited across exec, and bash cannot trap a signal that was ignored
+    when it started, so a test process that had either would make the interrupt go unanswered."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_DFL)
+
+
+def signal_state(pid: int) -> str:
+    """The process's pending, blocked, ignored and caught signal sets, from /proc, for a failure message."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return f"process {pid} has ended"
+    return " ".join(
+        line.replace("\t", "")
+        for line in status
+        if line.startswith(("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt"))
+    )
+
+
 def location_loaded(url: str) -> bool:
     request = urllib.request.Request(
         f"{url}/graphql", json.dumps({"query": LOCATIONS}).encode(), {"Content-Type": "application/json"}
@@ -61,10 +83,7 @@ def test_interrupt_stops_dagster_its_code_servers_redis_and_the_feeder_within_10
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # As from a terminal: nothing blocked. A library's thread start-up in this test process may
-            # have left signals blocked, and the mask is inherited: the interrupt would never reach
-            # the script.
-            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, set()),
+            preexec_fn=as_from_a_terminal,
         )
     try:
         wait_until(lambda: location_loaded(f"http://127.0.0.1:{port}"), "make run's UI", 240, script)
@@ -78,7 +97,10 @@ def test_interrupt_stops_dagster_its_code_servers_redis_and_the_feeder_within_10
         while processes_in_session(script.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
 
-        assert processes_in_session(script.pid) == {}, (tmp_path / "run_local.log").read_text()[-3000:]
+        assert processes_in_session(script.pid) == {}, (
+            f"script {signal_state(script.pid)}; this test process {signal_state(os.getpid())}\n"
+            + (tmp_path / "run_local.log").read_text()[-3000:]
+        )
         assert not (tmp_path / "hub" / "redis" / "redis.sock").exists()
     finally:
         for pid in processes_in_session(script.pid):
