@@ -26,10 +26,11 @@ from hub_pipelines.landing.batches import (
     RunOutcome,
     TopicCursor,
     Wait,
+    hold_rewound,
     next_landing_step,
     resync,
 )
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges
+from hub_pipelines.landing.offsets import OffsetRange, RewoundPartition, describe_ranges, parse_ranges
 
 # The run queue admits one run per value of LANE_TAG, and two per value of FOLLOWING_LANE_TAG: a
 # following lane's run and the successor that takes over from it (handoff.py).
@@ -85,6 +86,10 @@ class LaneCursors:
     def last_landing_seen(self) -> int | None:
         return self.lanes[0].last_landing_seen
 
+    def held_partitions(self) -> list[int]:
+        """The partitions held since they were rewound, in every lane."""
+        return sorted(p for c in self.lanes for p in c.rewound)
+
     def run_keys(self) -> list[str]:
         """The run keys whose outcome the next tick needs."""
         keys = [c.pending_run_key for c in self.lanes if c.pending_run_key is not None]
@@ -122,6 +127,7 @@ def relane(cursors: LaneCursors, count: int) -> LaneCursors:
     landed = {p: o for c in cursors.lanes for p, o in c.landed.items()}
     ahead = [r for c in cursors.lanes for r in c.landed_ahead]
     behind = any(c.downstream_behind for c in cursors.lanes)
+    rewound = {p: seen for c in cursors.lanes for p, seen in c.rewound.items()}
     draining = cursors.draining + tuple(
         DrainingRun(c.pending_run_key, c.pending_ranges)
         for c in cursors.lanes
@@ -134,6 +140,7 @@ def relane(cursors: LaneCursors, count: int) -> LaneCursors:
                 landed_ahead=tuple(r for r in ahead if lane.holds(r.partition)),
                 last_landing_seen=cursors.last_landing_seen,
                 downstream_behind=behind,
+                rewound={p: seen for p, seen in rewound.items() if lane.holds(p)},
             )
             for lane in lanes_of("", count)
         ),
@@ -163,6 +170,8 @@ class LanesTick:
     requests: list[tuple[Lane, RequestLanding]]
     waits: list[tuple[Lane, Wait]]
     cursor: LaneCursors = field(default_factory=LaneCursors)
+    # Partitions this tick found rewound (`hold_rewound`): each is paged once.
+    newly_rewound: list[RewoundPartition] = field(default_factory=list)
 
     def reason(self) -> str:
         """Why no lane started a run; one lane's reason alone when there is one lane."""
@@ -203,9 +212,12 @@ def next_lanes_step(
                 # landing are owed for them.
                 lane_cursors[lane.index] = replace(cursor, downstream_behind=True)
     held = {r.partition for run in draining for r in run.ranges}
-    requests, waits = [], []
+    requests, waits, newly_rewound = [], [], []
     for lane in lanes:
-        cursor = lane_cursors[lane.index]
+        cursor, rewound = hold_rewound(
+            topic, lane_cursors[lane.index], {p: end for p, end in end_offsets.items() if lane.holds(p)}
+        )
+        newly_rewound += rewound
         ends = {p: end for p, end in end_offsets.items() if lane.holds(p) and p not in held}
         step = next_landing_step(
             lane.name,
@@ -225,8 +237,10 @@ def next_lanes_step(
             step = replace(
                 step, reason=f"{step.reason}; partitions {blocked} wait for runs of the earlier lanes"
             )
+        for rewinding in step.cursor.rewound_partitions(topic):
+            step = replace(step, reason=f"{step.reason}; {rewinding.describe()}")
         waits.append((lane, step))
-    return LanesTick(requests, waits, LaneCursors(tuple(lane_cursors), tuple(draining)))
+    return LanesTick(requests, waits, LaneCursors(tuple(lane_cursors), tuple(draining)), newly_rewound)
 
 
 def _in_lane(landings: list[Landing], lane: Lane) -> list[Landing]:

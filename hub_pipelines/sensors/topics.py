@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from hub_pipelines.analytics.alerting import LANDING, Alert
+from hub_pipelines.assets.landing import rewound_partition_alert
 from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
 from hub_pipelines.core.ports import Notifier, Topics
@@ -180,6 +181,9 @@ def build_topic_sensor(
         tick = next_lanes_step(
             topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time(), hand_over_after
         )
+        for rewound in tick.newly_rewound:
+            pager.send([rewound_partition_alert(rewound)])
+            context.log.error(rewound.describe())
         for lane, wait in tick.waits:
             if wait.newly_stuck is not None:
                 stuck_run = pending.get(tick.cursor.lanes[lane.index].pending_run_key or "")
@@ -209,6 +213,7 @@ def build_topic_sensor(
                                 lane=lane.index,
                                 lanes=lane.count,
                                 takes_over_from=step.takes_over_from or "",
+                                held_partitions=",".join(map(str, tick.cursor.held_partitions())),
                             ),
                             **dict.fromkeys(lane_ops, lane_config),
                         }

@@ -4,6 +4,7 @@ cursors resynced from other writers' landings, and a page for a stuck range."""
 from __future__ import annotations
 
 import logging
+import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -228,3 +229,61 @@ def test_tick_with_a_million_pending_messages_requests_one_capped_batch(local_en
     ranges = parse_ranges(_ranges_of(_only_request(result)))
     assert sum(r.size for r in ranges) == settings.ORDERS_PER_RUN
     assert {r.partition for r in ranges} == set(range(settings.TOPIC_PARTITIONS))
+
+
+def test_a_topic_deleted_and_recreated_pages_once_and_is_never_landed_past_what_was_landed(
+    local_environment: LocalEnvironment, caplog: pytest.LogCaptureFixture
+):
+    topics = local_environment.resources["topics"]
+    _produce(local_environment, 10, partition=0)
+    _produce(local_environment, 3, partition=1)
+    first, cursor = local_environment.tick(SENSOR, None)
+    _finish(local_environment, _only_request(first), dg.DagsterRunStatus.SUCCESS)
+    idle, cursor = local_environment.tick(SENSOR, cursor)
+    assert isinstance(idle, dg.SkipReason) and TopicCursor.from_json(cursor).landed == {0: 10, 1: 3}
+
+    # Deleted and made again: every partition starts at offset 0, below what the book holds.
+    shutil.rmtree(Path(topics.root) / settings.ORDERS_TOPIC)
+    topics.create_topic(settings.ORDERS_TOPIC, settings.TOPIC_PARTITIONS)
+    _produce(local_environment, 2, partition=0)
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        rewound, cursor = local_environment.tick(SENSOR, cursor)
+        # The new partition 0 grows past the old landed offset: landing from 10 on would skip its 0..9.
+        _produce(local_environment, 20, partition=0)
+        _produce(local_environment, 5, partition=2)
+        later, cursor = local_environment.tick(SENSOR, cursor)
+
+    assert isinstance(rewound, dg.SkipReason), rewound
+    assert "orders partition 0 ends at offset 2, below offset 10 already landed" in (
+        rewound.skip_message or ""
+    )
+    pages = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+    assert len(pages) == 2, pages
+    assert "topic-rewound/orders/0/10" in pages[0] and "topic-rewound/orders/1/3" in pages[1]
+    assert "orders partition 0 ends at offset 2, below offset 10 already landed" in pages[0]
+    request = _only_request(later)
+    assert _ranges_of(request) == "2:0-5"
+    assert request.run_config["ops"]["orders__order_events"]["config"]["held_partitions"] == "0,1"
+
+
+def test_a_landing_from_the_book_pages_a_partition_recreated_below_it_and_lands_its_other_partitions(
+    local_environment: LocalEnvironment, caplog: pytest.LogCaptureFixture
+):
+    topics = local_environment.resources["topics"]
+    _produce(local_environment, 10, partition=0)
+    _land_by_hand(local_environment, "0:0-10")
+    shutil.rmtree(Path(topics.root) / settings.ORDERS_TOPIC)
+    topics.create_topic(settings.ORDERS_TOPIC, settings.TOPIC_PARTITIONS)
+    _produce(local_environment, 2, partition=0)
+    _produce(local_environment, 3, partition=1)
+
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        result = local_environment.defs.resolve_job_def("orders_pipeline").execute_in_process(
+            instance=local_environment.instance, asset_selection=[ORDER_EVENTS]
+        )
+
+    assert result.success
+    [landed] = [m for m in result.asset_materializations_for_node("orders__order_events")]
+    assert landed.metadata["ranges"].value == "1:0-3"
+    pages = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+    assert len(pages) == 1 and "topic-rewound/orders/0/10" in pages[0], pages
