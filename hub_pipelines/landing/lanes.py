@@ -38,6 +38,10 @@ LANE_TAG = "hub/lane"
 FOLLOWING_LANE_TAG = "hub/following-lane"
 
 
+# Longer than the clients' own retries (30 s) and a broker's rolling restart.
+UNREADABLE_PAGE_AFTER_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class Lane:
     """Lane `index` of a topic split into `count` lanes: the partitions p with p % count == index."""
@@ -76,11 +80,34 @@ class DrainingRun:
 
 
 @dataclass(frozen=True)
+class TopicUnreadable:
+    """The sensor has not been able to read the topic's end offsets since `since` (a broker away for
+    longer than its clients' retries, the topic deleted, credentials refused): no lane plans, and only
+    a page tells anyone, since nothing fails."""
+
+    topic: str
+    since: float
+    error: str
+    paged: bool = False
+
+    @property
+    def dedup_key(self) -> str:
+        return f"topic-unreadable/{self.topic}"
+
+    def describe(self, now: float) -> str:
+        return (
+            f"cannot read the end offsets of {self.topic} for {(now - self.since) / 60:.0f} min: {self.error}"
+        )
+
+
+@dataclass(frozen=True)
 class LaneCursors:
-    """The topic sensor's cursor: one `TopicCursor` per lane, and the runs of earlier lanes."""
+    """The topic sensor's cursor: one `TopicCursor` per lane, the runs of earlier lanes, and since
+    when the topic cannot be read."""
 
     lanes: tuple[TopicCursor, ...] = (TopicCursor(),)
     draining: tuple[DrainingRun, ...] = ()
+    unreadable: TopicUnreadable | None = None
 
     @property
     def last_landing_seen(self) -> int | None:
@@ -97,27 +124,52 @@ class LaneCursors:
 
     def to_json(self) -> str:
         """JSON; a topic in one lane with nothing draining keeps the cursor it had before lanes."""
+        unreadable = (
+            {}
+            if self.unreadable is None
+            else {"unreadable": {k: v for k, v in vars(self.unreadable).items() if k != "topic"}}
+        )
         if len(self.lanes) == 1 and not self.draining:
-            return self.lanes[0].to_json()
+            return json.dumps({**json.loads(self.lanes[0].to_json()), **unreadable})
         return json.dumps(
             {
                 "lanes": [json.loads(c.to_json()) for c in self.lanes],
                 "draining": {run.run_key: describe_ranges(run.ranges) for run in self.draining},
+                **unreadable,
             }
         )
 
     @classmethod
-    def from_json(cls, text: str | None) -> LaneCursors:
+    def from_json(cls, text: str | None, topic: str = "") -> LaneCursors:
         """The cursor; a cursor written before lanes (one `TopicCursor`) is one lane."""
         if not text:
             return cls()
         data = json.loads(text)
+        seen = data.get("unreadable")
+        unreadable = (
+            None
+            if seen is None
+            else TopicUnreadable(topic, float(seen["since"]), str(seen["error"]), bool(seen["paged"]))
+        )
         if "lanes" not in data:
-            return cls((TopicCursor.from_json(text),))
+            return cls((TopicCursor.from_json(text),), unreadable=unreadable)
         return cls(
             tuple(TopicCursor.from_json(json.dumps(lane)) for lane in data["lanes"]),
             tuple(DrainingRun(key, tuple(parse_ranges(r))) for key, r in data.get("draining", {}).items()),
+            unreadable,
         )
+
+    def unreadable_at(self, topic: str, error: str, now: float) -> tuple[LaneCursors, TopicUnreadable | None]:
+        """The cursor after a tick that could not read the topic, and the state to page about when it
+        has been unreadable for UNREADABLE_PAGE_AFTER_SECONDS (once until it is read again)."""
+        since = self.unreadable.since if self.unreadable is not None else now
+        unreadable = TopicUnreadable(
+            topic, since, error, self.unreadable is not None and self.unreadable.paged
+        )
+        page = not unreadable.paged and now - since >= UNREADABLE_PAGE_AFTER_SECONDS
+        if page:
+            unreadable = replace(unreadable, paged=True)
+        return replace(self, unreadable=unreadable), unreadable if page else None
 
 
 def relane(cursors: LaneCursors, count: int) -> LaneCursors:
@@ -145,6 +197,7 @@ def relane(cursors: LaneCursors, count: int) -> LaneCursors:
             for lane in lanes_of("", count)
         ),
         draining,
+        cursors.unreadable,
     )
 
 
