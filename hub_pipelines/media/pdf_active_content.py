@@ -29,9 +29,10 @@ from typing import Literal
 import pikepdf
 from pikepdf import Array, Dictionary, Name
 
-INERT_RULES_VERSION = 2
+INERT_RULES_VERSION = 3
 """Raised whenever what is removed grows, so staged PDFs made inert under older rules are rendered again
-(it is part of the render fingerprint). 2: unsafe links, form submission, remote documents, renditions."""
+(it is part of the render fingerprint). 2: unsafe links, form submission, remote documents, renditions.
+3: actions and annotations held directly in indirect arrays."""
 
 ActiveContentCategory = Literal[
     "javascript",
@@ -82,12 +83,19 @@ def strip_active_content(pdf: pikepdf.Pdf) -> dict[str, int]:
     for obj in pdf.objects:
         if isinstance(obj, Dictionary | pikepdf.Stream):
             _strip_dictionary(obj, removed)
+        elif isinstance(obj, Array):
+            # An indirect array's direct items (an /Annots or /Next array's) are reached through it alone.
+            for item in obj:
+                _strip_direct(item, removed)
     for page in pdf.pages:
         _strip_annotations(page.obj, removed)
     _strip_catalog(pdf.Root, removed)
     for obj in pdf.objects:
         if isinstance(obj, Dictionary | pikepdf.Stream):
             _unlink_emptied_actions(obj)
+        elif isinstance(obj, Array):
+            for item in obj:
+                _unlink_in_direct(item)
     return {category: removed[category] for category in sorted(removed)}
 
 
@@ -186,12 +194,21 @@ def _unlink_emptied_actions(dictionary: pikepdf.Object) -> None:
         value = dictionary.get(key)
         if isinstance(value, Dictionary) and len(value.keys()) == 0:
             del dictionary[key]
+        elif key == Name.Next and isinstance(value, Array) and value.is_indirect:
+            # Changed in place: whoever else refers to the chain sees it without the emptied actions.
+            for index in reversed(range(len(value))):
+                if _emptied(value[index]):
+                    del value[index]
         elif key == Name.Next and isinstance(value, Array):
-            kept = [item for item in value if not (isinstance(item, Dictionary) and len(item.keys()) == 0)]
+            kept = [item for item in value if not _emptied(item)]
             if len(kept) != len(value):
                 dictionary[key] = Array(kept)
     for name in list(dictionary.keys()):
         _unlink_in_direct(dictionary[name])
+
+
+def _emptied(item: pikepdf.Object) -> bool:
+    return isinstance(item, Dictionary) and len(item.keys()) == 0
 
 
 def _unlink_in_direct(value: pikepdf.Object) -> None:
