@@ -130,8 +130,8 @@ def _strip_annotations(page: pikepdf.Object, removed: Counter[ActiveContentCateg
         return
     kept = []
     for annotation in annotations:
-        subtype = annotation.get(Name.Subtype) if isinstance(annotation, Dictionary) else None
-        category = _ANNOTATIONS.get(subtype) if isinstance(subtype, Name) else None
+        subtype = _direct_name(annotation.get(Name.Subtype)) if isinstance(annotation, Dictionary) else None
+        category = _ANNOTATIONS.get(subtype) if subtype is not None else None
         if category:
             removed[category] += 1
         else:
@@ -171,12 +171,17 @@ def _strip_direct(value: pikepdf.Object, removed: Counter[ActiveContentCategory]
 
 
 def _action_category(dictionary: pikepdf.Object) -> ActiveContentCategory | None:
-    kind = dictionary.get(Name.S)
-    if not isinstance(kind, Name):
+    kind = _direct_name(dictionary.get(Name.S))
+    if kind is None:
         return None
     if kind == Name.URI:
         return _uri_category(dictionary.get(Name.URI))
     return _ACTIONS.get(kind)
+
+
+def _direct_name(value: object) -> Name | None:
+    """The name, made direct: a name may be an indirect object (`/S 5 0 R`), which cannot be hashed."""
+    return Name(str(value)) if isinstance(value, Name) else None
 
 
 def _uri_category(target: object) -> ActiveContentCategory | None:

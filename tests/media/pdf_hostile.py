@@ -253,6 +253,23 @@ def launch_chained_from_an_indirect_array_in_an_object_stream() -> bytes:
     return save(pdf, object_stream_mode=pikepdf.ObjectStreamMode.generate)
 
 
+def script_and_attachment_typed_by_indirect_names() -> bytes:
+    """An /OpenAction script whose /S, and a file attachment annotation whose /Subtype, are indirect
+    name objects (`/S 5 0 R`): valid PDF, which a viewer runs and shows like direct names."""
+    pdf, page = _document()
+    pdf.Root[Name.OpenAction] = pdf.make_indirect(
+        Dictionary(S=pdf.make_indirect(Name.JavaScript), JS=String(f"app.alert('{MARKER}')"))
+    )
+    attachment = Dictionary(
+        Type=Name.Annot,
+        Subtype=pdf.make_indirect(Name.FileAttachment),
+        Rect=Array([72, 600, 90, 620]),
+        Contents=String(MARKER),
+    )
+    page.obj[Name.Annots] = Array([pdf.make_indirect(attachment)])
+    return save(pdf)
+
+
 def plain_link() -> bytes:
     pdf, page = _document()
     link = Dictionary(
@@ -281,4 +298,8 @@ HOSTILE_PDFS = {
     "incremental-update-javascript.pdf": (javascript_in_an_incremental_update, {"javascript"}),
     "indirect-annots-javascript.pdf": (script_link_in_an_indirect_annotation_array, {"javascript"}),
     "indirect-next-launch.pdf": (launch_chained_from_an_indirect_array_in_an_object_stream, {"launch"}),
+    "indirect-names.pdf": (
+        script_and_attachment_typed_by_indirect_names,
+        {"javascript", "file_attachment_annotations"},
+    ),
 }
