@@ -326,8 +326,13 @@ def _after_failure(
         # A run that carried landed messages downstream failed there: the same run is needed again.
         unlanded = cursor.pending_ranges
     else:
+        # A held partition's new messages past the failed range would be landed while those below it
+        # are skipped (`hold_rewound`).
         unlanded = tuple(
-            part for r in cursor.pending_ranges for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
+            part
+            for r in cursor.pending_ranges
+            if r.partition not in cursor.rewound
+            for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
         )
     if not unlanded:
         return None

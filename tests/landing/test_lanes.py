@@ -146,3 +146,17 @@ def test_a_rewound_partition_is_paged_once_and_never_requested_again_across_lane
         ends = {p: end + regrowth for p, end in ends.items()}
     assert sorted(paged) == sorted(recreated)
     assert cursors.held_partitions() == sorted(recreated)
+
+
+def test_a_failed_run_is_not_asked_again_for_a_partition_rewound_meanwhile() -> None:
+    cursors = LaneCursors((TopicCursor(landed={0: 20, 1: 20}),))
+    step = next_lanes_step("orders", cursors, {0: 30, 1: 30}, {}, 1000, 0.0)
+    [(_, request)] = step.requests
+    assert request.ranges == (OffsetRange(0, 20, 30), OffsetRange(1, 20, 30))
+    failed = {request.run_key: PendingRun(RunOutcome.FAILED, "step orders__order_events: IncompleteRead")}
+    # The topic made again while the run was in flight: partition 0 starts over, then grows past 30.
+    waiting = next_lanes_step("orders", step.cursor, {0: 2, 1: 30}, failed, 1000, 1.0)
+    assert [r.partition for r in waiting.newly_rewound] == [0]
+    retry = next_lanes_step("orders", waiting.cursor, {0: 40, 1: 30}, failed, 1000, 10_000.0)
+    [(_, again)] = retry.requests
+    assert again.ranges == (OffsetRange(1, 20, 30),)
