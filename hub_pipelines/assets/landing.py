@@ -3,6 +3,7 @@ reporting each batch, checking."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topi
 from hub_pipelines.landing.latency import LandingLatency, ProduceStamps, landing_latency
 from hub_pipelines.landing.offsets import (
     OffsetRange,
+    RewoundPartition,
     describe_ranges,
     parse_ranges,
     plan_next_ranges,
+    rewound_partitions,
 )
 from hub_pipelines.landing.topic_landing import UpstreamLoss, land_ranges
+
+logger = logging.getLogger(__name__)
 
 RECONCILES_CHECK = "every_range_reconciles"
 CONTIGUOUS_CHECK = "landed_offsets_contiguous"
@@ -51,12 +56,31 @@ def landing_check_specs(asset_key: list[str]) -> list[dg.AssetCheckSpec]:
 
 
 def ranges_to_land(
-    config: TopicRangeConfig, topics: Topics, sink: LandingSink, topic: str
+    config: TopicRangeConfig, topics: Topics, sink: LandingSink, topic: str, pager: Notifier
 ) -> list[OffsetRange]:
     if config.ranges:
         return parse_ranges(config.ranges)
-    ends = {p: end for p, end in topics.end_offsets(topic).items() if config.holds(p)}
-    return plan_next_ranges(sink.landed_positions(topic), ends, config.max_messages)
+    landed = sink.landed_positions(topic)
+    ends = {p: end for p, end in topics.end_offsets(topic).items() if config.lands(p)}
+    for rewound in rewound_partitions(topic, landed, ends):
+        del ends[rewound.partition]
+        page_rewound(pager, rewound)
+    return plan_next_ranges(landed, ends, config.max_messages)
+
+
+def rewound_partition_alert(rewound: RewoundPartition) -> Alert:
+    return Alert(
+        action="trigger",
+        dedup_key=rewound.dedup_key,
+        metric=f"{rewound.topic} landing",
+        summary=f"Landing {rewound.describe()}",
+        group=LANDING,
+    )
+
+
+def page_rewound(pager: Notifier, rewound: RewoundPartition) -> None:
+    pager.send([rewound_partition_alert(rewound)])
+    logger.error(rewound.describe())
 
 
 @dataclass
@@ -173,18 +197,19 @@ def land_and_report(
     last = follow_topic(
         topics,
         topic,
-        ranges_to_land(config, topics, sink, topic),
+        ranges_to_land(config, topics, sink, topic, losses.pager),
         sink.landed_positions(topic) if config.follow_seconds > 0 else {},
         land_batch,
         report,
         config.follow_seconds,
         settings.FOLLOW_POLL_SECONDS,
         config.max_messages,
-        follows=config.holds,
+        follows=config.lands,
         longest_seconds=config.follow_longest_seconds,
         keep_following=keep_following,
         relieved=relieved,
         successor_coming=successor_coming,
+        on_rewound=lambda rewound: page_rewound(losses.pager, rewound),
     )
     metadata = tally(last)
     record_landing_lag(topics, sink, topic)

@@ -42,3 +42,12 @@ class TopicRangeConfig(LaneConfig):
         description="The following run this run takes over from (set by the sensor for a successor, "
         "whose `ranges` are empty): once up, it tells that run to stop and waits for it to end.",
     )
+    held_partitions: str = Field(
+        default="",
+        description="Partitions the sensor holds since their end fell below what was landed from them "
+        "(a topic deleted and made again), as '0,3': this run lands nothing of them.",
+    )
+
+    def lands(self, partition: int) -> bool:
+        """Whether this run lands the partition: its lane's, and not held."""
+        return self.holds(partition) and str(partition) not in self.held_partitions.split(",")

@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 
 from hub_pipelines.landing.offsets import (
     OffsetRange,
+    RewoundPartition,
     describe_ranges,
     parse_ranges,
     plan_next_ranges,
+    rewound_partitions,
     uncovered_parts,
 )
 
@@ -98,11 +100,16 @@ class TopicCursor:
     last_error: str = ""
     # Other writers landed ranges whose downstream steps no run of the sensor has carried yet.
     downstream_behind: bool = False
+    # Partitions held since their end fell below their landed offset: partition -> (landed, end seen).
+    rewound: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def failures(self) -> int:
         """Failures of the pending ranges so far, counting the pending run once it has failed."""
         return self.attempt + (1 if self.retry_at is not None else 0)
+
+    def rewound_partitions(self, topic: str) -> list[RewoundPartition]:
+        return [RewoundPartition(topic, p, landed, end) for p, (landed, end) in sorted(self.rewound.items())]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -116,6 +123,7 @@ class TopicCursor:
                 "retry_at": self.retry_at,
                 "last_error": self.last_error,
                 "downstream_behind": self.downstream_behind,
+                "rewound": {str(p): list(seen) for p, seen in sorted(self.rewound.items())},
             }
         )
 
@@ -134,6 +142,7 @@ class TopicCursor:
             retry_at=data.get("retry_at"),
             last_error=data.get("last_error", ""),
             downstream_behind=bool(data.get("downstream_behind", False)),
+            rewound={int(p): (int(landed), int(end)) for p, (landed, end) in data.get("rewound", {}).items()},
         )
 
 
@@ -237,6 +246,7 @@ def next_landing_step(
                 landed_ahead=ahead,
                 last_landing_seen=cursor.last_landing_seen,
                 downstream_behind=cursor.downstream_behind,
+                rewound=cursor.rewound,
             )
         else:
             step = _after_failure(topic, cursor, pending, now)
@@ -249,12 +259,15 @@ def next_landing_step(
                 landed_ahead=cursor.landed_ahead,
                 last_landing_seen=cursor.last_landing_seen,
                 downstream_behind=True,
+                rewound=cursor.rewound,
             )
 
     ranges = tuple(plan_next_ranges(cursor.landed, _plannable_ends(cursor, end_offsets), max_messages))
     note = ""
     if ranges:
-        backlog = sum(end - cursor.landed.get(p, 0) for p, end in end_offsets.items())
+        backlog = sum(
+            end - cursor.landed.get(p, 0) for p, end in _plannable_ends(cursor, end_offsets).items()
+        )
         note = f"{sum(r.size for r in ranges)} of {backlog} pending messages"
     elif cursor.downstream_behind:
         # An empty range at each landed offset: the run lands nothing and carries what other writers
@@ -271,8 +284,26 @@ def next_landing_step(
         ranges,
         landed_ahead=cursor.landed_ahead,
         last_landing_seen=cursor.last_landing_seen,
+        rewound=cursor.rewound,
     )
     return RequestLanding(run_key, ranges, requested, note)
+
+
+def hold_rewound(
+    topic: str, cursor: TopicCursor, end_offsets: Mapping[int, int]
+) -> tuple[TopicCursor, list[RewoundPartition]]:
+    """The cursor holding every partition whose end fell below its landed offset, and those newly held.
+
+    A held partition stays held when it grows past that offset again (its new messages would be
+    skipped from there on); the operator releases it (docs/operations.md)."""
+    found = rewound_partitions(
+        topic, cursor.landed, {p: end for p, end in end_offsets.items() if p not in cursor.rewound}
+    )
+    if not found:
+        return cursor, []
+    return replace(
+        cursor, rewound={**cursor.rewound, **{r.partition: (r.landed, r.end) for r in found}}
+    ), found
 
 
 def _successor(topic: str, cursor: TopicCursor, run_id: str) -> RequestLanding:
@@ -282,6 +313,7 @@ def _successor(topic: str, cursor: TopicCursor, run_id: str) -> RequestLanding:
         run_key,
         landed_ahead=cursor.landed_ahead,
         last_landing_seen=cursor.last_landing_seen,
+        rewound=cursor.rewound,
     )
     return RequestLanding(run_key, (), successor, f"taking over from run {run_id}", takes_over_from=run_id)
 
@@ -294,8 +326,13 @@ def _after_failure(
         # A run that carried landed messages downstream failed there: the same run is needed again.
         unlanded = cursor.pending_ranges
     else:
+        # A held partition's new messages past the failed range would be landed while those below it
+        # are skipped (`hold_rewound`).
         unlanded = tuple(
-            part for r in cursor.pending_ranges for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
+            part
+            for r in cursor.pending_ranges
+            if r.partition not in cursor.rewound
+            for part in _unlanded(r, cursor.landed, cursor.landed_ahead)
         )
     if not unlanded:
         return None
@@ -393,8 +430,9 @@ def _messages_pending(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> bo
 
 
 def _plannable_ends(cursor: TopicCursor, end_offsets: Mapping[int, int]) -> dict[int, int]:
-    """Each partition's end offset, or the start of the first range landed ahead, whichever is first."""
-    ends = dict(end_offsets)
+    """Each partition's end offset, or the start of the first range landed ahead, whichever is first;
+    none for a partition held since it was rewound."""
+    ends = {p: end for p, end in end_offsets.items() if p not in cursor.rewound}
     for r in cursor.landed_ahead:
         if r.partition in ends:
             ends[r.partition] = min(ends[r.partition], r.start)

@@ -28,7 +28,7 @@ from typing import Any
 from hub_pipelines.core.ports import Topics
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.latency import LandingLatency
-from hub_pipelines.landing.offsets import OffsetRange, plan_next_ranges
+from hub_pipelines.landing.offsets import OffsetRange, RewoundPartition, plan_next_ranges, rewound_partitions
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ def follow_topic(
     keep_following: Callable[[], bool] = lambda: False,
     relieved: Callable[[], bool] = lambda: False,
     successor_coming: Callable[[], bool] = lambda: False,
+    on_rewound: Callable[[RewoundPartition], None] = lambda rewound: None,
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
@@ -82,7 +83,8 @@ def follow_topic(
     go first), another window follows, up to `longest_seconds` in all. Once `relieved()` (asked at each
     poll) says the successor is up, the follower stops there without landing more. Each batch but the
     last is given to `report` as soon as it has landed; the last one is returned (a batch with no
-    ranges when the final polls found nothing).
+    ranges when the final polls found nothing). A partition whose end falls below its position (the
+    topic deleted and made again) is given to `on_rewound` once and not landed again by this run.
     """
     ranges = tuple(first_ranges)
     polled = clock()
@@ -92,6 +94,7 @@ def follow_topic(
     deadline = started + follow_seconds
     latest = started + max(follow_seconds, longest_seconds)
     busy = bool(ranges)
+    rewound: set[int] = set()
 
     def following() -> bool:
         nonlocal deadline, busy
@@ -113,7 +116,11 @@ def follow_topic(
                 # The successor plans from the book once this run has ended: landing more here would
                 # only make it wait longer.
                 return MicroBatch((), land(()))
-            ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p)}
+            ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p) and p not in rewound}
+            for found in rewound_partitions(topic, position, ends):
+                rewound.add(found.partition)
+                del ends[found.partition]
+                on_rewound(found)
             ranges = tuple(plan_next_ranges(position, ends, max_messages))
         # Landing nothing (the final polls found nothing) still reports where the landing stands.
         batch = MicroBatch(ranges, land(ranges))

@@ -26,15 +26,20 @@ from hub_pipelines.landing.batches import (
     RunOutcome,
     TopicCursor,
     Wait,
+    hold_rewound,
     next_landing_step,
     resync,
 )
-from hub_pipelines.landing.offsets import OffsetRange, describe_ranges, parse_ranges
+from hub_pipelines.landing.offsets import OffsetRange, RewoundPartition, describe_ranges, parse_ranges
 
 # The run queue admits one run per value of LANE_TAG, and two per value of FOLLOWING_LANE_TAG: a
 # following lane's run and the successor that takes over from it (handoff.py).
 LANE_TAG = "hub/lane"
 FOLLOWING_LANE_TAG = "hub/following-lane"
+
+
+# Longer than the clients' own retries (30 s) and a broker's rolling restart.
+UNREADABLE_PAGE_AFTER_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -75,15 +80,42 @@ class DrainingRun:
 
 
 @dataclass(frozen=True)
+class TopicUnreadable:
+    """The sensor has not been able to read the topic's end offsets since `since` (a broker away for
+    longer than its clients' retries, the topic deleted, credentials refused): no lane plans, and only
+    a page tells anyone, since nothing fails."""
+
+    topic: str
+    since: float
+    error: str
+    paged: bool = False
+
+    @property
+    def dedup_key(self) -> str:
+        return f"topic-unreadable/{self.topic}"
+
+    def describe(self, now: float) -> str:
+        return (
+            f"cannot read the end offsets of {self.topic} for {(now - self.since) / 60:.0f} min: {self.error}"
+        )
+
+
+@dataclass(frozen=True)
 class LaneCursors:
-    """The topic sensor's cursor: one `TopicCursor` per lane, and the runs of earlier lanes."""
+    """The topic sensor's cursor: one `TopicCursor` per lane, the runs of earlier lanes, and since
+    when the topic cannot be read."""
 
     lanes: tuple[TopicCursor, ...] = (TopicCursor(),)
     draining: tuple[DrainingRun, ...] = ()
+    unreadable: TopicUnreadable | None = None
 
     @property
     def last_landing_seen(self) -> int | None:
         return self.lanes[0].last_landing_seen
+
+    def held_partitions(self) -> list[int]:
+        """The partitions held since they were rewound, in every lane."""
+        return sorted(p for c in self.lanes for p in c.rewound)
 
     def run_keys(self) -> list[str]:
         """The run keys whose outcome the next tick needs."""
@@ -92,27 +124,52 @@ class LaneCursors:
 
     def to_json(self) -> str:
         """JSON; a topic in one lane with nothing draining keeps the cursor it had before lanes."""
+        unreadable = (
+            {}
+            if self.unreadable is None
+            else {"unreadable": {k: v for k, v in vars(self.unreadable).items() if k != "topic"}}
+        )
         if len(self.lanes) == 1 and not self.draining:
-            return self.lanes[0].to_json()
+            return json.dumps({**json.loads(self.lanes[0].to_json()), **unreadable})
         return json.dumps(
             {
                 "lanes": [json.loads(c.to_json()) for c in self.lanes],
                 "draining": {run.run_key: describe_ranges(run.ranges) for run in self.draining},
+                **unreadable,
             }
         )
 
     @classmethod
-    def from_json(cls, text: str | None) -> LaneCursors:
+    def from_json(cls, text: str | None, topic: str = "") -> LaneCursors:
         """The cursor; a cursor written before lanes (one `TopicCursor`) is one lane."""
         if not text:
             return cls()
         data = json.loads(text)
+        seen = data.get("unreadable")
+        unreadable = (
+            None
+            if seen is None
+            else TopicUnreadable(topic, float(seen["since"]), str(seen["error"]), bool(seen["paged"]))
+        )
         if "lanes" not in data:
-            return cls((TopicCursor.from_json(text),))
+            return cls((TopicCursor.from_json(text),), unreadable=unreadable)
         return cls(
             tuple(TopicCursor.from_json(json.dumps(lane)) for lane in data["lanes"]),
             tuple(DrainingRun(key, tuple(parse_ranges(r))) for key, r in data.get("draining", {}).items()),
+            unreadable,
         )
+
+    def unreadable_at(self, topic: str, error: str, now: float) -> tuple[LaneCursors, TopicUnreadable | None]:
+        """The cursor after a tick that could not read the topic, and the state to page about when it
+        has been unreadable for UNREADABLE_PAGE_AFTER_SECONDS (once until it is read again)."""
+        since = self.unreadable.since if self.unreadable is not None else now
+        unreadable = TopicUnreadable(
+            topic, since, error, self.unreadable is not None and self.unreadable.paged
+        )
+        page = not unreadable.paged and now - since >= UNREADABLE_PAGE_AFTER_SECONDS
+        if page:
+            unreadable = replace(unreadable, paged=True)
+        return replace(self, unreadable=unreadable), unreadable if page else None
 
 
 def relane(cursors: LaneCursors, count: int) -> LaneCursors:
@@ -122,6 +179,7 @@ def relane(cursors: LaneCursors, count: int) -> LaneCursors:
     landed = {p: o for c in cursors.lanes for p, o in c.landed.items()}
     ahead = [r for c in cursors.lanes for r in c.landed_ahead]
     behind = any(c.downstream_behind for c in cursors.lanes)
+    rewound = {p: seen for c in cursors.lanes for p, seen in c.rewound.items()}
     draining = cursors.draining + tuple(
         DrainingRun(c.pending_run_key, c.pending_ranges)
         for c in cursors.lanes
@@ -134,10 +192,12 @@ def relane(cursors: LaneCursors, count: int) -> LaneCursors:
                 landed_ahead=tuple(r for r in ahead if lane.holds(r.partition)),
                 last_landing_seen=cursors.last_landing_seen,
                 downstream_behind=behind,
+                rewound={p: seen for p, seen in rewound.items() if lane.holds(p)},
             )
             for lane in lanes_of("", count)
         ),
         draining,
+        cursors.unreadable,
     )
 
 
@@ -163,6 +223,8 @@ class LanesTick:
     requests: list[tuple[Lane, RequestLanding]]
     waits: list[tuple[Lane, Wait]]
     cursor: LaneCursors = field(default_factory=LaneCursors)
+    # Partitions this tick found rewound (`hold_rewound`): each is paged once.
+    newly_rewound: list[RewoundPartition] = field(default_factory=list)
 
     def reason(self) -> str:
         """Why no lane started a run; one lane's reason alone when there is one lane."""
@@ -203,9 +265,12 @@ def next_lanes_step(
                 # landing are owed for them.
                 lane_cursors[lane.index] = replace(cursor, downstream_behind=True)
     held = {r.partition for run in draining for r in run.ranges}
-    requests, waits = [], []
+    requests, waits, newly_rewound = [], [], []
     for lane in lanes:
-        cursor = lane_cursors[lane.index]
+        cursor, rewound = hold_rewound(
+            topic, lane_cursors[lane.index], {p: end for p, end in end_offsets.items() if lane.holds(p)}
+        )
+        newly_rewound += rewound
         ends = {p: end for p, end in end_offsets.items() if lane.holds(p) and p not in held}
         step = next_landing_step(
             lane.name,
@@ -225,8 +290,10 @@ def next_lanes_step(
             step = replace(
                 step, reason=f"{step.reason}; partitions {blocked} wait for runs of the earlier lanes"
             )
+        for rewinding in step.cursor.rewound_partitions(topic):
+            step = replace(step, reason=f"{step.reason}; {rewinding.describe()}")
         waits.append((lane, step))
-    return LanesTick(requests, waits, LaneCursors(tuple(lane_cursors), tuple(draining)))
+    return LanesTick(requests, waits, LaneCursors(tuple(lane_cursors), tuple(draining)), newly_rewound)
 
 
 def _in_lane(landings: list[Landing], lane: Lane) -> list[Landing]:

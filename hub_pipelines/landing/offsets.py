@@ -77,6 +77,41 @@ def plan_next_ranges(
 
 
 @dataclass(frozen=True)
+class RewoundPartition:
+    """A partition whose end fell below the offset landed from it: its topic was deleted and made
+    again, or the partition truncated. Its new messages take offsets already landed from the old one
+    (and the inbox holds rows under those positions), so landing on from the landed offset would
+    skip them without a trace; once the partition has grown past that offset nothing tells them apart."""
+
+    topic: str
+    partition: int
+    landed: int
+    end: int
+
+    @property
+    def dedup_key(self) -> str:
+        return f"topic-rewound/{self.topic}/{self.partition}/{self.landed}"
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic} partition {self.partition} ends at offset {self.end}, below offset "
+            f"{self.landed} already landed (the topic was deleted and made again, or the partition "
+            "truncated): nothing more of it is landed until an operator releases it"
+        )
+
+
+def rewound_partitions(
+    topic: str, landed: Mapping[int, int], end_offsets: Mapping[int, int]
+) -> list[RewoundPartition]:
+    """The partitions whose end offset is below their landed offset."""
+    return [
+        RewoundPartition(topic, partition, landed[partition], end)
+        for partition, end in sorted(end_offsets.items())
+        if end < landed.get(partition, 0)
+    ]
+
+
+@dataclass(frozen=True)
 class RangeGap:
     """Offsets of a partition that no landed range covers."""
 

@@ -29,9 +29,10 @@ from typing import Literal
 import pikepdf
 from pikepdf import Array, Dictionary, Name
 
-INERT_RULES_VERSION = 2
+INERT_RULES_VERSION = 3
 """Raised whenever what is removed grows, so staged PDFs made inert under older rules are rendered again
-(it is part of the render fingerprint). 2: unsafe links, form submission, remote documents, renditions."""
+(it is part of the render fingerprint). 2: unsafe links, form submission, remote documents, renditions.
+3: actions and annotations held directly in indirect arrays."""
 
 ActiveContentCategory = Literal[
     "javascript",
@@ -82,12 +83,19 @@ def strip_active_content(pdf: pikepdf.Pdf) -> dict[str, int]:
     for obj in pdf.objects:
         if isinstance(obj, Dictionary | pikepdf.Stream):
             _strip_dictionary(obj, removed)
+        elif isinstance(obj, Array):
+            # An indirect array's direct items (an /Annots or /Next array's) are reached through it alone.
+            for item in obj:
+                _strip_direct(item, removed)
     for page in pdf.pages:
         _strip_annotations(page.obj, removed)
     _strip_catalog(pdf.Root, removed)
     for obj in pdf.objects:
         if isinstance(obj, Dictionary | pikepdf.Stream):
             _unlink_emptied_actions(obj)
+        elif isinstance(obj, Array):
+            for item in obj:
+                _unlink_in_direct(item)
     return {category: removed[category] for category in sorted(removed)}
 
 
@@ -122,8 +130,8 @@ def _strip_annotations(page: pikepdf.Object, removed: Counter[ActiveContentCateg
         return
     kept = []
     for annotation in annotations:
-        subtype = annotation.get(Name.Subtype) if isinstance(annotation, Dictionary) else None
-        category = _ANNOTATIONS.get(subtype) if isinstance(subtype, Name) else None
+        subtype = _direct_name(annotation.get(Name.Subtype)) if isinstance(annotation, Dictionary) else None
+        category = _ANNOTATIONS.get(subtype) if subtype is not None else None
         if category:
             removed[category] += 1
         else:
@@ -163,12 +171,17 @@ def _strip_direct(value: pikepdf.Object, removed: Counter[ActiveContentCategory]
 
 
 def _action_category(dictionary: pikepdf.Object) -> ActiveContentCategory | None:
-    kind = dictionary.get(Name.S)
-    if not isinstance(kind, Name):
+    kind = _direct_name(dictionary.get(Name.S))
+    if kind is None:
         return None
     if kind == Name.URI:
         return _uri_category(dictionary.get(Name.URI))
     return _ACTIONS.get(kind)
+
+
+def _direct_name(value: object) -> Name | None:
+    """The name, made direct: a name may be an indirect object (`/S 5 0 R`), which cannot be hashed."""
+    return Name(str(value)) if isinstance(value, Name) else None
 
 
 def _uri_category(target: object) -> ActiveContentCategory | None:
@@ -186,12 +199,21 @@ def _unlink_emptied_actions(dictionary: pikepdf.Object) -> None:
         value = dictionary.get(key)
         if isinstance(value, Dictionary) and len(value.keys()) == 0:
             del dictionary[key]
+        elif key == Name.Next and isinstance(value, Array) and value.is_indirect:
+            # Changed in place: whoever else refers to the chain sees it without the emptied actions.
+            for index in reversed(range(len(value))):
+                if _emptied(value[index]):
+                    del value[index]
         elif key == Name.Next and isinstance(value, Array):
-            kept = [item for item in value if not (isinstance(item, Dictionary) and len(item.keys()) == 0)]
+            kept = [item for item in value if not _emptied(item)]
             if len(kept) != len(value):
                 dictionary[key] = Array(kept)
     for name in list(dictionary.keys()):
         _unlink_in_direct(dictionary[name])
+
+
+def _emptied(item: pikepdf.Object) -> bool:
+    return isinstance(item, Dictionary) and len(item.keys()) == 0
 
 
 def _unlink_in_direct(value: pikepdf.Object) -> None:

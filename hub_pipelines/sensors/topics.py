@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import dagster as dg
 
 from hub_pipelines.analytics.alerting import LANDING, Alert
+from hub_pipelines.assets.landing import rewound_partition_alert
 from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
-from hub_pipelines.core.ports import Notifier, Topics
+from hub_pipelines.core.ports import Notifier, Topics, TopicUnavailable, UnknownTopic
 from hub_pipelines.landing.batches import (
     BOOK_POSITIONS_METADATA,
     Landing,
@@ -29,6 +30,7 @@ from hub_pipelines.landing.lanes import (
     FOLLOWING_LANE_TAG,
     LANE_TAG,
     LaneCursors,
+    TopicUnreadable,
     next_lanes_step,
     relane,
     resync_lanes,
@@ -128,6 +130,16 @@ def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
     )
 
 
+def unreadable_topic_alert(unreadable: TopicUnreadable) -> Alert:
+    return Alert(
+        action="trigger",
+        dedup_key=unreadable.dedup_key,
+        metric=f"{unreadable.topic} landing",
+        summary=f"Landing {unreadable.describe(time.time())}",
+        group=LANDING,
+    )
+
+
 def build_topic_sensor(
     name: str,
     topic: str,
@@ -168,7 +180,7 @@ def build_topic_sensor(
         topics: dg.ResourceParam[Topics],
         pager: dg.ResourceParam[Notifier],
     ) -> dg.SensorResult | dg.SkipReason:
-        cursor = relane(LaneCursors.from_json(context.cursor), lanes)
+        cursor = relane(LaneCursors.from_json(context.cursor, topic), lanes)
         landings, last_seen, more = landings_since(context, asset_key, cursor.last_landing_seen)
         cursor = resync_lanes(cursor, landings, last_seen)
         if more:
@@ -177,9 +189,23 @@ def build_topic_sensor(
                 f"read {LANDINGS_PER_TICK} landings of {topic}, up to #{last_seen}; more next tick"
             )
         pending = {key: pending_run(context, key) for key in cursor.run_keys()}
+        try:
+            end_offsets = topics.end_offsets(topic)
+        except (TopicUnavailable, UnknownTopic) as unreadable:
+            # KeyError's str() quotes its message.
+            error = str(unreadable.args[0]) if unreadable.args else repr(unreadable)
+            cursor, newly_unreadable = cursor.unreadable_at(topic, error, time.time())
+            if newly_unreadable is not None:
+                pager.send([unreadable_topic_alert(newly_unreadable)])
+                context.log.error(newly_unreadable.describe(time.time()))
+            context.update_cursor(cursor.to_json())
+            return dg.SkipReason(f"cannot read the end offsets of {topic}: {error}")
         tick = next_lanes_step(
-            topic, cursor, topics.end_offsets(topic), pending, max_messages, time.time(), hand_over_after
+            topic, cursor, end_offsets, pending, max_messages, time.time(), hand_over_after
         )
+        for rewound in tick.newly_rewound:
+            pager.send([rewound_partition_alert(rewound)])
+            context.log.error(rewound.describe())
         for lane, wait in tick.waits:
             if wait.newly_stuck is not None:
                 stuck_run = pending.get(tick.cursor.lanes[lane.index].pending_run_key or "")
@@ -209,6 +235,7 @@ def build_topic_sensor(
                                 lane=lane.index,
                                 lanes=lane.count,
                                 takes_over_from=step.takes_over_from or "",
+                                held_partitions=",".join(map(str, tick.cursor.held_partitions())),
                             ),
                             **dict.fromkeys(lane_ops, lane_config),
                         }

@@ -166,3 +166,17 @@ def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_q
     # waits for its successor, which lets that run go first.
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
     assert topic.polls[-1] == 12.25
+
+
+def test_a_partition_whose_end_falls_below_its_position_is_named_once_and_never_landed_past_it():
+    # The topic is deleted and made again at 1.5 s: partition 0 starts over and grows past 10 again.
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 3), (1.5, 1, 0), (2.5, 1, 4), (3.5, 0, 30)])
+    rewound = []
+    reported, last = _follow(topic, 5, on_rewound=rewound.append)
+    assert [(r.partition, r.landed, r.end) for r in rewound] == [(0, 10, 3), (1, 10, 0)]
+    assert (
+        rewound[0]
+        .describe()
+        .startswith("events partition 0 ends at offset 3, below offset 10 already landed")
+    )
+    assert _landed(reported, last) == list(FIRST)

@@ -118,3 +118,45 @@ def test_lanes_changing_under_runs_in_flight_never_ask_twice_and_land_everything
             if not topic.in_flight():
                 break
     assert topic.landed == {(p, o) for p, end in topic.ends.items() for o in range(end)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    recreated=st.sets(st.integers(0, PARTITIONS - 1), min_size=1),
+    lane_counts=st.lists(st.integers(1, 4), min_size=2, max_size=6),
+    regrowth=st.integers(0, 40),
+)
+def test_a_rewound_partition_is_paged_once_and_never_requested_again_across_lane_changes(
+    recreated: set[int], lane_counts: list[int], regrowth: int
+) -> None:
+    landed = dict.fromkeys(range(PARTITIONS), 20)
+    cursors = relane(LaneCursors((TopicCursor(landed=dict(landed)),)), lane_counts[0])
+    # The topic made again: the recreated partitions start over below 20, then grow past it.
+    ends = {p: (3 if p in recreated else 25) for p in range(PARTITIONS)}
+    paged: list[int] = []
+    for tick, count in enumerate(lane_counts):
+        cursors = relane(LaneCursors.from_json(cursors.to_json()), count)
+        for runs_end in (False, True):
+            pending = {key: PendingRun(RunOutcome.SUCCEEDED) for key in cursors.run_keys() if runs_end}
+            step = next_lanes_step("orders", cursors, ends, pending, 1000, float(tick))
+            paged += [r.partition for r in step.newly_rewound]
+            requested = {r.partition for _, request in step.requests for r in request.ranges if r.size}
+            assert not requested & recreated
+            cursors = step.cursor
+        ends = {p: end + regrowth for p, end in ends.items()}
+    assert sorted(paged) == sorted(recreated)
+    assert cursors.held_partitions() == sorted(recreated)
+
+
+def test_a_failed_run_is_not_asked_again_for_a_partition_rewound_meanwhile() -> None:
+    cursors = LaneCursors((TopicCursor(landed={0: 20, 1: 20}),))
+    step = next_lanes_step("orders", cursors, {0: 30, 1: 30}, {}, 1000, 0.0)
+    [(_, request)] = step.requests
+    assert request.ranges == (OffsetRange(0, 20, 30), OffsetRange(1, 20, 30))
+    failed = {request.run_key: PendingRun(RunOutcome.FAILED, "step orders__order_events: IncompleteRead")}
+    # The topic made again while the run was in flight: partition 0 starts over, then grows past 30.
+    waiting = next_lanes_step("orders", step.cursor, {0: 2, 1: 30}, failed, 1000, 1.0)
+    assert [r.partition for r in waiting.newly_rewound] == [0]
+    retry = next_lanes_step("orders", waiting.cursor, {0: 40, 1: 30}, failed, 1000, 10_000.0)
+    [(_, again)] = retry.requests
+    assert again.ranges == (OffsetRange(1, 20, 30),)

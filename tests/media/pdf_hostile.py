@@ -230,6 +230,46 @@ def javascript_in_an_incremental_update() -> bytes:
     return base + update + xref + trailer.encode()
 
 
+def script_link_in_an_indirect_annotation_array() -> bytes:
+    """A page whose /Annots is an indirect array holding its link annotation directly, the link's
+    action a script: nothing but the array refers to the annotation."""
+    pdf, page = _document()
+    link = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.Link,
+        Rect=Array([72, 600, 300, 620]),
+        A=Dictionary(S=Name.JavaScript, JS=String(f"app.alert('{MARKER}')")),
+    )
+    page.obj[Name.Annots] = pdf.make_indirect(Array([link]))
+    return save(pdf)
+
+
+def launch_chained_from_an_indirect_array_in_an_object_stream() -> bytes:
+    """An /OpenAction that goes to page 1, then runs the actions of its /Next array: an indirect array,
+    compressed in an object stream, holding a /Launch action directly."""
+    pdf, page = _document()
+    chain = pdf.make_indirect(Array([Dictionary(S=Name.Launch, F=String(f"{MARKER}.exe"))]))
+    pdf.Root[Name.OpenAction] = Dictionary(S=Name.GoTo, D=Array([page.obj, Name.Fit]), Next=chain)
+    return save(pdf, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+
+
+def script_and_attachment_typed_by_indirect_names() -> bytes:
+    """An /OpenAction script whose /S, and a file attachment annotation whose /Subtype, are indirect
+    name objects (`/S 5 0 R`): valid PDF, which a viewer runs and shows like direct names."""
+    pdf, page = _document()
+    pdf.Root[Name.OpenAction] = pdf.make_indirect(
+        Dictionary(S=pdf.make_indirect(Name.JavaScript), JS=String(f"app.alert('{MARKER}')"))
+    )
+    attachment = Dictionary(
+        Type=Name.Annot,
+        Subtype=pdf.make_indirect(Name.FileAttachment),
+        Rect=Array([72, 600, 90, 620]),
+        Contents=String(MARKER),
+    )
+    page.obj[Name.Annots] = Array([pdf.make_indirect(attachment)])
+    return save(pdf)
+
+
 def plain_link() -> bytes:
     pdf, page = _document()
     link = Dictionary(
@@ -256,4 +296,10 @@ HOSTILE_PDFS = {
     "form-submission.pdf": (form_submission_and_import, {"form_submission"}),
     "remote-document.pdf": (remote_document_and_rendition, {"external_documents", "rich_media"}),
     "incremental-update-javascript.pdf": (javascript_in_an_incremental_update, {"javascript"}),
+    "indirect-annots-javascript.pdf": (script_link_in_an_indirect_annotation_array, {"javascript"}),
+    "indirect-next-launch.pdf": (launch_chained_from_an_indirect_array_in_an_object_stream, {"launch"}),
+    "indirect-names.pdf": (
+        script_and_attachment_typed_by_indirect_names,
+        {"javascript", "file_attachment_annotations"},
+    ),
 }

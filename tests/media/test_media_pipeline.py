@@ -32,7 +32,12 @@ from hub_pipelines.resources.media.virus_scanner import ClamdScanner
 from hub_pipelines.sensors.media import media_uploads_sensor
 from tests.fakes.cloudfront_server import running_cloudfront_stub
 from tests.media.corpus import encode, exotic_images, photo_like, zero_png
-from tests.media.pdf_hostile import active_traces, open_action_javascript, script_and_embedded_file
+from tests.media.pdf_hostile import (
+    active_traces,
+    open_action_javascript,
+    script_and_embedded_file,
+    script_link_in_an_indirect_annotation_array,
+)
 from tests.media.pipeline_env import (
     MEDIA_ASSETS,
     MEDIA_CHECKS,
@@ -358,6 +363,21 @@ def test_pdf_with_script_and_embedded_file_is_published_inert_and_the_removal_re
     (row,) = rows(media_world, media_variants, partition)
     assert row["active_content_removed"] == {"embedded_files": 1, "javascript": 1}
     assert metadata_of(result, "media/renditions")["active_content_removed"] == row["active_content_removed"]
+    for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
+        assert active_traces(media_world.storage.bucket(bucket).get(row["key"])) == []
+
+
+def test_pdf_whose_script_link_sits_in_an_indirect_annotation_array_reaches_no_region_active(
+    media_world: MediaWorld,
+) -> None:
+    original = script_link_in_an_indirect_annotation_array()
+    partition = media_world.upload("statement.pdf", original, "application/pdf")
+
+    result = media_world.run(partition)
+
+    assert result.success, failure_messages(result)
+    (row,) = rows(media_world, media_variants, partition)
+    assert row["active_content_removed"] == {"javascript": 1}
     for bucket in [media_world.buckets.origin, *media_world.buckets.regions.values()]:
         assert active_traces(media_world.storage.bucket(bucket).get(row["key"])) == []
 

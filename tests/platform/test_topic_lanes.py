@@ -4,8 +4,10 @@ and pays every offset exactly once."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -152,3 +154,32 @@ def test_changing_the_number_of_lanes_under_runs_in_flight_lands_and_pays_every_
     assert runs.landed == sent
     assert runs.duplicates == 0
     assert runs.paid == sent
+
+
+def test_a_partition_added_to_the_topic_while_it_runs_is_landed_by_its_lane_and_its_orders_paid(
+    local_environment: LocalEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs, sent, lanes_of_partition_3 = Runs(), 0, set()
+    two = _with_lanes(local_environment, monkeypatch, 2)
+    sent += local_environment.demo_feeder(seed=1).send_orders(30)
+    result, cursor = two.tick(SENSOR, None)
+    for request in _requests(result):
+        runs.execute(two, request)
+    # What `kafka-topics --alter --partitions 4` does, in the local log: keys now spread over 4.
+    topics = local_environment.resources["topics"]
+    (Path(topics.root) / settings.ORDERS_TOPIC / "topic.json").write_text(json.dumps({"partitions": 4}))
+    sent += local_environment.demo_feeder(seed=2).send_orders(40)
+    assert topics.end_offsets(settings.ORDERS_TOPIC)[3] > 0
+
+    for _ in range(4):
+        result, cursor = two.tick(SENSOR, cursor)
+        if isinstance(result, dg.SkipReason):
+            break
+        for request in _requests(result):
+            if 3 in _partitions(request):
+                lanes_of_partition_3.add(request.tags["hub/lane"])
+            runs.execute(two, request)
+
+    assert isinstance(result, dg.SkipReason) and "no new messages" in (result.skip_message or "")
+    assert lanes_of_partition_3 == {"orders/1"}
+    assert (runs.landed, runs.duplicates, runs.paid) == (sent, 0, sent)

@@ -3,7 +3,10 @@ cursors resynced from other writers' landings, and a page for a stuck range."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -16,9 +19,12 @@ from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.definitions import build_definitions
 from hub_pipelines.landing.batches import STUCK_AFTER_FAILURES, TopicCursor
 from hub_pipelines.landing.offsets import parse_ranges
+from hub_pipelines.resources.kafka_topics import KafkaTopics
 from hub_pipelines.resources.sql_database import SqliteDatabase
 from hub_pipelines.sensors import topics as topic_sensors
 from tests.platform.conftest import LocalEnvironment
+from tests.services.kafka import KafkaBroker
+from tests.services.kafka_mock_cluster import MockCluster
 
 SENSOR = "orders_topic_sensor"
 ORDER_EVENTS = dg.AssetKey(["orders", "order_events"])
@@ -55,6 +61,13 @@ def _finish(env: LocalEnvironment, request: dg.RunRequest, status: dg.DagsterRun
 def _backoff_over(cursor: str | None) -> str:
     """The cursor as it is once the retry backoff has passed (the sensor reads the wall clock)."""
     return replace(TopicCursor.from_json(cursor), retry_at=0.0).to_json()
+
+
+def _unreadable_since(cursor: str | None, seconds_ago: float) -> str:
+    """The cursor as it is when its topic has been unreadable that long (the sensor reads the wall clock)."""
+    data = json.loads(cursor or "{}")
+    data["unreadable"]["since"] = time.time() - seconds_ago
+    return json.dumps(data)
 
 
 def _land_by_hand(env: LocalEnvironment, ranges: str) -> None:
@@ -228,3 +241,119 @@ def test_tick_with_a_million_pending_messages_requests_one_capped_batch(local_en
     ranges = parse_ranges(_ranges_of(_only_request(result)))
     assert sum(r.size for r in ranges) == settings.ORDERS_PER_RUN
     assert {r.partition for r in ranges} == set(range(settings.TOPIC_PARTITIONS))
+
+
+def test_a_topic_deleted_and_recreated_pages_once_and_is_never_landed_past_what_was_landed(
+    local_environment: LocalEnvironment, caplog: pytest.LogCaptureFixture
+):
+    topics = local_environment.resources["topics"]
+    _produce(local_environment, 10, partition=0)
+    _produce(local_environment, 3, partition=1)
+    first, cursor = local_environment.tick(SENSOR, None)
+    _finish(local_environment, _only_request(first), dg.DagsterRunStatus.SUCCESS)
+    idle, cursor = local_environment.tick(SENSOR, cursor)
+    assert isinstance(idle, dg.SkipReason) and TopicCursor.from_json(cursor).landed == {0: 10, 1: 3}
+
+    # Deleted and made again: every partition starts at offset 0, below what the book holds.
+    shutil.rmtree(Path(topics.root) / settings.ORDERS_TOPIC)
+    topics.create_topic(settings.ORDERS_TOPIC, settings.TOPIC_PARTITIONS)
+    _produce(local_environment, 2, partition=0)
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        rewound, cursor = local_environment.tick(SENSOR, cursor)
+        # The new partition 0 grows past the old landed offset: landing from 10 on would skip its 0..9.
+        _produce(local_environment, 20, partition=0)
+        _produce(local_environment, 5, partition=2)
+        later, cursor = local_environment.tick(SENSOR, cursor)
+
+    assert isinstance(rewound, dg.SkipReason), rewound
+    assert "orders partition 0 ends at offset 2, below offset 10 already landed" in (
+        rewound.skip_message or ""
+    )
+    pages = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+    assert len(pages) == 2, pages
+    assert "topic-rewound/orders/0/10" in pages[0] and "topic-rewound/orders/1/3" in pages[1]
+    assert "orders partition 0 ends at offset 2, below offset 10 already landed" in pages[0]
+    request = _only_request(later)
+    assert _ranges_of(request) == "2:0-5"
+    assert request.run_config["ops"]["orders__order_events"]["config"]["held_partitions"] == "0,1"
+
+
+def test_a_landing_from_the_book_pages_a_partition_recreated_below_it_and_lands_its_other_partitions(
+    local_environment: LocalEnvironment, caplog: pytest.LogCaptureFixture
+):
+    topics = local_environment.resources["topics"]
+    _produce(local_environment, 10, partition=0)
+    _land_by_hand(local_environment, "0:0-10")
+    shutil.rmtree(Path(topics.root) / settings.ORDERS_TOPIC)
+    topics.create_topic(settings.ORDERS_TOPIC, settings.TOPIC_PARTITIONS)
+    _produce(local_environment, 2, partition=0)
+    _produce(local_environment, 3, partition=1)
+
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        result = local_environment.defs.resolve_job_def("orders_pipeline").execute_in_process(
+            instance=local_environment.instance, asset_selection=[ORDER_EVENTS]
+        )
+
+    assert result.success
+    [landed] = [m for m in result.asset_materializations_for_node("orders__order_events")]
+    assert landed.metadata["ranges"].value == "1:0-3"
+    pages = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+    assert len(pages) == 1 and "topic-rewound/orders/0/10" in pages[0], pages
+
+
+def test_a_topic_the_sensor_cannot_read_pages_once_after_five_minutes_and_lands_again_once_it_is_back(
+    local_environment: LocalEnvironment, caplog: pytest.LogCaptureFixture
+):
+    folder = Path(local_environment.resources["topics"].root) / settings.ORDERS_TOPIC
+    _produce(local_environment, 3)
+    first, cursor = local_environment.tick(SENSOR, None)
+    _finish(local_environment, _only_request(first), dg.DagsterRunStatus.SUCCESS)
+    folder.rename(folder.with_name("orders-away"))
+
+    with caplog.at_level(logging.WARNING, logger="hub_pipelines.resources.notifier"):
+        unreadable, cursor = local_environment.tick(SENSOR, cursor)
+        assert not caplog.records
+        # Five minutes later, as the sensor's clock would see it.
+        cursor = _unreadable_since(cursor, seconds_ago=301)
+        paged, cursor = local_environment.tick(SENSOR, cursor)
+        again, cursor = local_environment.tick(SENSOR, cursor)
+        pages = [r.getMessage() for r in caplog.records if r.name == "hub_pipelines.resources.notifier"]
+
+    for result in (unreadable, paged, again):
+        assert isinstance(result, dg.SkipReason), result
+        assert "cannot read the end offsets of orders: topic 'orders' does not exist" in (
+            result.skip_message or ""
+        )
+    assert len(pages) == 1, pages
+    assert "topic-unreadable/orders" in pages[0]
+    assert "cannot read the end offsets of orders for 5 min: topic 'orders' does not exist" in pages[0]
+
+    folder.with_name("orders-away").rename(folder)
+    _produce(local_environment, 2)
+    resumed, cursor = local_environment.tick(SENSOR, cursor)
+    assert _ranges_of(_only_request(resumed)) == "0:3-5"
+    assert "unreadable" not in json.loads(cursor or "{}")
+
+
+def test_a_kafka_broker_down_past_its_clients_retries_is_a_skip_naming_it_then_landing_resumes(
+    local_environment: LocalEnvironment,
+):
+    cluster = MockCluster.start()
+    topics = KafkaTopics(bootstrap_servers=cluster.bootstrap_servers, timeout_seconds=2)
+    try:
+        KafkaBroker(cluster.bootstrap_servers, creates_topics=False).ensure_topic(settings.ORDERS_TOPIC, 4)
+        on_kafka = local_environment.with_topics(topics)
+        cluster.set_down()
+        down, cursor = on_kafka.tick(SENSOR, None)
+        cluster.set_up()
+        topics.produce(settings.ORDERS_TOPIC, [OutgoingMessage(value=b'{"event_id": "e"}', partition=1)])
+        back, cursor = on_kafka.tick(SENSOR, cursor)
+    finally:
+        topics.close()
+        cluster.stop()
+
+    assert isinstance(down, dg.SkipReason), down
+    assert (down.skip_message or "").startswith(
+        f"cannot read the end offsets of orders: reading metadata of topic 'orders' from {cluster.bootstrap_servers}"
+    ), down.skip_message
+    assert _ranges_of(_only_request(back)) == "1:0-1"
