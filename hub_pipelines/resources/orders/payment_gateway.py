@@ -246,10 +246,14 @@ class StripeGateway(dg.ConfigurableResource):
         # so calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
         import stripe
 
-        from hub_pipelines.resources.orders.stripe_transport import PooledUrllib3Client
+        from hub_pipelines.resources.orders.stripe_transport import (
+            PooledUrllib3Client,
+            format_sdk_log_lines_only_when_wanted,
+        )
 
         with self._client_lock:
             if self._stripe is None:
+                format_sdk_log_lines_only_when_wanted()
                 base = {"api": self.api_base} if self.api_base else None
                 self._stripe = stripe.StripeClient(
                     self.api_key,
