@@ -1,19 +1,23 @@
 """Group commit of successful charges: many workers' PAID outcomes share one transaction.
 
-A worker hands its (charge, result) to the recorder and waits for the commit. One writer thread
-takes everything that queued up while its previous transaction ran and records it with
-`record_paid_many`, so under load a transaction carries many orders, and with a single order in
-flight it carries that one at once (no timer, no added wait). Each order's reservation stays its
-own SERIALIZABLE transaction; only the PAID write, which moves each order with a guarded update of
-its own row, is shared. A failed transaction fails every worker waiting on it, which then reports
-its order as it would have with a transaction of its own: the order stays open and is reconciled
-with the same idempotency key. A failed transaction of several orders is first tried again order by
-order, so one order the database refuses does not fail its neighbours.
+A worker hands its (charge, result) to the recorder and waits for the commit. The first worker to
+arrive while no transaction runs leads: it records everything queued up so far, its own order
+included, with `record_paid_many`, then wakes the others; a worker whose order is still queued then
+leads the next transaction. So under load a transaction carries many orders, and with a single order
+in flight it carries that one at once (no timer, no added wait), committed by the worker's own
+thread: no hand-over to a writer thread and back (two GIL hand-overs per order, ~10% of the
+ledger's CPU at 0 ms gateway latency). One transaction runs at a time, on one held connection. Each
+order's reservation stays its own SERIALIZABLE transaction; only the PAID write, which moves each
+order with a guarded update of its own row, is shared. A failed transaction fails every worker
+waiting on it, which then reports its order as it would have with a transaction of its own: the
+order stays open and is reconciled with the same idempotency key. A failed transaction of several
+orders is first tried again order by order, so one order the database refuses does not fail its
+neighbours.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 from concurrent.futures import Future
 from types import TracebackType
@@ -41,25 +45,50 @@ class PaidRecorder:
         self._connection = HeldConnections(
             database, 1, psycopg.IsolationLevel.READ_COMMITTED, autocommit=True
         )
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._committing = False
+        self._changed = threading.Condition()
         self._closed = False
-        self._writer = threading.Thread(target=self._write, name="paid-recorder", daemon=True)
-        self._writer.start()
 
     def record(self, charge: ChargeRequest, result: ChargeResult) -> bool:
         """Block until the order's PAID is committed; False when it was already final."""
         if self._closed:
             raise RecorderClosed(f"order {charge.order_id}: the PAID recorder is closed")
         done: Future[bool] = Future()
-        self._queue.put((charge, result, done))
+        with self._changed:
+            self._pending.append((charge, result, done))
+            while self._committing and not done.done():
+                self._changed.wait()
+            if not done.done():
+                self._committing = True
+        if not done.done():
+            self._lead(done)
         return done.result()
 
+    def _lead(self, own: Future[bool]) -> None:
+        """Commit what is queued, one transaction after another, until `own` order is committed;
+        then wake the waiting workers (the next to lead among them, and those now answered)."""
+        try:
+            while not own.done():
+                with self._changed:
+                    batch = [
+                        self._pending.popleft()
+                        for _ in range(min(len(self._pending), self.max_orders_per_transaction))
+                    ]
+                self._commit(batch)
+        finally:
+            with self._changed:
+                self._committing = False
+                self._changed.notify_all()
+
     def close(self) -> None:
-        """Record what is queued, then stop the writer."""
+        """Give the held connection back; a worker still recording is answered first (it commits)."""
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._writer.join()
+            with self._changed:
+                while self._committing or self._pending:
+                    self._changed.wait()
+            self._connection.close()
 
     def __enter__(self) -> PaidRecorder:
         return self
@@ -68,26 +97,6 @@ class PaidRecorder:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
-
-    def _write(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                self._connection.close()
-                return
-            batch = [first]
-            while len(batch) < self.max_orders_per_transaction:
-                try:
-                    pending = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if pending is None:
-                    stopping = True
-                    break
-                batch.append(pending)
-            self._commit(batch)
-        self._connection.close()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -93,3 +94,27 @@ def test_ledgers_of_two_lanes_each_take_only_their_own_partitions_events(
             sa.select(orders.c.customer_id).where(orders.c.status == PAID)
         ).scalars()
         assert sorted(customers) == ["a-0", "a-1", "a-2", "b-0", "b-1"]
+
+
+def test_recorder_fails_only_the_worker_whose_order_the_database_refuses(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory
+) -> None:
+    charges = reserved_charges(ledger_database, make_processor, 8)
+    refused = dataclasses.replace(charges[3], amount_minor=2**70)  # beyond bigint: the database refuses it
+    sent = [*charges[:3], refused, *charges[4:]]
+
+    def record(charge: ChargeRequest) -> bool | str:
+        try:
+            return recorder.record(charge, ChargeResult("paid", "pi"))
+        except Exception as failed:
+            return type(failed).__name__
+
+    with PaidRecorder(ledger_database) as recorder, ThreadPoolExecutor(max_workers=len(sent)) as pool:
+        answers = list(pool.map(record, sent))
+
+    assert answers[:3] + answers[4:] == [True] * 7
+    assert isinstance(answers[3], str)
+    with ledger_database.transaction() as connection:
+        left = connection.execute(sa.select(orders.c.status).where(orders.c.order_id == refused.order_id))
+        assert left.scalar_one() == RESERVED
+    assert check_invariants(ledger_database).holds(outbox_bound_s=3600)

@@ -115,6 +115,7 @@ class StripeGateway(dg.ConfigurableResource):
     _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _redis: redis.Redis | None = PrivateAttr(default=None)
     _redis_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _policy: RetryPolicy | None = PrivateAttr(default=None)
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         import stripe
@@ -132,14 +133,8 @@ class StripeGateway(dg.ConfigurableResource):
         def attempt() -> Any:
             return breaker.call(send)
 
-        policy = RetryPolicy(
-            attempts=self.attempts,
-            initial_wait=self.initial_backoff_s,
-            jitter=self.backoff_jitter_s,
-            retry_on=(is_retryable_stripe_error,),
-        )
         try:
-            intent = policy.call(attempt)
+            intent = self._retry_policy().call(attempt)
         except stripe.CardError as declined:
             body: dict[str, Any] = declined.json_body if isinstance(declined.json_body, dict) else {}
             reference = ((body.get("error") or {}).get("payment_intent") or {}).get("id")
@@ -241,15 +236,30 @@ class StripeGateway(dg.ConfigurableResource):
         )
         return dict(response.data)
 
+    def _retry_policy(self) -> RetryPolicy:
+        # Built once: the settings are fixed, and the policy keeps no state between calls.
+        if self._policy is None:
+            self._policy = RetryPolicy(
+                attempts=self.attempts,
+                initial_wait=self.initial_backoff_s,
+                jitter=self.backoff_jitter_s,
+                retry_on=(is_retryable_stripe_error,),
+            )
+        return self._policy
+
     def _client(self) -> stripe.StripeClient:
         # One client for every thread: urllib3's pool is thread-safe and keeps its connections alive,
         # so calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
         import stripe
 
-        from hub_pipelines.resources.orders.stripe_transport import PooledUrllib3Client
+        from hub_pipelines.resources.orders.stripe_transport import (
+            PooledUrllib3Client,
+            format_sdk_log_lines_only_when_wanted,
+        )
 
         with self._client_lock:
             if self._stripe is None:
+                format_sdk_log_lines_only_when_wanted()
                 base = {"api": self.api_base} if self.api_base else None
                 self._stripe = stripe.StripeClient(
                     self.api_key,
