@@ -21,12 +21,14 @@ WATCHED = (
 
 
 def _exec_time() -> float:
-    """The epoch second this process was exec'd, to the kernel's clock tick."""
+    """The epoch second this process started, to the kernel's clock tick: its age (uptime less its start
+    in ticks since boot) taken from now."""
+    now = time.time()
     with open("/proc/self/stat") as stat:
         started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/stat") as proc_stat:
-        boot = next(int(line.split()[1]) for line in proc_stat if line.startswith("btime"))
-    return boot + started_ticks / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as uptime:
+        up = float(uptime.read().split()[0])
+    return now - (up - started_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 class _Timeline:
