@@ -56,7 +56,11 @@ SEGMENTS = (
     ("launch: daemon -> code server -> process exec'd", "RUN_STARTING", "exec"),
     ("interpreter start-up (exec -> site)", "exec", "site"),
     ("import dagster", "import dagster begins", "import dagster ends"),
-    ("run's arguments, instance, run record (-> code location import)", "import dagster ends", "location begins"),
+    (
+        "run's arguments, instance, run record (-> code location import)",
+        "import dagster ends",
+        "location begins",
+    ),
     ("code location import (beyond dagster)", "location begins", "location ends"),
     ("job, executor, RUN_START written (-> RUN_START)", "location ends", "RUN_START"),
     ("resources, first step (RUN_START -> first STEP_START)", "RUN_START", "STEP_START"),
@@ -129,7 +133,9 @@ def _bytecode_state(environment: dict[str, str]) -> str:
     compiled = Path(importlib.util.cache_from_source(spec.origin)).exists()
     if "PYTHONPYCACHEPREFIX" in environment:
         return "none (empty PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE=1): every import compiles"
-    writes = "not written (PYTHONDONTWRITEBYTECODE=1)" if environment.get("PYTHONDONTWRITEBYTECODE") else "written"
+    writes = (
+        "not written (PYTHONDONTWRITEBYTECODE=1)" if environment.get("PYTHONDONTWRITEBYTECODE") else "written"
+    )
     return f"venv's .pyc {'present' if compiled else 'MISSING'}, new ones {writes}"
 
 
