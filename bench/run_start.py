@@ -70,7 +70,9 @@ TOTALS = (
     ("launching (RUN_STARTING -> RUN_START)", "RUN_STARTING", "RUN_START"),
     ("created -> first STEP_START", "created", "STEP_START"),
 )
-WITHIN = ("dagster._grpc.impl", "dagster._cli", "sqlalchemy", "alembic")
+# Dagster storage's libraries, imported while the instance loads; the CLI (dagster._cli) is never imported: the
+# code server starts a run worker as a multiprocessing spawn, not through `dagster api execute_run`.
+WITHIN = ("sqlalchemy", "alembic")
 
 
 def _free_port() -> int:
@@ -167,6 +169,8 @@ def _wait_for_end(instance: dg.DagsterInstance, run_id: str, timeout: float) -> 
 
 
 def _marks(instance: dg.DagsterInstance, run_id: str, timelines: Path) -> dict[str, float]:
+    """Epoch seconds of each mark of the run; the run worker's own marks also as `<mark> cpu`: the CPU
+    seconds the worker had used by then (0 at exec)."""
     record = instance.get_run_record_by_id(run_id)
     assert record is not None
     marks = {"created": record.create_timestamp.timestamp()}
@@ -191,29 +195,46 @@ def _marks(instance: dg.DagsterInstance, run_id: str, timelines: Path) -> dict[s
             for module in ("hub_pipelines.definitions", "run_start_trivial"):
                 what = what.replace(f"import {module} ", "location ")
             marks.setdefault(what, entry["at"])
+            marks.setdefault(f"{what} cpu", 0.0 if what == "exec" else entry["cpu"])
     return marks
 
 
-def _describe(label: str, values: list[float]) -> str:
+def _describe(label: str, values: list[float], cpu: list[float] | None = None) -> str:
     if not values:
         return f"  {label:<66} -"
-    return f"  {label:<66} {statistics.median(values):6.2f} s  ({min(values):5.2f}-{max(values):5.2f})"
+    line = f"  {label:<66} {statistics.median(values):6.2f} s  ({min(values):5.2f}-{max(values):5.2f})"
+    if cpu:
+        line += f"  cpu {statistics.median(cpu):5.2f} s"
+    return line
+
+
+def _spans(runs: list[dict[str, float]], start: str, end: str, suffix: str = "") -> list[float]:
+    return [m[end + suffix] - m[start + suffix] for m in runs if start + suffix in m and end + suffix in m]
 
 
 def _table(title: str, runs: list[dict[str, float]]) -> None:
     print(f"{title}: {len(runs)} runs, median (min-max)")
     for label, start, end in TOTALS:
-        print(_describe(label, [m[end] - m[start] for m in runs if start in m and end in m]))
-    print("  in turn:")
+        print(_describe(label, _spans(runs, start, end)))
+    print("  in turn (cpu: the run worker's own CPU seconds in it, which the machine's load moves less):")
     for label, start, end in SEGMENTS:
-        print(_describe(label, [m[end] - m[start] for m in runs if start in m and end in m]))
+        print(_describe(label, _spans(runs, start, end), _spans(runs, start, end, " cpu")))
+    print(
+        _describe(
+            "run worker, exec -> code location imported",
+            _spans(runs, "exec", "location ends"),
+            _spans(runs, "exec", "location ends", " cpu"),
+        )
+    )
     for module in WITHIN:
-        values = [
-            m[f"import {module} ends"] - m[f"import {module} begins"]
-            for m in runs
-            if f"import {module} begins" in m and f"import {module} ends" in m
-        ]
-        print(_describe(f"  within the above: import {module}", values))
+        begins, ends = f"import {module} begins", f"import {module} ends"
+        print(
+            _describe(
+                f"  within the above: import {module}",
+                _spans(runs, begins, ends),
+                _spans(runs, begins, ends, " cpu"),
+            )
+        )
 
 
 def main() -> int:

@@ -1,7 +1,8 @@
 """Loaded by every interpreter bench/run_start.py's deployment starts (PYTHONPATH); in a process
 multiprocessing spawned (a run worker: the code server starts each run so) it writes the worker's own timeline to HUB_BENCH_TIMELINE_DIR/<pid>.jsonl:
 when the process was exec'd (from /proc), when site ran, and when each watched module's import began
-and ended. Only module loads are wrapped, so the worker runs at its normal speed."""
+and ended, each with the CPU time the process had used by then. Only module loads are wrapped, so the
+worker runs at its normal speed."""
 
 import importlib.abc
 import json
@@ -11,8 +12,6 @@ import time
 
 WATCHED = (
     "dagster",
-    "dagster._cli",
-    "dagster._grpc.impl",
     "sqlalchemy",
     "alembic",
     "hub_pipelines.definitions",
@@ -36,7 +35,9 @@ class _Timeline:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 (open for the process's life)
 
     def mark(self, what: str, at: float | None = None) -> None:
-        self._file.write(json.dumps({"what": what, "at": time.time() if at is None else at}) + "\n")
+        """`what` happened at epoch second `at` (now by default), after this much of the process's CPU."""
+        entry = {"what": what, "at": time.time() if at is None else at, "cpu": time.process_time()}
+        self._file.write(json.dumps(entry) + "\n")
 
 
 class _TimedLoader:
@@ -83,7 +84,7 @@ def _install() -> None:
         if b"--multiprocessing-fork" not in cmdline.read():
             return
     timeline = _Timeline(os.path.join(folder, f"{os.getpid()}.jsonl"))
-    timeline.mark("exec", _exec_time())
+    timeline.mark("exec", _exec_time())  # its CPU here is the interpreter's start-up
     timeline.mark("site")
     sys.meta_path.insert(0, _WatchingFinder(timeline))
 
