@@ -70,8 +70,8 @@ TOTALS = (
     ("launching (RUN_STARTING -> RUN_START)", "RUN_STARTING", "RUN_START"),
     ("created -> first STEP_START", "created", "STEP_START"),
 )
-# Dagster storage's libraries, imported while the instance loads; the CLI (dagster._cli) is never imported: the
-# code server starts a run worker as a multiprocessing spawn, not through `dagster api execute_run`.
+# Dagster storage's libraries, imported while the instance loads. The CLI (dagster._cli) is not on the
+# run worker's path: the code server starts it as a multiprocessing spawn, not `dagster api execute_run`.
 WITHIN = ("sqlalchemy", "alembic")
 
 
