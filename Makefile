@@ -28,8 +28,13 @@ format: install
 	$(UV) run ruff check --fix hub_pipelines chaos tests bench
 	$(UV) run ruff format hub_pipelines chaos tests bench
 
+# Bytecode compiled once here, not by every process: each Dagster run starts a fresh interpreter that
+# imports dagster and the code location, and where Python may not write .pyc files
+# (PYTHONDONTWRITEBYTECODE, a read-only venv) it compiled them all again on each run, 2-3x the launch
+# (docs/benchmarks.md, "Run start: launching"). compileall skips the modules whose source is unchanged.
 install:
-	@$(UV) sync --frozen --extra dev --quiet
+	@$(UV) sync --frozen --extra dev --quiet --compile-bytecode
+	@$(UV) run --frozen --no-sync python -m compileall -q hub_pipelines
 
 bootstrap-run:
 	@scripts/bootstrap.sh run
