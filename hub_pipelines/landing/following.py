@@ -73,6 +73,7 @@ def follow_topic(
     keep_following: Callable[[], bool] = lambda: False,
     relieved: Callable[[], bool] = lambda: False,
     successor_coming: Callable[[], bool] = lambda: False,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
@@ -113,6 +114,7 @@ def follow_topic(
                 # The successor plans from the book once this run has ended: landing more here would
                 # only make it wait longer.
                 return MicroBatch((), land(()))
+            between_batches()
             ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p)}
             ranges = tuple(plan_next_ranges(position, ends, max_messages))
         # Landing nothing (the final polls found nothing) still reports where the landing stands.

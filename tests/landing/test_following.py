@@ -166,3 +166,20 @@ def test_follower_whose_successor_is_on_its_way_follows_on_though_its_topic_is_q
     # waits for its successor, which lets that run go first.
     assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
     assert topic.polls[-1] == 12.25
+
+
+def test_each_poll_lends_first_and_what_arrived_during_a_loan_lands_right_after_it():
+    topic = ScriptedTopic(arrivals=[(3.0, 0, 14)])
+    lent_at: list[float] = []
+
+    def lend() -> None:
+        lent_at.append(topic.now)
+        if topic.now == 2.0:
+            topic.now += 10.0  # a borrower holds the warehouse for 10 s, past the window's end
+
+    reported, last = _follow(topic, 5, between_batches=lend)
+
+    assert lent_at == [1.0, 2.0]
+    assert topic.polls == [1.0, 12.0]
+    assert last.ranges == (OffsetRange(0, 10, 14),)
+    assert [b.ranges for b in reported] == [FIRST]

@@ -55,18 +55,11 @@ LANE = {FOLLOWING_LANE_TAG: "events/0"}
 ROLLUPS = {"hub/workflow": "analytics"}
 
 
-def test_successor_lets_go_first_an_unfinished_predecessor_and_started_runs_outside_lanes_on_chdb_only():
-    predecessor = InstanceRun("follower", "STARTED", LANE)
-    earlier = [
-        InstanceRun("rollup", "STARTED", ROLLUPS),
-        InstanceRun("launching-rollup", "STARTING", ROLLUPS),
-        InstanceRun("other-lane", "STARTED", {FOLLOWING_LANE_TAG: "events/1"}),
-        InstanceRun("media", "STARTED", {"hub/workflow": "media"}),
-    ]
-    assert runs_to_let_go_first(predecessor, lambda: earlier, True) == ["follower", "rollup"]
-    assert runs_to_let_go_first(predecessor, lambda: earlier, False) == ["follower"]
-    ended = InstanceRun("follower", "FAILURE", LANE)
-    assert runs_to_let_go_first(ended, lambda: earlier, False) == []
+def test_successor_waits_for_an_unfinished_predecessor_only():
+    """Runs waiting for chdb borrow it from the follower at its poll; the successor need not wait for them."""
+    assert runs_to_let_go_first(InstanceRun("follower", "STARTED", LANE)) == ["follower"]
+    assert runs_to_let_go_first(InstanceRun("follower", "FAILURE", LANE)) == []
+    assert runs_to_let_go_first(None) == []
 
 
 def test_only_a_successor_that_left_the_queue_counts_as_coming():

@@ -1,6 +1,6 @@
 """What a following events landing run reads from the Dagster instance for its lane's handoff: the runs
-that landing/handoff.py decides from (whether another run waits for the warehouse this run holds,
-whether its successor is on its way or up, which earlier runs the successor lets go first). Each
+that landing/handoff.py decides from (whether another run may wait for the slots this run holds,
+whether its successor is on its way or up, whether the predecessor a successor waits for has ended). Each
 question is one indexed query on the run tables."""
 
 from __future__ import annotations
@@ -66,10 +66,6 @@ class FollowingRun:
     def announce_taking_over(self, predecessor: str) -> None:
         self.instance.add_run_tags(self.run.run_id, {TAKES_OVER_TAG: predecessor})
 
-    def to_let_go_first(self, predecessor: str, warehouse_admits_one_process: bool) -> list[str]:
+    def to_let_go_first(self, predecessor: str) -> list[str]:
         before = self.instance.get_run_by_id(predecessor)
-        return handoff.runs_to_let_go_first(
-            instance_run(before) if before is not None else None,
-            lambda: self._others([handoff.STARTED], created_before=self.created),
-            warehouse_admits_one_process,
-        )
+        return handoff.runs_to_let_go_first(instance_run(before) if before is not None else None)
