@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests.platform import test_handoff_killed
 from tests.platform.test_handoff_killed import (
     PROCESS_TIMEOUT_S,
     RAW_EVENTS,
     Deployment,
     _assert_every_event_landed_once,
-    deployment,  # noqa: F401 - the fixture
 )
 from tests.services import wait_until
+
+# The handoff tests' deployment: runs in processes on one Dagster instance, topic log, chdb and Redis.
+deployment = test_handoff_killed.deployment
 
 pytestmark = pytest.mark.timeout(int(4 * PROCESS_TIMEOUT_S))
 # The follower's first poll comes this long after its first batch: time for the borrower's process to
@@ -37,7 +40,9 @@ def test_landing_run_beside_a_follower_borrows_chdb_and_the_follower_lands_on_co
 ):
     deployment.produce(60)
     holder = deployment.start("holder", "--follow-seconds", str(POLL_S), poll=POLL_S)
-    wait_until(lambda: deployment.landed("holder") >= 60, "the holder's first batch", PROCESS_TIMEOUT_S, holder)
+    wait_until(
+        lambda: deployment.landed("holder") >= 60, "the holder's first batch", PROCESS_TIMEOUT_S, holder
+    )
     deployment.produce(40)
 
     code, _, err = deployment.finish(deployment.start("borrower"))
@@ -61,7 +66,9 @@ def test_follower_killed_while_waiting_for_its_turn_back_leaves_every_event_land
     line = deployment.root / "warehouse.waiting"
     deployment.produce(60)
     holder = deployment.start("holder", "--follow-seconds", str(POLL_S), poll=POLL_S)
-    wait_until(lambda: deployment.landed("holder") >= 60, "the holder's first batch", PROCESS_TIMEOUT_S, holder)
+    wait_until(
+        lambda: deployment.landed("holder") >= 60, "the holder's first batch", PROCESS_TIMEOUT_S, holder
+    )
     deployment.produce(40)
     borrower = deployment.start("borrower")
     holder_in_line = f"run {deployment.run_id('holder')}"
