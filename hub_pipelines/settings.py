@@ -175,6 +175,11 @@ EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", 
 # successor takes over once it is up (its launch and imports take seconds to tens of seconds under load),
 # so the topic is never left unfollowed for a run start (docs/architecture.md, "A handoff").
 EVENTS_HANDOFF_LEAD_SECONDS = float(_env("HUB_EVENTS_HANDOFF_LEAD_SECONDS", "30"))
+# A chdb follower lends the warehouse at its poll to the runs waiting for it; each loan leaves threads and
+# memory behind in its process (chdb's engine keeps ~6 threads and ~2 MB per session closed, measured
+# on chdb 26.9), so one that lent this many times follows no window past its current one and its
+# successor starts afresh.
+EVENTS_LOANS_PER_FOLLOWER = int(_env("HUB_EVENTS_LOANS_PER_FOLLOWER", "50"))
 # A successor waits at most this long for its predecessor to end: a local run killed outright is never
 # marked ended, and the chunk booking makes going on safe.
 HANDOFF_WAIT_SECONDS = float(_env("HUB_HANDOFF_WAIT_SECONDS", "60"))

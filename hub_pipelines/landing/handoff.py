@@ -69,6 +69,19 @@ def others_wait_for_warehouse(lane: str | None, others: Iterable[InstanceRun]) -
     )
 
 
+def follows_busy_topic_on(
+    lends_warehouse: bool, loans: int, loans_per_follower: int, others_wait: Callable[[], bool]
+) -> bool:
+    """Whether a follower whose window is up, having landed something in it, follows another window. On
+    chdb the runs waiting for the warehouse borrow it at the follower's poll, so it follows on until its
+    loans reach `loans_per_follower` (each leaves chdb's threads behind in its process); against a
+    server nothing is lent, and it follows on while no other run may wait for the queue and pool slots
+    it holds (`others_wait()`)."""
+    if lends_warehouse:
+        return loans < loans_per_follower
+    return not others_wait()
+
+
 def successor_coming(lane: str | None, later_runs_of: Callable[[str], Iterable[InstanceRun]]) -> bool:
     """Whether a run of this follower's lane created after it (`later_runs_of(lane)`) has left the queue
     (launching or started). One still queued may be held by the warehouse pool, which runs waiting for

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from hub_pipelines import settings
 from hub_pipelines.landing import handoff
 from hub_pipelines.landing.handoff import TAKES_OVER_TAG, InstanceRun
 from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
@@ -48,6 +49,11 @@ class FollowingRun:
 
     def others_wait_for_warehouse(self) -> bool:
         return handoff.others_wait_for_warehouse(self.lane, self._others(handoff.UNFINISHED))
+
+    def follows_busy_topic_on(self, lends_warehouse: bool, loans: int) -> bool:
+        return handoff.follows_busy_topic_on(
+            lends_warehouse, loans, settings.EVENTS_LOANS_PER_FOLLOWER, self.others_wait_for_warehouse
+        )
 
     def successor_coming(self) -> bool:
         return handoff.successor_coming(

@@ -72,13 +72,16 @@ def raw_events(
     losses = UpstreamLossPager.for_topic(pager, topic)
     landing = EventsLanding(topics, sink, cache, topic, context.run.run_id, losses)
     loans: list[WarehouseLoan] = []
+    loans_in_run = 0
 
     def lend_warehouse() -> None:
+        nonlocal loans_in_run
         loan = warehouse.lend_to_waiting_processes()
         if loan is not None:
             sink.forget_book()
             context.log.info(f"{topic}: {loan.describe()}")
             loans.append(loan)
+            loans_in_run += 1
 
     def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
         batch = landing.land(ranges, stamps)
@@ -105,12 +108,9 @@ def raw_events(
         topic,
         losses,
         land,
-        # On chdb a run waiting for the warehouse borrows it at the follower's next poll (`lend_warehouse`),
-        # so a busy follower follows on; against a server nothing is lent, and a follower ends its window
-        # for the runs that may wait for the queue and pool slots it holds.
-        keep_following=(lambda: True)
-        if settings.warehouse_admits_one_process()
-        else (lambda: not follower.others_wait_for_warehouse()),
+        keep_following=lambda: follower.follows_busy_topic_on(
+            settings.warehouse_admits_one_process(), loans_in_run
+        ),
         relieved=follower.relieved,
         successor_coming=follower.successor_coming,
         between_batches=lend_warehouse,
