@@ -231,8 +231,8 @@ class ChdbWarehouse(dg.ConfigurableResource):
     _name: str = PrivateAttr(default="")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.run_id:
-            self._name = f"run {context.run_id}"
+        if context.run is not None:
+            self._name = f"run {context.run.run_id}"
 
     def _connection(self) -> Session:
         if self._session is not None:
