@@ -163,21 +163,28 @@ EVENTS_PER_RUN = int(_env("HUB_EVENTS_PER_RUN", "500000"))
 SENSOR_INTERVAL_SECONDS = int(_env("HUB_SENSOR_INTERVAL_SECONDS", "5"))
 # How long a sensor's landing run keeps following its topic after its ranges, in micro-batches one poll
 # apart (docs/architecture.md, "Following a topic"). Events follow for two minutes: the run's process
-# start is paid once per ~120 micro-batches, and the warehouse pool (chdb: one process at a time) is
-# handed to a waiting rollup run at least that often.
+# start is paid once per ~120 micro-batches (chdb, one process at a time, is lent to a waiting run at
+# the next poll, not at the window's end).
 EVENTS_FOLLOW_SECONDS = float(_env("HUB_EVENTS_FOLLOW_SECONDS", "120"))
-# A follower whose time is up follows for another HUB_EVENTS_FOLLOW_SECONDS while no other analytics run
-# is queued (a rollup waiting for the warehouse pool, another lane, a replay), up to this long: each run
-# start leaves the topic unfollowed for its queue, launch and warm-up. New code reaches the next run.
+# A busy follower whose time is up follows for another HUB_EVENTS_FOLLOW_SECONDS (against a ClickHouse
+# server only while no other analytics run is queued for the slots it holds: a rollup, another lane, a
+# replay), up to this long: each run start leaves the topic unfollowed for its queue, launch and
+# warm-up. New code reaches the next run.
 EVENTS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_EVENTS_FOLLOW_LONGEST_SECONDS", "600"))
 # The events sensor starts a follower's successor this long before the follower's window ends; the
 # successor takes over once it is up (its launch and imports take seconds to tens of seconds under load),
 # so the topic is never left unfollowed for a run start (docs/architecture.md, "A handoff").
 EVENTS_HANDOFF_LEAD_SECONDS = float(_env("HUB_EVENTS_HANDOFF_LEAD_SECONDS", "30"))
-# A successor waits at most this long for its predecessor (and, on chdb, for rollups started before it)
-# to end: a local run killed outright is never marked ended, and the chunk booking makes going on safe.
+# A chdb follower lends the warehouse at its poll to the runs waiting for it; each loan leaves threads and
+# memory behind in its process (chdb's engine keeps ~6 threads and ~2 MB per session closed, measured
+# on chdb 26.9), so one that lent this many times follows no window past its current one and its
+# successor starts afresh.
+EVENTS_LOANS_PER_FOLLOWER = int(_env("HUB_EVENTS_LOANS_PER_FOLLOWER", "50"))
+# A successor waits at most this long for its predecessor to end: a local run killed outright is never
+# marked ended, and the chunk booking makes going on safe.
 HANDOFF_WAIT_SECONDS = float(_env("HUB_HANDOFF_WAIT_SECONDS", "60"))
-# chdb admits one process per data folder: a run opening it waits this long for the holder to let go.
+# chdb admits one process per data folder: a run opening it waits this long for its turn (first come first
+# served; a follower lends it at its next poll), and a follower that lent it as long for its turn back.
 WAREHOUSE_LOCK_WAIT_SECONDS = float(_env("HUB_WAREHOUSE_LOCK_WAIT_SECONDS", "300"))
 # Orders follow too, and their runs place each micro-batch's orders through the lane's ledger as soon as
 # it landed: a run per batch would put a sensor tick, the queue and a process start before every payment.

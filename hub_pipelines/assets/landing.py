@@ -161,6 +161,7 @@ def land_and_report(
     keep_following: Callable[[], bool] = lambda: False,
     relieved: Callable[[], bool] = lambda: False,
     successor_coming: Callable[[], bool] = lambda: False,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> dg.MaterializeResult:
     """Land the configured (or pending) ranges with `land`, then, for `config.follow_seconds`, what arrives.
 
@@ -210,6 +211,7 @@ def land_and_report(
         relieved=relieved,
         successor_coming=successor_coming,
         on_rewound=lambda rewound: page_rewound(losses.pager, rewound),
+        between_batches=between_batches,
     )
     metadata = tally(last)
     record_landing_lag(topics, sink, topic)

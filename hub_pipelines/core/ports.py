@@ -123,8 +123,24 @@ class SqlDatabase(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class WarehouseLoan:
+    """The warehouse lent to processes waiting for it, between two units of this process's work."""
+
+    borrowers: tuple[str, ...]
+    seconds: float
+
+    def describe(self) -> str:
+        return f"lent the warehouse for {self.seconds:.1f} s to {', '.join(self.borrowers)}"
+
+
 class Warehouse(Protocol):
     """The analytics warehouse: ClickHouse's engine (chdb locally, a ClickHouse server in production)."""
+
+    def lend_to_waiting_processes(self) -> WarehouseLoan | None:
+        """Let the processes waiting to open the warehouse use it, and return once this one has it back;
+        None when nobody waits (a server admits every process at once, so nobody ever does there)."""
+        ...
 
     def execute(self, sql: str, parameters: Mapping[str, object] | None = None) -> None:
         """Run DDL or a statement that returns nothing."""

@@ -74,6 +74,7 @@ def follow_topic(
     relieved: Callable[[], bool] = lambda: False,
     successor_coming: Callable[[], bool] = lambda: False,
     on_rewound: Callable[[RewoundPartition], None] = lambda rewound: None,
+    between_batches: Callable[[], None] = lambda: None,
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
@@ -116,6 +117,7 @@ def follow_topic(
                 # The successor plans from the book once this run has ended: landing more here would
                 # only make it wait longer.
                 return MicroBatch((), land(()))
+            between_batches()
             ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p) and p not in rewound}
             for found in rewound_partitions(topic, position, ends):
                 rewound.add(found.partition)

@@ -2,14 +2,13 @@
 run start.
 
 The topic sensor starts the successor before the follower's window ends. The successor warms up (its
-process, imports, resources), says it is up (`announce`), then waits until the runs it must let go
-first have ended (`runs_to_let_go_first`): its predecessor, and where the warehouse admits one process
-at a time (chdb) the started runs that asked for the warehouse before it did and wait for it (a day
-rollup, a CLI run), so those get it within about one window. The predecessor hears the announcement
-at its next poll and stops there (`follow_topic`'s `relieved`). The successor then plans its first
-batch from the book (`sink.landed_positions`), not from ranges the sensor chose, so whatever the
-predecessor landed or left is accounted for exactly once, and the lane's partitions still land in
-order.
+process, imports, resources), says it is up (`announce`), then waits until its predecessor has ended
+(`runs_to_let_go_first`). Runs waiting for chdb's folder (a day rollup, a CLI run) need no handoff:
+a follower lends them the folder at its next poll (`ChdbWarehouse.lend_to_waiting_processes`). The
+predecessor hears the announcement at its next poll and stops there (`follow_topic`'s `relieved`).
+The successor then plans its first batch from the book (`sink.landed_positions`), not from ranges the
+sensor chose, so whatever the predecessor landed or left is accounted for exactly once, and the lane's
+partitions still land in order.
 
 The wait is bounded: a predecessor killed without its run being marked ended (run monitoring cannot
 see a local run's process) is waited for `timeout` seconds at most. Going on then is safe: the chunk
@@ -17,9 +16,9 @@ booking makes any overlap land each offset once, and chdb's own folder lock, wai
 warehouse is opened, keeps two processes out of it.
 
 A follower decides from the same runs whether to follow past its window: on for a successor that has
-left the queue (`successor_coming`), not while another run may wait for its warehouse
-(`others_wait_for_warehouse`). The runs come in as plain values; reading them from the Dagster
-instance is `assets/analytics/following_runs.py`'s.
+left the queue (`successor_coming`) and, against a ClickHouse server (which lends nothing), not while
+another run may wait for the queue and pool slots it holds (`others_wait_for_warehouse`). The runs come
+in as plain values; reading them from the Dagster instance is `assets/analytics/following_runs.py`'s.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ WORKFLOWS_WITHOUT_WAREHOUSE = frozenset({"media", "orders"})
 # Run statuses by their Dagster names (`DagsterRunStatus.value`).
 UNFINISHED = ("NOT_STARTED", "QUEUED", "STARTING", "STARTED", "CANCELING")
 LAUNCHED = frozenset({"STARTING", "STARTED"})
-STARTED = "STARTED"
 
 
 @dataclass(frozen=True)
@@ -71,6 +69,19 @@ def others_wait_for_warehouse(lane: str | None, others: Iterable[InstanceRun]) -
     )
 
 
+def follows_busy_topic_on(
+    lends_warehouse: bool, loans: int, loans_per_follower: int, others_wait: Callable[[], bool]
+) -> bool:
+    """Whether a follower whose window is up, having landed something in it, follows another window. On
+    chdb the runs waiting for the warehouse borrow it at the follower's poll, so it follows on until its
+    loans reach `loans_per_follower` (each leaves chdb's threads behind in its process); against a
+    server nothing is lent, and it follows on while no other run may wait for the queue and pool slots
+    it holds (`others_wait()`)."""
+    if lends_warehouse:
+        return loans < loans_per_follower
+    return not others_wait()
+
+
 def successor_coming(lane: str | None, later_runs_of: Callable[[str], Iterable[InstanceRun]]) -> bool:
     """Whether a run of this follower's lane created after it (`later_runs_of(lane)`) has left the queue
     (launching or started). One still queued may be held by the warehouse pool, which runs waiting for
@@ -81,24 +92,9 @@ def successor_coming(lane: str | None, later_runs_of: Callable[[str], Iterable[I
     return any(run.status in LAUNCHED for run in later_runs_of(lane))
 
 
-def runs_to_let_go_first(
-    predecessor: InstanceRun | None,
-    started_before: Callable[[], Iterable[InstanceRun]],
-    warehouse_admits_one_process: bool,
-) -> list[str]:
-    """The runs a successor waits for: its predecessor until it has ended and, when the warehouse admits
-    one process at a time, the started runs outside any lane (rollups, CLI runs, waiting for chdb in
-    their step) created before the successor (`started_before()`), so they get it within one window. A
-    run still queued or launching is not waited for: its start would leave the topic unfollowed; it is
-    started, and let go first, at the next handoff."""
-    waiting = [predecessor.run_id] if predecessor is not None and predecessor.status in UNFINISHED else []
-    if warehouse_admits_one_process:
-        waiting += [
-            run.run_id
-            for run in started_before()
-            if run.status == STARTED and may_wait_for_warehouse(run.tags) and run.following_lane is None
-        ]
-    return waiting
+def runs_to_let_go_first(predecessor: InstanceRun | None) -> list[str]:
+    """The runs a successor waits for: its predecessor, until it has ended."""
+    return [predecessor.run_id] if predecessor is not None and predecessor.status in UNFINISHED else []
 
 
 @dataclass(frozen=True)

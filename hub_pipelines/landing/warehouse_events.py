@@ -444,6 +444,11 @@ class WarehouseEventsSink:
             )
         return LandingCounts(lost=sum(part.size for part in parts))
 
+    def forget_book(self) -> None:
+        """Read the book from the warehouse again before the next chunk: while this run lent the warehouse
+        (chdb) another process may have booked ranges, which must count as duplicates here."""
+        self._booked.clear()
+
     def _book(self, topic: str) -> dict[tuple[int, int, int], LandingCounts]:
         if topic not in self._booked:
             self._booked[topic] = {

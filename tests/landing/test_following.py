@@ -180,3 +180,20 @@ def test_a_partition_whose_end_falls_below_its_position_is_named_once_and_never_
         .startswith("events partition 0 ends at offset 3, below offset 10 already landed")
     )
     assert _landed(reported, last) == list(FIRST)
+
+
+def test_each_poll_lends_first_and_what_arrived_during_a_loan_lands_right_after_it():
+    topic = ScriptedTopic(arrivals=[(3.0, 0, 14)])
+    lent_at: list[float] = []
+
+    def lend() -> None:
+        lent_at.append(topic.now)
+        if topic.now == 2.0:
+            topic.now += 10.0  # a borrower holds the warehouse for 10 s, past the window's end
+
+    reported, last = _follow(topic, 5, between_batches=lend)
+
+    assert lent_at == [1.0, 2.0]
+    assert topic.polls == [1.0, 12.0]
+    assert last.ranges == (OffsetRange(0, 10, 14),)
+    assert [b.ranges for b in reported] == [FIRST]

@@ -3,7 +3,13 @@ only so long, and which runs it waits for; a follower's reading of the runs arou
 
 from __future__ import annotations
 
-from hub_pipelines.landing.handoff import InstanceRun, runs_to_let_go_first, successor_coming, take_over
+from hub_pipelines.landing.handoff import (
+    InstanceRun,
+    follows_busy_topic_on,
+    runs_to_let_go_first,
+    successor_coming,
+    take_over,
+)
 from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
 
 
@@ -55,21 +61,24 @@ LANE = {FOLLOWING_LANE_TAG: "events/0"}
 ROLLUPS = {"hub/workflow": "analytics"}
 
 
-def test_successor_lets_go_first_an_unfinished_predecessor_and_started_runs_outside_lanes_on_chdb_only():
-    predecessor = InstanceRun("follower", "STARTED", LANE)
-    earlier = [
-        InstanceRun("rollup", "STARTED", ROLLUPS),
-        InstanceRun("launching-rollup", "STARTING", ROLLUPS),
-        InstanceRun("other-lane", "STARTED", {FOLLOWING_LANE_TAG: "events/1"}),
-        InstanceRun("media", "STARTED", {"hub/workflow": "media"}),
-    ]
-    assert runs_to_let_go_first(predecessor, lambda: earlier, True) == ["follower", "rollup"]
-    assert runs_to_let_go_first(predecessor, lambda: earlier, False) == ["follower"]
-    ended = InstanceRun("follower", "FAILURE", LANE)
-    assert runs_to_let_go_first(ended, lambda: earlier, False) == []
+def test_successor_waits_for_an_unfinished_predecessor_only():
+    """Runs waiting for chdb borrow it from the follower at its poll; the successor need not wait for them."""
+    assert runs_to_let_go_first(InstanceRun("follower", "STARTED", LANE)) == ["follower"]
+    assert runs_to_let_go_first(InstanceRun("follower", "FAILURE", LANE)) == []
+    assert runs_to_let_go_first(None) == []
 
 
 def test_only_a_successor_that_left_the_queue_counts_as_coming():
     assert not successor_coming("events/0", lambda lane: [InstanceRun("queued", "QUEUED", LANE)])
     assert successor_coming("events/0", lambda lane: [InstanceRun("launching", "STARTING", LANE)])
     assert not successor_coming(None, lambda lane: [InstanceRun("launching", "STARTING", LANE)])
+
+
+def test_busy_chdb_follower_follows_on_until_its_loans_reach_the_bound_whoever_waits():
+    assert follows_busy_topic_on(True, 49, 50, others_wait=lambda: True)
+    assert not follows_busy_topic_on(True, 50, 50, others_wait=lambda: False)
+
+
+def test_busy_follower_of_a_server_follows_on_only_while_no_other_run_may_wait_for_its_slots():
+    assert follows_busy_topic_on(False, 0, 50, others_wait=lambda: False)
+    assert not follows_busy_topic_on(False, 0, 50, others_wait=lambda: True)

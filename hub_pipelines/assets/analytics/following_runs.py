@@ -1,6 +1,6 @@
 """What a following events landing run reads from the Dagster instance for its lane's handoff: the runs
-that landing/handoff.py decides from (whether another run waits for the warehouse this run holds,
-whether its successor is on its way or up, which earlier runs the successor lets go first). Each
+that landing/handoff.py decides from (whether another run may wait for the slots this run holds,
+whether its successor is on its way or up, whether the predecessor a successor waits for has ended). Each
 question is one indexed query on the run tables."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from hub_pipelines import settings
 from hub_pipelines.landing import handoff
 from hub_pipelines.landing.handoff import TAKES_OVER_TAG, InstanceRun
 from hub_pipelines.landing.lanes import FOLLOWING_LANE_TAG
@@ -49,6 +50,11 @@ class FollowingRun:
     def others_wait_for_warehouse(self) -> bool:
         return handoff.others_wait_for_warehouse(self.lane, self._others(handoff.UNFINISHED))
 
+    def follows_busy_topic_on(self, lends_warehouse: bool, loans: int) -> bool:
+        return handoff.follows_busy_topic_on(
+            lends_warehouse, loans, settings.EVENTS_LOANS_PER_FOLLOWER, self.others_wait_for_warehouse
+        )
+
     def successor_coming(self) -> bool:
         return handoff.successor_coming(
             self.lane,
@@ -66,10 +72,6 @@ class FollowingRun:
     def announce_taking_over(self, predecessor: str) -> None:
         self.instance.add_run_tags(self.run.run_id, {TAKES_OVER_TAG: predecessor})
 
-    def to_let_go_first(self, predecessor: str, warehouse_admits_one_process: bool) -> list[str]:
+    def to_let_go_first(self, predecessor: str) -> list[str]:
         before = self.instance.get_run_by_id(predecessor)
-        return handoff.runs_to_let_go_first(
-            instance_run(before) if before is not None else None,
-            lambda: self._others([handoff.STARTED], created_before=self.created),
-            warehouse_admits_one_process,
-        )
+        return handoff.runs_to_let_go_first(instance_run(before) if before is not None else None)

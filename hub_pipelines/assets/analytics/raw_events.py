@@ -11,7 +11,7 @@ from hub_pipelines.assets.instrumented import instrumented
 from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, landing_check_specs
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
-from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse
+from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse, WarehouseLoan
 from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.handoff import take_over
@@ -64,19 +64,34 @@ def raw_events(
             predecessor,
             warm_up,
             announce=lambda: follower.announce_taking_over(predecessor),
-            waiting_for=lambda: follower.to_let_go_first(
-                predecessor, settings.warehouse_admits_one_process()
-            ),
+            waiting_for=lambda: follower.to_let_go_first(predecessor),
             timeout=settings.HANDOFF_WAIT_SECONDS,
         )
         (context.log.warning if handoff.not_ended else context.log.info)(handoff.describe())
     sink = WarehouseEventsSink(warehouse, configured_tables(), counters=cache)
     losses = UpstreamLossPager.for_topic(pager, topic)
     landing = EventsLanding(topics, sink, cache, topic, context.run.run_id, losses)
+    loans: list[WarehouseLoan] = []
+    loans_in_run = 0
+
+    def lend_warehouse() -> None:
+        nonlocal loans_in_run
+        loan = warehouse.lend_to_waiting_processes()
+        if loan is not None:
+            sink.forget_book()
+            context.log.info(f"{topic}: {loan.describe()}")
+            loans.append(loan)
+            loans_in_run += 1
 
     def land(ranges: tuple[OffsetRange, ...], stamps: ProduceStamps) -> tuple[LandingCounts, dict[str, Any]]:
         batch = landing.land(ranges, stamps)
+        # How long the warehouse was lent before this micro-batch (its events waited for that too), to whom.
+        lent_seconds = round(sum(loan.seconds for loan in loans), 1)
+        lent_to = "; ".join(", ".join(loan.borrowers) for loan in loans) or "none"
+        loans.clear()
         return batch.counts, {
+            "warehouse_lent_s": lent_seconds,
+            "warehouse_lent_to": lent_to,
             "chunks_counted": batch.chunks_counted,
             "events_per_second": batch.events_per_second,
             "days_touched": ",".join(map(str, batch.days_touched)) or "none",
@@ -93,7 +108,10 @@ def raw_events(
         topic,
         losses,
         land,
-        keep_following=lambda: not follower.others_wait_for_warehouse(),
+        keep_following=lambda: follower.follows_busy_topic_on(
+            settings.warehouse_admits_one_process(), loans_in_run
+        ),
         relieved=follower.relieved,
         successor_coming=follower.successor_coming,
+        between_batches=lend_warehouse,
     )

@@ -26,7 +26,10 @@ chdb runs one data folder per process: a second process cannot open a folder ano
 process cannot switch folders while it has one open. `ChdbWarehouse` detects both and raises
 `WarehouseLocked` naming the folder. A process held elsewhere is waited for up to `lock_wait_seconds`
 (the kernel releases the folder's lock when its holder exits, killed or not): locally the runs that
-touch the warehouse take turns at the folder itself, not only at the `warehouse` pool.
+touch the warehouse take turns at the folder itself, not only at the `warehouse` pool. The turns are
+first come first served (`waiting_line.py`): a process waiting to open the folder stands in its line,
+and a long holder (an events follower) lends the folder between its micro-batches to those waiting
+(`lend_to_waiting_processes`), then stands in line for it again.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from hub_pipelines.core.ports import WarehouseRowsRefused
+from hub_pipelines.core.ports import WarehouseLoan, WarehouseRowsRefused
+from hub_pipelines.resources.analytics.waiting_line import Waiter, WaitingLine
 
 # clickhouse-connect's binding is imported where a statement is formatted, pyarrow where a table is
 # built, and pandas only for types: every process loads this module, most of them never query.
@@ -201,6 +205,10 @@ def _holder_of(folder: Path) -> str | None:
     return None
 
 
+def _first_in_line(ahead: list[Waiter]) -> str:
+    return f"{ahead[0].describe()}, waiting for its turn before this one"
+
+
 def _locked_by_other_process(folder: Path, holder: str) -> WarehouseLocked:
     return WarehouseLocked(
         f"chdb data folder {str(folder)!r} is in use by another process ({holder}): chdb allows one "
@@ -212,35 +220,69 @@ class ChdbWarehouse(dg.ConfigurableResource):
     """The warehouse as chdb in this process, its tables stored under `path`."""
 
     path: str
-    # Runs that touch the local warehouse wait this long for the process holding the folder to let it
-    # go (a follower ends its window when another run waits for it); 0 fails at once.
+    # Runs that touch the local warehouse wait this long for their turn at the folder (the processes
+    # before them in its waiting line, then its holder letting go); 0 fails at once.
     lock_wait_seconds: float = 0.0
 
     _session: Session | None = PrivateAttr(default=None)
     _opening: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _engine_settings: frozenset[str] | None = PrivateAttr(default=None)
+    # Who this process is to the others in the folder's waiting line besides its pid: its run, if any.
+    _name: str = PrivateAttr(default="")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run is not None:
+            self._name = f"run {context.run.run_id}"
 
     def _connection(self) -> Session:
         if self._session is not None:
             return self._session
         with self._opening:
             if self._session is None:
-                self._session = self._open()
+                self._session, _ = self._open()
             return self._session
 
-    def _open(self) -> Session:
+    def _open(self) -> tuple[Session, list[Waiter]]:
+        """A session on the folder, once the processes that joined its waiting line before this one have
+        had their turn and its holder let go; with those processes."""
         folder = Path(self.path).resolve()
+        line = WaitingLine.of(folder)
         deadline = time.monotonic() + self.lock_wait_seconds
-        while True:
-            holder = _holder_of(folder)
-            if holder is None:
-                session = self._open_unless_taken(folder)
-                if session is not None:
-                    return session
-                holder = _holder_of(folder) or "an unknown process"
-            if time.monotonic() >= deadline:
-                raise _locked_by_other_process(folder, holder)
-            time.sleep(LOCK_POLL_SECONDS)
+        went_first: dict[str, Waiter] = {}
+        with line.joined(self._name) as marker:
+            while True:
+                ahead = line.ahead_of(marker)
+                went_first.update((waiter.marker, waiter) for waiter in ahead)
+                holder = _first_in_line(ahead) if ahead else _holder_of(folder)
+                if holder is None:
+                    session = self._open_unless_taken(folder)
+                    if session is not None:
+                        return session, list(went_first.values())
+                    holder = _holder_of(folder) or "an unknown process"
+                if time.monotonic() >= deadline:
+                    raise _locked_by_other_process(folder, holder)
+                time.sleep(LOCK_POLL_SECONDS)
+
+    def lend_to_waiting_processes(self) -> WarehouseLoan | None:
+        """When other processes wait in the folder's line, close this session, let them take their turns
+        and open the folder again at this process's own turn (behind them, before anyone who came later).
+        What the session held is on disk; nothing in it outlives a statement."""
+        if self._session is None:
+            return None
+        line = WaitingLine.of(Path(self.path).resolve())
+        waiting = [waiter for waiter in line.waiting() if waiter.pid != os.getpid()]
+        if not waiting:
+            return None
+        started = time.monotonic()
+        with self._opening:
+            session, self._session = self._session, None
+            if session is not None:
+                session.close()
+            self._session, went_first = self._open()
+        borrowers = {waiter.marker: waiter for waiter in [*waiting, *went_first]}
+        return WarehouseLoan(
+            tuple(borrowers[marker].describe() for marker in sorted(borrowers)), time.monotonic() - started
+        )
 
     def _open_unless_taken(self, folder: Path) -> Session | None:
         """A session on the folder; None when another process took the folder first."""
@@ -367,6 +409,9 @@ class ClickHouseWarehouse(dg.ConfigurableResource):
                     send_receive_timeout=self.query_timeout_seconds,
                 )
             return self._client
+
+    def lend_to_waiting_processes(self) -> WarehouseLoan | None:
+        return None
 
     def close(self) -> None:
         with self._opening:
