@@ -46,14 +46,13 @@ from pathlib import Path
 
 import dagster as dg
 import redis
+from local_deployment import prepare_local_deployment
 
 from hub_pipelines import settings
 from hub_pipelines.analytics.counters import PREFIX
 from hub_pipelines.core.ports import OutgoingMessage
 from hub_pipelines.demo.feeder import analytics_event
 from hub_pipelines.landing.offsets import OffsetRange, parse_ranges
-from hub_pipelines.resources.object_storage import LocalObjectStorage
-from hub_pipelines.resources.topics import LocalTopicLog
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -291,7 +290,6 @@ def main() -> int:
     data_dir, dagster_home = root / ".hub", root / ".hub" / "dagster_home"
     dagster_home.mkdir(parents=True)
     (data_dir / "redis").mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
     redis_process, socket = _start_redis(data_dir / "redis")
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
@@ -303,17 +301,7 @@ def main() -> int:
         "HUB_EVENTS_HANDOFF_LEAD_SECONDS": str(args.handoff_lead),
         "DAGSTER_HOME": str(dagster_home),
     }
-    LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
-    topics = LocalTopicLog(root=str(data_dir / "topics"))
-    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
-        topics.create_topic(topic, settings.TOPIC_PARTITIONS)
-    # As scripts/run_local.sh does: a follower, its successor and a rollup may hold the pool together.
-    subprocess.run(
-        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "3"],
-        env=environment,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    topics = prepare_local_deployment(data_dir, dagster_home, environment)
     daemon_log = (root / "daemon.log").open("wb")
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-m", "hub_pipelines.definitions"],

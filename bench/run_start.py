@@ -38,10 +38,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-
-from hub_pipelines import settings
-from hub_pipelines.resources.object_storage_local import LocalObjectStorage
-from hub_pipelines.resources.topics import LocalTopicLog
+from local_deployment import prepare_local_deployment
 
 PROJECT = Path(__file__).resolve().parent.parent
 BENCH = PROJECT / "bench"
@@ -257,17 +254,7 @@ def main() -> int:
     )
     for folder in (dagster_home, timelines, root / "empty-bytecode-cache"):
         folder.mkdir(parents=True)
-    shutil.copy(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
-    LocalObjectStorage(root=str(data_dir / "objects")).create_bucket(settings.UPLOADS_BUCKET)
-    topics = LocalTopicLog(root=str(data_dir / "topics"))
-    for topic in (settings.ORDERS_TOPIC, settings.EVENTS_TOPIC, settings.ORDER_EVENTS_OUT_TOPIC):
-        topics.create_topic(topic, settings.TOPIC_PARTITIONS)
-    subprocess.run(
-        [str(BIN / "dagster"), "instance", "concurrency", "set", "warehouse", "3"],
-        env=environment,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    prepare_local_deployment(data_dir, dagster_home, environment)
     port = _free_port()
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.2f}, "

@@ -37,6 +37,13 @@ class Alert:
     part whose on-call acts on it, so an event orchestration can route orders pages to commerce."""
 
 
+def landing_alert(topic: str, dedup_key: str, summary: str) -> Alert:
+    """A page about a topic's landing (a stuck range, a rewound partition, an unreadable topic)."""
+    return Alert(
+        action="trigger", dedup_key=dedup_key, metric=f"{topic} landing", summary=summary, group=LANDING
+    )
+
+
 def dedup_key(metric: str, window_start: datetime) -> str:
     return f"analytics/{metric}/{window_start:%Y-%m-%dT%H:%M}"
 

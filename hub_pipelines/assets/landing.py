@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from hub_pipelines import settings
-from hub_pipelines.analytics.alerting import LANDING, Alert
+from hub_pipelines.analytics.alerting import LANDING, Alert, landing_alert
 from hub_pipelines.assets.instrumented import step_metrics
 from hub_pipelines.assets.policies import landing_latency_check, landing_latency_check_spec
 from hub_pipelines.assets.topic_config import TopicRangeConfig
@@ -69,13 +69,7 @@ def ranges_to_land(
 
 
 def rewound_partition_alert(rewound: RewoundPartition) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=rewound.dedup_key,
-        metric=f"{rewound.topic} landing",
-        summary=f"Landing {rewound.describe()}",
-        group=LANDING,
-    )
+    return landing_alert(rewound.topic, rewound.dedup_key, f"Landing {rewound.describe()}")
 
 
 def page_rewound(pager: Notifier, rewound: RewoundPartition) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from hub_pipelines.analytics.alerting import LANDING, Alert
+from hub_pipelines.analytics.alerting import Alert, landing_alert
 from hub_pipelines.assets.landing import rewound_partition_alert
 from hub_pipelines.assets.topic_config import LaneConfig, TopicRangeConfig
 from hub_pipelines.assets.tracing import traced_sensor
@@ -121,22 +121,12 @@ def latest_upstream_loss(context: dg.SensorEvaluationContext, asset_key: dg.Asse
 
 def stuck_range_alert(stuck: StuckRange, run_id: str | None) -> Alert:
     where = f" {run_url(run_id)}" if run_id else ""
-    return Alert(
-        action="trigger",
-        dedup_key=stuck.dedup_key,
-        metric=f"{stuck.topic} landing",
-        summary=f"Landing {stuck.describe()}{where}",
-        group=LANDING,
-    )
+    return landing_alert(stuck.topic, stuck.dedup_key, f"Landing {stuck.describe()}{where}")
 
 
 def unreadable_topic_alert(unreadable: TopicUnreadable) -> Alert:
-    return Alert(
-        action="trigger",
-        dedup_key=unreadable.dedup_key,
-        metric=f"{unreadable.topic} landing",
-        summary=f"Landing {unreadable.describe(time.time())}",
-        group=LANDING,
+    return landing_alert(
+        unreadable.topic, unreadable.dedup_key, f"Landing {unreadable.describe(time.time())}"
     )
 
 
