@@ -3,7 +3,7 @@ evaluated by Dagster as the daemon's `analytics_automation` sensor does."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -37,14 +37,17 @@ def test_today_is_rebuilt_after_each_quarter_hour_once_events_landed() -> None:
 
 
 def test_after_midnight_only_the_new_day_is_requested_the_closed_one_is_the_late_days_sensors() -> None:
+    # Evaluated at a midnight ahead of the real clock, which stamps the landings: both landings then
+    # come before the midnight tick, as a landing seen at 00:01 and at 00:02 does in production.
+    new_day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
     with dg.instance_for_test() as instance:
         evaluations = Evaluations(instance, ROLLUPS)
-        assert evaluations.requested_days(datetime(2026, 12, 6, 23, 50, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(new_day - timedelta(minutes=10)) == set()
         events_landed(instance)
-        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 1, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(new_day + timedelta(minutes=1)) == set()
         events_landed(instance)
-        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 2, tzinfo=UTC)) == {"2026-12-07"}
-        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 16, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(new_day + timedelta(minutes=2)) == {f"{new_day:%Y-%m-%d}"}
+        assert evaluations.requested_days(new_day + timedelta(minutes=16)) == set()
 
 
 def test_the_analytics_automation_sensor_is_on_by_default_and_covers_daily_rollups() -> None:
