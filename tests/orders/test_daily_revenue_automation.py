@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -47,13 +47,18 @@ def test_today_is_rebuilt_after_each_quarter_hour_once_the_ledger_moved() -> Non
 
 
 def test_yesterday_is_rebuilt_once_after_midnight_and_never_again() -> None:
+    # Evaluated at a midnight ahead of the real clock, which stamps the ledger's batches, so each batch
+    # comes in order between the evaluations around it, whatever the day the suite runs.
+    new_day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
     with dg.instance_for_test() as instance:
         evaluations = Evaluations(instance)
-        assert evaluations.requested_days(datetime(2026, 12, 6, 23, 50, tzinfo=UTC)) == set()
-        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 16, tzinfo=UTC)) == {"2026-12-06"}
+        assert evaluations.requested_days(new_day - timedelta(minutes=10)) == set()
+        assert evaluations.requested_days(new_day + timedelta(minutes=16)) == {
+            f"{new_day - timedelta(days=1):%Y-%m-%d}"
+        }
         ledger_batch_landed(instance)
-        assert evaluations.requested_days(datetime(2026, 12, 7, 0, 17, tzinfo=UTC)) == {"2026-12-07"}
-        assert evaluations.requested_days(datetime(2026, 12, 7, 9, 1, tzinfo=UTC)) == set()
+        assert evaluations.requested_days(new_day + timedelta(minutes=17)) == {f"{new_day:%Y-%m-%d}"}
+        assert evaluations.requested_days(new_day + timedelta(hours=9, minutes=1)) == set()
 
 
 def test_the_automation_sensor_is_on_by_default_and_covers_daily_revenue() -> None:
