@@ -50,7 +50,8 @@ def enable_tracing(
 
     Nothing happens without an endpoint or exporter: OpenTelemetry stays a no-op and no client is
     wrapped. The instrumentations wrap SQLAlchemy engines, Redis, httpx (webhooks, pager),
-    botocore (S3, CloudFront) and urllib3 (Stripe, clickhouse-connect) created after this call.
+    botocore (S3, CloudFront) and urllib3 (clickhouse-connect) created after this call; the Stripe
+    transport (libcurl) makes its own client spans.
     """
     provider = configure_tracing(service_name, otlp_endpoint, exporter)
     if provider is not None:

@@ -1,8 +1,10 @@
 """One order's trace runs from the demo producer through the ledger step to the outbox relay's message,
-and the run's steps continue the trace of the sensor tick that requested the run."""
+the run's steps continue the trace of the sensor tick that requested the run, and a Stripe call is a
+client span of its own."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +21,10 @@ from hub_pipelines.assets.tracing import (
     uninstrument_clients,
 )
 from hub_pipelines.core import telemetry
+from hub_pipelines.core.ports import PAID, ChargeRequest
 from hub_pipelines.orders.outbox import TRACEPARENT_HEADER
+from hub_pipelines.resources.orders.payment_gateway import StripeGateway
+from tests.fakes.stripe_server import FakeStripe, Faults
 from tests.ops.conftest import ORDERS_JOB, ORDERS_SENSOR, feeder, run_orders_pipeline
 from tests.platform.conftest import LocalEnvironment
 
@@ -120,3 +125,22 @@ def test_run_steps_continue_the_trace_of_the_sensor_tick_that_requested_the_run(
         s for s in finished if s.parent is not None and s.parent.span_id == landing.context.span_id
     ]
     assert landing_sql, "the landing step's SQL has no spans"
+
+
+def test_a_stripe_charge_is_a_client_span_inside_the_callers_span(spans: InMemorySpanExporter) -> None:
+    stripe = FakeStripe(Faults()).start()
+    try:
+        gateway = StripeGateway(
+            api_key="sk_test_hub", api_base=stripe.base_url, breaker_name=f"stripe-{uuid.uuid4().hex[:8]}"
+        )
+        with trace.get_tracer(__name__).start_as_current_span("place order") as placing:
+            result = gateway.charge(ChargeRequest(f"o-{uuid.uuid4()}", 1250, "USD", "c-1", None))
+    finally:
+        stripe.stop()
+    assert result.outcome == PAID
+    trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+    [call] = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CLIENT and s.name == "POST"]
+    assert call.parent is not None and call.parent.span_id == placing.get_span_context().span_id
+    assert call.attributes is not None
+    assert call.attributes["url.full"] == f"{stripe.base_url}/v1/payment_intents"
+    assert call.attributes["http.response.status_code"] == 200

@@ -32,7 +32,7 @@ from hub_pipelines.core.ports import (
 )
 from hub_pipelines.core.retry import RetryPolicy
 
-# stripe, redis (through pybreaker too) and urllib3 load with the first Stripe call: local runs use the
+# stripe, redis (through pybreaker too) and pycurl load with the first Stripe call: local runs use the
 # approving gateway and never import them.
 if TYPE_CHECKING:
     import redis
@@ -248,12 +248,12 @@ class StripeGateway(dg.ConfigurableResource):
         return self._policy
 
     def _client(self) -> stripe.StripeClient:
-        # One client for every thread: urllib3's pool is thread-safe and keeps its connections alive,
-        # so calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
+        # One client for every thread: its pool of curl handles keeps their connections alive, so
+        # calls reuse a warm connection instead of paying a TCP (and TLS) handshake each.
         import stripe
 
         from hub_pipelines.resources.orders.stripe_transport import (
-            PooledUrllib3Client,
+            CurlClient,
             format_sdk_log_lines_only_when_wanted,
         )
 
@@ -264,7 +264,7 @@ class StripeGateway(dg.ConfigurableResource):
                 self._stripe = stripe.StripeClient(
                     self.api_key,
                     base_addresses=base,  # type: ignore[arg-type]
-                    http_client=PooledUrllib3Client(self.call_timeout_s, self.max_connections),
+                    http_client=CurlClient(self.call_timeout_s, self.max_connections),
                     max_network_retries=0,
                 )
             return self._stripe

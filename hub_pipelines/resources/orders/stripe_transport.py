@@ -1,41 +1,55 @@
-"""The Stripe SDK's HTTP transport over urllib3, apart so a local code location never imports stripe."""
+"""The Stripe SDK's HTTP transport over libcurl (pycurl), apart so a local code location never imports stripe."""
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pycurl
 import stripe
 import stripe._api_requestor
 import stripe._util
-import urllib3
+from opentelemetry import trace
+from urllib3 import HTTPHeaderDict
+
+# libcurl's codes for a server whose certificate chain or name does not verify: retrying cannot help.
+_UNTRUSTED = frozenset(
+    {pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE, pycurl.E_SSL_PINNEDPUBKEYNOTMATCH}
+)
+_tracer = trace.get_tracer(__name__)
 
 
-class PooledUrllib3Client(stripe.HTTPClient):
-    """The SDK's transport over one urllib3 connection pool, as large as the calls in flight.
+class CurlClient(stripe.HTTPClient):
+    """The SDK's transport over libcurl: a pool of curl handles, each used by one call at a time.
 
-    The SDK's httpx client costs ~1.9 ms of CPU per PaymentIntent against ~1.2 ms for this one (the
-    SDK's own encoding and objects are ~0.3 ms of either), and CPU is what bounds the ledger. The
-    pool keeps connections alive and checks a kept one is still open before reusing it; urllib3's
-    own retries are off, so the gateway's retry policy is the only one. A request goes straight to
-    its host's connection pool: the pool manager's way there (its request methods, redirect
-    handling and a pool key per call) cost ~130k instructions (~5%) per call, and Stripe does not
-    redirect.
+    CPU bounds a ledger lane, and the HTTP layer was the largest part of a charge's: over urllib3
+    and http.client (whose header parsing goes through `email`) the SDK's PaymentIntent call took
+    0.70-0.84 ms of CPU, over libcurl 0.37 ms (docs/benchmarks.md, "Stripe transport"). The SDK's
+    own `PycurlClient` shares one handle between threads, which libcurl forbids, and parses headers
+    with `email` again.
+
+    A call takes an idle handle (or makes one) and gives it back after, so the pool grows to the
+    calls in flight, whichever threads make them. A handle keeps its connection alive between
+    calls (up to `max_connections` idle ones are kept), and the handles share DNS answers and TLS
+    sessions. The whole call, connecting included, is bounded by `timeout_s`; redirects are not
+    followed (Stripe does not redirect) and only HTTP(S) is spoken. libcurl's own retries do not
+    exist, so the gateway's retry policy is the only one. With a tracer provider set
+    (`enable_tracing`), each call is a client span, as the urllib3 instrumentation gave before.
     """
 
-    name = "urllib3"
+    name = "pycurl"
 
     def __init__(self, timeout_s: float, max_connections: int) -> None:
         super().__init__()
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=max_connections,
-            retries=False,
-            timeout=urllib3.Timeout(total=timeout_s),
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=stripe.ca_bundle_path,
-        )
+        self._max_idle = max_connections
+        self._timeout_ms = max(1, round(timeout_s * 1000))
+        self._share = pycurl.CurlShare()
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
+        self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+        # deque's append and pop are atomic: no lock around the idle handles.
+        self._idle: collections.deque[pycurl.Curl] = collections.deque()
 
     # The base class says str, but the SDK decodes the body itself and its own clients return bytes.
     def request(  # type: ignore[override]
@@ -47,29 +61,88 @@ class PooledUrllib3Client(stripe.HTTPClient):
         *,
         _usage: list[str] | None = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
+        verb = method.upper()
+        with _tracer.start_as_current_span(verb, kind=trace.SpanKind.CLIENT) as span:
+            if span.is_recording():
+                span.set_attribute("http.request.method", verb)
+                span.set_attribute("url.full", url)
+            body, status, response_headers = self._perform(verb, url, headers, post_data)
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", status)
+            return body, status, response_headers
+
+    def _perform(
+        self, verb: str, url: str, headers: Mapping[str, str] | None, post_data: Any
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
-            target = urllib3.util.parse_url(url)
-            host = self._pool.connection_from_host(target.host, port=target.port, scheme=target.scheme)
-            response = host.urlopen(
-                method.upper(),
-                target.request_uri,
-                body=post_data,
-                headers=dict(headers or {}),
-                redirect=False,
-                assert_same_host=False,
-            )
-        except urllib3.exceptions.SSLError as untrusted:
+            handle = self._idle.pop()
+        except IndexError:
+            handle = self._new_handle()
+        try:
+            return self._perform_on(handle, verb, url, headers, post_data)
+        finally:
+            if len(self._idle) < self._max_idle:
+                self._idle.append(handle)
+            else:
+                handle.close()
+
+    def _perform_on(
+        self, handle: pycurl.Curl, verb: str, url: str, headers: Mapping[str, str] | None, post_data: Any
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        chunks: list[bytes] = []
+        header_lines: list[bytes] = []
+
+        def header_line(line: bytes) -> None:
+            # A new status line starts a new response (an interim 1xx before the real one).
+            if line.startswith(b"HTTP/"):
+                header_lines.clear()
+            header_lines.append(line)
+
+        # Every option a call sets is set on every call, so nothing of the handle's last call remains.
+        handle.setopt(pycurl.URL, url)
+        if verb == "POST":
+            handle.setopt(pycurl.POSTFIELDS, post_data or "")
+        else:
+            handle.setopt(pycurl.HTTPGET, 1)
+        handle.setopt(pycurl.CUSTOMREQUEST, verb)
+        # "Expect:" stops libcurl from waiting for a 100 Continue before bodies over 1 KiB.
+        handle.setopt(
+            pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in (headers or {}).items()] + ["Expect:"]
+        )
+        handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
+        handle.setopt(pycurl.HEADERFUNCTION, header_line)
+        try:
+            handle.perform()
+        except pycurl.error as failed:
+            code, message = failed.args
+            if code in _UNTRUSTED:
+                raise stripe.APIConnectionError(
+                    f"could not verify the certificate of {url}: {message}", should_retry=False
+                ) from failed
             raise stripe.APIConnectionError(
-                f"could not verify the certificate of {url}: {untrusted}", should_retry=False
-            ) from untrusted
-        except urllib3.exceptions.HTTPError as failed:
-            raise stripe.APIConnectionError(
-                f"{method} {url} failed: {type(failed).__name__}: {failed}", should_retry=True
+                f"{verb} {url} failed: curl error {code}: {message}", should_retry=True
             ) from failed
-        return response.data, response.status, response.headers
+        status = handle.getinfo(pycurl.RESPONSE_CODE)
+        response_headers = HTTPHeaderDict()
+        for line in header_lines[1:]:
+            name, colon, value = line.decode("latin-1").partition(":")
+            if colon:
+                response_headers.add(name.strip(), value.strip())
+        return b"".join(chunks), status, response_headers
+
+    def _new_handle(self) -> pycurl.Curl:
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.SHARE, self._share)
+        handle.setopt(pycurl.NOSIGNAL, 1)
+        handle.setopt(pycurl.TIMEOUT_MS, self._timeout_ms)
+        handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.CAINFO, stripe.ca_bundle_path)
+        return handle
 
     def close(self) -> None:
-        self._pool.clear()
+        while self._idle:
+            self._idle.pop().close()
 
 
 def _log_line_when_wanted(level: int, log: Callable[..., None]) -> Callable[..., None]:
