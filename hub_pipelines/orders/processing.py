@@ -188,9 +188,13 @@ class OrderBatchProcessor:
     worker thread that charges and records it, while it reserves the next group. An order the group
     did not reserve is placed on its own, as every order is on SQLite. Worker threads place orders
     (reserve -> charge -> record), as many at once as the limiter admits:
-    between `min_in_flight` and `max_in_flight`, raised while per-order latency stays near the lowest
-    seen (a slow gateway: more calls overlap) and lowered when it rises without more orders served
-    (CPU-bound: more would only queue on the GIL); the limit carries over from batch to batch. At
+    between `min_in_flight` and `max_in_flight`, raised while the gateway call's latency stays near
+    the lowest seen (a slow gateway: more calls overlap) and lowered when it rises (CPU-bound: the
+    answering threads queue on the GIL); the limit carries over from batch to batch. The gateway
+    call, not the whole order, teaches it: an order's own time also holds its waits for its
+    reservation group and for the PAID group commit, which grow with the orders in flight by design
+    (larger groups), and read as a queue they held the limit at 30 with a 50 ms gateway, 250-270
+    orders/s, where 80 in flight serve 390-420 (docs/benchmarks.md, "In-flight limit"). At
     most `reserve_concurrency` of them run a reserve transaction at a time, which
     keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
     collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`. Beyond one
@@ -296,7 +300,7 @@ class OrderBatchProcessor:
         learn: bool = True,
     ) -> list[Result]:
         """`work` over `items` on the pool, in order, each started when the in-flight limit admits it;
-        with `learn`, the time of each charged order teaches the limit."""
+        with `learn`, the latency of each charged order's gateway call teaches the limit."""
         futures = [self._start(pool, functools.partial(work, item), learn=learn) for item in items]
         return [future.result() for future in futures]
 
@@ -305,11 +309,11 @@ class OrderBatchProcessor:
         limiter = self.in_flight_limit
 
         def run() -> Result:
-            started, latency = self.clock(), None
+            latency = None
             try:
                 result = work()
                 if learn and isinstance(result, OrderOutcome) and result.status in CHARGED:
-                    latency = self.clock() - started
+                    latency = result.gateway_seconds
                 return result
             finally:
                 limiter.release(latency)
@@ -600,6 +604,7 @@ class OrderBatchProcessor:
     def _settle_charge(self, charge: ChargeRequest, started: float, *, reconciling: bool) -> OrderOutcome:
         """Charge (when reconciling, first look for the charge already made, then re-ask the gateway
         with the same key) and record what it answered."""
+        calling = self.clock()
         try:
             result = (self.gateway.find_charge(charge) if reconciling else None) or self.gateway.charge(
                 charge
@@ -620,6 +625,7 @@ class OrderBatchProcessor:
                 payment_attempts=unknown.attempts,
                 reason=str(unknown),
             )
+        answered = self.clock()
         reason = None
         if result.outcome == DECLINED:
             reason = f"payment declined: {result.reason or 'no reason given'}"
@@ -637,6 +643,7 @@ class OrderBatchProcessor:
             currency=charge.currency,
             payment_attempts=result.attempts,
             reason=reason,
+            gateway_seconds=answered - calling,
         )
 
     def _page_hidden(self, order_id: str, reason: str) -> None:
