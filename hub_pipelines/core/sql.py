@@ -7,6 +7,7 @@ and recognises the errors after which a whole transaction is worth running again
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,10 +78,13 @@ def is_serialization_failure(exc: BaseException) -> bool:
     return False
 
 
+@functools.cache
 def serializable_retrying(attempts: int = 30) -> tenacity.Retrying:
     """Retries a whole transaction (a callable that opens, runs and commits it) from the start while it
     loses serialization races, with short jittered waits; anything else propagates at once. The callable
-    must be safe to repeat: everything a failed attempt did was rolled back."""
+    must be safe to repeat: everything a failed attempt did was rolled back. One object per number of
+    attempts serves every thread (tenacity keeps a call's state in the call, its statistics per
+    thread): the ledger runs several such transactions per order."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_serialization_failure),
         stop=tenacity.stop_after_attempt(attempts),

@@ -36,7 +36,9 @@ class CurlClient(stripe.HTTPClient):
     sessions. The whole call, connecting included, is bounded by `timeout_s`; redirects are not
     followed (Stripe does not redirect) and only HTTP(S) is spoken. libcurl's own retries do not
     exist, so the gateway's retry policy is the only one. With a tracer provider set
-    (`enable_tracing`), each call is a client span, as the urllib3 instrumentation gave before.
+    (`enable_tracing`) before the client is built, each call is a client span, as the urllib3
+    instrumentation gave before; without one, no span is begun (a no-op span still cost ~3% of a
+    ledger's CPU).
     """
 
     name = "pycurl"
@@ -44,6 +46,7 @@ class CurlClient(stripe.HTTPClient):
     def __init__(self, timeout_s: float, max_connections: int) -> None:
         super().__init__()
         self._max_idle = max_connections
+        self._traced = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
         self._timeout_ms = max(1, round(timeout_s * 1000))
         self._share = pycurl.CurlShare()
         self._share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
@@ -62,6 +65,8 @@ class CurlClient(stripe.HTTPClient):
         _usage: list[str] | None = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
         verb = method.upper()
+        if not self._traced:
+            return self._perform(verb, url, headers, post_data)
         with _tracer.start_as_current_span(verb, kind=trace.SpanKind.CLIENT) as span:
             if span.is_recording():
                 span.set_attribute("http.request.method", verb)
