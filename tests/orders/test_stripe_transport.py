@@ -167,6 +167,23 @@ def test_a_get_after_a_post_on_the_same_connection_sends_no_body(
     assert seen == [("POST", b"amount=1"), ("GET", b""), ("DELETE", b""), ("POST", b"amount=1")]
 
 
+def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
+    serve: Callable[[Handler], ScriptedServer],
+) -> None:
+    answered: list[str] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        answered.append(handler.path)
+        reply(handler, 200, b"{}")
+
+    server = serve(answer)
+    client = CurlClient(timeout_s=5.0, max_connections=1)
+    with pytest.raises(ValueError, match="line break"):
+        client.request("post", server.url, {"Idempotency-Key": "k\r\nX-Injected: 1"}, "a=1")
+    client.close()
+    assert answered == []
+
+
 def test_a_server_that_never_answers_is_a_retryable_connection_error() -> None:
     silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
     client = CurlClient(timeout_s=0.3, max_connections=1)

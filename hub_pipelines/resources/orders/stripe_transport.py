@@ -110,10 +110,12 @@ class CurlClient(stripe.HTTPClient):
         else:
             handle.setopt(pycurl.HTTPGET, 1)
         handle.setopt(pycurl.CUSTOMREQUEST, verb)
+        lines = [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if any("\r" in line or "\n" in line for line in lines):
+            # libcurl sends header lines as given; http.client refused these too (header injection).
+            raise ValueError(f"{verb} {url}: a request header holds a line break")
         # "Expect:" stops libcurl from waiting for a 100 Continue before bodies over 1 KiB.
-        handle.setopt(
-            pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in (headers or {}).items()] + ["Expect:"]
-        )
+        handle.setopt(pycurl.HTTPHEADER, [*lines, "Expect:"])
         handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
         handle.setopt(pycurl.HEADERFUNCTION, header_line)
         try:
