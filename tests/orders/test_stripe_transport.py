@@ -90,6 +90,16 @@ def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: 
     handler.wfile.write(body)
 
 
+def recording_paths(answered: list[str]) -> Handler:
+    """Answers 200 with an empty JSON object, noting each request's path in `answered`."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        answered.append(handler.path)
+        reply(handler, 200, b"{}")
+
+    return answer
+
+
 def read_body(handler: BaseHTTPRequestHandler) -> bytes:
     return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
 
@@ -171,12 +181,7 @@ def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
     serve: Callable[[Handler], ScriptedServer],
 ) -> None:
     answered: list[str] = []
-
-    def answer(handler: BaseHTTPRequestHandler) -> None:
-        answered.append(handler.path)
-        reply(handler, 200, b"{}")
-
-    server = serve(answer)
+    server = serve(recording_paths(answered))
     client = CurlClient(timeout_s=5.0, max_connections=1)
     with pytest.raises(ValueError, match="line break"):
         client.request("post", server.url, {"Idempotency-Key": "k\r\nX-Injected: 1"}, "a=1")
@@ -238,12 +243,7 @@ def test_a_certificate_outside_stripes_bundle_is_refused_and_not_retried(
     serve: Callable[[Handler], ScriptedServer], tmp_path: Path
 ) -> None:
     answered: list[str] = []
-
-    def answer(handler: BaseHTTPRequestHandler) -> None:
-        answered.append(handler.path)
-        reply(handler, 200, b"{}")
-
-    server = serve(answer)
+    server = serve(recording_paths(answered))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(*self_signed_certificate(tmp_path))
     # Handshakes on the server's own threads: a refused one must not stop the listener.
