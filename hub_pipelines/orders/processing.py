@@ -193,8 +193,9 @@ class OrderBatchProcessor:
     answering threads queue on the GIL); the limit carries over from batch to batch. The gateway
     call, not the whole order, teaches it: an order's own time also holds its waits for its
     reservation group and for the PAID group commit, which grow with the orders in flight by design
-    (larger groups), and read as a queue they held the limit at 30 with a 50 ms gateway, 250-270
-    orders/s, where 80 in flight serve 390-420 (docs/benchmarks.md, "In-flight limit"). At
+    (larger groups), and read as a queue they held the limit at 29-51 with a 50 ms gateway, 251-393
+    orders/s, where 79-90 in flight serve 386-480 (docs/benchmarks.md, "Issue 16: the Stripe call
+    over libcurl, the in-flight limit learned from the gateway call"). At
     most `reserve_concurrency` of them run a reserve transaction at a time, which
     keeps the SERIALIZABLE transactions few and short (more would only queue inside PostgreSQL and
     collide on the same rows). PAID outcomes are group-committed by one `PaidRecorder`. Beyond one

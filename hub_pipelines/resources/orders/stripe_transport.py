@@ -26,7 +26,8 @@ class CurlClient(stripe.HTTPClient):
 
     CPU bounds a ledger lane, and the HTTP layer was the largest part of a charge's: over urllib3
     and http.client (whose header parsing goes through `email`) the SDK's PaymentIntent call took
-    0.70-0.84 ms of CPU, over libcurl 0.37 ms (docs/benchmarks.md, "Stripe transport"). The SDK's
+    0.70-0.84 ms of CPU, over libcurl 0.37 ms (docs/benchmarks.md, "Issue 16: the Stripe call over
+    libcurl"). The SDK's
     own `PycurlClient` shares one handle between threads, which libcurl forbids, and parses headers
     with `email` again.
 
