@@ -216,6 +216,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             follow_longest_seconds=settings.ORDERS_FOLLOW_LONGEST_SECONDS,
             lanes=settings.topic_lanes(settings.ORDERS_TOPIC),
             lane_ops=["orders__order_ledger"],
+            max_runtime_seconds=settings.ORDERS_FOLLOW_LONGEST_SECONDS + settings.LANDING_RUN_SPARE_SECONDS,
         ),
         build_topic_sensor(
             "events_topic_sensor",
@@ -228,6 +229,7 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             follow_longest_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
             handoff_lead_seconds=settings.EVENTS_HANDOFF_LEAD_SECONDS,
             lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
+            max_runtime_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS + settings.LANDING_RUN_SPARE_SECONDS,
         ),
     ]
     return dg.Definitions(

@@ -142,6 +142,7 @@ def build_topic_sensor(
     handoff_lead_seconds: float = 0.0,
     lanes: int = 1,
     lane_ops: Sequence[str] = (),
+    max_runtime_seconds: float = 0.0,
 ) -> dg.SensorDefinition:
     """A sensor that reads only end offsets and asks for one landing run per batch of offset ranges
     and lane; `lane_ops` are the steps after the landing that take the run's lane (`LaneConfig`). Each
@@ -155,6 +156,9 @@ def build_topic_sensor(
     hands_over = follow_seconds > 0 and handoff_lead_seconds > 0
     hand_over_after = max(0.0, follow_seconds - handoff_lead_seconds) if hands_over else None
     lane_tag = FOLLOWING_LANE_TAG if hands_over else LANE_TAG
+    # Run monitoring fails a run still going after this: one whose worker died unnoticed no longer holds
+    # its lane for good (settings.LANDING_RUN_SPARE_SECONDS).
+    max_runtime = {dg.MAX_RUNTIME_SECONDS_TAG: str(int(max_runtime_seconds))} if max_runtime_seconds else {}
 
     @dg.sensor(
         name=name,
@@ -234,6 +238,7 @@ def build_topic_sensor(
                         "hub/topic": topic,
                         lane_tag: lane.tag,
                         "hub/offsets": offsets[:200] or "from the book",
+                        **max_runtime,
                     },
                 )
             )

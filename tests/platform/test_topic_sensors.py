@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._daemon.monitoring.run_monitoring import check_run_timeout
 
 from hub_pipelines import settings
 from hub_pipelines.core.ports import OutgoingMessage
@@ -357,3 +358,40 @@ def test_a_kafka_broker_down_past_its_clients_retries_is_a_skip_naming_it_then_l
         f"cannot read the end offsets of orders: reading metadata of topic 'orders' from {cluster.bootstrap_servers}"
     ), down.skip_message
     assert _ranges_of(_only_request(back)) == "1:0-1"
+
+
+def test_a_landing_run_still_going_past_its_max_runtime_is_ended_by_run_monitoring(
+    local_environment: LocalEnvironment,
+):
+    """A run whose worker died unnoticed would hold its lane for good: its max runtime ends it."""
+    _produce(local_environment, 10)
+    result, _ = local_environment.tick(SENSOR, None)
+    request = _only_request(result)
+    max_runtime = settings.ORDERS_FOLLOW_LONGEST_SECONDS + settings.LANDING_RUN_SPARE_SECONDS
+    assert request.tags[dg.MAX_RUNTIME_SECONDS_TAG] == str(int(max_runtime))
+
+    instance = local_environment.instance
+    run = instance.add_run(
+        dg.DagsterRun(job_name="orders_pipeline", run_id=str(uuid.uuid4()), tags=dict(request.tags))
+    )
+    started_long_ago = time.time() - max_runtime - 60
+    instance.handle_new_event(
+        dg.EventLogEntry(
+            error_info=None,
+            level=logging.DEBUG,
+            user_message="",
+            run_id=run.run_id,
+            timestamp=started_long_ago,
+            dagster_event=dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+            ),
+        )
+    )
+    record = instance.get_run_record_by_id(run.run_id)
+    assert record is not None and record.dagster_run.status == dg.DagsterRunStatus.STARTED
+
+    check_run_timeout(instance, record, logging.getLogger(__name__), default_timeout_seconds=0)
+
+    ended = instance.get_run_by_id(run.run_id)
+    assert ended is not None
+    assert ended.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.FAILURE)
