@@ -229,7 +229,9 @@ def build_definitions(resources: dict[str, Any], local: bool) -> dg.Definitions:
             follow_longest_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS,
             handoff_lead_seconds=settings.EVENTS_HANDOFF_LEAD_SECONDS,
             lanes=settings.topic_lanes(settings.EVENTS_TOPIC),
-            max_runtime_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS + settings.LANDING_RUN_SPARE_SECONDS,
+            max_runtime_seconds=settings.EVENTS_FOLLOW_LONGEST_SECONDS
+            + settings.WAREHOUSE_LOCK_WAIT_SECONDS
+            + settings.LANDING_RUN_SPARE_SECONDS,
         ),
     ]
     return dg.Definitions(

@@ -192,12 +192,14 @@ WAREHOUSE_LOCK_WAIT_SECONDS = float(_env("HUB_WAREHOUSE_LOCK_WAIT_SECONDS", "300
 ORDERS_FOLLOW_SECONDS = float(_env("HUB_ORDERS_FOLLOW_SECONDS", "120"))
 ORDERS_FOLLOW_LONGEST_SECONDS = float(_env("HUB_ORDERS_FOLLOW_LONGEST_SECONDS", "600"))
 FOLLOW_POLL_SECONDS = float(_env("HUB_FOLLOW_POLL_SECONDS", "1"))
-# A landing run ends by itself once its following is over (its longest time) and its last batch placed;
-# one still running this much later is failed by run monitoring (`dagster/max_runtime`) and paged as a
-# failed run. Dagster fails a run whose worker died only when something notices it (locally, the code
-# server that started the process), and once nothing did: in a chaos cut an orders run stayed STARTED
-# for 21 minutes after its worker's kill -9, a PostgreSQL and a daemon restart before, holding its lane.
-LANDING_RUN_SPARE_SECONDS = float(_env("HUB_LANDING_RUN_SPARE_SECONDS", "600"))
+# A landing run ends by itself once its following is over (its longest time) and its last batch placed
+# (an events follower may also wait once for the warehouse, WAREHOUSE_LOCK_WAIT_SECONDS, which its bound
+# adds); one still running this much later is failed by run monitoring (`dagster/max_runtime`) and
+# paged as a failed run. Dagster fails a run whose worker died only when something notices it (locally,
+# the code server that started the process), and once nothing did: in a chaos cut an orders run stayed
+# STARTED for 21 minutes after its worker's kill -9, a PostgreSQL and a daemon restart before, holding
+# its lane.
+LANDING_RUN_SPARE_SECONDS = float(_env("HUB_LANDING_RUN_SPARE_SECONDS", "300"))
 # A ledger batch that left orders open (gateway unavailable, outcome unknown) gets a catch-up run this
 # long after it when no orders run comes: not below the ledger's `stale_after_s` (60), since the
 # reconciliation takes only orders untouched that long.
