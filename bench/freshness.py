@@ -46,7 +46,7 @@ from pathlib import Path
 
 import dagster as dg
 import redis
-from local_deployment import prepare_local_deployment
+from local_deployment import prepare_local_deployment, stop_session
 
 from hub_pipelines import settings
 from hub_pipelines.analytics.counters import PREFIX
@@ -360,11 +360,7 @@ def main() -> int:
             handoffs = _handoffs(instance, JOB)
             rollups_waited, rollups_ran = _run_times(instance, ROLLUP_JOB)
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_session(daemon, signal.SIGTERM, 60)
         redis_process.terminate()
         redis_process.wait()
 

@@ -3,7 +3,9 @@ deployment in a temporary folder (bench/freshness.py, bench/run_start.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -35,3 +37,15 @@ def prepare_local_deployment(
         stdout=subprocess.DEVNULL,
     )
     return topics
+
+
+def stop_session(process: subprocess.Popen[bytes], stop_signal: signal.Signals, timeout_s: float) -> None:
+    """Send `stop_signal` to the session `process` leads (started with start_new_session: its children,
+    a daemon's code server and run workers, are in it); SIGKILL the session if it has not ended after
+    `timeout_s`."""
+    os.killpg(process.pid, stop_signal)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-from local_deployment import prepare_local_deployment
+from local_deployment import prepare_local_deployment, stop_session
 
 PROJECT = Path(__file__).resolve().parent.parent
 BENCH = PROJECT / "bench"
@@ -285,11 +285,7 @@ def main() -> int:
                     statuses[location].append(_wait_for_end(instance, run_id, 300).value)
                     measured[location].append(_marks(instance, run_id, timelines))
     finally:
-        os.killpg(deployment.pid, signal.SIGINT)
-        try:
-            deployment.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(deployment.pid, signal.SIGKILL)
+        stop_session(deployment, signal.SIGINT, 30)
 
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     for location, job in ((HUB_LOCATION, args.job), (TRIVIAL_LOCATION, TRIVIAL_JOB)):
