@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -144,9 +145,6 @@ PLACE_ORDER = "place order"
 RESERVE_ORDER_ROWS = "reserve order"
 """Names of an order's two stretches of work when its group reserves it: its rows, then its charge."""
 
-CHARGED = frozenset({"paid", "failed", "payment_unknown"})
-"""Outcomes whose time includes a gateway answer: the only ones the in-flight limit learns from."""
-
 
 def log_alert(subject: str, reason: str) -> None:
     logger.error("ALERT %s: %s", subject, reason)
@@ -187,7 +185,8 @@ class OrderBatchProcessor:
     most `max_reserve_group`, halved after a group lost a race), and hands each reserved order to a
     worker thread that charges and records it, while it reserves the next group. An order the group
     did not reserve is placed on its own, as every order is on SQLite. Worker threads place orders
-    (reserve -> charge -> record), as many at once as the limiter admits:
+    (reserve -> charge -> record), as many at once up to their gateway call's answer as the limiter
+    admits (an order waiting for its PAID commit has given its slot back):
     between `min_in_flight` and `max_in_flight`, raised while the gateway call's latency stays near
     the lowest seen (a slow gateway: more calls overlap) and lowered when it rises (CPU-bound: the
     answering threads queue on the GIL); the limit carries over from batch to batch. The gateway
@@ -227,6 +226,7 @@ class OrderBatchProcessor:
         self._reserving = HeldConnections(self.database, self.reserve_concurrency)
         self._recorder: PaidRecorder | None = None
         self.in_flight_limit = VegasLimiter(self.min_in_flight, self.max_in_flight)
+        self._worker = threading.local()
         self._group_cap = max(2, self.max_reserve_group)
         self._groups_lost = 0
 
@@ -240,8 +240,9 @@ class OrderBatchProcessor:
         events = self.unprocessed_events(limit)
         with (
             PaidRecorder(self.database) as recorder,
+            # Room for as many orders waiting for their PAID commit as there are gateway calls.
             ThreadPoolExecutor(
-                max_workers=self.in_flight_limit.max_limit, thread_name_prefix="order"
+                max_workers=2 * self.in_flight_limit.max_limit, thread_name_prefix="order"
             ) as pool,
         ):
             self._recorder = recorder
@@ -272,9 +273,7 @@ class OrderBatchProcessor:
         """`admit` every event, in order; a task admits `ADMISSION_CHUNK` events one after the other,
         so a batch pays the pool's hand-over once per chunk, not once per event."""
         chunks = [events[start : start + ADMISSION_CHUNK] for start in range(0, len(events), ADMISSION_CHUNK)]
-        admitted = self._limited(
-            pool, lambda chunk: [self.admit(event) for event in chunk], chunks, learn=False
-        )
+        admitted = self._limited(pool, lambda chunk: [self.admit(event) for event in chunk], chunks)
         return [order for chunk in admitted for order in chunk]
 
     def _warm_catalog(self, admitted: list[AdmittedOrder | OrderOutcome]) -> None:
@@ -297,27 +296,24 @@ class OrderBatchProcessor:
         pool: ThreadPoolExecutor,
         work: Callable[[Item], Result],
         items: Iterable[Item],
-        *,
-        learn: bool = True,
     ) -> list[Result]:
-        """`work` over `items` on the pool, in order, each started when the in-flight limit admits it;
-        with `learn`, the latency of each charged order's gateway call teaches the limit."""
-        futures = [self._start(pool, functools.partial(work, item), learn=learn) for item in items]
+        """`work` over `items` on the pool, in order, each started when the in-flight limit admits it."""
+        futures = [self._start(pool, functools.partial(work, item)) for item in items]
         return [future.result() for future in futures]
 
-    def _start(self, pool: ThreadPoolExecutor, work: Callable[[], Result], *, learn: bool) -> Future[Result]:
-        """`work` on the pool once the in-flight limit admits it (`_limited`, for one item)."""
+    def _start(self, pool: ThreadPoolExecutor, work: Callable[[], Result]) -> Future[Result]:
+        """`work` on the pool once the in-flight limit admits it (`_limited`, for one item). Its slot
+        is given back when the gateway answers (`_gateway_answered`), or else when the work ends."""
         limiter = self.in_flight_limit
 
         def run() -> Result:
-            latency = None
+            self._worker.holds_slot = True
             try:
-                result = work()
-                if learn and isinstance(result, OrderOutcome) and result.status in CHARGED:
-                    latency = result.gateway_seconds
-                return result
+                return work()
             finally:
-                limiter.release(latency)
+                if self._worker.holds_slot:
+                    self._worker.holds_slot = False
+                    limiter.release(None)
 
         limiter.acquire()
         try:
@@ -343,7 +339,7 @@ class OrderBatchProcessor:
                     done.set_result(placement)
                     futures.append(done)
                 else:
-                    futures.append(self._start(pool, placement, learn=True))
+                    futures.append(self._start(pool, placement))
         return [future.result() for future in futures]
 
     def _reserve_group(self, group: Sequence[AdmittedOrder | OrderOutcome]) -> list[Placement]:
@@ -627,6 +623,7 @@ class OrderBatchProcessor:
                 reason=str(unknown),
             )
         answered = self.clock()
+        self._gateway_answered(answered - calling)
         reason = None
         if result.outcome == DECLINED:
             reason = f"payment declined: {result.reason or 'no reason given'}"
@@ -646,6 +643,16 @@ class OrderBatchProcessor:
             reason=reason,
             gateway_seconds=answered - calling,
         )
+
+    def _gateway_answered(self, latency_s: float) -> None:
+        """Give the worker's in-flight slot back as soon as the gateway answered, and teach the limit
+        the call's latency. The limit bounds gateway calls, the latency it learns from; an order
+        waiting for its PAID group commit only makes that group larger. Holding the slot through the
+        commit (3x the call, at 0 ms gateway latency) left workers idle: 296 orders/s against 341,
+        in four alternating pairs (docs/benchmarks.md)."""
+        if getattr(self._worker, "holds_slot", False):
+            self._worker.holds_slot = False
+            self.in_flight_limit.release(latency_s)
 
     def _page_hidden(self, order_id: str, reason: str) -> None:
         """Page the order `record_hidden` just recorded hidden; a page the pager did not take is given

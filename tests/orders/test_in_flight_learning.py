@@ -1,15 +1,19 @@
-"""The ledger's in-flight limit learns from the gateway call's latency, not from the whole order's."""
+"""The ledger's in-flight limit counts gateway calls and learns from their latency, not from the whole
+order's."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from hub_pipelines.core.concurrency_limit import VegasLimiter
 from hub_pipelines.core.ports import ChargeRequest, ChargeResult
+from hub_pipelines.orders import recorder
 from hub_pipelines.orders.processing import AdmittedOrder
+from hub_pipelines.orders.settlement import record_paid_many
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import ProcessorFactory
@@ -84,3 +88,51 @@ def test_the_in_flight_limit_learns_the_gateway_calls_latency_not_the_orders(
     assert all(outcome.seconds >= ORDER_WORK_S for outcome in report.outcomes)
     # Admission's work (no call to learn from) only frees its slot.
     assert [latency for latency in limiter.learned if latency is not None] == pytest.approx([GATEWAY_S] * 3)
+
+
+class SecondChargeSignal:
+    """The approving gateway, setting `second_charged` when its second charge is made."""
+
+    def __init__(self) -> None:
+        self.approving = ApprovingLocalGateway()
+        self.charges = 0
+        self.second_charged = threading.Event()
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.charges += 1
+        if self.charges == 2:
+            self.second_charged.set()
+        return self.approving.charge(request)
+
+    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
+        return self.approving.find_charge(request)
+
+    def breaker_state(self) -> str:
+        return self.approving.breaker_state()
+
+
+def test_an_order_waiting_for_its_paid_commit_has_given_its_in_flight_slot_back(
+    ledger_database: PostgresDatabase, make_processor: ProcessorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox(ledger_database)
+    for _ in range(2):
+        payload = encode(order_event())
+        inbox.land([(payload, hmac_headers(payload))])
+    gateway = SecondChargeSignal()
+    ledger = make_processor(gateway)
+    ledger.in_flight_limit = VegasLimiter(1, 1)
+    commits_seen_second_charge: list[bool] = []
+
+    def record_paid_after_the_second_charge(*args: object, **kwargs: object) -> set[str]:
+        # With the slot held through the commit, the second order could not be charged before this
+        # commit ends: the wait would run out (a bound on failure only).
+        if not commits_seen_second_charge:
+            commits_seen_second_charge.append(gateway.second_charged.wait(timeout=30))
+        return record_paid_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recorder, "record_paid_many", record_paid_after_the_second_charge)
+
+    report = ledger.process_batch()
+
+    assert report.count("paid") == 2
+    assert commits_seen_second_charge == [True]
