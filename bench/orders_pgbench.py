@@ -97,6 +97,14 @@ def pgbench_tps(admin_url: str, clients: int, seconds: int) -> float:
 
 CEILING_ORDERS = 20_000
 
+# One order of RECORD_PAID's `settled` document, as the ledger writes it (the payload as base64).
+SETTLED_ORDER = (
+    "jsonb_build_object('order_id', o.order_id, 'reference', 'pi_' || md5(o.order_id), "
+    "'amount_minor', l.total_minor, 'currency', 'USD', 'posting_id', o.paid_posting_id, "
+    "'event_id', o.paid_event_id, 'payload', encode(convert_to(repeat('y', 120), 'UTF8'), 'base64'), "
+    "'traceparent', '00-' || md5(o.event_id) || '-' || left(md5(o.order_id), 16) || '-01')"
+)
+
 # Everything the ledger computes in Python before its transaction (ids, the PII ciphertext, the posting,
 # the outbox payload), drawn outside the measured transaction from pre-drawn orders by one SELECT.
 CEILING_DRAW = """
@@ -114,10 +122,7 @@ SELECT l.product_ids, l.quantities, l.prices, l.total_minor, l.item_count,
        '00-' || md5(o.order_id) || '-' || left(md5(o.event_id), 16) || '-01' AS traceparent,
        'orders' AS topic, 0 AS partition, nextval('bench_offsets') AS offset,
        o.event_id AS intake_event_id, 'accepted' AS outcome,
-       ARRAY[o.order_id] AS order_ids, ARRAY['pi_' || md5(o.order_id)] AS references,
-       ARRAY[l.total_minor] AS amounts, ARRAY['USD'] AS currencies, ARRAY[o.paid_posting_id] AS posting_ids,
-       ARRAY[o.paid_event_id] AS event_ids, ARRAY[convert_to(repeat('y', 120), 'UTF8')] AS payloads,
-       ARRAY['00-' || md5(o.event_id) || '-' || left(md5(o.order_id), 16) || '-01'] AS traceparents,
+       jsonb_build_array({settled_order})::text AS settled,
        'payment captured' AS paid_memo, 'gateway_clearing' AS debit_account,
        'accounts_receivable' AS credit_account
 FROM bench_order_lines AS l,
@@ -129,7 +134,7 @@ WHERE l.n = :n \\gset
 
 
 # A group of consecutive pre-drawn orders as the ledger sends them to `reserve_orders` (one JSON array,
-# bytea as base64), and the arrays of the group's PAID. The LATERAL refers to `l` so that each order
+# bytea as base64), and the group's PAID document. The LATERAL refers to `l` so that each order
 # draws its own ids.
 CEILING_GROUP_DRAW = """
 \\set n random(1, {orders} - {group})
@@ -150,14 +155,7 @@ SELECT jsonb_agg(jsonb_build_object(
            'traceparent', '00-' || md5(o.order_id) || '-' || left(md5(o.event_id), 16) || '-01',
            'topic', 'orders', 'partition', 0, 'offset', nextval('bench_offsets'),
            'intake_event_id', o.event_id, 'outcome', 'accepted') ORDER BY l.n)::text AS group_orders,
-       array_agg(o.order_id ORDER BY l.n) AS order_ids,
-       array_agg('pi_' || md5(o.order_id) ORDER BY l.n) AS references,
-       array_agg(l.total_minor ORDER BY l.n) AS amounts, array_agg('USD'::text ORDER BY l.n) AS currencies,
-       array_agg(o.paid_posting_id ORDER BY l.n) AS posting_ids,
-       array_agg(o.paid_event_id ORDER BY l.n) AS event_ids,
-       array_agg(convert_to(repeat('y', 120), 'UTF8') ORDER BY l.n) AS payloads,
-       array_agg('00-' || md5(o.event_id) || '-' || left(md5(o.order_id), 16) || '-01' ORDER BY l.n)
-           AS traceparents,
+       jsonb_agg({settled_order} ORDER BY l.n)::text AS settled,
        'payment captured' AS paid_memo, 'gateway_clearing' AS debit_account,
        'accounts_receivable' AS credit_account
 FROM bench_order_lines AS l,
@@ -174,12 +172,12 @@ def ceiling_scripts(directory: Path, group: int) -> dict[str, Path]:
     (SERIALIZABLE, RESERVE_ORDER: the call of the `reserve_order` function), then the PAID
     transaction (READ COMMITTED, RECORD_PAID for this one order; the ledger group-commits it, so
     its real PAID costs less). "reserve alone" is the bound no PAID batching can pass."""
-    draw = CEILING_DRAW.format(orders=CEILING_ORDERS)
+    draw = CEILING_DRAW.format(orders=CEILING_ORDERS, settled_order=SETTLED_ORDER)
     reserve = f"BEGIN ISOLATION LEVEL SERIALIZABLE;\n{RESERVE_ORDER.text.strip()};\nCOMMIT;\n"
     paid = RECORD_PAID.text.strip().replace(":memo", ":paid_memo") + ";\n"
     reserve_group = RESERVE_ORDERS_PSYCOPG.replace("%s", ":group_orders")
     grouped = (
-        CEILING_GROUP_DRAW.format(orders=CEILING_ORDERS, group=group)
+        CEILING_GROUP_DRAW.format(orders=CEILING_ORDERS, group=group, settled_order=SETTLED_ORDER)
         + f"BEGIN ISOLATION LEVEL SERIALIZABLE;\n{reserve_group};\nCOMMIT;\n"
         + paid
     )

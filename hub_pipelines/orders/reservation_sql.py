@@ -85,21 +85,22 @@ LOCK_RESERVE_GROUPS = "LOCK TABLE reserve_group_lock IN EXCLUSIVE MODE"
 
 # Several orders' PAID in one statement: lock the still-open ones in id order, move them, and write
 # each one's successful payment, its balanced "payment captured" posting (gateway clearing debited,
-# receivable credited) and its `order.paid` outbox row. Returns the orders it moved.
+# receivable credited) and its `order.paid` outbox row. Returns the orders it moved. The orders come
+# as one JSON array (`settled`, payloads as base64), as a reservation group's do: psycopg dumps one
+# text, where eight arrays were dumped item by item in Python (7% of the ledger's CPU at 0 ms).
 RECORD_PAID = sa.text(
     """
 WITH settled AS (
     SELECT *
-    FROM unnest(
-        CAST(:order_ids AS text[]), CAST(:references AS text[]), CAST(:amounts AS bigint[]),
-        CAST(:currencies AS text[]), CAST(:posting_ids AS text[]), CAST(:event_ids AS text[]),
-        CAST(:payloads AS bytea[]), CAST(:traceparents AS text[])
-    ) AS s(order_id, reference, amount_minor, currency, posting_id, event_id, payload, traceparent)
+    FROM jsonb_to_recordset(CAST(:settled AS jsonb)) AS s(
+        order_id text, reference text, amount_minor bigint, currency text, posting_id text,
+        event_id text, payload text, traceparent text
+    )
 ),
 locked AS MATERIALIZED (
     SELECT order_id
     FROM orders
-    WHERE order_id = ANY(CAST(:order_ids AS text[])) AND status IN ('RESERVED', 'PAYMENT_UNKNOWN')
+    WHERE order_id = ANY(ARRAY(SELECT order_id FROM settled)) AND status IN ('RESERVED', 'PAYMENT_UNKNOWN')
     ORDER BY order_id
     FOR UPDATE
 ),
@@ -125,7 +126,7 @@ entries AS (
 ),
 announced AS (
     INSERT INTO outbox (event_id, order_id, event_type, payload, traceparent)
-    SELECT event_id, order_id, 'order.paid', payload, traceparent FROM paid
+    SELECT event_id, order_id, 'order.paid', decode(payload, 'base64'), traceparent FROM paid
 )
 SELECT order_id FROM paid
 """

@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
 import sqlalchemy as sa
 
 from hub_pipelines.core.ports import ChargeRequest, ChargeResult, SqlDatabase
@@ -219,19 +220,41 @@ def _record_paid_alone(
     return {row[0] for row in cursor.fetchall()}
 
 
+class _SettledOrder(msgspec.Struct):
+    """One order of RECORD_PAID's `settled` document."""
+
+    order_id: str
+    reference: str | None
+    amount_minor: int
+    currency: str
+    posting_id: str
+    event_id: str
+    payload: bytes
+    traceparent: str
+
+
+_encode_settled = msgspec.json.Encoder().encode
+
+
 def _record_paid_parameters(settled: list[tuple[ChargeRequest, ChargeResult]]) -> dict[str, object]:
-    events = [
-        outbox_row(charge.order_id, "order.paid", _paid_body(charge, result)) for charge, result in settled
-    ]
+    orders_settled = []
+    for charge, result in settled:
+        event = outbox_row(charge.order_id, "order.paid", _paid_body(charge, result))
+        orders_settled.append(
+            _SettledOrder(
+                charge.order_id,
+                result.reference,
+                charge.amount_minor,
+                charge.currency,
+                str(uuid.uuid4()),
+                str(event["event_id"]),
+                cast(bytes, event["payload"]),
+                str(event["traceparent"]),
+            )
+        )
     return {
-        "order_ids": [charge.order_id for charge, _ in settled],
-        "references": [result.reference for _, result in settled],
-        "amounts": [charge.amount_minor for charge, _ in settled],
-        "currencies": [charge.currency for charge, _ in settled],
-        "posting_ids": [str(uuid.uuid4()) for _ in settled],
-        "event_ids": [event["event_id"] for event in events],
-        "payloads": [event["payload"] for event in events],
-        "traceparents": [event["traceparent"] for event in events],
+        # msgspec writes bytes as base64, which the statement decodes.
+        "settled": _encode_settled(orders_settled).decode(),
         "memo": PAYMENT_CAPTURED,
         "debit_account": GATEWAY_CLEARING,
         "credit_account": RECEIVABLE,
