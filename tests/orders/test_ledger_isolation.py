@@ -210,7 +210,7 @@ def test_database_refusing_one_orders_paid_row_fails_only_that_order_which_is_pa
     assert final.pop("c-7") == RESERVED
     assert set(final.values()) == {PAID} and len(final) == 11
     ((order_id, reason),) = alerts
-    assert reason.startswith("internal: DataError after 3 attempts")
+    assert reason.startswith("internal: UntranslatableCharacter after 3 attempts")
     assert len(fake_stripe.succeeded_intents(order_id)) == 1
     invariants = check_invariants(ledger_database)
     assert not invariants.paid_without_one_charge and not invariants.unbalanced_postings

@@ -143,7 +143,7 @@ def test_order_parked_after_repeated_errors_pages_once_under_its_dedup_key(
     (page,) = pages(pagerduty)
     assert (page["event_action"], page["dedup_key"]) == ("trigger", f"order-parked/{parked}")
     assert page["payload"]["summary"].startswith(
-        f"order {parked} parked: internal: DataError after 3 attempts"
+        f"order {parked} parked: internal: UntranslatableCharacter after 3 attempts"
     )
     ((subject, reason),) = alerts
     assert subject == parked and reason.endswith(f"[paged, dedup key order-parked/{parked}]")
