@@ -28,8 +28,6 @@ class OrderOutcome:
     serialization_retries: int = 0
     reason: str | None = None
     reason_kind: str | None = None
-    gateway_seconds: float | None = None
-    """How long the gateway took to answer the charge (lookup included when reconciling)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:

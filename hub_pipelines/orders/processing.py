@@ -641,15 +641,14 @@ class OrderBatchProcessor:
             currency=charge.currency,
             payment_attempts=result.attempts,
             reason=reason,
-            gateway_seconds=answered - calling,
         )
 
     def _gateway_answered(self, latency_s: float) -> None:
         """Give the worker's in-flight slot back as soon as the gateway answered, and teach the limit
         the call's latency. The limit bounds gateway calls, the latency it learns from; an order
         waiting for its PAID group commit only makes that group larger. Holding the slot through the
-        commit (3x the call, at 0 ms gateway latency) left workers idle: 296 orders/s against 341,
-        in four alternating pairs (docs/benchmarks.md)."""
+        commit (3x the call's time at 0 ms gateway latency) left workers idle half the time
+        (docs/benchmarks.md, "Issue 16: the in-flight slot given back at the gateway's answer")."""
         if getattr(self._worker, "holds_slot", False):
             self._worker.holds_slot = False
             self.in_flight_limit.release(latency_s)

@@ -32,9 +32,10 @@ class OrderLedgerSettings(dg.ConfigurableResource):
     rate_limit_storage_uri: str = "memory://"
     orders_topic: str = "orders"
     order_events_topic: str = "order-events"
-    # Bounds of the orders placed at once; the ledger's limiter moves between them by per-order
-    # latency. In flight = orders/s x time per order, so Stripe's ~300 ms wants ~100 at 300 orders/s,
-    # while a fast gateway leaves the work CPU-bound, where more than a few only queue on the GIL.
+    # Bounds of the orders placed at once up to their gateway call's answer; the ledger's limiter
+    # moves between them by the call's latency. In flight = orders/s x call time, so Stripe's ~300 ms
+    # wants ~100 at 300 orders/s, while a fast gateway leaves the work CPU-bound, where more than a
+    # few only queue on the GIL.
     min_in_flight: int = 2
     max_in_flight: int = 256
     batch_limit: int = 20_000
