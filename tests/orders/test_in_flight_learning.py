@@ -17,7 +17,7 @@ from hub_pipelines.orders.settlement import record_paid_many
 from hub_pipelines.resources.orders.payment_gateway import ApprovingLocalGateway
 from hub_pipelines.resources.sql_database import PostgresDatabase
 from tests.orders.conftest import ProcessorFactory
-from tests.orders.support import Inbox, encode, hmac_headers, order_event
+from tests.orders.support import Inbox, order_event
 
 GATEWAY_S = 0.05
 ORDER_WORK_S = 1.0
@@ -33,15 +33,13 @@ class VirtualClock:
         return self.now
 
 
-class SlowGateway:
-    """The approving gateway, each charge taking 50 ms of the clock."""
+class ApprovingGatewayWrapper:
+    """The approving gateway behind a test's own `charge` (a Dagster resource cannot keep state)."""
 
-    def __init__(self, clock: VirtualClock) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self.approving = ApprovingLocalGateway()
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
-        self.clock.now += GATEWAY_S
         return self.approving.charge(request)
 
     def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
@@ -49,6 +47,18 @@ class SlowGateway:
 
     def breaker_state(self) -> str:
         return self.approving.breaker_state()
+
+
+class SlowGateway(ApprovingGatewayWrapper):
+    """The approving gateway, each charge taking 50 ms of the clock."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.clock.now += GATEWAY_S
+        return super().charge(request)
 
 
 class RecordingLimiter(VegasLimiter):
@@ -64,10 +74,7 @@ class RecordingLimiter(VegasLimiter):
 def test_the_in_flight_limit_learns_the_gateway_calls_latency_not_the_orders(
     ledger_database: PostgresDatabase, make_processor: ProcessorFactory
 ) -> None:
-    inbox = Inbox(ledger_database)
-    for _ in range(3):
-        payload = encode(order_event())
-        inbox.land([(payload, hmac_headers(payload))])
+    Inbox(ledger_database).land_events(order_event() for _ in range(3))
     clock = VirtualClock()
     gateway = SlowGateway(clock)
     # One order in flight at a time, so the clock moves by the gateway's 50 ms alone during a charge.
@@ -90,11 +97,11 @@ def test_the_in_flight_limit_learns_the_gateway_calls_latency_not_the_orders(
     assert [latency for latency in limiter.learned if latency is not None] == pytest.approx([GATEWAY_S] * 3)
 
 
-class SecondChargeSignal:
+class SecondChargeSignal(ApprovingGatewayWrapper):
     """The approving gateway, setting `second_charged` when its second charge is made."""
 
     def __init__(self) -> None:
-        self.approving = ApprovingLocalGateway()
+        super().__init__()
         self.charges = 0
         self.second_charged = threading.Event()
 
@@ -102,22 +109,13 @@ class SecondChargeSignal:
         self.charges += 1
         if self.charges == 2:
             self.second_charged.set()
-        return self.approving.charge(request)
-
-    def find_charge(self, request: ChargeRequest) -> ChargeResult | None:
-        return self.approving.find_charge(request)
-
-    def breaker_state(self) -> str:
-        return self.approving.breaker_state()
+        return super().charge(request)
 
 
 def test_an_order_waiting_for_its_paid_commit_has_given_its_in_flight_slot_back(
     ledger_database: PostgresDatabase, make_processor: ProcessorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inbox = Inbox(ledger_database)
-    for _ in range(2):
-        payload = encode(order_event())
-        inbox.land([(payload, hmac_headers(payload))])
+    Inbox(ledger_database).land_events(order_event() for _ in range(2))
     gateway = SecondChargeSignal()
     ledger = make_processor(gateway)
     ledger.in_flight_limit = VegasLimiter(1, 1)
