@@ -18,6 +18,7 @@ from hub_pipelines.assets.policies import landing_latency_check, landing_latency
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ops_metrics import record_consumer_lag
 from hub_pipelines.core.ports import LandingSink, Notifier, Topics
+from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA, format_book_positions
 from hub_pipelines.landing.book import audit_landed_book, landing_lag
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.following import LandedBatch, MicroBatch, follow_topic
@@ -229,6 +230,9 @@ def batch_metadata(topic: str, batch: MicroBatch) -> dict[str, dg.RawMetadataVal
         "ranges": describe_ranges(batch.ranges) or "none",
         **batch.landed.counts.as_metadata(),
         **(latency.as_metadata() if latency else {}),
+        # A follower's book positions close a hole in the sensor's cursor that a batch booked but never
+        # reported leaves (`Landing`); a landing that read them from its sink reports those instead.
+        **({BOOK_POSITIONS_METADATA: format_book_positions(batch.positions)} if batch.positions else {}),
         **batch.landed.details,
     }
 

@@ -56,6 +56,11 @@ class PendingRun:
     started_at: float | None = None
 
 
+def format_book_positions(positions: Mapping[int, int]) -> str:
+    """Book positions as a landing reports them under BOOK_POSITIONS_METADATA."""
+    return json.dumps({str(p): end for p, end in sorted(positions.items())})
+
+
 def parse_book_positions(text: str) -> dict[int, int]:
     """The book positions a landing reported under BOOK_POSITIONS_METADATA; ValueError when unreadable."""
     try:

@@ -7,10 +7,12 @@ batch (from the offsets this follower landed, fairly across partitions, at most 
 landed through the same sink and chunk booking as any range, so a follower killed mid-batch leaves whole
 chunks and the next landing counts them as duplicates. The time is bounded so the run ends: a new code
 version reaches the next run, and whoever waits for the run's pool (chdb's warehouse) gets its turn.
-While the topic is busy (the window landed something) and nobody waits (`keep_following`), a window
-that ends is followed by another, up to `longest_seconds`: a run start (queue, launch, warm-up) costs
-the events produced meanwhile tens of seconds of latency, so a busy follower stops only for a reason.
-A quiet topic's follower stops at its window's end, so a drained system has no run left.
+While the topic is busy (something landed in the window's second half) and nobody waits
+(`keep_following`), a window that ends is followed by another, up to `longest_seconds`: a run start
+(queue, launch, warm-up) costs the events produced meanwhile tens of seconds of latency, so a busy
+follower stops only for a reason. A follower whose topic has been quiet for half a window stops at its
+window's end, so a drained system has no run left: a window that landed only at its start (a retried
+run's first ranges, the tail of a burst) is not followed by another one.
 
 Followers hand over (`handoff.py`): the next run of the lane is started before this one's window ends,
 and once it is up this one stops at its next poll (`relieved`) instead of at its window's end; while a
@@ -42,10 +44,13 @@ class LandedBatch:
 
 @dataclass(frozen=True)
 class MicroBatch:
-    """One landed micro-batch of a follower."""
+    """One landed micro-batch of a follower, and where the book stands after it in the partitions it
+    follows (`positions`, empty when not following): every offset below was booked, by this run or
+    before it started, since it lands each partition in order from the book's position."""
 
     ranges: tuple[OffsetRange, ...]
     landed: LandedBatch
+    positions: Mapping[int, int] = field(default_factory=dict)
 
 
 def advance(positions: Mapping[int, int], ranges: Sequence[OffsetRange]) -> dict[int, int]:
@@ -78,34 +83,43 @@ def follow_topic(
 ) -> MicroBatch:
     """Land `first_ranges`, then for `follow_seconds` after that, every `poll_seconds`, whatever arrived
     past `positions` (the first ranges included) on the partitions it `follows` (its lane's: another
-    lane's run lands the others). When that window ends having landed something and `keep_following()`
-    says nothing waits for the follower to stop, or while `successor_coming()` says the run taking over
-    is not up yet (a run waiting for the warehouse then gets it at the handoff: the successor lets it
-    go first), another window follows, up to `longest_seconds` in all. Once `relieved()` (asked at each
-    poll) says the successor is up, the follower stops there without landing more. Each batch but the
-    last is given to `report` as soon as it has landed; the last one is returned (a batch with no
-    ranges when the final polls found nothing). A partition whose end falls below its position (the
-    topic deleted and made again) is given to `on_rewound` once and not landed again by this run.
+    lane's run lands the others). When that window ends having landed something in its second half and
+    `keep_following()` says nothing waits for the follower to stop, or while `successor_coming()` says the
+    run taking over is not up yet (a run waiting for the warehouse then gets it at the handoff: the
+    successor lets it go first), another window follows, up to `longest_seconds` in all. Once
+    `relieved()` (asked at each poll) says the successor is up, the follower stops there without landing
+    more. Each batch but the last is given to `report` as soon as it has landed; the last one is
+    returned (a batch with no ranges when the final polls found nothing). A partition whose end falls
+    below its position (the topic deleted and made again) is given to `on_rewound` once and not landed
+    again by this run.
     """
     ranges = tuple(first_ranges)
     polled = clock()
-    batch = MicroBatch(ranges, land(ranges))
+    first = land(ranges)
     position = advance(positions, ranges)
     started = clock()
+    # When a batch last landed something: a window busy in its second half is followed by another.
+    last_landed = started if ranges else None
     deadline = started + follow_seconds
     latest = started + max(follow_seconds, longest_seconds)
-    busy = bool(ranges)
     rewound: set[int] = set()
 
+    def micro_batch(ranges: tuple[OffsetRange, ...], result: LandedBatch) -> MicroBatch:
+        if follow_seconds <= 0:
+            return MicroBatch(ranges, result)
+        return MicroBatch(ranges, result, {p: end for p, end in position.items() if follows(p)})
+
     def following() -> bool:
-        nonlocal deadline, busy
+        nonlocal deadline
         if clock() < deadline:
             return True
+        busy = last_landed is not None and last_landed >= deadline - follow_seconds / 2
         if follow_seconds > 0 and deadline < latest and (successor_coming() or (busy and keep_following())):
             deadline = min(latest, deadline + follow_seconds)
-            busy = False
             return True
         return False
+
+    batch = micro_batch(ranges, first)
 
     while following():
         report(batch)
@@ -116,7 +130,7 @@ def follow_topic(
             if relieved():
                 # The successor plans from the book once this run has ended: landing more here would
                 # only make it wait longer.
-                return MicroBatch((), land(()))
+                return micro_batch((), land(()))
             between_batches()
             ends = {p: end for p, end in topics.end_offsets(topic).items() if follows(p) and p not in rewound}
             for found in rewound_partitions(topic, position, ends):
@@ -125,7 +139,9 @@ def follow_topic(
                 on_rewound(found)
             ranges = tuple(plan_next_ranges(position, ends, max_messages))
         # Landing nothing (the final polls found nothing) still reports where the landing stands.
-        batch = MicroBatch(ranges, land(ranges))
+        result = land(ranges)
         position = advance(position, ranges)
-        busy = busy or bool(ranges)
+        if ranges:
+            last_landed = clock()
+        batch = micro_batch(ranges, result)
     return batch

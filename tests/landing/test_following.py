@@ -106,6 +106,20 @@ def test_each_batch_is_reported_as_soon_as_it_has_landed_not_when_the_next_arriv
     assert topic.reported_at == [0.25, 4.25]
 
 
+def test_each_batch_of_a_follower_names_where_the_book_stands_in_its_own_partitions():
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (3.2, 0, 20)])
+    reported, last = _follow(
+        topic, 5, (OffsetRange(0, 5, 10),), {0: 5, 1: 10}, follows=lambda partition: partition == 0
+    )
+    # Partition 1 is another lane's: its position is that lane's to report.
+    assert [batch.positions for batch in [*reported, last]] == [{0: 10}, {0: 14}, {0: 20}, {0: 20}]
+
+
+def test_ranges_landed_without_following_name_no_book_position():
+    _, last = _follow(ScriptedTopic(arrivals=[]), 0, landed_positions={0: 10})
+    assert last.positions == {}
+
+
 def test_follower_of_one_lane_never_lands_the_partitions_of_another_lane():
     topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (1.5, 1, 17), (3.2, 0, 20)])
     landed = _landed(
@@ -121,16 +135,26 @@ def _follow_longer(topic: ScriptedTopic, keep_following: list[bool]) -> list[Off
 
 
 def test_follower_whose_time_is_up_follows_on_while_nothing_waits_up_to_its_longest():
-    topic = ScriptedTopic(arrivals=[(7.5, 0, 14), (11.5, 1, 13), (12.8, 0, 30)])
+    topic = ScriptedTopic(arrivals=[(3.5, 0, 12), (7.5, 0, 14), (11.5, 1, 13), (12.8, 0, 30)])
     landed = _follow_longer(topic, [True, True])
     assert landed == [
         OffsetRange(0, 0, 10),
         OffsetRange(1, 0, 10),
-        OffsetRange(0, 10, 14),
+        OffsetRange(0, 10, 12),
+        OffsetRange(0, 12, 14),
         OffsetRange(1, 10, 13),
     ]
-    # Windows end at 5.25 and 10.25; the second is cut at the longest, 12.25 after the first batch.
+    # Windows end at 5.25 and 10.25, each having landed in its second half; the third is cut at the
+    # longest, 12.25 after the first batch.
     assert topic.polls[-1] == 12.25
+
+
+def test_follower_whose_window_landed_only_in_its_first_half_stops_at_its_end_though_nothing_waits():
+    # A retried run's first ranges, or a burst's tail: the topic has been quiet for over half a window.
+    topic = ScriptedTopic(arrivals=[(1.5, 0, 14), (7.0, 0, 20)])
+    landed = _follow_longer(topic, [True, True])
+    assert landed == [OffsetRange(0, 0, 10), OffsetRange(1, 0, 10), OffsetRange(0, 10, 14)]
+    assert topic.polls[-1] == 5.25
 
 
 def test_follower_of_a_topic_quiet_for_a_window_stops_though_nothing_waits():

@@ -114,3 +114,36 @@ def test_orders_landing_reports_produce_to_landed_latency_as_numbers(local_envir
     assert isinstance(metadata[P50_METADATA], dg.FloatMetadataValue)
     assert isinstance(metadata[MAX_METADATA], dg.FloatMetadataValue)
     assert 0 <= _value(metadata, P50_METADATA) <= _value(metadata, MAX_METADATA)
+
+
+def test_orders_follower_names_the_book_with_each_batch_so_a_lost_report_leaves_no_hole_in_the_cursor(
+    local_environment: LocalEnvironment, monkeypatch: pytest.MonkeyPatch
+):
+    feeder = local_environment.demo_feeder(seed=32)
+    feeder.send_orders(10)
+    topics = ArrivalsWhileFollowing(
+        local_environment.resources["topics"], settings.ORDERS_TOPIC, lambda: feeder.send_orders(8)
+    )
+    monkeypatch.setattr(settings, "ORDERS_FOLLOW_SECONDS", 2.0)
+    env = local_environment.with_topics(topics)
+
+    result, _ = env.tick("orders_topic_sensor", None)
+    assert isinstance(result, dg.SensorResult) and result.run_requests
+    topics.armed = True
+    run = env.run(
+        "orders_topic_sensor", "orders_pipeline", result.run_requests[0], asset_selection=[ORDER_EVENTS]
+    )
+    assert run.success and topics.arrived == 8
+
+    records = env.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ORDER_EVENTS), limit=100, ascending=True
+    ).records
+    assert len(records) >= 2
+    ends = topics.inner.end_offsets(settings.ORDERS_TOPIC)
+    # A cursor that saw none of the run's reports but its last (as when an orders follower was killed
+    # between booking a batch and reporting it, and its retry went on from the book) reaches the topic's
+    # ends from that report alone: no run is asked for offsets that are landed already.
+    only_last = TopicCursor(last_landing_seen=records[-2].storage_id).to_json()
+    after, cursor = env.tick("orders_topic_sensor", only_last)
+    assert isinstance(after, dg.SkipReason), after
+    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}

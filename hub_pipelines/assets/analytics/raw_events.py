@@ -1,5 +1,4 @@
 import importlib
-import json
 from typing import Any
 
 import dagster as dg
@@ -12,7 +11,7 @@ from hub_pipelines.assets.landing import UpstreamLossPager, land_and_report, lan
 from hub_pipelines.assets.policies import EXTERNAL_CALL_RETRY
 from hub_pipelines.assets.topic_config import TopicRangeConfig
 from hub_pipelines.core.ports import Cache, Notifier, Topics, Warehouse, WarehouseLoan
-from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA
+from hub_pipelines.landing.batches import BOOK_POSITIONS_METADATA, format_book_positions
 from hub_pipelines.landing.counts import LandingCounts
 from hub_pipelines.landing.handoff import take_over
 from hub_pipelines.landing.latency import ProduceStamps
@@ -97,7 +96,8 @@ def raw_events(
             "days_touched": ",".join(map(str, batch.days_touched)) or "none",
             LATE_DAYS_METADATA: ",".join(map(str, batch.late_days)),
             "newest_event_ts": batch.newest_event_ts.isoformat() if batch.newest_event_ts else "none",
-            BOOK_POSITIONS_METADATA: json.dumps({str(p): end for p, end in batch.landed_positions.items()}),
+            # The whole topic's, read from the warehouse: the stream observer measures lag from them.
+            BOOK_POSITIONS_METADATA: format_book_positions(batch.landed_positions),
         }
 
     return land_and_report(
