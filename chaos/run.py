@@ -36,6 +36,8 @@ from tests.services import wait_until
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 UNFINISHED = set(dg.DagsterRunStatus) - FINISHED
 FINAL_UPLOAD_STATUSES = {"published", "quarantined", "rejected"}
+# How often a drain that goes on says what it still waits for.
+DRAIN_LOG_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,12 @@ def drain(
     ends: dict[str, dict[int, int]],
     stall_timeout_s: float,
     seen: Observations,
+    log: Any = print,
 ) -> tuple[list[str], str]:
     """Waits until nothing is moving. Gives up when nothing changed for `stall_timeout_s` (longer than the
     run monitor's start timeout, so a run stuck starting is failed and retried first), or after twice
     that in all. Returns what was still moving (empty when drained) and why the wait ended."""
-    began = last_change = time.monotonic()
+    began = last_change = last_logged = time.monotonic()
     previous: tuple[Any, ...] | None = None
     moving = ["not looked yet"]
     while True:
@@ -171,6 +174,10 @@ def drain(
             return moving, f"nothing moved for {now - last_change:.0f} s"
         if now - began >= 2 * stall_timeout_s:
             return moving, f"still moving after {now - began:.0f} s"
+        if now - last_logged >= DRAIN_LOG_INTERVAL_S:
+            # Whoever watches a long drain sees what it waits for.
+            log(f"chaos: draining for {now - began:.0f} s: {'; '.join(moving[:10])}")
+            last_logged = now
         time.sleep(3)
 
 
@@ -285,7 +292,7 @@ def _load_injure_check(
             nemesis.kill_before_the_drain()
         ends = {topic: workload.topics.end_offsets(topic) for topic in checker.TOPIC_SENSORS.values()}
         uploads = {upload.key for upload in workload.produced.uploads}
-        moving, drain_ended = drain(instance, services, uploads, ends, config.drain_timeout_s, seen)
+        moving, drain_ended = drain(instance, services, uploads, ends, config.drain_timeout_s, seen, log)
         drained_at = time.time()
         log(
             f"chaos: drained in {drained_at - load_ended:.0f} s"
