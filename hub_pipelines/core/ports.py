@@ -514,7 +514,9 @@ class LandingSink(Protocol):
         ...
 
     def landed_positions(self, topic: str) -> dict[int, int]:
-        """Per partition, the end of the furthest landed range."""
+        """Per partition, where its booked offsets stop being contiguous: every offset from its first
+        booked range up to the position is booked. A range booked ahead of a gap (a CLI run given
+        explicit ranges) counts once the gap is booked, so a landing planned from here lands the gap."""
         ...
 
     def landed_ranges(self, topic: str) -> list[tuple[OffsetRange, LandingCounts]]:

@@ -107,7 +107,9 @@ def follow_topic(
     def micro_batch(ranges: tuple[OffsetRange, ...], result: LandedBatch) -> MicroBatch:
         if follow_seconds <= 0:
             return MicroBatch(ranges, result)
-        return MicroBatch(ranges, result, {p: end for p, end in position.items() if follows(p)})
+        # A rewound partition's position is above its new end: that is the sensor's to settle.
+        named = {p: end for p, end in position.items() if follows(p) and p not in rewound}
+        return MicroBatch(ranges, result, named)
 
     def following() -> bool:
         nonlocal deadline

@@ -375,11 +375,27 @@ class SqlInboxSink:
         }
 
     def landed_positions(self, topic: str) -> dict[int, int]:
+        # Each range beside the furthest end booked before it (in start order): the first range that
+        # starts past it opens a gap, and the position is that end; without a gap, the furthest end.
+        reached = sa.func.max(landed_ranges.c.end_offset).over(
+            partition_by=landed_ranges.c.partition, order_by=landed_ranges.c.start_offset, rows=(None, -1)
+        )
+        ranges = (
+            sa.select(
+                landed_ranges.c.partition,
+                landed_ranges.c.start_offset,
+                landed_ranges.c.end_offset,
+                reached.label("reached"),
+            )
+            .where(landed_ranges.c.topic == topic)
+            .subquery()
+        )
+        gap_at = sa.func.min(sa.case((ranges.c.start_offset > ranges.c.reached, ranges.c.reached)))
         with self.database.transaction() as connection:
             result = connection.execute(
-                sa.select(landed_ranges.c.partition, sa.func.max(landed_ranges.c.end_offset))
-                .where(landed_ranges.c.topic == topic)
-                .group_by(landed_ranges.c.partition)
+                sa.select(
+                    ranges.c.partition, sa.func.coalesce(gap_at, sa.func.max(ranges.c.end_offset))
+                ).group_by(ranges.c.partition)
             )
             return {int(partition): int(end) for partition, end in result}
 

@@ -457,9 +457,14 @@ class WarehouseEventsSink:
         return self._booked[topic]
 
     def landed_positions(self, topic: str) -> dict[int, int]:
+        # Each range beside the furthest end booked before it (in start order; NULL for the first): the
+        # first range that starts past it opens a gap, and the position is that end.
         found = self.warehouse.query_df(
-            f"SELECT partition, max(end_offset) AS end_offset FROM {self.tables.landed_ranges} FINAL "
-            "WHERE topic = {topic:String} GROUP BY partition",
+            "SELECT partition, if(countIf(start_offset > reached) > 0, "
+            "assumeNotNull(minIf(reached, start_offset > reached)), max(end_offset)) AS end_offset FROM (SELECT partition, start_offset, end_offset, "
+            "max(toNullable(end_offset)) OVER (PARTITION BY partition ORDER BY start_offset "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reached "
+            f"FROM {self.tables.landed_ranges} FINAL WHERE topic = {{topic:String}}) GROUP BY partition",
             {"topic": topic},
         )
         return {int(p): int(e) for p, e in found.itertuples(index=False)}

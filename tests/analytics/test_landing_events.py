@@ -222,6 +222,18 @@ def test_overlapping_runs_with_other_bounds_book_each_offset_once(tmp_path, ware
     assert count(warehouse, f"SELECT count() FROM {tables.raw_events}") == 30
 
 
+def test_the_landed_position_stops_at_the_first_gap_in_the_book(warehouse, tables):
+    # A landing given explicit ranges (a CLI run ahead of the sensor) leaves a gap; a landing planned from
+    # the position lands it, and what was booked past it counts as duplicates.
+    sink = WarehouseEventsSink(warehouse, tables)
+    for booked in (OffsetRange(0, 0, 10), OffsetRange(0, 20, 30), OffsetRange(1, 5, 8)):
+        sink.book_lost("events", booked, "ahead")
+    assert sink.landed_positions("events") == {0: 10, 1: 8}
+
+    sink.book_lost("events", OffsetRange(0, 8, 22), "gap")
+    assert sink.landed_positions("events") == {0: 30, 1: 8}
+
+
 @dataclass
 class RetainingBroker:
     """A local log played as a broker whose partition 0 now starts at `first_available` and that holds

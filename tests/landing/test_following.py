@@ -204,6 +204,8 @@ def test_a_partition_whose_end_falls_below_its_position_is_named_once_and_never_
         .startswith("events partition 0 ends at offset 3, below offset 10 already landed")
     )
     assert _landed(reported, last) == list(FIRST)
+    # Where its book stands is the sensor's to settle once a partition is rewound: no position is named.
+    assert last.positions == {}
 
 
 def test_each_poll_lends_first_and_what_arrived_during_a_loan_lands_right_after_it():

@@ -203,6 +203,24 @@ def test_overlapping_landings_book_every_offset_once_with_exact_totals(
     assert totals.landed == len({m.value for m in in_book})
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(runs=landings)
+def test_the_landed_position_stops_at_the_first_gap_in_the_book(
+    inbox_database: Database, runs: list[tuple[int, int, int]]
+) -> None:
+    # Landings given explicit ranges (a CLI run ahead of the sensor) leave gaps; a landing planned from
+    # the position lands the first one, and what was booked past it counts as duplicates.
+    topic = f"orders-gaps-{uuid.uuid4().hex[:8]}"
+    sink = SqlInboxSink(inbox_database)
+    for run, (start, size, _) in enumerate(runs):
+        sink.book_lost(topic, OffsetRange(0, start, start + size), f"run-{run}")
+    booked = {offset for start, size, _ in runs for offset in range(start, start + size)}
+    position = min(booked)
+    while position in booked:
+        position += 1
+    assert sink.landed_positions(topic) == {0: position}
+
+
 def test_another_message_under_a_landed_event_id_is_dead_lettered_naming_where_it_landed_not_dropped(
     inbox_database: Database,
 ) -> None:
