@@ -4,6 +4,7 @@ lands once, and the topic sensor's next tick folds the micro-batches in from tho
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -34,16 +35,44 @@ def _landed_ranges(records: list[dg.EventLogRecord]) -> list[OffsetRange]:
     return ranges
 
 
+def _following(
+    local_environment: LocalEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+    topic: str,
+    follow_setting: str,
+    arrive: Callable[[], int],
+) -> tuple[ArrivalsWhileFollowing, LocalEnvironment]:
+    """The environment whose runs of `topic` follow it for 2 s, with `arrive`'s messages arriving while
+    they do (once armed)."""
+    topics = ArrivalsWhileFollowing(local_environment.resources["topics"], topic, arrive)
+    monkeypatch.setattr(settings, follow_setting, 2.0)
+    return topics, local_environment.with_topics(topics)
+
+
+def _assert_the_last_report_alone_brings_the_cursor_to_the_ends(
+    env: LocalEnvironment, sensor: str, records: Sequence[dg.EventLogRecord], ends: Mapping[int, int]
+) -> None:
+    """A cursor that saw every report but the last one's ranges (as when a follower was killed between
+    booking its batches and reporting them, and the next run went on from the book) reaches the topic's
+    ends from that last report: no run is asked for offsets that are landed already."""
+    only_last = TopicCursor(last_landing_seen=records[-2].storage_id).to_json()
+    after, cursor = env.tick(sensor, only_last)
+    assert isinstance(after, dg.SkipReason), after
+    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
+
+
 def test_following_run_books_each_micro_batch_once_and_the_sensor_folds_them_in(
     local_environment: LocalEnvironment, monkeypatch: pytest.MonkeyPatch
 ):
     feeder = local_environment.demo_feeder(seed=31)
     first = feeder.send_events(120)
-    topics = ArrivalsWhileFollowing(
-        local_environment.resources["topics"], settings.EVENTS_TOPIC, lambda: feeder.send_events(90)
+    topics, env = _following(
+        local_environment,
+        monkeypatch,
+        settings.EVENTS_TOPIC,
+        "EVENTS_FOLLOW_SECONDS",
+        lambda: feeder.send_events(90),
     )
-    monkeypatch.setattr(settings, "EVENTS_FOLLOW_SECONDS", 2.0)
-    env = local_environment.with_topics(topics)
 
     result, cursor = env.tick("events_topic_sensor", None)
     assert isinstance(result, dg.SensorResult) and result.run_requests
@@ -90,12 +119,7 @@ def test_following_run_books_each_micro_batch_once_and_the_sensor_folds_them_in(
     assert isinstance(after, dg.SkipReason), after
     assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
 
-    # A cursor that saw every report but the last one's ranges (as when a follower was killed between
-    # booking its batches and reporting them) is brought to the book's positions by that last report.
-    only_last = TopicCursor(last_landing_seen=records[-2].storage_id).to_json()
-    after, cursor = env.tick("events_topic_sensor", only_last)
-    assert isinstance(after, dg.SkipReason), after
-    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
+    _assert_the_last_report_alone_brings_the_cursor_to_the_ends(env, "events_topic_sensor", records, ends)
 
 
 def test_orders_landing_reports_produce_to_landed_latency_as_numbers(local_environment: LocalEnvironment):
@@ -121,11 +145,13 @@ def test_orders_follower_names_the_book_with_each_batch_so_a_lost_report_leaves_
 ):
     feeder = local_environment.demo_feeder(seed=32)
     feeder.send_orders(10)
-    topics = ArrivalsWhileFollowing(
-        local_environment.resources["topics"], settings.ORDERS_TOPIC, lambda: feeder.send_orders(8)
+    topics, env = _following(
+        local_environment,
+        monkeypatch,
+        settings.ORDERS_TOPIC,
+        "ORDERS_FOLLOW_SECONDS",
+        lambda: feeder.send_orders(8),
     )
-    monkeypatch.setattr(settings, "ORDERS_FOLLOW_SECONDS", 2.0)
-    env = local_environment.with_topics(topics)
 
     result, _ = env.tick("orders_topic_sensor", None)
     assert isinstance(result, dg.SensorResult) and result.run_requests
@@ -140,10 +166,4 @@ def test_orders_follower_names_the_book_with_each_batch_so_a_lost_report_leaves_
     ).records
     assert len(records) >= 2
     ends = topics.inner.end_offsets(settings.ORDERS_TOPIC)
-    # A cursor that saw none of the run's reports but its last (as when an orders follower was killed
-    # between booking a batch and reporting it, and its retry went on from the book) reaches the topic's
-    # ends from that report alone: no run is asked for offsets that are landed already.
-    only_last = TopicCursor(last_landing_seen=records[-2].storage_id).to_json()
-    after, cursor = env.tick("orders_topic_sensor", only_last)
-    assert isinstance(after, dg.SkipReason), after
-    assert TopicCursor.from_json(cursor).landed == {p: end for p, end in ends.items() if end}
+    _assert_the_last_report_alone_brings_the_cursor_to_the_ends(env, "orders_topic_sensor", records, ends)
