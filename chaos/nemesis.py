@@ -2,7 +2,9 @@
 
 A run worker is killed with SIGKILL while it is inside a write: the harness watches PostgreSQL for a
 transaction that has written and not committed, its client between two statements (idle in
-transaction), traces its connection to a run worker's process and kills that process, then reads the transaction's fate (aborted, so the kill cut the write). PostgreSQL
+transaction), traces its connection to a run worker's process, stops it (SIGSTOP) and kills it if its
+transaction is still open then, then reads the transaction's fate (aborted, so the kill cut the
+write). PostgreSQL
 is stopped in immediate mode and started again; Redis loses its client connections (CLIENT KILL) or is
 restarted; the daemon is killed and started again; the broker goes down for a window of seconds; the
 Stripe-protocol server answers 5xx before execution or after it, holds the connection after charging
@@ -17,6 +19,7 @@ search window) is recorded as not fired, with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -62,7 +65,6 @@ LAST_KILL_SEARCH_S = 300.0
 WRITE_POLL_S = 0.05
 # How long a killed worker's backend may take to notice (an active statement runs to its end first).
 BACKEND_GONE_S = 60.0
-IDLE_IN_TRANSACTION = "idle in transaction"
 
 
 @dataclass(frozen=True)
@@ -236,12 +238,11 @@ class Nemesis:
                 pid = owners.get(write.client_port)
                 # Only a client between statements of its open transaction: an active statement of an
                 # autocommit transaction runs to its commit even when its client is gone.
-                if pid is None or write.state != IDLE_IN_TRANSACTION:
+                if pid is None or write.state != writes.IDLE_IN_TRANSACTION:
                     continue
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
+                if not self._stopped_inside(engine, pid, write):
                     continue
+                os.kill(pid, signal.SIGKILL)
                 run = workers[pid]
                 self.killed_runs.add(run.run_id)
                 fate = self._fate_of(engine, write)
@@ -258,6 +259,28 @@ class Nemesis:
             f"no run worker inside a PostgreSQL write within {search_s:.0f} s "
             f"({len(workers)} runs executing at the end)"
         )
+
+    @staticmethod
+    def _stopped_inside(engine: sa.Engine, pid: int, write: writes.OpenWrite) -> bool:
+        """Stop the worker (SIGSTOP) and keep it stopped if its transaction is still open between
+        statements, so the SIGKILL that follows cuts the write. Seen between its last statement and its
+        COMMIT, a worker killed at once had mostly committed first: in one cut all four kills did.
+        A worker that had sent its COMMIT already goes on (SIGCONT)."""
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+        inside = False
+        try:
+            with engine.connect() as connection:
+                inside = writes.still_between_statements(connection, write)
+        except sa.exc.SQLAlchemyError:
+            inside = False
+        finally:
+            if not inside:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        return inside
 
     def _fate_of(self, engine: sa.Engine, write: writes.OpenWrite) -> str:
         with engine.connect() as connection:

@@ -16,6 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 _TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+IDLE_IN_TRANSACTION = "idle in transaction"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,18 @@ def open_writes(connection: sa.Connection) -> list[OpenWrite]:
         )
     ).all()
     return [OpenWrite(r.pid, r.client_port, int(r.xid), r.state or "", r.query or "") for r in rows]
+
+
+def still_between_statements(connection: sa.Connection, write: OpenWrite) -> bool:
+    """Whether the write's backend still waits for its client's next statement inside the same open
+    transaction. Asked once the client is stopped (SIGSTOP): it can send nothing more, and what it had
+    sent already (its COMMIT) would have made the backend active, or ended the transaction."""
+    _fresh_activity(connection)
+    row = connection.execute(
+        sa.text("SELECT state, backend_xid::text AS xid FROM pg_stat_activity WHERE pid = :pid"),
+        {"pid": write.backend_pid},
+    ).first()
+    return row is not None and row.state == IDLE_IN_TRANSACTION and row.xid == str(write.xid)
 
 
 def backend_alive(connection: sa.Connection, backend_pid: int) -> bool:

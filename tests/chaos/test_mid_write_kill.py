@@ -72,3 +72,32 @@ def test_a_transaction_that_only_read_is_not_a_write_in_flight(database):
         assert [w.state for w in writes.open_writes(watcher)] == ["idle in transaction"]
         reader.commit()
         assert writes.open_writes(watcher) == []
+
+
+def test_a_write_stays_between_statements_until_its_stopped_client_goes_on_and_commits(database):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, libpq_url(database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
+        with database.connect() as connection:
+            owners = writes.port_owners({writer.pid})
+            (write,) = [w for w in writes.open_writes(connection) if owners.get(w.client_port) == writer.pid]
+            os.kill(writer.pid, signal.SIGSTOP)
+            assert writer.stdin is not None
+            # Its COMMIT waits for the newline, which a stopped process cannot read.
+            writer.stdin.write("commit\n")
+            writer.stdin.close()
+            stopped_inside = writes.still_between_statements(connection, write)
+            os.kill(writer.pid, signal.SIGCONT)
+            assert writer.wait(timeout=60) == 0
+            after_commit = writes.still_between_statements(connection, write)
+            fate = writes.transaction_status(connection, write.xid)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    assert (stopped_inside, after_commit, fate) == (True, False, "committed")
