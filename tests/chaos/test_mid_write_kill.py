@@ -4,6 +4,7 @@ transaction ends aborted with nothing of it stored."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,7 +42,10 @@ def libpq_url(engine: sa.Engine) -> str:
     return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def test_run_worker_killed_inside_a_write_leaves_its_transaction_aborted(database):
+@contextlib.contextmanager
+def writer_inside_a_write(database: sa.Engine) -> Iterator[tuple[subprocess.Popen[str], writes.OpenWrite]]:
+    """A process holding an uncommitted write (it commits once it reads a line), and its write as the
+    nemesis finds it; the process is killed on the way out if it still runs."""
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, libpq_url(database)],
         stdin=subprocess.PIPE,
@@ -51,16 +55,20 @@ def test_run_worker_killed_inside_a_write_leaves_its_transaction_aborted(databas
     try:
         assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
         with database.connect() as connection:
-            in_flight = writes.open_writes(connection)
             owners = writes.port_owners({writer.pid})
-            (write,) = [w for w in in_flight if owners.get(w.client_port) == writer.pid]
-            os.kill(writer.pid, signal.SIGKILL)
-            fate = writes.fate_once_gone(connection, write, timeout_s=60)
-            stored = connection.execute(sa.text("SELECT count(*) FROM kill_target")).scalar_one()
+            (write,) = [w for w in writes.open_writes(connection) if owners.get(w.client_port) == writer.pid]
+        yield writer, write
     finally:
         if writer.poll() is None:
             writer.kill()
         writer.wait()
+
+
+def test_run_worker_killed_inside_a_write_leaves_its_transaction_aborted(database):
+    with writer_inside_a_write(database) as (writer, write), database.connect() as connection:
+        os.kill(writer.pid, signal.SIGKILL)
+        fate = writes.fate_once_gone(connection, write, timeout_s=60)
+        stored = connection.execute(sa.text("SELECT count(*) FROM kill_target")).scalar_one()
     assert (fate, stored) == ("aborted", 0)
 
 
@@ -75,29 +83,15 @@ def test_a_transaction_that_only_read_is_not_a_write_in_flight(database):
 
 
 def test_a_write_stays_between_statements_until_its_stopped_client_goes_on_and_commits(database):
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, libpq_url(database)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "written"
-        with database.connect() as connection:
-            owners = writes.port_owners({writer.pid})
-            (write,) = [w for w in writes.open_writes(connection) if owners.get(w.client_port) == writer.pid]
-            os.kill(writer.pid, signal.SIGSTOP)
-            assert writer.stdin is not None
-            # Its COMMIT waits for the newline, which a stopped process cannot read.
-            writer.stdin.write("commit\n")
-            writer.stdin.close()
-            stopped_inside = writes.still_between_statements(connection, write)
-            os.kill(writer.pid, signal.SIGCONT)
-            assert writer.wait(timeout=60) == 0
-            after_commit = writes.still_between_statements(connection, write)
-            fate = writes.transaction_status(connection, write.xid)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-        writer.wait()
+    with writer_inside_a_write(database) as (writer, write), database.connect() as connection:
+        os.kill(writer.pid, signal.SIGSTOP)
+        assert writer.stdin is not None
+        # Its COMMIT waits for the newline, which a stopped process cannot read.
+        writer.stdin.write("commit\n")
+        writer.stdin.close()
+        stopped_inside = writes.still_between_statements(connection, write)
+        os.kill(writer.pid, signal.SIGCONT)
+        assert writer.wait(timeout=60) == 0
+        after_commit = writes.still_between_statements(connection, write)
+        fate = writes.transaction_status(connection, write.xid)
     assert (stopped_inside, after_commit, fate) == (True, False, "committed")
