@@ -242,7 +242,10 @@ class Nemesis:
                     continue
                 if not self._stopped_inside(engine, pid, write):
                     continue
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
                 run = workers[pid]
                 self.killed_runs.add(run.run_id)
                 fate = self._fate_of(engine, write)

@@ -225,14 +225,15 @@ def land_and_report(
 
 def batch_metadata(topic: str, batch: MicroBatch) -> dict[str, dg.RawMetadataValue]:
     latency = batch.landed.latency
+    # A follower's book positions close a hole in the sensor's cursor that a batch booked but never
+    # reported leaves (`Landing`); a landing that read them from its sink reports those instead.
+    names_positions = batch.positions and BOOK_POSITIONS_METADATA not in batch.landed.details
     return {
         "topic": topic,
         "ranges": describe_ranges(batch.ranges) or "none",
         **batch.landed.counts.as_metadata(),
         **(latency.as_metadata() if latency else {}),
-        # A follower's book positions close a hole in the sensor's cursor that a batch booked but never
-        # reported leaves (`Landing`); a landing that read them from its sink reports those instead.
-        **({BOOK_POSITIONS_METADATA: format_book_positions(batch.positions)} if batch.positions else {}),
+        **({BOOK_POSITIONS_METADATA: format_book_positions(batch.positions)} if names_positions else {}),
         **batch.landed.details,
     }
 
