@@ -69,6 +69,10 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
     dagster_home = data_dir / "dagster_home"
     dagster_home.mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    # The instance's SQLite storage is made before the daemon and the test open it side by side, as
+    # `make run` makes it with its first `dagster instance` command: two processes making its tables at
+    # once race ("table instigators already exists").
+    dg.DagsterInstance.from_config(str(dagster_home)).dispose()
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_ENV": "local",
